@@ -1,0 +1,37 @@
+/** What is wrong with a data file; lets callers and tests branch without parsing messages. */
+export type DataFileProblem =
+  | 'unreadable'
+  | 'bad-gzip'
+  | 'bad-magic'
+  | 'truncated'
+  | 'trailing-bytes'
+  | 'bad-length'
+  | 'count-mismatch'
+  | 'label-out-of-range'
+  | 'shape-mismatch';
+
+/**
+ * A data file that cannot be used. The message always starts with the file's
+ * path, so a user reading one line knows which file to look at and why.
+ */
+export class DataFileError extends Error {
+  override readonly name = 'DataFileError';
+  constructor(
+    readonly file: string,
+    readonly problem: DataFileProblem,
+    detail: string,
+  ) {
+    super(`${file}: ${detail}`);
+  }
+}
+
+/** A dataset (as a whole: a directory, a set of files) that cannot be found. */
+export class DatasetNotFoundError extends Error {
+  override readonly name = 'DatasetNotFoundError';
+  constructor(
+    readonly path: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}

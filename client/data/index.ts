@@ -1,0 +1,8 @@
+export type { Dataset } from './dataset.js';
+export { subset, labelCounts, imageSize, validateDataset, DatasetError } from './dataset.js';
+export { DataFileError, DatasetNotFoundError, type DataFileProblem } from './errors.js';
+export { readMaybeGzip, isGzip } from './files.js';
+export { readIdx, parseIdxImages, parseIdxLabels, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, type IdxOptions } from './idx.js';
+export { readCifar10, parseCifar10, CIFAR10_RECORD_BYTES, CIFAR10_CLASSES } from './cifar10.js';
+export { syntheticDataset, type SyntheticOptions } from './synthetic.js';
+export { SeededRandom, deriveSeed } from './random.js';
