@@ -1,0 +1,236 @@
+/**
+ * A client's personal state on disk, so a `subfed client` process can stop and
+ * resume: its identity, the round and mask version it last reached, its mask,
+ * its weights and its BatchNorm running statistics (which never leave the
+ * device).
+ *
+ * File layout (`client-state.bin`, little-endian):
+ *   8 bytes  magic "SUBFEDCS"
+ *   4 bytes  u32 header length H
+ *   H bytes  UTF-8 JSON header (format version, identity, tensor directory,
+ *            payload length and SHA-256)
+ *   payload  the tensors back to back (float32 or uint8), as listed
+ * Writes are atomic: a temporary file in the same folder is written, fsynced and
+ * renamed over the old one, so a crash leaves either the old or the new state.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { z } from 'zod';
+import type { MaskMap, TensorMap } from './prune.js';
+
+export const STATE_FORMAT_VERSION = 1;
+export const STATE_FILE_NAME = 'client-state.bin';
+const MAGIC = Buffer.from('SUBFEDCS', 'ascii');
+
+export interface ClientState {
+  clientId: string;
+  clientToken: string;
+  /** Last round this client finished (0 before any). */
+  round: number;
+  /** Version of `masks`; the coordinator names the version it holds for us. */
+  maskVersion: number;
+  algorithm: string;
+  model: string;
+  weights: TensorMap;
+  masks: MaskMap;
+  /** BatchNorm running statistics: personal, never uploaded. */
+  personal: TensorMap;
+}
+
+/** A state file that cannot be used: unreadable, corrupt, or for another setup. */
+export class StateFileError extends Error {
+  constructor(
+    readonly file: string,
+    reason: string,
+  ) {
+    super(`client state file ${file}: ${reason}`);
+    this.name = 'StateFileError';
+  }
+}
+
+type Section = 'weights' | 'masks' | 'personal';
+const SECTIONS: readonly Section[] = ['weights', 'masks', 'personal'];
+
+const headerSchema = z.object({
+  formatVersion: z.number().int(),
+  clientId: z.string(),
+  clientToken: z.string(),
+  round: z.number().int().nonnegative(),
+  maskVersion: z.number().int().nonnegative(),
+  algorithm: z.string(),
+  model: z.string(),
+  payloadBytes: z.number().int().nonnegative(),
+  payloadSha256: z.string().regex(/^[0-9a-f]{64}$/),
+  tensors: z.array(
+    z.object({
+      section: z.enum(['weights', 'masks', 'personal']),
+      name: z.string().min(1),
+      length: z.number().int().nonnegative(),
+      offset: z.number().int().nonnegative(),
+    }),
+  ),
+});
+
+export function stateFilePath(dir: string): string {
+  return join(dir, STATE_FILE_NAME);
+}
+
+function bytesPerElement(section: Section): number {
+  return section === 'masks' ? 1 : 4;
+}
+
+/** Serialise a state to the bytes of a state file. */
+export function encodeState(state: ClientState): Buffer {
+  const tensors: z.infer<typeof headerSchema>['tensors'] = [];
+  const pieces: Buffer[] = [];
+  let offset = 0;
+  for (const section of SECTIONS) {
+    for (const [name, values] of state[section]) {
+      const bytes = Buffer.from(values.buffer, values.byteOffset, values.byteLength);
+      tensors.push({ section, name, length: values.length, offset });
+      pieces.push(bytes);
+      offset += bytes.length;
+    }
+  }
+  const payload = Buffer.concat(pieces, offset);
+  const header = {
+    formatVersion: STATE_FORMAT_VERSION,
+    clientId: state.clientId,
+    clientToken: state.clientToken,
+    round: state.round,
+    maskVersion: state.maskVersion,
+    algorithm: state.algorithm,
+    model: state.model,
+    payloadBytes: payload.length,
+    payloadSha256: createHash('sha256').update(payload).digest('hex'),
+    tensors,
+  };
+  const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
+  const length = Buffer.alloc(4);
+  length.writeUInt32LE(headerBytes.length, 0);
+  return Buffer.concat([MAGIC, length, headerBytes, payload]);
+}
+
+/** Parse the bytes of a state file; `file` only names it in errors. */
+export function decodeState(bytes: Buffer, file: string): ClientState {
+  const fail = (reason: string): never => {
+    throw new StateFileError(file, reason);
+  };
+  if (bytes.length < MAGIC.length + 4 || !bytes.subarray(0, MAGIC.length).equals(MAGIC)) {
+    fail('not a subfed client state file (bad magic bytes)');
+  }
+  const headerLength = bytes.readUInt32LE(MAGIC.length);
+  const headerStart = MAGIC.length + 4;
+  if (headerStart + headerLength > bytes.length) fail('truncated header');
+  let raw: unknown;
+  try {
+    raw = JSON.parse(bytes.subarray(headerStart, headerStart + headerLength).toString('utf8'));
+  } catch (err) {
+    fail(`header is not valid JSON (${(err as Error).message})`);
+  }
+  const parsed = headerSchema.safeParse(raw);
+  if (!parsed.success) fail(`invalid header: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  const header = parsed.data!;
+  if (header.formatVersion !== STATE_FORMAT_VERSION) {
+    fail(`format version ${header.formatVersion} is not supported (this build reads version ${STATE_FORMAT_VERSION})`);
+  }
+  const payload = bytes.subarray(headerStart + headerLength);
+  if (payload.length !== header.payloadBytes) {
+    fail(`payload is ${payload.length} bytes, header says ${header.payloadBytes} (truncated or padded file)`);
+  }
+  if (createHash('sha256').update(payload).digest('hex') !== header.payloadSha256) {
+    fail('payload checksum mismatch (file is corrupt)');
+  }
+  const state: ClientState = {
+    clientId: header.clientId,
+    clientToken: header.clientToken,
+    round: header.round,
+    maskVersion: header.maskVersion,
+    algorithm: header.algorithm,
+    model: header.model,
+    weights: new Map(),
+    masks: new Map(),
+    personal: new Map(),
+  };
+  for (const t of header.tensors) {
+    const byteLength = t.length * bytesPerElement(t.section);
+    if (t.offset + byteLength > payload.length) fail(`tensor ${t.section}/${t.name} runs past the end of the payload`);
+    if (state[t.section].has(t.name)) fail(`tensor ${t.section}/${t.name} is listed twice`);
+    // Copy out: the Float32Array view needs 4-byte alignment the file does not promise.
+    const copy = new Uint8Array(payload.subarray(t.offset, t.offset + byteLength));
+    if (t.section === 'masks') state.masks.set(t.name, copy);
+    else state[t.section].set(t.name, new Float32Array(copy.buffer, 0, t.length));
+  }
+  for (const [name, mask] of state.masks) {
+    const w = state.weights.get(name);
+    if (w !== undefined && w.length !== mask.length) fail(`mask of '${name}' has ${mask.length} entries, weights ${w.length}`);
+  }
+  return state;
+}
+
+/** Write the state atomically into `dir` (created if needed); returns the file path. */
+export async function saveState(dir: string, state: ClientState): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const file = stateFilePath(dir);
+  const temp = `${file}.tmp-${process.pid}-${Date.now()}`;
+  const handle = await open(temp, 'w');
+  try {
+    await handle.writeFile(encodeState(state));
+    await handle.sync();
+  } catch (err) {
+    await handle.close();
+    await rm(temp, { force: true });
+    throw err;
+  }
+  await handle.close();
+  await rename(temp, file);
+  return file;
+}
+
+/** What the loaded state must match; a mismatch is an error naming the file. */
+export interface StateExpectation {
+  algorithm?: string;
+  model?: string;
+  /** Tensor names and lengths of the model's manifest. */
+  manifest?: readonly { name: string; shape: readonly number[] }[];
+}
+
+/** Load the state from `dir`, or undefined when there is none yet. */
+export async function loadState(dir: string, expect: StateExpectation = {}): Promise<ClientState | undefined> {
+  const file = stateFilePath(dir);
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new StateFileError(file, `cannot be read (${(err as Error).message})`);
+  }
+  const state = decodeState(bytes, file);
+  checkExpectation(state, expect, file);
+  return state;
+}
+
+function checkExpectation(state: ClientState, expect: StateExpectation, file: string): void {
+  if (expect.algorithm !== undefined && state.algorithm !== expect.algorithm) {
+    throw new StateFileError(file, `was written by algorithm '${state.algorithm}', this client runs '${expect.algorithm}'`);
+  }
+  if (expect.model !== undefined && state.model !== expect.model) {
+    throw new StateFileError(file, `holds model '${state.model}', this client runs '${expect.model}'`);
+  }
+  if (expect.manifest !== undefined) {
+    for (const spec of expect.manifest) {
+      const length = spec.shape.reduce((a, b) => a * b, 1);
+      for (const section of ['weights', 'masks'] as const) {
+        const t = state[section].get(spec.name);
+        if (t === undefined) throw new StateFileError(file, `has no ${section} for tensor '${spec.name}'`);
+        if (t.length !== length) {
+          throw new StateFileError(file, `${section} of '${spec.name}' has ${t.length} entries, the model needs ${length}`);
+        }
+      }
+    }
+    if (state.weights.size !== expect.manifest.length) {
+      throw new StateFileError(file, `holds ${state.weights.size} weight tensors, the model has ${expect.manifest.length}`);
+    }
+  }
+}

@@ -1,0 +1,101 @@
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  StateFileError,
+  decodeState,
+  encodeState,
+  loadState,
+  saveState,
+  stateFilePath,
+  type ClientState,
+} from '../../client/state.js';
+
+function sampleState(): ClientState {
+  return {
+    clientId: 'c-7',
+    clientToken: 'tok',
+    round: 12,
+    maskVersion: 3,
+    algorithm: 'subfedavg-un',
+    model: 'mlp',
+    weights: new Map([
+      ['dense1/kernel', Float32Array.from([0.5, -1.25, 0, 3])],
+      ['dense1/bias', Float32Array.from([0.1, 0.2])],
+    ]),
+    masks: new Map([
+      ['dense1/kernel', Uint8Array.from([1, 1, 0, 1])],
+      ['dense1/bias', Uint8Array.from([1, 1])],
+    ]),
+    personal: new Map([['bn1/movingMean', Float32Array.from([0.25, 7])]]),
+  };
+}
+
+describe('client state', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'subfed-state-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('round-trips through disk exactly and leaves no temporary file', async () => {
+    const state = sampleState();
+    const file = await saveState(dir, state);
+    expect(file).toBe(stateFilePath(dir));
+    expect(await readdir(dir)).toEqual(['client-state.bin']);
+    const back = await loadState(dir, { algorithm: 'subfedavg-un', model: 'mlp' });
+    expect(back).toEqual(state);
+  });
+
+  it('overwrites an older state', async () => {
+    await saveState(dir, sampleState());
+    const next = { ...sampleState(), round: 13, maskVersion: 4 };
+    await saveState(dir, next);
+    expect((await loadState(dir))!.round).toBe(13);
+  });
+
+  it('returns undefined when no state exists yet', async () => {
+    expect(await loadState(dir)).toBeUndefined();
+  });
+
+  it('a flipped payload byte is a checksum error naming the file', async () => {
+    const file = await saveState(dir, sampleState());
+    const bytes = await readFile(file);
+    bytes[bytes.length - 3] ^= 0xff;
+    await writeFile(file, bytes);
+    await expect(loadState(dir)).rejects.toThrow(StateFileError);
+    await expect(loadState(dir)).rejects.toThrow(new RegExp(`${file.replace(/[/.]/g, '\\$&')}.*checksum`));
+  });
+
+  it('truncated files, garbage and bad headers are clear errors', () => {
+    const good = encodeState(sampleState());
+    expect(() => decodeState(good.subarray(0, good.length - 1), 'f.bin')).toThrow(/f\.bin.*truncated/);
+    expect(() => decodeState(Buffer.from('hello world, not a state'), 'f.bin')).toThrow(/magic/);
+    const badJson = Buffer.concat([good.subarray(0, 8), Buffer.from([3, 0, 0, 0]), Buffer.from('{x}')]);
+    expect(() => decodeState(badJson, 'f.bin')).toThrow(/not valid JSON/);
+  });
+
+  it('a future format version is rejected with the version named', () => {
+    const good = encodeState(sampleState());
+    const len = good.readUInt32LE(8);
+    const header = JSON.parse(good.subarray(12, 12 + len).toString('utf8'));
+    header.formatVersion = 99;
+    const h = Buffer.from(JSON.stringify(header));
+    const lenBuf = Buffer.alloc(4);
+    lenBuf.writeUInt32LE(h.length);
+    const bytes = Buffer.concat([good.subarray(0, 8), lenBuf, h, good.subarray(12 + len)]);
+    expect(() => decodeState(bytes, 'f.bin')).toThrow(/format version 99/);
+  });
+
+  it('a state for another algorithm, model or manifest is refused', async () => {
+    await saveState(dir, sampleState());
+    await expect(loadState(dir, { algorithm: 'fedavg' })).rejects.toThrow(/algorithm 'subfedavg-un'.*'fedavg'/);
+    await expect(loadState(dir, { model: 'lenet5-mnist' })).rejects.toThrow(/model 'mlp'/);
+    await expect(
+      loadState(dir, { manifest: [{ name: 'dense1/kernel', shape: [2, 3] }, { name: 'dense1/bias', shape: [2] }] }),
+    ).rejects.toThrow(/dense1\/kernel.*6/);
+  });
+});
