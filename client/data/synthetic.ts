@@ -10,6 +10,12 @@ export interface SyntheticOptions {
   seed: number;
   /** Standard deviation of the per-pixel Gaussian noise, as a fraction of 255. Default 0.2. */
   noise?: number;
+  /**
+   * Which independent stream of examples to draw from the same class patterns
+   * (the patterns depend on `seed` only): give train and test different streams.
+   * Default 0.
+   */
+  sampleStream?: number;
   name?: string;
 }
 
@@ -42,7 +48,7 @@ export function syntheticDataset(opts: SyntheticOptions): Dataset {
   const size = height * width * channels;
   const prototypes = Array.from({ length: classes }, (_, c) => classPrototype(height, width, channels, deriveSeed(seed, 1, c)));
 
-  const rng = new SeededRandom(deriveSeed(seed, 2));
+  const rng = new SeededRandom(deriveSeed(seed, 2, opts.sampleStream ?? 0));
   const labels = new Uint8Array(count);
   for (let i = 0; i < count; i++) labels[i] = i % classes;
   rng.shuffle(labels);
