@@ -4,11 +4,9 @@
  * which tensors a client may prune element-wise.
  */
 
-export interface TensorSpec {
-  readonly name: string;
-  readonly shape: readonly number[];
-  readonly prunable: boolean;
-}
+import type { TensorSpec } from '../proto/messages.js';
+
+export type { TensorSpec };
 
 export type TensorMap = Map<string, Float32Array>;
 export type MaskMap = Map<string, Uint8Array>;

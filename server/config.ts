@@ -1,0 +1,206 @@
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { z } from 'zod';
+import type { TensorMap, TensorSpec } from './model.js';
+import { validateInitialModel } from './model.js';
+
+const positiveInt = z.int({ error: 'expected a positive integer' }).positive({ error: 'expected a positive integer' });
+const port = z
+  .int({ error: 'expected a port number (0..65535)' })
+  .min(0, { error: 'expected a port number (0..65535)' })
+  .max(65535, { error: 'expected a port number (0..65535)' });
+const nonEmpty = (what: string) => z.string({ error: `expected ${what}` }).min(1, { error: `expected ${what}` });
+
+export const coordinatorConfigSchema = z
+  .object({
+    /** Model file (JSON: manifest + initial values), relative to the config file. The sim passes the model in-process instead. */
+    model: nonEmpty('a path to a model JSON file').optional(),
+    grpc: z
+      .object({
+        host: nonEmpty('a host name or address').default('127.0.0.1'),
+        port: port.default(0),
+        /** Largest single gRPC message either way; tensors travel in pieces below this. */
+        maxMessageBytes: positiveInt.default(4 * 1024 * 1024),
+      })
+      .strict()
+      .prefault({}),
+    http: z
+      .object({
+        host: nonEmpty('a host name or address').default('127.0.0.1'),
+        port: port.default(0),
+        enabled: z.boolean({ error: 'expected true or false' }).default(true),
+      })
+      .strict()
+      .prefault({}),
+    rounds: positiveInt,
+    frac: z
+      .number({ error: 'expected a fraction in (0, 1]' })
+      .gt(0, { error: 'expected a fraction in (0, 1]' })
+      .max(1, { error: 'expected a fraction in (0, 1]' }),
+    /** A round opens only once this many clients are registered. */
+    minClients: positiveInt.default(1),
+    /** Fraction of the round's members that must report for a commit at the deadline. */
+    quorum: z
+      .number({ error: 'expected a fraction in (0, 1]' })
+      .gt(0, { error: 'expected a fraction in (0, 1]' })
+      .max(1, { error: 'expected a fraction in (0, 1]' })
+      .default(0.5),
+    roundDeadlineMs: positiveInt.default(60_000),
+    /** How long a client without a task waits before pulling again. */
+    retryAfterMs: positiveInt.default(500),
+    seed: z.int({ error: 'expected an integer' }).min(0, { error: 'expected a non-negative integer' }).default(0),
+    weighting: z.enum(['examples', 'unweighted'], { error: 'expected "examples" or "unweighted"' }).default('examples'),
+    /** Largest accepted L2 norm of one update's delta (all tensors together). */
+    updateNormBound: z
+      .number({ error: 'expected a positive number' })
+      .positive({ error: 'expected a positive number' })
+      .default(1000),
+    /** Largest accepted num_examples of one update, so one client cannot outweigh the rest at will. */
+    maxExamples: positiveInt.default(1_000_000),
+    enrollmentToken: nonEmpty('a non-empty enrollment token'),
+    tls: z
+      .object({ cert: nonEmpty('a path to a PEM certificate'), key: nonEmpty('a path to a PEM private key') })
+      .strict()
+      .optional(),
+    /** SQLite file; omitted = in memory (nothing survives a restart). */
+    sqlite: nonEmpty('a path to a SQLite file').optional(),
+    /** Passed verbatim to clients with each task. */
+    training: z.record(z.string(), z.unknown(), { error: 'expected a JSON object' }).default({}),
+    logLevel: z
+      .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'expected a pino log level' })
+      .default('info'),
+  })
+  .strict();
+
+export type CoordinatorConfig = z.output<typeof coordinatorConfigSchema>;
+export type CoordinatorConfigInput = z.input<typeof coordinatorConfigSchema>;
+
+function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
+  let cur: unknown = data;
+  for (const key of path) {
+    if (cur === null || typeof cur !== 'object') return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[key];
+  }
+  return cur;
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  const text = JSON.stringify(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** Parses a config object; a bad one throws naming each field: `rounds: expected a positive integer, got -3`. */
+export function parseConfig(data: unknown, source = 'config'): CoordinatorConfig {
+  const result = coordinatorConfigSchema.safeParse(data);
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((issue) => {
+    const field = issue.path.map(String).join('.') || '(root)';
+    if (issue.code === 'unrecognized_keys') return `${field}: unknown field(s) ${issue.keys.join(', ')}`;
+    return `${field}: ${issue.message}, got ${describe(valueAt(data, issue.path))}`;
+  });
+  throw new Error(`${source}: ${lines.join('; ')}`);
+}
+
+/** Reads and validates a config file; relative paths inside it are resolved against its folder. */
+export function loadConfigFile(path: string): CoordinatorConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new Error(`${path}: cannot read config file (${(err as Error).message})`);
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
+  }
+  const config = parseConfig(data, path);
+  const base = dirname(resolve(path));
+  const rel = (p: string) => resolve(base, p);
+  return {
+    ...config,
+    model: config.model === undefined ? undefined : rel(config.model),
+    sqlite: config.sqlite === undefined || config.sqlite === ':memory:' ? config.sqlite : rel(config.sqlite),
+    tls: config.tls === undefined ? undefined : { cert: rel(config.tls.cert), key: rel(config.tls.key) },
+  };
+}
+
+// ------------------------------------------------------------------ model file
+
+const modelFileSchema = z
+  .object({
+    manifest: z
+      .array(
+        z
+          .object({
+            name: nonEmpty('a tensor name'),
+            shape: z.array(positiveInt, { error: 'expected an array of positive integers' }),
+            prunable: z.boolean({ error: 'expected true or false' }),
+          })
+          .strict(),
+        { error: 'expected an array of tensor specs' },
+      )
+      .min(1, { error: 'expected at least one tensor' }),
+    /** Per tensor: a number array, or base64 of little-endian float32. */
+    values: z.record(z.string(), z.union([z.array(z.number()), z.string()]), {
+      error: 'expected an object of tensor values',
+    }),
+  })
+  .strict();
+
+export interface InitialModel {
+  manifest: TensorSpec[];
+  initial: TensorMap;
+}
+
+function decodeValues(name: string, raw: number[] | string): Float32Array {
+  if (typeof raw !== 'string') return Float32Array.from(raw);
+  const bytes = Buffer.from(raw, 'base64');
+  if (bytes.length % 4 !== 0) throw new Error(`values.${name}: base64 payload is not a whole number of float32s`);
+  const out = new Float32Array(bytes.length / 4);
+  for (let i = 0; i < out.length; i++) out[i] = bytes.readFloatLE(i * 4);
+  return out;
+}
+
+/** Model file: `{ manifest: TensorSpec[], values: { [name]: number[] | base64 float32 LE } }`. */
+export function parseModelFile(data: unknown, source = 'model'): InitialModel {
+  const result = modelFileSchema.safeParse(data);
+  if (!result.success) {
+    const lines = result.error.issues.map(
+      (i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}, got ${describe(valueAt(data, i.path))}`,
+    );
+    throw new Error(`${source}: ${lines.join('; ')}`);
+  }
+  const manifest: TensorSpec[] = result.data.manifest.map((t) => ({ name: t.name, shape: [...t.shape], prunable: t.prunable }));
+  const initial: TensorMap = new Map();
+  try {
+    for (const [name, raw] of Object.entries(result.data.values)) initial.set(name, decodeValues(name, raw));
+    validateInitialModel(manifest, initial);
+  } catch (err) {
+    throw new Error(`${source}: ${(err as Error).message}`);
+  }
+  return { manifest, initial };
+}
+
+export function loadModelFile(path: string): InitialModel {
+  let data: unknown;
+  try {
+    data = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new Error(`${path}: cannot read model file (${(err as Error).message})`);
+  }
+  return parseModelFile(data, path);
+}
+
+/** The JSON a model file holds, with values as base64 float32 (exact and compact). */
+export function modelFileJson(manifest: readonly TensorSpec[], tensors: TensorMap): string {
+  const values: Record<string, string> = {};
+  for (const spec of manifest) {
+    const t = tensors.get(spec.name);
+    if (t === undefined) throw new Error(`model file: tensor "${spec.name}" has no values`);
+    values[spec.name] = Buffer.from(t.buffer, t.byteOffset, t.byteLength).toString('base64');
+  }
+  return JSON.stringify({ manifest, values });
+}

@@ -1,0 +1,93 @@
+import { createHash } from 'node:crypto';
+
+/** Members to sample from N active clients: K = max(round(frac * N), 1), never more than N. */
+export function sampleSize(frac: number, active: number): number {
+  return Math.min(active, Math.max(Math.round(frac * active), 1));
+}
+
+/** Reports needed to commit at the deadline: ceil(quorum * members), at least one. */
+export function quorumCount(quorum: number, members: number): number {
+  return Math.max(1, Math.ceil(quorum * members - 1e-9));
+}
+
+/** mulberry32 over a 32-bit state: small, fast, and plenty for picking members. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Deterministic sample of round members. The same (seed, round, attempt) and
+ * the same ordered client list give the same members, so a restarted
+ * coordinator re-opens an interrupted round with the members it had.
+ * Hashing the triple decorrelates neighbouring rounds.
+ */
+export function sampleMembers(
+  clientIds: readonly string[],
+  frac: number,
+  seed: number,
+  round: number,
+  attempt: number,
+): string[] {
+  const k = sampleSize(frac, clientIds.length);
+  if (clientIds.length === 0) return [];
+  const digest = createHash('sha256').update(`subfed-sample:${seed}:${round}:${attempt}`).digest();
+  const rand = mulberry32(digest.readUInt32LE(0));
+  const pool = [...clientIds];
+  // Partial Fisher-Yates: the first k slots end up a uniform sample.
+  for (let i = 0; i < k; i++) {
+    const j = i + Math.floor(rand() * (pool.length - i));
+    [pool[i], pool[j]] = [pool[j], pool[i]];
+  }
+  return pool.slice(0, k);
+}
+
+export interface UploadReceipt {
+  readonly accepted: true;
+  readonly message: string;
+  readonly maskVersion: number;
+}
+
+export interface ReportMetrics {
+  loss: number;
+  localAccuracy: number;
+  sparsity: number;
+  receivedAccuracy: number;
+}
+
+/** One attempt at one round: who is in it, who has reported, and the traffic it caused. */
+export class Round {
+  readonly id: number;
+  readonly attempt: number;
+  readonly members: ReadonlySet<string>;
+  readonly openedAt: number;
+  readonly deadlineAt: number;
+  readonly receipts = new Map<string, UploadReceipt>();
+  readonly metrics = new Map<string, ReportMetrics & { numExamples: number }>();
+  bytesUp = 0;
+  bytesDown = 0;
+  denseBytesUp = 0;
+  denseBytesDown = 0;
+
+  constructor(id: number, attempt: number, members: readonly string[], openedAt: number, deadlineMs: number) {
+    this.id = id;
+    this.attempt = attempt;
+    this.members = new Set(members);
+    this.openedAt = openedAt;
+    this.deadlineAt = openedAt + deadlineMs;
+  }
+
+  get reported(): number {
+    return this.receipts.size;
+  }
+
+  get complete(): boolean {
+    return this.receipts.size === this.members.size;
+  }
+}

@@ -1,0 +1,227 @@
+import Database from 'better-sqlite3';
+import type { MaskMap, TensorMap, TensorSpec } from './model.js';
+import { elementCount } from './model.js';
+import type { ClientRecord } from './registry.js';
+import { keptIndices } from './aggregate.js';
+
+/** What the history keeps of one committed round. */
+export interface RoundSummary {
+  round: number;
+  attempts: number;
+  committedAt: number;
+  members: string[];
+  reporters: string[];
+  /** Per reporter: numExamples, loss, localAccuracy, sparsity, receivedAccuracy. */
+  metrics: Record<string, Record<string, number>>;
+  bytesUp: number;
+  bytesDown: number;
+  denseBytesUp: number;
+  denseBytesDown: number;
+  aggregationSeconds: number;
+}
+
+export interface MaskChange {
+  clientId: string;
+  version: number;
+  /** The client's complete set of non-all-ones masks after the change. */
+  masks: MaskMap;
+}
+
+export interface PersistedState {
+  global: TensorMap;
+  lastRound: number;
+  clients: ClientRecord[];
+}
+
+/** 1 bit per element, LSB first: a stored mask costs n/8 bytes. */
+export function packMask(mask: Uint8Array): Buffer {
+  const out = Buffer.alloc(Math.ceil(mask.length / 8));
+  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) out[i >> 3] |= 1 << (i & 7);
+  return out;
+}
+
+export function unpackMask(bits: Uint8Array, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) out[i] = (bits[i >> 3] >> (i & 7)) & 1;
+  return out;
+}
+
+function tensorBytes(t: Float32Array): Buffer {
+  return Buffer.from(t.buffer, t.byteOffset, t.byteLength);
+}
+
+function bytesTensor(b: Buffer): Float32Array {
+  // Copy: SQLite's buffer may not be 4-byte aligned.
+  const copy = new Uint8Array(b.length);
+  copy.set(b);
+  return new Float32Array(copy.buffer);
+}
+
+function manifestKey(manifest: readonly TensorSpec[]): string {
+  return JSON.stringify(manifest.map((t) => [t.name, [...t.shape], t.prunable]));
+}
+
+/**
+ * Everything the coordinator must not lose: registry, masks, global model and
+ * round history. One transaction per committed round, so a kill -9 leaves
+ * either the previous round or the new one, never a mix.
+ */
+export class CoordinatorStore {
+  readonly #db: Database.Database;
+  readonly #manifest: readonly TensorSpec[];
+
+  constructor(path: string | undefined, manifest: readonly TensorSpec[]) {
+    this.#db = new Database(path ?? ':memory:');
+    this.#manifest = manifest;
+    if (path !== undefined && path !== ':memory:') this.#db.pragma('journal_mode = WAL');
+    // Durable commits: a round the log says is committed survives power loss.
+    this.#db.pragma('synchronous = FULL');
+    this.#db.exec(`
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS clients (
+        id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, name TEXT NOT NULL, token_hash BLOB NOT NULL,
+        num_examples INTEGER NOT NULL, mask_version INTEGER NOT NULL, active INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS masks (
+        client_id TEXT NOT NULL, name TEXT NOT NULL, bits BLOB NOT NULL, PRIMARY KEY (client_id, name));
+      CREATE TABLE IF NOT EXISTS global (name TEXT PRIMARY KEY, data BLOB NOT NULL);
+      CREATE TABLE IF NOT EXISTS rounds (
+        id INTEGER PRIMARY KEY, attempts INTEGER NOT NULL, committed_at INTEGER NOT NULL,
+        members TEXT NOT NULL, reporters TEXT NOT NULL, metrics TEXT NOT NULL,
+        bytes_up INTEGER NOT NULL, bytes_down INTEGER NOT NULL,
+        dense_bytes_up INTEGER NOT NULL, dense_bytes_down INTEGER NOT NULL, aggregation_seconds REAL NOT NULL);
+    `);
+  }
+
+  /** Loads the persisted state, or writes `initial` as round 0 on a fresh database. */
+  loadOrInit(initial: TensorMap): PersistedState {
+    const db = this.#db;
+    const stored = db.prepare('SELECT value FROM meta WHERE key = ?').get('manifest') as { value: string } | undefined;
+    const key = manifestKey(this.#manifest);
+    if (stored === undefined) {
+      db.transaction(() => {
+        db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('manifest', key);
+        db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run('last_round', '0');
+        const put = db.prepare('INSERT INTO global (name, data) VALUES (?, ?)');
+        for (const spec of this.#manifest) put.run(spec.name, tensorBytes(initial.get(spec.name) as Float32Array));
+      })();
+    } else if (stored.value !== key) {
+      throw new Error(`sqlite: the database holds a different model manifest than the one configured`);
+    }
+    const global: TensorMap = new Map();
+    const rows = db.prepare('SELECT name, data FROM global').all() as { name: string; data: Buffer }[];
+    for (const row of rows) global.set(row.name, bytesTensor(row.data));
+    const lastRound = Number(
+      (db.prepare('SELECT value FROM meta WHERE key = ?').get('last_round') as { value: string }).value,
+    );
+    const sizes = new Map(this.#manifest.map((t) => [t.name, elementCount(t.shape)]));
+    const clients: ClientRecord[] = [];
+    const maskRows = db.prepare('SELECT name, bits FROM masks WHERE client_id = ?');
+    for (const row of db.prepare('SELECT * FROM clients ORDER BY seq').all() as {
+      id: string;
+      seq: number;
+      name: string;
+      token_hash: Buffer;
+      num_examples: number;
+      mask_version: number;
+      active: number;
+    }[]) {
+      const masks: MaskMap = new Map();
+      const kept = new Map<string, Uint32Array>();
+      for (const m of maskRows.all(row.id) as { name: string; bits: Buffer }[]) {
+        const mask = unpackMask(m.bits, sizes.get(m.name) as number);
+        masks.set(m.name, mask);
+        kept.set(m.name, keptIndices(mask));
+      }
+      clients.push({
+        id: row.id,
+        seq: row.seq,
+        name: row.name,
+        tokenHash: row.token_hash,
+        numExamples: row.num_examples,
+        maskVersion: row.mask_version,
+        masks,
+        kept,
+        active: row.active === 1,
+      });
+    }
+    return { global, lastRound, clients };
+  }
+
+  saveClient(c: ClientRecord): void {
+    this.#db
+      .prepare(
+        `INSERT INTO clients (id, seq, name, token_hash, num_examples, mask_version, active) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(id) DO UPDATE SET num_examples = excluded.num_examples, active = excluded.active`,
+      )
+      .run(c.id, c.seq, c.name, c.tokenHash, c.numExamples, c.maskVersion, c.active ? 1 : 0);
+  }
+
+  #writeMasks(changes: readonly MaskChange[]): void {
+    const del = this.#db.prepare('DELETE FROM masks WHERE client_id = ?');
+    const put = this.#db.prepare('INSERT INTO masks (client_id, name, bits) VALUES (?, ?, ?)');
+    const ver = this.#db.prepare('UPDATE clients SET mask_version = ? WHERE id = ?');
+    for (const change of changes) {
+      del.run(change.clientId);
+      for (const [name, mask] of change.masks) put.run(change.clientId, name, packMask(mask));
+      ver.run(change.version, change.clientId);
+    }
+  }
+
+  /** The round's whole outcome in one transaction. */
+  commitRound(summary: RoundSummary, global: TensorMap, maskChanges: readonly MaskChange[]): void {
+    const db = this.#db;
+    db.transaction(() => {
+      const put = db.prepare('UPDATE global SET data = ? WHERE name = ?');
+      for (const [name, values] of global) put.run(tensorBytes(values), name);
+      this.#writeMasks(maskChanges);
+      db.prepare(
+        `INSERT INTO rounds (id, attempts, committed_at, members, reporters, metrics, bytes_up, bytes_down,
+           dense_bytes_up, dense_bytes_down, aggregation_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      ).run(
+        summary.round,
+        summary.attempts,
+        summary.committedAt,
+        JSON.stringify(summary.members),
+        JSON.stringify(summary.reporters),
+        JSON.stringify(summary.metrics),
+        summary.bytesUp,
+        summary.bytesDown,
+        summary.denseBytesUp,
+        summary.denseBytesDown,
+        summary.aggregationSeconds,
+      );
+      db.prepare('UPDATE meta SET value = ? WHERE key = ?').run(String(summary.round), 'last_round');
+    })();
+  }
+
+  /** Masks of an abandoned attempt's reporters: the clients did move on to them. */
+  saveMasks(maskChanges: readonly MaskChange[]): void {
+    this.#db.transaction(() => this.#writeMasks(maskChanges))();
+  }
+
+  /** Newest first. */
+  listRounds(limit: number, before?: number): RoundSummary[] {
+    const rows = (
+      before === undefined
+        ? this.#db.prepare('SELECT * FROM rounds ORDER BY id DESC LIMIT ?').all(limit)
+        : this.#db.prepare('SELECT * FROM rounds WHERE id < ? ORDER BY id DESC LIMIT ?').all(before, limit)
+    ) as Record<string, unknown>[];
+    return rows.map((r) => ({
+      round: r.id as number,
+      attempts: r.attempts as number,
+      committedAt: r.committed_at as number,
+      members: JSON.parse(r.members as string) as string[],
+      reporters: JSON.parse(r.reporters as string) as string[],
+      metrics: JSON.parse(r.metrics as string) as Record<string, Record<string, number>>,
+      bytesUp: r.bytes_up as number,
+      bytesDown: r.bytes_down as number,
+      denseBytesUp: r.dense_bytes_up as number,
+      denseBytesDown: r.dense_bytes_down as number,
+      aggregationSeconds: r.aggregation_seconds as number,
+    }));
+  }
+
+  close(): void {
+    if (this.#db.open) this.#db.close();
+  }
+}
