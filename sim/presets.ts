@@ -8,13 +8,15 @@
  */
 import os from 'node:os';
 import { z } from 'zod';
+import { ALGORITHM_NAMES, type AlgorithmName } from '../client/algorithms/config.js';
+import type { BackendChoice } from '../client/backend.js';
+import type { ValueEncodingName } from '../proto/messages.js';
+import { DATASET_NAMES } from './datasets.js';
 
-export const ALGORITHMS = ['subfedavg-un', 'subfedavg-hy', 'fedavg', 'fedavg-ft', 'local'] as const;
-export type AlgorithmName = (typeof ALGORITHMS)[number];
+export type { AlgorithmName };
 
-export const DATASETS = ['fashion-mnist', 'mnist', 'cifar10', 'synthetic'] as const;
-export const VALUE_ENCODINGS = ['f32', 'f16', 'int8'] as const;
-export const BACKENDS = ['auto', 'node', 'wasm', 'cpu'] as const;
+const VALUE_ENCODINGS = ['f32', 'f16', 'int8'] as const satisfies readonly ValueEncodingName[];
+const BACKENDS = ['auto', 'node', 'wasm', 'cpu'] as const satisfies readonly BackendChoice[];
 export const PRESET_NAMES = ['quick', 'paper'] as const;
 export type PresetName = (typeof PRESET_NAMES)[number];
 
@@ -29,28 +31,29 @@ const partitionSchema = z.discriminatedUnion('kind', [
 export type PartitionConfig = z.infer<typeof partitionSchema>;
 
 /**
- * Pruning knobs, as fractions in [0, 1] (the reference states them in percent:
- * p = 10, target 30 / 50). `accuracyGate` says which data the post-prune
- * accuracy check runs on: the reference uses the client's TEST split.
+ * Pruning knobs, in the units of the client algorithm configs
+ * (client/algorithms/config.ts): percentages like the reference (p = 10,
+ * target 30 / 50). `gateOn` says which data the post-prune accuracy check runs
+ * on: 'test' is the reference's choice, 'val' a split of the client's training data.
  */
 const pruningSchema = z.object({
-  rate: fraction,
-  targetUn: z.number().gte(0).lt(1),
-  targetHy: z.number().gte(0).lt(1),
-  distThresholdUn: z.number().gte(0),
-  distThresholdHyDense: z.number().gte(0),
-  channelDistThreshold: z.number().gte(0),
-  channelQuantile: z.number().gt(0).lt(1),
-  gammaL1: z.number().gte(0),
-  accuracyThreshold: z.number().gte(0).lte(1),
-  accuracyGate: z.enum(['test', 'validation']),
+  p: z.number().gt(0).max(100),
+  targetUn: z.number().min(0).lt(100),
+  targetHy: z.number().min(0).lt(100),
+  distThreshUn: z.number().min(0),
+  distThreshHy: z.number().min(0),
+  channelDistThresh: z.number().min(0),
+  q: z.number().gt(0).lt(1),
+  l1: z.number().min(0),
+  accThresh: z.number().min(0).max(1),
+  gateOn: z.enum(['test', 'val']),
 });
 export type PruningConfig = z.infer<typeof pruningSchema>;
 
 export const simConfigSchema = z.object({
   preset: z.enum(PRESET_NAMES),
-  algorithms: z.array(z.enum(ALGORITHMS)).min(1),
-  dataset: z.enum(DATASETS),
+  algorithms: z.array(z.enum(ALGORITHM_NAMES)).min(1),
+  dataset: z.enum(DATASET_NAMES),
   dataDir: z.string().min(1).optional(),
   clients: positiveInt,
   partition: partitionSchema,
@@ -77,16 +80,16 @@ export const simConfigSchema = z.object({
 export type SimConfig = z.infer<typeof simConfigSchema>;
 
 const REFERENCE_PRUNING: PruningConfig = {
-  rate: 0.1,
-  targetUn: 0.3,
-  targetHy: 0.5,
-  distThresholdUn: 1e-4,
-  distThresholdHyDense: 5e-4,
-  channelDistThreshold: 0.01,
-  channelQuantile: 0.45,
-  gammaL1: 1e-4,
-  accuracyThreshold: 0.5,
-  accuracyGate: 'test',
+  p: 10,
+  targetUn: 30,
+  targetHy: 50,
+  distThreshUn: 1e-4,
+  distThreshHy: 5e-4,
+  channelDistThresh: 0.01,
+  q: 0.45,
+  l1: 1e-4,
+  accThresh: 0.5,
+  gateOn: 'test',
 };
 
 const defaultWorkers = Math.max(1, os.availableParallelism());
@@ -136,7 +139,7 @@ export const PRESETS: Record<PresetName, SimConfig> = {
     learningRate: 0.01,
     momentum: 0.5,
     // A larger step than the paper so that sparsity visibly grows within 8 rounds.
-    pruning: { ...REFERENCE_PRUNING, rate: 0.15, accuracyGate: 'validation' },
+    pruning: { ...REFERENCE_PRUNING, p: 15, gateOn: 'val' },
     weighting: 'unweighted',
     model: 'lenet5-mnist',
     hybridModel: 'lenet5-bn-mnist',
@@ -206,10 +209,10 @@ function parseNonEmpty(flag: string, value: string): string {
 
 function parseAlgorithms(flag: string, value: string): AlgorithmName[] {
   const names = value.split(',').map((s) => s.trim());
-  if (names.length === 0 || names.some((n) => n === '')) fail(flag, value, `a comma-separated list of ${ALGORITHMS.join(', ')}`);
+  if (names.length === 0 || names.some((n) => n === '')) fail(flag, value, `a comma-separated list of ${ALGORITHM_NAMES.join(', ')}`);
   const parsed = names.map((n) => {
-    if (!(ALGORITHMS as readonly string[]).includes(n)) {
-      throw new SimConfigError(`${flag}: unknown algorithm '${n}' in '${value}' (known: ${ALGORITHMS.join(', ')})`);
+    if (!(ALGORITHM_NAMES as readonly string[]).includes(n)) {
+      throw new SimConfigError(`${flag}: unknown algorithm '${n}' in '${value}' (known: ${ALGORITHM_NAMES.join(', ')})`);
     }
     return n as AlgorithmName;
   });
@@ -229,11 +232,11 @@ export function resolveSimConfig(flags: SimFlags): SimConfig {
     throw new SimConfigError(`--compare '${flags.compare}' and --algorithm '${flags.algorithm}' are exclusive: give one`);
   }
   if (flags.compare !== undefined) config.algorithms = parseAlgorithms('--compare', flags.compare);
-  if (flags.algorithm !== undefined) config.algorithms = [parseChoice('--algorithm', flags.algorithm, ALGORITHMS)];
+  if (flags.algorithm !== undefined) config.algorithms = [parseChoice('--algorithm', flags.algorithm, ALGORITHM_NAMES)];
   if (flags.rounds !== undefined) config.rounds = parsePositiveInt('--rounds', flags.rounds);
   if (flags.clients !== undefined) config.clients = parsePositiveInt('--clients', flags.clients);
   if (flags.dataDir !== undefined) config.dataDir = parseNonEmpty('--data-dir', flags.dataDir);
-  if (flags.dataset !== undefined) config.dataset = parseChoice('--dataset', flags.dataset, DATASETS);
+  if (flags.dataset !== undefined) config.dataset = parseChoice('--dataset', flags.dataset, DATASET_NAMES);
   if (flags.out !== undefined) config.out = parseNonEmpty('--out', flags.out);
   if (flags.evalEvery !== undefined) config.evalEvery = parsePositiveInt('--eval-every', flags.evalEvery);
   if (flags.workers !== undefined) config.workers = parsePositiveInt('--workers', flags.workers);

@@ -17,7 +17,7 @@ describe('presets', () => {
       model: 'lenet5-mnist',
       hybridModel: 'lenet5-bn-mnist',
     });
-    expect(paper.pruning).toMatchObject({ rate: 0.1, targetUn: 0.3, targetHy: 0.5, accuracyGate: 'test' });
+    expect(paper.pruning).toMatchObject({ p: 10, targetUn: 30, targetHy: 50, distThreshUn: 1e-4, distThreshHy: 5e-4, q: 0.45, accThresh: 0.5, gateOn: 'test' });
     expect(membersPerRound(paper)).toBe(10);
     expect(modelFor(paper, 'subfedavg-hy')).toBe('lenet5-bn-mnist');
     expect(modelFor(paper, 'fedavg')).toBe('lenet5-mnist');
