@@ -1,0 +1,123 @@
+/**
+ * Chooses the tfjs backend for local training and registers our own kernels on it.
+ *
+ * Preference for 'auto': tfjs-node (native TensorFlow, an optional dependency) when it
+ * loads, else the WebAssembly backend (XNNPACK + SIMD), else the pure-JS cpu backend.
+ */
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { registerGradients } from './kernels/gradients.js';
+import { registerFastKernels } from './kernels/index.js';
+
+export type BackendChoice = 'auto' | 'node' | 'wasm' | 'cpu';
+export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+
+/** Anything with an `info(message)` method, e.g. a pino logger. */
+export interface BackendLogger {
+  info(message: string): void;
+}
+
+export interface BackendOptions {
+  /** Where the one "backend chosen" line goes; default: one line on stderr. */
+  logger?: BackendLogger;
+  /**
+   * Register our faster kernels (default true). Turned off only by the benchmark's
+   * `cpu-stock` baseline, which measures tfjs as shipped.
+   */
+  customKernels?: boolean;
+}
+
+const CHOICES: readonly BackendChoice[] = ['auto', 'node', 'wasm', 'cpu'];
+
+let active: { key: string; ready: Promise<BackendName> } | undefined;
+
+/**
+ * Selects and initialises a backend once; later calls with the same arguments return
+ * the same promise. Forcing a backend that cannot load rejects with the reason.
+ */
+export function initBackend(
+  choice: BackendChoice = (process.env.SUBFED_BACKEND as BackendChoice | undefined) ?? 'auto',
+  options: BackendOptions = {},
+): Promise<BackendName> {
+  if (!CHOICES.includes(choice)) {
+    return Promise.reject(
+      new Error(`unknown backend "${String(choice)}" (SUBFED_BACKEND or --backend): expected one of ${CHOICES.join(', ')}`),
+    );
+  }
+  const customKernels = options.customKernels ?? true;
+  const key = `${choice}:${customKernels}`;
+  if (active?.key === key) return active.ready;
+  const ready = selectBackend(choice, customKernels).then((name) => {
+    const line = `tfjs backend: ${name}${customKernels ? '' : ' (stock kernels)'}`;
+    if (options.logger) options.logger.info(line);
+    else process.stderr.write(`${line}\n`);
+    return name;
+  });
+  active = { key, ready };
+  // A failed attempt must not poison later calls with another choice.
+  ready.catch(() => {
+    if (active?.ready === ready) active = undefined;
+  });
+  return ready;
+}
+
+async function selectBackend(choice: BackendChoice, customKernels: boolean): Promise<BackendName> {
+  const order: Exclude<BackendChoice, 'auto'>[] = choice === 'auto' ? ['node', 'wasm', 'cpu'] : [choice];
+  const failures: string[] = [];
+  for (const candidate of order) {
+    try {
+      const name = await activate(candidate);
+      if (customKernels) registerFastKernels(name);
+      registerGradients();
+      return name;
+    } catch (err) {
+      failures.push(`${candidate}: ${errorMessage(err)}`);
+    }
+  }
+  throw new Error(`backend "${choice}" is unavailable (${failures.join('; ')})`);
+}
+
+async function activate(candidate: Exclude<BackendChoice, 'auto'>): Promise<BackendName> {
+  switch (candidate) {
+    case 'node': {
+      // A variable specifier keeps TypeScript from resolving a package that is only optional.
+      const specifier = '@tensorflow/tfjs-node';
+      try {
+        await import(specifier);
+      } catch (err) {
+        throw new Error(`@tensorflow/tfjs-node did not load (${firstLine(errorMessage(err))}); install it to use the native backend`);
+      }
+      return setBackendOrThrow('tensorflow');
+    }
+    case 'wasm': {
+      const wasm = await import('@tensorflow/tfjs-backend-wasm');
+      // The .wasm binaries ship inside the npm package: load them from disk, never the network.
+      const require = createRequire(import.meta.url);
+      const dist = path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist') + path.sep;
+      if (tf.findBackend('wasm') === null) wasm.setWasmPaths(dist);
+      return setBackendOrThrow('wasm');
+    }
+    case 'cpu':
+      await import('@tensorflow/tfjs-backend-cpu');
+      return setBackendOrThrow('cpu');
+  }
+}
+
+async function setBackendOrThrow<N extends BackendName>(name: N): Promise<N> {
+  if (tf.findBackendFactory(name) === null) throw new Error(`tfjs backend "${name}" is not registered`);
+  const ok = await tf.setBackend(name);
+  if (!ok) throw new Error(`tfjs backend "${name}" failed to initialise`);
+  await tf.ready();
+  return name;
+}
+
+function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  if (typeof err === 'object' && err !== null && 'message' in err) return String((err as { message: unknown }).message);
+  return String(err);
+}
+
+function firstLine(text: string): string {
+  return text.split('\n', 1)[0] ?? text;
+}

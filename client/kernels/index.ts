@@ -1,0 +1,23 @@
+/** Registers our faster kernels on the backends that run in this process. */
+import { getKernel, registerKernel, unregisterKernel } from '@tensorflow/tfjs-core';
+import type { KernelConfig } from '@tensorflow/tfjs-core';
+import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
+import type { LocalBackendName } from './tensor_access.js';
+
+const registered = new Set<LocalBackendName>();
+
+function kernelsFor(backendName: LocalBackendName): KernelConfig[] {
+  return [conv2dBackpropFilterConfig(backendName)];
+}
+
+/** Idempotent. A no-op for 'tensorflow' (tfjs-node runs TensorFlow's own kernels). */
+export function registerFastKernels(backendName: string): void {
+  if (backendName !== 'cpu' && backendName !== 'wasm') return;
+  if (registered.has(backendName)) return;
+  for (const config of kernelsFor(backendName)) {
+    // registerKernel refuses to overwrite: drop the stock kernel first where there is one.
+    if (getKernel(config.kernelName, backendName) !== undefined) unregisterKernel(config.kernelName, backendName);
+    registerKernel(config);
+  }
+  registered.add(backendName);
+}
