@@ -51,7 +51,7 @@ describe('syntheticDataset', () => {
     expect(nearestMeanAccuracy(train, test)).toBeGreaterThan(0.9);
   });
 
-  it('is learnable in colour, and only from the same seed'"'"'s patterns', () => {
+  it('is learnable in colour, and only from the same seed patterns', () => {
     const rgb = { ...base, channels: 3, classes: 10, count: 1000 };
     const train = syntheticDataset(rgb);
     const test = syntheticDataset({ ...rgb, sampleStream: 1 });
