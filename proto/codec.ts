@@ -1,0 +1,539 @@
+// The sparse tensor codec: mask encodings, value encodings, gather/scatter.
+// Everything here is hand-written because it decides what crosses the wire and
+// what the coordinator folds into the global model; every decoder validates its
+// input fully and throws CodecError with the reason.
+import {
+  MaskEncoding,
+  VALUE_ENCODING_BY_NAME,
+  ValueEncoding,
+  type MaskPart,
+  type SparseTensor,
+  type ValueEncodingName,
+  type ValuePart,
+} from './messages.js';
+
+export class CodecError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CodecError';
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+// ---------------------------------------------------------------- shapes
+
+/** Number of elements of a shape; validates the dimensions. */
+export function elementCount(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) {
+    if (!Number.isInteger(d) || d < 0) throw new CodecError(`invalid dimension ${d} in shape [${shape.join(', ')}]`);
+    n *= d;
+  }
+  return n;
+}
+
+function checkLength(what: string, length: number, shape: readonly number[]): number {
+  const n = elementCount(shape);
+  if (length !== n) throw new CodecError(`${what} has ${length} elements, shape [${shape.join(', ')}] needs ${n}`);
+  return n;
+}
+
+// ---------------------------------------------------------------- kept indices, gather, scatter
+
+const keptIndexCache = new WeakMap<Uint8Array, Int32Array>();
+
+/**
+ * Positions where the mask is 1, ascending. Cached per mask array, so a mask
+ * must not be mutated after it was used here (build a new array instead).
+ */
+export function keptIndices(mask: Uint8Array): Int32Array {
+  let indices = keptIndexCache.get(mask);
+  if (indices === undefined) {
+    let count = 0;
+    for (let i = 0; i < mask.length; i++) count += mask[i] === 0 ? 0 : 1;
+    indices = new Int32Array(count);
+    for (let i = 0, k = 0; i < mask.length; i++) if (mask[i] !== 0) indices[k++] = i;
+    keptIndexCache.set(mask, indices);
+  }
+  return indices;
+}
+
+export function keptCount(mask: Uint8Array): number {
+  return keptIndices(mask).length;
+}
+
+/** The values of `dense` at the mask's kept positions, in index order. */
+export function gather(dense: Float32Array, mask: Uint8Array): Float32Array {
+  if (dense.length !== mask.length) {
+    throw new CodecError(`gather: tensor has ${dense.length} elements, mask has ${mask.length}`);
+  }
+  const indices = keptIndices(mask);
+  const kept = new Float32Array(indices.length);
+  for (let k = 0; k < indices.length; k++) kept[k] = dense[indices[k]];
+  return kept;
+}
+
+/**
+ * Writes `kept` at the mask's kept positions of `into` (default: a new zero
+ * tensor) and leaves the other positions as they are. Returns `into`.
+ */
+export function scatter(kept: Float32Array, mask: Uint8Array, into: Float32Array = new Float32Array(mask.length)): Float32Array {
+  if (into.length !== mask.length) {
+    throw new CodecError(`scatter: target has ${into.length} elements, mask has ${mask.length}`);
+  }
+  const indices = keptIndices(mask);
+  if (kept.length !== indices.length) {
+    throw new CodecError(`scatter: ${kept.length} values for ${indices.length} kept positions`);
+  }
+  for (let k = 0; k < indices.length; k++) into[indices[k]] = kept[k];
+  return into;
+}
+
+// ---------------------------------------------------------------- varints
+
+function varintSize(value: number): number {
+  return value < 0x80 ? 1 : value < 0x4000 ? 2 : value < 0x200000 ? 3 : value < 0x10000000 ? 4 : 5;
+}
+
+/** Gaps between ascending positions (first gap counted from -1), as LEB128 varints. */
+function writeGaps(positions: Iterable<number>, byteLength: number): Uint8Array {
+  const out = new Uint8Array(byteLength);
+  let at = 0;
+  let last = -1;
+  for (const p of positions) {
+    let gap = p - last - 1;
+    last = p;
+    while (gap >= 0x80) {
+      out[at++] = (gap & 0x7f) | 0x80;
+      gap = Math.floor(gap / 0x80);
+    }
+    out[at++] = gap;
+  }
+  return out;
+}
+
+/** Calls visit(position) for each varint-gap-encoded position; validates overrun and range. */
+function readGaps(what: string, data: Uint8Array, n: number, visit: (position: number) => void): void {
+  let at = 0;
+  let last = -1;
+  while (at < data.length) {
+    let gap = 0;
+    let scale = 1;
+    for (let byteIndex = 0; ; byteIndex++) {
+      if (at >= data.length) throw new CodecError(`${what}: varint runs past the end of the data`);
+      if (byteIndex >= 5) throw new CodecError(`${what}: varint longer than 5 bytes at byte ${at}`);
+      const b = data[at++];
+      gap += (b & 0x7f) * scale;
+      scale *= 0x80;
+      if ((b & 0x80) === 0) break;
+    }
+    const position = last + 1 + gap;
+    if (position >= n) throw new CodecError(`${what}: index ${position} out of range for ${n} elements`);
+    visit(position);
+    last = position;
+  }
+}
+
+function* positionsWhere(n: number, test: (i: number) => boolean): Generator<number> {
+  for (let i = 0; i < n; i++) if (test(i)) yield i;
+}
+
+function gapsSize(n: number, test: (i: number) => boolean): number {
+  let size = 0;
+  let last = -1;
+  for (let i = 0; i < n; i++) {
+    if (test(i)) {
+      size += varintSize(i - last - 1);
+      last = i;
+    }
+  }
+  return size;
+}
+
+// ---------------------------------------------------------------- bitmaps
+
+/** One bit per element, least significant bit first; padding bits are zero. */
+function packBits(n: number, bit: (i: number) => boolean): Uint8Array {
+  const out = new Uint8Array(Math.ceil(n / 8));
+  for (let i = 0; i < n; i++) if (bit(i)) out[i >> 3] |= 1 << (i & 7);
+  return out;
+}
+
+function unpackBits(what: string, data: Uint8Array, n: number): Uint8Array {
+  const expected = Math.ceil(n / 8);
+  if (data.length !== expected) {
+    throw new CodecError(`${what}: bitmap has ${data.length} bytes, ${n} elements need ${expected}`);
+  }
+  if (n % 8 !== 0 && data[expected - 1] >> n % 8 !== 0) {
+    throw new CodecError(`${what}: bitmap padding bits after element ${n} are not zero`);
+  }
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = (data[i >> 3] >> (i & 7)) & 1;
+  return out;
+}
+
+// ---------------------------------------------------------------- masks
+
+/** Name of each mask encoding as in subfed.proto, for messages and reports. */
+export const MASK_ENCODING_NAMES: Readonly<Record<MaskEncoding, string>> = {
+  [MaskEncoding.UNSPECIFIED]: 'UNSPECIFIED',
+  [MaskEncoding.FULL]: 'FULL',
+  [MaskEncoding.UNCHANGED]: 'UNCHANGED',
+  [MaskEncoding.DIFF]: 'DIFF',
+  [MaskEncoding.BITMAP]: 'BITMAP',
+  [MaskEncoding.INDEX_DELTA]: 'INDEX_DELTA',
+  [MaskEncoding.CHANNEL]: 'CHANNEL',
+};
+
+function checkMaskValues(mask: Uint8Array): void {
+  for (let i = 0; i < mask.length; i++) {
+    if (mask[i] > 1) throw new CodecError(`mask entry ${i} is ${mask[i]}, masks hold only 0 and 1`);
+  }
+}
+
+function isAllOnes(mask: Uint8Array): boolean {
+  for (let i = 0; i < mask.length; i++) if (mask[i] !== 1) return false;
+  return true;
+}
+
+function equalMasks(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function isSubsetOf(mask: Uint8Array, previous: Uint8Array): boolean {
+  for (let i = 0; i < mask.length; i++) if (mask[i] > previous[i]) return false;
+  return true;
+}
+
+/** Channel count when the mask is constant along every axis but the last, else undefined. */
+function channelStructure(mask: Uint8Array, shape: readonly number[]): number | undefined {
+  if (shape.length === 0) return undefined;
+  const channels = shape[shape.length - 1];
+  for (let i = channels; i < mask.length; i++) if (mask[i] !== mask[i % channels]) return undefined;
+  return channels;
+}
+
+/**
+ * Encodes a mask with the given encoding; throws CodecError when that encoding
+ * cannot represent it (e.g. DIFF without a previous mask it is a subset of).
+ */
+export function encodeMaskAs(
+  mask: Uint8Array,
+  shape: readonly number[],
+  encoding: MaskEncoding,
+  previous?: Uint8Array,
+): MaskPart {
+  const n = checkLength('mask', mask.length, shape);
+  checkMaskValues(mask);
+  if (previous !== undefined) checkLength('previous mask', previous.length, shape);
+  const name = MASK_ENCODING_NAMES[encoding] ?? String(encoding);
+  const unusable = (why: string) => new CodecError(`mask encoding ${name} cannot represent this mask: ${why}`);
+  switch (encoding) {
+    case MaskEncoding.FULL:
+      if (!isAllOnes(mask)) throw unusable('not all ones');
+      return { encoding, data: EMPTY };
+    case MaskEncoding.UNCHANGED:
+      if (previous === undefined || !equalMasks(mask, previous)) throw unusable('differs from the previous mask');
+      return { encoding, data: EMPTY };
+    case MaskEncoding.DIFF: {
+      if (previous === undefined) throw unusable('no previous mask');
+      if (!isSubsetOf(mask, previous)) throw unusable('keeps positions the previous mask pruned');
+      const pruned = (i: number) => previous[i] === 1 && mask[i] === 0;
+      return { encoding, data: writeGaps(positionsWhere(n, pruned), gapsSize(n, pruned)) };
+    }
+    case MaskEncoding.BITMAP:
+      return { encoding, data: packBits(n, (i) => mask[i] === 1) };
+    case MaskEncoding.INDEX_DELTA: {
+      const indices = keptIndices(mask);
+      let size = 0;
+      for (let k = 0; k < indices.length; k++) size += varintSize(indices[k] - (k === 0 ? -1 : indices[k - 1]) - 1);
+      return { encoding, data: writeGaps(indices, size) };
+    }
+    case MaskEncoding.CHANNEL: {
+      const channels = channelStructure(mask, shape);
+      if (channels === undefined) throw unusable('not constant along all axes but the last');
+      return { encoding, data: packBits(channels, (c) => mask[c] === 1) };
+    }
+    default:
+      throw new CodecError(`unknown mask encoding ${encoding}`);
+  }
+}
+
+/**
+ * Encodes a mask with the smallest applicable encoding: FULL when all ones,
+ * UNCHANGED when equal to `previous`, else the smallest of CHANNEL, DIFF,
+ * BITMAP and INDEX_DELTA (ties in that order).
+ */
+export function encodeMask(mask: Uint8Array, shape: readonly number[], previous?: Uint8Array): MaskPart {
+  const n = checkLength('mask', mask.length, shape);
+  checkMaskValues(mask);
+  if (previous !== undefined) checkLength('previous mask', previous.length, shape);
+  if (isAllOnes(mask)) return { encoding: MaskEncoding.FULL, data: EMPTY };
+  if (previous !== undefined && equalMasks(mask, previous)) return { encoding: MaskEncoding.UNCHANGED, data: EMPTY };
+
+  const candidates: { encoding: MaskEncoding; size: number }[] = [];
+  const channels = channelStructure(mask, shape);
+  if (channels !== undefined) candidates.push({ encoding: MaskEncoding.CHANNEL, size: Math.ceil(channels / 8) });
+  if (previous !== undefined && isSubsetOf(mask, previous)) {
+    candidates.push({ encoding: MaskEncoding.DIFF, size: gapsSize(n, (i) => previous[i] === 1 && mask[i] === 0) });
+  }
+  candidates.push({ encoding: MaskEncoding.BITMAP, size: Math.ceil(n / 8) });
+  candidates.push({ encoding: MaskEncoding.INDEX_DELTA, size: gapsSize(n, (i) => mask[i] === 1) });
+  let best = candidates[0];
+  for (const c of candidates) if (c.size < best.size) best = c;
+  return encodeMaskAs(mask, shape, best.encoding, previous);
+}
+
+/** Decodes and validates a mask part; `previous` is the mask the receiver holds. */
+export function decodeMask(part: MaskPart | null | undefined, shape: readonly number[], previous?: Uint8Array): Uint8Array {
+  if (part === null || part === undefined) throw new CodecError('mask part is missing');
+  const n = elementCount(shape);
+  const name = MASK_ENCODING_NAMES[part.encoding] ?? String(part.encoding);
+  const data = part.data ?? EMPTY;
+  const noData = () => {
+    if (data.length !== 0) throw new CodecError(`mask encoding ${name} carries ${data.length} bytes, expected none`);
+  };
+  const needPrevious = (): Uint8Array => {
+    if (previous === undefined) throw new CodecError(`mask encoding ${name} needs the previous mask, and there is none`);
+    if (previous.length !== n) {
+      throw new CodecError(`mask encoding ${name}: previous mask has ${previous.length} elements, shape needs ${n}`);
+    }
+    return previous;
+  };
+  switch (part.encoding) {
+    case MaskEncoding.FULL:
+      noData();
+      return new Uint8Array(n).fill(1);
+    case MaskEncoding.UNCHANGED:
+      noData();
+      return needPrevious().slice();
+    case MaskEncoding.DIFF: {
+      const base = needPrevious();
+      const mask = base.slice();
+      readGaps('DIFF mask', data, n, (p) => {
+        if (base[p] !== 1) throw new CodecError(`DIFF mask: prunes position ${p}, which the previous mask already pruned`);
+        mask[p] = 0;
+      });
+      return mask;
+    }
+    case MaskEncoding.BITMAP:
+      return unpackBits('BITMAP mask', data, n);
+    case MaskEncoding.INDEX_DELTA: {
+      const mask = new Uint8Array(n);
+      readGaps('INDEX_DELTA mask', data, n, (p) => {
+        mask[p] = 1;
+      });
+      return mask;
+    }
+    case MaskEncoding.CHANNEL: {
+      if (shape.length === 0) throw new CodecError('CHANNEL mask: a scalar has no channel axis');
+      const channels = shape[shape.length - 1];
+      const bits = unpackBits(`CHANNEL mask over ${channels} channels`, data, channels);
+      const mask = new Uint8Array(n);
+      for (let i = 0; i < n; i++) mask[i] = bits[i % channels];
+      return mask;
+    }
+    default:
+      throw new CodecError(`unknown mask encoding ${part.encoding}`);
+  }
+}
+
+// ---------------------------------------------------------------- values
+
+export function valueEncodingName(encoding: ValueEncoding): ValueEncodingName {
+  switch (encoding) {
+    case ValueEncoding.F32:
+      return 'f32';
+    case ValueEncoding.F16:
+      return 'f16';
+    case ValueEncoding.INT8:
+      return 'int8';
+    default:
+      throw new CodecError(`unknown value encoding ${encoding}`);
+  }
+}
+
+/** Bit pattern of a float32 as IEEE half, round to nearest even. See f32BitsToF16Bits. */
+const F16_MAX_FINITE = 0x7bff;
+
+/**
+ * float32 bits -> half bits, round to nearest even (after numpy's
+ * npy_floatbits_to_halfbits). One deliberate difference: finite values beyond
+ * the half range saturate to +-65504 instead of becoming infinite, because a
+ * receiver rejects non-finite updates and the sender asked for finite values.
+ * Infinities and NaN are kept.
+ */
+export function f32BitsToF16Bits(f: number): number {
+  const sign = (f >>> 16) & 0x8000;
+  const exp = f & 0x7f800000;
+  const sig = f & 0x007fffff;
+  if (exp === 0x7f800000) return sig === 0 ? sign | 0x7c00 : sign | 0x7e00 | (sig >>> 13);
+  if (exp >= 0x47800000) return sign | F16_MAX_FINITE;
+  if (exp <= 0x38000000) {
+    if (exp < 0x33000000) return sign; // below half the smallest subnormal: signed zero
+    const e = exp >>> 23;
+    let s = (0x00800000 + sig) >>> (113 - e);
+    // Round half to even; bits shifted out above count as "more than half".
+    if ((s & 0x3fff) !== 0x1000 || (f & 0x7ff) !== 0) s += 0x1000;
+    return sign | (s >>> 13); // a carry into the exponent gives the smallest normal, as it should
+  }
+  let s = sig;
+  if ((s & 0x3fff) !== 0x1000) s += 0x1000;
+  const h = ((exp - 0x38000000) >>> 13) + (s >>> 13); // a mantissa carry bumps the exponent
+  return sign | (h >= 0x7c00 ? F16_MAX_FINITE : h);
+}
+
+let halfTable: Float32Array | undefined;
+
+/** All 65536 half values as float32, built once. */
+function halfToFloatTable(): Float32Array {
+  if (halfTable === undefined) {
+    halfTable = new Float32Array(65536);
+    for (let h = 0; h < 65536; h++) {
+      const sign = h & 0x8000 ? -1 : 1;
+      const exp = (h >> 10) & 0x1f;
+      const man = h & 0x3ff;
+      halfTable[h] =
+        exp === 0 ? sign * man * 2 ** -24 : exp === 31 ? (man === 0 ? sign * Infinity : NaN) : sign * (1 + man / 1024) * 2 ** (exp - 15);
+    }
+  }
+  return halfTable;
+}
+
+export function f16BitsToF32(h: number): number {
+  return halfToFloatTable()[h & 0xffff];
+}
+
+/** Bytes of a typed array, copied so the result owns an aligned buffer of its own. */
+function bytesOf(view: ArrayBufferView): Uint8Array {
+  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength).slice();
+}
+
+/** Encodes the kept values (index order) with the named encoding. */
+export function encodeValues(kept: Float32Array, encoding: ValueEncodingName): ValuePart {
+  switch (encoding) {
+    case 'f32': {
+      if (LITTLE_ENDIAN_HOST) return { encoding: ValueEncoding.F32, data: bytesOf(kept), scale: 0 };
+      const data = new Uint8Array(kept.length * 4);
+      const view = new DataView(data.buffer);
+      for (let i = 0; i < kept.length; i++) view.setFloat32(i * 4, kept[i], true);
+      return { encoding: ValueEncoding.F32, data, scale: 0 };
+    }
+    case 'f16': {
+      const bits = new Uint32Array(kept.buffer, kept.byteOffset, kept.length);
+      const data = new Uint8Array(kept.length * 2);
+      for (let i = 0; i < kept.length; i++) {
+        const h = f32BitsToF16Bits(bits[i]);
+        data[2 * i] = h & 0xff;
+        data[2 * i + 1] = h >>> 8;
+      }
+      return { encoding: ValueEncoding.F16, data, scale: 0 };
+    }
+    case 'int8': {
+      let maxAbs = 0;
+      for (let i = 0; i < kept.length; i++) {
+        const a = Math.abs(kept[i]);
+        if (!Number.isFinite(a)) throw new CodecError(`INT8 values: kept value ${i} is ${kept[i]}, only finite values can be quantized`);
+        if (a > maxAbs) maxAbs = a;
+      }
+      // The scale travels as float32; quantize with exactly that value.
+      const scale = Math.fround(maxAbs / 127);
+      const q = new Int8Array(kept.length);
+      if (scale > 0) {
+        for (let i = 0; i < kept.length; i++) q[i] = Math.max(-127, Math.min(127, Math.round(kept[i] / scale)));
+      }
+      return { encoding: ValueEncoding.INT8, data: new Uint8Array(q.buffer), scale };
+    }
+    default:
+      throw new CodecError(`unknown value encoding "${encoding as string}" (expected f32, f16 or int8)`);
+  }
+}
+
+/** Decodes a value part holding exactly expectedCount values. */
+export function decodeValues(part: ValuePart | null | undefined, expectedCount: number): Float32Array {
+  if (part === null || part === undefined) throw new CodecError('value part is missing');
+  const data = part.data ?? EMPTY;
+  const name = valueEncodingName(part.encoding).toUpperCase();
+  const width = part.encoding === ValueEncoding.F32 ? 4 : part.encoding === ValueEncoding.F16 ? 2 : 1;
+  if (data.length !== expectedCount * width) {
+    throw new CodecError(
+      `${name} values: ${data.length} bytes hold ${data.length / width} values, the mask keeps ${expectedCount}`,
+    );
+  }
+  const out = new Float32Array(expectedCount);
+  switch (part.encoding) {
+    case ValueEncoding.F32:
+      if (LITTLE_ENDIAN_HOST) {
+        new Uint8Array(out.buffer).set(data);
+      } else {
+        const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+        for (let i = 0; i < expectedCount; i++) out[i] = view.getFloat32(i * 4, true);
+      }
+      return out;
+    case ValueEncoding.F16: {
+      const table = halfToFloatTable();
+      for (let i = 0; i < expectedCount; i++) out[i] = table[data[2 * i] | (data[2 * i + 1] << 8)];
+      return out;
+    }
+    case ValueEncoding.INT8: {
+      const scale = part.scale;
+      if (!Number.isFinite(scale) || scale < 0) throw new CodecError(`INT8 values: scale ${scale} is not a finite non-negative number`);
+      const q = new Int8Array(data.buffer, data.byteOffset, data.length);
+      for (let i = 0; i < expectedCount; i++) out[i] = q[i] * scale;
+      return out;
+    }
+    default:
+      throw new CodecError(`unknown value encoding ${part.encoding}`);
+  }
+}
+
+// ---------------------------------------------------------------- sparse tensors
+
+export interface SparseEncodeOptions {
+  values: ValueEncodingName;
+  /** The mask the receiver holds; enables UNCHANGED and DIFF. */
+  previousMask?: Uint8Array;
+}
+
+/** A dense tensor's values at the mask's kept positions, with the mask, as a SparseTensor message. */
+export function encodeSparseTensor(
+  name: string,
+  dense: Float32Array,
+  mask: Uint8Array,
+  shape: readonly number[],
+  options: SparseEncodeOptions,
+): SparseTensor {
+  checkLength(`tensor "${name}"`, dense.length, shape);
+  return {
+    name,
+    mask: encodeMask(mask, shape, options.previousMask),
+    values: encodeValues(gather(dense, mask), options.values),
+  };
+}
+
+export interface DecodedTensor {
+  mask: Uint8Array;
+  /** Values at the mask's kept positions, in index order. */
+  kept: Float32Array;
+}
+
+/** Decodes a SparseTensor message; errors name the tensor. */
+export function decodeSparseTensor(msg: SparseTensor, shape: readonly number[], previousMask?: Uint8Array): DecodedTensor {
+  try {
+    const mask = decodeMask(msg.mask, shape, previousMask);
+    return { mask, kept: decodeValues(msg.values, keptCount(mask)) };
+  } catch (err) {
+    if (err instanceof CodecError) throw new CodecError(`tensor "${msg.name}": ${err.message}`);
+    throw err;
+  }
+}
+
+/** Checks a value encoding name from a config or flag. */
+export function parseValueEncoding(value: string): ValueEncodingName {
+  if (Object.hasOwn(VALUE_ENCODING_BY_NAME, value)) return value as ValueEncodingName;
+  throw new CodecError(`unknown value encoding "${value}" (expected f32, f16 or int8)`);
+}
