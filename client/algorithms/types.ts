@@ -1,0 +1,90 @@
+/**
+ * The client-side strategy interface. Every algorithm is one small object with a
+ * few hooks, in the spirit of Flower's Strategy but on the client:
+ *
+ *   prepare   the received global values -> the model to train
+ *             (global at kept positions, zero elsewhere; BN running stats stay personal)
+ *   train     local epochs with masked gradients, then the mask decision
+ *   evaluate  personalized accuracy (fedavg-ft fine-tunes a copy first)
+ *
+ * Building the update (delta at the new kept positions, mask only when changed)
+ * is the same rule for all of them and lives in `update.ts`; the coordinator's
+ * single aggregation rule (intersection averaging) makes dense FedAvg the case
+ * of all-ones masks.
+ */
+import type { Dataset } from '../data/dataset.js';
+import type { Model } from '../model.js';
+import type { MaskMap, TensorMap } from '../prune.js';
+import type { AlgorithmName, GateConfig, TrainingConfig } from './config.js';
+
+/** A client's data, already split: `gate` is what the accuracy-after-pruning gate measures. */
+export interface ClientData {
+  readonly train: Dataset;
+  readonly test: Dataset;
+  /** The validation split (or the test split under gateOn 'test'); undefined for algorithms without a gate. */
+  readonly gate?: Dataset;
+}
+
+export interface RoundContext {
+  readonly model: Model;
+  /** The client's mask before this round. */
+  readonly masks: MaskMap;
+  readonly data: ClientData;
+  /** Training hyperparameters for this round (the algorithm's, with the coordinator's overrides). */
+  readonly training: TrainingConfig;
+  /** Drives this round's shuffling. */
+  readonly seed: number;
+  /** Progress lines (one per decision), e.g. to a logger. */
+  readonly log?: (line: string) => void;
+}
+
+/** What a round of local training produced; the model holds the final weights. */
+export interface TrainOutcome {
+  /** The mask after this round (a new map; equal to the old one when nothing was pruned). */
+  readonly masks: MaskMap;
+  /** Mean training loss over the epochs (the reference's epoch-loss mean). */
+  readonly loss: number;
+  /** Training accuracy of the last epoch. */
+  readonly trainAccuracy: number;
+  /** Alive channels per channel group, for hybrid pruning. */
+  readonly channelsKept?: number[];
+  /** What the mask decision did, for logs and tests. */
+  readonly decisions: readonly MaskDecisionReport[];
+}
+
+export interface MaskDecisionReport {
+  readonly kind: 'unstructured' | 'channel';
+  readonly outcome: 'stable' | 'at-target' | 'accepted' | 'rejected';
+  /** Hamming distance between the epoch-1 and last-epoch candidate masks. */
+  readonly distance: number;
+  /** Prune percent used (unstructured) or channel quantile (channel). */
+  readonly step: number;
+  /** Gate accuracy after pruning, when the gate ran. */
+  readonly gateAccuracy?: number;
+}
+
+export interface EvalResult {
+  readonly loss: number;
+  readonly accuracy: number;
+}
+
+export interface ClientAlgorithm {
+  readonly name: AlgorithmName;
+  /** False for `local`: it never pulls a model nor pushes an update. */
+  readonly communicates: boolean;
+  /** Where the pruning gate is measured; undefined when the algorithm never prunes. */
+  readonly gate?: GateConfig;
+  /** The algorithm's own training hyperparameters. */
+  readonly training: TrainingConfig;
+  /** Throws when the model cannot run this algorithm (e.g. hybrid without BatchNorm). */
+  checkModel?(model: Model): void;
+  /** Load the received (dense, already scattered) global values into the model for this mask. */
+  prepare(model: Model, masks: MaskMap, global: TensorMap): void;
+  /** Local training and the mask decision. */
+  train(ctx: RoundContext): Promise<TrainOutcome>;
+  /**
+   * Personalized accuracy on `dataset`. `received` is the last model received from
+   * the coordinator (fedavg-ft fine-tunes a copy of it); undefined before any.
+   */
+  evaluate(ctx: RoundContext, dataset: Dataset, received: TensorMap | undefined): Promise<EvalResult>;
+}
