@@ -1,20 +1,8 @@
 import type { TensorMap, TensorSpec } from './model.js';
 import { elementCount } from './model.js';
 
-/**
- * Positions a mask keeps, ascending. The server caches these per client mask
- * version so a fold walks a ready list instead of decoding a bitmap per update.
- */
-export function keptIndices(mask: Uint8Array): Uint32Array {
-  let count = 0;
-  for (let i = 0; i < mask.length; i++) count += mask[i];
-  const out = new Uint32Array(count);
-  let k = 0;
-  for (let i = 0; i < mask.length; i++) {
-    if (mask[i] !== 0) out[k++] = i;
-  }
-  return out;
-}
+/** Kept positions of a mask, ascending (proto/codec's keptIndices, cached per mask array). */
+export type KeptIndices = Int32Array | Uint32Array;
 
 /**
  * Sub-FedAvg's intersection average, streamed in O(model) memory.
@@ -53,7 +41,7 @@ export class IntersectionAggregator {
    * `kept[i]`; `kept === null` means every position is kept (dense tensor).
    * Callers validate first; this only guards against programming errors.
    */
-  foldTensor(name: string, values: Float32Array, kept: Uint32Array | null, weight: number): void {
+  foldTensor(name: string, values: Float32Array, kept: KeptIndices | null, weight: number): void {
     const acc = this.#acc.get(name);
     const size = this.#sizes.get(name);
     if (acc === undefined || size === undefined) throw new Error(`aggregate: unknown tensor "${name}"`);

@@ -5,17 +5,14 @@
  */
 
 import type { TensorSpec } from '../proto/messages.js';
+import { elementCount } from '../proto/codec.js';
 
 export type { TensorSpec };
 
 export type TensorMap = Map<string, Float32Array>;
 export type MaskMap = Map<string, Uint8Array>;
 
-export function elementCount(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
+export { elementCount };
 
 export function totalElements(manifest: readonly TensorSpec[]): number {
   let n = 0;

@@ -12,10 +12,11 @@ export interface ClientRecord {
   numExamples: number;
   /** Version of `masks`; 0 = never uploaded a mask (all ones). */
   maskVersion: number;
-  /** Only tensors whose mask is not all ones; absent = all kept. */
+  /**
+   * Only tensors whose mask is not all ones; absent = all kept. Arrays are
+   * replaced, never mutated, so proto/codec's per-array kept-index cache stays valid.
+   */
   masks: MaskMap;
-  /** Cached kept-index lists for `masks`, rebuilt when the masks change. */
-  kept: Map<string, Uint32Array>;
   active: boolean;
 }
 
@@ -83,7 +84,6 @@ export class Registry {
       numExamples,
       maskVersion: 0,
       masks: new Map(),
-      kept: new Map(),
       active: true,
     };
     this.#clients.set(record.id, record);

@@ -54,7 +54,9 @@ export interface UploadReceipt {
   readonly maskVersion: number;
 }
 
+/** What a reporter said about its round, kept in the round history. */
 export interface ReportMetrics {
+  numExamples: number;
   loss: number;
   localAccuracy: number;
   sparsity: number;
@@ -69,7 +71,7 @@ export class Round {
   readonly openedAt: number;
   readonly deadlineAt: number;
   readonly receipts = new Map<string, UploadReceipt>();
-  readonly metrics = new Map<string, ReportMetrics & { numExamples: number }>();
+  readonly metrics = new Map<string, ReportMetrics>();
   bytesUp = 0;
   bytesDown = 0;
   denseBytesUp = 0;

@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import type { MaskMap, TensorMap, TensorSpec } from './model.js';
 import { elementCount } from './model.js';
 import type { ClientRecord } from './registry.js';
-import { keptIndices } from './aggregate.js';
+import type { ReportMetrics } from './rounds.js';
 
 /** What the history keeps of one committed round. */
 export interface RoundSummary {
@@ -11,8 +11,8 @@ export interface RoundSummary {
   committedAt: number;
   members: string[];
   reporters: string[];
-  /** Per reporter: numExamples, loss, localAccuracy, sparsity, receivedAccuracy. */
-  metrics: Record<string, Record<string, number>>;
+  /** Per reporter. */
+  metrics: Record<string, ReportMetrics>;
   bytesUp: number;
   bytesDown: number;
   denseBytesUp: number;
@@ -126,11 +126,9 @@ export class CoordinatorStore {
       active: number;
     }[]) {
       const masks: MaskMap = new Map();
-      const kept = new Map<string, Uint32Array>();
       for (const m of maskRows.all(row.id) as { name: string; bits: Buffer }[]) {
         const mask = unpackMask(m.bits, sizes.get(m.name) as number);
         masks.set(m.name, mask);
-        kept.set(m.name, keptIndices(mask));
       }
       clients.push({
         id: row.id,
@@ -140,7 +138,6 @@ export class CoordinatorStore {
         numExamples: row.num_examples,
         maskVersion: row.mask_version,
         masks,
-        kept,
         active: row.active === 1,
       });
     }
@@ -212,7 +209,7 @@ export class CoordinatorStore {
       committedAt: r.committed_at as number,
       members: JSON.parse(r.members as string) as string[],
       reporters: JSON.parse(r.reporters as string) as string[],
-      metrics: JSON.parse(r.metrics as string) as Record<string, Record<string, number>>,
+      metrics: JSON.parse(r.metrics as string) as Record<string, ReportMetrics>,
       bytesUp: r.bytes_up as number,
       bytesDown: r.bytes_down as number,
       denseBytesUp: r.dense_bytes_up as number,

@@ -1,0 +1,160 @@
+import * as grpc from '@grpc/grpc-js';
+import type * as M from '../proto/messages.js';
+import {
+  TensorAssembler,
+  WireError,
+  attributeTo,
+  isMalformed,
+  splitTensor,
+  wireSize,
+  type AssemblyLimits,
+  type CoordinatorHandlers,
+  type Malformed,
+} from '../proto/rpc.js';
+import type { Coordinator } from './coordinator.js';
+import { CoordinatorError, type RejectCode } from './errors.js';
+
+const STATUS: Record<RejectCode, grpc.status> = {
+  INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
+  UNAUTHENTICATED: grpc.status.UNAUTHENTICATED,
+  FAILED_PRECONDITION: grpc.status.FAILED_PRECONDITION,
+  RESOURCE_EXHAUSTED: grpc.status.RESOURCE_EXHAUSTED,
+};
+
+const WIRE_REASON: Partial<Record<grpc.status, string>> = {
+  [grpc.status.INVALID_ARGUMENT]: 'bad_stream',
+  [grpc.status.RESOURCE_EXHAUSTED]: 'too_large',
+};
+
+/** A refusal as a gRPC error object; unexpected errors become INTERNAL without leaking details. */
+function toServiceError(err: unknown): Partial<grpc.StatusObject> & { reason: string; message: string } {
+  if (err instanceof CoordinatorError) {
+    return { code: STATUS[err.code], details: err.message, message: err.message, reason: err.reason };
+  }
+  if (err instanceof WireError) {
+    return { code: err.code, details: err.message, message: err.message, reason: WIRE_REASON[err.code] ?? 'bad_stream' };
+  }
+  return { code: grpc.status.INTERNAL, details: 'internal error', message: String(err), reason: 'internal' };
+}
+
+function malformed(what: string, m: Malformed): CoordinatorError {
+  return new CoordinatorError('INVALID_ARGUMENT', 'malformed', `malformed ${what}: ${m.error}`);
+}
+
+export interface GrpcServiceOptions {
+  /** Assembly limits for one upload, derived from the model size. */
+  limits: AssemblyLimits;
+  /** Serialized bytes per tensor piece on the downlink. */
+  chunkBytes: number;
+}
+
+/**
+ * The gRPC face of the coordinator: decodes, reassembles pieces, maps
+ * refusals to status codes and logs each one. All decisions live in Coordinator.
+ */
+export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptions): CoordinatorHandlers {
+  const refuse = (clientId: string | undefined, err: unknown) => {
+    const e = toServiceError(err);
+    coord.recordReject(clientId, {
+      code: grpc.status[e.code ?? grpc.status.UNKNOWN] ?? 'UNKNOWN',
+      reason: e.reason,
+      message: e.message,
+    });
+    return e;
+  };
+
+  return {
+    join(call, callback) {
+      const req = call.request;
+      try {
+        if (isMalformed(req)) throw malformed('JoinRequest', req);
+        callback(null, coord.join(req));
+      } catch (err) {
+        callback(refuse(undefined, err));
+      }
+    },
+
+    heartbeat(call, callback) {
+      const req = call.request;
+      try {
+        if (isMalformed(req)) throw malformed('HeartbeatRequest', req);
+        callback(null, coord.heartbeat(req));
+      } catch (err) {
+        callback(refuse(isMalformed(req) ? undefined : req.clientId, err));
+      }
+    },
+
+    leave(call, callback) {
+      const req = call.request;
+      try {
+        if (isMalformed(req)) throw malformed('LeaveRequest', req);
+        callback(null, coord.leave(req));
+      } catch (err) {
+        callback(refuse(isMalformed(req) ? undefined : req.clientId, err));
+      }
+    },
+
+    pullTask(call) {
+      const req = call.request;
+      const clientId = isMalformed(req) ? undefined : req.clientId;
+      let task;
+      try {
+        if (isMalformed(req)) throw malformed('TaskRequest', req);
+        task = coord.task(req);
+      } catch (err) {
+        call.emit('error', refuse(clientId, err));
+        return;
+      }
+      const id = req.clientId;
+      void (async () => {
+        const write = (chunk: M.TaskChunk) =>
+          call.write(attributeTo(chunk, id)) ? Promise.resolve() : new Promise<void>((r) => call.once('drain', r));
+        await write({ header: task.header });
+        for (const tensor of task.tensors) {
+          for (const piece of splitTensor(tensor, options.chunkBytes)) {
+            if (call.cancelled) return;
+            await write({ piece });
+          }
+        }
+        call.end();
+      })().catch((err: unknown) => call.emit('error', refuse(id, err)));
+    },
+
+    pushUpdate(call, callback) {
+      let clientId: string | undefined;
+      void (async () => {
+        let header: M.UpdateHeader | undefined;
+        const tensors: M.SparseTensor[] = [];
+        const assembler = new TensorAssembler(options.limits);
+        for await (const chunk of call as AsyncIterable<M.UpdateChunk | Malformed>) {
+          if (isMalformed(chunk)) throw malformed('UpdateChunk', chunk);
+          if (header === undefined) {
+            if (chunk.header === undefined || chunk.header === null) {
+              throw new CoordinatorError('INVALID_ARGUMENT', 'missing_header', 'the first UpdateChunk must be a header');
+            }
+            header = chunk.header;
+            clientId = header.clientId;
+            // Identity, round and membership are refused before any tensor is read.
+            const { receipt } = coord.checkUpdateHeader(header);
+            if (receipt !== undefined) return { ...receipt };
+            continue;
+          }
+          if (chunk.piece === undefined || chunk.piece === null) {
+            throw new CoordinatorError('INVALID_ARGUMENT', 'duplicate_header', 'only the first UpdateChunk may be a header');
+          }
+          coord.recordWire('up', clientId, wireSize(chunk.piece) ?? 0);
+          const tensor = assembler.push(chunk.piece);
+          if (tensor !== undefined) tensors.push(tensor);
+        }
+        if (header === undefined) {
+          throw new CoordinatorError('INVALID_ARGUMENT', 'missing_header', 'the update stream was empty');
+        }
+        assembler.finish();
+        return coord.pushUpdate(header, tensors);
+      })().then(
+        (ack) => callback(null, ack),
+        (err: unknown) => callback(refuse(clientId, err)),
+      );
+    },
+  };
+}

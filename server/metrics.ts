@@ -1,0 +1,50 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** The coordinator's Prometheus metrics, on a registry of its own (several coordinators may share a process). */
+export class CoordinatorMetrics {
+  readonly registry = new Registry();
+  readonly roundsCommitted = new Counter({
+    name: 'subfed_rounds_committed_total',
+    help: 'Rounds committed',
+    registers: [this.registry],
+  });
+  readonly roundsAbandoned = new Counter({
+    name: 'subfed_rounds_abandoned_total',
+    help: 'Round attempts abandoned at the deadline without a quorum',
+    registers: [this.registry],
+  });
+  readonly clientsRegistered = new Gauge({
+    name: 'subfed_clients_registered',
+    help: 'Active registered clients',
+    registers: [this.registry],
+  });
+  readonly bytes = new Counter({
+    name: 'subfed_wire_bytes_total',
+    help: 'Bytes on the wire, by direction (up = client to server)',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  });
+  readonly denseEquivalentBytes = new Counter({
+    name: 'subfed_dense_equivalent_bytes_total',
+    help: 'Bytes dense float32 FedAvg would have moved for the same tasks and updates',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  });
+  readonly aggregationSeconds = new Histogram({
+    name: 'subfed_aggregation_seconds',
+    help: 'Time to apply a round (commit of the intersection average)',
+    buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+    registers: [this.registry],
+  });
+  readonly updatesAccepted = new Counter({
+    name: 'subfed_updates_accepted_total',
+    help: 'Updates folded into a round',
+    registers: [this.registry],
+  });
+  readonly rejected = new Counter({
+    name: 'subfed_rejected_requests_total',
+    help: 'Requests refused, by reason',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+}
