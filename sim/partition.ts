@@ -144,7 +144,14 @@ export function dirichlet(train: LabelSet, test: LabelSet, opts: DirichletOption
     const proportions = trainByClass.map(() => rng.dirichlet(opts.alpha, opts.clients));
     const trainParts = dealByProportions(trainByClass, proportions, opts.clients, rng);
     if (trainParts.every((p) => p.length >= minExamples)) {
-      const testParts = dealByProportions(testByClass, proportions, opts.clients, rng);
+      // Deal the test set by the shares each client actually received rather than the
+      // drawn proportions: after rounding, a client without a class then gets none of its
+      // tests, and a class no client trains on is tested by nobody.
+      const counts = trainParts.map((part) => countLabels(train, part));
+      const received = trainByClass.map((members, c) =>
+        Float64Array.from(counts, (row) => (members.length === 0 ? 0 : row[c] / members.length)),
+      );
+      const testParts = dealByProportions(testByClass, received, opts.clients, rng);
       return finish(
         train,
         test,
@@ -292,16 +299,20 @@ function examplesOfLabels(ds: LabelSet, labels: Set<number>): Int32Array {
   return Int32Array.from(out);
 }
 
-/** Deals each class's (shuffled) indices to clients in contiguous runs sized by that class's proportions. */
+/** Deals each class's (shuffled) indices to clients in contiguous runs sized by that class's proportions (each row sums to 1 or is all zero). */
 function dealByProportions(byClass: number[][], proportions: Float64Array[], clients: number, rng: SeededRandom): Int32Array[] {
   const parts = Array.from({ length: clients }, () => [] as number[]);
   byClass.forEach((members, c) => {
     const shuffled = rng.shuffle([...members]);
+    const total = proportions[c].reduce((a, b) => a + b, 0);
     let cumulative = 0;
     let start = 0;
     for (let k = 0; k < clients; k++) {
       cumulative += proportions[c][k];
-      const end = k === clients - 1 ? shuffled.length : Math.min(shuffled.length, Math.round(cumulative * shuffled.length));
+      // The last client takes the rest, so float error never drops an example; unless
+      // the shares are all zero, meaning this class goes to nobody.
+      const end =
+        k === clients - 1 && total > 0 ? shuffled.length : Math.min(shuffled.length, Math.round(cumulative * shuffled.length));
       for (let j = start; j < end; j++) parts[k].push(shuffled[j]);
       start = Math.max(start, end);
     }
