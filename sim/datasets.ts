@@ -205,20 +205,24 @@ export function embeddedFashionMnistDir(): string {
 
 let cachedRoot: string | undefined;
 
-/** The directory of subfed's package.json, searched upwards from this module. */
+/** The directory of subfed's package.json, searched upwards from this module (sim/ in sources, dist/sim/ when built). */
 export function packageRoot(): string {
-  if (cachedRoot !== undefined) return cachedRoot;
-  const start = dirname(fileURLToPath(import.meta.url));
+  cachedRoot ??= findPackageRoot(dirname(fileURLToPath(import.meta.url)));
+  return cachedRoot;
+}
+
+/** The nearest directory at or above `start` whose package.json is named "subfed". */
+export function findPackageRoot(start: string): string {
   for (let dir = start; ; dir = dirname(dir)) {
     const pkg = join(dir, 'package.json');
     if (existsSync(pkg)) {
       try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'subfed') return (cachedRoot = dir);
+        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'subfed') return dir;
       } catch {
-        // An unreadable package.json above us is not ours; keep climbing.
+        // An unreadable package.json on the way up is not ours; keep climbing.
       }
     }
-    if (dirname(dir) === dir) throw new Error(`cannot find subfed's package.json above ${start}`);
+    if (dirname(dir) === dir) throw new Error(`cannot find subfed's package.json in ${start} or any directory above it`);
   }
 }
 

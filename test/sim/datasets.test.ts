@@ -6,6 +6,7 @@ import { DataFileError, DatasetNotFoundError } from '../../client/data/errors.js
 import {
   FASHION_MNIST_SYSTEM_DIR,
   embeddedFashionMnistDir,
+  findPackageRoot,
   isDatasetName,
   loadDataset,
   packageRoot,
@@ -174,6 +175,16 @@ describe('helpers', () => {
   it('finds the package root and the embedded data from the sources', () => {
     expect(existsSync(join(packageRoot(), 'package.json'))).toBe(true);
     expect(existsSync(join(embeddedFashionMnistDir(), 't10k-images-idx3-ubyte.gz'))).toBe(true);
+  });
+
+  it('finds the package root from a built layout (dist/sim) and skips foreign package.json files', () => {
+    const root = join(tmp.dir, 'pkg');
+    mkdirSync(join(root, 'dist', 'sim'), { recursive: true });
+    tmp.write('pkg/package.json', new TextEncoder().encode(JSON.stringify({ name: 'subfed' })));
+    tmp.write('pkg/dist/package.json', new TextEncoder().encode('{ not json'));
+    tmp.write('pkg/dist/sim/package.json', new TextEncoder().encode(JSON.stringify({ name: 'other' })));
+    expect(findPackageRoot(join(root, 'dist', 'sim'))).toBe(root);
+    expect(() => findPackageRoot(join(tmp.dir, 'pkg-less'))).toThrow(/cannot find subfed's package.json in .*pkg-less or any directory above it/);
   });
 
   it('recognises dataset names', () => {
