@@ -1,4 +1,4 @@
-import Fastify from 'fastify';
+import Fastify, { LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { Coordinator } from './coordinator.js';
 import type { CoordinatorMetrics } from './metrics.js';
@@ -62,7 +62,8 @@ const statusSchema = {
 export function createHttpServer(coord: Coordinator, metrics: CoordinatorMetrics, logger: Logger) {
   const app = Fastify({
     loggerInstance: logger,
-    disableRequestLogging: true,
+    // Rounds and refusals are logged by the coordinator; one line per HTTP request would drown them.
+    logController: new LogController({ disableRequestLogging: true }),
     // Unknown query fields are an error, not silently dropped.
     ajv: { customOptions: { removeAdditional: false } },
   });

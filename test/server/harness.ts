@@ -1,0 +1,222 @@
+// Scripted gRPC clients for the coordinator tests: no tfjs, they push known deltas.
+import * as grpc from '@grpc/grpc-js';
+import { pino } from 'pino';
+import { Writable } from 'node:stream';
+import { decodeSparseTensor, encodeSparseTensor } from '../../proto/codec.js';
+import {
+  PROTOCOL_VERSION,
+  createCoordinatorDefinition,
+  isMalformed,
+  messageLimitOptions,
+  splitTensor,
+  type SparseTensor,
+  type TaskHeader,
+  type UpdateAck,
+  type UpdateChunk,
+  type UpdateHeader,
+} from '../../proto/rpc.js';
+import type { TensorMap, TensorSpec } from '../../server/model.js';
+
+export const ENROLL = 'enroll-secret';
+const def = createCoordinatorDefinition();
+
+/** A small model: a prunable [2,3] matrix and a [3] bias. */
+export function toyModel(): { manifest: TensorSpec[]; initial: TensorMap } {
+  return {
+    manifest: [
+      { name: 'dense/kernel', shape: [2, 3], prunable: true },
+      { name: 'dense/bias', shape: [3], prunable: false },
+    ],
+    initial: new Map([
+      ['dense/kernel', Float32Array.from([0.5, -0.25, 1, 2, -3, 0.125])],
+      ['dense/bias', Float32Array.from([0, 0.1, -0.1])],
+    ]),
+  };
+}
+
+/** A pino logger that keeps its JSON lines in memory. */
+export function memoryLogger(): { logger: pino.Logger; lines: () => Record<string, unknown>[] } {
+  const out: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      out.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''));
+      cb();
+    },
+  });
+  return { logger: pino({ level: 'info' }, sink), lines: () => out.map((l) => JSON.parse(l) as Record<string, unknown>) };
+}
+
+export interface CallError {
+  code: grpc.status;
+  details: string;
+}
+
+function asCallError(err: unknown): CallError {
+  const e = err as grpc.ServiceError;
+  return { code: e.code, details: e.details };
+}
+
+/** Runs `fn` and returns the gRPC error it failed with (fails the test if it succeeded). */
+export async function expectCallError(fn: () => Promise<unknown>): Promise<CallError> {
+  try {
+    await fn();
+  } catch (err) {
+    return asCallError(err);
+  }
+  throw new Error('expected the call to fail');
+}
+
+export interface PulledTask {
+  header: TaskHeader;
+  tensors: Map<string, { mask: Uint8Array; kept: Float32Array }>;
+}
+
+export class ScriptedClient {
+  readonly grpc: grpc.Client;
+  id = '';
+  token = '';
+  manifest: TensorSpec[] = [];
+  /** The mask version this client holds. */
+  maskVersion = 0;
+
+  constructor(address: string, credentials: grpc.ChannelCredentials = grpc.credentials.createInsecure(), options = {}) {
+    this.grpc = new grpc.Client(address, credentials, { ...messageLimitOptions(), ...options });
+  }
+
+  close(): void {
+    this.grpc.close();
+  }
+
+  unary<Req, Res>(m: { path: string; requestSerialize(v: Req): Buffer; responseDeserialize(b: Buffer): unknown }, req: Req): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      this.grpc.makeUnaryRequest(
+        m.path,
+        m.requestSerialize,
+        (b: Buffer) => b,
+        req,
+        (err: grpc.ServiceError | null, bytes?: Buffer) => {
+          if (err) return reject(err);
+          const res = m.responseDeserialize(bytes as Buffer);
+          if (isMalformed(res)) return reject(new Error(`malformed response: ${res.error}`));
+          resolve(res as Res);
+        },
+      );
+    });
+  }
+
+  /** Sends raw bytes as the request of a unary method. */
+  rawUnary(path: string, bytes: Buffer): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      this.grpc.makeUnaryRequest(
+        path,
+        (b: Buffer) => b,
+        (b: Buffer) => b,
+        bytes,
+        (err: grpc.ServiceError | null, res?: Buffer) => (err ? reject(err) : resolve(res as Buffer)),
+      );
+    });
+  }
+
+  async join(enrollmentToken = ENROLL, numExamples = 10): Promise<void> {
+    const res = await this.unary<Parameters<typeof def.join.requestSerialize>[0], { clientId: string; clientToken: string; manifest: TensorSpec[] }>(
+      def.join,
+      { protocolVersion: PROTOCOL_VERSION, enrollmentToken, clientName: 'scripted', numExamples },
+    );
+    this.id = res.clientId;
+    this.token = res.clientToken;
+    this.manifest = res.manifest;
+  }
+
+  credentials() {
+    return { protocolVersion: PROTOCOL_VERSION, clientId: this.id, clientToken: this.token };
+  }
+
+  async pull(overrides: Partial<{ maskVersion: number; protocolVersion: number; clientToken: string }> = {}): Promise<PulledTask> {
+    const stream = this.grpc.makeServerStreamRequest(
+      def.pullTask.path,
+      def.pullTask.requestSerialize,
+      def.pullTask.responseDeserialize,
+      { ...this.credentials(), maskVersion: this.maskVersion, valueEncoding: 1, ...overrides },
+    );
+    let header: TaskHeader | undefined;
+    const pieces = new Map<string, Uint8Array[]>();
+    for await (const chunk of stream as AsyncIterable<unknown>) {
+      if (isMalformed(chunk)) throw new Error(`malformed task chunk: ${chunk.error}`);
+      const c = chunk as { header?: TaskHeader | null; piece?: { name: string; data: Uint8Array } | null };
+      if (c.header) header = c.header;
+      else if (c.piece) pieces.set(c.piece.name, [...(pieces.get(c.piece.name) ?? []), c.piece.data]);
+    }
+    if (header === undefined) throw new Error('task had no header');
+    const { codecs } = await import('../../proto/schema.js');
+    const tensors = new Map<string, { mask: Uint8Array; kept: Float32Array }>();
+    for (const [name, parts] of pieces) {
+      const msg = codecs.SparseTensor.decode(Buffer.concat(parts));
+      if (isMalformed(msg)) throw new Error(msg.error);
+      const spec = this.manifest.find((s) => s.name === name) as TensorSpec;
+      tensors.set(name, decodeSparseTensor(msg, spec.shape, this.maskFor(name)));
+    }
+    return { header, tensors };
+  }
+
+  /** Masks this client keeps (all ones unless set). */
+  masks = new Map<string, Uint8Array>();
+
+  maskFor(name: string): Uint8Array {
+    const spec = this.manifest.find((s) => s.name === name) as TensorSpec;
+    return this.masks.get(name) ?? new Uint8Array(spec.shape.reduce((a, b) => a * b, 1)).fill(1);
+  }
+
+  /** Encodes dense deltas at this client's masks as SparseTensors. */
+  encode(deltas: Record<string, number[]>, previous?: Map<string, Uint8Array>): SparseTensor[] {
+    return Object.entries(deltas).map(([name, d]) => {
+      const spec = this.manifest.find((s) => s.name === name);
+      const shape = spec?.shape ?? [d.length];
+      return encodeSparseTensor(name, Float32Array.from(d), this.maskFor(name), shape, {
+        values: 'f32',
+        previousMask: previous?.get(name),
+      });
+    });
+  }
+
+  header(round: number, overrides: Partial<UpdateHeader> = {}, tensorCount = 0): UpdateHeader {
+    return {
+      ...this.credentials(),
+      roundId: round,
+      numExamples: 10,
+      baseMaskVersion: this.maskVersion,
+      maskChanged: false,
+      newMaskVersion: this.maskVersion,
+      metrics: { loss: 1, localAccuracy: 0.5, sparsity: 0, receivedAccuracy: 0.4 },
+      tensorCount,
+      ...overrides,
+    };
+  }
+
+  /** Sends arbitrary chunks on PushUpdate. */
+  pushChunks(chunks: UpdateChunk[], rawTail: Buffer[] = []): Promise<UpdateAck> {
+    return new Promise((resolve, reject) => {
+      const call = this.grpc.makeClientStreamRequest(
+        def.pushUpdate.path,
+        (v: UpdateChunk | Buffer) => (Buffer.isBuffer(v) ? v : def.pushUpdate.requestSerialize(v)),
+        (b: Buffer) => b,
+        (err: grpc.ServiceError | null, bytes?: Buffer) => {
+          if (err) return reject(err);
+          const ack = def.pushUpdate.responseDeserialize(bytes as Buffer);
+          if (isMalformed(ack)) return reject(new Error(ack.error));
+          resolve(ack);
+        },
+      );
+      call.on('error', () => undefined);
+      for (const c of chunks) call.write(c);
+      for (const b of rawTail) call.write(b);
+      call.end();
+    });
+  }
+
+  /** A normal upload: header + tensors (pieces of at most chunkBytes). */
+  push(round: number, tensors: SparseTensor[], overrides: Partial<UpdateHeader> = {}, chunkBytes?: number): Promise<UpdateAck> {
+    const chunks: UpdateChunk[] = [{ header: this.header(round, overrides, tensors.length) }];
+    for (const t of tensors) for (const piece of splitTensor(t, chunkBytes)) chunks.push({ piece });
+    return this.pushChunks(chunks);
+  }
+}
