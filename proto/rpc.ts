@@ -54,7 +54,10 @@ export function attributeTo<T extends object>(message: T, clientId: string): T {
   return message;
 }
 
-/** Encoded size of a message that went through the definition (either way), if known. */
+/**
+ * Encoded size of a message that went through the definition (either way), if
+ * known. For a received TaskChunk/UpdateChunk, its header or piece answers too.
+ */
 export function wireSize(message: object): number | undefined {
   return sizes.get(message);
 }
@@ -109,6 +112,9 @@ function counted<T extends object>(codec: MessageCodec<T>, direction: WireDirect
     deserialize(bytes: Buffer): T | Malformed {
       const value = codec.decode(bytes);
       sizes.set(value, bytes.length);
+      // A chunk's oneof member carries the whole chunk's size, so wireSize(chunk.piece) works too.
+      const member = (value as { piece?: unknown; header?: unknown }).piece ?? (value as { header?: unknown }).header;
+      if (typeof member === 'object' && member !== null) sizes.set(member, bytes.length);
       counter?.(direction, clientIdOf(value), bytes.length);
       return value;
     },

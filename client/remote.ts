@@ -1,0 +1,364 @@
+// The client's gRPC connection to the coordinator: join, pull a task, push an
+// update, heartbeat, leave. Tensors travel through proto/codec and are chunked
+// with proto/rpc; every byte is counted at the message layer. Calls failing with
+// UNAVAILABLE are retried with exponential backoff and jitter; every other
+// failure surfaces as a RemoteError carrying the gRPC code and message.
+import { once } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as grpc from '@grpc/grpc-js';
+import { decodeSparseTensor, elementCount, encodeSparseTensor, type DecodedTensor } from '../proto/codec.js';
+import {
+  createCoordinatorDefinition,
+  DEFAULT_CHUNK_BYTES,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  isMalformed,
+  messageLimitOptions,
+  PROTOCOL_VERSION,
+  splitTensor,
+  TensorAssembler,
+  VALUE_ENCODING_BY_NAME,
+  type AssemblyLimits,
+  type CoordinatorDefinition,
+  type CoordinatorMethod,
+  type Credentials,
+  type Malformed,
+  type TaskChunk,
+  type TaskHeader,
+  type TensorSpec,
+  type UpdateAck,
+  type UpdateChunk,
+  type UpdateHeader,
+  type ValueEncodingName,
+  type WireCounter,
+} from '../proto/rpc.js';
+
+/** A failed call: the gRPC status code (and its name) and the server's message. */
+export class RemoteError extends Error {
+  readonly codeName: string;
+  constructor(
+    readonly method: string,
+    readonly code: grpc.status,
+    readonly details: string,
+  ) {
+    const codeName = grpc.status[code] ?? `code ${code}`;
+    super(`${method} failed: ${codeName} (${code}): ${details}`);
+    this.name = 'RemoteError';
+    this.codeName = codeName;
+  }
+}
+
+export interface RetryPolicy {
+  /** Total attempts per call, the first included (1 = no retry). */
+  readonly maxAttempts: number;
+  readonly initialDelayMs: number;
+  readonly maxDelayMs: number;
+  readonly multiplier: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 6, initialDelayMs: 200, maxDelayMs: 10_000, multiplier: 2 };
+
+/**
+ * Delay before retry number `retry` (1 = first retry): exponential, capped,
+ * with "equal jitter" (between half and all of the step) so that many clients
+ * dropped together do not reconnect in lockstep.
+ */
+export function backoffDelay(retry: number, policy: RetryPolicy, random: () => number = Math.random): number {
+  const step = Math.min(policy.maxDelayMs, policy.initialDelayMs * policy.multiplier ** (retry - 1));
+  return step / 2 + random() * (step / 2);
+}
+
+export interface ConnectOptions {
+  /** PEM root certificate(s) to verify the server with; omitted = plaintext. */
+  tls?: { ca: Buffer | string };
+  /** Encoding of uploaded values, and the one asked for downloads. Default f32. */
+  valueEncoding?: ValueEncodingName;
+  /** Serialized bytes per tensor piece on the uplink. Default 1 MiB. */
+  chunkBytes?: number;
+  /** Per-message send/receive limit. Default DEFAULT_MAX_MESSAGE_BYTES. */
+  maxMessageBytes?: number;
+  /** Limits when reassembling downloaded tensors. */
+  limits?: Partial<AssemblyLimits>;
+  retry?: Partial<RetryPolicy>;
+  /** Deadline per call; none by default. */
+  callTimeoutMs?: number;
+  /** Also told about every message (after this client's own counters). */
+  onWire?: WireCounter;
+}
+
+export interface JoinResult {
+  clientId: string;
+  manifest: TensorSpec[];
+  /** The server's training config, parsed from JSON ({} when empty). */
+  config: unknown;
+}
+
+export type TaskResult =
+  | { header: TaskHeader; config: unknown; tensors: Map<string, DecodedTensor> }
+  | { wait: number };
+
+/** An uploaded tensor: the dense delta, the client's (new) mask, and the mask the server holds. */
+export interface OutgoingTensor {
+  dense: Float32Array;
+  mask: Uint8Array;
+  /** The mask at base_mask_version; enables UNCHANGED/DIFF mask encodings. */
+  previousMask?: Uint8Array;
+}
+
+/** What the caller provides of an update header; identity and tensor count are filled in. */
+export type UpdateFields = Omit<UpdateHeader, keyof Credentials | 'tensorCount'>;
+
+function parseConfig(json: string, where: string): unknown {
+  if (json === '') return {};
+  try {
+    return JSON.parse(json);
+  } catch (err) {
+    throw new Error(`${where}: config_json is not valid JSON (${(err as Error).message})`);
+  }
+}
+
+function checkManifest(manifest: TensorSpec[]): void {
+  const names = new Set<string>();
+  for (const spec of manifest) {
+    if (spec.name === '' || names.has(spec.name)) throw new Error(`Join: manifest has an empty or duplicate tensor name "${spec.name}"`);
+    names.add(spec.name);
+    elementCount(spec.shape);
+  }
+}
+
+function isServiceError(err: unknown): err is grpc.ServiceError {
+  return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number' && 'details' in err;
+}
+
+export class CoordinatorClient {
+  readonly #client: grpc.Client;
+  readonly #def: CoordinatorDefinition;
+  readonly #valueEncoding: ValueEncodingName;
+  readonly #chunkBytes: number;
+  readonly #limits: Partial<AssemblyLimits>;
+  readonly #retry: RetryPolicy;
+  readonly #callTimeoutMs: number | undefined;
+  #bytesUp = 0;
+  #bytesDown = 0;
+  #identity: { clientId: string; clientToken: string } | undefined;
+  #manifest = new Map<string, TensorSpec>();
+
+  private constructor(address: string, options: ConnectOptions) {
+    const onWire = options.onWire;
+    this.#def = createCoordinatorDefinition((direction, clientId, bytes) => {
+      if (direction === 'up') this.#bytesUp += bytes;
+      else this.#bytesDown += bytes;
+      onWire?.(direction, clientId ?? this.#identity?.clientId, bytes);
+    });
+    const credentials =
+      options.tls === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(Buffer.from(options.tls.ca));
+    this.#client = new grpc.Client(address, credentials, messageLimitOptions(options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES));
+    this.#valueEncoding = options.valueEncoding ?? 'f32';
+    if (!Object.hasOwn(VALUE_ENCODING_BY_NAME, this.#valueEncoding)) {
+      throw new Error(`valueEncoding "${this.#valueEncoding}" is not f32, f16 or int8`);
+    }
+    this.#chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
+    this.#limits = options.limits ?? {};
+    this.#retry = { ...DEFAULT_RETRY, ...options.retry };
+    if (!Number.isInteger(this.#retry.maxAttempts) || this.#retry.maxAttempts < 1) {
+      throw new Error(`retry.maxAttempts must be a positive integer, got ${this.#retry.maxAttempts}`);
+    }
+    this.#callTimeoutMs = options.callTimeoutMs;
+  }
+
+  /** Opens a channel (lazily: the first call connects). */
+  static connect(address: string, options: ConnectOptions = {}): CoordinatorClient {
+    return new CoordinatorClient(address, options);
+  }
+
+  /** Bytes of serialized messages sent to the server so far. */
+  get bytesUp(): number {
+    return this.#bytesUp;
+  }
+
+  /** Bytes of serialized messages received from the server so far. */
+  get bytesDown(): number {
+    return this.#bytesDown;
+  }
+
+  get clientId(): string | undefined {
+    return this.#identity?.clientId;
+  }
+
+  get manifest(): TensorSpec[] {
+    return [...this.#manifest.values()];
+  }
+
+  async join(enrollmentToken: string, name: string, numExamples: number): Promise<JoinResult> {
+    const res = await this.#withRetry('Join', () =>
+      this.#unary(this.#def.join, { protocolVersion: PROTOCOL_VERSION, enrollmentToken, clientName: name, numExamples }),
+    );
+    if (res.protocolVersion !== PROTOCOL_VERSION) {
+      throw new Error(`Join: server speaks protocol version ${res.protocolVersion}, this client ${PROTOCOL_VERSION}`);
+    }
+    if (res.clientId === '') throw new Error('Join: server returned an empty client id');
+    checkManifest(res.manifest);
+    this.#identity = { clientId: res.clientId, clientToken: res.clientToken };
+    this.#manifest = new Map(res.manifest.map((spec) => [spec.name, spec]));
+    return { clientId: res.clientId, manifest: res.manifest, config: parseConfig(res.configJson, 'Join') };
+  }
+
+  /**
+   * Pulls this client's task. `masks` are the masks the client holds at
+   * `maskVersion`; they decode tensors sent as UNCHANGED/DIFF relative to them
+   * and are used only when the server's view of the version matches.
+   */
+  async pullTask(maskVersion: number, masks?: ReadonlyMap<string, Uint8Array>): Promise<TaskResult> {
+    const request = {
+      ...this.#credentials('PullTask'),
+      maskVersion,
+      valueEncoding: VALUE_ENCODING_BY_NAME[this.#valueEncoding],
+    };
+    return this.#withRetry('PullTask', async () => {
+      const call = this.#client.makeServerStreamRequest(
+        this.#def.pullTask.path,
+        this.#def.pullTask.requestSerialize,
+        this.#def.pullTask.responseDeserialize,
+        request,
+        this.#callOptions(),
+      );
+      let header: TaskHeader | undefined;
+      const assembler = new TensorAssembler(this.#limits);
+      const tensors = new Map<string, DecodedTensor>();
+      try {
+        for await (const chunk of call as AsyncIterable<TaskChunk | Malformed>) {
+          if (isMalformed(chunk)) throw new RemoteError('PullTask', grpc.status.INTERNAL, `malformed response: ${chunk.error}`);
+          if (header === undefined) {
+            if (chunk.header === undefined || chunk.header === null) {
+              throw new RemoteError('PullTask', grpc.status.INTERNAL, 'the first TaskChunk is not a header');
+            }
+            header = chunk.header;
+            if (header.protocolVersion !== PROTOCOL_VERSION) {
+              throw new Error(`PullTask: server speaks protocol version ${header.protocolVersion}, this client ${PROTOCOL_VERSION}`);
+            }
+            if (!header.hasTask) return { wait: header.retryAfterMs };
+            continue;
+          }
+          if (chunk.piece === undefined || chunk.piece === null) {
+            throw new RemoteError('PullTask', grpc.status.INTERNAL, 'a second header in the task stream');
+          }
+          const tensor = assembler.push(chunk.piece);
+          if (tensor === undefined) continue;
+          const spec = this.#manifest.get(tensor.name);
+          if (spec === undefined) throw new Error(`PullTask: tensor "${tensor.name}" is not in the manifest`);
+          const previous = !header.dense && header.maskVersion === maskVersion ? masks?.get(tensor.name) : undefined;
+          tensors.set(tensor.name, decodeSparseTensor(tensor, spec.shape, previous));
+        }
+      } finally {
+        call.cancel(); // no-op once the stream ended; stops the server after an early return or error
+      }
+      if (header === undefined) throw new RemoteError('PullTask', grpc.status.INTERNAL, 'the task stream was empty');
+      assembler.finish();
+      if (tensors.size !== header.tensorCount) {
+        throw new Error(`PullTask: header announced ${header.tensorCount} tensors, received ${tensors.size}`);
+      }
+      return { header, config: parseConfig(header.configJson, 'PullTask'), tensors };
+    });
+  }
+
+  /** Uploads an update: the header, then each tensor as pieces. */
+  async pushUpdate(fields: UpdateFields, tensors: ReadonlyMap<string, OutgoingTensor>): Promise<UpdateAck> {
+    const header: UpdateHeader = { ...fields, ...this.#credentials('PushUpdate'), tensorCount: tensors.size };
+    for (const name of tensors.keys()) {
+      if (!this.#manifest.has(name)) throw new Error(`PushUpdate: tensor "${name}" is not in the manifest`);
+    }
+    return this.#withRetry('PushUpdate', async () => {
+      const method = this.#def.pushUpdate;
+      let settle!: (result: { err: grpc.ServiceError | null; ack?: UpdateAck | Malformed }) => void;
+      const response = new Promise<{ err: grpc.ServiceError | null; ack?: UpdateAck | Malformed }>((r) => (settle = r));
+      const call = this.#client.makeClientStreamRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        this.#callOptions(),
+        (err, ack) => settle({ err, ack }),
+      );
+      // Stop writing as soon as the server answered (e.g. refused the header).
+      let answered = false;
+      void response.then(() => (answered = true));
+      const write = async (chunk: UpdateChunk) => {
+        if (!call.write(chunk)) await Promise.race([once(call, 'drain'), response]);
+      };
+      await write({ header });
+      outer: for (const [name, t] of tensors) {
+        const spec = this.#manifest.get(name)!;
+        const encoded = encodeSparseTensor(name, t.dense, t.mask, spec.shape, {
+          values: this.#valueEncoding,
+          previousMask: t.previousMask,
+        });
+        for (const piece of splitTensor(encoded, this.#chunkBytes)) {
+          if (answered) break outer;
+          await write({ piece });
+        }
+      }
+      call.end();
+      const { err, ack } = await response;
+      if (err) throw err;
+      if (ack === undefined || isMalformed(ack)) {
+        throw new RemoteError('PushUpdate', grpc.status.INTERNAL, `malformed response: ${ack?.error ?? 'missing'}`);
+      }
+      return ack;
+    });
+  }
+
+  async heartbeat() {
+    return this.#withRetry('Heartbeat', () => this.#unary(this.#def.heartbeat, this.#credentials('Heartbeat')));
+  }
+
+  async leave(reason = ''): Promise<void> {
+    await this.#withRetry('Leave', () => this.#unary(this.#def.leave, { ...this.#credentials('Leave'), reason }));
+  }
+
+  close(): void {
+    this.#client.close();
+  }
+
+  #credentials(method: string): Credentials {
+    if (this.#identity === undefined) throw new Error(`${method}: call join() first`);
+    return { protocolVersion: PROTOCOL_VERSION, ...this.#identity };
+  }
+
+  #callOptions(): grpc.CallOptions {
+    return this.#callTimeoutMs === undefined ? {} : { deadline: Date.now() + this.#callTimeoutMs };
+  }
+
+  #unary<Req, Res>(method: CoordinatorMethod<Req, Res>, request: Req): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      this.#client.makeUnaryRequest(
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
+        request,
+        new grpc.Metadata(),
+        this.#callOptions(),
+        (err, res) => {
+          if (err) reject(err);
+          else if (res === undefined) reject(new RemoteError(method.originalName, grpc.status.INTERNAL, 'missing response'));
+          else if (isMalformed(res)) reject(new RemoteError(method.originalName, grpc.status.INTERNAL, `malformed response: ${res.error}`));
+          else resolve(res);
+        },
+      );
+    });
+  }
+
+  /** Runs a call, retrying on UNAVAILABLE; gRPC failures become RemoteError. */
+  async #withRetry<T>(method: string, attempt: () => Promise<T>): Promise<T> {
+    for (let n = 1; ; n++) {
+      try {
+        return await attempt();
+      } catch (err) {
+        if (err instanceof RemoteError || !isServiceError(err)) throw err;
+        if (err.code === grpc.status.UNAVAILABLE && n < this.#retry.maxAttempts) {
+          await sleep(backoffDelay(n, this.#retry));
+          continue;
+        }
+        const suffix = err.code === grpc.status.UNAVAILABLE ? ` (after ${n} attempts)` : '';
+        throw new RemoteError(method, err.code, err.details + suffix);
+      }
+    }
+  }
+}
