@@ -1,0 +1,316 @@
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { backoffDelay, CoordinatorClient, DEFAULT_RETRY, RemoteError } from '../../client/remote.js';
+import { decodeSparseTensor, encodeSparseTensor, gather } from '../../proto/codec.js';
+import {
+  createCoordinatorDefinition,
+  isMalformed,
+  messageLimitOptions,
+  splitTensor,
+  TensorAssembler,
+  WireError,
+  type CoordinatorHandlers,
+  type Malformed,
+  type SparseTensor,
+  type TaskChunk,
+  type TensorSpec,
+  type UpdateChunk,
+  type UpdateHeader,
+} from '../../proto/rpc.js';
+
+// A minimal coordinator built from the rpc definition: enough behaviour to
+// exercise the client's wire path, nothing of the real server.
+const BIG = 400_000; // 1.6 MB of f32: more than one 1 MiB chunk
+const manifest: TensorSpec[] = [
+  { name: 'dense/kernel', shape: [1000, 400], prunable: true },
+  { name: 'dense/bias', shape: [400], prunable: false },
+];
+const globalKernel = new Float32Array(BIG).map((_, i) => Math.sin(i));
+const globalBias = new Float32Array(400).map((_, i) => i / 400);
+const clientMask = new Uint8Array(BIG).map((_, i) => (i % 3 === 0 ? 0 : 1));
+
+/** Byte equality of typed arrays; far faster than toEqual on 400k elements. */
+const sameBytes = (a: ArrayBufferView, b: ArrayBufferView) =>
+  Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+
+interface Received {
+  header: UpdateHeader;
+  tensors: SparseTensor[];
+}
+
+class FakeCoordinator {
+  server = new grpc.Server(messageLimitOptions());
+  port = 0;
+  upBytes = 0;
+  downBytes = 0;
+  received: Received[] = [];
+  /** Status codes to fail the next heartbeats with. */
+  heartbeatFailures: grpc.status[] = [];
+  heartbeatCalls = 0;
+  hasTask = true;
+
+  async start(): Promise<void> {
+    const def = createCoordinatorDefinition((dir, _id, n) => (dir === 'up' ? (this.upBytes += n) : (this.downBytes += n)));
+    const reject = (m: Malformed) => ({ code: grpc.status.INVALID_ARGUMENT, details: m.error });
+    const checkToken = (req: { clientToken: string }) =>
+      req.clientToken === 'secret' ? null : { code: grpc.status.UNAUTHENTICATED, details: 'bad client token' };
+    const handlers: CoordinatorHandlers = {
+      join: (call, cb) => {
+        const req = call.request;
+        if (isMalformed(req)) return cb(reject(req));
+        if (req.enrollmentToken !== 'enroll') return cb({ code: grpc.status.UNAUTHENTICATED, details: 'unknown enrollment token' });
+        cb(null, { protocolVersion: 1, clientId: `c-${req.clientName}`, clientToken: 'secret', manifest, configJson: '{"epochs":5}' });
+      },
+      heartbeat: (call, cb) => {
+        this.heartbeatCalls++;
+        const failure = this.heartbeatFailures.shift();
+        if (failure !== undefined) return cb({ code: failure, details: 'try later' });
+        const req = call.request;
+        if (isMalformed(req)) return cb(reject(req));
+        cb(checkToken(req), { currentRound: 3, taskAvailable: true });
+      },
+      leave: (call, cb) => {
+        const req = call.request;
+        if (isMalformed(req)) return cb(reject(req));
+        cb(checkToken(req), {});
+      },
+      pullTask: (call) => {
+        const req = call.request;
+        if (isMalformed(req)) return call.emit('error', reject(req));
+        const dense = req.maskVersion === 0;
+        if (!this.hasTask) {
+          call.write({ header: { protocolVersion: 1, hasTask: false, retryAfterMs: 250, roundId: 0, configJson: '', dense: false, maskVersion: 0, tensorCount: 0 } });
+          return call.end();
+        }
+        const ones = new Uint8Array(BIG).fill(1);
+        const tensors = [
+          encodeSparseTensor('dense/kernel', globalKernel, dense ? ones : clientMask, [1000, 400], {
+            values: 'f32',
+            previousMask: dense ? undefined : clientMask,
+          }),
+          encodeSparseTensor('dense/bias', globalBias, new Uint8Array(400).fill(1), [400], { values: 'f32' }),
+        ];
+        const chunks: TaskChunk[] = [
+          { header: { protocolVersion: 1, hasTask: true, retryAfterMs: 0, roundId: 7, configJson: '{"lr":0.01}', dense, maskVersion: req.maskVersion, tensorCount: 2 } },
+          ...tensors.flatMap((t) => splitTensor(t).map((piece) => ({ piece }))),
+        ];
+        for (const c of chunks) call.write(c);
+        call.end();
+      },
+      pushUpdate: (call, cb) => {
+        let header: UpdateHeader | undefined;
+        const tensors: SparseTensor[] = [];
+        const assembler = new TensorAssembler({ maxPieces: 64 });
+        call.on('data', (chunk: UpdateChunk | Malformed) => {
+          try {
+            if (isMalformed(chunk)) throw new WireError(grpc.status.INVALID_ARGUMENT, chunk.error);
+            if (chunk.header) {
+              header = chunk.header;
+              if (header.roundId !== 7) throw new WireError(grpc.status.FAILED_PRECONDITION, `round ${header.roundId} is not open`);
+            } else {
+              const t = assembler.push(chunk.piece);
+              if (t) tensors.push(t);
+            }
+          } catch (err) {
+            const e = err as WireError;
+            cb({ code: e.code, details: e.message });
+            call.destroy();
+          }
+        });
+        call.on('end', () => {
+          this.received.push({ header: header!, tensors });
+          cb(null, { accepted: true, message: 'ok', maskVersion: header!.newMaskVersion });
+        });
+      },
+    };
+    this.server.addService(def, handlers);
+    this.port = await new Promise<number>((resolve, reject) =>
+      this.server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+    );
+  }
+}
+
+let fake: FakeCoordinator;
+const clients: CoordinatorClient[] = [];
+const connect = (options: Parameters<typeof CoordinatorClient.connect>[1] = {}) => {
+  const c = CoordinatorClient.connect(`127.0.0.1:${fake.port}`, { retry: { initialDelayMs: 1, maxDelayMs: 5 }, ...options });
+  clients.push(c);
+  return c;
+};
+
+beforeAll(async () => {
+  fake = new FakeCoordinator();
+  await fake.start();
+});
+afterAll(() => fake.server.forceShutdown());
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
+  fake.heartbeatFailures = [];
+  fake.hasTask = true;
+});
+
+describe('CoordinatorClient', () => {
+  it('joins and receives identity, manifest and config', async () => {
+    const client = connect();
+    const joined = await client.join('enroll', 'alice', 600);
+    expect(joined).toEqual({ clientId: 'c-alice', manifest, config: { epochs: 5 } });
+    expect(client.clientId).toBe('c-alice');
+    expect(await client.heartbeat()).toEqual({ currentRound: 3, taskAvailable: true });
+    await client.leave('done');
+  });
+
+  it('counts the same bytes as the server sees', async () => {
+    const before = { up: fake.upBytes, down: fake.downBytes };
+    const client = connect();
+    await client.join('enroll', 'bob', 10);
+    await client.heartbeat();
+    await client.pullTask(0);
+    expect(client.bytesUp).toBeGreaterThan(0);
+    expect(client.bytesUp).toBe(fake.upBytes - before.up);
+    expect(client.bytesDown).toBe(fake.downBytes - before.down);
+    expect(client.bytesDown).toBeGreaterThan(BIG * 4); // the dense task
+  });
+
+  it('reassembles a dense task larger than one chunk', async () => {
+    const client = connect();
+    await client.join('enroll', 'carol', 10);
+    const task = await client.pullTask(0);
+    if ('wait' in task) throw new Error('expected a task');
+    expect(task.header.roundId).toBe(7);
+    expect(task.config).toEqual({ lr: 0.01 });
+    expect(sameBytes(task.tensors.get('dense/kernel')!.kept, globalKernel)).toBe(true);
+    expect(task.tensors.get('dense/kernel')!.mask.every((v) => v === 1)).toBe(true);
+    expect(task.tensors.get('dense/bias')!.kept).toEqual(globalBias);
+  });
+
+  it('decodes a sparse task against the masks it holds', async () => {
+    const client = connect();
+    await client.join('enroll', 'dave', 10);
+    const task = await client.pullTask(2, new Map([['dense/kernel', clientMask]]));
+    if ('wait' in task) throw new Error('expected a task');
+    const kernel = task.tensors.get('dense/kernel')!;
+    expect(sameBytes(kernel.mask, clientMask)).toBe(true);
+    expect(sameBytes(kernel.kept, gather(globalKernel, clientMask))).toBe(true);
+    // Without its masks the client cannot decode UNCHANGED, and says so.
+    await expect(client.pullTask(2)).rejects.toThrow(/tensor "dense\/kernel": mask encoding UNCHANGED needs the previous mask/);
+  });
+
+  it('returns the wait time when there is no task', async () => {
+    fake.hasTask = false;
+    const client = connect();
+    await client.join('enroll', 'erin', 10);
+    expect(await client.pullTask(0)).toEqual({ wait: 250 });
+  });
+
+  it('pushes an update in pieces with DIFF masks and f16 values', async () => {
+    const client = connect({ valueEncoding: 'f16', chunkBytes: 64 * 1024 });
+    await client.join('enroll', 'frank', 10);
+    const newMask = clientMask.map((v, i) => (i % 50 === 1 ? 0 : v));
+    const delta = new Float32Array(BIG).map((_, i) => (newMask[i] ? Math.cos(i) / 10 : 0));
+    const ack = await client.pushUpdate(
+      {
+        roundId: 7,
+        numExamples: 10,
+        baseMaskVersion: 2,
+        maskChanged: true,
+        newMaskVersion: 3,
+        metrics: { loss: 0.5, localAccuracy: 0.9, sparsity: 0.4, receivedAccuracy: 0.6 },
+      },
+      new Map([
+        ['dense/kernel', { dense: delta, mask: newMask, previousMask: clientMask }],
+        ['dense/bias', { dense: globalBias, mask: new Uint8Array(400).fill(1) }],
+      ]),
+    );
+    expect(ack).toEqual({ accepted: true, message: 'ok', maskVersion: 3 });
+    const got = fake.received.at(-1)!;
+    expect(got.header).toMatchObject({ clientId: 'c-frank', clientToken: 'secret', protocolVersion: 1, tensorCount: 2, newMaskVersion: 3 });
+    const kernel = got.tensors.find((t) => t.name === 'dense/kernel')!;
+    expect(kernel.mask?.encoding).toBe(3 /* DIFF */);
+    const decoded = decodeSparseTensor(kernel, [1000, 400], clientMask);
+    expect(sameBytes(decoded.mask, newMask)).toBe(true);
+    const expected = gather(delta, newMask);
+    let maxErr = 0;
+    for (let i = 0; i < expected.length; i++) maxErr = Math.max(maxErr, Math.abs(decoded.kept[i] - expected[i]));
+    expect(maxErr).toBeLessThan(1e-4);
+  });
+
+  it('surfaces a refused update with its gRPC code and message', async () => {
+    const client = connect();
+    await client.join('enroll', 'gina', 10);
+    const ones = new Uint8Array(BIG).fill(1);
+    const err = await client
+      .pushUpdate(
+        { roundId: 99, numExamples: 1, baseMaskVersion: 0, maskChanged: false, newMaskVersion: 0, metrics: null },
+        new Map([['dense/kernel', { dense: globalKernel, mask: ones }]]),
+      )
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RemoteError);
+    expect(err).toMatchObject({ code: grpc.status.FAILED_PRECONDITION, details: 'round 99 is not open', method: 'PushUpdate' });
+    expect((err as Error).message).toBe('PushUpdate failed: FAILED_PRECONDITION (9): round 99 is not open');
+  });
+
+  it('surfaces authentication failures without retrying', async () => {
+    const client = connect();
+    const err = await client.join('wrong', 'hank', 1).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: grpc.status.UNAUTHENTICATED, codeName: 'UNAUTHENTICATED', details: 'unknown enrollment token' });
+    await expect(client.heartbeat()).rejects.toThrow(/Heartbeat: call join\(\) first/);
+  });
+
+  it('retries UNAVAILABLE with backoff and then succeeds', async () => {
+    const client = connect();
+    await client.join('enroll', 'ivan', 1);
+    fake.heartbeatCalls = 0;
+    fake.heartbeatFailures = [grpc.status.UNAVAILABLE, grpc.status.UNAVAILABLE];
+    expect(await client.heartbeat()).toEqual({ currentRound: 3, taskAvailable: true });
+    expect(fake.heartbeatCalls).toBe(3);
+  });
+
+  it('gives up after the configured number of attempts', async () => {
+    const client = connect({ retry: { maxAttempts: 3, initialDelayMs: 1, maxDelayMs: 2 } });
+    await client.join('enroll', 'judy', 1);
+    fake.heartbeatCalls = 0;
+    fake.heartbeatFailures = [grpc.status.UNAVAILABLE, grpc.status.UNAVAILABLE, grpc.status.UNAVAILABLE, grpc.status.UNAVAILABLE];
+    await expect(client.heartbeat()).rejects.toThrow(/Heartbeat failed: UNAVAILABLE \(14\): try later \(after 3 attempts\)/);
+    expect(fake.heartbeatCalls).toBe(3);
+  });
+
+  it('reports UNAVAILABLE when nothing listens', async () => {
+    const closed = new grpc.Server();
+    const port = await new Promise<number>((resolve, reject) =>
+      closed.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    closed.forceShutdown();
+    const client = CoordinatorClient.connect(`127.0.0.1:${port}`, { retry: { maxAttempts: 2, initialDelayMs: 1, maxDelayMs: 1 } });
+    clients.push(client);
+    await expect(client.join('enroll', 'x', 1)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
+  });
+
+  it('rejects bad options with a clear error', () => {
+    expect(() => connect({ valueEncoding: 'bf16' as 'f32' })).toThrow(/valueEncoding "bf16" is not f32, f16 or int8/);
+    expect(() => connect({ retry: { maxAttempts: 0 } })).toThrow(/retry.maxAttempts must be a positive integer, got 0/);
+  });
+});
+
+describe('malformed bytes on the wire', () => {
+  it('a raw client sending garbage gets INVALID_ARGUMENT, not INTERNAL', async () => {
+    const raw = new grpc.Client(`127.0.0.1:${fake.port}`, grpc.credentials.createInsecure());
+    try {
+      const identity = (b: Buffer) => b;
+      const err = await new Promise<grpc.ServiceError | null>((resolve) =>
+        raw.makeUnaryRequest('/subfed.v1.Coordinator/Join', identity, identity, Buffer.from([0x12, 0xff, 0xff, 0x01]), (e) => resolve(e)),
+      );
+      expect(err?.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(err?.details).toMatch(/JoinRequest: undecodable protobuf/);
+    } finally {
+      raw.close();
+    }
+  });
+});
+
+describe('backoffDelay', () => {
+  it('grows exponentially, is capped, and jitters between half and all of the step', () => {
+    const policy = { ...DEFAULT_RETRY, initialDelayMs: 100, maxDelayMs: 1000, multiplier: 2 };
+    expect([1, 2, 3, 4, 5].map((n) => backoffDelay(n, policy, () => 1))).toEqual([100, 200, 400, 800, 1000]);
+    expect([1, 2, 3].map((n) => backoffDelay(n, policy, () => 0))).toEqual([50, 100, 200]);
+  });
+});
