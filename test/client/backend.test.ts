@@ -1,0 +1,33 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { describe, expect, it } from 'vitest';
+import { initBackend, type BackendChoice } from '../../client/backend.js';
+
+describe('initBackend', () => {
+  it('rejects forcing tfjs-node when it is not installed, naming it and why', async () => {
+    await expect(initBackend('node', { logger: { info: () => {} } })).rejects.toThrow(/backend "node" is unavailable.*tfjs-node did not load/);
+  });
+
+  it('rejects an unknown choice, listing the valid ones', async () => {
+    await expect(initBackend('gpu' as BackendChoice)).rejects.toThrow(/unknown backend "gpu".*auto, node, wasm, cpu/);
+  });
+
+  it('selects a backend once and logs it once; auto falls back past the missing tfjs-node', async () => {
+    const lines: string[] = [];
+    const logger = { info: (line: string) => lines.push(line) };
+    const first = initBackend('auto', { logger });
+    const second = initBackend('auto', { logger });
+    expect(second).toBe(first);
+    expect(await first).toBe('wasm');
+    expect(tf.getBackend()).toBe('wasm');
+    expect(lines).toEqual(['tfjs backend: wasm']);
+  });
+
+  it('switches when another backend is forced, with our Conv2DBackpropFilter registered on it', async () => {
+    const logger = { info: () => {} };
+    expect(await initBackend('cpu', { logger })).toBe('cpu');
+    expect(tf.getBackend()).toBe('cpu');
+    expect(tf.getKernel('Conv2DBackpropFilter', 'cpu')?.kernelFunc.name).not.toBe('conv2DBackpropFilter');
+    expect(await initBackend('wasm', { logger })).toBe('wasm');
+    expect(tf.getKernel('Conv2DBackpropFilter', 'wasm')).toBeDefined();
+  });
+});

@@ -1,0 +1,147 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { describe, expect, it } from 'vitest';
+import { initBackend, type BackendChoice } from '../../client/backend.js';
+import { SeededRandom } from '../../client/data/random.js';
+
+type Pad = 'same' | 'valid' | number;
+
+interface Case {
+  batch: number;
+  size: [number, number];
+  inC: number;
+  outC: number;
+  kernel: [number, number];
+  strides: [number, number];
+  pad: Pad;
+}
+
+function randomArray(rng: SeededRandom, n: number): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = rng.next() * 2 - 1;
+  return a;
+}
+
+function randomCases(seed: number, count: number): Case[] {
+  const rng = new SeededRandom(seed);
+  const pick = <T>(xs: readonly T[]): T => xs[rng.int(xs.length)];
+  const cases: Case[] = [];
+  for (let i = 0; i < count; i++) {
+    const kh = 1 + rng.int(4);
+    const kw = 1 + rng.int(4);
+    cases.push({
+      batch: 1 + rng.int(3),
+      size: [kh + rng.int(6), kw + rng.int(6)],
+      inC: 1 + rng.int(4),
+      outC: 1 + rng.int(5),
+      kernel: [kh, kw],
+      strides: [1 + rng.int(3), 1 + rng.int(3)],
+      pad: pick<Pad>(['same', 'valid', 0, 1, 2]),
+    });
+  }
+  return cases;
+}
+
+/** dL/dW of L(W) = sum(conv2d(x, W) * r), through the registered Conv2DBackpropFilter. */
+function kernelGradient(x: tf.Tensor4D, filterShape: number[], r: tf.Tensor4D, c: Case): Float32Array {
+  const dw = tf.engine().runKernel(
+    'Conv2DBackpropFilter',
+    { x, dy: r },
+    { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', filterShape } as unknown as tf.NamedAttrMap,
+  ) as tf.Tensor;
+  const values = dw.dataSync() as Float32Array;
+  dw.dispose();
+  return values;
+}
+
+/**
+ * Central finite differences of L(W) = sum(conv2d(x, W) * r) computed with the forward
+ * conv. L is linear in W, so a large step is exact up to float rounding.
+ */
+function numericalGradient(x: tf.Tensor4D, w: Float32Array, filterShape: number[], r: tf.Tensor4D, c: Case): Float32Array {
+  const loss = (values: Float32Array): number =>
+    tf.tidy(() => tf.sum(tf.mul(tf.conv2d(x, tf.tensor4d(values, filterShape as [number, number, number, number]), c.strides, c.pad), r)).dataSync()[0]);
+  const step = 0.5;
+  const grad = new Float32Array(w.length);
+  for (let i = 0; i < w.length; i++) {
+    const plus = Float32Array.from(w);
+    const minus = Float32Array.from(w);
+    plus[i] += step;
+    minus[i] -= step;
+    grad[i] = (loss(plus) - loss(minus)) / (2 * step);
+  }
+  return grad;
+}
+
+interface Problem {
+  c: Case;
+  x: Float32Array;
+  w: Float32Array;
+  r: Float32Array;
+  outShape: number[];
+  filterShape: number[];
+  numerical: Float32Array;
+}
+
+/**
+ * Random problems with their finite-difference gradients, computed once on the stock
+ * cpu backend. (The stock wasm forward conv cannot be the reference: XNNPACK aborts on
+ * some kernels taller than wide, e.g. 3x1.)
+ */
+async function referenceProblems(): Promise<Problem[]> {
+  await initBackend('cpu', { customKernels: false });
+  const rng = new SeededRandom(7);
+  return randomCases(42, 24).map((c) => {
+    const x = randomArray(rng, c.batch * c.size[0] * c.size[1] * c.inC);
+    const filterShape = [c.kernel[0], c.kernel[1], c.inC, c.outC];
+    const w = randomArray(rng, filterShape.reduce((a, b) => a * b));
+    const xt = tf.tensor4d(x, [c.batch, c.size[0], c.size[1], c.inC]);
+    const outShape = tf.tidy(() => tf.conv2d(xt, tf.tensor4d(w, filterShape as [number, number, number, number]), c.strides, c.pad).shape);
+    const r = randomArray(rng, outShape.reduce((a, b) => a * b));
+    const rt = tf.tensor4d(r, outShape as [number, number, number, number]);
+    const numerical = numericalGradient(xt, w, filterShape, rt, c);
+    tf.dispose([xt, rt]);
+    return { c, x, w, r, outShape, filterShape, numerical };
+  });
+}
+
+const problems = referenceProblems();
+
+describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (backend) => {
+  it('matches finite differences of the forward conv on random shapes, strides and paddings', async () => {
+    const cases = await problems;
+    await initBackend(backend);
+    // Every padding mode and stride > 1 appear in the sample.
+    expect(new Set(cases.map((p) => p.c.pad)).size).toBe(5);
+    expect(cases.some((p) => p.c.strides[0] > 1 && p.c.strides[1] > 1)).toBe(true);
+    for (const { c, x, r, outShape, filterShape, numerical } of cases) {
+      const xt = tf.tensor4d(x, [c.batch, c.size[0], c.size[1], c.inC]);
+      const rt = tf.tensor4d(r, outShape as [number, number, number, number]);
+      const got = kernelGradient(xt, filterShape, rt, c);
+      expect(got.length).toBe(numerical.length);
+      for (let i = 0; i < numerical.length; i++) {
+        expect(Math.abs(got[i] - numerical[i]), `${JSON.stringify(c)} element ${i}`).toBeLessThan(1e-3 * (1 + Math.abs(numerical[i])));
+      }
+      tf.dispose([xt, rt]);
+    }
+  });
+
+  it('agrees with tf.grad of a conv in a training-sized shape (batch 10, 12x12x10 -> 20 channels)', async () => {
+    await initBackend(backend);
+    const rng = new SeededRandom(3);
+    const x = tf.tensor4d(randomArray(rng, 10 * 12 * 12 * 10), [10, 12, 12, 10]);
+    const w = tf.tensor4d(randomArray(rng, 5 * 5 * 10 * 20), [5, 5, 10, 20]);
+    const r = tf.tensor4d(randomArray(rng, 10 * 8 * 8 * 20), [10, 8, 8, 20]);
+    const got = tf.grad((filter: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(x, filter as tf.Tensor4D, 1, 'valid'), r)))(w).dataSync();
+    // Reference by the definition, in float64.
+    const xs = x.dataSync();
+    const rs = r.dataSync();
+    for (const [kh, kw, ci, co] of [[0, 0, 0, 0], [4, 4, 9, 19], [2, 3, 5, 7], [1, 0, 8, 2]]) {
+      let want = 0;
+      for (let b = 0; b < 10; b++)
+        for (let oh = 0; oh < 8; oh++)
+          for (let ow = 0; ow < 8; ow++) want += xs[((b * 12 + oh + kh) * 12 + ow + kw) * 10 + ci] * rs[((b * 8 + oh) * 8 + ow) * 20 + co];
+      expect(got[((kh * 5 + kw) * 10 + ci) * 20 + co]).toBeCloseTo(want, 3);
+    }
+    tf.dispose([x, w, r]);
+  });
+});
