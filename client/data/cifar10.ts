@@ -1,6 +1,6 @@
 import type { Dataset } from './dataset.js';
 import { DataFileError } from './errors.js';
-import { readMaybeGzip } from './files.js';
+import { readMaybeGzip, type FileBytes } from './files.js';
 
 const SIDE = 32;
 const CHANNELS = 3;
@@ -15,8 +15,14 @@ export const CIFAR10_CLASSES = 10;
  */
 export async function readCifar10(paths: readonly string[], name?: string): Promise<Dataset> {
   if (paths.length === 0) throw new RangeError('readCifar10: no batch files given');
-  const files = await Promise.all(paths.map((p) => readMaybeGzip(p)));
-  const parsed = files.map((bytes, i) => parseCifar10(paths[i], bytes));
+  const files = await Promise.all(paths.map(async (file) => ({ file, bytes: await readMaybeGzip(file) })));
+  return cifar10Dataset(files, name);
+}
+
+/** Builds one dataset from the inflated bytes of CIFAR-10 binary batches, in the order given. */
+export function cifar10Dataset(files: readonly FileBytes[], name?: string): Dataset {
+  if (files.length === 0) throw new RangeError('readCifar10: no batch files given');
+  const parsed = files.map(({ file, bytes }) => parseCifar10(file, bytes));
   const count = parsed.reduce((n, p) => n + p.labels.length, 0);
   const images = new Uint8Array(count * PIXELS * CHANNELS);
   const labels = new Uint8Array(count);
@@ -34,7 +40,7 @@ export async function readCifar10(paths: readonly string[], name?: string): Prom
     width: SIDE,
     channels: CHANNELS,
     numClasses: CIFAR10_CLASSES,
-    name: name ?? paths.join(','),
+    name: name ?? files.map((f) => f.file).join(','),
   };
 }
 

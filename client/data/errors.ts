@@ -8,7 +8,7 @@ export type DataFileProblem =
   | 'bad-length'
   | 'count-mismatch'
   | 'label-out-of-range'
-  | 'shape-mismatch';
+  | 'unknown-format';
 
 /**
  * A data file that cannot be used. The message always starts with the file's

@@ -5,6 +5,12 @@ import { DataFileError } from './errors.js';
 
 const gunzipAsync = promisify(gunzip);
 
+/** A file's name (for messages) and its inflated content. */
+export interface FileBytes {
+  file: string;
+  bytes: Uint8Array;
+}
+
 /** True when the bytes start with the gzip magic 1f 8b. */
 export function isGzip(bytes: Uint8Array): boolean {
   return bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b;

@@ -1,6 +1,6 @@
 import type { Dataset } from './dataset.js';
 import { DataFileError } from './errors.js';
-import { readMaybeGzip } from './files.js';
+import { readMaybeGzip, type FileBytes } from './files.js';
 
 /** IDX magic: two zero bytes, type 0x08 (unsigned byte), number of dimensions. */
 export const IDX_IMAGES_MAGIC = 0x00000803;
@@ -20,30 +20,36 @@ export interface IdxOptions {
  * images and 1-D unsigned-byte labels, each gzip-compressed or raw.
  */
 export async function readIdx(imagesPath: string, labelsPath: string, opts: IdxOptions = {}): Promise<Dataset> {
+  const [imageBytes, labelBytes] = await Promise.all([readMaybeGzip(imagesPath), readMaybeGzip(labelsPath)]);
+  return idxDataset({ file: imagesPath, bytes: imageBytes }, { file: labelsPath, bytes: labelBytes }, opts);
+}
+
+/** Builds a dataset from the inflated bytes of an IDX images file and its labels file. */
+export function idxDataset(images: FileBytes, labels: FileBytes, opts: IdxOptions = {}): Dataset {
   const numClasses = opts.numClasses ?? 10;
   if (!Number.isInteger(numClasses) || numClasses < 1 || numClasses > 256) {
     throw new RangeError(`readIdx: numClasses must be an integer in 1..256, got ${numClasses}`);
   }
-  const [imageBytes, labelBytes] = await Promise.all([readMaybeGzip(imagesPath), readMaybeGzip(labelsPath)]);
-  const images = parseIdxImages(imagesPath, imageBytes);
-  const labels = parseIdxLabels(labelsPath, labelBytes, numClasses);
-  if (images.count !== labels.length) {
-    throw new DataFileError(
-      labelsPath,
-      'count-mismatch',
-      `has ${labels.length} labels but ${imagesPath} has ${images.count} images`,
-    );
+  const parsed = parseIdxImages(images.file, images.bytes);
+  const labelValues = parseIdxLabels(labels.file, labels.bytes, numClasses);
+  if (parsed.count !== labelValues.length) {
+    throw new DataFileError(labels.file, 'count-mismatch', `has ${labelValues.length} labels but ${images.file} has ${parsed.count} images`);
   }
   return {
-    images: images.pixels,
-    labels,
-    count: images.count,
-    height: images.rows,
-    width: images.cols,
+    images: parsed.pixels,
+    labels: labelValues,
+    count: parsed.count,
+    height: parsed.rows,
+    width: parsed.cols,
     channels: 1,
     numClasses,
-    name: opts.name ?? imagesPath,
+    name: opts.name ?? images.file,
   };
+}
+
+/** The 32-bit big-endian number IDX files start with, or undefined when there are fewer than 4 bytes. */
+export function idxMagic(bytes: Uint8Array): number | undefined {
+  return bytes.length < 4 ? undefined : new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0);
 }
 
 /** Parses the bytes of an IDX3 unsigned-byte image file; `file` only names it in errors. */
@@ -99,10 +105,10 @@ export function parseIdxLabels(file: string, bytes: Uint8Array, numClasses: numb
 }
 
 function checkMagic(file: string, bytes: Uint8Array, expected: number, what: string): void {
-  if (bytes.length < 4) {
+  const magic = idxMagic(bytes);
+  if (magic === undefined) {
     throw new DataFileError(file, 'truncated', `truncated: ${bytes.length} bytes, too short for an IDX magic number`);
   }
-  const magic = new DataView(bytes.buffer, bytes.byteOffset, 4).getUint32(0);
   if (magic !== expected) {
     const hint =
       magic === IDX_IMAGES_MAGIC
