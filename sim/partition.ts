@@ -121,8 +121,9 @@ export function shards(train: LabelSet, test: LabelSet, opts: ShardOptions): Par
 /**
  * Per class, proportions across clients drawn from Dirichlet(alpha); the
  * class's training examples are dealt out by those proportions, and its test
- * examples by the same ones, so each client's test labels follow its training
- * labels. Redrawn (up to 1000 times) until every client has minExamples.
+ * examples by the shares each client received, so each client's test labels
+ * follow its training labels (test sets are disjoint). Redrawn (up to 1000
+ * times) until every client has minExamples.
  */
 export function dirichlet(train: LabelSet, test: LabelSet, opts: DirichletOptions): Partition {
   const minExamples = opts.minExamples ?? 10;
