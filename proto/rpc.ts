@@ -82,13 +82,14 @@ export interface CoordinatorMethod<Req, Res> {
   responseDeserialize(bytes: Buffer): Res | Malformed;
 }
 
-export interface CoordinatorDefinition {
+// A type alias, not an interface, so that it is assignable to grpc.ServiceDefinition's index signature.
+export type CoordinatorDefinition = {
   readonly join: CoordinatorMethod<M.JoinRequest, M.JoinResponse>;
   readonly pullTask: CoordinatorMethod<M.TaskRequest, M.TaskChunk>;
   readonly pushUpdate: CoordinatorMethod<M.UpdateChunk, M.UpdateAck>;
   readonly heartbeat: CoordinatorMethod<M.HeartbeatRequest, M.HeartbeatResponse>;
   readonly leave: CoordinatorMethod<M.LeaveRequest, M.LeaveResponse>;
-}
+};
 
 /** What the server implements; every request may be Malformed. */
 export interface CoordinatorHandlers extends grpc.UntypedServiceImplementation {
