@@ -1,0 +1,75 @@
+/** Test helpers: a one-client in-memory "coordinator" around a Participant, and tiny datasets. */
+import { gather, scatter } from '../../proto/codec.js';
+import { syntheticDataset } from '../../client/data/synthetic.js';
+import type { Dataset } from '../../client/data/dataset.js';
+import type { LocalUpdate, Participant, ReceivedTask, ReceivedTensor, RoundResult } from '../../client/participant.js';
+import type { MaskMap, TensorMap } from '../../client/prune.js';
+
+/** A 28x28x1 two-class task (a personalized client holds few labels). */
+export function tinyData(seed: number, trainCount = 120, testCount = 60, classes = 2, noise = 0.25): { train: Dataset; test: Dataset } {
+  const common = { classes, height: 28, width: 28, channels: 1, seed, noise };
+  return {
+    train: syntheticDataset({ ...common, count: trainCount, sampleStream: 0, name: 'synthetic/train' }),
+    test: syntheticDataset({ ...common, count: testCount, sampleStream: 1, name: 'synthetic/test' }),
+  };
+}
+
+/**
+ * The coordinator side of one client, in memory: it holds the global model and
+ * the client's mask (as last pushed), sends dense on first contact and sparse
+ * at the client's kept positions after, and folds the delta in (one member: the
+ * intersection average is the delta itself).
+ */
+export class OneClientServer {
+  global: TensorMap;
+  clientMasks: MaskMap | undefined;
+  maskVersion = 0;
+  round = 0;
+
+  constructor(initial: TensorMap) {
+    this.global = new Map([...initial].map(([n, w]) => [n, Float32Array.from(w)]));
+  }
+
+  task(config?: unknown): ReceivedTask {
+    this.round += 1;
+    const masks = this.clientMasks;
+    const tensors = new Map<string, ReceivedTensor>(
+      [...this.global].map(([name, w]): [string, ReceivedTensor] => {
+        if (masks === undefined) return [name, { kept: Float32Array.from(w) }];
+        const mask = masks.get(name)!;
+        return [name, { mask, kept: gather(w, mask) }];
+      }),
+    );
+    return { round: this.round, dense: masks === undefined, tensors, serverMaskVersion: this.maskVersion, config };
+  }
+
+  apply(update: LocalUpdate): void {
+    for (const [name, t] of update.tensors) {
+      const w = this.global.get(name)!;
+      const delta = scatter(t.kept, t.mask);
+      for (let i = 0; i < w.length; i++) if (t.mask[i] !== 0) w[i] += delta[i];
+    }
+    if (update.maskChanged) {
+      this.clientMasks = new Map([...update.tensors].map(([n, t]) => [n, t.mask]));
+      this.maskVersion = update.newMaskVersion!;
+    } else if (this.clientMasks === undefined) {
+      this.clientMasks = new Map([...update.tensors].map(([n, t]) => [n, t.mask]));
+    }
+  }
+
+  async round_(participant: Participant, config?: unknown): Promise<RoundResult> {
+    const result = await participant.localRound(this.task(config));
+    if (result.update === undefined) throw new Error('expected an update');
+    this.apply(result.update);
+    return result;
+  }
+}
+
+/** Every masked-out weight is exactly zero. */
+export function zerosWhereMasked(weights: TensorMap, masks: ReadonlyMap<string, Uint8Array>): boolean {
+  for (const [name, m] of masks) {
+    const w = weights.get(name)!;
+    for (let i = 0; i < m.length; i++) if (m[i] === 0 && w[i] !== 0) return false;
+  }
+  return true;
+}
