@@ -8,7 +8,9 @@ import {
   splitTensor,
   wireSize,
   type AssemblyLimits,
+  type CoordinatorDefinition,
   type CoordinatorHandlers,
+  type CoordinatorMethod,
   type Malformed,
 } from '../proto/rpc.js';
 import type { Coordinator } from './coordinator.js';
@@ -34,11 +36,53 @@ function toServiceError(err: unknown): Partial<grpc.StatusObject> & { reason: st
   if (err instanceof WireError) {
     return { code: err.code, details: err.message, message: err.message, reason: WIRE_REASON[err.code] ?? 'bad_stream' };
   }
+  // grpc-js itself fails a stream with a status object, e.g. RESOURCE_EXHAUSTED for a message over the limit.
+  const transport = err as Partial<grpc.StatusObject> | null;
+  if (typeof transport?.code === 'number' && typeof transport.details === 'string' && transport.code !== grpc.status.OK) {
+    const code = transport.code;
+    return { code, details: transport.details, message: transport.details, reason: WIRE_REASON[code] ?? 'transport' };
+  }
   return { code: grpc.status.INTERNAL, details: 'internal error', message: String(err), reason: 'internal' };
 }
 
+/** A request message over the configured limit, tagged by the deserializer (see limitMessageSizes). */
+interface Oversized extends Malformed {
+  readonly oversized: number;
+}
+
 function malformed(what: string, m: Malformed): CoordinatorError {
+  if ('oversized' in m) return new CoordinatorError('RESOURCE_EXHAUSTED', 'too_large', `${what}: ${m.error}`);
   return new CoordinatorError('INVALID_ARGUMENT', 'malformed', `malformed ${what}: ${m.error}`);
+}
+
+/**
+ * grpc-js refuses a message over its receive limit with RESOURCE_EXHAUSTED
+ * before any handler sees it, so nothing could log who sent it. The server
+ * therefore sets grpc-js's limit at twice the configured one (the hard cap on
+ * what is buffered) and enforces the configured limit here, where the
+ * handler can refuse it with the same code and log client and reason.
+ */
+export function limitMessageSizes(definition: CoordinatorDefinition, maxMessageBytes: number): CoordinatorDefinition {
+  const limit = <Req, Res>(m: CoordinatorMethod<Req, Res>): CoordinatorMethod<Req, Res> => ({
+    ...m,
+    requestDeserialize(bytes: Buffer): Req | Malformed {
+      const value = m.requestDeserialize(bytes);
+      if (bytes.length <= maxMessageBytes) return value;
+      const oversized: Oversized = {
+        malformed: true,
+        oversized: bytes.length,
+        error: `message of ${bytes.length} bytes is larger than the limit of ${maxMessageBytes}`,
+      };
+      return oversized;
+    },
+  });
+  return {
+    join: limit(definition.join),
+    pullTask: limit(definition.pullTask),
+    pushUpdate: limit(definition.pushUpdate),
+    heartbeat: limit(definition.heartbeat),
+    leave: limit(definition.leave),
+  };
 }
 
 export interface GrpcServiceOptions {
@@ -153,7 +197,19 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
         return coord.pushUpdate(header, tensors);
       })().then(
         (ack) => callback(null, ack),
-        (err: unknown) => callback(refuse(clientId, err)),
+        (err: unknown) => {
+          if ((err as { code?: unknown }).code === 'ERR_STREAM_PREMATURE_CLOSE') {
+            // The call ended outside this handler: the client cancelled, or grpc-js
+            // refused a message beyond its hard cap and already sent the status.
+            coord.recordReject(clientId, {
+              code: 'CANCELLED',
+              reason: 'stream_closed',
+              message: 'upload stream closed before its end (client cancelled or transport size cap)',
+            });
+            return;
+          }
+          callback(refuse(clientId, err));
+        },
       );
     },
   };

@@ -10,7 +10,7 @@ import {
   type CoordinatorConfigInput,
 } from './config.js';
 import { Coordinator } from './coordinator.js';
-import { createGrpcHandlers } from './grpc.js';
+import { createGrpcHandlers, limitMessageSizes } from './grpc.js';
 import { createHttpServer } from './http.js';
 import { CoordinatorMetrics } from './metrics.js';
 import type { TensorMap, TensorSpec } from './model.js';
@@ -67,11 +67,16 @@ export async function startCoordinator(
   const metrics = new CoordinatorMetrics();
   const coordinator = new Coordinator(config, model, { logger, metrics });
 
-  const definition = createCoordinatorDefinition((direction, clientId, bytes) => {
+  const counted = createCoordinatorDefinition((direction, clientId, bytes) => {
     metrics.bytes.inc({ direction }, bytes);
     coordinator.recordWire(direction, clientId, bytes);
   });
-  const server = new grpc.Server(messageLimitOptions(config.grpc.maxMessageBytes));
+  const definition = limitMessageSizes(counted, config.grpc.maxMessageBytes);
+  const server = new grpc.Server({
+    ...messageLimitOptions(config.grpc.maxMessageBytes),
+    // Hard cap; the configured limit is enforced (and logged) by limitMessageSizes.
+    'grpc.max_receive_message_length': 2 * config.grpc.maxMessageBytes,
+  });
   server.addService(
     definition as unknown as grpc.ServiceDefinition,
     createGrpcHandlers(coordinator, {

@@ -45,7 +45,7 @@ export function decodeUpdateTensor(t: SparseTensor, spec: TensorSpec, reference:
   try {
     mask = decodeMask(t.mask, spec.shape, previous);
   } catch (err) {
-    if (err instanceof CodecError) throw invalid('bad_mask', `tensor "${t.name}": ${err.message}`);
+    if (err instanceof CodecError) throw invalid('bad_mask', `tensor "${t.name}" (shape [${spec.shape.join(', ')}]): ${err.message}`);
     throw err;
   }
   const kept = keptCount(mask);
@@ -53,7 +53,7 @@ export function decodeUpdateTensor(t: SparseTensor, spec: TensorSpec, reference:
   try {
     values = decodeValues(t.values, kept);
   } catch (err) {
-    if (err instanceof CodecError) throw invalid('value_count', `tensor "${t.name}": ${err.message}`);
+    if (err instanceof CodecError) throw invalid('bad_values', `tensor "${t.name}" (shape [${spec.shape.join(', ')}]): ${err.message}`);
     throw err;
   }
   const encoding = t.mask?.encoding;
