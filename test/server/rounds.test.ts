@@ -1,0 +1,234 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { encodeSparseTensor } from '../../proto/codec.js';
+import { PROTOCOL_VERSION, type SparseTensor, type UpdateHeader } from '../../proto/rpc.js';
+import { parseConfig, type CoordinatorConfigInput } from '../../server/config.js';
+import { Coordinator } from '../../server/coordinator.js';
+import { CoordinatorError } from '../../server/errors.js';
+import { CoordinatorMetrics } from '../../server/metrics.js';
+import { quorumCount, sampleMembers, sampleSize } from '../../server/rounds.js';
+import { ENROLL, memoryLogger, toyModel } from './harness.js';
+
+describe('sampling', () => {
+  const ids = Array.from({ length: 20 }, (_, i) => `c${i + 1}`);
+
+  it('K = max(round(frac * N), 1), capped at N', () => {
+    expect(sampleSize(0.1, 20)).toBe(2);
+    expect(sampleSize(0.01, 20)).toBe(1);
+    expect(sampleSize(0.125, 20)).toBe(3); // round(2.5) = 3
+    expect(sampleSize(1, 20)).toBe(20);
+    expect(sampleSize(0.5, 0)).toBe(0);
+  });
+
+  it('is deterministic in (seed, round, attempt) and varies with each', () => {
+    const a = sampleMembers(ids, 0.25, 7, 3, 0);
+    expect(sampleMembers(ids, 0.25, 7, 3, 0)).toEqual(a);
+    expect(a).toHaveLength(5);
+    expect(new Set(a).size).toBe(5);
+    for (const id of a) expect(ids).toContain(id);
+    const others = [sampleMembers(ids, 0.25, 8, 3, 0), sampleMembers(ids, 0.25, 7, 4, 0), sampleMembers(ids, 0.25, 7, 3, 1)];
+    for (const o of others) expect(o).not.toEqual(a);
+  });
+
+  it('covers every client over many rounds', () => {
+    const seen = new Set<string>();
+    for (let r = 1; r <= 200; r++) for (const id of sampleMembers(ids, 0.1, 1, r, 0)) seen.add(id);
+    expect(seen.size).toBe(ids.length);
+  });
+
+  it('quorum is ceil(quorum * members), at least one', () => {
+    expect(quorumCount(0.5, 4)).toBe(2);
+    expect(quorumCount(0.5, 5)).toBe(3);
+    expect(quorumCount(0.1, 3)).toBe(1);
+    expect(quorumCount(1, 10)).toBe(10);
+    expect(quorumCount(0.3, 10)).toBe(3);
+  });
+});
+
+interface Joined {
+  id: string;
+  token: string;
+}
+
+function setup(overrides: Partial<CoordinatorConfigInput> = {}) {
+  const log = memoryLogger();
+  const metrics = new CoordinatorMetrics();
+  const config = parseConfig({
+    rounds: 3,
+    frac: 1,
+    minClients: 4,
+    quorum: 0.5,
+    roundDeadlineMs: 1000,
+    enrollmentToken: ENROLL,
+    weighting: 'unweighted',
+    ...overrides,
+  });
+  const coord = new Coordinator(config, toyModel(), { logger: log.logger, metrics });
+  const clients: Joined[] = [];
+  for (let i = 0; i < (config.minClients ?? 1); i++) {
+    const res = coord.join({ protocolVersion: PROTOCOL_VERSION, enrollmentToken: ENROLL, clientName: `n${i}`, numExamples: 10 });
+    clients.push({ id: res.clientId, token: res.clientToken });
+  }
+  return { coord, clients, log, metrics };
+}
+
+function header(c: Joined, round: number, o: Partial<UpdateHeader> = {}, tensorCount = 1): UpdateHeader {
+  return {
+    protocolVersion: PROTOCOL_VERSION,
+    clientId: c.id,
+    clientToken: c.token,
+    roundId: round,
+    numExamples: 10,
+    baseMaskVersion: 0,
+    maskChanged: false,
+    newMaskVersion: 0,
+    metrics: null,
+    tensorCount,
+    ...o,
+  };
+}
+
+function kernelDelta(values: number[], mask = [1, 1, 1, 1, 1, 1], previous?: number[]): SparseTensor {
+  const m = Uint8Array.from(mask);
+  const dense: number[] = [];
+  let k = 0;
+  for (const bit of m) dense.push(bit ? values[k++] : 0);
+  return encodeSparseTensor('dense/kernel', Float32Array.from(dense), m, [2, 3], {
+    values: 'f32',
+    previousMask: previous ? Uint8Array.from(previous) : undefined,
+  });
+}
+
+function refusal(fn: () => unknown): CoordinatorError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof CoordinatorError) return err;
+    throw err;
+  }
+  throw new Error('expected a CoordinatorError');
+}
+
+const kernelOf = (coord: Coordinator) => Array.from(coord.globalModel().get('dense/kernel')!);
+const K0 = [0.5, -0.25, 1, 2, -3, 0.125];
+
+describe('round lifecycle', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('opens only once minClients are registered, then samples all with frac 1', () => {
+    const log = memoryLogger();
+    const coord = new Coordinator(parseConfig({ rounds: 1, frac: 1, minClients: 2, enrollmentToken: ENROLL }), toyModel(), {
+      logger: log.logger,
+      metrics: new CoordinatorMetrics(),
+    });
+    const join = () => coord.join({ protocolVersion: PROTOCOL_VERSION, enrollmentToken: ENROLL, clientName: '', numExamples: 1 });
+    join();
+    expect(coord.status().phase).toBe('waiting');
+    join();
+    expect(coord.status()).toMatchObject({ phase: 'open', round: { id: 1, members: 2, attempt: 0 } });
+    coord.stop();
+  });
+
+  it('commits as soon as every member reported', () => {
+    const { coord, clients } = setup();
+    for (const c of clients) coord.pushUpdate(header(c, 1), [kernelDelta([1, 1, 1, 1, 1, 1])]);
+    expect(coord.status().lastCommittedRound).toBe(1);
+    expect(kernelOf(coord)).toEqual(K0.map((x) => x + 1));
+    expect(coord.status().round).toMatchObject({ id: 2, reported: 0 });
+    coord.stop();
+  });
+
+  it('commits at the deadline with a quorum', () => {
+    vi.useFakeTimers();
+    const { coord, clients, log } = setup();
+    coord.pushUpdate(header(clients[0], 1), [kernelDelta([2, 2, 2, 2, 2, 2])]);
+    coord.pushUpdate(header(clients[1], 1), [kernelDelta([4, 4, 4, 4, 4, 4])]);
+    expect(coord.status().lastCommittedRound).toBe(0);
+    vi.advanceTimersByTime(1000);
+    expect(coord.status().lastCommittedRound).toBe(1);
+    expect(kernelOf(coord)).toEqual(K0.map((x) => x + 3));
+    const [summary] = coord.rounds(1);
+    expect(summary).toMatchObject({ round: 1, attempts: 1 });
+    expect(summary.reporters.sort()).toEqual([clients[0].id, clients[1].id].sort());
+    expect(log.lines().filter((l) => l.event === 'round_commit')).toHaveLength(1);
+    coord.stop();
+  });
+
+  it('abandons a round without quorum at the deadline and re-opens it with a new sample', () => {
+    vi.useFakeTimers();
+    // Two members, quorum 1.0: one report is not enough.
+    const s = setup({ frac: 0.5, quorum: 1, seed: 3 });
+    const members1 = s.coord.members();
+    const r = s.clients.find((c) => c.id === members1[0])!;
+    s.coord.pushUpdate(header(r, 1), [kernelDelta([9, 9, 9, 9, 9, 9])]);
+    vi.advanceTimersByTime(1000);
+    expect(s.coord.status()).toMatchObject({ lastCommittedRound: 0, round: { id: 1, attempt: 1 } });
+    expect(kernelOf(s.coord)).toEqual(K0);
+    expect(s.log.lines().find((l) => l.event === 'round_abandoned')).toMatchObject({ round: 1, attempt: 0, reported: 1, quorum: 2 });
+    const members2 = s.coord.members();
+    // The folded update of the abandoned attempt is gone: the new attempt starts from zero.
+    for (const id of members2) s.coord.pushUpdate(header(s.clients.find((c) => c.id === id)!, 1), [kernelDelta([1, 1, 1, 1, 1, 1])]);
+    expect(s.coord.status().lastCommittedRound).toBe(1);
+    expect(kernelOf(s.coord)).toEqual(K0.map((x) => x + 1));
+    expect(s.coord.rounds(1)[0].attempts).toBe(2);
+    s.coord.stop();
+  });
+
+  it('refuses a late upload for a closed round with FAILED_PRECONDITION', () => {
+    const { coord, clients } = setup();
+    for (const c of clients) coord.pushUpdate(header(c, 1), [kernelDelta([1, 1, 1, 1, 1, 1])]);
+    const err = refusal(() => coord.pushUpdate(header(clients[0], 1), [kernelDelta([1, 1, 1, 1, 1, 1])]));
+    expect(err).toMatchObject({ code: 'FAILED_PRECONDITION', reason: 'round_closed' });
+    expect(err.message).toMatch(/round 1 is closed/);
+    coord.stop();
+  });
+
+  it('treats a retried upload as idempotent: same ack, folded once', () => {
+    const { coord, clients } = setup();
+    const first = coord.pushUpdate(header(clients[0], 1), [kernelDelta([4, 4, 4, 4, 4, 4])]);
+    const again = coord.pushUpdate(header(clients[0], 1), [kernelDelta([4, 4, 4, 4, 4, 4])]);
+    expect(again).toEqual(first);
+    expect(coord.status().round?.reported).toBe(1);
+    for (const c of clients.slice(1)) coord.pushUpdate(header(c, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    // (4 + 0 + 0 + 0) / 4 = 1; a double fold would give 8 / 5.
+    expect(kernelOf(coord)).toEqual(K0.map((x) => x + 1));
+    coord.stop();
+  });
+
+  it('serves sparse tasks at the held mask version and dense ones to resynchronise', () => {
+    const { coord, clients } = setup();
+    const [a] = clients;
+    const mask = [1, 0, 1, 0, 1, 0];
+    const ack = coord.pushUpdate(header(a, 1, { maskChanged: true, newMaskVersion: 1 }), [kernelDelta([0, 0, 0], mask)]);
+    expect(ack.maskVersion).toBe(1);
+    for (const c of clients.slice(1)) coord.pushUpdate(header(c, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    const cred = { protocolVersion: PROTOCOL_VERSION, clientId: a.id, clientToken: a.token, valueEncoding: 0 as const };
+    const sparse = coord.task({ ...cred, maskVersion: 1 });
+    expect(sparse.header).toMatchObject({ hasTask: true, dense: false, maskVersion: 1, roundId: 2 });
+    const dense = coord.task({ ...cred, maskVersion: 7 });
+    expect(dense.header).toMatchObject({ hasTask: true, dense: true, maskVersion: 1 });
+    expect(sparse.tensors[0].values!.data.length).toBe(3 * 4);
+    expect(dense.tensors[0].values!.data.length).toBe(6 * 4);
+    // A mask given relative to a version the server does not hold is refused.
+    const err = refusal(() =>
+      coord.pushUpdate(header(a, 2, { baseMaskVersion: 7 }), [
+        { name: 'dense/kernel', mask: { encoding: 2, data: new Uint8Array(0) }, values: { encoding: 1, data: new Uint8Array(12), scale: 0 } },
+      ]),
+    );
+    expect(err).toMatchObject({ code: 'FAILED_PRECONDITION', reason: 'mask_version_mismatch' });
+    expect(err.message).toMatch(/refers to mask version 7, the server holds 1/);
+    // Sending the whole mask explicitly is the resync path.
+    const resync = coord.pushUpdate(header(a, 2, { baseMaskVersion: 7, maskChanged: true, newMaskVersion: 8 }), [kernelDelta([0, 0], [1, 1, 0, 0, 0, 0])]);
+    expect(resync.maskVersion).toBe(8);
+    coord.stop();
+  });
+
+  it('gives non-members and finished clients no task', () => {
+    const { coord, clients } = setup({ frac: 0.5 });
+    const outsider = clients.find((c) => !coord.members().includes(c.id))!;
+    const t = coord.task({ protocolVersion: PROTOCOL_VERSION, clientId: outsider.id, clientToken: outsider.token, maskVersion: 0, valueEncoding: 0 });
+    expect(t.header).toMatchObject({ hasTask: false, retryAfterMs: 500 });
+    coord.stop();
+  });
+});
