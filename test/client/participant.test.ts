@@ -1,0 +1,201 @@
+import { beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../../client/backend.js';
+import { createModel } from '../../client/model.js';
+import { Participant, TaskError, updateDelta, type ReceivedTask, type ReceivedTensor } from '../../client/participant.js';
+import { applyMasks, prunePercentile } from '../../client/prune.js';
+import { gather, scatter } from '../../proto/codec.js';
+import { OneClientServer, tinyData } from './participant-helpers.js';
+
+beforeAll(async () => {
+  await initBackend('wasm', { logger: { info: () => {} } });
+});
+
+function mlpParticipant(algorithm: 'fedavg' | 'subfedavg-un' = 'fedavg', config: object = { epochs: 1, lr: 0.05 }) {
+  const model = createModel('mlp', 11);
+  const { train, test } = tinyData(11, 60, 20);
+  return { model, participant: new Participant({ model, algorithm, config, train, test, seed: 11 }), train, test };
+}
+
+describe('updateDelta', () => {
+  it('is trained - received at the kept positions, in index order', () => {
+    const d = updateDelta(Float32Array.from([1, 5, 3, 9]), Float32Array.from([0.5, 4, 3, 1]), Uint8Array.from([1, 0, 1, 1]));
+    expect([...d]).toEqual([0.5, 0, 8]);
+  });
+});
+
+describe('Participant.localRound', () => {
+  it('builds w = global at kept positions and uploads the delta at the new kept positions', async () => {
+    const { model, participant } = mlpParticipant();
+    const server = new OneClientServer(model.getWeights());
+    await server.round_(participant); // first contact: dense
+    const before = new Map([...server.global].map(([n, w]) => [n, Float32Array.from(w)]));
+    const task = server.task();
+    const result = await participant.localRound(task);
+    const trained = model.getWeights();
+    for (const [name, t] of result.update!.tensors) {
+      // received + delta == trained, at every kept position
+      const rebuilt = scatter(t.kept, t.mask);
+      const g = before.get(name)!;
+      const w = trained.get(name)!;
+      for (let i = 0; i < w.length; i++) if (t.mask[i] === 1) expect(g[i] + rebuilt[i]).toBeCloseTo(w[i], 5);
+    }
+    expect(result.update).toMatchObject({ round: task.round, numExamples: participant.numExamples, baseMaskVersion: 0, maskChanged: false });
+    model.dispose();
+  });
+
+  it('zeroes received values outside its own mask and keeps BN running stats personal', async () => {
+    const model = createModel('lenet5-bn-mnist', 12);
+    const { train, test } = tinyData(12, 40, 20);
+    const participant = new Participant({ model, algorithm: 'fedavg', config: { epochs: 1 }, train, test, seed: 12 });
+    const personal = model.getPersonal();
+    const global = model.getWeights();
+    // the coordinator's values are whatever it holds; the client takes them as sent (all-ones mask)
+    const task: ReceivedTask = {
+      round: 1,
+      dense: true,
+      serverMaskVersion: 0,
+      tensors: new Map([...global].map(([n, w]) => [n, { kept: w.map((x) => x + 1) }])),
+    };
+    const result = await participant.localRound(task);
+    expect(result.update!.tensors.size).toBe(model.manifest.length);
+    // running stats moved by local training only; they are no manifest tensor and never uploaded
+    for (const name of personal.keys()) expect(result.update!.tensors.has(name)).toBe(false);
+    expect(model.getPersonal().get('bn1.running_var')).not.toEqual(personal.get('bn1.running_var'));
+    model.dispose();
+  });
+
+  it('sends the mask only for tensors whose mask changed, and bumps the mask version once', async () => {
+    const { model, participant } = mlpParticipant('subfedavg-un', { epochs: 2, lr: 0.05, gateOn: 'test', accThresh: 0 });
+    const server = new OneClientServer(model.getWeights());
+    const result = await server.round_(participant);
+    const changed = [...result.update!.tensors].filter(([, t]) => t.maskChanged).map(([n]) => n);
+    expect(changed.sort()).toEqual(model.manifest.filter((s) => s.prunable).map((s) => s.name).sort());
+    expect(result.update!.newMaskVersion).toBe(1);
+    expect(participant.maskVersion).toBe(1);
+    for (const t of result.update!.tensors.values()) expect(t.kept.length).toBe(t.mask.reduce((a, b) => a + b, 0));
+    model.dispose();
+  });
+
+  it('resends every mask when the coordinator holds another mask version', async () => {
+    const { model, participant } = mlpParticipant();
+    const server = new OneClientServer(model.getWeights());
+    await server.round_(participant);
+    const task = { ...server.task(), serverMaskVersion: 5 };
+    const result = await participant.localRound(task);
+    expect([...result.update!.tensors.values()].every((t) => t.maskChanged)).toBe(true);
+    expect(result.update!.baseMaskVersion).toBe(5);
+    expect(result.update!.newMaskVersion).toBe(1);
+    model.dispose();
+  });
+
+  it('applies the coordinator training config over its own', async () => {
+    const { model, participant } = mlpParticipant();
+    const server = new OneClientServer(model.getWeights());
+    await expect(participant.localRound(server.task({ epochs: 0 }))).rejects.toThrow(/task config: epochs/);
+    await expect(participant.localRound(server.task('fast'))).rejects.toThrow(/must be an object/);
+    model.dispose();
+  });
+
+  it('rejects a task that does not fit the model, naming the tensor', async () => {
+    const { model, participant } = mlpParticipant();
+    const w = model.getWeights();
+    const dense = (tensors: Map<string, ReceivedTensor>, extra: Partial<ReceivedTask> = {}): ReceivedTask => ({
+      round: 1,
+      dense: true,
+      serverMaskVersion: 0,
+      tensors,
+      ...extra,
+    });
+    const all = () => new Map<string, ReceivedTensor>([...w].map(([n, v]) => [n, { kept: Float32Array.from(v) }]));
+    const missing = all();
+    missing.delete('fc2.bias');
+    await expect(participant.localRound(dense(missing))).rejects.toThrow(/'fc2.bias' is missing/);
+    const unknown = all();
+    unknown.set('fc9.weight', { kept: new Float32Array(1) });
+    await expect(participant.localRound(dense(unknown))).rejects.toThrow(/unknown tensor 'fc9.weight'/);
+    const short = all();
+    short.set('fc1.bias', { kept: new Float32Array(3) });
+    await expect(participant.localRound(dense(short))).rejects.toThrow(/'fc1.bias' has 3 values/);
+    const nan = all();
+    nan.get('fc3.bias')!.kept[2] = Number.NaN;
+    await expect(participant.localRound(dense(nan))).rejects.toThrow(TaskError);
+    await expect(participant.localRound(dense(nan))).rejects.toThrow(/'fc3.bias' holds a non-finite value at 2/);
+    // sparse values without a mask on a mask version we do not hold
+    await expect(participant.localRound(dense(all(), { dense: false, serverMaskVersion: 3 }))).rejects.toThrow(/mask version 3/);
+    // sparse values that do not match the given mask's kept count
+    const sparse = all();
+    sparse.set('fc3.bias', { kept: new Float32Array(10), mask: Uint8Array.from([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]) });
+    await expect(participant.localRound(dense(sparse, { dense: false }))).rejects.toThrow(/10 values for 2 kept positions/);
+    await expect(participant.localRound(null)).rejects.toThrow(/needs a task/);
+    model.dispose();
+  });
+
+  it('holds out a validation split for the gate by default, or gates on test', () => {
+    const { train, test } = tinyData(13, 50, 10);
+    const model = createModel('mlp', 13);
+    const val = new Participant({ model, algorithm: 'subfedavg-un', train, test, seed: 1 });
+    expect(val.data.gate!.count).toBe(5);
+    expect(val.data.train.count).toBe(45);
+    expect(val.numExamples).toBe(45);
+    const onTest = new Participant({ model, algorithm: 'subfedavg-un', config: { gateOn: 'test' }, train, test, seed: 1 });
+    expect(onTest.data.gate).toBe(test);
+    expect(onTest.data.train).toBe(train);
+    expect(new Participant({ model, algorithm: 'fedavg', train, test, seed: 1 }).data.gate).toBeUndefined();
+    expect(() => new Participant({ model: createModel('mlp', 1), algorithm: 'subfedavg-hy', train, test, seed: 1 })).toThrow(/BatchNorm/);
+    model.dispose();
+  });
+});
+
+describe('Participant state', () => {
+  it('exports and restores weights, masks, BN stats, mask version and round', async () => {
+    const config = { epochs: 2, gateOn: 'test', accThresh: 0 };
+    const { model, participant, train, test } = mlpParticipant('subfedavg-un', config);
+    const server = new OneClientServer(model.getWeights());
+    await server.round_(participant);
+    const state = participant.exportState();
+    expect(state.round).toBe(1);
+    expect(state.maskVersion).toBe(1);
+    const model2 = createModel('mlp', 99);
+    const resumed = new Participant({
+      model: model2,
+      algorithm: 'subfedavg-un',
+      config,
+      train,
+      test,
+      seed: 11,
+      restore: state,
+    });
+    expect(resumed.maskVersion).toBe(participant.maskVersion);
+    expect(resumed.round).toBe(1);
+    expect(model2.getWeights()).toEqual(model.getWeights());
+    for (const [name, m] of participant.masks) expect(resumed.masks.get(name)).toEqual(m);
+    expect((await resumed.evaluate()).accuracy).toBe((await participant.evaluate()).accuracy);
+    // the restored client picks up sparse tasks on its mask
+    const masks = resumed.masks;
+    const task: ReceivedTask = {
+      round: 2,
+      dense: false,
+      serverMaskVersion: resumed.maskVersion,
+      tensors: new Map([...server.global].map(([n, w]) => [n, { kept: gather(w, masks.get(n)!) }])),
+    };
+    const result = await resumed.localRound(task);
+    expect(result.update!.baseMaskVersion).toBe(1);
+    model.dispose();
+    model2.dispose();
+  });
+
+  it('refuses a restored mask of the wrong size', () => {
+    const { model, participant, train, test } = mlpParticipant();
+    const state = participant.exportState();
+    const masks = new Map(state.masks);
+    masks.set('fc1.bias', new Uint8Array(3));
+    expect(() => new Participant({ model, algorithm: 'fedavg', train, test, seed: 1, restore: { ...state, masks } })).toThrow(
+      /'fc1.bias' has 3 entries/,
+    );
+    // and the prune helpers compose with a restored mask
+    const names = ['fc1.weight'];
+    const pruned = prunePercentile(state.weights, state.masks, 50, names);
+    expect(applyMasks(state.weights, pruned).get('fc1.weight')!.filter((x) => x === 0).length).toBeGreaterThan(0);
+    model.dispose();
+  });
+});
