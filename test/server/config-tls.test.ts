@@ -1,0 +1,108 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadConfigFile, loadModelFile, modelFileJson, parseConfig, parseModelFile } from '../../server/config.js';
+import { startCoordinator } from '../../server/main.js';
+import { ENROLL, ScriptedClient, expectCallError, memoryLogger, toyModel } from './harness.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'subfed-config-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('config', () => {
+  it('fills defaults for a minimal config', () => {
+    const c = parseConfig({ rounds: 5, frac: 0.1, enrollmentToken: 't' });
+    expect(c).toMatchObject({
+      grpc: { host: '127.0.0.1', port: 0 },
+      http: { host: '127.0.0.1', port: 0, enabled: true },
+      minClients: 1,
+      quorum: 0.5,
+      weighting: 'examples',
+      training: {},
+    });
+    expect(c.sqlite).toBeUndefined();
+  });
+
+  it('names the field, the expectation and the value at fault', () => {
+    expect(() => parseConfig({ rounds: -3, frac: 0.1, enrollmentToken: 't' })).toThrow(
+      'config: rounds: expected a positive integer, got -3',
+    );
+    expect(() => parseConfig({ rounds: 1, frac: 1.5, enrollmentToken: 't' })).toThrow(/frac: expected a fraction in \(0, 1\], got 1\.5/);
+    expect(() => parseConfig({ rounds: 1, frac: 1, enrollmentToken: 't', weighting: 'median' })).toThrow(
+      /weighting: expected "examples" or "unweighted", got "median"/,
+    );
+    expect(() => parseConfig({ rounds: 1, frac: 1, enrollmentToken: 't', grpc: { port: 70000 } })).toThrow(
+      /grpc\.port: expected a port number \(0\.\.65535\), got 70000/,
+    );
+    expect(() => parseConfig({ rounds: 1, frac: 1 })).toThrow(/enrollmentToken: expected a non-empty enrollment token, got nothing/);
+    expect(() => parseConfig({ rounds: 1, frac: 1, enrollmentToken: 't', colour: 1 })).toThrow(/unknown field\(s\) colour/);
+  });
+
+  it('reads a config file, resolving paths next to it, and names the file on error', () => {
+    const path = join(dir, 'server.json');
+    writeFileSync(path, JSON.stringify({ rounds: 2, frac: 1, enrollmentToken: 't', model: 'm.json', sqlite: 'db/state.db' }));
+    const c = loadConfigFile(path);
+    expect(c.model).toBe(join(dir, 'm.json'));
+    expect(c.sqlite).toBe(join(dir, 'db/state.db'));
+    writeFileSync(path, '{ not json');
+    expect(() => loadConfigFile(path)).toThrow(new RegExp(`${path}: not valid JSON`));
+    writeFileSync(path, JSON.stringify({ rounds: 0, frac: 1, enrollmentToken: 't' }));
+    expect(() => loadConfigFile(path)).toThrow(`${path}: rounds: expected a positive integer, got 0`);
+    expect(() => loadConfigFile(join(dir, 'missing.json'))).toThrow(/missing\.json: cannot read config file/);
+  });
+
+  it('round-trips a model file exactly and rejects inconsistent ones', () => {
+    const { manifest, initial } = toyModel();
+    const path = join(dir, 'model.json');
+    writeFileSync(path, modelFileJson(manifest, initial));
+    const loaded = loadModelFile(path);
+    expect(loaded.manifest).toEqual(manifest);
+    expect(loaded.initial).toEqual(initial);
+    expect(() =>
+      parseModelFile({ manifest: [{ name: 'w', shape: [2], prunable: true }], values: { w: [1, 2, 3] } }, 'm.json'),
+    ).toThrow('m.json: initial model: tensor "w" has 3 values, shape [2] needs 2');
+    expect(() => parseModelFile({ manifest: [{ name: 'w', shape: [2], prunable: true }], values: {} }, 'm.json')).toThrow(
+      'm.json: initial model: tensor "w" is missing',
+    );
+    expect(() =>
+      parseModelFile({ manifest: [{ name: 'w', shape: [0], prunable: true }], values: { w: [] } }, 'm.json'),
+    ).toThrow(/manifest\.0\.shape\.0: expected a positive integer, got 0/);
+  });
+});
+
+const hasOpenssl = spawnSync('openssl', ['version']).status === 0;
+
+describe.skipIf(!hasOpenssl)('TLS (self-signed certificate made with openssl)', () => {
+  it('serves over TLS and refuses plaintext clients', async () => {
+    const key = join(dir, 'key.pem');
+    const cert = join(dir, 'cert.pem');
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost',
+      '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    ], { stdio: 'ignore' });
+    const server = await startCoordinator(
+      { rounds: 1, frac: 1, enrollmentToken: ENROLL, tls: { cert, key }, http: { enabled: false } },
+      toyModel(),
+      { logger: memoryLogger().logger },
+    );
+    try {
+      const secure = new ScriptedClient(`localhost:${server.grpcPort}`, grpc.credentials.createSsl(readFileSync(cert)));
+      await secure.join();
+      expect(secure.id).toMatch(/^c\d+$/);
+      const task = await secure.pull();
+      expect(task.header.hasTask).toBe(true);
+      secure.close();
+      const plain = new ScriptedClient(`127.0.0.1:${server.grpcPort}`);
+      const err = await expectCallError(() => plain.join());
+      expect(err.code).toBe(grpc.status.UNAVAILABLE);
+      plain.close();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+if (!hasOpenssl) console.warn('openssl not found: the TLS test is skipped');
