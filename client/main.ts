@@ -1,0 +1,389 @@
+/**
+ * `subfed client`: one real participant on its own data, talking to a
+ * coordinator over gRPC. Loop: pull a task -> Participant.localRound -> push the
+ * update -> save the personal state; it waits when there is no task, reconnects
+ * with exponential backoff when the coordinator is unreachable, and stops
+ * cleanly on SIGINT/SIGTERM (or an abort signal) after saving its state.
+ *
+ * Data folder (`--data <dir>`): either `<dir>/train/` and `<dir>/test/`, each
+ * holding an IDX images+labels pair or CIFAR-10 binary batches (optionally
+ * gzipped), or the files directly in `<dir>`, in which case a seeded 20% of them
+ * is held out as the client's test split.
+ *
+ * Resuming: the personal state (weights, masks, mask version, BN statistics,
+ * round) is loaded from `--state-dir` when present. The coordinator's client
+ * token is not exposed by CoordinatorClient, so a restarted client joins again
+ * under a new id; its mask version then differs from the coordinator's view, so
+ * it gets the dense model once and re-sends its masks — no personal state is lost.
+ */
+import { readFile, readdir, stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import * as grpc from '@grpc/grpc-js';
+import { scatter } from '../proto/codec.js';
+import type { ValueEncodingName } from '../proto/rpc.js';
+import { createAlgorithm, isAlgorithmName, type AlgorithmName } from './algorithms/index.js';
+import { initBackend, type BackendChoice } from './backend.js';
+import { subset, type Dataset } from './data/dataset.js';
+import { readDatasetFiles } from './data/detect.js';
+import { SeededRandom, deriveSeed } from './data/random.js';
+import { createModel, MODEL_NAMES, type Model, type ModelName, type TensorSpec } from './model.js';
+import { Participant, type ReceivedTask } from './participant.js';
+import { RemoteError, backoffDelay, CoordinatorClient, type OutgoingTensor, type RetryPolicy } from './remote.js';
+import { loadState, saveState, type ClientState } from './state.js';
+
+export interface ClientCommandOptions {
+  /** Coordinator address, host:port. */
+  server: string;
+  enrollmentToken: string;
+  /** Data folder (see the file comment). */
+  data: string;
+  /** Where the personal state lives. */
+  stateDir: string;
+  algorithm: AlgorithmName | string;
+  /** Algorithm config (validated; reference defaults for missing fields). */
+  algorithmConfig?: unknown;
+  valueEncoding?: ValueEncodingName;
+  backend?: BackendChoice;
+  /** Zoo model; default: the one whose manifest matches the coordinator's. */
+  model?: ModelName;
+  /** Name sent on join. Default `<hostname>-<pid>`. */
+  name?: string;
+  /** Drives the validation split and shuffling. Default: derived from the name. */
+  seed?: number;
+  /** PEM CA certificate file to verify a TLS coordinator. */
+  tlsCa?: string;
+  /** Stop after this many rounds (default: run until stopped). */
+  maxRounds?: number;
+  /** Stop when aborted (the CLI wires SIGINT/SIGTERM to this). */
+  signal?: AbortSignal;
+  /** Progress lines; default stderr. */
+  log?: (line: string) => void;
+  /** Per-call retry policy of the gRPC connection. */
+  retry?: Partial<RetryPolicy>;
+}
+
+export interface ClientRunSummary {
+  rounds: number;
+  bytesUp: number;
+  bytesDown: number;
+  lastAccuracy: number | undefined;
+}
+
+/** Thrown for bad command input (flags, data folder); the message names what is wrong. */
+export class ClientCommandError extends Error {
+  override readonly name = 'ClientCommandError';
+}
+
+const VALUE_ENCODINGS: readonly ValueEncodingName[] = ['f32', 'f16', 'int8'];
+/** Longest pause between reconnection attempts when the coordinator stays unreachable. */
+const MAX_RECONNECT_DELAY_MS = 30_000;
+
+/** Runs `subfed client` until stopped (signal, maxRounds) or a non-retryable error. */
+export async function runClient(opts: ClientCommandOptions): Promise<ClientRunSummary> {
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const valueEncoding = opts.valueEncoding ?? 'f32';
+  checkOptions(opts, valueEncoding);
+  const name = opts.name ?? `${hostname()}-${process.pid}`;
+  const seed = opts.seed ?? deriveSeed(hashString(name));
+  createAlgorithm(opts.algorithm, opts.algorithmConfig); // fail on a bad config before reading data or connecting
+
+  const backend = await initBackend(opts.backend ?? 'auto', { logger: { info: log } });
+  const { train, test } = await loadClientData(opts.data, seed);
+  log(`data: ${train.count} training and ${test.count} test examples of ${train.height}x${train.width}x${train.channels} from ${opts.data}`);
+
+  if (!createAlgorithm(opts.algorithm, opts.algorithmConfig).communicates) return runLocalOnly(opts, train, test, seed, log);
+
+  const tls = opts.tlsCa === undefined ? undefined : { ca: await readCa(opts.tlsCa) };
+  const remote = CoordinatorClient.connect(opts.server, {
+    valueEncoding,
+    ...(tls !== undefined ? { tls } : {}),
+    ...(opts.retry !== undefined ? { retry: opts.retry } : {}),
+  });
+  const stopped = (): boolean => opts.signal?.aborted === true;
+  let model: Model | undefined;
+  try {
+    const joined = await untilConnected('join', () => remote.join(opts.enrollmentToken, name, train.count), log, opts.signal);
+    if (joined === undefined) return { rounds: 0, bytesUp: remote.bytesUp, bytesDown: remote.bytesDown, lastAccuracy: undefined };
+    log(`joined ${opts.server} as ${joined.clientId} (backend ${backend}, algorithm ${opts.algorithm}, values ${valueEncoding})`);
+    model = opts.model !== undefined ? createModel(opts.model, seed) : modelForManifest(joined.manifest, seed);
+    checkManifest(model, joined.manifest);
+    const saved = await loadState(opts.stateDir, { algorithm: opts.algorithm, model: model.name, manifest: model.manifest });
+    if (saved !== undefined) log(`resuming from ${opts.stateDir}: round ${saved.round}, mask version ${saved.maskVersion}`);
+    const participant = new Participant({
+      model,
+      algorithm: opts.algorithm as AlgorithmName,
+      config: opts.algorithmConfig,
+      train,
+      test,
+      seed,
+      log: (line) => log(`  ${line}`),
+      ...(saved !== undefined ? { restore: saved } : {}),
+    });
+    const save = (): Promise<string> => saveState(opts.stateDir, toClientState(participant, joined.clientId, opts.algorithm, model!.name));
+
+    let rounds = 0;
+    let lastAccuracy: number | undefined;
+    while (!stopped() && (opts.maxRounds === undefined || rounds < opts.maxRounds)) {
+      const pulled = await untilConnected('pull', () => remote.pullTask(participant.maskVersion, participant.masks), log, opts.signal);
+      if (pulled === undefined) break;
+      if ('wait' in pulled) {
+        await pause(Math.max(pulled.wait, 50), opts.signal);
+        continue;
+      }
+      const { header } = pulled;
+      const heldByServer = header.maskVersion === participant.maskVersion ? participant.masks : undefined;
+      const task: ReceivedTask = {
+        round: header.roundId,
+        config: pulled.config,
+        dense: header.dense,
+        tensors: pulled.tensors,
+        serverMaskVersion: header.maskVersion,
+      };
+      const result = await participant.localRound(task);
+      const update = result.update!;
+      const outgoing = new Map<string, OutgoingTensor>();
+      for (const [tensorName, t] of update.tensors) {
+        const previous = heldByServer?.get(tensorName);
+        outgoing.set(tensorName, { dense: scatter(t.kept, t.mask), mask: t.mask, ...(previous !== undefined ? { previousMask: previous } : {}) });
+      }
+      const m = result.metrics;
+      try {
+        const ack = await untilConnected(
+          'push',
+          () =>
+            remote.pushUpdate(
+              {
+                roundId: update.round,
+                numExamples: update.numExamples,
+                baseMaskVersion: update.baseMaskVersion,
+                maskChanged: update.maskChanged,
+                newMaskVersion: update.newMaskVersion ?? 0,
+                metrics: { loss: m.loss, localAccuracy: m.accuracy, sparsity: m.sparsity, receivedAccuracy: m.receivedAccuracy },
+              },
+              outgoing,
+            ),
+          log,
+          opts.signal,
+        );
+        if (ack !== undefined && !ack.accepted) log(`round ${update.round}: update not accepted: ${ack.message}`);
+      } catch (err) {
+        // The round closed or our mask view went stale while we trained: the next
+        // pull re-synchronises (dense model, full masks). Anything else is fatal.
+        if (!(err instanceof RemoteError && err.code === grpc.status.FAILED_PRECONDITION)) throw err;
+        log(`round ${update.round}: update refused (${err.details}); pulling again`);
+      }
+      rounds++;
+      lastAccuracy = m.accuracy;
+      await save();
+      log(
+        `round ${update.round}: loss ${m.loss.toFixed(4)}, accuracy ${pct(m.accuracy)} (received ${pct(m.receivedAccuracy)}), ` +
+          `sparsity ${pct(m.sparsity)}${m.channelsKept !== undefined ? `, channels [${m.channelsKept.join(', ')}]` : ''}, ` +
+          `up ${remote.bytesUp} B, down ${remote.bytesDown} B`,
+      );
+    }
+    await save();
+    log(`stopped after ${rounds} round(s); state saved in ${opts.stateDir}`);
+    await remote.leave(stopped() ? 'stopped' : 'done').catch((err: unknown) => log(`leave failed: ${(err as Error).message}`));
+    return { rounds, bytesUp: remote.bytesUp, bytesDown: remote.bytesDown, lastAccuracy };
+  } finally {
+    model?.dispose();
+    remote.close();
+  }
+}
+
+/** `local` never communicates: no coordinator, so the model must be named (--model). */
+async function runLocalOnly(
+  opts: ClientCommandOptions,
+  train: Dataset,
+  test: Dataset,
+  seed: number,
+  log: (line: string) => void,
+): Promise<ClientRunSummary> {
+  if (opts.model === undefined) throw new ClientCommandError('--model: the local algorithm never contacts a coordinator, so name the model');
+  const model = createModel(opts.model, seed);
+  try {
+    const saved = await loadState(opts.stateDir, { algorithm: opts.algorithm, model: model.name, manifest: model.manifest });
+    const participant = new Participant({
+      model,
+      algorithm: 'local',
+      config: opts.algorithmConfig,
+      train,
+      test,
+      seed,
+      ...(saved !== undefined ? { restore: saved } : {}),
+    });
+    let rounds = 0;
+    let lastAccuracy: number | undefined;
+    while (opts.signal?.aborted !== true && rounds < (opts.maxRounds ?? 1)) {
+      const { metrics } = await participant.localRound(null);
+      rounds++;
+      lastAccuracy = metrics.accuracy;
+      await saveState(opts.stateDir, toClientState(participant, 'local', opts.algorithm, model.name));
+      log(`local round ${participant.round}: loss ${metrics.loss.toFixed(4)}, accuracy ${pct(metrics.accuracy)}`);
+    }
+    return { rounds, bytesUp: 0, bytesDown: 0, lastAccuracy };
+  } finally {
+    model.dispose();
+  }
+}
+
+/**
+ * Wires SIGINT/SIGTERM to a graceful stop (finish the current step, save, leave);
+ * a second signal exits at once. Returns the signal to pass to runClient and a
+ * function removing the handlers.
+ */
+export function stopOnSignals(log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): {
+  signal: AbortSignal;
+  dispose: () => void;
+} {
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (controller.signal.aborted) process.exit(130);
+    log(`${sig}: finishing the current step, saving state (again to quit at once)`);
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
+
+function checkOptions(opts: ClientCommandOptions, valueEncoding: string): void {
+  if (!/^[^:\s]+:\d{1,5}$/.test(opts.server) && !/^\[[0-9a-fA-F:]+\]:\d{1,5}$/.test(opts.server)) {
+    throw new ClientCommandError(`--server: expected host:port, got '${opts.server}'`);
+  }
+  if (opts.enrollmentToken === '') throw new ClientCommandError('--token: the enrollment token is empty');
+  if (!isAlgorithmName(opts.algorithm)) throw new ClientCommandError(`--algorithm: unknown algorithm '${opts.algorithm}'`);
+  if (!(VALUE_ENCODINGS as readonly string[]).includes(valueEncoding)) {
+    throw new ClientCommandError(`--values: expected one of ${VALUE_ENCODINGS.join(', ')}, got '${valueEncoding}'`);
+  }
+  if (opts.maxRounds !== undefined && (!Number.isInteger(opts.maxRounds) || opts.maxRounds < 1)) {
+    throw new ClientCommandError(`--rounds: expected a positive integer, got ${opts.maxRounds}`);
+  }
+  if (opts.model !== undefined && !(MODEL_NAMES as readonly string[]).includes(opts.model)) {
+    throw new ClientCommandError(`--model: unknown model '${opts.model}', expected one of ${MODEL_NAMES.join(', ')}`);
+  }
+}
+
+/**
+ * Runs a call until it succeeds, waiting with exponential backoff while the
+ * coordinator is unreachable (the connection itself already retried a few
+ * times). Returns undefined when stopped meanwhile.
+ */
+async function untilConnected<T>(
+  what: string,
+  call: () => Promise<T>,
+  log: (line: string) => void,
+  signal: AbortSignal | undefined,
+): Promise<T | undefined> {
+  for (let attempt = 1; ; attempt++) {
+    if (signal?.aborted) return undefined;
+    try {
+      return await call();
+    } catch (err) {
+      if (!(err instanceof RemoteError && err.code === grpc.status.UNAVAILABLE)) throw err;
+      const delay = backoffDelay(attempt, { maxAttempts: Infinity, initialDelayMs: 1000, maxDelayMs: MAX_RECONNECT_DELAY_MS, multiplier: 2 });
+      log(`${what}: coordinator unavailable (${err.details}); retrying in ${(delay / 1000).toFixed(1)} s`);
+      await pause(delay, signal);
+    }
+  }
+}
+
+async function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  try {
+    await sleep(ms, undefined, signal !== undefined ? { signal } : {});
+  } catch (err) {
+    if ((err as Error).name !== 'AbortError') throw err;
+  }
+}
+
+/** The zoo model whose manifest is the coordinator's. */
+export function modelForManifest(manifest: readonly TensorSpec[], seed: number): Model {
+  for (const name of MODEL_NAMES) {
+    const candidate = createModel(name, seed);
+    if (sameManifest(candidate.manifest, manifest)) return candidate;
+    candidate.dispose();
+  }
+  throw new ClientCommandError(
+    `the coordinator's model (${manifest.length} tensors: ${manifest.map((s) => s.name).slice(0, 4).join(', ')}...) matches no zoo model (${MODEL_NAMES.join(', ')})`,
+  );
+}
+
+function sameManifest(a: readonly TensorSpec[], b: readonly TensorSpec[]): boolean {
+  return a.length === b.length && a.every((s, i) => s.name === b[i].name && s.shape.join(',') === b[i].shape.join(','));
+}
+
+function checkManifest(model: Model, manifest: readonly TensorSpec[]): void {
+  if (!sameManifest(model.manifest, manifest)) {
+    throw new ClientCommandError(`--model ${model.name} does not match the coordinator's model (${manifest.length} tensors)`);
+  }
+}
+
+/** Reads `<dir>/train` + `<dir>/test`, or the files of `<dir>` with a seeded 20% test hold-out. */
+export async function loadClientData(dir: string, seed: number): Promise<{ train: Dataset; test: Dataset }> {
+  const filesIn = async (folder: string): Promise<string[]> => {
+    const entries = await readdir(folder, { withFileTypes: true });
+    return entries
+      .filter((e) => e.isFile() && !e.name.startsWith('.'))
+      .map((e) => join(folder, e.name))
+      .sort();
+  };
+  const isDir = async (path: string): Promise<boolean> => (await stat(path).catch(() => undefined))?.isDirectory() === true;
+  if (!(await isDir(dir))) throw new ClientCommandError(`--data: '${dir}' is not a folder`);
+  if ((await isDir(join(dir, 'train'))) && (await isDir(join(dir, 'test')))) {
+    const train = await readDatasetFiles(await filesIn(join(dir, 'train')), { name: `${dir}/train` });
+    const test = await readDatasetFiles(await filesIn(join(dir, 'test')), { name: `${dir}/test` });
+    return { train, test };
+  }
+  const files = await filesIn(dir);
+  if (files.length === 0) throw new ClientCommandError(`--data: '${dir}' holds no data files (nor train/ and test/ folders)`);
+  const all = await readDatasetFiles(files, { name: dir });
+  if (all.count < 2) throw new ClientCommandError(`--data: '${dir}' holds ${all.count} example(s); at least 2 are needed`);
+  const order = new SeededRandom(deriveSeed(seed, 0x7e57)).permutation(all.count);
+  const testCount = Math.max(1, Math.round(all.count * 0.2));
+  return {
+    train: subset(all, order.subarray(testCount), `${dir}[train]`),
+    test: subset(all, order.subarray(0, testCount), `${dir}[test]`),
+  };
+}
+
+async function readCa(path: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw new ClientCommandError(`--tls-ca: cannot read '${path}' (${(err as Error).message})`);
+  }
+}
+
+function toClientState(participant: Participant, clientId: string, algorithm: string, model: string): ClientState {
+  const s = participant.exportState();
+  return {
+    clientId,
+    // CoordinatorClient does not expose the client token; see the file comment.
+    clientToken: '',
+    round: s.round,
+    maskVersion: s.maskVersion,
+    algorithm,
+    model,
+    weights: s.weights,
+    masks: s.masks,
+    personal: s.personal,
+  };
+}
+
+function hashString(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return h;
+}
+
+function pct(x: number): string {
+  return `${(100 * x).toFixed(1)}%`;
+}
