@@ -10,6 +10,7 @@ import os from 'node:os';
 import { z } from 'zod';
 import { ALGORITHM_NAMES, type AlgorithmName } from '../client/algorithms/config.js';
 import type { BackendChoice } from '../client/backend.js';
+import { MODEL_NAMES, type ModelName } from '../client/model.js';
 import type { ValueEncodingName } from '../proto/messages.js';
 import { DATASET_NAMES } from './datasets.js';
 
@@ -68,8 +69,8 @@ export const simConfigSchema = z.object({
   pruning: pruningSchema,
   weighting: z.enum(['examples', 'unweighted']),
   /** Model of every algorithm except subfedavg-hy, which needs BatchNorm. */
-  model: z.string().min(1),
-  hybridModel: z.string().min(1),
+  model: z.enum(MODEL_NAMES),
+  hybridModel: z.enum(MODEL_NAMES),
   evalEvery: positiveInt,
   workers: positiveInt,
   values: z.enum(VALUE_ENCODINGS),
@@ -268,8 +269,26 @@ export function validateSimConfig(config: unknown): SimConfig {
 }
 
 /** Model a given algorithm trains. */
-export function modelFor(config: SimConfig, algorithm: AlgorithmName): string {
+export function modelFor(config: SimConfig, algorithm: AlgorithmName): ModelName {
   return algorithm === 'subfedavg-hy' ? config.hybridModel : config.model;
+}
+
+/** The client algorithm's own config (client/algorithms/config.ts) for this run. */
+export function algorithmConfig(config: SimConfig, algorithm: AlgorithmName): Record<string, unknown> {
+  const training = { epochs: config.localEpochs, batchSize: config.batchSize, lr: config.learningRate, momentum: config.momentum };
+  const pr = config.pruning;
+  const gate = { accThresh: pr.accThresh, gateOn: pr.gateOn };
+  switch (algorithm) {
+    case 'subfedavg-un':
+      return { ...training, ...gate, p: pr.p, target: pr.targetUn, distThresh: pr.distThreshUn };
+    case 'subfedavg-hy':
+      return { ...training, ...gate, p: pr.p, target: pr.targetHy, distThresh: pr.distThreshHy, q: pr.q, l1: pr.l1, channelDistThresh: pr.channelDistThresh };
+    case 'fedavg-ft':
+      return { ...training, ftEpochs: config.fineTuneEpochs };
+    case 'fedavg':
+    case 'local':
+      return training;
+  }
 }
 
 /** Number of members per round, the coordinator's rule: K = max(round(frac*N), 1). */

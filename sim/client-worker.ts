@@ -1,0 +1,167 @@
+/**
+ * A simulator worker thread: hosts some clients (client i lives on worker
+ * i % W), each a Participant with its own model and, unless local-only, its
+ * own CoordinatorClient on a real gRPC channel to the in-process coordinator.
+ * The datasets arrive once, in SharedArrayBuffers (workerData); each client's
+ * slice is copied out when it is hosted.
+ */
+import { workerData } from 'node:worker_threads';
+import { initBackend } from '../client/backend.js';
+import { subset } from '../client/data/dataset.js';
+import { deriveSeed } from '../client/data/random.js';
+import { createModel, type Model, type ModelName } from '../client/model.js';
+import { Participant, type RoundMetrics } from '../client/participant.js';
+import { CoordinatorClient, type OutgoingTensor } from '../client/remote.js';
+import { evaluate } from '../client/train.js';
+import { scatter } from '../proto/codec.js';
+import { serveWorkerRequests } from './pool.js';
+import { algorithmConfig, modelFor } from './presets.js';
+import type { ClientEvaluation, InitialModel, MemberResult, WorkerRequest, WorkerResponses, WorkerSetup } from './worker-protocol.js';
+
+const setup = workerData as WorkerSetup;
+const config = setup.config;
+const backendReady = initBackend(config.backend, { logger: { info: () => {} } });
+
+interface HostedClient {
+  readonly participant: Participant;
+  remote?: CoordinatorClient;
+}
+
+const hosted = new Map<number, HostedClient>();
+/** One scratch model per architecture for evaluating a given (global) model. */
+const scratch = new Map<ModelName, Model>();
+
+function hostedClient(client: number): HostedClient {
+  const h = hosted.get(client);
+  if (!h) throw new Error(`client ${client} is not hosted on this worker`);
+  return h;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+function memberResult(client: number, metrics: RoundMetrics, received: boolean): MemberResult {
+  return {
+    client,
+    receivedAccuracy: received ? metrics.receivedAccuracy : null,
+    accuracy: metrics.accuracy,
+    sparsity: metrics.sparsity,
+    channelsKept: metrics.channelsKept ?? null,
+  };
+}
+
+/** Pull (waiting while the round is not open for us), train, push. */
+async function federatedRound(client: number, h: HostedClient, remote: CoordinatorClient, round: number): Promise<MemberResult> {
+  const p = h.participant;
+  let task;
+  for (;;) {
+    task = await remote.pullTask(p.maskVersion, p.masks);
+    if (!('wait' in task)) break;
+    await sleep(task.wait);
+  }
+  if (task.header.roundId !== round) {
+    throw new Error(`client ${client}: expected a task for round ${round}, the coordinator sent round ${task.header.roundId}`);
+  }
+  // The masks the coordinator holds for us, when it holds our current version: they let the encoder send UNCHANGED/DIFF.
+  const serverMasks = task.header.maskVersion === p.maskVersion ? new Map(p.masks) : undefined;
+  const result = await p.localRound({
+    round,
+    config: task.config,
+    dense: task.header.dense,
+    tensors: task.tensors,
+    serverMaskVersion: task.header.maskVersion,
+  });
+  const update = result.update;
+  if (!update) throw new Error(`client ${client}: ${p.algorithm.name} produced no update`);
+  const tensors = new Map<string, OutgoingTensor>();
+  for (const [name, t] of update.tensors) {
+    tensors.set(name, { dense: scatter(t.kept, t.mask), mask: t.mask, previousMask: serverMasks?.get(name) });
+  }
+  const m = result.metrics;
+  const ack = await remote.pushUpdate(
+    {
+      roundId: round,
+      numExamples: update.numExamples,
+      baseMaskVersion: update.baseMaskVersion,
+      maskChanged: update.maskChanged,
+      newMaskVersion: update.newMaskVersion ?? 0,
+      metrics: { loss: m.loss, localAccuracy: m.accuracy, sparsity: m.sparsity, receivedAccuracy: m.receivedAccuracy },
+    },
+    tensors,
+  );
+  if (!ack.accepted) throw new Error(`client ${client}: round ${round} update refused: ${ack.message}`);
+  return memberResult(client, m, true);
+}
+
+async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof WorkerResponses]> {
+  await backendReady;
+  switch (request.kind) {
+    case 'initial-model': {
+      const model = createModel(request.model, request.seed);
+      const result: InitialModel = { manifest: model.manifest.map((s) => ({ name: s.name, shape: [...s.shape], prunable: s.prunable })), weights: model.getWeights() };
+      model.dispose();
+      return result;
+    }
+    case 'host': {
+      const participant = new Participant({
+        model: createModel(modelFor(config, request.algorithm), config.seed),
+        algorithm: request.algorithm,
+        config: algorithmConfig(config, request.algorithm),
+        train: subset(setup.train, request.train, `client ${request.client} train`),
+        test: subset(setup.test, request.test, `client ${request.client} test`),
+        seed: deriveSeed(config.seed, request.client),
+      });
+      hosted.set(request.client, { participant });
+      return null;
+    }
+    case 'join': {
+      const h = hostedClient(request.client);
+      const remote = CoordinatorClient.connect(request.address, { valueEncoding: config.values });
+      h.remote = remote;
+      const { clientId } = await remote.join(request.enrollmentToken, `sim-client-${request.client}`, h.participant.numExamples);
+      return { clientId };
+    }
+    case 'train': {
+      const h = hostedClient(request.client);
+      if (h.remote) return federatedRound(request.client, h, h.remote, request.round);
+      const result = await h.participant.localRound(null);
+      return memberResult(request.client, result.metrics, false);
+    }
+    case 'evaluate': {
+      const out: ClientEvaluation[] = [];
+      for (const client of request.clients) {
+        const p = hostedClient(client).participant;
+        out.push({ client, accuracy: (await p.evaluate()).accuracy });
+      }
+      return out;
+    }
+    case 'evaluate-model': {
+      const out: ClientEvaluation[] = [];
+      for (const client of request.clients) {
+        const p = hostedClient(client).participant;
+        let model = scratch.get(p.model.name);
+        if (!model) {
+          model = createModel(p.model.name, config.seed);
+          scratch.set(p.model.name, model);
+        }
+        model.setWeights(request.weights);
+        out.push({ client, accuracy: evaluate(model, p.data.test).accuracy });
+      }
+      return out;
+    }
+    case 'release':
+      release();
+      return null;
+  }
+}
+
+function release(): void {
+  for (const h of hosted.values()) {
+    h.remote?.close();
+    h.participant.model.dispose();
+  }
+  hosted.clear();
+  for (const model of scratch.values()) model.dispose();
+  scratch.clear();
+}
+
+serveWorkerRequests(handle, async () => release());

@@ -1,0 +1,261 @@
+/**
+ * The simulation driver: data -> non-IID split -> worker pool -> for each
+ * algorithm, a real coordinator on loopback gRPC and one round after another,
+ * yielded as RoundReports (`for await (const round of runSimulation(config))`).
+ *
+ * The coordinator samples each round's members; the driver only tells those
+ * members' workers to pull their task, train and push, then reads the round's
+ * byte counts from the commit. Local-only never touches the network, so its
+ * members are drawn with the coordinator's own sampling function over the same
+ * ids, which keeps rounds comparable across algorithms.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Dataset } from '../client/data/dataset.js';
+import { sampleMembers } from '../server/rounds.js';
+import { startCoordinator, type CoordinatorHandle } from '../server/main.js';
+import { loadDataset, type LoadedDataset } from './datasets.js';
+import { formatLabelCounts, partition, type Partition } from './partition.js';
+import { WorkerPool, workerEntry } from './pool.js';
+import { modelFor, type AlgorithmName, type SimConfig } from './presets.js';
+import { accuracyStats, type AccuracyStats, type ByteCounts, type RoundReport } from './report.js';
+import type { ClientEvaluation, InitialModel, MemberResult, WorkerRequest, WorkerResponses, WorkerSetup } from './worker-protocol.js';
+
+export type SimulationEvent =
+  /** Once, before training: where the data came from, the split, how accuracy is measured. */
+  | { readonly kind: 'setup'; readonly notes: string[]; readonly labelTable: string }
+  | { readonly kind: 'algorithm-start'; readonly algorithm: AlgorithmName; readonly rounds: number }
+  | { readonly kind: 'member-done'; readonly algorithm: AlgorithmName; readonly round: number; readonly done: number; readonly of: number }
+  | { readonly kind: 'evaluating'; readonly algorithm: AlgorithmName; readonly round: number; readonly scope: 'all' | 'global' };
+
+export interface SimulationOptions {
+  /** Aborting lets the current round finish, evaluates everyone, and ends the run. */
+  readonly signal?: AbortSignal;
+  readonly onEvent?: (event: SimulationEvent) => void;
+  /** Use these data instead of loading `config.dataset` (tests, benchmarks). */
+  readonly data?: LoadedDataset;
+}
+
+/** A copy of the dataset whose arrays live in SharedArrayBuffers, so workers read it without a copy each. */
+function shareDataset(ds: Dataset): Dataset {
+  const images = new Uint8Array(new SharedArrayBuffer(ds.images.length));
+  images.set(ds.images);
+  const labels = new Uint8Array(new SharedArrayBuffer(ds.labels.length));
+  labels.set(ds.labels);
+  return { ...ds, images, labels };
+}
+
+type Pool = WorkerPool<WorkerRequest, WorkerResponses[keyof WorkerResponses]>;
+
+/** Typed request helper: the response type follows the request kind. */
+function ask<K extends WorkerRequest['kind']>(pool: Pool, worker: number, request: Extract<WorkerRequest, { kind: K }>): Promise<WorkerResponses[K]> {
+  return pool.run(worker, request) as Promise<WorkerResponses[K]>;
+}
+
+/** Registry ids in join order; the driver joins clients one by one in index order (see `join` below). */
+const registryId = (client: number): string => `c${client + 1}`;
+
+function describeRun(config: SimConfig, data: LoadedDataset, split: Partition): string[] {
+  const gate = config.algorithms.some((a) => a === 'subfedavg-un' || a === 'subfedavg-hy')
+    ? [
+        config.pruning.gateOn === 'test'
+          ? `pruning accuracy gate: measured on each client's TEST data, as the reference implementation does (preset ${config.preset})`
+          : "pruning accuracy gate: measured on a validation split of each client's training data",
+      ]
+    : [];
+  return [
+    `data: ${data.source}`,
+    `split: ${split.description}`,
+    ...gate,
+    `accuracy: members are evaluated every round after local training; every client every ${config.evalEvery} rounds and at the end ("all clients")`,
+  ];
+}
+
+export async function* runSimulation(config: SimConfig, options: SimulationOptions = {}): AsyncGenerator<RoundReport> {
+  const emit = options.onEvent ?? (() => {});
+  const data = options.data ?? (await loadDataset(config.dataset, { dataDir: config.dataDir, seed: config.seed }));
+  const split = partition(config.partition, data.train, data.test, { clients: config.clients, seed: config.seed });
+  emit({ kind: 'setup', notes: describeRun(config, data, split), labelTable: formatLabelCounts(split, { maxRows: 10 }) });
+
+  const setup: WorkerSetup = {
+    config,
+    train: shareDataset(data.train),
+    test: shareDataset(split.testSource === 'test' ? data.test : data.train),
+  };
+  const pool: Pool = new WorkerPool({
+    entry: workerEntry(import.meta.url, 'client-worker'),
+    size: Math.min(config.workers, config.clients),
+    workerData: setup,
+  });
+  try {
+    for (const algorithm of config.algorithms) {
+      if (options.signal?.aborted) break;
+      yield* runAlgorithm(config, algorithm, split, pool, options);
+    }
+  } finally {
+    await pool.close();
+  }
+}
+
+async function* runAlgorithm(
+  config: SimConfig,
+  algorithm: AlgorithmName,
+  split: Partition,
+  pool: Pool,
+  options: SimulationOptions,
+): AsyncGenerator<RoundReport> {
+  const emit = options.onEvent ?? (() => {});
+  emit({ kind: 'algorithm-start', algorithm, rounds: config.rounds });
+  const clients = split.clients.map((c) => c.id);
+  const workerOf = (client: number): number => pool.workerOf(client);
+  await Promise.all(
+    split.clients.map((c) => ask<'host'>(pool, workerOf(c.id), { kind: 'host', client: c.id, algorithm, train: c.train, test: c.test })),
+  );
+
+  let coordinator: CoordinatorHandle | undefined;
+  try {
+    const indexOf = new Map<string, number>();
+    if (algorithm !== 'local') {
+      const initial = await ask<'initial-model'>(pool, 0, { kind: 'initial-model', model: modelFor(config, algorithm), seed: config.seed });
+      const enrollmentToken = randomBytes(16).toString('hex');
+      coordinator = await startSimCoordinator(config, initial, enrollmentToken);
+      const address = coordinator.grpcAddress;
+      // One by one, so the registry hands out ids in client order and sampling is reproducible.
+      for (const client of clients) {
+        const { clientId } = await ask<'join'>(pool, workerOf(client), { kind: 'join', client, address, enrollmentToken });
+        indexOf.set(clientId, client);
+      }
+    } else {
+      for (const client of clients) indexOf.set(registryId(client), client);
+    }
+
+    for (let round = 1; round <= config.rounds; round++) {
+      const started = performance.now();
+      const memberIds = coordinator
+        ? openRoundMembers(coordinator, round)
+        : sampleMembers(clients.map(registryId), config.fraction, config.seed, round, 0);
+      const members = memberIds.map((id) => {
+        const index = indexOf.get(id);
+        if (index === undefined) throw new Error(`round ${round}: the coordinator sampled unknown client '${id}'`);
+        return index;
+      });
+      const committed = coordinator && roundBytes(coordinator, round);
+      let done = 0;
+      const results = await Promise.all(
+        members.map(async (client) => {
+          const result = await ask<'train'>(pool, workerOf(client), { kind: 'train', client, round });
+          done += 1;
+          emit({ kind: 'member-done', algorithm, round, done, of: members.length });
+          return result;
+        }),
+      );
+      const bytes: ByteCounts = committed ? await committed : { up: 0, down: 0, denseUp: 0, denseDown: 0 };
+
+      const last = round === config.rounds || options.signal?.aborted === true;
+      const evaluateAll = last || round % config.evalEvery === 0;
+      let allClients: AccuracyStats | null = null;
+      let global: AccuracyStats | null = null;
+      if (evaluateAll) {
+        emit({ kind: 'evaluating', algorithm, round, scope: 'all' });
+        allClients = stats(await evaluateEveryone(pool, clients, (worker, list) => ask<'evaluate'>(pool, worker, { kind: 'evaluate', clients: list })));
+        if (coordinator && (algorithm === 'fedavg' || algorithm === 'fedavg-ft')) {
+          emit({ kind: 'evaluating', algorithm, round, scope: 'global' });
+          const weights = coordinator.coordinator.globalModel();
+          global = stats(await evaluateEveryone(pool, clients, (worker, list) => ask<'evaluate-model'>(pool, worker, { kind: 'evaluate-model', clients: list, weights })));
+        }
+      }
+      yield roundReport(algorithm, round, results, bytes, allClients, global, (performance.now() - started) / 1000);
+      if (options.signal?.aborted) break;
+    }
+  } finally {
+    await pool.runOnAll({ kind: 'release' }).catch(() => undefined);
+    await coordinator?.stop();
+  }
+}
+
+/**
+ * An in-process coordinator for one algorithm's run: every client must join
+ * before round 1 opens, members have all the time they need (workers train
+ * them one after another), and every member must report.
+ */
+function startSimCoordinator(config: SimConfig, initial: InitialModel, enrollmentToken: string): Promise<CoordinatorHandle> {
+  return startCoordinator(
+    {
+      rounds: config.rounds,
+      frac: config.fraction,
+      minClients: config.clients,
+      quorum: 1,
+      roundDeadlineMs: 24 * 3600 * 1000,
+      retryAfterMs: 20,
+      seed: config.seed,
+      weighting: config.weighting,
+      enrollmentToken,
+      http: { enabled: false },
+      logLevel: 'warn',
+      training: { epochs: config.localEpochs, batchSize: config.batchSize, lr: config.learningRate, momentum: config.momentum },
+    },
+    { manifest: initial.manifest, initial: initial.weights },
+  );
+}
+
+function openRoundMembers(handle: CoordinatorHandle, round: number): string[] {
+  const open = handle.coordinator.status().round;
+  if (open?.id !== round) throw new Error(`round ${round}: the coordinator has ${open ? `round ${open.id}` : 'no round'} open`);
+  return handle.coordinator.members();
+}
+
+/** The wire bytes of `round`, from its commit. */
+function roundBytes(handle: CoordinatorHandle, round: number): Promise<ByteCounts> {
+  return new Promise((resolve) => {
+    const off = handle.coordinator.onRoundCommitted((s) => {
+      if (s.round !== round) return;
+      off();
+      resolve({ up: s.bytesUp, down: s.bytesDown, denseUp: s.denseBytesUp, denseDown: s.denseBytesDown });
+    });
+  });
+}
+
+/** Asks every worker about its own clients, in parallel. */
+async function evaluateEveryone(
+  pool: Pool,
+  clients: readonly number[],
+  request: (worker: number, clients: number[]) => Promise<ClientEvaluation[]>,
+): Promise<ClientEvaluation[]> {
+  const byWorker = new Map<number, number[]>();
+  for (const c of clients) {
+    const w = pool.workerOf(c);
+    byWorker.set(w, [...(byWorker.get(w) ?? []), c]);
+  }
+  const parts = await Promise.all([...byWorker].map(([worker, list]) => request(worker, list)));
+  return parts.flat();
+}
+
+const stats = (evaluations: readonly ClientEvaluation[]): AccuracyStats => accuracyStats(evaluations.map((e) => e.accuracy));
+
+function roundReport(
+  algorithm: AlgorithmName,
+  round: number,
+  results: readonly MemberResult[],
+  bytes: ByteCounts,
+  allClientsAccuracy: AccuracyStats | null,
+  globalAccuracy: AccuracyStats | null,
+  wallSeconds: number,
+): RoundReport {
+  const received = results.flatMap((r) => (r.receivedAccuracy === null ? [] : [r.receivedAccuracy]));
+  const withChannels = results.flatMap((r) => (r.channelsKept ? [r.channelsKept] : []));
+  const channelsKept = withChannels.length
+    ? withChannels[0].map((_, layer) => withChannels.reduce((s, c) => s + c[layer], 0) / withChannels.length)
+    : null;
+  return {
+    algorithm,
+    round,
+    members: results.map((r) => r.client),
+    membersAccuracy: accuracyStats(results.map((r) => r.accuracy)),
+    receivedAccuracy: received.length ? accuracyStats(received) : null,
+    allClientsAccuracy,
+    globalAccuracy,
+    bytes,
+    meanSparsity: results.reduce((s, r) => s + r.sparsity, 0) / results.length,
+    channelsKept,
+    wallSeconds,
+  };
+}

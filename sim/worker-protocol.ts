@@ -1,0 +1,71 @@
+/**
+ * The messages between the simulation driver (main thread) and the client
+ * workers (client-worker.ts). Plain structured-clone data only.
+ */
+import type { Dataset } from '../client/data/dataset.js';
+import type { ModelName } from '../client/model.js';
+import type { AlgorithmName, SimConfig } from './presets.js';
+
+/** Given to every worker once at start; the datasets' arrays live in SharedArrayBuffers. */
+export interface WorkerSetup {
+  readonly config: SimConfig;
+  readonly train: Dataset;
+  /** The dataset the clients' test indices point into (the test split, or train for own-data test sets). */
+  readonly test: Dataset;
+}
+
+export type WorkerRequest =
+  /** Build a model with the run's seed; the driver hands manifest + weights to the coordinator. */
+  | { readonly kind: 'initial-model'; readonly model: ModelName; readonly seed: number }
+  /** Create a client's Participant on this worker (its data are indices into the shared datasets). */
+  | {
+      readonly kind: 'host';
+      readonly client: number;
+      readonly algorithm: AlgorithmName;
+      readonly train: Int32Array;
+      readonly test: Int32Array;
+    }
+  /** Connect and join the coordinator (one client at a time, so ids follow client order). */
+  | { readonly kind: 'join'; readonly client: number; readonly address: string; readonly enrollmentToken: string }
+  /** One local round: pull the task over gRPC, train, push. Local-only trains without the network. */
+  | { readonly kind: 'train'; readonly client: number; readonly round: number }
+  /** Personalized accuracy of these clients on their own test data. */
+  | { readonly kind: 'evaluate'; readonly clients: readonly number[] }
+  /** A given (global) model on these clients' test data. */
+  | { readonly kind: 'evaluate-model'; readonly clients: readonly number[]; readonly weights: Map<string, Float32Array> }
+  /** Dispose every hosted client and close its channel (end of an algorithm's run). */
+  | { readonly kind: 'release' };
+
+export interface InitialModel {
+  readonly manifest: Array<{ name: string; shape: number[]; prunable: boolean }>;
+  readonly weights: Map<string, Float32Array>;
+}
+
+export interface MemberResult {
+  readonly client: number;
+  /** The model received this round, before local training, on the client's test data; null for local-only. */
+  readonly receivedAccuracy: number | null;
+  /** Personalized accuracy after local training. */
+  readonly accuracy: number;
+  /** Pruned fraction of the prunable weights, in [0, 1]. */
+  readonly sparsity: number;
+  readonly channelsKept: number[] | null;
+}
+
+export interface ClientEvaluation {
+  readonly client: number;
+  readonly accuracy: number;
+}
+
+/** What each request resolves to. */
+export interface WorkerResponses {
+  'initial-model': InitialModel;
+  host: null;
+  join: { clientId: string };
+  train: MemberResult;
+  evaluate: ClientEvaluation[];
+  'evaluate-model': ClientEvaluation[];
+  release: null;
+}
+
+export type WorkerResponse = WorkerResponses[keyof WorkerResponses];
