@@ -51,10 +51,15 @@ const keptIndexCache = new WeakMap<Uint8Array, Int32Array>();
 export function keptIndices(mask: Uint8Array): Int32Array {
   let indices = keptIndexCache.get(mask);
   if (indices === undefined) {
+    // Branch-free: at mid densities a data-dependent branch mispredicts half the time.
+    // (v | -v) >>> 31 is 1 for any nonzero byte. Writes past the end are ignored by typed arrays.
     let count = 0;
-    for (let i = 0; i < mask.length; i++) count += mask[i] === 0 ? 0 : 1;
+    for (let i = 0; i < mask.length; i++) count += (mask[i] | -mask[i]) >>> 31;
     indices = new Int32Array(count);
-    for (let i = 0, k = 0; i < mask.length; i++) if (mask[i] !== 0) indices[k++] = i;
+    for (let i = 0, k = 0; i < mask.length; i++) {
+      indices[k] = i;
+      k += (mask[i] | -mask[i]) >>> 31;
+    }
     keptIndexCache.set(mask, indices);
   }
   return indices;
@@ -97,19 +102,54 @@ function varintSize(value: number): number {
   return value < 0x80 ? 1 : value < 0x4000 ? 2 : value < 0x200000 ? 3 : value < 0x10000000 ? 4 : 5;
 }
 
-/** Gaps between ascending positions (first gap counted from -1), as LEB128 varints. */
-function writeGaps(positions: Iterable<number>, byteLength: number): Uint8Array {
-  const out = new Uint8Array(byteLength);
-  let at = 0;
-  let last = -1;
-  for (const p of positions) {
-    let gap = p - last - 1;
-    last = p;
-    while (gap >= 0x80) {
-      out[at++] = (gap & 0x7f) | 0x80;
-      gap = Math.floor(gap / 0x80);
+/** Appends one LEB128 varint at `at`; returns the new offset. */
+function writeVarint(out: Uint8Array, at: number, value: number): number {
+  while (value >= 0x80) {
+    out[at++] = (value & 0x7f) | 0x80;
+    value = Math.floor(value / 0x80);
+  }
+  out[at++] = value;
+  return at;
+}
+
+/** Kept positions as varint gaps (first gap counted from -1). */
+function indexDeltaSize(indices: Int32Array): number {
+  let size = 0;
+  for (let k = 0, last = -1; k < indices.length; k++) {
+    size += varintSize(indices[k] - last - 1);
+    last = indices[k];
+  }
+  return size;
+}
+
+function writeIndexDelta(indices: Int32Array): Uint8Array {
+  const out = new Uint8Array(indexDeltaSize(indices));
+  for (let k = 0, at = 0, last = -1; k < indices.length; k++) {
+    at = writeVarint(out, at, indices[k] - last - 1);
+    last = indices[k];
+  }
+  return out;
+}
+
+/** Positions kept in `previous` but pruned in `mask`, as varint gaps. */
+function diffSize(mask: Uint8Array, previous: Uint8Array): number {
+  let size = 0;
+  for (let i = 0, last = -1; i < mask.length; i++) {
+    if (previous[i] > mask[i]) {
+      size += varintSize(i - last - 1);
+      last = i;
     }
-    out[at++] = gap;
+  }
+  return size;
+}
+
+function writeDiff(mask: Uint8Array, previous: Uint8Array): Uint8Array {
+  const out = new Uint8Array(diffSize(mask, previous));
+  for (let i = 0, at = 0, last = -1; i < mask.length; i++) {
+    if (previous[i] > mask[i]) {
+      at = writeVarint(out, at, i - last - 1);
+      last = i;
+    }
   }
   return out;
 }
@@ -136,28 +176,19 @@ function readGaps(what: string, data: Uint8Array, n: number, visit: (position: n
   }
 }
 
-function* positionsWhere(n: number, test: (i: number) => boolean): Generator<number> {
-  for (let i = 0; i < n; i++) if (test(i)) yield i;
-}
-
-function gapsSize(n: number, test: (i: number) => boolean): number {
-  let size = 0;
-  let last = -1;
-  for (let i = 0; i < n; i++) {
-    if (test(i)) {
-      size += varintSize(i - last - 1);
-      last = i;
-    }
-  }
-  return size;
-}
-
 // ---------------------------------------------------------------- bitmaps
 
-/** One bit per element, least significant bit first; padding bits are zero. */
-function packBits(n: number, bit: (i: number) => boolean): Uint8Array {
+/** One bit per element of a 0/1 array, least significant bit first; padding bits are zero. */
+function packBits(bits: Uint8Array, n: number = bits.length): Uint8Array {
   const out = new Uint8Array(Math.ceil(n / 8));
-  for (let i = 0; i < n; i++) if (bit(i)) out[i >> 3] |= 1 << (i & 7);
+  const whole = n >> 3;
+  for (let j = 0; j < whole; j++) {
+    const i = j << 3;
+    out[j] =
+      bits[i] | (bits[i + 1] << 1) | (bits[i + 2] << 2) | (bits[i + 3] << 3) |
+      (bits[i + 4] << 4) | (bits[i + 5] << 5) | (bits[i + 6] << 6) | (bits[i + 7] << 7);
+  }
+  for (let i = whole << 3; i < n; i++) out[i >> 3] |= bits[i] << (i & 7);
   return out;
 }
 
@@ -170,7 +201,20 @@ function unpackBits(what: string, data: Uint8Array, n: number): Uint8Array {
     throw new CodecError(`${what}: bitmap padding bits after element ${n} are not zero`);
   }
   const out = new Uint8Array(n);
-  for (let i = 0; i < n; i++) out[i] = (data[i >> 3] >> (i & 7)) & 1;
+  const whole = n >> 3;
+  for (let j = 0; j < whole; j++) {
+    const b = data[j];
+    const i = j << 3;
+    out[i] = b & 1;
+    out[i + 1] = (b >> 1) & 1;
+    out[i + 2] = (b >> 2) & 1;
+    out[i + 3] = (b >> 3) & 1;
+    out[i + 4] = (b >> 4) & 1;
+    out[i + 5] = (b >> 5) & 1;
+    out[i + 6] = (b >> 6) & 1;
+    out[i + 7] = b >> 7;
+  }
+  for (let i = whole << 3; i < n; i++) out[i] = (data[i >> 3] >> (i & 7)) & 1;
   return out;
 }
 
@@ -187,10 +231,21 @@ export const MASK_ENCODING_NAMES: Readonly<Record<MaskEncoding, string>> = {
   [MaskEncoding.CHANNEL]: 'CHANNEL',
 };
 
-function checkMaskValues(mask: Uint8Array): void {
+function checkMaskValues(what: string, mask: Uint8Array): void {
   for (let i = 0; i < mask.length; i++) {
-    if (mask[i] > 1) throw new CodecError(`mask entry ${i} is ${mask[i]}, masks hold only 0 and 1`);
+    if (mask[i] > 1) throw new CodecError(`${what} entry ${i} is ${mask[i]}, masks hold only 0 and 1`);
   }
+}
+
+/** Validates the mask (and previous mask) against the shape; returns the element count. */
+function checkMasks(mask: Uint8Array, shape: readonly number[], previous: Uint8Array | undefined): number {
+  const n = checkLength('mask', mask.length, shape);
+  checkMaskValues('mask', mask);
+  if (previous !== undefined) {
+    checkLength('previous mask', previous.length, shape);
+    checkMaskValues('previous mask', previous);
+  }
+  return n;
 }
 
 function isAllOnes(mask: Uint8Array): boolean {
@@ -227,9 +282,11 @@ export function encodeMaskAs(
   encoding: MaskEncoding,
   previous?: Uint8Array,
 ): MaskPart {
-  const n = checkLength('mask', mask.length, shape);
-  checkMaskValues(mask);
-  if (previous !== undefined) checkLength('previous mask', previous.length, shape);
+  checkMasks(mask, shape, previous);
+  return encodeCheckedMask(mask, shape, encoding, previous);
+}
+
+function encodeCheckedMask(mask: Uint8Array, shape: readonly number[], encoding: MaskEncoding, previous?: Uint8Array): MaskPart {
   const name = MASK_ENCODING_NAMES[encoding] ?? String(encoding);
   const unusable = (why: string) => new CodecError(`mask encoding ${name} cannot represent this mask: ${why}`);
   switch (encoding) {
@@ -242,21 +299,16 @@ export function encodeMaskAs(
     case MaskEncoding.DIFF: {
       if (previous === undefined) throw unusable('no previous mask');
       if (!isSubsetOf(mask, previous)) throw unusable('keeps positions the previous mask pruned');
-      const pruned = (i: number) => previous[i] === 1 && mask[i] === 0;
-      return { encoding, data: writeGaps(positionsWhere(n, pruned), gapsSize(n, pruned)) };
+      return { encoding, data: writeDiff(mask, previous) };
     }
     case MaskEncoding.BITMAP:
-      return { encoding, data: packBits(n, (i) => mask[i] === 1) };
-    case MaskEncoding.INDEX_DELTA: {
-      const indices = keptIndices(mask);
-      let size = 0;
-      for (let k = 0; k < indices.length; k++) size += varintSize(indices[k] - (k === 0 ? -1 : indices[k - 1]) - 1);
-      return { encoding, data: writeGaps(indices, size) };
-    }
+      return { encoding, data: packBits(mask) };
+    case MaskEncoding.INDEX_DELTA:
+      return { encoding, data: writeIndexDelta(keptIndices(mask)) };
     case MaskEncoding.CHANNEL: {
       const channels = channelStructure(mask, shape);
       if (channels === undefined) throw unusable('not constant along all axes but the last');
-      return { encoding, data: packBits(channels, (c) => mask[c] === 1) };
+      return { encoding, data: packBits(mask, channels) };
     }
     default:
       throw new CodecError(`unknown mask encoding ${encoding}`);
@@ -269,9 +321,7 @@ export function encodeMaskAs(
  * BITMAP and INDEX_DELTA (ties in that order).
  */
 export function encodeMask(mask: Uint8Array, shape: readonly number[], previous?: Uint8Array): MaskPart {
-  const n = checkLength('mask', mask.length, shape);
-  checkMaskValues(mask);
-  if (previous !== undefined) checkLength('previous mask', previous.length, shape);
+  const n = checkMasks(mask, shape, previous);
   if (isAllOnes(mask)) return { encoding: MaskEncoding.FULL, data: EMPTY };
   if (previous !== undefined && equalMasks(mask, previous)) return { encoding: MaskEncoding.UNCHANGED, data: EMPTY };
 
@@ -279,13 +329,15 @@ export function encodeMask(mask: Uint8Array, shape: readonly number[], previous?
   const channels = channelStructure(mask, shape);
   if (channels !== undefined) candidates.push({ encoding: MaskEncoding.CHANNEL, size: Math.ceil(channels / 8) });
   if (previous !== undefined && isSubsetOf(mask, previous)) {
-    candidates.push({ encoding: MaskEncoding.DIFF, size: gapsSize(n, (i) => previous[i] === 1 && mask[i] === 0) });
+    candidates.push({ encoding: MaskEncoding.DIFF, size: diffSize(mask, previous) });
   }
   candidates.push({ encoding: MaskEncoding.BITMAP, size: Math.ceil(n / 8) });
-  candidates.push({ encoding: MaskEncoding.INDEX_DELTA, size: gapsSize(n, (i) => mask[i] === 1) });
+  // Every kept entry costs at least one byte, so above n/8 kept entries INDEX_DELTA cannot win.
+  const kept = keptCount(mask);
+  if (kept < Math.ceil(n / 8)) candidates.push({ encoding: MaskEncoding.INDEX_DELTA, size: indexDeltaSize(keptIndices(mask)) });
   let best = candidates[0];
   for (const c of candidates) if (c.size < best.size) best = c;
-  return encodeMaskAs(mask, shape, best.encoding, previous);
+  return encodeCheckedMask(mask, shape, best.encoding, previous);
 }
 
 /** Decodes and validates a mask part; `previous` is the mask the receiver holds. */
@@ -444,7 +496,12 @@ export function encodeValues(kept: Float32Array, encoding: ValueEncodingName): V
       const scale = Math.fround(maxAbs / 127);
       const q = new Int8Array(kept.length);
       if (scale > 0) {
-        for (let i = 0; i < kept.length; i++) q[i] = Math.max(-127, Math.min(127, Math.round(kept[i] / scale)));
+        const inverse = 1 / scale;
+        for (let i = 0; i < kept.length; i++) {
+          const r = Math.floor(kept[i] * inverse + 0.5); // Math.round, but ~3x faster in V8
+          // float32 rounding of the scale can push the largest value a hair past 127; an int8 store would wrap.
+          q[i] = r > 127 ? 127 : r < -127 ? -127 : r;
+        }
       }
       return { encoding: ValueEncoding.INT8, data: new Uint8Array(q.buffer), scale };
     }

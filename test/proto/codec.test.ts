@@ -213,6 +213,7 @@ describe('mask decoding rejects malformed input', () => {
     expect(() => encodeMask(new Uint8Array(5), [2, 3])).toThrow(/mask has 5 elements, shape \[2, 3\] needs 6/);
     expect(() => encodeMask(new Uint8Array([0, 2]), [2])).toThrow(/mask entry 1 is 2/);
     expect(() => encodeMask(new Uint8Array(2), [2], new Uint8Array(3))).toThrow(/previous mask has 3 elements/);
+    expect(() => encodeMask(new Uint8Array(2), [2], new Uint8Array([1, 3]))).toThrow(/previous mask entry 1 is 3/);
     expect(() => encodeMaskAs(new Uint8Array([1, 0]), [2], MaskEncoding.FULL)).toThrow(/FULL cannot represent this mask: not all ones/);
     expect(() => encodeMaskAs(new Uint8Array([1, 0]), [2], MaskEncoding.UNCHANGED)).toThrow(/UNCHANGED cannot/);
     expect(() => encodeMaskAs(new Uint8Array([1, 0]), [2], MaskEncoding.DIFF)).toThrow(/no previous mask/);
