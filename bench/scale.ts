@@ -1,0 +1,155 @@
+// Scale benchmark: N light clients (a ~1k-parameter model) join one
+// coordinator over loopback gRPC, pull their task and push one update in a
+// round where all of them are members. Every client has its own channel
+// (CoordinatorClient, the real client). The baseline, measured in the same
+// run, is the same round with a single client. Writes
+// bench/results/scale.json and prints a table.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pino } from 'pino';
+import { CoordinatorClient, type OutgoingTensor } from '../client/remote.js';
+import { startCoordinator } from '../server/main.js';
+import type { TensorMap, TensorSpec } from '../server/model.js';
+
+const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 1000);
+const TOKEN = 'bench-enrollment';
+const MANIFEST: TensorSpec[] = [
+  { name: 'fc/kernel', shape: [32, 31], prunable: true },
+  { name: 'fc/bias', shape: [31], prunable: false },
+]; // 1,023 parameters
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 2 ** 32;
+  };
+}
+
+interface RoundResult {
+  clients: number;
+  accepted: number;
+  joinSeconds: number;
+  roundSeconds: number;
+  bytesUp: number;
+  bytesDown: number;
+}
+
+async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
+  const initial: TensorMap = new Map(MANIFEST.map((s) => [s.name, new Float32Array(s.shape.reduce((a, b) => a * b, 1)).fill(0.1)]));
+  const server = await startCoordinator(
+    {
+      rounds: 1,
+      frac: 1,
+      minClients: n,
+      quorum: 1,
+      enrollmentToken: TOKEN,
+      roundDeadlineMs: 600_000,
+      http: { enabled: false },
+      updateNormBound: 1e6,
+    },
+    { manifest: MANIFEST, initial },
+    { logger: pino({ level: 'warn' }) },
+  );
+  const clients = Array.from({ length: n }, () => CoordinatorClient.connect(server.grpcAddress));
+  try {
+    const t0 = performance.now();
+    await Promise.all(clients.map((c, i) => c.join(TOKEN, `bench-${i}`, 10 + (i % 7))));
+    const t1 = performance.now();
+    const committed = server.waitForRound(1);
+    const acks = await Promise.all(
+      clients.map(async (c, i) => {
+        const task = await c.pullTask(0);
+        if ('wait' in task) throw new Error(`client ${i} got no task`);
+        onSample();
+        const rand = rng(i + 1);
+        const tensors = new Map<string, OutgoingTensor>();
+        for (const spec of MANIFEST) {
+          const got = task.tensors.get(spec.name)!;
+          const mask = spec.prunable ? Uint8Array.from(got.mask, () => (rand() < 0.5 ? 1 : 0)) : got.mask;
+          const dense = Float32Array.from(mask, (m) => (m ? rand() * 0.02 - 0.01 : 0));
+          tensors.set(spec.name, { dense, mask });
+        }
+        return c.pushUpdate(
+          {
+            roundId: task.header.roundId,
+            numExamples: 10 + (i % 7),
+            baseMaskVersion: 0,
+            maskChanged: true,
+            newMaskVersion: 1,
+            metrics: { loss: 1, localAccuracy: 0.5, sparsity: 0.5, receivedAccuracy: 0.4 },
+          },
+          tensors,
+        );
+      }),
+    );
+    await committed;
+    const t2 = performance.now();
+    const [summary] = server.coordinator.rounds(1);
+    return {
+      clients: n,
+      accepted: acks.filter((a) => a.accepted).length,
+      joinSeconds: (t1 - t0) / 1000,
+      roundSeconds: (t2 - t1) / 1000,
+      bytesUp: summary.bytesUp,
+      bytesDown: summary.bytesDown,
+    };
+  } finally {
+    for (const c of clients) c.close();
+    await server.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  let peakRss = process.memoryUsage().rss;
+  const sample = () => {
+    peakRss = Math.max(peakRss, process.memoryUsage().rss);
+  };
+  const timer = setInterval(sample, 25);
+  const baseline = await oneRound(1, sample);
+  const run = await oneRound(CLIENTS, sample);
+  clearInterval(timer);
+  sample();
+
+  const result = {
+    clients: run.clients,
+    accepted: run.accepted,
+    roundSeconds: run.roundSeconds,
+    peakRssMB: peakRss / 2 ** 20,
+    joinSeconds: run.joinSeconds,
+    bytesUp: run.bytesUp,
+    bytesDown: run.bytesDown,
+    parameters: MANIFEST.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0),
+    baseline,
+    node: process.version,
+  };
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+  const resultsDir = join(root.endsWith('dist') ? join(root, '..') : root, 'bench', 'results');
+  mkdirSync(resultsDir, { recursive: true });
+  writeFileSync(join(resultsDir, 'scale.json'), `${JSON.stringify(result, null, 2)}\n`);
+
+  console.log(`scale benchmark: one round, every client a member, ${result.parameters}-parameter model, loopback gRPC`);
+  console.table({
+    [`${baseline.clients} client (baseline)`]: {
+      accepted: baseline.accepted,
+      'join s': baseline.joinSeconds.toFixed(3),
+      'round s': baseline.roundSeconds.toFixed(3),
+      'bytes up': baseline.bytesUp,
+      'bytes down': baseline.bytesDown,
+    },
+    [`${run.clients} clients`]: {
+      accepted: run.accepted,
+      'join s': run.joinSeconds.toFixed(3),
+      'round s': run.roundSeconds.toFixed(3),
+      'bytes up': run.bytesUp,
+      'bytes down': run.bytesDown,
+    },
+  });
+  console.log(`peak RSS ${result.peakRssMB.toFixed(0)} MB; ${run.accepted}/${run.clients} updates accepted`);
+  if (run.accepted !== run.clients) process.exitCode = 1;
+}
+
+void main();
