@@ -1,0 +1,183 @@
+/**
+ * `subfed client` (runClient) against a real in-process coordinator over
+ * loopback gRPC: joins, trains rounds, pushes sparse updates, saves its state,
+ * resumes from it, and reports bad input clearly.
+ */
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { initBackend } from '../../client/backend.js';
+import { ClientCommandError, runClient } from '../../client/main.js';
+import { createModel } from '../../client/model.js';
+import { loadState } from '../../client/state.js';
+import type { Dataset } from '../../client/data/dataset.js';
+import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
+import { tinyData } from './participant-helpers.js';
+
+const TOKEN = 'enroll-secret';
+
+function idxFiles(ds: Dataset): { images: Buffer; labels: Buffer } {
+  const images = Buffer.alloc(16 + ds.images.length);
+  images.writeUInt32BE(0x00000803, 0);
+  images.writeUInt32BE(ds.count, 4);
+  images.writeUInt32BE(ds.height, 8);
+  images.writeUInt32BE(ds.width, 12);
+  images.set(ds.images, 16);
+  const labels = Buffer.alloc(8 + ds.count);
+  labels.writeUInt32BE(0x00000801, 0);
+  labels.writeUInt32BE(ds.count, 4);
+  labels.set(ds.labels, 8);
+  return { images, labels };
+}
+
+async function startServer(rounds: number): Promise<CoordinatorHandle> {
+  const model = createModel('mlp', 0);
+  const manifest = model.manifest.map((s) => ({ ...s, shape: [...s.shape] }));
+  const initial = model.getWeights();
+  model.dispose();
+  return startCoordinator(
+    {
+      rounds,
+      frac: 1,
+      minClients: 1,
+      enrollmentToken: TOKEN,
+      http: { enabled: false },
+      training: { epochs: 2, lr: 0.05 },
+      logLevel: 'silent',
+    },
+    { manifest, initial },
+    { logger: pino({ level: 'silent' }) },
+  );
+}
+
+describe('runClient', () => {
+  let dir: string;
+  let dataDir: string;
+
+  beforeAll(async () => {
+    await initBackend('wasm', { logger: { info: () => {} } });
+    dir = await mkdtemp(join(tmpdir(), 'subfed-client-'));
+    dataDir = join(dir, 'data');
+    const { train, test } = tinyData(21, 80, 30);
+    for (const [split, ds] of [['train', train], ['test', test]] as const) {
+      await mkdir(join(dataDir, split), { recursive: true });
+      const { images, labels } = idxFiles(ds);
+      await writeFile(join(dataDir, split, 'images-idx3-ubyte'), images);
+      await writeFile(join(dataDir, split, 'labels-idx1-ubyte'), labels);
+    }
+  });
+
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('joins, trains rounds with pruning, pushes updates and saves its state; a restart resumes from it', async () => {
+    const server = await startServer(2);
+    const stateDir = join(dir, 'state');
+    const lines: string[] = [];
+    const config = { gateOn: 'test', accThresh: 0 };
+    try {
+      const summary = await runClient({
+        server: server.grpcAddress,
+        enrollmentToken: TOKEN,
+        data: dataDir,
+        stateDir,
+        algorithm: 'subfedavg-un',
+        algorithmConfig: config,
+        backend: 'wasm',
+        name: 'unit-client',
+        maxRounds: 2,
+        log: (l) => lines.push(l),
+      });
+      await server.waitForRound(2);
+      expect(summary.rounds).toBe(2);
+      expect(summary.bytesUp).toBeGreaterThan(0);
+      expect(summary.bytesDown).toBeGreaterThan(0);
+      expect(summary.lastAccuracy).toBeGreaterThan(0.5);
+      expect(lines.some((l) => /^joined .* as c1/.test(l))).toBe(true);
+      expect(lines.some((l) => /^round 2: loss/.test(l))).toBe(true);
+      const state = await loadState(stateDir, { algorithm: 'subfedavg-un', model: 'mlp' });
+      expect(state!.round).toBe(2);
+      expect(state!.maskVersion).toBeGreaterThan(0); // the coordinator's epochs=2 let the Un rule prune
+      expect(state!.clientId).toBe('c1');
+    } finally {
+      await server.stop();
+    }
+
+    // A new coordinator; the client resumes its personal state and re-sends its masks.
+    const again = await startServer(1);
+    const more: string[] = [];
+    try {
+      const before = await loadState(stateDir);
+      const summary = await runClient({
+        server: again.grpcAddress,
+        enrollmentToken: TOKEN,
+        data: dataDir,
+        stateDir,
+        algorithm: 'subfedavg-un',
+        algorithmConfig: config,
+        backend: 'wasm',
+        name: 'unit-client',
+        maxRounds: 1,
+        log: (l) => more.push(l),
+      });
+      expect(summary.rounds).toBe(1);
+      expect(more.some((l) => l.startsWith(`resuming from ${stateDir}: round 2, mask version ${before!.maskVersion}`))).toBe(true);
+      await again.waitForRound(1);
+      const after = await loadState(stateDir);
+      expect(after!.maskVersion).toBeGreaterThan(before!.maskVersion);
+    } finally {
+      await again.stop();
+    }
+  });
+
+  it('waits with backoff while the coordinator is unreachable and stops when aborted', async () => {
+    const controller = new AbortController();
+    const lines: string[] = [];
+    const summary = await runClient({
+      server: '127.0.0.1:1',
+      enrollmentToken: TOKEN,
+      data: dataDir,
+      stateDir: join(dir, 'state-unreachable'),
+      algorithm: 'fedavg',
+      backend: 'wasm',
+      retry: { maxAttempts: 1 },
+      signal: controller.signal,
+      log: (l) => {
+        lines.push(l);
+        if (l.includes('unavailable')) controller.abort();
+      },
+    });
+    expect(summary.rounds).toBe(0);
+    expect(lines.some((l) => /^join: coordinator unavailable .* retrying in/.test(l))).toBe(true);
+  });
+
+  it('reports bad options naming the flag', async () => {
+    const base = { server: '127.0.0.1:1', enrollmentToken: TOKEN, data: dataDir, stateDir: join(dir, 's'), algorithm: 'fedavg', log: () => {} };
+    await expect(runClient({ ...base, server: 'nohost' })).rejects.toThrow(/--server: expected host:port, got 'nohost'/);
+    await expect(runClient({ ...base, algorithm: 'fedprox' })).rejects.toThrow(/--algorithm: unknown algorithm 'fedprox'/);
+    await expect(runClient({ ...base, data: join(dir, 'missing') })).rejects.toThrow(ClientCommandError);
+    await expect(runClient({ ...base, data: join(dir, 'missing') })).rejects.toThrow(/--data: '.*missing' is not a folder/);
+    await expect(runClient({ ...base, algorithm: 'subfedavg-un', algorithmConfig: { p: -1 } })).rejects.toThrow(/config: p:/);
+    await expect(runClient({ ...base, algorithm: 'local', backend: 'wasm' })).rejects.toThrow(/--model/);
+  });
+
+  it('runs local-only training without a coordinator', async () => {
+    const summary = await runClient({
+      server: '127.0.0.1:1',
+      enrollmentToken: TOKEN,
+      data: dataDir,
+      stateDir: join(dir, 'state-local'),
+      algorithm: 'local',
+      algorithmConfig: { epochs: 1, lr: 0.05 },
+      model: 'mlp',
+      backend: 'wasm',
+      maxRounds: 2,
+      log: () => {},
+    });
+    expect(summary).toMatchObject({ rounds: 2, bytesUp: 0, bytesDown: 0 });
+    expect((await loadState(join(dir, 'state-local')))!.round).toBe(2);
+  });
+});
