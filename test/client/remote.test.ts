@@ -1,3 +1,7 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { backoffDelay, CoordinatorClient, DEFAULT_RETRY, RemoteError } from '../../client/remote.js';
@@ -312,5 +316,51 @@ describe('backoffDelay', () => {
     const policy = { ...DEFAULT_RETRY, initialDelayMs: 100, maxDelayMs: 1000, multiplier: 2 };
     expect([1, 2, 3, 4, 5].map((n) => backoffDelay(n, policy, () => 1))).toEqual([100, 200, 400, 800, 1000]);
     expect([1, 2, 3].map((n) => backoffDelay(n, policy, () => 0))).toEqual([50, 100, 200]);
+  });
+});
+
+function hasOpenssl(): boolean {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+describe.skipIf(!hasOpenssl())('TLS', () => {
+  it('connects with the server certificate as the root, and refuses a plaintext client', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'subfed-tls-'));
+    const server = new grpc.Server();
+    try {
+      // prettier-ignore
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+        '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+        '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+      const cert = readFileSync(join(dir, 'cert.pem'));
+      server.addService(createCoordinatorDefinition(), {
+        join: (_call, cb) => cb(null, { protocolVersion: 1, clientId: 'tls-1', clientToken: 't', manifest: [], configJson: '' }),
+        heartbeat: (_call, cb) => cb(null, { currentRound: 0, taskAvailable: false }),
+        leave: (_call, cb) => cb(null, {}),
+        pullTask: (call) => call.end(),
+        pushUpdate: (_call, cb) => cb(null, { accepted: false, message: '', maskVersion: 0 }),
+      } satisfies CoordinatorHandlers);
+      const port = await new Promise<number>((resolve, reject) =>
+        server.bindAsync(
+          '127.0.0.1:0',
+          grpc.ServerCredentials.createSsl(null, [{ private_key: readFileSync(join(dir, 'key.pem')), cert_chain: cert }]),
+          (err, p) => (err ? reject(err) : resolve(p)),
+        ),
+      );
+      const secure = CoordinatorClient.connect(`localhost:${port}`, { tls: { ca: cert } });
+      clients.push(secure);
+      expect(await secure.join('any', 'tls', 1)).toEqual({ clientId: 'tls-1', manifest: [], config: {} });
+      const plain = CoordinatorClient.connect(`localhost:${port}`, { retry: { maxAttempts: 1 } });
+      clients.push(plain);
+      await expect(plain.join('any', 'plain', 1)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
+    } finally {
+      server.forceShutdown();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
