@@ -78,7 +78,13 @@ export class Coordinator {
     this.#denseBytes = 4 * totalElements(this.manifest);
     this.#configJson = JSON.stringify(config.training);
     this.#store = new CoordinatorStore(config.sqlite, this.manifest);
-    const state = this.#store.loadOrInit(model.initial);
+    let state;
+    try {
+      state = this.#store.loadOrInit(model.initial);
+    } catch (err) {
+      this.#store.close();
+      throw err;
+    }
     this.#global = state.global;
     this.#lastRound = state.lastRound;
     this.#registry = new Registry(config.enrollmentToken);

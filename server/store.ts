@@ -1,3 +1,5 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { MaskMap, TensorMap, TensorSpec } from './model.js';
 import { elementCount } from './model.js';
@@ -71,7 +73,13 @@ export class CoordinatorStore {
   readonly #manifest: readonly TensorSpec[];
 
   constructor(path: string | undefined, manifest: readonly TensorSpec[]) {
-    this.#db = new Database(path ?? ':memory:');
+    const file = path ?? ':memory:';
+    try {
+      if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+      this.#db = new Database(file);
+    } catch (err) {
+      throw new Error(`sqlite: cannot open ${file} (${(err as Error).message})`);
+    }
     this.#manifest = manifest;
     if (path !== undefined && path !== ':memory:') this.#db.pragma('journal_mode = WAL');
     // Durable commits: a round the log says is committed survives power loss.

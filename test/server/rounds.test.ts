@@ -231,4 +231,61 @@ describe('round lifecycle', () => {
     expect(t.header).toMatchObject({ hasTask: false, retryAfterMs: 500 });
     coord.stop();
   });
+
+  it('answers heartbeats and lets a client leave (it is sampled no more)', () => {
+    const { coord, clients } = setup({ rounds: 2 });
+    const [a, b] = clients;
+    const cred = (c: Joined) => ({ protocolVersion: PROTOCOL_VERSION, clientId: c.id, clientToken: c.token });
+    expect(coord.heartbeat(cred(a))).toEqual({ currentRound: 1, taskAvailable: true });
+    coord.pushUpdate(header(a, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    expect(coord.heartbeat(cred(a))).toEqual({ currentRound: 1, taskAvailable: false });
+    coord.leave({ ...cred(b), reason: 'battery low' });
+    expect(refusal(() => coord.heartbeat(cred(b)))).toMatchObject({ code: 'UNAUTHENTICATED', reason: 'client_left' });
+    for (const c of clients.slice(2)) coord.pushUpdate(header(c, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    // b left mid-round, so round 1 waits for the deadline; round 2 would not include b.
+    expect(coord.status()).toMatchObject({ clientsRegistered: 4, clientsActive: 3 });
+    coord.stop();
+  });
+
+  it('persists registry, masks and rounds in SQLite and resumes from them', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'subfed-store-'));
+    try {
+      const sqlite = join(dir, 'nested', 'state.db');
+      const first = setup({ sqlite, rounds: 2 });
+      const [a] = first.clients;
+      first.coord.pushUpdate(header(a, 1, { maskChanged: true, newMaskVersion: 1 }), [kernelDelta([1, 1, 1], [1, 1, 1, 0, 0, 0])]);
+      for (const c of first.clients.slice(1)) first.coord.pushUpdate(header(c, 1), [kernelDelta([1, 1, 1, 1, 1, 1])]);
+      const model = first.coord.globalModel();
+      first.coord.stop();
+
+      const log = memoryLogger();
+      const again = new Coordinator(parseConfig({ rounds: 2, frac: 1, minClients: 4, enrollmentToken: ENROLL, sqlite }), toyModel(), {
+        logger: log.logger,
+        metrics: new CoordinatorMetrics(),
+      });
+      expect(again.globalModel()).toEqual(model);
+      expect(again.status()).toMatchObject({ lastCommittedRound: 1, clientsRegistered: 4, round: { id: 2 } });
+      expect(again.clientMasks(a.id)).toEqual({ version: 1, masks: new Map([['dense/kernel', Uint8Array.from([1, 1, 1, 0, 0, 0])]]) });
+      expect(again.heartbeat({ protocolVersion: PROTOCOL_VERSION, clientId: a.id, clientToken: a.token }).currentRound).toBe(2);
+      expect(again.rounds(10).map((r) => r.round)).toEqual([1]);
+      expect(log.lines().find((l) => l.event === 'resume')).toMatchObject({ lastRound: 1, clients: 4 });
+      again.stop();
+      // A different model cannot silently reuse the database.
+      const other = toyModel();
+      other.manifest[1] = { name: 'dense/bias', shape: [4], prunable: false };
+      other.initial.set('dense/bias', new Float32Array(4));
+      expect(
+        () =>
+          new Coordinator(parseConfig({ rounds: 2, frac: 1, enrollmentToken: ENROLL, sqlite }), other, {
+            logger: log.logger,
+            metrics: new CoordinatorMetrics(),
+          }),
+      ).toThrow(/different model manifest/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
