@@ -4,6 +4,7 @@
  * channels consistently, pruned weights stay exactly zero through training,
  * the dense baselines never prune, local never communicates.
  */
+import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
 import { trainMasked } from '../../client/algorithms/common.js';
@@ -133,6 +134,26 @@ describe('subfedavg-hy', () => {
       }
     }
     model.dispose();
+  });
+});
+
+describe('memory', () => {
+  it('keeps the number of live tensors flat across rounds and evaluations', async () => {
+    for (const algorithm of ['subfedavg-un', 'fedavg-ft'] as const) {
+      const model = createModel('mlp', 7);
+      const { train, test } = tinyData(7, 60, 20);
+      const config = algorithm === 'fedavg-ft' ? { epochs: 1, ftEpochs: 2 } : { epochs: 2, gateOn: 'test' as const };
+      const participant = new Participant({ model, algorithm, config, train, test, seed: 7 });
+      const server = new OneClientServer(model.getWeights());
+      const counts: number[] = [];
+      for (let r = 0; r < 3; r++) {
+        await server.round_(participant);
+        await participant.evaluate();
+        counts.push(tf.memory().numTensors);
+      }
+      expect(counts[2]).toBe(counts[1]);
+      model.dispose();
+    }
   });
 });
 
