@@ -92,6 +92,12 @@ export interface JoinResult {
   config: unknown;
 }
 
+export interface ClientIdentity {
+  clientId: string;
+  clientToken: string;
+  manifest: TensorSpec[];
+}
+
 export type TaskResult =
   | { header: TaskHeader; config: unknown; tensors: Map<string, DecodedTensor> }
   | { wait: number };
@@ -119,7 +125,7 @@ function parseConfig(json: string, where: string): unknown {
 function checkManifest(manifest: TensorSpec[]): void {
   const names = new Set<string>();
   for (const spec of manifest) {
-    if (spec.name === '' || names.has(spec.name)) throw new Error(`Join: manifest has an empty or duplicate tensor name "${spec.name}"`);
+    if (spec.name === '' || names.has(spec.name)) throw new Error(`manifest has an empty or duplicate tensor name "${spec.name}"`);
     names.add(spec.name);
     elementCount(spec.shape);
   }
@@ -186,6 +192,19 @@ export class CoordinatorClient {
 
   get manifest(): TensorSpec[] {
     return [...this.#manifest.values()];
+  }
+
+  /** What a restarted client needs to resume() without joining again; undefined before join(). */
+  get identity(): ClientIdentity | undefined {
+    return this.#identity === undefined ? undefined : { ...this.#identity, manifest: this.manifest };
+  }
+
+  /** Resumes a saved identity instead of joining; the server checks the token on the next call. */
+  resume(identity: ClientIdentity): void {
+    if (identity.clientId === '' || identity.clientToken === '') throw new Error('resume: client id and token must not be empty');
+    checkManifest(identity.manifest);
+    this.#identity = { clientId: identity.clientId, clientToken: identity.clientToken };
+    this.#manifest = new Map(identity.manifest.map((spec) => [spec.name, spec]));
   }
 
   async join(enrollmentToken: string, name: string, numExamples: number): Promise<JoinResult> {

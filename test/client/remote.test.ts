@@ -163,6 +163,20 @@ describe('CoordinatorClient', () => {
     await client.leave('done');
   });
 
+  it('resumes a saved identity without joining again', async () => {
+    const first = connect();
+    await first.join('enroll', 'kim', 5);
+    const saved = first.identity!;
+    expect(saved).toEqual({ clientId: 'c-kim', clientToken: 'secret', manifest });
+    const second = connect();
+    second.resume(saved);
+    expect(await second.heartbeat()).toEqual({ currentRound: 3, taskAvailable: true });
+    const forged = connect();
+    forged.resume({ ...saved, clientToken: 'guess' });
+    await expect(forged.heartbeat()).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED, details: 'bad client token' });
+    expect(() => connect().resume({ ...saved, clientToken: '' })).toThrow(/client id and token must not be empty/);
+  });
+
   it('counts the same bytes as the server sees', async () => {
     const before = { up: fake.upBytes, down: fake.downBytes };
     const client = connect();
