@@ -303,6 +303,12 @@ describe('CoordinatorClient', () => {
     await expect(client.join('enroll', 'x', 1)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
   });
 
+  it('enforces its explicit per-message limit', async () => {
+    const client = connect({ maxMessageBytes: 64 * 1024 }); // the fake sends 1 MiB pieces
+    await client.join('enroll', 'lee', 1);
+    await expect(client.pullTask(0)).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, method: 'PullTask' });
+  });
+
   it('rejects bad options with a clear error', () => {
     expect(() => connect({ valueEncoding: 'bf16' as 'f32' })).toThrow(/valueEncoding "bf16" is not f32, f16 or int8/);
     expect(() => connect({ retry: { maxAttempts: 0 } })).toThrow(/retry.maxAttempts must be a positive integer, got 0/);
