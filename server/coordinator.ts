@@ -373,8 +373,7 @@ export class Coordinator {
   recordWire(direction: 'up' | 'down', clientId: string | undefined, bytes: number): void {
     const r = this.#round;
     if (clientId === undefined || r === null || !r.members.has(clientId)) return;
-    if (direction === 'up') r.bytesUp += bytes;
-    else r.bytesDown += bytes;
+    r.addTraffic(clientId, direction, bytes);
   }
 
   /** Counts a refused request (metrics + one log line with client id and reason). */
@@ -453,6 +452,7 @@ export class Coordinator {
       metrics: Object.fromEntries(r.metrics),
       bytesUp: r.bytesUp,
       bytesDown: r.bytesDown,
+      traffic: Object.fromEntries(r.traffic),
       denseBytesUp: r.denseBytesUp,
       denseBytesDown: r.denseBytesDown,
       aggregationSeconds,

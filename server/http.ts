@@ -26,6 +26,10 @@ const roundSummarySchema = {
     },
     bytesUp: { type: 'integer' },
     bytesDown: { type: 'integer' },
+    traffic: {
+      type: 'object',
+      additionalProperties: { type: 'object', properties: { up: { type: 'integer' }, down: { type: 'integer' } } },
+    },
     denseBytesUp: { type: 'integer' },
     denseBytesDown: { type: 'integer' },
     aggregationSeconds: { type: 'number' },

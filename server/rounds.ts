@@ -74,6 +74,8 @@ export class Round {
   readonly metrics = new Map<string, ReportMetrics>();
   bytesUp = 0;
   bytesDown = 0;
+  /** Wire bytes per member, per direction. */
+  readonly traffic = new Map<string, { up: number; down: number }>();
   denseBytesUp = 0;
   denseBytesDown = 0;
 
@@ -83,6 +85,14 @@ export class Round {
     this.members = new Set(members);
     this.openedAt = openedAt;
     this.deadlineAt = openedAt + deadlineMs;
+  }
+
+  addTraffic(clientId: string, direction: 'up' | 'down', bytes: number): void {
+    let t = this.traffic.get(clientId);
+    if (t === undefined) this.traffic.set(clientId, (t = { up: 0, down: 0 }));
+    t[direction] += bytes;
+    if (direction === 'up') this.bytesUp += bytes;
+    else this.bytesDown += bytes;
   }
 
   get reported(): number {

@@ -17,6 +17,8 @@ export interface RoundSummary {
   metrics: Record<string, ReportMetrics>;
   bytesUp: number;
   bytesDown: number;
+  /** Wire bytes per member and direction. */
+  traffic: Record<string, { up: number; down: number }>;
   denseBytesUp: number;
   denseBytesDown: number;
   aggregationSeconds: number;
@@ -95,7 +97,7 @@ export class CoordinatorStore {
       CREATE TABLE IF NOT EXISTS rounds (
         id INTEGER PRIMARY KEY, attempts INTEGER NOT NULL, committed_at INTEGER NOT NULL,
         members TEXT NOT NULL, reporters TEXT NOT NULL, metrics TEXT NOT NULL,
-        bytes_up INTEGER NOT NULL, bytes_down INTEGER NOT NULL,
+        bytes_up INTEGER NOT NULL, bytes_down INTEGER NOT NULL, traffic TEXT NOT NULL,
         dense_bytes_up INTEGER NOT NULL, dense_bytes_down INTEGER NOT NULL, aggregation_seconds REAL NOT NULL);
     `);
   }
@@ -180,8 +182,8 @@ export class CoordinatorStore {
       for (const [name, values] of global) put.run(tensorBytes(values), name);
       this.#writeMasks(maskChanges);
       db.prepare(
-        `INSERT INTO rounds (id, attempts, committed_at, members, reporters, metrics, bytes_up, bytes_down,
-           dense_bytes_up, dense_bytes_down, aggregation_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO rounds (id, attempts, committed_at, members, reporters, metrics, bytes_up, bytes_down, traffic,
+           dense_bytes_up, dense_bytes_down, aggregation_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ).run(
         summary.round,
         summary.attempts,
@@ -191,6 +193,7 @@ export class CoordinatorStore {
         JSON.stringify(summary.metrics),
         summary.bytesUp,
         summary.bytesDown,
+        JSON.stringify(summary.traffic),
         summary.denseBytesUp,
         summary.denseBytesDown,
         summary.aggregationSeconds,
@@ -220,6 +223,7 @@ export class CoordinatorStore {
       metrics: JSON.parse(r.metrics as string) as Record<string, ReportMetrics>,
       bytesUp: r.bytes_up as number,
       bytesDown: r.bytes_down as number,
+      traffic: JSON.parse(r.traffic as string) as Record<string, { up: number; down: number }>,
       denseBytesUp: r.dense_bytes_up as number,
       denseBytesDown: r.dense_bytes_down as number,
       aggregationSeconds: r.aggregation_seconds as number,

@@ -98,6 +98,12 @@ describe('coordinator end to end over loopback gRPC', () => {
     expect(r3.reporters.sort()).toEqual([a.id, b.id, c.id].sort());
     expect(r3.bytesUp).toBeGreaterThan(0);
     expect(r3.bytesDown).toBeGreaterThan(0);
+    const traffic = (rounds.rounds[0] as unknown as { traffic: Record<string, { up: number; down: number }> }).traffic;
+    expect(Object.keys(traffic).sort()).toEqual([a.id, b.id, c.id].sort());
+    expect(Object.values(traffic).reduce((s, t) => s + t.up, 0)).toBe(r3.bytesUp);
+    expect(Object.values(traffic).reduce((s, t) => s + t.down, 0)).toBe(r3.bytesDown);
+    // A and C pulled sparse (3 of 6 kernel values), B dense.
+    expect(traffic[a.id].down).toBeLessThan(traffic[b.id].down);
     expect(r3.denseBytesUp).toBe(3 * 4 * 9);
     expect(r3.denseBytesDown).toBe(3 * 4 * 9);
     const bad = await fetch(`${base}/api/rounds?limit=0`);
