@@ -21,9 +21,10 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
+import type { Command } from 'commander';
 import { scatter } from '../proto/codec.js';
 import type { ValueEncodingName } from '../proto/rpc.js';
-import { createAlgorithm, isAlgorithmName, type AlgorithmName } from './algorithms/index.js';
+import { AlgorithmConfigError, createAlgorithm, isAlgorithmName, type AlgorithmName } from './algorithms/index.js';
 import { initBackend, type BackendChoice } from './backend.js';
 import { subset, type Dataset } from './data/dataset.js';
 import { readDatasetFiles } from './data/detect.js';
@@ -31,7 +32,7 @@ import { SeededRandom, deriveSeed } from './data/random.js';
 import { createModel, MODEL_NAMES, type Model, type ModelName, type TensorSpec } from './model.js';
 import { Participant, type ReceivedTask } from './participant.js';
 import { RemoteError, backoffDelay, CoordinatorClient, type OutgoingTensor, type RetryPolicy } from './remote.js';
-import { loadState, saveState, type ClientState } from './state.js';
+import { StateFileError, loadState, saveState, type ClientState } from './state.js';
 
 export interface ClientCommandOptions {
   /** Coordinator address, host:port. */
@@ -190,6 +191,126 @@ export async function runClient(opts: ClientCommandOptions): Promise<ClientRunSu
   } finally {
     model?.dispose();
     remote.close();
+  }
+}
+
+/** Flags of `subfed client`, as commander parses them (strings). */
+export interface ClientFlags {
+  server?: string;
+  token?: string;
+  data?: string;
+  stateDir?: string;
+  algorithm?: string;
+  config?: string;
+  values?: string;
+  backend?: string;
+  model?: string;
+  name?: string;
+  seed?: string;
+  rounds?: string;
+  tlsCa?: string;
+}
+
+/** Adds the `client` subcommand to the root program. */
+export function registerClientCommand(program: Command): Command {
+  return program
+    .command('client')
+    .description('run one federated client on local data against a coordinator')
+    .requiredOption('--server <host:port>', 'coordinator gRPC address')
+    .requiredOption('--token <token>', 'enrollment token')
+    .requiredOption('--data <dir>', 'data folder: train/ and test/ (IDX or CIFAR-10 files), or files to split 80/20')
+    .option('--state-dir <dir>', 'personal state folder (mask, weights, BN stats)', '.subfed-client')
+    .option('--algorithm <name>', 'subfedavg-un | subfedavg-hy | fedavg | fedavg-ft | local', 'subfedavg-un')
+    .option('--config <json|file>', 'algorithm config as inline JSON or a JSON file, e.g. {"target":50}')
+    .option('--values <enc>', 'value encoding on the wire: f32 | f16 | int8', 'f32')
+    .option('--backend <name>', 'tfjs backend: auto | node | wasm | cpu')
+    .option('--model <name>', "zoo model (default: the one matching the coordinator's manifest; required for local)")
+    .option('--name <name>', 'client name sent on join')
+    .option('--seed <n>', 'seed of the validation split and shuffling')
+    .option('--rounds <n>', 'stop after this many rounds')
+    .option('--tls-ca <file>', "PEM CA certificate to verify the coordinator's TLS certificate")
+    .action(async (flags: ClientFlags) => {
+      process.exitCode = await runClientCommand(flags);
+    });
+}
+
+/** Runs `subfed client` from parsed flags; resolves to the process exit code (2 for bad input). */
+export async function runClientCommand(flags: ClientFlags): Promise<number> {
+  const log = (line: string): void => {
+    process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+  };
+  const stop = stopOnSignals(log);
+  try {
+    const opts = await optionsFromFlags(flags);
+    await runClient({ ...opts, signal: stop.signal, log });
+    return 0;
+  } catch (err) {
+    if (err instanceof ClientCommandError || err instanceof AlgorithmConfigError || err instanceof StateFileError) {
+      process.stderr.write(`subfed client: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof RemoteError) {
+      process.stderr.write(`subfed client: ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  } finally {
+    stop.dispose();
+  }
+}
+
+/** Flags -> runClient options; every bad value is an error naming its flag. */
+export async function optionsFromFlags(flags: ClientFlags): Promise<ClientCommandOptions> {
+  const need = (value: string | undefined, flag: string): string => {
+    if (value === undefined || value === '') throw new ClientCommandError(`${flag} is required`);
+    return value;
+  };
+  const integer = (value: string | undefined, flag: string, min: number): number | undefined => {
+    if (value === undefined) return undefined;
+    const n = Number(value);
+    if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) {
+      throw new ClientCommandError(`${flag}: expected an integer >= ${min}, got '${value}'`);
+    }
+    return n;
+  };
+  const backends: readonly string[] = ['auto', 'node', 'wasm', 'cpu'];
+  if (flags.backend !== undefined && !backends.includes(flags.backend)) {
+    throw new ClientCommandError(`--backend: expected one of ${backends.join(', ')}, got '${flags.backend}'`);
+  }
+  const seed = integer(flags.seed, '--seed', 0);
+  const maxRounds = integer(flags.rounds, '--rounds', 1);
+  const algorithmConfig = flags.config === undefined ? undefined : await readJsonFlag(flags.config, '--config');
+  return {
+    server: need(flags.server, '--server'),
+    enrollmentToken: need(flags.token, '--token'),
+    data: need(flags.data, '--data'),
+    stateDir: flags.stateDir ?? '.subfed-client',
+    algorithm: flags.algorithm ?? 'subfedavg-un',
+    ...(algorithmConfig !== undefined ? { algorithmConfig } : {}),
+    valueEncoding: (flags.values ?? 'f32') as ValueEncodingName,
+    ...(flags.backend !== undefined ? { backend: flags.backend as BackendChoice } : {}),
+    ...(flags.model !== undefined ? { model: flags.model as ModelName } : {}),
+    ...(flags.name !== undefined ? { name: flags.name } : {}),
+    ...(seed !== undefined ? { seed } : {}),
+    ...(maxRounds !== undefined ? { maxRounds } : {}),
+    ...(flags.tlsCa !== undefined ? { tlsCa: flags.tlsCa } : {}),
+  };
+}
+
+/** Inline JSON (starting with '{') or the path of a JSON file. */
+async function readJsonFlag(value: string, flag: string): Promise<unknown> {
+  let text = value;
+  if (!value.trimStart().startsWith('{')) {
+    try {
+      text = await readFile(value, 'utf8');
+    } catch (err) {
+      throw new ClientCommandError(`${flag}: cannot read '${value}' (${(err as Error).message})`);
+    }
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ClientCommandError(`${flag}: not valid JSON (${(err as Error).message})`);
   }
 }
 

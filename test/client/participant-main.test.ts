@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
-import { ClientCommandError, runClient } from '../../client/main.js';
+import { ClientCommandError, optionsFromFlags, runClient } from '../../client/main.js';
 import { createModel } from '../../client/model.js';
 import { loadState } from '../../client/state.js';
 import type { Dataset } from '../../client/data/dataset.js';
@@ -162,6 +162,27 @@ describe('runClient', () => {
     await expect(runClient({ ...base, data: join(dir, 'missing') })).rejects.toThrow(/--data: '.*missing' is not a folder/);
     await expect(runClient({ ...base, algorithm: 'subfedavg-un', algorithmConfig: { p: -1 } })).rejects.toThrow(/config: p:/);
     await expect(runClient({ ...base, algorithm: 'local', backend: 'wasm' })).rejects.toThrow(/--model/);
+  });
+
+  it('turns CLI flags into options, naming each bad flag', async () => {
+    const flags = { server: '127.0.0.1:5000', token: TOKEN, data: dataDir };
+    const cfgFile = join(dir, 'algo.json');
+    await writeFile(cfgFile, '{"target": 40}');
+    expect(await optionsFromFlags({ ...flags, config: cfgFile, seed: '7', rounds: '3' })).toMatchObject({
+      server: '127.0.0.1:5000',
+      algorithm: 'subfedavg-un',
+      algorithmConfig: { target: 40 },
+      seed: 7,
+      maxRounds: 3,
+      valueEncoding: 'f32',
+    });
+    expect((await optionsFromFlags({ ...flags, config: '{"p": 5}' })).algorithmConfig).toEqual({ p: 5 });
+    await expect(optionsFromFlags({ ...flags, rounds: '0' })).rejects.toThrow(/--rounds: expected an integer >= 1, got '0'/);
+    await expect(optionsFromFlags({ ...flags, seed: '1.5' })).rejects.toThrow(/--seed/);
+    await expect(optionsFromFlags({ ...flags, backend: 'gpu' })).rejects.toThrow(/--backend: .* got 'gpu'/);
+    await expect(optionsFromFlags({ ...flags, config: '{oops' })).rejects.toThrow(/--config: not valid JSON/);
+    await expect(optionsFromFlags({ ...flags, config: join(dir, 'nope.json') })).rejects.toThrow(/--config: cannot read/);
+    await expect(optionsFromFlags({ server: '127.0.0.1:5000', data: dataDir })).rejects.toThrow(/--token is required/);
   });
 
   it('runs local-only training without a coordinator', async () => {
