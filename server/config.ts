@@ -45,7 +45,8 @@ export const coordinatorConfigSchema = z
       .gt(0, { error: 'expected a fraction in (0, 1]' })
       .max(1, { error: 'expected a fraction in (0, 1]' })
       .default(0.5),
-    roundDeadlineMs: positiveInt.default(60_000),
+    // Node timers cap at 2^31-1 ms (~24.8 days); a longer one would fire at once.
+    roundDeadlineMs: positiveInt.max(2 ** 31 - 1, { error: 'expected at most 2147483647 ms' }).default(60_000),
     /** How long a client without a task waits before pulling again. */
     retryAfterMs: positiveInt.default(500),
     seed: z.int({ error: 'expected an integer' }).min(0, { error: 'expected a non-negative integer' }).default(0),

@@ -61,6 +61,8 @@ export class Coordinator {
   #lastRound: number;
   #round: Round | null = null;
   #pending = new Map<string, PendingMasks>();
+  /** Receipts of the last committed round, so a retry after the commit gets its ack again. */
+  #lastReceipts: ReadonlyMap<string, UploadReceipt> = new Map();
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
 
@@ -258,6 +260,10 @@ export class Coordinator {
   checkUpdateHeader(header: M.UpdateHeader): { client: ClientRecord; receipt: UploadReceipt | undefined } {
     const client = this.#authenticate(header);
     const r = this.#round;
+    if (header.roundId === this.#lastRound && this.#lastReceipts.has(client.id)) {
+      // A retry whose first attempt completed the round (the ack was lost on the way).
+      return { client, receipt: this.#lastReceipts.get(client.id) };
+    }
     if (r === null || header.roundId !== r.id) {
       if (header.roundId <= this.#lastRound) {
         throw precondition('round_closed', `round ${header.roundId} is closed (last committed round is ${this.#lastRound})`);
@@ -459,6 +465,7 @@ export class Coordinator {
     };
     this.#store.commitRound(summary, this.#global, changes);
     this.#lastRound = r.id;
+    this.#lastReceipts = r.receipts;
     this.#round = null;
     this.#metrics.roundsCommitted.inc();
     this.#metrics.aggregationSeconds.observe(aggregationSeconds);

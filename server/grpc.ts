@@ -151,8 +151,21 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
       }
       const id = req.clientId;
       void (async () => {
+        // Wait for 'drain' under back-pressure, but not forever: a client that went away never drains.
         const write = (chunk: M.TaskChunk) =>
-          call.write(attributeTo(chunk, id)) ? Promise.resolve() : new Promise<void>((r) => call.once('drain', r));
+          call.write(attributeTo(chunk, id))
+            ? Promise.resolve()
+            : new Promise<void>((resolve) => {
+                const done = () => {
+                  call.off('drain', done);
+                  call.off('close', done);
+                  call.off('cancelled', done);
+                  resolve();
+                };
+                call.once('drain', done);
+                call.once('close', done);
+                call.once('cancelled', done);
+              });
         await write({ header: task.header });
         for (const tensor of task.tensors) {
           for (const piece of splitTensor(tensor, options.chunkBytes)) {

@@ -176,9 +176,12 @@ describe('round lifecycle', () => {
   });
 
   it('refuses a late upload for a closed round with FAILED_PRECONDITION', () => {
+    vi.useFakeTimers();
     const { coord, clients } = setup();
-    for (const c of clients) coord.pushUpdate(header(c, 1), [kernelDelta([1, 1, 1, 1, 1, 1])]);
-    const err = refusal(() => coord.pushUpdate(header(clients[0], 1), [kernelDelta([1, 1, 1, 1, 1, 1])]));
+    for (const c of clients.slice(0, 2)) coord.pushUpdate(header(c, 1), [kernelDelta([1, 1, 1, 1, 1, 1])]);
+    vi.advanceTimersByTime(1000); // deadline: 2 of 4 is the quorum, round 1 commits without clients 3 and 4
+    expect(coord.status().lastCommittedRound).toBe(1);
+    const err = refusal(() => coord.pushUpdate(header(clients[3], 1), [kernelDelta([1, 1, 1, 1, 1, 1])]));
     expect(err).toMatchObject({ code: 'FAILED_PRECONDITION', reason: 'round_closed' });
     expect(err.message).toMatch(/round 1 is closed/);
     coord.stop();
@@ -192,6 +195,16 @@ describe('round lifecycle', () => {
     expect(coord.status().round?.reported).toBe(1);
     for (const c of clients.slice(1)) coord.pushUpdate(header(c, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
     // (4 + 0 + 0 + 0) / 4 = 1; a double fold would give 8 / 5.
+    expect(kernelOf(coord)).toEqual(K0.map((x) => x + 1));
+    coord.stop();
+  });
+
+  it('answers a retry that arrives after its round committed with the same ack', () => {
+    const { coord, clients } = setup();
+    const acks = clients.map((c) => coord.pushUpdate(header(c, 1), [kernelDelta([1, 1, 1, 1, 1, 1])]));
+    expect(coord.status().lastCommittedRound).toBe(1);
+    const retry = coord.pushUpdate(header(clients[3], 1), [kernelDelta([1, 1, 1, 1, 1, 1])]);
+    expect(retry).toEqual(acks[3]);
     expect(kernelOf(coord)).toEqual(K0.map((x) => x + 1));
     coord.stop();
   });
