@@ -3,12 +3,15 @@ import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { decodeSparseTensor, encodeSparseTensor } from '../../proto/codec.js';
+import { codecs } from '../../proto/schema.js';
 import {
   PROTOCOL_VERSION,
   createCoordinatorDefinition,
   isMalformed,
   messageLimitOptions,
   splitTensor,
+  type JoinRequest,
+  type JoinResponse,
   type SparseTensor,
   type TaskHeader,
   type UpdateAck,
@@ -118,10 +121,12 @@ export class ScriptedClient {
   }
 
   async join(enrollmentToken = ENROLL, numExamples = 10): Promise<void> {
-    const res = await this.unary<Parameters<typeof def.join.requestSerialize>[0], { clientId: string; clientToken: string; manifest: TensorSpec[] }>(
-      def.join,
-      { protocolVersion: PROTOCOL_VERSION, enrollmentToken, clientName: 'scripted', numExamples },
-    );
+    const res = await this.unary<JoinRequest, JoinResponse>(def.join, {
+      protocolVersion: PROTOCOL_VERSION,
+      enrollmentToken,
+      clientName: 'scripted',
+      numExamples,
+    });
     this.id = res.clientId;
     this.token = res.clientToken;
     this.manifest = res.manifest;
@@ -147,7 +152,6 @@ export class ScriptedClient {
       else if (c.piece) pieces.set(c.piece.name, [...(pieces.get(c.piece.name) ?? []), c.piece.data]);
     }
     if (header === undefined) throw new Error('task had no header');
-    const { codecs } = await import('../../proto/schema.js');
     const tensors = new Map<string, { mask: Uint8Array; kept: Float32Array }>();
     for (const [name, parts] of pieces) {
       const msg = codecs.SparseTensor.decode(Buffer.concat(parts));
