@@ -385,7 +385,8 @@ export class Coordinator {
   /** Counts a refused request (metrics + one log line with client id and reason). */
   recordReject(clientId: string | undefined, err: CoordinatorError | { reason: string; message: string; code: string }): void {
     this.#metrics.rejected.inc({ reason: err.reason });
-    this.#log.warn(
+    // A refusal is the client's fault (warn); 'internal' is ours (error).
+    this.#log[err.reason === 'internal' ? 'error' : 'warn'](
       { event: 'reject', clientId: clientId ?? null, code: err.code, reason: err.reason },
       `rejected request from ${clientId ?? 'unknown client'}: ${err.message}`,
     );
