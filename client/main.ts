@@ -122,13 +122,30 @@ export async function runClient(opts: ClientCommandOptions): Promise<ClientRunSu
       log: (line) => log(`  ${line}`),
       ...(saved !== undefined ? { restore: saved } : {}),
     });
-    const save = (): Promise<string> => saveState(opts.stateDir, toClientState(participant, joined.clientId, opts.algorithm, model!.name));
+    let clientId = joined.clientId;
+    const save = (): Promise<string> => saveState(opts.stateDir, toClientState(participant, clientId, opts.algorithm, model!.name));
 
     let rounds = 0;
+    let rejoins = 0;
     let lastAccuracy: number | undefined;
     while (!stopped() && (opts.maxRounds === undefined || rounds < opts.maxRounds)) {
-      const pulled = await untilConnected('pull', () => remote.pullTask(participant.maskVersion, participant.masks), log, opts.signal);
+      let pulled;
+      try {
+        pulled = await untilConnected('pull', () => remote.pullTask(participant.maskVersion, participant.masks), log, opts.signal);
+      } catch (err) {
+        // A coordinator that forgot us (restarted without its store): join again, keep the personal state.
+        if (!(err instanceof RemoteError && err.code === grpc.status.UNAUTHENTICATED) || rejoins >= 3) throw err;
+        rejoins++;
+        log(`pull: ${err.details}; joining again`);
+        const again = await untilConnected('join', () => remote.join(opts.enrollmentToken, name, train.count), log, opts.signal);
+        if (again === undefined) break;
+        checkManifest(model, again.manifest);
+        clientId = again.clientId;
+        log(`joined ${opts.server} as ${clientId}`);
+        continue;
+      }
       if (pulled === undefined) break;
+      rejoins = 0;
       if ('wait' in pulled) {
         await pause(Math.max(pulled.wait, 50), opts.signal);
         continue;
