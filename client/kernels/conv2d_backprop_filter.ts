@@ -4,57 +4,51 @@
  *
  * dW[kh,kw,ci,co] = sum over (b,oh,ow) of x[b, oh*sh+kh-padTop, ow*sw+kw-padLeft, ci] * dy[b,oh,ow,co]
  *
- * which is one matrix product: dW[K, outC] = patchesᵀ[K, N] · dy[N, outC] with
+ * which is one matrix product: dW[K, outC] = patches[K, N] · dy[N, outC] with
  * N = batch*outH*outW output positions and K = kh*kw*inC. We gather the input patches
- * (im2col, zeros where the window hangs over the padding) in TypeScript, then hand the
- * product to the backend's own BatchMatMul kernel: XNNPACK SIMD on wasm, a blocked
- * matmul on cpu. The gather is O(N*K) copies, the product O(N*K*outC) multiply-adds.
+ * (im2col, transposed) in TypeScript, then hand the product to the backend's own
+ * BatchMatMul kernel: XNNPACK SIMD on wasm, a blocked matmul on cpu. The gather is
+ * O(N*K) copies, the product O(N*K*outC) multiply-adds.
  */
 import type { Conv2DBackpropFilterAttrs, KernelBackend, KernelConfig, KernelFunc, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { backend_util, BatchMatMul, Conv2DBackpropFilter, getKernel } from '@tensorflow/tfjs-core';
 import { tensorAccess, type LocalBackendName } from './tensor_access.js';
 
 /**
- * Writes the im2col matrix of `x` (NHWC) for the convolution `info` into `patches`,
- * row-major [N, K]: row n = output position (b, oh, ow), column k = (kh, kw, ci).
+ * Writes the transposed im2col matrix of `x` (NHWC) for the convolution `info` into
+ * `patches`, row-major [K, N]: row k = filter tap (kh, kw, ci), column n = output position
+ * (b, oh, ow); zero where the window hangs over the padding. Transposed because the
+ * backends multiply [K, N]·[N, M] far faster than with a transposed operand (wasm's
+ * XNNPACK path takes only untransposed inputs).
  */
-export function im2col(x: Float32Array, info: backend_util.Conv2DInfo, patches: Float32Array): void {
+export function im2colTransposed(x: Float32Array, info: backend_util.Conv2DInfo, patches: Float32Array): void {
   const { batchSize, inHeight, inWidth, inChannels, outHeight, outWidth, filterHeight, filterWidth } = info;
   const { strideHeight, strideWidth, dilationHeight, dilationWidth } = info;
   const padTop = info.padInfo.top;
   const padLeft = info.padInfo.left;
-  const rowLength = filterHeight * filterWidth * inChannels;
-  const tapRow = filterWidth * inChannels;
-  let row = 0;
-  for (let b = 0; b < batchSize; b++) {
-    const xBatch = b * inHeight * inWidth * inChannels;
-    for (let oh = 0; oh < outHeight; oh++) {
-      const ihBase = oh * strideHeight - padTop;
-      for (let ow = 0; ow < outWidth; ow++, row += rowLength) {
-        const iwBase = ow * strideWidth - padLeft;
-        for (let kh = 0; kh < filterHeight; kh++) {
-          const ih = ihBase + kh * dilationHeight;
-          const dst = row + kh * tapRow;
-          if (ih < 0 || ih >= inHeight) {
-            patches.fill(0, dst, dst + tapRow);
-            continue;
-          }
-          const xRow = xBatch + ih * inWidth * inChannels;
-          if (dilationWidth === 1 && iwBase >= 0 && iwBase + filterWidth <= inWidth) {
-            // The whole window row is inside the image: one contiguous run in NHWC.
-            const src = xRow + iwBase * inChannels;
-            patches.set(x.subarray(src, src + tapRow), dst);
-            continue;
-          }
-          for (let kw = 0; kw < filterWidth; kw++) {
-            const iw = iwBase + kw * dilationWidth;
-            const d = dst + kw * inChannels;
-            if (iw < 0 || iw >= inWidth) {
-              patches.fill(0, d, d + inChannels);
-            } else {
-              const src = xRow + iw * inChannels;
-              for (let c = 0; c < inChannels; c++) patches[d + c] = x[src + c];
+  const positions = batchSize * outHeight * outWidth;
+  const rowStride = inWidth * inChannels;
+  const batchStride = inHeight * rowStride;
+  for (let kh = 0; kh < filterHeight; kh++) {
+    for (let kw = 0; kw < filterWidth; kw++) {
+      // Output columns whose input column iw = ow*sw - padLeft + kw*dw lies inside the image.
+      const colOffset = kw * dilationWidth - padLeft;
+      const owBegin = Math.min(outWidth, Math.max(0, Math.ceil(-colOffset / strideWidth)));
+      const owEnd = Math.max(owBegin, Math.min(outWidth, Math.ceil((inWidth - colOffset) / strideWidth)));
+      for (let ci = 0; ci < inChannels; ci++) {
+        let dst = ((kh * filterWidth + kw) * inChannels + ci) * positions;
+        for (let b = 0; b < batchSize; b++) {
+          for (let oh = 0; oh < outHeight; oh++, dst += outWidth) {
+            const ih = oh * strideHeight - padTop + kh * dilationHeight;
+            if (ih < 0 || ih >= inHeight) {
+              patches.fill(0, dst, dst + outWidth);
+              continue;
             }
+            if (owBegin > 0) patches.fill(0, dst, dst + owBegin);
+            if (owEnd < outWidth) patches.fill(0, dst + owEnd, dst + outWidth);
+            const step = strideWidth * inChannels;
+            let src = b * batchStride + ih * rowStride + (owBegin * strideWidth + colOffset) * inChannels + ci;
+            for (let ow = owBegin; ow < owEnd; ow++, src += step) patches[dst + ow] = x[src];
           }
         }
       }
@@ -87,9 +81,9 @@ function conv2dBackpropFilterKernel(backendName: LocalBackendName): KernelFunc {
     const n = info.batchSize * info.outHeight * info.outWidth;
     const k = info.filterHeight * info.filterWidth * info.inChannels;
     const access = tensorAccess(backendName, backend);
-    const patches = access.alloc([1, n, k]);
+    const patches = access.alloc([1, k, n]);
     // Allocate before taking views: on wasm an allocation can grow (and detach) the heap.
-    im2col(access.read(x), info, access.read(patches));
+    im2colTransposed(access.read(x), info, access.read(patches));
     const dy3d: TensorInfo = { dataId: dy.dataId, shape: [1, n, info.outChannels], dtype: 'float32' };
     const product = backendMatMul(backendName, backend, patches, dy3d);
     access.dispose(patches);
@@ -98,11 +92,11 @@ function conv2dBackpropFilterKernel(backendName: LocalBackendName): KernelFunc {
   };
 }
 
-/** aᵀ·b through the backend's own BatchMatMul kernel (a: [1, N, K], b: [1, N, M]). */
+/** a·b through the backend's own BatchMatMul kernel (a: [1, K, N], b: [1, N, M]). */
 function backendMatMul(backendName: LocalBackendName, backend: KernelBackend, a: TensorInfo, b: TensorInfo): TensorInfo {
   const kernel = getKernel(BatchMatMul, backendName);
   if (kernel === undefined) throw new Error(`BatchMatMul is not registered on ${backendName}`);
-  const out = kernel.kernelFunc({ inputs: { a, b }, backend, attrs: { transposeA: true, transposeB: false } });
+  const out = kernel.kernelFunc({ inputs: { a, b }, backend, attrs: { transposeA: false, transposeB: false } });
   if (Array.isArray(out)) throw new Error('BatchMatMul returned several tensors');
   return out;
 }

@@ -2,18 +2,23 @@
 import { getKernel, registerKernel, unregisterKernel } from '@tensorflow/tfjs-core';
 import type { KernelConfig } from '@tensorflow/tfjs-core';
 import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
+import { conv2dBackpropInputConfig } from './conv2d_backprop_input.js';
 import type { LocalBackendName } from './tensor_access.js';
 
 const registered = new Set<LocalBackendName>();
 
 function kernelsFor(backendName: LocalBackendName): KernelConfig[] {
-  return [conv2dBackpropFilterConfig(backendName)];
+  const kernels = [conv2dBackpropFilterConfig(backendName)];
+  // cpu's forward Conv2D is no faster than its Conv2DBackpropInput: rewriting one as the other gains nothing there.
+  if (backendName === 'wasm') kernels.push(conv2dBackpropInputConfig(backendName));
+  return kernels;
 }
 
 /** Idempotent. A no-op for 'tensorflow' (tfjs-node runs TensorFlow's own kernels). */
 export function registerFastKernels(backendName: string): void {
   if (backendName !== 'cpu' && backendName !== 'wasm') return;
   if (registered.has(backendName)) return;
+  // Build every config first: a wrapper captures the stock kernel before it is unregistered.
   for (const config of kernelsFor(backendName)) {
     // registerKernel refuses to overwrite: drop the stock kernel first where there is one.
     if (getKernel(config.kernelName, backendName) !== undefined) unregisterKernel(config.kernelName, backendName);

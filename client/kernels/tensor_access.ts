@@ -11,7 +11,7 @@ export type LocalBackendName = 'cpu' | 'wasm';
 export interface TensorAccess {
   /** The tensor's values. On wasm a heap view: re-read it after any allocation (the heap may grow). */
   read(info: TensorInfo): Float32Array;
-  /** A new zeroed float32 tensor owned by the backend. */
+  /** A new float32 tensor owned by the backend, contents unspecified (callers overwrite it). */
   alloc(shape: number[]): TensorInfo;
   dispose(info: TensorInfo): void;
 }
@@ -49,11 +49,7 @@ export function tensorAccess(backendName: LocalBackendName, backend: KernelBacke
           if (info.dtype !== 'float32') throw new Error(`expected float32 data, got ${info.dtype}`);
           return wasm.typedArrayFromHeap(info);
         },
-        alloc(shape) {
-          const info = wasm.makeOutput(shape, 'float32');
-          wasm.typedArrayFromHeap(info).fill(0); // malloc'd heap memory is not zeroed
-          return info;
-        },
+        alloc: (shape) => wasm.makeOutput(shape, 'float32'),
         dispose: (info) => {
           wasm.disposeData(info.dataId);
         },

@@ -26,15 +26,17 @@ function randomCases(seed: number, count: number): Case[] {
   const pick = <T>(xs: readonly T[]): T => xs[rng.int(xs.length)];
   const cases: Case[] = [];
   for (let i = 0; i < count; i++) {
+    // Square kernels at stride 1 half of the time: the fast path of Conv2DBackpropInput.
     const kh = 1 + rng.int(4);
-    const kw = 1 + rng.int(4);
+    const kw = rng.next() < 0.5 ? kh : 1 + rng.int(4);
+    const unitStride = rng.next() < 0.5;
     cases.push({
       batch: 1 + rng.int(3),
       size: [kh + rng.int(6), kw + rng.int(6)],
       inC: 1 + rng.int(4),
       outC: 1 + rng.int(5),
       kernel: [kh, kw],
-      strides: [1 + rng.int(3), 1 + rng.int(3)],
+      strides: unitStride ? [1, 1] : [1 + rng.int(3), 1 + rng.int(3)],
       pad: pick<Pad>(['same', 'valid', 0, 1, 2]),
     });
   }
@@ -80,6 +82,8 @@ interface Problem {
   outShape: number[];
   filterShape: number[];
   numerical: Float32Array;
+  /** Finite-difference input gradient at a few coordinates of x. */
+  inputProbes: { index: number; value: number }[];
 }
 
 /**
@@ -99,8 +103,20 @@ async function referenceProblems(): Promise<Problem[]> {
     const r = randomArray(rng, outShape.reduce((a, b) => a * b));
     const rt = tf.tensor4d(r, outShape as [number, number, number, number]);
     const numerical = numericalGradient(xt, w, filterShape, rt, c);
-    tf.dispose([xt, rt]);
-    return { c, x, w, r, outShape, filterShape, numerical };
+    const wt = tf.tensor4d(w, filterShape as [number, number, number, number]);
+    const inputLoss = (values: Float32Array): number =>
+      tf.tidy(() => tf.sum(tf.mul(tf.conv2d(tf.tensor4d(values, xt.shape), wt, c.strides, c.pad), rt)).dataSync()[0]);
+    const inputProbes = Array.from({ length: 10 }, () => {
+      const index = rng.int(x.length);
+      const step = 0.5; // L is linear in x too
+      const plus = Float32Array.from(x);
+      const minus = Float32Array.from(x);
+      plus[index] += step;
+      minus[index] -= step;
+      return { index, value: (inputLoss(plus) - inputLoss(minus)) / (2 * step) };
+    });
+    tf.dispose([xt, rt, wt]);
+    return { c, x, w, r, outShape, filterShape, numerical, inputProbes };
   });
 }
 
@@ -122,6 +138,27 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (bac
         expect(Math.abs(got[i] - numerical[i]), `${JSON.stringify(c)} element ${i}`).toBeLessThan(1e-3 * (1 + Math.abs(numerical[i])));
       }
       tf.dispose([xt, rt]);
+    }
+  });
+
+  it('computes Conv2DBackpropInput that matches finite differences of the forward conv', async () => {
+    const cases = await problems;
+    await initBackend(backend);
+    expect(cases.filter((p) => p.c.kernel[0] === p.c.kernel[1] && p.c.strides[0] === 1 && p.c.strides[1] === 1).length).toBeGreaterThan(3);
+    for (const { c, w, r, outShape, filterShape, inputProbes } of cases) {
+      const wt = tf.tensor4d(w, filterShape as [number, number, number, number]);
+      const rt = tf.tensor4d(r, outShape as [number, number, number, number]);
+      const dx = tf.engine().runKernel(
+        'Conv2DBackpropInput',
+        { dy: rt, filter: wt },
+        { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', inputShape: [c.batch, c.size[0], c.size[1], c.inC] } as unknown as tf.NamedAttrMap,
+      ) as tf.Tensor;
+      expect(dx.shape).toEqual([c.batch, c.size[0], c.size[1], c.inC]);
+      const got = dx.dataSync();
+      for (const { index, value } of inputProbes) {
+        expect(Math.abs(got[index] - value), `${JSON.stringify(c)} dx[${index}]`).toBeLessThan(1e-3 * (1 + Math.abs(value)));
+      }
+      tf.dispose([wt, rt, dx]);
     }
   });
 

@@ -1,0 +1,94 @@
+"""PyTorch baseline for `npm run bench:train`: the same models, batch sizes and optimiser
+(SGD, lr 0.01, momentum 0.5) as subfed's trainLocal, on one CPU thread.
+
+Usage: python3 bench/torch_train.py --model lenet5-mnist --batch 10 --seconds 4
+Prints one JSON object: {"model", "batch", "backend": "torch", "samplesPerSec", "samples", "seconds"}.
+"""
+import argparse
+import json
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LeNet5Mnist(nn.Module):
+    # conv 1->10 k5, pool, relu, conv 10->20 k5, pool, relu, 320->50 relu ->10 (21,840 params)
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 10, 5)
+        self.conv2 = nn.Conv2d(10, 20, 5)
+        self.fc1 = nn.Linear(320, 50)
+        self.fc2 = nn.Linear(50, 10)
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        x = F.relu(self.fc1(x.flatten(1)))
+        return self.fc2(x)
+
+
+class Mlp(nn.Module):
+    # 784-200-200-10, ReLU
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 200)
+        self.fc2 = nn.Linear(200, 200)
+        self.fc3 = nn.Linear(200, 10)
+
+    def forward(self, x):
+        x = F.relu(self.fc1(x.flatten(1)))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+MODELS = {"lenet5-mnist": LeNet5Mnist, "mlp": Mlp}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True, choices=sorted(MODELS))
+    parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--samples", type=int, default=1000, help="size of the synthetic training set")
+    args = parser.parse_args()
+    if args.batch < 1:
+        sys.exit(f"--batch must be a positive integer, got {args.batch}")
+
+    torch.set_num_threads(1)
+    torch.manual_seed(1)
+    model = MODELS[args.model]()
+    # Synthetic MNIST-shaped bytes, normalised like the TypeScript side (pixel/255, then MNIST mean/std).
+    images = torch.randint(0, 256, (args.samples, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (args.samples,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
+
+    def epoch():
+        order = torch.randperm(args.samples)
+        for start in range(0, args.samples, args.batch):
+            idx = order[start:start + args.batch]
+            x = (images[idx].float() / 255 - 0.1307) / 0.3081
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), labels[idx])
+            loss.backward()
+            optimizer.step()
+            loss.item()  # the TypeScript loop reads the loss back every batch too
+        return args.samples
+
+    model.train()
+    epoch()  # warm-up
+    samples = 0
+    start = time.perf_counter()
+    while True:
+        samples += epoch()
+        elapsed = time.perf_counter() - start
+        if elapsed >= args.seconds:
+            break
+    print(json.dumps({"model": args.model, "batch": args.batch, "backend": "torch",
+                      "samplesPerSec": samples / elapsed, "samples": samples, "seconds": elapsed}))
+
+
+if __name__ == "__main__":
+    main()

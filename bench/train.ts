@@ -1,0 +1,164 @@
+/**
+ * Training throughput of the real trainLocal loop (samples/s), per backend, next to two
+ * baselines measured in the same run: `cpu-stock` (tfjs cpu as shipped, in a child
+ * process so that its own Conv2DBackpropFilter is registered) and `torch` (PyTorch on one
+ * thread, bench/torch_train.py). Writes bench/results/train.json.
+ *
+ *   npm run bench:train [-- --seconds 4]
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend, type BackendChoice } from '../client/backend.js';
+import type { Dataset } from '../client/data/dataset.js';
+import { SeededRandom } from '../client/data/random.js';
+import { createModel, type ModelName } from '../client/model.js';
+import { trainLocal } from '../client/train.js';
+
+export interface TrainBenchRecord {
+  model: ModelName;
+  batch: number;
+  backend: string;
+  samplesPerSec: number;
+}
+
+const MODELS: readonly ModelName[] = ['lenet5-mnist', 'mlp'];
+const BATCHES: readonly number[] = [10, 32];
+const TRAIN_SET = 400; // samples per epoch; epochs repeat until the time budget is spent
+const quiet = { info: () => {} };
+
+function syntheticMnist(count: number, seed: number): Dataset {
+  const rng = new SeededRandom(seed);
+  const images = new Uint8Array(count * 784);
+  for (let i = 0; i < images.length; i++) images[i] = rng.int(256);
+  const labels = new Uint8Array(count).map(() => rng.int(10));
+  return { images, labels, count, height: 28, width: 28, channels: 1, numClasses: 10, name: 'mnist/synthetic' };
+}
+
+/** Trains whole epochs until `seconds` have passed (after one warm-up epoch). */
+async function measure(model: ModelName, batch: number, backend: string, seconds: number): Promise<TrainBenchRecord> {
+  const net = createModel(model, 1);
+  const data = syntheticMnist(TRAIN_SET, 2);
+  const opts = { epochs: 1, batchSize: batch, lr: 0.01, momentum: 0.5, seed: 3 };
+  await trainLocal(net, data, opts);
+  let samples = 0;
+  const start = performance.now();
+  let elapsed = 0;
+  while (elapsed < seconds * 1000) {
+    await trainLocal(net, data, { ...opts, seed: opts.seed + samples });
+    samples += data.count;
+    elapsed = performance.now() - start;
+  }
+  net.dispose();
+  return { model, batch, backend, samplesPerSec: (samples * 1000) / elapsed };
+}
+
+async function measureBackend(choice: BackendChoice, label: string, seconds: number, customKernels = true): Promise<TrainBenchRecord[]> {
+  const name = await initBackend(choice, { logger: quiet, customKernels });
+  if (tf.getBackend() !== name) throw new Error(`expected backend ${name}, running ${tf.getBackend()}`);
+  const records: TrainBenchRecord[] = [];
+  for (const model of MODELS) {
+    for (const batch of BATCHES) {
+      const record = await measure(model, batch, label, seconds);
+      process.stderr.write(`  ${label} ${model} batch ${batch}: ${record.samplesPerSec.toFixed(0)} samples/s\n`);
+      records.push(record);
+    }
+  }
+  return records;
+}
+
+/** The folder holding bench/torch_train.py: the repository root, from src or dist. */
+function repoRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'bench', 'torch_train.py'))) {
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error('bench/torch_train.py not found above the benchmark script');
+    dir = parent;
+  }
+  return dir;
+}
+
+function runChild(seconds: number): TrainBenchRecord[] {
+  const script = fileURLToPath(import.meta.url);
+  const child = spawnSync(process.execPath, [...process.execArgv, script, '--child-cpu-stock', '--seconds', String(seconds)], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  if (child.status !== 0) throw new Error(`cpu-stock child failed with status ${child.status}: ${child.error?.message ?? ''}`);
+  return JSON.parse(child.stdout) as TrainBenchRecord[];
+}
+
+function runTorch(seconds: number): TrainBenchRecord[] | string {
+  const python = '/usr/bin/python3';
+  const script = path.join(repoRoot(), 'bench', 'torch_train.py');
+  const probe = spawnSync(python, ['-c', 'import torch'], { encoding: 'utf8' });
+  if (probe.status !== 0) return `torch baseline skipped: ${python} cannot import torch (${(probe.stderr || probe.error?.message || '').trim().split('\n').pop()})`;
+  const records: TrainBenchRecord[] = [];
+  for (const model of MODELS) {
+    for (const batch of BATCHES) {
+      const run = spawnSync(python, [script, '--model', model, '--batch', String(batch), '--seconds', String(seconds)], { encoding: 'utf8' });
+      if (run.status !== 0) throw new Error(`torch_train.py ${model} batch ${batch} failed: ${run.stderr}`);
+      const out = JSON.parse(run.stdout) as { samplesPerSec: number };
+      process.stderr.write(`  torch ${model} batch ${batch}: ${out.samplesPerSec.toFixed(0)} samples/s\n`);
+      records.push({ model, batch, backend: 'torch', samplesPerSec: out.samplesPerSec });
+    }
+  }
+  return records;
+}
+
+function printTable(records: TrainBenchRecord[]): void {
+  const torch = new Map(records.filter((r) => r.backend === 'torch').map((r) => [`${r.model}/${r.batch}`, r.samplesPerSec]));
+  const rows = records.map((r) => {
+    const base = torch.get(`${r.model}/${r.batch}`);
+    return [r.model, String(r.batch), r.backend, r.samplesPerSec.toFixed(0), base ? `${(r.samplesPerSec / base).toFixed(2)}x` : '-'];
+  });
+  const header = ['model', 'batch', 'backend', 'samples/s', 'vs torch'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  console.log(line(header));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const row of rows) console.log(line(row));
+}
+
+function parseSeconds(argv: string[]): number {
+  const i = argv.indexOf('--seconds');
+  if (i < 0) return 4;
+  const value = Number(argv[i + 1]);
+  if (!(value > 0)) throw new Error(`--seconds must be a positive number, got ${argv[i + 1]}`);
+  return value;
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const seconds = parseSeconds(argv);
+  if (argv.includes('--child-cpu-stock')) {
+    process.stdout.write(JSON.stringify(await measureBackend('cpu', 'cpu-stock', seconds, false)));
+    return;
+  }
+  const records: TrainBenchRecord[] = [];
+  const notes: string[] = [];
+  for (const choice of ['node', 'wasm', 'cpu'] as const) {
+    try {
+      await initBackend(choice, { logger: quiet });
+    } catch (err) {
+      notes.push(`${choice} skipped: ${(err as Error).message}`);
+      continue;
+    }
+    records.push(...(await measureBackend(choice, choice === 'node' ? 'tensorflow' : choice, seconds)));
+  }
+  records.push(...runChild(seconds));
+  const torch = runTorch(seconds);
+  if (typeof torch === 'string') notes.push(torch);
+  else records.push(...torch);
+
+  const outDir = path.join(repoRoot(), 'bench', 'results');
+  mkdirSync(outDir, { recursive: true });
+  writeFileSync(path.join(outDir, 'train.json'), `${JSON.stringify(records, null, 2)}\n`);
+  printTable(records);
+  for (const note of notes) console.log(`note: ${note}`);
+  console.log(`(${seconds}s per measurement, synthetic 28x28 data, SGD momentum 0.5; written to bench/results/train.json)`);
+}
+
+await main();
