@@ -58,6 +58,12 @@ export const simConfigSchema = z.object({
   dataDir: z.string().min(1).optional(),
   clients: positiveInt,
   partition: partitionSchema,
+  /**
+   * Cap on each client's test set (a seeded random subset); null keeps all of
+   * it. Evaluating dominates a short run: under the shard split every client
+   * tests on all test images of its labels (2,000 on full Fashion-MNIST).
+   */
+  maxTestPerClient: positiveInt.nullable(),
   fraction,
   rounds: positiveInt,
   localEpochs: positiveInt,
@@ -109,6 +115,7 @@ export const PRESETS: Record<PresetName, SimConfig> = {
     dataset: 'fashion-mnist',
     clients: 100,
     partition: { kind: 'shards', shardSize: 250, shardsPerClient: 2 },
+    maxTestPerClient: null,
     fraction: 0.1,
     rounds: 50,
     localEpochs: 5,
@@ -132,6 +139,7 @@ export const PRESETS: Record<PresetName, SimConfig> = {
     dataset: 'fashion-mnist',
     clients: 20,
     partition: { kind: 'shards', shardSize: 200, shardsPerClient: 2 },
+    maxTestPerClient: 400,
     fraction: 0.5,
     rounds: 8,
     localEpochs: 2,

@@ -11,6 +11,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Dataset } from '../client/data/dataset.js';
+import { SeededRandom, deriveSeed } from '../client/data/random.js';
 import { sampleMembers } from '../server/rounds.js';
 import { startCoordinator, type CoordinatorHandle } from '../server/main.js';
 import { loadDataset, type LoadedDataset } from './datasets.js';
@@ -44,6 +45,24 @@ function shareDataset(ds: Dataset): Dataset {
   return { ...ds, images, labels };
 }
 
+/** Each client's test set cut to a seeded random subset of `maxTestPerClient` (see SimConfig). */
+function capTestSets(split: Partition, testLabels: Uint8Array, config: SimConfig): Partition {
+  const cap = config.maxTestPerClient;
+  if (cap === null) return split;
+  const clients = split.clients.map((c) => {
+    if (c.test.length <= cap) return c;
+    const order = new SeededRandom(deriveSeed(config.seed, 0x7e57, c.id)).permutation(c.test.length);
+    const test = Int32Array.from(order.subarray(0, cap), (i) => c.test[i]).sort();
+    return { ...c, test };
+  });
+  const testLabelCounts = clients.map((c, k) => {
+    const counts = new Array<number>(split.testLabelCounts[k].length).fill(0);
+    for (const i of c.test) counts[testLabels[i]]++;
+    return counts;
+  });
+  return { ...split, clients, testLabelCounts, description: `${split.description}; test sets capped at ${cap} random examples per client` };
+}
+
 type Pool = WorkerPool<WorkerRequest, WorkerResponses[keyof WorkerResponses]>;
 
 /** Typed request helper: the response type follows the request kind. */
@@ -73,13 +92,15 @@ function describeRun(config: SimConfig, data: LoadedDataset, split: Partition): 
 export async function* runSimulation(config: SimConfig, options: SimulationOptions = {}): AsyncGenerator<RoundReport> {
   const emit = options.onEvent ?? (() => {});
   const data = options.data ?? (await loadDataset(config.dataset, { dataDir: config.dataDir, seed: config.seed }));
-  const split = partition(config.partition, data.train, data.test, { clients: config.clients, seed: config.seed });
+  const uncapped = partition(config.partition, data.train, data.test, { clients: config.clients, seed: config.seed });
+  const testData = uncapped.testSource === 'test' ? data.test : data.train;
+  const split = capTestSets(uncapped, testData.labels, config);
   emit({ kind: 'setup', notes: describeRun(config, data, split), labelTable: formatLabelCounts(split, { maxRows: 10 }) });
 
   const setup: WorkerSetup = {
     config,
     train: shareDataset(data.train),
-    test: shareDataset(split.testSource === 'test' ? data.test : data.train),
+    test: shareDataset(testData),
   };
   const pool: Pool = new WorkerPool({
     entry: workerEntry(import.meta.url, 'client-worker'),
