@@ -26,7 +26,7 @@ export interface TrainBenchRecord {
 
 const MODELS: readonly ModelName[] = ['lenet5-mnist', 'mlp'];
 const BATCHES: readonly number[] = [10, 32];
-const TRAIN_SET = 400; // samples per epoch; epochs repeat until the time budget is spent
+const MAX_BATCHES = 100;
 const quiet = { info: () => {} };
 
 function syntheticMnist(count: number, seed: number): Dataset {
@@ -37,15 +37,25 @@ function syntheticMnist(count: number, seed: number): Dataset {
   return { images, labels, count, height: 28, width: 28, channels: 1, numClasses: 10, name: 'mnist/synthetic' };
 }
 
-/** Trains whole epochs until `seconds` have passed (after one warm-up epoch). */
+/**
+ * Samples/s of trainLocal over `seconds`. One call trains one epoch of a synthetic set
+ * sized to take about a quarter second (at least two batches), so slow backends such as
+ * cpu-stock still finish in time; calls repeat until the budget is spent.
+ */
 async function measure(model: ModelName, batch: number, backend: string, seconds: number): Promise<TrainBenchRecord> {
   const net = createModel(model, 1);
-  const data = syntheticMnist(TRAIN_SET, 2);
   const opts = { epochs: 1, batchSize: batch, lr: 0.01, momentum: 0.5, seed: 3 };
-  await trainLocal(net, data, opts);
+  // Warm-up and calibration on two batches.
+  const probe = syntheticMnist(2 * batch, 2);
+  await trainLocal(net, probe, opts);
+  const t0 = performance.now();
+  await trainLocal(net, probe, opts);
+  const rate = probe.count / Math.max(1e-3, (performance.now() - t0) / 1000);
+  const batches = Math.max(2, Math.min(MAX_BATCHES, Math.round((rate * 0.25) / batch)));
+  const data = syntheticMnist(batches * batch, 4);
   let samples = 0;
-  const start = performance.now();
   let elapsed = 0;
+  const start = performance.now();
   while (elapsed < seconds * 1000) {
     await trainLocal(net, data, { ...opts, seed: opts.seed + samples });
     samples += data.count;

@@ -3,12 +3,13 @@ import { getKernel, registerKernel, unregisterKernel } from '@tensorflow/tfjs-co
 import type { KernelConfig } from '@tensorflow/tfjs-core';
 import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
 import { conv2dBackpropInputConfig } from './conv2d_backprop_input.js';
+import { maxPoolGradConfig } from './max_pool_grad.js';
 import type { LocalBackendName } from './tensor_access.js';
 
 const registered = new Set<LocalBackendName>();
 
 function kernelsFor(backendName: LocalBackendName): KernelConfig[] {
-  const kernels = [conv2dBackpropFilterConfig(backendName)];
+  const kernels = [conv2dBackpropFilterConfig(backendName), maxPoolGradConfig(backendName)];
   // cpu's forward Conv2D is no faster than its Conv2DBackpropInput: rewriting one as the other gains nothing there.
   if (backendName === 'wasm') kernels.push(conv2dBackpropInputConfig(backendName));
   return kernels;

@@ -120,7 +120,41 @@ async function referenceProblems(): Promise<Problem[]> {
   });
 }
 
+interface PoolProblem {
+  shape: [number, number, number, number];
+  filterSize: number;
+  strides: number;
+  pad: 'same' | 'valid' | number;
+  x: Float32Array;
+  dy: Float32Array;
+  dyShape: number[];
+  dx: Float32Array; // from the stock cpu kernel
+}
+
+/** Random max-pool gradients from the stock cpu kernel; x has many ties (small integers). */
+function poolReferences(): PoolProblem[] {
+  const rng = new SeededRandom(11);
+  const out: PoolProblem[] = [];
+  for (let i = 0; i < 20; i++) {
+    const filterSize = 1 + rng.int(3);
+    const shape: [number, number, number, number] = [1 + rng.int(2), filterSize + rng.int(6), filterSize + rng.int(6), 1 + rng.int(3)];
+    const strides = 1 + rng.int(3);
+    const pad = (['same', 'valid', 0, 1] as const)[rng.int(4)];
+    const ties = i % 2 === 0;
+    const x = Float32Array.from({ length: shape.reduce((a, b) => a * b) }, () => (ties ? rng.int(4) : rng.normal()));
+    const xt = tf.tensor4d(x, shape);
+    const y = tf.maxPool(xt, filterSize, strides, pad);
+    const dy = randomArray(rng, y.size);
+    const dyt = tf.tensor(dy, y.shape);
+    const dxt = tf.engine().runKernel('MaxPoolGrad', { dy: dyt, input: xt, output: y }, { filterSize, strides, pad } as unknown as tf.NamedAttrMap) as tf.Tensor;
+    out.push({ shape, filterSize, strides, pad, x, dy, dyShape: y.shape, dx: dxt.dataSync() as Float32Array });
+    tf.dispose([xt, y, dyt, dxt]);
+  }
+  return out;
+}
+
 const problems = referenceProblems();
+const poolProblems = problems.then(poolReferences); // still on the stock cpu kernels
 
 describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (backend) => {
   it('matches finite differences of the forward conv on random shapes, strides and paddings', async () => {
@@ -159,6 +193,27 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (bac
         expect(Math.abs(got[index] - value), `${JSON.stringify(c)} dx[${index}]`).toBeLessThan(1e-3 * (1 + Math.abs(value)));
       }
       tf.dispose([wt, rt, dx]);
+    }
+  });
+
+  it('computes MaxPoolGrad like the stock cpu kernel, ties included', async () => {
+    const cases = await poolProblems;
+    await initBackend(backend);
+    for (const p of cases) {
+      const xt = tf.tensor4d(p.x, p.shape);
+      const y = tf.maxPool(xt, p.filterSize, p.strides, p.pad);
+      const dyt = tf.tensor(p.dy, p.dyShape);
+      const dx = tf.engine().runKernel('MaxPoolGrad', { dy: dyt, input: xt, output: y }, {
+        filterSize: p.filterSize,
+        strides: p.strides,
+        pad: p.pad,
+      } as unknown as tf.NamedAttrMap) as tf.Tensor;
+      const got = dx.dataSync();
+      const label = JSON.stringify({ ...p, x: undefined, dy: undefined, dx: undefined });
+      // Same routing (same zeros); overlapping windows may sum in another order.
+      expect(Array.from(got, (v) => v === 0), label).toEqual(Array.from(p.dx, (v) => v === 0));
+      for (let i = 0; i < got.length; i++) expect(Math.abs(got[i] - p.dx[i]), `${label} dx[${i}]`).toBeLessThan(1e-5);
+      tf.dispose([xt, y, dyt, dx]);
     }
   });
 
