@@ -55,7 +55,7 @@ export interface ClientCommandOptions {
   seed?: number;
   /** PEM CA certificate file to verify a TLS coordinator. */
   tlsCa?: string;
-  /** Stop after this many rounds (default: run until stopped). */
+  /** Stop after this many rounds (default: run until stopped; for `local`, 1). */
   maxRounds?: number;
   /** Stop when aborted (the CLI wires SIGINT/SIGTERM to this). */
   signal?: AbortSignal;
@@ -81,8 +81,21 @@ const VALUE_ENCODINGS: readonly ValueEncodingName[] = ['f32', 'f16', 'int8'];
 /** Longest pause between reconnection attempts when the coordinator stays unreachable. */
 const MAX_RECONNECT_DELAY_MS = 30_000;
 
-/** Runs `subfed client` until stopped (signal, maxRounds) or a non-retryable error. */
+/**
+ * Runs `subfed client` until stopped (signal, maxRounds) or a non-retryable
+ * error. Without `opts.signal`, SIGINT/SIGTERM stop it gracefully (state saved).
+ */
 export async function runClient(opts: ClientCommandOptions): Promise<ClientRunSummary> {
+  if (opts.signal !== undefined) return runClientUntil(opts);
+  const stop = stopOnSignals(opts.log);
+  try {
+    return await runClientUntil({ ...opts, signal: stop.signal });
+  } finally {
+    stop.dispose();
+  }
+}
+
+async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSummary> {
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const valueEncoding = opts.valueEncoding ?? 'f32';
   checkOptions(opts, valueEncoding);
