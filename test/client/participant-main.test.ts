@@ -133,6 +133,33 @@ describe('runClient', () => {
     }
   });
 
+  it('stops after the current round when aborted, with its state saved', async () => {
+    const server = await startServer(10);
+    const controller = new AbortController();
+    const stateDir = join(dir, 'state-abort');
+    const lines: string[] = [];
+    try {
+      const summary = await runClient({
+        server: server.grpcAddress,
+        enrollmentToken: TOKEN,
+        data: dataDir,
+        stateDir,
+        algorithm: 'fedavg',
+        backend: 'wasm',
+        signal: controller.signal,
+        log: (l) => {
+          lines.push(l);
+          if (l.startsWith('round 1:')) controller.abort();
+        },
+      });
+      expect(summary.rounds).toBe(1);
+      expect((await loadState(stateDir))!.round).toBe(1);
+      expect(lines.some((l) => l.startsWith('stopped after 1 round(s); state saved'))).toBe(true);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('waits with backoff while the coordinator is unreachable and stops when aborted', async () => {
     const controller = new AbortController();
     const lines: string[] = [];
