@@ -101,13 +101,14 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
   checkOptions(opts, valueEncoding);
   const name = opts.name ?? `${hostname()}-${process.pid}`;
   const seed = opts.seed ?? deriveSeed(hashString(name));
-  createAlgorithm(opts.algorithm, opts.algorithmConfig); // fail on a bad config before reading data or connecting
+  // Validates the config before reading data or connecting.
+  const communicates = createAlgorithm(opts.algorithm, opts.algorithmConfig).communicates;
 
   const backend = await initBackend(opts.backend ?? 'auto', { logger: { info: log } });
   const { train, test } = await loadClientData(opts.data, seed);
   log(`data: ${train.count} training and ${test.count} test examples of ${train.height}x${train.width}x${train.channels} from ${opts.data}`);
 
-  if (!createAlgorithm(opts.algorithm, opts.algorithmConfig).communicates) return runLocalOnly(opts, train, test, seed, log);
+  if (!communicates) return runLocalOnly(opts, train, test, seed, log);
 
   const tls = opts.tlsCa === undefined ? undefined : { ca: await readCa(opts.tlsCa) };
   const remote = CoordinatorClient.connect(opts.server, {
