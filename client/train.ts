@@ -64,14 +64,20 @@ function normalizationTable(norm: Normalization): Float32Array[] {
   });
 }
 
-/** The normalised images and the labels at `order[start..end)` as tensors. */
+interface Batch {
+  x: tf.Tensor4D;
+  labels: tf.Tensor1D;
+  labelValues: Int32Array;
+}
+
+/** The normalised images and the labels at `order[start..end)`. */
 function makeBatch(
   data: Dataset,
   tables: Float32Array[],
   order: ArrayLike<number>,
   start: number,
   end: number,
-): { x: tf.Tensor4D; labels: tf.Tensor1D } {
+): Batch {
   const pixels = data.height * data.width;
   const size = pixels * data.channels;
   const count = end - start;
@@ -92,6 +98,7 @@ function makeBatch(
   return {
     x: tf.tensor4d(values, [count, data.height, data.width, channels], 'float32'),
     labels: tf.tensor1d(labels, 'int32'),
+    labelValues: labels,
   };
 }
 
@@ -133,22 +140,47 @@ function checkOptions(opts: TrainOptions): void {
 }
 
 /**
- * Trains `model` in place on `data` for `opts.epochs` epochs of shuffled mini-batches
- * (the last batch may be smaller) and returns each epoch's statistics.
- *
- * Optimiser, as torch.optim.SGD(lr, momentum) without dampening or weight decay:
+ * torch.optim.SGD(lr, momentum) without dampening or weight decay:
  *   buf = g on the first step, then buf = momentum*buf + g;  w -= lr*buf.
- * A gradient the hook zeroes keeps its momentum buffer, and so its weight, unchanged:
- * with a fresh optimiser per call a pruned (zero) weight stays exactly zero.
+ * A gradient that stays zero keeps its buffer at zero and its weight bit-for-bit unchanged.
+ * (Doing this in TypeScript on downloaded arrays was measured slower: 0.64x on the mlp.)
+ */
+class SgdMomentum {
+  readonly #lr: number;
+  readonly #momentum: number;
+  readonly #buffers = new Map<string, tf.Tensor>();
+
+  constructor(lr: number, momentum: number) {
+    this.#lr = lr;
+    this.#momentum = momentum;
+  }
+
+  step(name: string, variable: tf.Variable, grad: tf.Tensor): void {
+    const previous = this.#buffers.get(name);
+    const buf = tf.tidy(() => (previous === undefined ? grad.clone() : tf.add(tf.mul(previous, this.#momentum), grad)));
+    tf.tidy(() => variable.assign(tf.sub(variable, tf.mul(buf, this.#lr))));
+    this.#buffers.set(name, buf);
+    previous?.dispose();
+  }
+
+  dispose(): void {
+    for (const buf of this.#buffers.values()) buf.dispose();
+    this.#buffers.clear();
+  }
+}
+
+/**
+ * Trains `model` in place on `data` for `opts.epochs` epochs of shuffled mini-batches
+ * (the last batch may be smaller) and returns each epoch's statistics. The optimiser
+ * (SgdMomentum) starts fresh on every call, like the reference's per-round optimiser.
+ * gradTransform runs inside tf.tidy; it may return its input.
  */
 export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions): Promise<EpochStats[]> {
   checkOptions(opts);
   checkCompatible(model, data, 'trainLocal');
   registerGradients();
   const tables = normalizationTable(normalizationFor(data));
-  const names = [...model.params.keys()];
-  const variables = names.map((name) => model.params.get(name) as tf.Variable);
-  const momentum = new Map<string, tf.Tensor>();
+  const optimizer = new SgdMomentum(opts.lr, opts.momentum);
   const history: EpochStats[] = [];
   try {
     for (let epoch = 1; epoch <= opts.epochs; epoch++) {
@@ -157,55 +189,58 @@ export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions
       let correct = 0;
       for (let start = 0; start < data.count; start += opts.batchSize) {
         const end = Math.min(start + opts.batchSize, data.count);
-        const [batchLoss, batchCorrect] = trainStep(model, names, variables, momentum, opts, makeBatch(data, tables, order, start, end));
-        lossSum += batchLoss * (end - start);
-        correct += batchCorrect;
+        const step = trainStep(model, optimizer, opts.gradTransform, makeBatch(data, tables, order, start, end));
+        lossSum += step.loss * (end - start);
+        correct += step.correct;
       }
       const stats: EpochStats = { loss: lossSum / data.count, accuracy: correct / data.count, samples: data.count };
       history.push(stats);
       await opts.onEpochEnd?.(epoch, stats);
     }
   } finally {
-    for (const buf of momentum.values()) buf.dispose();
+    optimizer.dispose();
   }
   return history;
+}
+
+/** Number of rows of `logits` ([batch, classes], row-major) whose first maximum is the label. */
+function countCorrect(logits: Float32Array | Int32Array | Uint8Array, labels: Int32Array, classes: number): number {
+  let correct = 0;
+  for (let row = 0; row < labels.length; row++) {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (logits[row * classes + c] > logits[row * classes + best]) best = c;
+    if (best === labels[row]) correct++;
+  }
+  return correct;
 }
 
 /** One SGD step; returns the batch's mean loss and number of correct predictions. */
 function trainStep(
   model: Model,
-  names: readonly string[],
-  variables: readonly tf.Variable[],
-  momentum: Map<string, tf.Tensor>,
-  opts: TrainOptions,
-  batch: { x: tf.Tensor4D; labels: tf.Tensor1D },
-): [number, number] {
-  let correct: tf.Scalar | undefined;
+  optimizer: SgdMomentum,
+  gradTransform: TrainOptions['gradTransform'],
+  batch: Batch,
+): { loss: number; correct: number } {
+  let logits: tf.Tensor2D | undefined;
   try {
-    const loss = tf.tidy(() => {
-      const { value, grads } = tf.variableGrads(() => {
-        const logits = model.forward(batch.x, true);
-        correct = tf.keep(correctCount(logits, batch.labels));
-        return crossEntropy(logits, batch.labels);
-      }, variables as tf.Variable[]);
-      names.forEach((name, i) => {
-        const variable = variables[i];
-        let grad = grads[variable.name];
-        if (grad === undefined) throw new Error(`trainLocal: no gradient for ${name}`);
-        if (opts.gradTransform) grad = opts.gradTransform(name, grad);
-        const previous = momentum.get(name);
-        const buf = previous === undefined ? grad : tf.add(tf.mul(previous, opts.momentum), grad);
-        variable.assign(tf.sub(variable, tf.mul(buf, opts.lr)));
-        momentum.set(name, tf.keep(buf));
-        previous?.dispose();
-      });
-      return value;
-    });
-    const lossValue = loss.dataSync()[0];
-    loss.dispose();
-    return [lossValue, (correct as tf.Scalar | undefined)?.dataSync()[0] ?? 0];
+    const { value, grads } = tf.variableGrads(() => {
+      logits = tf.keep(model.forward(batch.x, true));
+      return crossEntropy(logits, batch.labels);
+    }, [...model.params.values()]);
+    const loss = value.dataSync()[0];
+    value.dispose();
+    for (const [name, variable] of model.params) {
+      const raw = grads[variable.name];
+      if (raw === undefined) throw new Error(`trainLocal: no gradient for ${name}`);
+      const grad = gradTransform ? tf.tidy(() => gradTransform(name, raw)) : raw;
+      optimizer.step(name, variable, grad);
+      if (grad !== raw) grad.dispose();
+    }
+    tf.dispose(Object.values(grads));
+    const [, classes] = (logits as tf.Tensor2D).shape;
+    return { loss, correct: countCorrect((logits as tf.Tensor2D).dataSync(), batch.labelValues, classes) };
   } finally {
-    correct?.dispose();
+    logits?.dispose();
     batch.x.dispose();
     batch.labels.dispose();
   }
