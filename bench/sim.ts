@@ -49,7 +49,7 @@ async function main(): Promise<void> {
     compare: 'subfedavg-un,fedavg,local',
     rounds: process.env.SUBFED_BENCH_ROUNDS,
     dataDir: process.env.SUBFED_DATA_DIR,
-    out: path.join('bench', 'results', 'sim-run'),
+    out: path.join('runs', 'bench-sim'),
   });
   const writer = new RunWriter(config.out!, config);
   let notes: string[] = [];

@@ -38,7 +38,7 @@ export interface RoundReport {
   /** The global model on every client's test data: fedavg/fedavg-ft on evaluation rounds, else null. */
   readonly globalAccuracy: AccuracyStats | null;
   readonly bytes: ByteCounts;
-  /** Mean over members of the pruned fraction of their prunable weights. */
+  /** Mean over members of their pruned share of all model parameters (0 for dense algorithms). */
   readonly meanSparsity: number;
   /** subfedavg-hy: mean over members of the channels kept per BN layer; else null. */
   readonly channelsKept: readonly number[] | null;

@@ -188,6 +188,7 @@ async function* runAlgorithm(
       if (options.signal?.aborted) break;
     }
   } finally {
+    // A crashed worker refuses the release; its error already reached the caller through the round.
     await pool.runOnAll({ kind: 'release' }).catch(() => undefined);
     await coordinator?.stop();
   }

@@ -47,7 +47,7 @@ export interface MemberResult {
   readonly receivedAccuracy: number | null;
   /** Personalized accuracy after local training. */
   readonly accuracy: number;
-  /** Pruned fraction of the prunable weights, in [0, 1]. */
+  /** Pruned share of all model parameters, in [0, 1]. */
   readonly sparsity: number;
   readonly channelsKept: number[] | null;
 }
