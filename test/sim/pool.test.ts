@@ -27,7 +27,10 @@ serveWorkerRequests(async (req: Req) => {
     case 'crash': setImmediate(() => { throw new Error('fixture blew up'); }); return new Promise(() => {});
     case 'sum': { shared![index] = 100 + index; return { sum: shared!.reduce((a, b) => a + b, 0) }; }
   }
-}, async () => { (globalThis as { closedCleanly?: boolean }).closedCleanly = true; });
+}, async () => {
+  // The close hook runs before the thread exits: record it where the main thread can see.
+  if (shared) shared[2 + index] = 1;
+});
 `,
 );
 
@@ -56,12 +59,12 @@ describe('WorkerPool', () => {
   });
 
   it('shares data given once at start through SharedArrayBuffer', async () => {
-    const shared = new Uint8Array(new SharedArrayBuffer(2));
+    const shared = new Uint8Array(new SharedArrayBuffer(4));
     const pool = makePool(2, { shared });
     await pool.run(0, { op: 'sum', data: 'shared' });
     await pool.run(1, { op: 'sum', data: 'shared' });
     // Both workers wrote into the same memory the main thread sees.
-    expect([...shared]).toEqual([100, 101]);
+    expect([...shared.subarray(0, 2)]).toEqual([100, 101]);
   });
 
   it('reports a failing task without losing the worker', async () => {
@@ -81,10 +84,12 @@ describe('WorkerPool', () => {
     await expect(pool.run(0, { op: 'whoami' })).resolves.toMatchObject({ index: 0 });
   });
 
-  it('shuts down cleanly: close resolves, later tasks are refused', async () => {
-    const pool = makePool(2);
+  it('shuts down cleanly: every worker runs its close hook, later tasks are refused', async () => {
+    const shared = new Uint8Array(new SharedArrayBuffer(4));
+    const pool = makePool(2, { shared });
     await pool.run(0, { op: 'whoami' });
     await pool.close();
+    expect([...shared.subarray(2)]).toEqual([1, 1]);
     expect(pool.crashes()).toEqual([]);
     await expect(pool.run(0, { op: 'whoami' })).rejects.toThrow(/pool is closed/);
   });
