@@ -6,8 +6,8 @@
  * The coordinator samples each round's members; the driver only tells those
  * members' workers to pull their task, train and push, then reads the round's
  * byte counts from the commit. Local-only never touches the network, so its
- * members are drawn with the coordinator's own sampling function over the same
- * ids, which keeps rounds comparable across algorithms.
+ * members are drawn with the coordinator's own sampling function over the
+ * clients in the same (join) order: every algorithm sees the same members.
  */
 import { randomBytes } from 'node:crypto';
 import type { Dataset } from '../client/data/dataset.js';
@@ -69,9 +69,6 @@ type Pool = WorkerPool<WorkerRequest, WorkerResponses[keyof WorkerResponses]>;
 function ask<K extends WorkerRequest['kind']>(pool: Pool, worker: number, request: Extract<WorkerRequest, { kind: K }>): Promise<WorkerResponses[K]> {
   return pool.run(worker, request) as Promise<WorkerResponses[K]>;
 }
-
-/** Registry ids in join order; the driver joins clients one by one in index order (see `join` below). */
-const registryId = (client: number): string => `c${client + 1}`;
 
 function describeRun(config: SimConfig, data: LoadedDataset, split: Partition): string[] {
   const gate = config.algorithms.some((a) => a === 'subfedavg-un' || a === 'subfedavg-hy')
@@ -146,14 +143,15 @@ async function* runAlgorithm(
         indexOf.set(clientId, client);
       }
     } else {
-      for (const client of clients) indexOf.set(registryId(client), client);
+      // sampleMembers depends only on the order of the ids, and the registry lists clients in join order.
+      for (const client of clients) indexOf.set(String(client), client);
     }
 
     for (let round = 1; round <= config.rounds; round++) {
       const started = performance.now();
       const memberIds = coordinator
         ? openRoundMembers(coordinator, round)
-        : sampleMembers(clients.map(registryId), config.fraction, config.seed, round, 0);
+        : sampleMembers([...indexOf.keys()], config.fraction, config.seed, round, 0);
       const members = memberIds.map((id) => {
         const index = indexOf.get(id);
         if (index === undefined) throw new Error(`round ${round}: the coordinator sampled unknown client '${id}'`);
