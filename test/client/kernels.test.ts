@@ -163,6 +163,8 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (bac
     // Every padding mode and stride > 1 appear in the sample.
     expect(new Set(cases.map((p) => p.c.pad)).size).toBe(5);
     expect(cases.some((p) => p.c.strides[0] > 1 && p.c.strides[1] > 1)).toBe(true);
+    // ... and so does wasm's convolution path (stride 1, square output, several input channels).
+    expect(cases.filter((p) => p.c.strides[0] === 1 && p.c.strides[1] === 1 && p.outShape[1] === p.outShape[2] && p.c.inC > 1).length).toBeGreaterThan(1);
     for (const { c, x, r, outShape, filterShape, numerical } of cases) {
       const xt = tf.tensor4d(x, [c.batch, c.size[0], c.size[1], c.inC]);
       const rt = tf.tensor4d(r, outShape as [number, number, number, number]);
