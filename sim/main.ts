@@ -83,9 +83,11 @@ export async function runSimCommand(flags: SimFlags): Promise<number> {
       case 'algorithm-start':
         rounds = event.rounds;
         return;
+      case 'round-start':
+        bar.start(event.members, 0, { algorithm: event.algorithm, round: event.round, rounds, status: '' });
+        return;
       case 'member-done':
-        if (event.done === 1) bar.start(event.of, 0, { algorithm: event.algorithm, round: event.round, rounds, status: '' });
-        bar.update(event.done, { status: '' });
+        bar.update(event.done);
         return;
       case 'evaluating':
         bar.update({ status: `| evaluating ${event.scope === 'all' ? 'every client' : 'the global model'}` });

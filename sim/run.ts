@@ -25,7 +25,8 @@ export type SimulationEvent =
   /** Once, before training: where the data came from, the split, how accuracy is measured. */
   | { readonly kind: 'setup'; readonly notes: string[]; readonly labelTable: string }
   | { readonly kind: 'algorithm-start'; readonly algorithm: AlgorithmName; readonly rounds: number }
-  | { readonly kind: 'member-done'; readonly algorithm: AlgorithmName; readonly round: number; readonly done: number; readonly of: number }
+  | { readonly kind: 'round-start'; readonly algorithm: AlgorithmName; readonly round: number; readonly members: number }
+  | { readonly kind: 'member-done'; readonly algorithm: AlgorithmName; readonly round: number; readonly done: number }
   | { readonly kind: 'evaluating'; readonly algorithm: AlgorithmName; readonly round: number; readonly scope: 'all' | 'global' };
 
 export interface SimulationOptions {
@@ -158,12 +159,13 @@ async function* runAlgorithm(
         return index;
       });
       const committed = coordinator && roundBytes(coordinator, round);
+      emit({ kind: 'round-start', algorithm, round, members: members.length });
       let done = 0;
       const results = await Promise.all(
         members.map(async (client) => {
           const result = await ask<'train'>(pool, workerOf(client), { kind: 'train', client, round });
           done += 1;
-          emit({ kind: 'member-done', algorithm, round, done, of: members.length });
+          emit({ kind: 'member-done', algorithm, round, done });
           return result;
         }),
       );
