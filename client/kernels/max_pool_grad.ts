@@ -10,6 +10,10 @@ import { tensorAccess, type LocalBackendName } from './tensor_access.js';
 
 /** dx (zeroed by the caller) += dy routed to each window's first maximum of x. */
 export function maxPoolBackprop(x: Float32Array, dy: Float32Array, info: backend_util.Conv2DInfo, dx: Float32Array): void {
+  if (isTwoByTwoTiling(info)) {
+    twoByTwoBackprop(x, dy, info, dx);
+    return;
+  }
   const { batchSize, inHeight, inWidth, inChannels: channels, outHeight, outWidth, filterHeight, filterWidth, strideHeight, strideWidth } = info;
   const padTop = info.padInfo.top;
   const padLeft = info.padInfo.left;
@@ -61,4 +65,42 @@ function maxPoolGradKernel(backendName: LocalBackendName): KernelFunc {
 
 export function maxPoolGradConfig(backendName: LocalBackendName): KernelConfig {
   return { kernelName: MaxPoolGrad, backendName, kernelFunc: maxPoolGradKernel(backendName) };
+}
+
+/** 2x2 windows at stride 2 without padding (every LeNet pool): the windows tile the input. */
+function isTwoByTwoTiling(info: backend_util.Conv2DInfo): boolean {
+  return (
+    info.filterHeight === 2 &&
+    info.filterWidth === 2 &&
+    info.strideHeight === 2 &&
+    info.strideWidth === 2 &&
+    info.padInfo.top === 0 &&
+    info.padInfo.left === 0 &&
+    info.outHeight * 2 <= info.inHeight &&
+    info.outWidth * 2 <= info.inWidth
+  );
+}
+
+/** The same routing as the general loop, unrolled for 2x2 tiles (scan order: a, b, c, d). */
+function twoByTwoBackprop(x: Float32Array, dy: Float32Array, info: backend_util.Conv2DInfo, dx: Float32Array): void {
+  const { batchSize, inHeight, inWidth, inChannels: channels, outHeight, outWidth } = info;
+  const rowStride = inWidth * channels;
+  let o = 0;
+  for (let b = 0; b < batchSize; b++) {
+    for (let oh = 0; oh < outHeight; oh++) {
+      let base = (b * inHeight + oh * 2) * rowStride;
+      for (let ow = 0; ow < outWidth; ow++, base += 2 * channels) {
+        for (let c = 0; c < channels; c++, o++) {
+          let best = base + c;
+          const right = best + channels;
+          const below = best + rowStride;
+          const diagonal = below + channels;
+          if (x[right] > x[best]) best = right;
+          if (x[below] > x[best]) best = below;
+          if (x[diagonal] > x[best]) best = diagonal;
+          dx[best] += dy[o];
+        }
+      }
+    }
+  }
 }

@@ -135,11 +135,13 @@ interface PoolProblem {
 function poolReferences(): PoolProblem[] {
   const rng = new SeededRandom(11);
   const out: PoolProblem[] = [];
-  for (let i = 0; i < 20; i++) {
-    const filterSize = 1 + rng.int(3);
+  for (let i = 0; i < 24; i++) {
+    // Every fourth case is the LeNet pool (2x2, stride 2, no padding), which has its own loop.
+    const lenet = i % 4 === 0;
+    const filterSize = lenet ? 2 : 1 + rng.int(3);
     const shape: [number, number, number, number] = [1 + rng.int(2), filterSize + rng.int(6), filterSize + rng.int(6), 1 + rng.int(3)];
-    const strides = 1 + rng.int(3);
-    const pad = (['same', 'valid', 0, 1] as const)[rng.int(4)];
+    const strides = lenet ? 2 : 1 + rng.int(3);
+    const pad = lenet ? 'valid' : (['same', 'valid', 0, 1] as const)[rng.int(4)];
     const ties = i % 2 === 0;
     const x = Float32Array.from({ length: shape.reduce((a, b) => a * b) }, () => (ties ? rng.int(4) : rng.normal()));
     const xt = tf.tensor4d(x, shape);
