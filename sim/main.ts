@@ -72,16 +72,13 @@ export async function runSimCommand(flags: SimFlags): Promise<number> {
     },
     cliProgress.Presets.shades_classic,
   );
-  let rounds = config.rounds;
+  const rounds = config.rounds;
   let notes: string[] = [];
   const onEvent = (event: SimulationEvent): void => {
     switch (event.kind) {
       case 'setup':
         notes = event.notes;
         process.stderr.write(`${[...event.notes, event.labelTable].join('\n')}\n`);
-        return;
-      case 'algorithm-start':
-        rounds = event.rounds;
         return;
       case 'round-start':
         bar.start(event.members, 0, { algorithm: event.algorithm, round: event.round, rounds, status: '' });

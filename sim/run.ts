@@ -24,7 +24,6 @@ import type { ClientEvaluation, InitialModel, MemberResult, WorkerRequest, Worke
 export type SimulationEvent =
   /** Once, before training: where the data came from, the split, how accuracy is measured. */
   | { readonly kind: 'setup'; readonly notes: string[]; readonly labelTable: string }
-  | { readonly kind: 'algorithm-start'; readonly algorithm: AlgorithmName; readonly rounds: number }
   | { readonly kind: 'round-start'; readonly algorithm: AlgorithmName; readonly round: number; readonly members: number }
   | { readonly kind: 'member-done'; readonly algorithm: AlgorithmName; readonly round: number; readonly done: number }
   | { readonly kind: 'evaluating'; readonly algorithm: AlgorithmName; readonly round: number; readonly scope: 'all' | 'global' };
@@ -123,7 +122,6 @@ async function* runAlgorithm(
   options: SimulationOptions,
 ): AsyncGenerator<RoundReport> {
   const emit = options.onEvent ?? (() => {});
-  emit({ kind: 'algorithm-start', algorithm, rounds: config.rounds });
   const clients = split.clients.map((c) => c.id);
   const workerOf = (client: number): number => pool.workerOf(client);
   await Promise.all(
