@@ -96,11 +96,32 @@ async function activate(candidate: Exclude<BackendChoice, 'auto'>): Promise<Back
       const require = createRequire(import.meta.url);
       const dist = path.join(path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json')), 'dist') + path.sep;
       if (tf.findBackend('wasm') === null) wasm.setWasmPaths(dist);
-      return setBackendOrThrow('wasm');
+      return withoutNewProcessHandlers(() => setBackendOrThrow('wasm'));
     }
     case 'cpu':
       await import('@tensorflow/tfjs-backend-cpu');
       return setBackendOrThrow('cpu');
+  }
+}
+
+/**
+ * The Emscripten runtime of tfjs-backend-wasm installs process-wide 'uncaughtException'
+ * and 'unhandledRejection' handlers that rethrow, so that Node prints the throwing line
+ * of its minified module (tens of kilobytes) with every later uncaught error. Node's own
+ * handling is the same minus that noise: drop the handlers it added.
+ */
+async function withoutNewProcessHandlers<T>(init: () => Promise<T>): Promise<T> {
+  const exceptionHandlers = new Set(process.listeners('uncaughtException'));
+  const rejectionHandlers = new Set(process.listeners('unhandledRejection'));
+  try {
+    return await init();
+  } finally {
+    for (const listener of process.listeners('uncaughtException')) {
+      if (!exceptionHandlers.has(listener)) process.removeListener('uncaughtException', listener);
+    }
+    for (const listener of process.listeners('unhandledRejection')) {
+      if (!rejectionHandlers.has(listener)) process.removeListener('unhandledRejection', listener);
+    }
   }
 }
 

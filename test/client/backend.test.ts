@@ -12,6 +12,7 @@ describe('initBackend', () => {
   });
 
   it('selects a backend once and logs it once; auto falls back past the missing tfjs-node', async () => {
+    const handlers = process.listenerCount('uncaughtException') + process.listenerCount('unhandledRejection');
     const lines: string[] = [];
     const logger = { info: (line: string) => lines.push(line) };
     const first = initBackend('auto', { logger });
@@ -20,6 +21,8 @@ describe('initBackend', () => {
     expect(await first).toBe('wasm');
     expect(tf.getBackend()).toBe('wasm');
     expect(lines).toEqual(['tfjs backend: wasm']);
+    // The wasm runtime's rethrowing process handlers are removed again.
+    expect(process.listenerCount('uncaughtException') + process.listenerCount('unhandledRejection')).toBe(handlers);
   });
 
   it('switches when another backend is forced, with our Conv2DBackpropFilter registered on it', async () => {
