@@ -4,6 +4,11 @@
  * process so that its own Conv2DBackpropFilter is registered) and `torch` (PyTorch on one
  * thread, bench/torch_train.py). Writes bench/results/train.json.
  *
+ * Two rates per measurement: samplesPerSec (wall clock) and samplesPerCpuSec (divided by
+ * the process's CPU time). On a shared machine the wall-clock rate depends on how much of a
+ * core the process got; the CPU-time rate of these single-threaded loops does not, so the
+ * "vs torch" ratios are given for both.
+ *
  *   npm run bench:train [-- --seconds 4]
  */
 import { spawnSync } from 'node:child_process';
@@ -22,6 +27,7 @@ export interface TrainBenchRecord {
   batch: number;
   backend: string;
   samplesPerSec: number;
+  samplesPerCpuSec: number;
 }
 
 const MODELS: readonly ModelName[] = ['lenet5-mnist', 'mlp'];
@@ -56,13 +62,15 @@ async function measure(model: ModelName, batch: number, backend: string, seconds
   let samples = 0;
   let elapsed = 0;
   const start = performance.now();
+  const cpuStart = process.cpuUsage();
   while (elapsed < seconds * 1000) {
     await trainLocal(net, data, { ...opts, seed: opts.seed + samples });
     samples += data.count;
     elapsed = performance.now() - start;
   }
+  const cpu = process.cpuUsage(cpuStart);
   net.dispose();
-  return { model, batch, backend, samplesPerSec: (samples * 1000) / elapsed };
+  return { model, batch, backend, samplesPerSec: (samples * 1000) / elapsed, samplesPerCpuSec: (samples * 1e6) / (cpu.user + cpu.system) };
 }
 
 async function measureBackend(choice: BackendChoice, label: string, seconds: number, customKernels = true): Promise<TrainBenchRecord[]> {
@@ -110,21 +118,30 @@ function runTorch(seconds: number): TrainBenchRecord[] | string {
     for (const batch of BATCHES) {
       const run = spawnSync(python, [script, '--model', model, '--batch', String(batch), '--seconds', String(seconds)], { encoding: 'utf8' });
       if (run.status !== 0) throw new Error(`torch_train.py ${model} batch ${batch} failed: ${run.stderr}`);
-      const out = JSON.parse(run.stdout) as { samplesPerSec: number };
+      const out = JSON.parse(run.stdout) as { samplesPerSec: number; samplesPerCpuSec: number };
       process.stderr.write(`  torch ${model} batch ${batch}: ${out.samplesPerSec.toFixed(0)} samples/s\n`);
-      records.push({ model, batch, backend: 'torch', samplesPerSec: out.samplesPerSec });
+      records.push({ model, batch, backend: 'torch', samplesPerSec: out.samplesPerSec, samplesPerCpuSec: out.samplesPerCpuSec });
     }
   }
   return records;
 }
 
 function printTable(records: TrainBenchRecord[]): void {
-  const torch = new Map(records.filter((r) => r.backend === 'torch').map((r) => [`${r.model}/${r.batch}`, r.samplesPerSec]));
+  const torch = new Map(records.filter((r) => r.backend === 'torch').map((r) => [`${r.model}/${r.batch}`, r]));
+  const ratio = (value: number, base: number | undefined): string => (base ? `${(value / base).toFixed(2)}x` : '-');
   const rows = records.map((r) => {
     const base = torch.get(`${r.model}/${r.batch}`);
-    return [r.model, String(r.batch), r.backend, r.samplesPerSec.toFixed(0), base ? `${(r.samplesPerSec / base).toFixed(2)}x` : '-'];
+    return [
+      r.model,
+      String(r.batch),
+      r.backend,
+      r.samplesPerSec.toFixed(0),
+      ratio(r.samplesPerSec, base?.samplesPerSec),
+      r.samplesPerCpuSec.toFixed(0),
+      ratio(r.samplesPerCpuSec, base?.samplesPerCpuSec),
+    ];
   });
-  const header = ['model', 'batch', 'backend', 'samples/s', 'vs torch'];
+  const header = ['model', 'batch', 'backend', 'samples/s', 'vs torch', 'samples/cpu-s', 'vs torch (cpu)'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i < 3 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   console.log(line(header));
