@@ -211,6 +211,44 @@ describe('channel pruning', () => {
     }
   });
 
+  it('property: selection only removes alive channels and respects the floor', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.float({ min: -2, max: 2, noNaN: true }), { minLength: 1, maxLength: 40 }),
+        fc.integer({ min: 0, max: 40 }),
+        (values, floorSeed) => {
+          const gamma = f32(values);
+          const alive = Uint8Array.from(values, (_, i) => (i % 5 === 4 ? 0 : 1));
+          const floor = floorSeed % (values.length + 1);
+          const next = selectChannels(gamma, alive, 0.45, floor);
+          for (let c = 0; c < next.length; c++) if (alive[c] === 0) expect(next[c]).toBe(0);
+          const kept = next.reduce((a, b) => a + b, 0);
+          const unchanged = next.every((v, c) => v === alive[c]);
+          expect(unchanged || kept >= floor).toBe(true);
+        },
+      ),
+    );
+  });
+
+  it('property: channel masks only remove entries and applying one twice changes nothing more', () => {
+    fc.assert(
+      fc.property(fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }), (bits) => {
+        const channelMask = Uint8Array.from(bits, (b) => (b ? 1 : 0));
+        const group = groupTo({ weight: 'c2/kernel', kind: 'conv', spatial: 1 });
+        const start = ones();
+        start.get('c2/kernel')![5] = 0; // an earlier unstructured prune stays
+        const once = applyChannelMask(start, group, channelMask, shapes);
+        const twice = applyChannelMask(once, group, channelMask, shapes);
+        for (const [name, m] of once) {
+          const before = start.get(name)!;
+          for (let i = 0; i < m.length; i++) if (before[i] === 0) expect(m[i]).toBe(0);
+          expect(twice.get(name)).toEqual(m);
+        }
+        expect(once.get('d/kernel')).toEqual(start.get('d/kernel'));
+      }),
+    );
+  });
+
   it('names a shape mismatch', () => {
     const bad = new Map(shapes);
     bad.set('d/kernel', [10, 2]);
