@@ -11,10 +11,13 @@
  * is held out as the client's test split.
  *
  * Resuming: the personal state (weights, masks, mask version, BN statistics,
- * round) is loaded from `--state-dir` when present. The coordinator's client
- * token is not exposed by CoordinatorClient, so a restarted client joins again
- * under a new id; its mask version then differs from the coordinator's view, so
- * it gets the dense model once and re-sends its masks — no personal state is lost.
+ * round) and the coordinator identity (client id + token) are saved to
+ * `--state-dir` after every round. A restarted client resumes that identity
+ * without joining, so the coordinator still holds its mask and the first task is
+ * sparse. If the coordinator no longer knows it (restarted without its store, or
+ * the client left), it joins again under a new id; its mask version then differs
+ * from the coordinator's view, so it gets the dense model once and re-sends its
+ * masks — no personal state is lost.
  */
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
@@ -29,10 +32,10 @@ import { initBackend, type BackendChoice } from './backend.js';
 import { subset, type Dataset } from './data/dataset.js';
 import { readDatasetFiles } from './data/detect.js';
 import { SeededRandom, deriveSeed } from './data/random.js';
-import { createModel, MODEL_NAMES, type Model, type ModelName, type TensorSpec } from './model.js';
+import { createModel, isModelName, MODEL_NAMES, type Model, type ModelName, type TensorSpec } from './model.js';
 import { Participant, type ReceivedTask } from './participant.js';
-import { RemoteError, backoffDelay, CoordinatorClient, type OutgoingTensor, type RetryPolicy } from './remote.js';
-import { StateFileError, loadState, saveState, type ClientState } from './state.js';
+import { RemoteError, backoffDelay, CoordinatorClient, type ClientIdentity, type OutgoingTensor, type RetryPolicy } from './remote.js';
+import { StateFileError, assertStateMatches, loadState, saveState, stateFilePath, type ClientState } from './state.js';
 
 export interface ClientCommandOptions {
   /** Coordinator address, host:port. */
@@ -61,6 +64,8 @@ export interface ClientCommandOptions {
   signal?: AbortSignal;
   /** Progress lines; default stderr. */
   log?: (line: string) => void;
+  /** Leave the federation when done (the next start joins under a new id). Default false: a stopped client resumes. */
+  leave?: boolean;
   /** Per-call retry policy of the gRPC connection. */
   retry?: Partial<RetryPolicy>;
 }
@@ -117,15 +122,28 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
     ...(opts.retry !== undefined ? { retry: opts.retry } : {}),
   });
   const stopped = (): boolean => opts.signal?.aborted === true;
+  const join = () => untilConnected('join', () => remote.join(opts.enrollmentToken, name, train.count), log, opts.signal);
+  const stateFile = stateFilePath(opts.stateDir);
   let model: Model | undefined;
   try {
-    const joined = await untilConnected('join', () => remote.join(opts.enrollmentToken, name, train.count), log, opts.signal);
-    if (joined === undefined) return { rounds: 0, bytesUp: remote.bytesUp, bytesDown: remote.bytesDown, lastAccuracy: undefined };
-    log(`joined ${opts.server} as ${joined.clientId} (backend ${backend}, algorithm ${opts.algorithm}, values ${valueEncoding})`);
-    model = opts.model !== undefined ? createModel(opts.model, seed) : modelForManifest(joined.manifest, seed);
-    checkManifest(model, joined.manifest);
-    const saved = await loadState(opts.stateDir, { algorithm: opts.algorithm, model: model.name, manifest: model.manifest });
-    if (saved !== undefined) log(`resuming from ${opts.stateDir}: round ${saved.round}, mask version ${saved.maskVersion}`);
+    // A saved identity resumes without joining: same client id, and the coordinator
+    // still holds our mask, so the first task is already sparse.
+    const saved = await loadState(opts.stateDir, { algorithm: opts.algorithm, ...(opts.model !== undefined ? { model: opts.model } : {}) });
+    if (saved !== undefined && saved.clientToken !== '' && isModelName(saved.model)) {
+      model = createModel(saved.model, seed);
+      remote.resume({ clientId: saved.clientId, clientToken: saved.clientToken, manifest: model.manifest.map((t) => ({ ...t, shape: [...t.shape] })) });
+      log(`resuming as ${saved.clientId} on ${opts.server} (backend ${backend}, algorithm ${opts.algorithm}, values ${valueEncoding})`);
+    } else {
+      const joined = await join();
+      if (joined === undefined) return { rounds: 0, bytesUp: remote.bytesUp, bytesDown: remote.bytesDown, lastAccuracy: undefined };
+      log(`joined ${opts.server} as ${joined.clientId} (backend ${backend}, algorithm ${opts.algorithm}, values ${valueEncoding})`);
+      model = opts.model !== undefined ? createModel(opts.model, seed) : modelForManifest(joined.manifest, seed);
+      checkManifest(model, joined.manifest);
+    }
+    if (saved !== undefined) {
+      assertStateMatches(saved, { model: model.name, manifest: model.manifest }, stateFile);
+      log(`personal state from ${opts.stateDir}: round ${saved.round}, mask version ${saved.maskVersion}`);
+    }
     const participant = new Participant({
       model,
       algorithm: opts.algorithm as AlgorithmName,
@@ -136,8 +154,8 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
       log: (line) => log(`  ${line}`),
       ...(saved !== undefined ? { restore: saved } : {}),
     });
-    let clientId = joined.clientId;
-    const save = (): Promise<string> => saveState(opts.stateDir, toClientState(participant, clientId, opts.algorithm, model!.name));
+    const modelName = model.name;
+    const save = (): Promise<string> => saveState(opts.stateDir, toClientState(participant, remote.identity, opts.algorithm, modelName));
 
     let rounds = 0;
     let rejoins = 0;
@@ -151,11 +169,10 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
         if (!(err instanceof RemoteError && err.code === grpc.status.UNAUTHENTICATED) || rejoins >= 3) throw err;
         rejoins++;
         log(`pull: ${err.details}; joining again`);
-        const again = await untilConnected('join', () => remote.join(opts.enrollmentToken, name, train.count), log, opts.signal);
+        const again = await join();
         if (again === undefined) break;
         checkManifest(model, again.manifest);
-        clientId = again.clientId;
-        log(`joined ${opts.server} as ${clientId}`);
+        log(`joined ${opts.server} as ${again.clientId}`);
         continue;
       }
       if (pulled === undefined) break;
@@ -215,9 +232,15 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
           `up ${remote.bytesUp} B, down ${remote.bytesDown} B`,
       );
     }
-    await save();
+    if (opts.leave === true) {
+      // Leaving ends this identity for good: the next start joins afresh (personal state kept).
+      await remote.leave('done').catch((err: unknown) => log(`leave failed: ${(err as Error).message}`));
+      await saveState(opts.stateDir, toClientState(participant, undefined, opts.algorithm, modelName));
+      log(`left ${opts.server}`);
+    } else {
+      await save();
+    }
     log(`stopped after ${rounds} round(s); state saved in ${opts.stateDir}`);
-    await remote.leave(stopped() ? 'stopped' : 'done').catch((err: unknown) => log(`leave failed: ${(err as Error).message}`));
     return { rounds, bytesUp: remote.bytesUp, bytesDown: remote.bytesDown, lastAccuracy };
   } finally {
     model?.dispose();
@@ -240,6 +263,7 @@ export interface ClientFlags {
   seed?: string;
   rounds?: string;
   tlsCa?: string;
+  leave?: boolean;
 }
 
 /** Adds the `client` subcommand to the root program. */
@@ -260,6 +284,7 @@ export function registerClientCommand(program: Command): Command {
     .option('--seed <n>', 'seed of the validation split and shuffling')
     .option('--rounds <n>', 'stop after this many rounds')
     .option('--tls-ca <file>', "PEM CA certificate to verify the coordinator's TLS certificate")
+    .option('--leave', 'leave the federation when done (default: stay enrolled and resume next time)')
     .action(async (flags: ClientFlags) => {
       process.exitCode = await runClientCommand(flags);
     });
@@ -325,6 +350,7 @@ export async function optionsFromFlags(flags: ClientFlags): Promise<ClientComman
     ...(seed !== undefined ? { seed } : {}),
     ...(maxRounds !== undefined ? { maxRounds } : {}),
     ...(flags.tlsCa !== undefined ? { tlsCa: flags.tlsCa } : {}),
+    ...(flags.leave === true ? { leave: true } : {}),
   };
 }
 
@@ -372,7 +398,7 @@ async function runLocalOnly(
       const { metrics } = await participant.localRound(null);
       rounds++;
       lastAccuracy = metrics.accuracy;
-      await saveState(opts.stateDir, toClientState(participant, 'local', opts.algorithm, model.name));
+      await saveState(opts.stateDir, toClientState(participant, undefined, opts.algorithm, model.name));
       log(`local round ${participant.round}: loss ${metrics.loss.toFixed(4)}, accuracy ${pct(metrics.accuracy)}`);
     }
     return { rounds, bytesUp: 0, bytesDown: 0, lastAccuracy };
@@ -514,12 +540,11 @@ async function readCa(path: string): Promise<Buffer> {
   }
 }
 
-function toClientState(participant: Participant, clientId: string, algorithm: string, model: string): ClientState {
+function toClientState(participant: Participant, identity: ClientIdentity | undefined, algorithm: string, model: string): ClientState {
   const s = participant.exportState();
   return {
-    clientId,
-    // CoordinatorClient does not expose the client token; see the file comment.
-    clientToken: '',
+    clientId: identity?.clientId ?? '',
+    clientToken: identity?.clientToken ?? '',
     round: s.round,
     maskVersion: s.maskVersion,
     algorithm,

@@ -207,11 +207,12 @@ export async function loadState(dir: string, expect: StateExpectation = {}): Pro
     throw new StateFileError(file, `cannot be read (${(err as Error).message})`);
   }
   const state = decodeState(bytes, file);
-  checkExpectation(state, expect, file);
+  assertStateMatches(state, expect, file);
   return state;
 }
 
-function checkExpectation(state: ClientState, expect: StateExpectation, file: string): void {
+/** Throws a StateFileError naming `file` when the state does not fit the expectation. */
+export function assertStateMatches(state: ClientState, expect: StateExpectation, file: string): void {
   if (expect.algorithm !== undefined && state.algorithm !== expect.algorithm) {
     throw new StateFileError(file, `was written by algorithm '${state.algorithm}', this client runs '${expect.algorithm}'`);
   }

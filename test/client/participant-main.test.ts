@@ -124,12 +124,49 @@ describe('runClient', () => {
         log: (l) => more.push(l),
       });
       expect(summary.rounds).toBe(1);
-      expect(more.some((l) => l.startsWith(`resuming from ${stateDir}: round 2, mask version ${before!.maskVersion}`))).toBe(true);
+      expect(more.some((l) => l.startsWith(`personal state from ${stateDir}: round 2, mask version ${before!.maskVersion}`))).toBe(true);
+      // the new coordinator does not know the saved identity: the client joins again
+      expect(more.some((l) => l.startsWith('pull: unknown client'))).toBe(true);
       await again.waitForRound(1);
       const after = await loadState(stateDir);
       expect(after!.maskVersion).toBeGreaterThan(before!.maskVersion);
     } finally {
       await again.stop();
+    }
+  });
+
+  it('a restarted client resumes its identity: no new join, and its first task is already sparse', async () => {
+    const server = await startServer(3);
+    const stateDir = join(dir, 'state-same');
+    const run = (lines: string[]) =>
+      runClient({
+        server: server.grpcAddress,
+        enrollmentToken: TOKEN,
+        data: dataDir,
+        stateDir,
+        algorithm: 'subfedavg-un',
+        algorithmConfig: { gateOn: 'test', accThresh: 0 },
+        backend: 'wasm',
+        maxRounds: 1,
+        log: (l) => lines.push(l),
+      });
+    try {
+      const first: string[] = [];
+      const a = await run(first);
+      expect(first.some((l) => l.startsWith('joined '))).toBe(true);
+      const saved = await loadState(stateDir);
+      expect(saved!.clientToken).not.toBe('');
+      expect(saved!.maskVersion).toBeGreaterThan(0);
+      const second: string[] = [];
+      const b = await run(second);
+      expect(second.some((l) => l.startsWith(`resuming as ${saved!.clientId} `))).toBe(true);
+      expect(second.some((l) => l.startsWith('joined '))).toBe(false);
+      expect(b.rounds).toBe(1);
+      // the first task of the first run was dense; the resumed one skips the pruned weights
+      expect(b.bytesDown).toBeLessThan(0.95 * a.bytesDown);
+      await server.waitForRound(2);
+    } finally {
+      await server.stop();
     }
   });
 
