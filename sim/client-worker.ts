@@ -16,7 +16,8 @@ import { evaluate } from '../client/train.js';
 import { scatter } from '../proto/codec.js';
 import { serveWorkerRequests } from './pool.js';
 import { algorithmConfig, modelFor } from './presets.js';
-import type { ClientEvaluation, InitialModel, MemberResult, WorkerRequest, WorkerResponses, WorkerSetup } from './worker-protocol.js';
+import type { InitialModel } from '../server/config.js';
+import type { ClientEvaluation, MemberResult, WorkerRequest, WorkerResponses, WorkerSetup } from './worker-protocol.js';
 
 const setup = workerData as WorkerSetup;
 const config = setup.config;
@@ -97,7 +98,7 @@ async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof Wor
   switch (request.kind) {
     case 'initial-model': {
       const model = createModel(request.model, request.seed);
-      const result: InitialModel = { manifest: model.manifest.map((s) => ({ name: s.name, shape: [...s.shape], prunable: s.prunable })), weights: model.getWeights() };
+      const result: InitialModel = { manifest: model.manifest.map((s) => ({ name: s.name, shape: [...s.shape], prunable: s.prunable })), initial: model.getWeights() };
       model.dispose();
       return result;
     }

@@ -19,7 +19,8 @@ import { formatLabelCounts, partition, type Partition } from './partition.js';
 import { WorkerPool, workerEntry } from './pool.js';
 import { modelFor, type AlgorithmName, type SimConfig } from './presets.js';
 import { accuracyStats, type AccuracyStats, type ByteCounts, type RoundReport } from './report.js';
-import type { ClientEvaluation, InitialModel, MemberResult, WorkerRequest, WorkerResponses, WorkerSetup } from './worker-protocol.js';
+import type { InitialModel } from '../server/config.js';
+import type { ClientEvaluation, MemberResult, WorkerRequest, WorkerResponses, WorkerSetup } from './worker-protocol.js';
 
 export type SimulationEvent =
   /** Once, before training: where the data came from, the split, how accuracy is measured. */
@@ -213,7 +214,7 @@ function startSimCoordinator(config: SimConfig, initial: InitialModel, enrollmen
       logLevel: 'warn',
       training: { epochs: config.localEpochs, batchSize: config.batchSize, lr: config.learningRate, momentum: config.momentum },
     },
-    { manifest: initial.manifest, initial: initial.weights },
+    initial,
   );
 }
 

@@ -4,6 +4,7 @@
  */
 import type { Dataset } from '../client/data/dataset.js';
 import type { ModelName } from '../client/model.js';
+import type { InitialModel } from '../server/config.js';
 import type { AlgorithmName, SimConfig } from './presets.js';
 
 /** Given to every worker once at start; the datasets' arrays live in SharedArrayBuffers. */
@@ -15,7 +16,7 @@ export interface WorkerSetup {
 }
 
 export type WorkerRequest =
-  /** Build a model with the run's seed; the driver hands manifest + weights to the coordinator. */
+  /** Build a model with the run's seed; the driver hands it to the coordinator as its initial global model. */
   | { readonly kind: 'initial-model'; readonly model: ModelName; readonly seed: number }
   /** Create a client's Participant on this worker (its data are indices into the shared datasets). */
   | {
@@ -35,11 +36,6 @@ export type WorkerRequest =
   | { readonly kind: 'evaluate-model'; readonly clients: readonly number[]; readonly weights: Map<string, Float32Array> }
   /** Dispose every hosted client and close its channel (end of an algorithm's run). */
   | { readonly kind: 'release' };
-
-export interface InitialModel {
-  readonly manifest: Array<{ name: string; shape: number[]; prunable: boolean }>;
-  readonly weights: Map<string, Float32Array>;
-}
 
 export interface MemberResult {
   readonly client: number;
