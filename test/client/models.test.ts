@@ -116,6 +116,34 @@ describe('weights and personal state', () => {
     cifar.dispose();
   });
 
+  it('maps a removed channel to the flatten-dense rows p*channels + c of the next layer', () => {
+    const model = createModel('lenet5-bn-mnist', 4);
+    const group = model.channelGroups[1];
+    const removed = 7;
+    const weights = model.getWeights();
+    // Removing channel 7 of conv2 the hybrid way: its BatchNorm scale and shift are zero.
+    weights.get(group.gamma)![removed] = 0;
+    weights.get(group.beta)![removed] = 0;
+    model.setWeights(weights);
+    const x = tf.randomNormal([2, 28, 28, 1], 0, 1, 'float32', 3) as tf.Tensor4D;
+    const before = model.forward(x, false).dataSync();
+    // Scramble exactly the rows fed by that channel: the output must not move.
+    const fc1 = weights.get(group.next.weight)!;
+    const outputs = 50;
+    for (let p = 0; p < group.next.spatial; p++) {
+      const row = p * group.channels + removed;
+      for (let j = 0; j < outputs; j++) fc1[row * outputs + j] = 100 + j;
+    }
+    model.setWeights(weights);
+    expect(Array.from(model.forward(x, false).dataSync())).toEqual(Array.from(before));
+    // A row of another channel does move it.
+    fc1[(3 * group.channels + removed + 1) * outputs] = 100;
+    model.setWeights(weights);
+    expect(Array.from(model.forward(x, false).dataSync())).not.toEqual(Array.from(before));
+    x.dispose();
+    model.dispose();
+  });
+
   it('rejects an unknown model name', () => {
     expect(() => createModel('resnet' as ModelName, 1)).toThrow(/unknown model "resnet"/);
   });
