@@ -25,7 +25,7 @@ export function registerSimCommand(program: Command): Command {
     .option('--dataset <name>', 'fashion-mnist | mnist | cifar10 | synthetic')
     .option('--data-dir <dir>', 'folder holding the dataset files')
     .option('--out <dir>', 'run folder (default runs/<timestamp>-<preset>)')
-    .option('--eval-every <n>', 'evaluate every client every n rounds and at the end (paper 10, quick 4)')
+    .option('--eval-every <n>', 'evaluate every client every n rounds and at the end (paper 10, quick 5)')
     .option('--workers <n>', 'training worker threads (default one per core)')
     .option('--values <enc>', 'value encoding on the wire: f32 | f16 | int8')
     .option('--seed <n>', 'seed of the split, the models and the sampling')
