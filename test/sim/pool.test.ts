@@ -94,6 +94,15 @@ describe('WorkerPool', () => {
     await expect(pool.run(0, { op: 'whoami' })).rejects.toThrow(/pool is closed/);
   });
 
+  it('starts compiled workers directly and source workers through tsx', () => {
+    expect(workerEntry('file:///app/dist/sim/run.js', 'client-worker').href).toBe('file:///app/dist/sim/client-worker.js');
+    const boot = workerEntry('file:///app/sim/run.ts', 'client-worker');
+    expect(boot.protocol).toBe('data:');
+    const code = decodeURIComponent(boot.href.slice('data:text/javascript,'.length));
+    expect(code).toContain('register()');
+    expect(code).toContain('"file:///app/sim/client-worker.ts"');
+  });
+
   it('rejects a bad pool size', () => {
     expect(() => new WorkerPool({ entry, size: 0 })).toThrow(/worker pool size: expected a positive integer, got 0/);
   });
