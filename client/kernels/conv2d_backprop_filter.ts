@@ -6,12 +6,13 @@
  *
  * which is one matrix product: dW[K, outC] = patches[K, N] · dy[N, outC] with
  * N = batch*outH*outW output positions and K = kh*kw*inC. We gather the input patches
- * (im2col, transposed) in TypeScript, then hand the product to the backend's own
- * BatchMatMul kernel: XNNPACK SIMD on wasm, a blocked matmul on cpu. The gather is
- * O(N*K) copies, the product O(N*K*outC) multiply-adds.
+ * (im2col, transposed) in TypeScript, then hand the product to XNNPACK's matmul on wasm
+ * and to our own (matmul.ts) on cpu. The gather is O(N*K) copies, the product
+ * O(N*K*outC) multiply-adds.
  */
 import type { Conv2DBackpropFilterAttrs, KernelBackend, KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
 import { backend_util, BatchMatMul, Conv2DBackpropFilter, getKernel } from '@tensorflow/tfjs-core';
+import { matmulInto } from './matmul.js';
 import { tensorAccess, type LocalBackendName } from './tensor_access.js';
 
 /**
@@ -82,6 +83,14 @@ function conv2dBackpropFilterKernel(backendName: LocalBackendName): KernelFunc {
     const n = info.batchSize * info.outHeight * info.outWidth;
     const k = info.filterHeight * info.filterWidth * info.inChannels;
     const access = tensorAccess(backendName, backend);
+    if (backendName === 'cpu') {
+      // cpu's BatchMatMul is slower than our own product on these shapes.
+      const patchesT = new Float32Array(k * n);
+      im2colTransposed(access.read(x), info, patchesT);
+      const dw = access.alloc([...filterShape]);
+      matmulInto(patchesT, access.read(dy), access.read(dw), k, n, info.outChannels);
+      return dw;
+    }
     const patches = access.alloc([1, k, n]);
     // Allocate before taking views: on wasm an allocation can grow (and detach) the heap.
     im2colTransposed(access.read(x), info, access.read(patches));

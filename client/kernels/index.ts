@@ -1,6 +1,7 @@
 /** Registers our faster kernels on the backends that run in this process. */
 import { getKernel, registerKernel, unregisterKernel } from '@tensorflow/tfjs-core';
 import type { KernelConfig } from '@tensorflow/tfjs-core';
+import { cpuConv2dConfig } from './conv2d.js';
 import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
 import { conv2dBackpropInputConfig } from './conv2d_backprop_input.js';
 import { maxPoolGradConfig } from './max_pool_grad.js';
@@ -9,9 +10,8 @@ import type { LocalBackendName } from './tensor_access.js';
 const registered = new Set<LocalBackendName>();
 
 function kernelsFor(backendName: LocalBackendName): KernelConfig[] {
-  const kernels = [conv2dBackpropFilterConfig(backendName), maxPoolGradConfig(backendName)];
-  // cpu's forward Conv2D is no faster than its Conv2DBackpropInput: rewriting one as the other gains nothing there.
-  if (backendName === 'wasm') kernels.push(conv2dBackpropInputConfig(backendName));
+  const kernels = [conv2dBackpropFilterConfig(backendName), conv2dBackpropInputConfig(backendName), maxPoolGradConfig(backendName)];
+  if (backendName === 'cpu') kernels.push(cpuConv2dConfig());
   return kernels;
 }
 

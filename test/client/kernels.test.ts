@@ -84,6 +84,8 @@ interface Problem {
   numerical: Float32Array;
   /** Finite-difference input gradient at a few coordinates of x. */
   inputProbes: { index: number; value: number }[];
+  /** conv2d(x, w) by the stock cpu kernel. */
+  forward: Float32Array;
 }
 
 /**
@@ -115,8 +117,9 @@ async function referenceProblems(): Promise<Problem[]> {
       minus[index] -= step;
       return { index, value: (inputLoss(plus) - inputLoss(minus)) / (2 * step) };
     });
+    const forward = tf.tidy(() => tf.conv2d(xt, wt, c.strides, c.pad).dataSync() as Float32Array);
     tf.dispose([xt, rt, wt]);
-    return { c, x, w, r, outShape, filterShape, numerical, inputProbes };
+    return { c, x, w, r, outShape, filterShape, numerical, inputProbes, forward };
   });
 }
 
@@ -157,6 +160,20 @@ function poolReferences(): PoolProblem[] {
 
 const problems = referenceProblems();
 const poolProblems = problems.then(poolReferences); // still on the stock cpu kernels
+
+describe('Conv2D (forward) on cpu', () => {
+  it('matches the stock cpu kernel on random shapes, strides and paddings', async () => {
+    const cases = await problems;
+    await initBackend('cpu');
+    for (const { c, x, w, filterShape, forward } of cases) {
+      const got = tf.tidy(() =>
+        tf.conv2d(tf.tensor4d(x, [c.batch, c.size[0], c.size[1], c.inC]), tf.tensor4d(w, filterShape as [number, number, number, number]), c.strides, c.pad).dataSync(),
+      );
+      expect(got.length).toBe(forward.length);
+      for (let i = 0; i < forward.length; i++) expect(Math.abs(got[i] - forward[i]), `${JSON.stringify(c)} y[${i}]`).toBeLessThan(1e-5 * (1 + Math.abs(forward[i])));
+    }
+  });
+});
 
 describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (backend) => {
   it('matches finite differences of the forward conv on random shapes, strides and paddings', async () => {
