@@ -16,7 +16,17 @@ type Grads = Record<string, () => Tensor>;
 /** Sums `grad` (of the broadcast output shape) back down to `shape`. */
 function unbroadcast(grad: Tensor, shape: number[]): Tensor {
   const axes = backend_util.getReductionAxes(shape, grad.shape);
-  return tf.reshape(axes.length > 0 ? tf.sum(grad, axes) : grad, shape);
+  if (axes.length === 0) return tf.reshape(grad, shape);
+  const leading = axes.every((axis, i) => axis === i);
+  if (leading && grad.rank > 1) {
+    // A bias gradient: summing the leading axes away. cpu and wasm Sum kernels transpose
+    // the reduced axes innermost first (a full copy); ones[1, outer]·grad[outer, inner]
+    // is the same sum as one matmul.
+    const outer = axes.reduce((n, axis) => n * grad.shape[axis], 1);
+    const inner = grad.size / outer;
+    return tf.reshape(tf.matMul(tf.ones([1, outer]), tf.reshape(grad, [outer, inner])), shape);
+  }
+  return tf.reshape(tf.sum(grad, axes), shape);
 }
 
 /** dy of a reduction over `attrs.axis`, expanded back to x's shape (scaled by `scale`). */
