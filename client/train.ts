@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Dataset } from './data/dataset.js';
 import { deriveSeed, SeededRandom } from './data/random.js';
 import { registerGradients } from './kernels/gradients.js';
+import { sgdMomentumStep } from './kernels/sgd_momentum.js';
 import type { Model } from './model.js';
 
 export interface TrainOptions {
@@ -142,25 +143,25 @@ function checkOptions(opts: TrainOptions): void {
 /**
  * torch.optim.SGD(lr, momentum) without dampening or weight decay:
  *   buf = g on the first step, then buf = momentum*buf + g;  w -= lr*buf.
- * A gradient that stays zero keeps its buffer at zero and its weight bit-for-bit unchanged.
- * (Doing this in TypeScript on downloaded arrays was measured slower: 0.64x on the mlp.)
+ * The buffer starts at zero, which makes the first step buf = 0*m + g = g exactly. A
+ * gradient that stays zero keeps its buffer at zero and its weight bit-for-bit unchanged.
+ * On cpu the step is one fused kernel per tensor (kernels/sgd_momentum.ts).
  */
 class SgdMomentum {
-  readonly #lr: number;
-  readonly #momentum: number;
+  readonly #attrs: { lr: number; momentum: number };
   readonly #buffers = new Map<string, tf.Tensor>();
 
   constructor(lr: number, momentum: number) {
-    this.#lr = lr;
-    this.#momentum = momentum;
+    this.#attrs = { lr, momentum };
   }
 
   step(name: string, variable: tf.Variable, grad: tf.Tensor): void {
-    const previous = this.#buffers.get(name);
-    const buf = tf.tidy(() => (previous === undefined ? grad.clone() : tf.add(tf.mul(previous, this.#momentum), grad)));
-    tf.tidy(() => variable.assign(tf.sub(variable, tf.mul(buf, this.#lr))));
+    const previous = this.#buffers.get(name) ?? tf.zerosLike(variable);
+    const [weights, buf] = sgdMomentumStep(variable, previous, grad, this.#attrs);
+    variable.assign(weights);
+    weights.dispose();
     this.#buffers.set(name, buf);
-    previous?.dispose();
+    previous.dispose();
   }
 
   dispose(): void {

@@ -4,14 +4,16 @@ import type { KernelConfig } from '@tensorflow/tfjs-core';
 import { cpuConv2dConfig } from './conv2d.js';
 import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
 import { conv2dBackpropInputConfig } from './conv2d_backprop_input.js';
+import { cpuBatchMatMulConfig } from './matmul.js';
 import { maxPoolGradConfig } from './max_pool_grad.js';
+import { cpuSgdMomentumConfig } from './sgd_momentum.js';
 import type { LocalBackendName } from './tensor_access.js';
 
 const registered = new Set<LocalBackendName>();
 
 function kernelsFor(backendName: LocalBackendName): KernelConfig[] {
   const kernels = [conv2dBackpropFilterConfig(backendName), conv2dBackpropInputConfig(backendName), maxPoolGradConfig(backendName)];
-  if (backendName === 'cpu') kernels.push(cpuConv2dConfig());
+  if (backendName === 'cpu') kernels.push(cpuConv2dConfig(), cpuBatchMatMulConfig(), cpuSgdMomentumConfig());
   return kernels;
 }
 

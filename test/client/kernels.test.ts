@@ -158,8 +158,50 @@ function poolReferences(): PoolProblem[] {
   return out;
 }
 
+interface MatMulProblem {
+  a: tf.Tensor;
+  b: tf.Tensor;
+  transposeA: boolean;
+  transposeB: boolean;
+  product: Float32Array; // from the stock cpu kernel
+}
+
+/** Random products from the stock cpu kernel: ranks 2 and 3, every transpose, odd sizes. */
+function matMulReferences(): MatMulProblem[] {
+  const rng = new SeededRandom(13);
+  const out: MatMulProblem[] = [];
+  for (let i = 0; i < 16; i++) {
+    const [n, k, m] = [1 + rng.int(9), 1 + rng.int(9), 1 + rng.int(9)];
+    const batch = i % 2 === 0 ? [] : [1 + rng.int(3)];
+    const transposeA = (i & 2) !== 0;
+    const transposeB = (i & 4) !== 0;
+    const shapeA = [...batch, ...(transposeA ? [k, n] : [n, k])];
+    const shapeB = [...batch, ...(transposeB ? [m, k] : [k, m])];
+    const a = tf.tensor(randomArray(rng, shapeA.reduce((x, y) => x * y, 1)), shapeA);
+    const b = tf.tensor(randomArray(rng, shapeB.reduce((x, y) => x * y, 1)), shapeB);
+    const product = tf.tidy(() => tf.matMul(a, b, transposeA, transposeB).dataSync() as Float32Array);
+    out.push({ a, b, transposeA, transposeB, product });
+  }
+  return out;
+}
+
 const problems = referenceProblems();
-const poolProblems = problems.then(poolReferences); // still on the stock cpu kernels
+// Still on the stock cpu kernels: the promises run in order before any test.
+const poolProblems = problems.then(poolReferences);
+const matMulProblems = poolProblems.then(matMulReferences);
+
+describe('BatchMatMul on cpu', () => {
+  it('matches the stock cpu kernel for ranks 2 and 3 and every transpose', async () => {
+    const cases = await matMulProblems;
+    await initBackend('cpu');
+    for (const { a, b, transposeA, transposeB, product } of cases) {
+      const got = tf.tidy(() => tf.matMul(a, b, transposeA, transposeB).dataSync());
+      const label = `[${a.shape}]${transposeA ? 'ᵀ' : ''}·[${b.shape}]${transposeB ? 'ᵀ' : ''}`;
+      expect(got.length, label).toBe(product.length);
+      for (let i = 0; i < product.length; i++) expect(Math.abs(got[i] - product[i]), `${label}[${i}]`).toBeLessThan(1e-5);
+    }
+  });
+});
 
 describe('Conv2D (forward) on cpu', () => {
   it('matches the stock cpu kernel on random shapes, strides and paddings', async () => {

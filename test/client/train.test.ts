@@ -113,6 +113,36 @@ describe('trainLocal', () => {
     expect(await run(2)).not.toEqual(a);
   });
 
+  it('takes the same steps on cpu (fused optimiser kernel) as on wasm (tf ops), pruned weights staying zero', async () => {
+    const data = bandDataset(30, 6);
+    const mask = tf.tensor(Float32Array.from({ length: 200 * 10 }, (_, i) => i % 2), [200, 10]);
+    const run = async (): Promise<Map<string, Float32Array>> => {
+      const model = createModel('mlp', 8);
+      const weights = model.getWeights();
+      weights.get('fc3.weight')!.forEach((_, i, w) => {
+        if (i % 2 === 0) w[i] = 0;
+      });
+      model.setWeights(weights);
+      await trainLocal(model, data, { ...base, epochs: 2, gradTransform: (name, g) => (name === 'fc3.weight' ? tf.mul(g, mask) : g) });
+      const trained = model.getWeights();
+      model.dispose();
+      return trained;
+    };
+    const onWasm = await run();
+    await initBackend('cpu', { logger: { info: () => {} } });
+    try {
+      const onCpu = await run();
+      for (const [name, w] of onWasm) {
+        const v = onCpu.get(name)!;
+        for (let i = 0; i < w.length; i++) expect(Math.abs(w[i] - v[i]), `${name}[${i}]`).toBeLessThan(1e-4);
+      }
+      expect(onCpu.get('fc3.weight')!.filter((_, i) => i % 2 === 0).every((v) => Object.is(v, 0))).toBe(true);
+    } finally {
+      await initBackend('wasm', { logger: { info: () => {} } });
+      mask.dispose();
+    }
+  });
+
   it('rejects bad options and mismatched data with errors naming the problem', async () => {
     const model = createModel('lenet5-mnist', 1);
     const data = bandDataset(10, 5);
