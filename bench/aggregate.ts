@@ -8,9 +8,7 @@
 // the one-off derivation is reported separately. elementsPerSec counts kept
 // elements folded; denseAddElementsPerSec counts `acc[i] += v[i]` elements.
 // Writes bench/results/aggregate.json and prints a table.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { writeBenchResult } from './results.js';
 import { keptIndices } from '../proto/codec.js';
 import { IntersectionAggregator } from '../server/aggregate.js';
 import type { TensorMap, TensorSpec } from '../server/model.js';
@@ -131,10 +129,7 @@ function main(): void {
     node: process.version,
   };
 
-  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-  const resultsDir = join(root.endsWith('dist') ? join(root, '..') : root, 'bench', 'results');
-  mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(join(resultsDir, 'aggregate.json'), `${JSON.stringify(result, null, 2)}\n`);
+  writeBenchResult('aggregate', result);
 
   const m = (x: number) => `${(x / 1e6).toFixed(1)} M/s`;
   console.log(`aggregate benchmark: ${total} parameters, ${UPDATES} updates at density ${DENSITY}, best of ${REPEATS}`);

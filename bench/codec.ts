@@ -11,9 +11,7 @@
 // "AUTO_PREV" its choice given the ~5% wider previous mask (a later round). Speeds are MB of dense float32 tensor
 // (4 MB) per second, best of repeated runs; encode = gather + mask + values +
 // protobuf serialization, decode = the reverse up to kept values.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { writeBenchResult } from './results.js';
 import {
   decodeMask,
   decodeValues,
@@ -166,18 +164,12 @@ function main(): void {
     }
   }
 
-  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-  const resultsDir = join(root.endsWith('dist') ? join(root, '..') : root, 'bench', 'results');
-  mkdirSync(resultsDir, { recursive: true });
-  const out = join(resultsDir, 'codec.json');
-  writeFileSync(
-    out,
-    JSON.stringify(
-      { tensor: { shape: SHAPE, parameters: N }, baseline: 'dense f32: FULL mask + F32 values of all parameters', node: process.version, records },
-      null,
-      2,
-    ),
-  );
+  const out = writeBenchResult('codec', {
+    tensor: { shape: SHAPE, parameters: N },
+    baseline: 'dense f32: FULL mask + F32 values of all parameters',
+    node: process.version,
+    records,
+  });
 
   const fmt = (x: number, d = 2) => x.toFixed(d).padStart(8);
   console.log(`codec benchmark, 1M-parameter tensor [${SHAPE.join(', ')}]; baseline dense f32 = ${denseBytes} bytes`);

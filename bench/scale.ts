@@ -4,9 +4,7 @@
 // (CoordinatorClient, the real client). The baseline, measured in the same
 // run, is the same round with a single client. Writes
 // bench/results/scale.json and prints a table.
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { writeBenchResult } from './results.js';
 import { pino } from 'pino';
 import { CoordinatorClient, type OutgoingTensor } from '../client/remote.js';
 import { startCoordinator } from '../server/main.js';
@@ -63,7 +61,7 @@ async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
     const acks = await Promise.all(
       clients.map(async (c, i) => {
         const task = await c.pullTask(0);
-        if ('wait' in task) throw new Error(`client ${i} got no task`);
+        if (!('header' in task)) throw new Error(`client ${i} got no task`);
         onSample();
         const rand = rng(i + 1);
         const tensors = new Map<string, OutgoingTensor>();
@@ -126,10 +124,7 @@ async function main(): Promise<void> {
     baseline,
     node: process.version,
   };
-  const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-  const resultsDir = join(root.endsWith('dist') ? join(root, '..') : root, 'bench', 'results');
-  mkdirSync(resultsDir, { recursive: true });
-  writeFileSync(join(resultsDir, 'scale.json'), `${JSON.stringify(result, null, 2)}\n`);
+  writeBenchResult('scale', result);
 
   console.log(`scale benchmark: one round, every client a member, ${result.parameters}-parameter model, loopback gRPC`);
   console.table({

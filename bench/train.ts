@@ -11,8 +11,9 @@
  *
  *   npm run bench:train [-- --seconds 4]
  */
+import { packageRoot } from '../proto/package-root.js';
+import { writeBenchResult } from './results.js';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
@@ -87,17 +88,6 @@ async function measureBackend(choice: BackendChoice, label: string, seconds: num
   return records;
 }
 
-/** The folder holding bench/torch_train.py: the repository root, from src or dist. */
-function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(path.join(dir, 'bench', 'torch_train.py'))) {
-    const parent = path.dirname(dir);
-    if (parent === dir) throw new Error('bench/torch_train.py not found above the benchmark script');
-    dir = parent;
-  }
-  return dir;
-}
-
 function runChild(seconds: number): TrainBenchRecord[] {
   const script = fileURLToPath(import.meta.url);
   const child = spawnSync(process.execPath, [...process.execArgv, script, '--child-cpu-stock', '--seconds', String(seconds)], {
@@ -110,7 +100,7 @@ function runChild(seconds: number): TrainBenchRecord[] {
 
 function runTorch(seconds: number): TrainBenchRecord[] | string {
   const python = '/usr/bin/python3';
-  const script = path.join(repoRoot(), 'bench', 'torch_train.py');
+  const script = path.join(packageRoot(), 'bench', 'torch_train.py');
   const probe = spawnSync(python, ['-c', 'import torch'], { encoding: 'utf8' });
   if (probe.status !== 0) return `torch baseline skipped: ${python} cannot import torch (${(probe.stderr || probe.error?.message || '').trim().split('\n').pop()})`;
   const records: TrainBenchRecord[] = [];
@@ -180,9 +170,7 @@ async function main(): Promise<void> {
   if (typeof torch === 'string') notes.push(torch);
   else records.push(...torch);
 
-  const outDir = path.join(repoRoot(), 'bench', 'results');
-  mkdirSync(outDir, { recursive: true });
-  writeFileSync(path.join(outDir, 'train.json'), `${JSON.stringify(records, null, 2)}\n`);
+  writeBenchResult('train', records);
   printTable(records);
   for (const note of notes) console.log(`note: ${note}`);
   console.log(`(${seconds}s per measurement, synthetic 28x28 data, SGD momentum 0.5; written to bench/results/train.json)`);

@@ -1,11 +1,10 @@
 // Loads proto/subfed.proto at run time and gives typed encode/decode for each
 // message. Decoding never throws: bad bytes come back as a Malformed value so
 // that gRPC handlers can answer INVALID_ARGUMENT instead of grpc-js's INTERNAL.
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import protobuf from 'protobufjs';
 import type * as M from './messages.js';
+import { packageRoot } from './package-root.js';
 
 /** A message whose bytes could not be decoded. */
 export interface Malformed {
@@ -17,19 +16,9 @@ export function isMalformed(value: unknown): value is Malformed {
   return typeof value === 'object' && value !== null && (value as { malformed?: unknown }).malformed === true;
 }
 
-/**
- * The .proto lives next to the sources, not in dist/: walk up from this module
- * to the folder holding package.json, which works under tsx/vitest (proto/)
- * and from the compiled dist/proto/.
- */
+/** The .proto lives next to the sources, not in dist/. */
 export function protoFilePath(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    if (existsSync(join(dir, 'package.json'))) return join(dir, 'proto', 'subfed.proto');
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error(`cannot find package.json above ${fileURLToPath(import.meta.url)}`);
-    dir = parent;
-  }
+  return join(packageRoot(), 'proto', 'subfed.proto');
 }
 
 export const schemaRoot: protobuf.Root = protobuf.loadSync(protoFilePath());

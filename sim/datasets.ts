@@ -1,12 +1,12 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { subset, type Dataset } from '../client/data/dataset.js';
 import { DatasetNotFoundError } from '../client/data/errors.js';
 import { readIdx } from '../client/data/idx.js';
 import { readCifar10 } from '../client/data/cifar10.js';
 import { syntheticDataset } from '../client/data/synthetic.js';
 import { SeededRandom, deriveSeed } from '../client/data/random.js';
+import { packageRoot } from '../proto/package-root.js';
 
 export const DATASET_NAMES = ['fashion-mnist', 'mnist', 'cifar10', 'synthetic'] as const;
 export type DatasetName = (typeof DATASET_NAMES)[number];
@@ -201,29 +201,6 @@ export function stratifiedSplit(
 /** The embedded Fashion-MNIST directory, found from the package root so it works from sources and dist/. */
 export function embeddedFashionMnistDir(): string {
   return join(packageRoot(), 'data', 'fashion-mnist-test');
-}
-
-let cachedRoot: string | undefined;
-
-/** The directory of subfed's package.json, searched upwards from this module (sim/ in sources, dist/sim/ when built). */
-export function packageRoot(): string {
-  cachedRoot ??= findPackageRoot(dirname(fileURLToPath(import.meta.url)));
-  return cachedRoot;
-}
-
-/** The nearest directory at or above `start` whose package.json is named "subfed". */
-export function findPackageRoot(start: string): string {
-  for (let dir = start; ; dir = dirname(dir)) {
-    const pkg = join(dir, 'package.json');
-    if (existsSync(pkg)) {
-      try {
-        if ((JSON.parse(readFileSync(pkg, 'utf8')) as { name?: string }).name === 'subfed') return dir;
-      } catch {
-        // An unreadable package.json on the way up is not ours; keep climbing.
-      }
-    }
-    if (dirname(dir) === dir) throw new Error(`cannot find subfed's package.json in ${start} or any directory above it`);
-  }
 }
 
 function requireDataDir(name: DatasetName, dataDir: string | undefined, expected: string[]): string {

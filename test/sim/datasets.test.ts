@@ -6,12 +6,11 @@ import { DataFileError, DatasetNotFoundError } from '../../client/data/errors.js
 import {
   FASHION_MNIST_SYSTEM_DIR,
   embeddedFashionMnistDir,
-  findPackageRoot,
   isDatasetName,
   loadDataset,
-  packageRoot,
   stratifiedSplit,
 } from '../../sim/datasets.js';
+import { findPackageRoot, packageRoot } from '../../proto/package-root.js';
 import { cifarBatch, idxImages, idxLabels, tempDir } from '../fixtures/data-files.js';
 
 const tmp = tempDir('subfed-datasets-');
