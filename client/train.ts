@@ -4,7 +4,7 @@
  * reference exactly: PyTorch SGD with momentum, recreated for every call.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { Dataset } from './data/dataset.js';
+import type { Dataset, Normalization } from './data/dataset.js';
 import { deriveSeed, SeededRandom } from './data/random.js';
 import { registerGradients } from './kernels/gradients.js';
 import { sgdMomentumStep } from './kernels/sgd_momentum.js';
@@ -30,30 +30,14 @@ export interface EpochStats {
   samples: number;
 }
 
-/**
- * Input normalisation: pixel/255, then (value - mean) / std per channel, with the
- * usual torchvision constants of each dataset so that models match the reference:
- *   MNIST (0.1307, 0.3081); Fashion-MNIST (0.2860, 0.3530);
- *   CIFAR-10 the ImageNet constants used by LG-FedAvg / Sub-FedAvg
- *   (0.485, 0.456, 0.406) / (0.229, 0.224, 0.225);
- *   anything else (0.5, 0.5) per channel, i.e. values in [-1, 1].
- * Chosen by the dataset's name (e.g. "fashion-mnist/train").
- */
-export interface Normalization {
-  mean: number[];
-  std: number[];
-}
-
-export function normalizationFor(data: Pick<Dataset, 'name' | 'channels'>): Normalization {
-  const name = data.name.toLowerCase();
-  const perChannel = (mean: number, std: number): Normalization => ({
-    mean: new Array<number>(data.channels).fill(mean),
-    std: new Array<number>(data.channels).fill(std),
-  });
-  if (name.includes('fashion') && data.channels === 1) return perChannel(0.286, 0.353);
-  if (name.includes('mnist') && data.channels === 1) return perChannel(0.1307, 0.3081);
-  if (name.includes('cifar') && data.channels === 3) return { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
-  return perChannel(0.5, 0.5);
+/** The dataset's own standardisation, else 0.5/0.5 per channel (values in [-1, 1]). */
+export function normalizationFor(data: Pick<Dataset, 'normalization' | 'channels' | 'name'>): Normalization {
+  const norm = data.normalization;
+  if (norm === undefined) return { mean: new Array<number>(data.channels).fill(0.5), std: new Array<number>(data.channels).fill(0.5) };
+  if (norm.mean.length !== data.channels || norm.std.length !== data.channels) {
+    throw new Error(`${data.name}: normalization has ${norm.mean.length} means and ${norm.std.length} stds for ${data.channels} channels`);
+  }
+  return norm;
 }
 
 /** A lookup table byte -> normalised float per channel, so building a batch is one pass. */

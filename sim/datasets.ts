@@ -1,6 +1,6 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { subset, type Dataset } from '../client/data/dataset.js';
+import { KNOWN_NORMALIZATION, subset, type Dataset } from '../client/data/dataset.js';
 import { DatasetNotFoundError } from '../client/data/errors.js';
 import { readIdx } from '../client/data/idx.js';
 import { readCifar10 } from '../client/data/cifar10.js';
@@ -66,6 +66,13 @@ export function isDatasetName(name: string): name is DatasetName {
  * MNIST and CIFAR-10 come from dataDir only.
  */
 export async function loadDataset(name: DatasetName, opts: LoadDatasetOptions = {}): Promise<LoadedDataset> {
+  const loaded = await readDataset(name, opts);
+  if (name === 'synthetic') return loaded;
+  const normalization = KNOWN_NORMALIZATION[name];
+  return { ...loaded, train: { ...loaded.train, normalization }, test: { ...loaded.test, normalization } };
+}
+
+async function readDataset(name: DatasetName, opts: LoadDatasetOptions): Promise<LoadedDataset> {
   const seed = opts.seed ?? 0;
   switch (name) {
     case 'fashion-mnist':

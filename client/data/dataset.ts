@@ -14,7 +14,26 @@ export interface Dataset {
   readonly numClasses: number;
   /** Human-readable name, e.g. "fashion-mnist/train". */
   readonly name: string;
+  /** Per-channel standardisation after pixel/255; absent means 0.5/0.5 (values in [-1, 1]). Kept by subset(). */
+  readonly normalization?: Normalization;
 }
+
+/** Input standardisation: (pixel/255 - mean[c]) / std[c]. */
+export interface Normalization {
+  readonly mean: readonly number[];
+  readonly std: readonly number[];
+}
+
+/**
+ * The usual torchvision constants of the data sets we know, so that models
+ * match the reference implementations (CIFAR-10: the ImageNet constants that
+ * LG-FedAvg / Sub-FedAvg use).
+ */
+export const KNOWN_NORMALIZATION = {
+  mnist: { mean: [0.1307], std: [0.3081] },
+  'fashion-mnist': { mean: [0.286], std: [0.353] },
+  cifar10: { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] },
+} as const satisfies Record<string, Normalization>;
 
 /** Thrown for arguments that do not fit the dataset they refer to. */
 export class DatasetError extends Error {

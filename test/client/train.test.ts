@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
-import type { Dataset } from '../../client/data/dataset.js';
+import { KNOWN_NORMALIZATION, type Dataset } from '../../client/data/dataset.js';
 import { SeededRandom } from '../../client/data/random.js';
 import { createModel, type ModelName } from '../../client/model.js';
 import { evaluate, normalizationFor, trainLocal } from '../../client/train.js';
@@ -258,10 +258,15 @@ describe('gradients', () => {
 });
 
 describe('normalizationFor', () => {
-  it('uses the torchvision constants of known datasets and [-1, 1] otherwise', () => {
-    expect(normalizationFor({ name: 'mnist/train', channels: 1 })).toEqual({ mean: [0.1307], std: [0.3081] });
-    expect(normalizationFor({ name: 'fashion-mnist/test', channels: 1 })).toEqual({ mean: [0.286], std: [0.353] });
-    expect(normalizationFor({ name: 'cifar10/train', channels: 3 }).mean).toEqual([0.485, 0.456, 0.406]);
+  it("uses the dataset's own constants and [-1, 1] otherwise", () => {
+    const fashion = KNOWN_NORMALIZATION['fashion-mnist'];
+    expect(normalizationFor({ name: 'f', channels: 1, normalization: fashion })).toEqual({ mean: [0.286], std: [0.353] });
     expect(normalizationFor({ name: 'synthetic', channels: 2 })).toEqual({ mean: [0.5, 0.5], std: [0.5, 0.5] });
+  });
+
+  it('rejects constants that do not fit the channel count, naming the dataset', () => {
+    expect(() => normalizationFor({ name: 'rgb/train', channels: 3, normalization: KNOWN_NORMALIZATION.mnist })).toThrow(
+      'rgb/train: normalization has 1 means and 1 stds for 3 channels',
+    );
   });
 });

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { labelCounts } from '../../client/data/dataset.js';
+import { KNOWN_NORMALIZATION, labelCounts, subset } from '../../client/data/dataset.js';
 import { DataFileError, DatasetNotFoundError } from '../../client/data/errors.js';
 import {
   FASHION_MNIST_SYSTEM_DIR,
@@ -25,6 +25,9 @@ describe('loadDataset: fashion-mnist', () => {
     expect([d.train.count, d.test.count]).toEqual([60_000, 10_000]);
     expect(labelCounts(d.train)).toEqual(new Array(10).fill(6000));
     expect(d.source).toContain(FASHION_MNIST_SYSTEM_DIR);
+    // Its standardisation travels with the data, through subsets, to the training loop.
+    expect(d.train.normalization).toEqual(KNOWN_NORMALIZATION['fashion-mnist']);
+    expect(subset(d.test, [0, 1], 'client 3 test').normalization).toEqual(KNOWN_NORMALIZATION['fashion-mnist']);
   });
 
   it('falls back to the embedded test split, split by seed, and says so', async () => {
