@@ -11,10 +11,10 @@
  *   whose kept count would fall below its floor is left untouched.
  */
 
-/** Named float32 tensors (shared contract). */
-export type TensorMap = Map<string, Float32Array>;
-/** Named 0/1 masks, one entry per tensor element, 1 = kept (shared contract). */
-export type MaskMap = Map<string, Uint8Array>;
+import { elementCount, type MaskMap, type TensorMap } from '../proto/codec.js';
+
+export type { MaskMap, TensorMap };
+export { elementCount };
 
 /** One BN'd conv layer, as described by the model (client/model.ts `ChannelGroup`). */
 export interface ChannelGroupSpec {
@@ -188,10 +188,6 @@ export function onesMasks(manifest: readonly { name: string; shape: readonly num
   const out: MaskMap = new Map();
   for (const spec of manifest) out.set(spec.name, new Uint8Array(elementCount(spec.shape)).fill(1));
   return out;
-}
-
-export function elementCount(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
 }
 
 // ---------------------------------------------------------------- channels

@@ -24,6 +24,11 @@ const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 // ---------------------------------------------------------------- shapes
 
+/** Named float32 tensors, the unit both sides speak in. */
+export type TensorMap = Map<string, Float32Array>;
+/** Named 0/1 masks, one entry per tensor element, 1 = kept. Every manifest tensor has one (default all ones). */
+export type MaskMap = Map<string, Uint8Array>;
+
 /** Number of elements of a shape; validates the dimensions. */
 export function elementCount(shape: readonly number[]): number {
   let n = 1;

@@ -5,12 +5,9 @@
  */
 
 import type { TensorSpec } from '../proto/messages.js';
-import { elementCount } from '../proto/codec.js';
+import { elementCount, type MaskMap, type TensorMap } from '../proto/codec.js';
 
-export type { TensorSpec };
-
-export type TensorMap = Map<string, Float32Array>;
-export type MaskMap = Map<string, Uint8Array>;
+export type { MaskMap, TensorMap, TensorSpec };
 
 export { elementCount };
 
