@@ -3,7 +3,8 @@
  * coordinator over gRPC. Loop: pull a task -> Participant.localRound -> push the
  * update -> save the personal state; it waits when there is no task, reconnects
  * with exponential backoff when the coordinator is unreachable, and stops
- * cleanly on SIGINT/SIGTERM (or an abort signal) after saving its state.
+ * cleanly (state saved) when the coordinator says training is finished, on
+ * SIGINT/SIGTERM (or an abort signal), or after --rounds rounds.
  *
  * Data folder (`--data <dir>`): either `<dir>/train/` and `<dir>/test/`, each
  * holding an IDX images+labels pair or CIFAR-10 binary batches (optionally
@@ -58,7 +59,7 @@ export interface ClientCommandOptions {
   seed?: number;
   /** PEM CA certificate file to verify a TLS coordinator. */
   tlsCa?: string;
-  /** Stop after this many rounds (default: run until stopped; for `local`, 1). */
+  /** Stop after this many rounds (default: until the coordinator says training is finished, or stopped; for `local`, 1). */
   maxRounds?: number;
   /** Stop when aborted (the CLI wires SIGINT/SIGTERM to this). */
   signal?: AbortSignal;
@@ -72,6 +73,8 @@ export interface ClientCommandOptions {
 
 export interface ClientRunSummary {
   rounds: number;
+  /** The coordinator said every configured round is committed. */
+  finished: boolean;
   bytesUp: number;
   bytesDown: number;
   lastAccuracy: number | undefined;
@@ -87,8 +90,8 @@ const VALUE_ENCODINGS: readonly ValueEncodingName[] = ['f32', 'f16', 'int8'];
 const MAX_RECONNECT_DELAY_MS = 30_000;
 
 /**
- * Runs `subfed client` until stopped (signal, maxRounds) or a non-retryable
- * error. Without `opts.signal`, SIGINT/SIGTERM stop it gracefully (state saved).
+ * Runs `subfed client` until the coordinator says training is finished, it is
+ * stopped (signal, maxRounds) or a non-retryable error. Without `opts.signal`, SIGINT/SIGTERM stop it gracefully (state saved).
  */
 export async function runClient(opts: ClientCommandOptions): Promise<ClientRunSummary> {
   if (opts.signal !== undefined) return runClientUntil(opts);
@@ -135,7 +138,7 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
       log(`resuming as ${saved.clientId} on ${opts.server} (backend ${backend}, algorithm ${opts.algorithm}, values ${valueEncoding})`);
     } else {
       const joined = await join();
-      if (joined === undefined) return { rounds: 0, bytesUp: remote.bytesUp, bytesDown: remote.bytesDown, lastAccuracy: undefined };
+      if (joined === undefined) return { rounds: 0, finished: false, bytesUp: remote.bytesUp, bytesDown: remote.bytesDown, lastAccuracy: undefined };
       log(`joined ${opts.server} as ${joined.clientId} (backend ${backend}, algorithm ${opts.algorithm}, values ${valueEncoding})`);
       model = opts.model !== undefined ? createModel(opts.model, seed) : modelForManifest(joined.manifest, seed);
       checkManifest(model, joined.manifest);
@@ -160,6 +163,8 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
     let rounds = 0;
     let rejoins = 0;
     let lastAccuracy: number | undefined;
+    /** The coordinator's last round, once it says training is over. */
+    let finishedAfter: number | undefined;
     while (!stopped() && (opts.maxRounds === undefined || rounds < opts.maxRounds)) {
       let pulled;
       try {
@@ -177,6 +182,10 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
       }
       if (pulled === undefined) break;
       rejoins = 0;
+      if ('finished' in pulled) {
+        finishedAfter = pulled.round;
+        break;
+      }
       if ('wait' in pulled) {
         await pause(Math.max(pulled.wait, 50), opts.signal);
         continue;
@@ -240,8 +249,12 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
     } else {
       await save();
     }
-    log(`stopped after ${rounds} round(s); state saved in ${opts.stateDir}`);
-    return { rounds, bytesUp: remote.bytesUp, bytesDown: remote.bytesDown, lastAccuracy };
+    if (finishedAfter !== undefined) {
+      log(`training finished after round ${finishedAfter} (${rounds} round(s) trained here); state saved in ${opts.stateDir}`);
+    } else {
+      log(`stopped after ${rounds} round(s); state saved in ${opts.stateDir}`);
+    }
+    return { rounds, finished: finishedAfter !== undefined, bytesUp: remote.bytesUp, bytesDown: remote.bytesDown, lastAccuracy };
   } finally {
     model?.dispose();
     remote.close();
@@ -401,7 +414,7 @@ async function runLocalOnly(
       await saveState(opts.stateDir, toClientState(participant, undefined, opts.algorithm, model.name));
       log(`local round ${participant.round}: loss ${metrics.loss.toFixed(4)}, accuracy ${pct(metrics.accuracy)}`);
     }
-    return { rounds, bytesUp: 0, bytesDown: 0, lastAccuracy };
+    return { rounds, finished: false, bytesUp: 0, bytesDown: 0, lastAccuracy };
   } finally {
     model.dispose();
   }

@@ -157,10 +157,10 @@ class ZooModel implements Model {
     // tfjs variable names are process-global, so ours stay anonymous; the maps carry the names.
     const addParam = (tensorName: string, shape: number[], prunable: boolean, values: Float32Array): void => {
       manifest.push({ name: tensorName, shape, prunable });
-      params.set(tensorName, tf.variable(tf.tensor(values, shape, 'float32'), true));
+      params.set(tensorName, variableFrom(tf.tensor(values, shape, 'float32'), true));
     };
     const addPersonal = (tensorName: string, shape: number[], fill: number): void => {
-      personal.set(tensorName, tf.variable(tf.fill(shape, fill, 'float32'), false));
+      personal.set(tensorName, variableFrom(tf.fill(shape, fill, 'float32'), false));
     };
     for (const layer of arch.layers) {
       if (layer.kind === 'conv') {
@@ -278,6 +278,19 @@ class ZooModel implements Model {
   }
 }
 
+/**
+ * A variable holding `initial`'s values; `initial` is disposed. The variable takes
+ * its own reference to the data, so the initial tensor would otherwise stay
+ * alive (and counted in tf.memory()) for the life of the process.
+ */
+function variableFrom(initial: tf.Tensor, trainable: boolean): tf.Variable {
+  try {
+    return tf.variable(initial, trainable);
+  } finally {
+    initial.dispose();
+  }
+}
+
 function readAll(vars: ReadonlyMap<string, tf.Variable>): Map<string, Float32Array> {
   const out = new Map<string, Float32Array>();
   for (const [name, v] of vars) out.set(name, Float32Array.from(v.dataSync() as Float32Array));
@@ -297,9 +310,10 @@ function writeAll(model: string, what: string, vars: ReadonlyMap<string, tf.Vari
       throw new Error(`${model}: set ${what}: tensor "${name}" has ${data.length} values, shape [${v.shape.join(', ')}] needs ${v.size}`);
     }
   }
-  for (const [name, v] of vars) {
-    v.assign(tf.tensor(values.get(name) as Float32Array, v.shape, 'float32'));
-  }
+  // assign() takes its own reference to the new data; tidy drops the temporaries' references.
+  tf.tidy(() => {
+    for (const [name, v] of vars) v.assign(tf.tensor(values.get(name) as Float32Array, v.shape, 'float32'));
+  });
 }
 
 function channelGroupsOf(arch: Architecture): ChannelGroup[] {

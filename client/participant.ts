@@ -20,7 +20,6 @@
  */
 import { gather, keptCount, scatter } from '../proto/codec.js';
 import { createAlgorithm } from './algorithms/index.js';
-import { assignPersonal, assignWeights } from './algorithms/common.js';
 import { roundOverrides, type AlgorithmName, type TrainingConfig } from './algorithms/config.js';
 import type { ClientAlgorithm, ClientData, EvalResult, MaskDecisionReport, RoundContext } from './algorithms/types.js';
 import { subset, type Dataset } from './data/dataset.js';
@@ -234,8 +233,8 @@ export class Participant {
         throw new TaskError(`restored mask of '${spec.name}' has ${mask.length} entries, the model needs ${elementCount(spec.shape)}`);
       }
     }
-    assignWeights(this.model, state.weights);
-    assignPersonal(this.model, state.personal);
+    this.model.setWeights(state.weights);
+    this.model.setPersonal(state.personal);
     this.#masks = new Map([...state.masks].map(([n, m]) => [n, Uint8Array.from(m)]));
     this.#maskVersion = state.maskVersion;
     this.#round = state.round;

@@ -98,9 +98,14 @@ export interface ClientIdentity {
   manifest: TensorSpec[];
 }
 
+/**
+ * What a pull brings: a task; no task for now (retry after `wait` ms); or the
+ * end of training (every configured round committed, `round` the last one).
+ */
 export type TaskResult =
   | { header: TaskHeader; config: unknown; tensors: Map<string, DecodedTensor> }
-  | { wait: number };
+  | { wait: number }
+  | { finished: true; round: number };
 
 /** An uploaded tensor: the dense delta, the client's (new) mask, and the mask the server holds. */
 export interface OutgoingTensor {
@@ -254,7 +259,7 @@ export class CoordinatorClient {
             if (header.protocolVersion !== PROTOCOL_VERSION) {
               throw new Error(`PullTask: server speaks protocol version ${header.protocolVersion}, this client ${PROTOCOL_VERSION}`);
             }
-            if (!header.hasTask) return { wait: header.retryAfterMs };
+            if (!header.hasTask) return header.finished ? { finished: true, round: header.roundId } : { wait: header.retryAfterMs };
             continue;
           }
           if (chunk.piece === undefined || chunk.piece === null) {

@@ -98,6 +98,8 @@ export interface TaskHeader {
   dense: boolean;
   maskVersion: number;
   tensorCount: number;
+  /** Every configured round is committed: no task will come again (hasTask is false). */
+  finished: boolean;
 }
 
 export type TaskChunk =
@@ -136,6 +138,8 @@ export type HeartbeatRequest = Credentials;
 export interface HeartbeatResponse {
   currentRound: number;
   taskAvailable: boolean;
+  /** Every configured round is committed. */
+  finished: boolean;
 }
 
 export interface LeaveRequest extends Credentials {

@@ -196,6 +196,7 @@ export class Coordinator {
     return {
       currentRound: r?.id ?? this.#lastRound,
       taskAvailable: r !== null && r.members.has(client.id) && !r.receipts.has(client.id),
+      finished: this.#phase() === 'finished',
     };
   }
 
@@ -211,6 +212,9 @@ export class Coordinator {
   /**
    * The client's task: global values at its own kept positions, or the dense
    * model when its declared mask version is not the one the server holds.
+   * Once every configured round is committed, the answer says `finished`; it
+   * keeps the usual retryAfterMs so a client that predates the flag polls at
+   * the configured pace rather than spinning.
    */
   task(req: M.TaskRequest): PreparedTask {
     const client = this.#authenticate(req);
@@ -225,6 +229,7 @@ export class Coordinator {
         dense: false,
         maskVersion: client.maskVersion,
         tensorCount: 0,
+        finished: this.#phase() === 'finished',
       },
       tensors: [],
     });
@@ -248,6 +253,7 @@ export class Coordinator {
         dense,
         maskVersion: client.maskVersion,
         tensorCount: tensors.length,
+        finished: false,
       },
       tensors,
     };

@@ -56,6 +56,10 @@ async function federatedRound(client: number, h: HostedClient, remote: Coordinat
   let task;
   for (;;) {
     task = await remote.pullTask(p.maskVersion, p.masks);
+    if ('finished' in task) {
+      // The driver asks only for the configured rounds, so this means the two disagree.
+      throw new Error(`client ${client}: expected a task for round ${round}, the coordinator finished training after round ${task.round}`);
+    }
     if (!('wait' in task)) break;
     await sleep(task.wait);
   }

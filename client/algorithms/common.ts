@@ -7,25 +7,11 @@ import { evaluate, trainLocal, type EpochStats } from '../train.js';
 import type { RoundContext } from './types.js';
 
 /**
- * model.setWeights inside tf.tidy: the model's setter leaves the temporary
- * tensors it assigns from alive (one per tensor per call, found by counting
- * tf.memory().numTensors across rounds); the variables keep their data, since
- * assign takes its own reference.
- */
-export function assignWeights(model: Model, weights: TensorMap): void {
-  tf.tidy(() => model.setWeights(weights));
-}
-
-export function assignPersonal(model: Model, personal: TensorMap): void {
-  tf.tidy(() => model.setPersonal(personal));
-}
-
-/**
  * w = global at the kept positions, zero elsewhere. BatchNorm running statistics
  * are not part of the manifest, so they stay the client's own.
  */
 export function prepareAtKept(model: Model, masks: MaskMap, global: TensorMap): void {
-  assignWeights(model, applyMasks(global, masks));
+  model.setWeights(applyMasks(global, masks));
 }
 
 export interface MaskedTrainingOptions {
@@ -82,7 +68,7 @@ export function meanLoss(history: readonly EpochStats[]): number {
 export function gateAccuracy(model: Model, data: Dataset | undefined): (weights: TensorMap) => number {
   return (weights) => {
     if (data === undefined) throw new Error('this algorithm prunes but the participant gave it no gate data');
-    assignWeights(model, weights);
+    model.setWeights(weights);
     return evaluate(model, data).accuracy;
   };
 }

@@ -3,12 +3,11 @@
  * training. None of them prunes: their masks stay all ones, so the same
  * intersection average on the coordinator is plain FedAvg.
  */
-import * as tf from '@tensorflow/tfjs-core';
 import type { Dataset } from '../data/dataset.js';
 import { createModel, type Model } from '../model.js';
 import type { MaskMap, TensorMap } from '../prune.js';
 import { evaluate, trainLocal } from '../train.js';
-import { assignPersonal, assignWeights, meanLoss, prepareAtKept, trainMasked } from './common.js';
+import { meanLoss, prepareAtKept, trainMasked } from './common.js';
 import {
   fedavgConfig,
   fedavgFtConfig,
@@ -93,14 +92,10 @@ export class FedAvgFt implements ClientAlgorithm {
 
   async evaluate(ctx: RoundContext, dataset: Dataset, received: TensorMap | undefined): Promise<EvalResult> {
     if (received === undefined || received === this.#trainedFrom) return evaluate(ctx.model, dataset);
-    // Inside tidy: createModel leaves its initial-value tensors alive (variables survive tidy).
-    let copy!: Model;
-    tf.tidy(() => {
-      copy = createModel(ctx.model.name, 0);
-    });
+    const copy = createModel(ctx.model.name, 0);
     try {
-      assignWeights(copy, received);
-      assignPersonal(copy, ctx.model.getPersonal());
+      copy.setWeights(received);
+      copy.setPersonal(ctx.model.getPersonal());
       await trainLocal(copy, ctx.data.train, { ...ctx.training, epochs: this.config.ftEpochs, seed: ctx.seed });
       return evaluate(copy, dataset);
     } finally {

@@ -12,7 +12,7 @@ import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../model.js';
 import { channelMaskOf, prunePercentile, prunedFraction, selectChannels, type MaskMap, type TensorMap } from '../prune.js';
 import { evaluate } from '../train.js';
-import { assignWeights, gateAccuracy, meanLoss, prepareAtKept, shapesOf, trainMasked } from './common.js';
+import { gateAccuracy, meanLoss, prepareAtKept, shapesOf, trainMasked } from './common.js';
 import { parseConfig, subfedavgHyConfig, type SubFedAvgHyConfig } from './config.js';
 import { decideChannels, decideUnstructured } from './decisions.js';
 import type { ClientAlgorithm, EvalResult, MaskDecisionReport, RoundContext, TrainOutcome } from './types.js';
@@ -99,7 +99,7 @@ export class SubFedAvgHy implements ClientAlgorithm {
       accThresh: cfg.accThresh,
       gateAccuracy: gate,
     });
-    assignWeights(model, channels.weights);
+    model.setWeights(channels.weights);
     const channelsKept = model.channelGroups.map((g) => channelMaskOf(channels.masks, g).reduce((n, v) => n + v, 0));
     const decisions: MaskDecisionReport[] = [dense.report, channels.report];
     for (const r of decisions) {

@@ -6,7 +6,7 @@
 import type { Dataset } from '../data/dataset.js';
 import { prunePercentile, prunedFraction, type MaskMap, type TensorMap } from '../prune.js';
 import { evaluate } from '../train.js';
-import { assignWeights, gateAccuracy, meanLoss, prepareAtKept, prunableNames, trainMasked } from './common.js';
+import { gateAccuracy, meanLoss, prepareAtKept, prunableNames, trainMasked } from './common.js';
 import { parseConfig, subfedavgUnConfig, type SubFedAvgUnConfig } from './config.js';
 import { decideUnstructured } from './decisions.js';
 import type { ClientAlgorithm, EvalResult, RoundContext, TrainOutcome } from './types.js';
@@ -52,7 +52,7 @@ export class SubFedAvgUn implements ClientAlgorithm {
       accThresh: this.config.accThresh,
       gateAccuracy: gateAccuracy(model, ctx.data.gate),
     });
-    assignWeights(model, decision.weights);
+    model.setWeights(decision.weights);
     const r = decision.report;
     ctx.log?.(
       `unstructured: ${r.outcome} (dist ${r.distance.toExponential(2)}, step ${r.step.toFixed(2)}%` +

@@ -144,6 +144,34 @@ describe('weights and personal state', () => {
     model.dispose();
   });
 
+  it('leaks no tensors: createModel + dispose, and repeated setWeights/setPersonal', () => {
+    const start = tf.memory();
+    for (const name of MODEL_NAMES) createModel(name, 7).dispose();
+    expect(tf.memory().numTensors).toBe(start.numTensors);
+    expect(tf.memory().numBytes).toBe(start.numBytes);
+
+    const model = createModel('lenet5-bn-mnist', 8);
+    const weights = model.getWeights();
+    const personal = model.getPersonal();
+    const held = tf.memory();
+    for (let i = 0; i < 5; i++) {
+      weights.get('fc2.bias')!.fill(i);
+      model.setWeights(weights);
+      personal.get('bn1.running_var')!.fill(i + 1);
+      model.setPersonal(personal);
+    }
+    // One tensor per variable, no more: the temporaries assigned from are gone, and so
+    // are the values they replaced.
+    expect(tf.memory().numTensors).toBe(held.numTensors);
+    expect(tf.memory().numTensors - start.numTensors).toBe(model.params.size + model.personal.size);
+    expect(tf.memory().numBytes).toBe(held.numBytes);
+    expect(Array.from(model.getWeights().get('fc2.bias')!)).toEqual(new Array(10).fill(4));
+    expect(Array.from(model.getPersonal().get('bn1.running_var')!)).toEqual(new Array(10).fill(5));
+    model.dispose();
+    expect(tf.memory().numTensors).toBe(start.numTensors);
+    expect(tf.memory().numBytes).toBe(start.numBytes);
+  });
+
   it('rejects an unknown model name', () => {
     expect(() => createModel('resnet' as ModelName, 1)).toThrow(/unknown model "resnet"/);
   });

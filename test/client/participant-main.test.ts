@@ -170,6 +170,37 @@ describe('runClient', () => {
     }
   });
 
+  it('returns once the coordinator says training is finished, with its state saved', async () => {
+    const server = await startServer(2);
+    const stateDir = join(dir, 'state-finished');
+    const run = (lines: string[]) =>
+      runClient({
+        server: server.grpcAddress,
+        enrollmentToken: TOKEN,
+        data: dataDir,
+        stateDir,
+        algorithm: 'fedavg',
+        backend: 'wasm',
+        log: (l) => lines.push(l),
+      });
+    try {
+      // No maxRounds: only the coordinator's signal ends the run.
+      const lines: string[] = [];
+      const summary = await run(lines);
+      expect(summary).toMatchObject({ rounds: 2, finished: true });
+      expect(lines.filter((l) => l.startsWith('training finished after round 2'))).toHaveLength(1);
+      expect(lines.some((l) => l.startsWith('stopped after'))).toBe(false);
+      expect((await loadState(stateDir))!.round).toBe(2);
+      // A restart after the end trains nothing and returns at once.
+      const again: string[] = [];
+      expect(await run(again)).toMatchObject({ rounds: 0, finished: true });
+      expect(again.some((l) => l.startsWith('training finished after round 2'))).toBe(true);
+      expect((await loadState(stateDir))!.round).toBe(2);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('stops after the current round when aborted, with its state saved', async () => {
     const server = await startServer(10);
     const controller = new AbortController();

@@ -52,6 +52,8 @@ class FakeCoordinator {
   heartbeatFailures: grpc.status[] = [];
   heartbeatCalls = 0;
   hasTask = true;
+  /** With hasTask false: answer that training is finished. */
+  finished = false;
 
   async start(): Promise<void> {
     const def = createCoordinatorDefinition((dir, _id, n) => (dir === 'up' ? (this.upBytes += n) : (this.downBytes += n)));
@@ -71,7 +73,7 @@ class FakeCoordinator {
         if (failure !== undefined) return cb({ code: failure, details: 'try later' });
         const req = call.request;
         if (isMalformed(req)) return cb(reject(req));
-        cb(checkToken(req), { currentRound: 3, taskAvailable: true });
+        cb(checkToken(req), { currentRound: 3, taskAvailable: true, finished: false });
       },
       leave: (call, cb) => {
         const req = call.request;
@@ -83,7 +85,8 @@ class FakeCoordinator {
         if (isMalformed(req)) return call.emit('error', reject(req));
         const dense = req.maskVersion === 0;
         if (!this.hasTask) {
-          call.write({ header: { protocolVersion: 1, hasTask: false, retryAfterMs: 250, roundId: 0, configJson: '', dense: false, maskVersion: 0, tensorCount: 0 } });
+          const roundId = this.finished ? 9 : 0;
+          call.write({ header: { protocolVersion: 1, hasTask: false, retryAfterMs: 250, roundId, configJson: '', dense: false, maskVersion: 0, tensorCount: 0, finished: this.finished } });
           return call.end();
         }
         const ones = new Uint8Array(BIG).fill(1);
@@ -95,7 +98,7 @@ class FakeCoordinator {
           encodeSparseTensor('dense/bias', globalBias, new Uint8Array(400).fill(1), [400], { values: 'f32' }),
         ];
         const chunks: TaskChunk[] = [
-          { header: { protocolVersion: 1, hasTask: true, retryAfterMs: 0, roundId: 7, configJson: '{"lr":0.01}', dense, maskVersion: req.maskVersion, tensorCount: 2 } },
+          { header: { protocolVersion: 1, hasTask: true, retryAfterMs: 0, roundId: 7, configJson: '{"lr":0.01}', dense, maskVersion: req.maskVersion, tensorCount: 2, finished: false } },
           ...tensors.flatMap((t) => splitTensor(t).map((piece) => ({ piece }))),
         ];
         for (const c of chunks) call.write(c);
@@ -151,6 +154,7 @@ afterEach(() => {
   for (const c of clients.splice(0)) c.close();
   fake.heartbeatFailures = [];
   fake.hasTask = true;
+  fake.finished = false;
 });
 
 describe('CoordinatorClient', () => {
@@ -159,7 +163,7 @@ describe('CoordinatorClient', () => {
     const joined = await client.join('enroll', 'alice', 600);
     expect(joined).toEqual({ clientId: 'c-alice', manifest, config: { epochs: 5 } });
     expect(client.clientId).toBe('c-alice');
-    expect(await client.heartbeat()).toEqual({ currentRound: 3, taskAvailable: true });
+    expect(await client.heartbeat()).toEqual({ currentRound: 3, taskAvailable: true, finished: false });
     await client.leave('done');
   });
 
@@ -170,7 +174,7 @@ describe('CoordinatorClient', () => {
     expect(saved).toEqual({ clientId: 'c-kim', clientToken: 'secret', manifest });
     const second = connect();
     second.resume(saved);
-    expect(await second.heartbeat()).toEqual({ currentRound: 3, taskAvailable: true });
+    expect(await second.heartbeat()).toEqual({ currentRound: 3, taskAvailable: true, finished: false });
     const forged = connect();
     forged.resume({ ...saved, clientToken: 'guess' });
     await expect(forged.heartbeat()).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED, details: 'bad client token' });
@@ -193,7 +197,7 @@ describe('CoordinatorClient', () => {
     const client = connect();
     await client.join('enroll', 'carol', 10);
     const task = await client.pullTask(0);
-    if ('wait' in task) throw new Error('expected a task');
+    if (!('header' in task)) throw new Error('expected a task');
     expect(task.header.roundId).toBe(7);
     expect(task.config).toEqual({ lr: 0.01 });
     expect(sameBytes(task.tensors.get('dense/kernel')!.kept, globalKernel)).toBe(true);
@@ -205,7 +209,7 @@ describe('CoordinatorClient', () => {
     const client = connect();
     await client.join('enroll', 'dave', 10);
     const task = await client.pullTask(2, new Map([['dense/kernel', clientMask]]));
-    if ('wait' in task) throw new Error('expected a task');
+    if (!('header' in task)) throw new Error('expected a task');
     const kernel = task.tensors.get('dense/kernel')!;
     expect(sameBytes(kernel.mask, clientMask)).toBe(true);
     expect(sameBytes(kernel.kept, gather(globalKernel, clientMask))).toBe(true);
@@ -218,6 +222,14 @@ describe('CoordinatorClient', () => {
     const client = connect();
     await client.join('enroll', 'erin', 10);
     expect(await client.pullTask(0)).toEqual({ wait: 250 });
+  });
+
+  it('says so when training is finished', async () => {
+    fake.hasTask = false;
+    fake.finished = true;
+    const client = connect();
+    await client.join('enroll', 'fiona', 10);
+    expect(await client.pullTask(0)).toEqual({ finished: true, round: 9 });
   });
 
   it('pushes an update in pieces with DIFF masks and f16 values', async () => {
@@ -279,7 +291,7 @@ describe('CoordinatorClient', () => {
     await client.join('enroll', 'ivan', 1);
     fake.heartbeatCalls = 0;
     fake.heartbeatFailures = [grpc.status.UNAVAILABLE, grpc.status.UNAVAILABLE];
-    expect(await client.heartbeat()).toEqual({ currentRound: 3, taskAvailable: true });
+    expect(await client.heartbeat()).toEqual({ currentRound: 3, taskAvailable: true, finished: false });
     expect(fake.heartbeatCalls).toBe(3);
   });
 
@@ -360,7 +372,7 @@ describe.skipIf(!hasOpenssl())('TLS', () => {
       const cert = readFileSync(join(dir, 'cert.pem'));
       server.addService(createCoordinatorDefinition(), {
         join: (_call, cb) => cb(null, { protocolVersion: 1, clientId: 'tls-1', clientToken: 't', manifest: [], configJson: '' }),
-        heartbeat: (_call, cb) => cb(null, { currentRound: 0, taskAvailable: false }),
+        heartbeat: (_call, cb) => cb(null, { currentRound: 0, taskAvailable: false, finished: false }),
         leave: (_call, cb) => cb(null, {}),
         pullTask: (call) => call.end(),
         pushUpdate: (_call, cb) => cb(null, { accepted: false, message: '', maskVersion: 0 }),

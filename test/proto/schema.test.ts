@@ -29,7 +29,7 @@ const samples: { [K in keyof typeof codecs]: M.TensorSpec | object } = {
   TaskRequest: { ...cred, maskVersion: 4, valueEncoding: ValueEncoding.F16 } satisfies M.TaskRequest,
   TaskChunk: {
     kind: 'header',
-    header: { protocolVersion: 1, hasTask: true, retryAfterMs: 10, roundId: 2, configJson: '{}', dense: true, maskVersion: 3, tensorCount: 4 },
+    header: { protocolVersion: 1, hasTask: true, retryAfterMs: 10, roundId: 2, configJson: '{}', dense: true, maskVersion: 3, tensorCount: 4, finished: true },
   } satisfies M.TaskChunk,
   UpdateChunk: {
     kind: 'header',
@@ -46,7 +46,7 @@ const samples: { [K in keyof typeof codecs]: M.TensorSpec | object } = {
   } satisfies M.UpdateChunk,
   UpdateAck: { accepted: true, message: 'ok', maskVersion: 4 } satisfies M.UpdateAck,
   HeartbeatRequest: cred satisfies M.HeartbeatRequest,
-  HeartbeatResponse: { currentRound: 7, taskAvailable: true } satisfies M.HeartbeatResponse,
+  HeartbeatResponse: { currentRound: 7, taskAvailable: true, finished: true } satisfies M.HeartbeatResponse,
   LeaveRequest: { ...cred, reason: 'done' } satisfies M.LeaveRequest,
   LeaveResponse: {} satisfies M.LeaveResponse,
 };

@@ -241,7 +241,30 @@ describe('round lifecycle', () => {
     const { coord, clients } = setup({ frac: 0.5 });
     const outsider = clients.find((c) => !coord.members().includes(c.id))!;
     const t = coord.task({ protocolVersion: PROTOCOL_VERSION, clientId: outsider.id, clientToken: outsider.token, maskVersion: 0, valueEncoding: 0 });
-    expect(t.header).toMatchObject({ hasTask: false, retryAfterMs: 500 });
+    expect(t.header).toMatchObject({ hasTask: false, retryAfterMs: 500, finished: false });
+    coord.stop();
+  });
+
+  it('says finished to a pull and a heartbeat once the last round is committed', () => {
+    const { coord, clients } = setup({ rounds: 2 });
+    const cred = (c: Joined) => ({ protocolVersion: PROTOCOL_VERSION, clientId: c.id, clientToken: c.token });
+    const pull = (c: Joined) => coord.task({ ...cred(c), maskVersion: 0, valueEncoding: 0 }).header;
+    const [a, b] = clients;
+    for (const c of clients) coord.pushUpdate(header(c, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    expect(pull(a)).toMatchObject({ hasTask: true, roundId: 2, finished: false });
+    coord.pushUpdate(header(a, 2), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    // Reported, but round 2 is still open: wait, not finished.
+    expect(pull(a)).toMatchObject({ hasTask: false, roundId: 2, finished: false });
+    expect(coord.heartbeat(cred(a))).toMatchObject({ currentRound: 2, finished: false });
+    for (const c of clients.slice(1)) coord.pushUpdate(header(c, 2), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    expect(coord.status()).toMatchObject({ phase: 'finished', lastCommittedRound: 2 });
+    for (const c of [a, b]) {
+      expect(pull(c)).toMatchObject({ hasTask: false, roundId: 2, finished: true, tensorCount: 0 });
+      expect(coord.heartbeat(cred(c))).toEqual({ currentRound: 2, taskAvailable: false, finished: true });
+    }
+    // A client joining after the end hears the same.
+    const late = coord.join({ protocolVersion: PROTOCOL_VERSION, enrollmentToken: ENROLL, clientName: 'late', numExamples: 10 });
+    expect(pull({ id: late.clientId, token: late.clientToken })).toMatchObject({ hasTask: false, finished: true });
     coord.stop();
   });
 
@@ -249,9 +272,9 @@ describe('round lifecycle', () => {
     const { coord, clients } = setup({ rounds: 2 });
     const [a, b] = clients;
     const cred = (c: Joined) => ({ protocolVersion: PROTOCOL_VERSION, clientId: c.id, clientToken: c.token });
-    expect(coord.heartbeat(cred(a))).toEqual({ currentRound: 1, taskAvailable: true });
+    expect(coord.heartbeat(cred(a))).toEqual({ currentRound: 1, taskAvailable: true, finished: false });
     coord.pushUpdate(header(a, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
-    expect(coord.heartbeat(cred(a))).toEqual({ currentRound: 1, taskAvailable: false });
+    expect(coord.heartbeat(cred(a))).toEqual({ currentRound: 1, taskAvailable: false, finished: false });
     coord.leave({ ...cred(b), reason: 'battery low' });
     expect(refusal(() => coord.heartbeat(cred(b)))).toMatchObject({ code: 'UNAUTHENTICATED', reason: 'client_left' });
     for (const c of clients.slice(2)) coord.pushUpdate(header(c, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
