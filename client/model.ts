@@ -8,16 +8,13 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { SeededRandom } from './data/random.js';
+import type { TensorSpec } from '../proto/messages.js';
 
 export type ModelName = 'mlp' | 'lenet5-mnist' | 'lenet5-cifar' | 'lenet5-bn-mnist' | 'lenet5-bn-cifar';
 export const MODEL_NAMES: readonly ModelName[] = ['mlp', 'lenet5-mnist', 'lenet5-cifar', 'lenet5-bn-mnist', 'lenet5-bn-cifar'];
 
-/** One trainable tensor of a model. prunable = conv kernels and dense weight matrices. */
-export interface TensorSpec {
-  name: string;
-  shape: number[];
-  prunable: boolean;
-}
+// One trainable tensor of a model (prunable = conv kernels and dense weight matrices): the manifest entry the wire carries.
+export type { TensorSpec };
 
 /** One BatchNorm'd conv layer, for hybrid (channel) pruning. */
 export interface ChannelGroup {
