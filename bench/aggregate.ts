@@ -9,6 +9,7 @@
 // elements folded; denseAddElementsPerSec counts `acc[i] += v[i]` elements.
 // Writes bench/results/aggregate.json and prints a table.
 import { writeBenchResult } from './results.js';
+import { SeededRandom } from '../proto/random.js';
 import { keptIndices } from '../proto/codec.js';
 import { IntersectionAggregator } from '../server/aggregate.js';
 import type { TensorMap, TensorSpec } from '../server/model.js';
@@ -25,13 +26,8 @@ const DENSITY = 0.5;
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
 
 function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
+  const random = new SeededRandom(seed);
+  return () => random.next();
 }
 
 interface Update {

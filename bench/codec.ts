@@ -12,6 +12,7 @@
 // (4 MB) per second, best of repeated runs; encode = gather + mask + values +
 // protobuf serialization, decode = the reverse up to kept values.
 import { writeBenchResult } from './results.js';
+import { SeededRandom } from '../proto/random.js';
 import {
   decodeMask,
   decodeValues,
@@ -51,13 +52,8 @@ interface CodecRecord {
 
 /** Deterministic xorshift so runs are comparable. */
 function rng(seed: number): () => number {
-  let s = seed;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
+  const random = new SeededRandom(seed);
+  return () => random.next();
 }
 
 function randomMask(density: number, seed: number): Uint8Array {

@@ -5,6 +5,7 @@
 // run, is the same round with a single client. Writes
 // bench/results/scale.json and prints a table.
 import { writeBenchResult } from './results.js';
+import { SeededRandom } from '../proto/random.js';
 import { pino } from 'pino';
 import { CoordinatorClient, type OutgoingTensor } from '../client/remote.js';
 import { startCoordinator } from '../server/main.js';
@@ -18,13 +19,8 @@ const MANIFEST: TensorSpec[] = [
 ]; // 1,023 parameters
 
 function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
+  const random = new SeededRandom(seed);
+  return () => random.next();
 }
 
 interface RoundResult {

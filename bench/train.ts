@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, type BackendChoice } from '../client/backend.js';
 import type { Dataset } from '../client/data/dataset.js';
-import { SeededRandom } from '../client/data/random.js';
+import { SeededRandom } from '../proto/random.js';
 import { createModel, type ModelName } from '../client/model.js';
 import { trainLocal } from '../client/train.js';
 

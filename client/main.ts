@@ -32,7 +32,7 @@ import { AlgorithmConfigError, createAlgorithm, isAlgorithmName, type AlgorithmN
 import { initBackend, type BackendChoice } from './backend.js';
 import { subset, type Dataset } from './data/dataset.js';
 import { readDatasetFiles } from './data/detect.js';
-import { SeededRandom, deriveSeed } from './data/random.js';
+import { SeededRandom, deriveSeed } from '../proto/random.js';
 import { createModel, isModelName, MODEL_NAMES, type Model, type ModelName, type TensorSpec } from './model.js';
 import { Participant, type ReceivedTask } from './participant.js';
 import { RemoteError, backoffDelay, CoordinatorClient, type ClientIdentity, type OutgoingTensor, type RetryPolicy } from './remote.js';

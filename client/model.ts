@@ -7,7 +7,7 @@
  * conv(valid) -> [BatchNorm] -> maxpool 2 -> ReLU, as in the Sub-FedAvg reference.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { SeededRandom } from './data/random.js';
+import { SeededRandom } from '../proto/random.js';
 import type { TensorSpec } from '../proto/messages.js';
 
 export type ModelName = 'mlp' | 'lenet5-mnist' | 'lenet5-cifar' | 'lenet5-bn-mnist' | 'lenet5-bn-cifar';

@@ -23,7 +23,7 @@ import { createAlgorithm } from './algorithms/index.js';
 import { roundOverrides, type AlgorithmName, type TrainingConfig } from './algorithms/config.js';
 import type { ClientAlgorithm, ClientData, EvalResult, MaskDecisionReport, RoundContext } from './algorithms/types.js';
 import { subset, type Dataset } from './data/dataset.js';
-import { SeededRandom, deriveSeed } from './data/random.js';
+import { SeededRandom, deriveSeed } from '../proto/random.js';
 import type { Model } from './model.js';
 import { elementCount, masksEqual, onesMasks, prunedFraction, type MaskMap, type TensorMap } from './prune.js';
 import { evaluate } from './train.js';

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { Dataset, Normalization } from './data/dataset.js';
-import { deriveSeed, SeededRandom } from './data/random.js';
+import { deriveSeed, SeededRandom } from '../proto/random.js';
 import { registerGradients } from './kernels/gradients.js';
 import { sgdMomentumStep } from './kernels/sgd_momentum.js';
 import type { Model } from './model.js';

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { SeededRandom } from '../proto/random.js';
 
 /** Members to sample from N active clients: K = max(round(frac * N), 1), never more than N. */
 export function sampleSize(frac: number, active: number): number {
@@ -8,18 +9,6 @@ export function sampleSize(frac: number, active: number): number {
 /** Reports needed to commit at the deadline: ceil(quorum * members), at least one. */
 export function quorumCount(quorum: number, members: number): number {
   return Math.max(1, Math.ceil(quorum * members - 1e-9));
-}
-
-/** mulberry32 over a 32-bit state: small, fast, and plenty for picking members. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**
@@ -38,11 +27,11 @@ export function sampleMembers(
   const k = sampleSize(frac, clientIds.length);
   if (clientIds.length === 0) return [];
   const digest = createHash('sha256').update(`subfed-sample:${seed}:${round}:${attempt}`).digest();
-  const rand = mulberry32(digest.readUInt32LE(0));
+  const rand = new SeededRandom(digest.readUInt32LE(0));
   const pool = [...clientIds];
   // Partial Fisher-Yates: the first k slots end up a uniform sample.
   for (let i = 0; i < k; i++) {
-    const j = i + Math.floor(rand() * (pool.length - i));
+    const j = i + rand.int(pool.length - i);
     [pool[i], pool[j]] = [pool[j], pool[i]];
   }
   return pool.slice(0, k);

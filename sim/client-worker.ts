@@ -8,7 +8,7 @@
 import { workerData } from 'node:worker_threads';
 import { initBackend } from '../client/backend.js';
 import { subset } from '../client/data/dataset.js';
-import { deriveSeed } from '../client/data/random.js';
+import { deriveSeed } from '../proto/random.js';
 import { createModel, type Model, type ModelName } from '../client/model.js';
 import { Participant, type RoundMetrics } from '../client/participant.js';
 import { CoordinatorClient, type OutgoingTensor } from '../client/remote.js';

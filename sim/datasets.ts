@@ -5,7 +5,7 @@ import { DatasetNotFoundError } from '../client/data/errors.js';
 import { readIdx } from '../client/data/idx.js';
 import { readCifar10 } from '../client/data/cifar10.js';
 import { syntheticDataset } from '../client/data/synthetic.js';
-import { SeededRandom, deriveSeed } from '../client/data/random.js';
+import { SeededRandom, deriveSeed } from '../proto/random.js';
 import { packageRoot } from '../proto/package-root.js';
 
 export const DATASET_NAMES = ['fashion-mnist', 'mnist', 'cifar10', 'synthetic'] as const;

@@ -1,5 +1,5 @@
 import type { Dataset } from '../client/data/dataset.js';
-import { SeededRandom, deriveSeed } from '../client/data/random.js';
+import { SeededRandom, deriveSeed } from '../proto/random.js';
 
 /** What a partitioner needs of a dataset: its labels. */
 export type LabelSet = Pick<Dataset, 'labels' | 'numClasses'>;

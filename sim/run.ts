@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Dataset } from '../client/data/dataset.js';
-import { SeededRandom, deriveSeed } from '../client/data/random.js';
+import { SeededRandom, deriveSeed } from '../proto/random.js';
 import { sampleMembers } from '../server/rounds.js';
 import { startCoordinator, type CoordinatorHandle } from '../server/main.js';
 import { loadDataset, type LoadedDataset } from './datasets.js';

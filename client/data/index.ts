@@ -6,4 +6,3 @@ export { readIdx, idxDataset, idxMagic, parseIdxImages, parseIdxLabels, IDX_IMAG
 export { readCifar10, cifar10Dataset, parseCifar10, CIFAR10_RECORD_BYTES, CIFAR10_CLASSES } from './cifar10.js';
 export { readDatasetFiles, detectFormat, type DataFormat, type ReadDataOptions } from './detect.js';
 export { syntheticDataset, type SyntheticOptions } from './synthetic.js';
-export { SeededRandom, deriveSeed } from './random.js';

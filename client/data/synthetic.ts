@@ -1,5 +1,5 @@
 import type { Dataset } from './dataset.js';
-import { SeededRandom, deriveSeed } from './random.js';
+import { SeededRandom, deriveSeed } from '../../proto/random.js';
 
 export interface SyntheticOptions {
   count: number;

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 import { initBackend, type BackendChoice } from '../../client/backend.js';
-import { SeededRandom } from '../../client/data/random.js';
+import { SeededRandom } from '../../proto/random.js';
 
 type Pad = 'same' | 'valid' | number;
 

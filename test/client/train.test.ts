@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
 import { KNOWN_NORMALIZATION, type Dataset } from '../../client/data/dataset.js';
-import { SeededRandom } from '../../client/data/random.js';
+import { SeededRandom } from '../../proto/random.js';
 import { createModel, type ModelName } from '../../client/model.js';
 import { evaluate, normalizationFor, trainLocal } from '../../client/train.js';
 

@@ -1,4 +1,5 @@
 import fc from 'fast-check';
+import { SeededRandom } from '../../proto/random.js';
 import { describe, expect, it } from 'vitest';
 import {
   CodecError,
@@ -20,15 +21,8 @@ import { MaskEncoding, ValueEncoding, type MaskPart } from '../../proto/messages
 
 /** Small deterministic PRNG so a fast-check seed fully determines a mask. */
 function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 2 ** 32;
-  };
+  const random = new SeededRandom(seed);
+  return () => random.next();
 }
 
 function randomMask(n: number, density: number, seed: number): Uint8Array {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SeededRandom, deriveSeed } from '../../client/data/random.js';
+import { SeededRandom, deriveSeed } from '../../proto/random.js';
 
 const draws = (seed: number, n: number): number[] => {
   const r = new SeededRandom(seed);

@@ -1,8 +1,9 @@
 /**
- * A small seeded PRNG (mulberry32) with the few distributions the data code
- * needs. Determinism matters more than statistical strength here: the same
- * seed must give the same split and the same synthetic data on every machine,
- * which Math.random cannot.
+ * A small seeded PRNG (mulberry32) with the few distributions subfed needs, in
+ * proto/ because every part uses it: data splits and synthetic data, model
+ * initialisation, the coordinator's member sampling, benchmarks. Determinism
+ * matters more than statistical strength: the same seed must give the same
+ * result on every machine, which Math.random cannot.
  */
 export class SeededRandom {
   #state: number;
