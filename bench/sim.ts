@@ -7,11 +7,11 @@
  * SUBFED_BENCH_ROUNDS shortens the run (e.g. for a smoke test); the JSON says
  * how many rounds were run.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { resolveSimConfig } from '../sim/presets.js';
 import { RunWriter, formatSummaryTable, type AlgorithmSummary } from '../sim/report.js';
 import { runSimulation } from '../sim/run.js';
+import { writeBenchResult } from './results.js';
 
 interface SimBenchRecord {
   algorithm: string;
@@ -24,6 +24,8 @@ interface SimBenchRecord {
   denseUploadBytes: number;
   denseDownloadBytes: number;
   meanSparsity: number;
+  meanReceivedSparsity: number;
+  finalSparsity: number;
   wallSeconds: number;
 }
 
@@ -39,6 +41,8 @@ function record(s: AlgorithmSummary): SimBenchRecord {
     denseUploadBytes: s.denseUploadBytes,
     denseDownloadBytes: s.denseDownloadBytes,
     meanSparsity: s.meanSparsity,
+    meanReceivedSparsity: s.meanReceivedSparsity,
+    finalSparsity: s.finalSparsity,
     wallSeconds: s.wallSeconds,
   };
 }
@@ -72,16 +76,24 @@ async function main(): Promise<void> {
   }
   const summaries = writer.finish(notes);
   const records = summaries.map(record);
-  mkdirSync(path.join('bench', 'results'), { recursive: true });
-  writeFileSync(path.join('bench', 'results', 'sim.json'), `${JSON.stringify(records, null, 2)}\n`);
+  const file = writeBenchResult('sim', records);
   process.stdout.write(`${formatSummaryTable(summaries)}\n`);
   const fed = summaries.find((s) => s.algorithm === 'fedavg');
   const sub = summaries.find((s) => s.algorithm === 'subfedavg-un');
   if (fed && sub) {
     const ratio = (sub.uploadBytes + sub.downloadBytes) / (fed.uploadBytes + fed.downloadBytes);
     process.stdout.write(`subfedavg-un moved ${(ratio * 100).toFixed(1)}% of FedAvg's bytes (measured in this run)\n`);
+    // Each direction against the sparsity of the masks it was cut to: uploads carry the mask after
+    // training, downloads the one held before it (one pruning step behind, and dense on first contact).
+    const pctOf = (x: number): string => `${(x * 100).toFixed(1)}%`;
+    process.stdout.write(
+      `subfedavg-un upload ${pctOf(sub.uploadBytes / sub.denseUploadBytes)} of dense f32 ` +
+        `(mean sparsity after training ${pctOf(sub.meanSparsity)}: 1 - sparsity = ${pctOf(1 - sub.meanSparsity)}); ` +
+        `download ${pctOf(sub.downloadBytes / fed.downloadBytes)} of FedAvg's ` +
+        `(mean sparsity on arrival ${pctOf(sub.meanReceivedSparsity)}: 1 - sparsity = ${pctOf(1 - sub.meanReceivedSparsity)})\n`,
+    );
   }
-  process.stdout.write(`wrote bench/results/sim.json; report: ${path.join(config.out!, 'report.html')}\n`);
+  process.stdout.write(`wrote ${file}; report: ${path.join(config.out!, 'report.html')}\n`);
 }
 
 await main();

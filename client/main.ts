@@ -26,7 +26,6 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
-import { scatter } from '../proto/codec.js';
 import type { ValueEncodingName } from '../proto/rpc.js';
 import { AlgorithmConfigError, createAlgorithm, isAlgorithmName, type AlgorithmName } from './algorithms/index.js';
 import { initBackend, type BackendChoice } from './backend.js';
@@ -34,8 +33,9 @@ import { subset, type Dataset } from './data/dataset.js';
 import { readDatasetFiles } from './data/detect.js';
 import { SeededRandom, deriveSeed } from '../proto/random.js';
 import { createModel, isModelName, MODEL_NAMES, type Model, type ModelName, type TensorSpec } from './model.js';
-import { Participant, type ReceivedTask } from './participant.js';
-import { RemoteError, backoffDelay, CoordinatorClient, type ClientIdentity, type OutgoingTensor, type RetryPolicy } from './remote.js';
+import { trainOnTask } from './federated-round.js';
+import { Participant } from './participant.js';
+import { RemoteError, backoffDelay, CoordinatorClient, type ClientIdentity, type RetryPolicy } from './remote.js';
 import { StateFileError, assertStateMatches, loadState, saveState, stateFilePath, type ClientState } from './state.js';
 
 export interface ClientCommandOptions {
@@ -190,53 +190,22 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
         await pause(Math.max(pulled.wait, 50), opts.signal);
         continue;
       }
-      const { header } = pulled;
-      const heldByServer = header.maskVersion === participant.maskVersion ? participant.masks : undefined;
-      const task: ReceivedTask = {
-        round: header.roundId,
-        config: pulled.config,
-        dense: header.dense,
-        tensors: pulled.tensors,
-        serverMaskVersion: header.maskVersion,
-      };
-      const result = await participant.localRound(task);
-      const update = result.update!;
-      const outgoing = new Map<string, OutgoingTensor>();
-      for (const [tensorName, t] of update.tensors) {
-        const previous = heldByServer?.get(tensorName);
-        outgoing.set(tensorName, { dense: scatter(t.kept, t.mask), mask: t.mask, ...(previous !== undefined ? { previousMask: previous } : {}) });
-      }
-      const m = result.metrics;
+      const trained = await trainOnTask(participant, pulled);
+      const { metrics: m, round } = trained;
       try {
-        const ack = await untilConnected(
-          'push',
-          () =>
-            remote.pushUpdate(
-              {
-                roundId: update.round,
-                numExamples: update.numExamples,
-                baseMaskVersion: update.baseMaskVersion,
-                maskChanged: update.maskChanged,
-                newMaskVersion: update.newMaskVersion ?? 0,
-                metrics: { loss: m.loss, localAccuracy: m.accuracy, sparsity: m.sparsity, receivedAccuracy: m.receivedAccuracy },
-              },
-              outgoing,
-            ),
-          log,
-          opts.signal,
-        );
-        if (ack !== undefined && !ack.accepted) log(`round ${update.round}: update not accepted: ${ack.message}`);
+        const ack = await untilConnected('push', () => remote.pushUpdate(trained.upload.fields, trained.upload.tensors), log, opts.signal);
+        if (ack !== undefined && !ack.accepted) log(`round ${round}: update not accepted: ${ack.message}`);
       } catch (err) {
         // The round closed or our mask view went stale while we trained: the next
         // pull re-synchronises (dense model, full masks). Anything else is fatal.
         if (!(err instanceof RemoteError && err.code === grpc.status.FAILED_PRECONDITION)) throw err;
-        log(`round ${update.round}: update refused (${err.details}); pulling again`);
+        log(`round ${round}: update refused (${err.details}); pulling again`);
       }
       rounds++;
       lastAccuracy = m.accuracy;
       await save();
       log(
-        `round ${update.round}: loss ${m.loss.toFixed(4)}, accuracy ${pct(m.accuracy)} (received ${pct(m.receivedAccuracy)}), ` +
+        `round ${round}: loss ${m.loss.toFixed(4)}, accuracy ${pct(m.accuracy)} (received ${pct(m.receivedAccuracy)}), ` +
           `sparsity ${pct(m.sparsity)}${m.channelsKept !== undefined ? `, channels [${m.channelsKept.join(', ')}]` : ''}, ` +
           `up ${remote.bytesUp} B, down ${remote.bytesDown} B`,
       );

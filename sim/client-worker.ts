@@ -11,9 +11,9 @@ import { subset } from '../client/data/dataset.js';
 import { deriveSeed } from '../proto/random.js';
 import { createModel, type Model, type ModelName } from '../client/model.js';
 import { Participant, type RoundMetrics } from '../client/participant.js';
-import { CoordinatorClient, type OutgoingTensor } from '../client/remote.js';
+import { CoordinatorClient } from '../client/remote.js';
+import { trainOnTask } from '../client/federated-round.js';
 import { evaluate } from '../client/train.js';
-import { scatter } from '../proto/codec.js';
 import { serveWorkerRequests } from './pool.js';
 import { algorithmConfig, modelFor } from './presets.js';
 import type { InitialModel } from '../server/config.js';
@@ -40,12 +40,13 @@ function hostedClient(client: number): HostedClient {
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-function memberResult(client: number, metrics: RoundMetrics, received: boolean): MemberResult {
+function memberResult(client: number, metrics: RoundMetrics, receivedSparsity: number, received: boolean): MemberResult {
   return {
     client,
     receivedAccuracy: received ? metrics.receivedAccuracy : null,
     accuracy: metrics.accuracy,
     sparsity: metrics.sparsity,
+    receivedSparsity,
     channelsKept: metrics.channelsKept ?? null,
   };
 }
@@ -66,35 +67,10 @@ async function federatedRound(client: number, h: HostedClient, remote: Coordinat
   if (task.header.roundId !== round) {
     throw new Error(`client ${client}: expected a task for round ${round}, the coordinator sent round ${task.header.roundId}`);
   }
-  // The masks the coordinator holds for us, when it holds our current version: they let the encoder send UNCHANGED/DIFF.
-  const serverMasks = task.header.maskVersion === p.maskVersion ? new Map(p.masks) : undefined;
-  const result = await p.localRound({
-    round,
-    config: task.config,
-    dense: task.header.dense,
-    tensors: task.tensors,
-    serverMaskVersion: task.header.maskVersion,
-  });
-  const update = result.update;
-  if (!update) throw new Error(`client ${client}: ${p.algorithm.name} produced no update`);
-  const tensors = new Map<string, OutgoingTensor>();
-  for (const [name, t] of update.tensors) {
-    tensors.set(name, { dense: scatter(t.kept, t.mask), mask: t.mask, previousMask: serverMasks?.get(name) });
-  }
-  const m = result.metrics;
-  const ack = await remote.pushUpdate(
-    {
-      roundId: round,
-      numExamples: update.numExamples,
-      baseMaskVersion: update.baseMaskVersion,
-      maskChanged: update.maskChanged,
-      newMaskVersion: update.newMaskVersion ?? 0,
-      metrics: { loss: m.loss, localAccuracy: m.accuracy, sparsity: m.sparsity, receivedAccuracy: m.receivedAccuracy },
-    },
-    tensors,
-  );
+  const trained = await trainOnTask(p, task);
+  const ack = await remote.pushUpdate(trained.upload.fields, trained.upload.tensors);
   if (!ack.accepted) throw new Error(`client ${client}: round ${round} update refused: ${ack.message}`);
-  return memberResult(client, m, true);
+  return memberResult(client, trained.metrics, trained.receivedSparsity, true);
 }
 
 async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof WorkerResponses]> {
@@ -128,8 +104,9 @@ async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof Wor
     case 'train': {
       const h = hostedClient(request.client);
       if (h.remote) return federatedRound(request.client, h, h.remote, request.round);
+      const before = h.participant.sparsity;
       const result = await h.participant.localRound(null);
-      return memberResult(request.client, result.metrics, false);
+      return memberResult(request.client, result.metrics, before, false);
     }
     case 'evaluate': {
       const out: ClientEvaluation[] = [];

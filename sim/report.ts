@@ -38,8 +38,10 @@ export interface RoundReport {
   /** The global model on every client's test data: fedavg/fedavg-ft on evaluation rounds, else null. */
   readonly globalAccuracy: AccuracyStats | null;
   readonly bytes: ByteCounts;
-  /** Mean over members of their pruned share of all model parameters (0 for dense algorithms). */
+  /** Mean over members of their pruned share of all model parameters after the round (0 for dense algorithms). */
   readonly meanSparsity: number;
+  /** The same for the masks members held when their task arrived: the download is cut to these. */
+  readonly receivedSparsity: number;
   /** subfedavg-hy: mean over members of the channels kept per BN layer; else null. */
   readonly channelsKept: readonly number[] | null;
   readonly wallSeconds: number;
@@ -59,7 +61,12 @@ export interface AlgorithmSummary {
   readonly denseDownloadBytes: number;
   /** 1 - (up + down) / (dense up + dense down); null when nothing would have moved (local). */
   readonly savings: number | null;
+  /** Mean over rounds of the members' sparsity after training (what uploads are cut to). */
   readonly meanSparsity: number;
+  /** Mean over rounds of the members' sparsity when their task arrived (what downloads are cut to). */
+  readonly meanReceivedSparsity: number;
+  /** The members' sparsity in the last round. */
+  readonly finalSparsity: number;
   readonly wallSeconds: number;
   readonly secondsPerRound: number;
   /** True when the run was stopped before its last round. */
@@ -96,6 +103,7 @@ export function summarize(algorithm: AlgorithmName, rounds: readonly RoundReport
   const denseDown = total((b) => b.denseDown);
   const wallSeconds = mine.reduce((s, r) => s + r.wallSeconds, 0);
   const last = mine.at(-1);
+  const meanOf = (pick: (r: RoundReport) => number): number => (mine.length ? mine.reduce((s, r) => s + pick(r), 0) / mine.length : 0);
   return {
     algorithm,
     rounds: mine.length,
@@ -107,7 +115,9 @@ export function summarize(algorithm: AlgorithmName, rounds: readonly RoundReport
     denseUploadBytes: denseUp,
     denseDownloadBytes: denseDown,
     savings: denseUp + denseDown > 0 ? 1 - (up + down) / (denseUp + denseDown) : null,
-    meanSparsity: last ? last.meanSparsity : 0,
+    meanSparsity: meanOf((r) => r.meanSparsity),
+    meanReceivedSparsity: meanOf((r) => r.receivedSparsity),
+    finalSparsity: last ? last.meanSparsity : 0,
     wallSeconds,
     secondsPerRound: mine.length ? wallSeconds / mine.length : 0,
     interrupted: mine.length < plannedRounds,
@@ -130,7 +140,7 @@ const pct = (v: number | null): string => (v === null ? '-' : `${(v * 100).toFix
 
 /** The final terminal table. */
 export function formatSummaryTable(summaries: readonly AlgorithmSummary[]): string {
-  const header = ['algorithm', 'personalized acc', 'received acc (last 10)', 'global acc', 'up', 'down', 'dense up+down', 'savings', 'sparsity', 's/round'];
+  const header = ['algorithm', 'personalized acc', 'received acc (last 10)', 'global acc', 'up', 'down', 'dense up+down', 'savings', 'final sparsity', 's/round'];
   const rows = summaries.map((s) => [
     s.algorithm + (s.interrupted ? ' (stopped)' : ''),
     pct(s.personalizedAcc),
@@ -140,7 +150,7 @@ export function formatSummaryTable(summaries: readonly AlgorithmSummary[]): stri
     formatBytes(s.downloadBytes),
     formatBytes(s.denseUploadBytes + s.denseDownloadBytes),
     pct(s.savings),
-    pct(s.meanSparsity),
+    pct(s.finalSparsity),
     s.secondsPerRound.toFixed(2),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
@@ -239,7 +249,7 @@ export function renderReportHtml(data: ReportData): string {
     .map(
       (s) =>
         `<tr><td>${escapeHtml(s.algorithm)}${s.interrupted ? ' (stopped)' : ''}</td><td>${pct(s.personalizedAcc)}</td><td>${pct(s.receivedAccLast10)}</td><td>${pct(s.globalAcc)}</td>` +
-        `<td>${formatBytes(s.uploadBytes)}</td><td>${formatBytes(s.downloadBytes)}</td><td>${formatBytes(s.denseUploadBytes + s.denseDownloadBytes)}</td><td>${pct(s.savings)}</td><td>${pct(s.meanSparsity)}</td><td>${s.secondsPerRound.toFixed(2)}</td></tr>`,
+        `<td>${formatBytes(s.uploadBytes)}</td><td>${formatBytes(s.downloadBytes)}</td><td>${formatBytes(s.denseUploadBytes + s.denseDownloadBytes)}</td><td>${pct(s.savings)}</td><td>${pct(s.finalSparsity)}</td><td>${s.secondsPerRound.toFixed(2)}</td></tr>`,
     )
     .join('\n');
   const notes = data.notes.map((n) => `<li>${escapeHtml(n)}</li>`).join('\n');
@@ -260,7 +270,7 @@ td:first-child, th:first-child { text-align: left; } section { margin: 2em 0; }
 ${notes}
 </ul>
 <table>
-<thead><tr><th>algorithm</th><th>personalized acc</th><th>received acc (last 10)</th><th>global acc</th><th>up</th><th>down</th><th>dense up+down</th><th>savings</th><th>sparsity</th><th>s/round</th></tr></thead>
+<thead><tr><th>algorithm</th><th>personalized acc</th><th>received acc (last 10)</th><th>global acc</th><th>up</th><th>down</th><th>dense up+down</th><th>savings</th><th>final sparsity</th><th>s/round</th></tr></thead>
 <tbody>
 ${rows}
 </tbody>

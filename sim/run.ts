@@ -276,6 +276,7 @@ function roundReport(
     globalAccuracy,
     bytes,
     meanSparsity: results.reduce((s, r) => s + r.sparsity, 0) / results.length,
+    receivedSparsity: results.reduce((s, r) => s + r.receivedSparsity, 0) / results.length,
     channelsKept,
     wallSeconds,
   };

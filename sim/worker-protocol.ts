@@ -43,8 +43,10 @@ export interface MemberResult {
   readonly receivedAccuracy: number | null;
   /** Personalized accuracy after local training. */
   readonly accuracy: number;
-  /** Pruned share of all model parameters, in [0, 1]. */
+  /** Pruned share of all model parameters after this round, in [0, 1]. */
   readonly sparsity: number;
+  /** The same, of the mask held when the task arrived: what the download was cut to. */
+  readonly receivedSparsity: number;
   readonly channelsKept: number[] | null;
 }
 

@@ -105,4 +105,10 @@ describe('subfed sim end to end (synthetic data, real gRPC, worker threads)', ()
     expect(of('subfedavg-un').at(-1)!.meanSparsity).toBeGreaterThan(0);
     expect(of('fedavg').every((r) => r.meanSparsity === 0)).toBe(true);
   });
+
+  it('reports the sparsity each download was cut to: none on first contact, one pruning step behind after', () => {
+    const un = of('subfedavg-un');
+    expect(un[0].receivedSparsity).toBe(0);
+    for (const r of un) expect(r.receivedSparsity).toBeLessThanOrEqual(r.meanSparsity);
+  });
 });

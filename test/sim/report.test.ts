@@ -31,6 +31,7 @@ function round(algorithm: AlgorithmName, r: number, evaluated: boolean): RoundRe
     globalAccuracy: fed && evaluated ? accuracyStats([0.2 + r / 100]) : null,
     bytes: local ? { up: 0, down: 0, denseUp: 0, denseDown: 0 } : { up: 1000 * r, down: 2000, denseUp: 4000, denseDown: 4000 },
     meanSparsity: fed || local ? 0 : 0.05 * r,
+    receivedSparsity: fed || local ? 0 : 0.05 * (r - 1),
     channelsKept: hy ? [10 - r, 20 - r] : null,
     wallSeconds: 0.5,
   };
@@ -63,7 +64,9 @@ describe('report writer', () => {
     expect(hy.personalizedAcc).toBeCloseTo((0.43 + 0.7 + 0.55) / 3);
     expect(hy.receivedAccLast10).toBeCloseTo(0.32);
     expect(hy.globalAcc).toBeNull();
-    expect(hy.meanSparsity).toBeCloseTo(0.15);
+    expect(hy.meanSparsity).toBeCloseTo(0.1);
+    expect(hy.meanReceivedSparsity).toBeCloseTo(0.05);
+    expect(hy.finalSparsity).toBeCloseTo(0.15);
     expect(hy.interrupted).toBe(false);
     const fed = summaries.find((s) => s.algorithm === 'fedavg')!;
     expect(fed.globalAcc).toBeCloseTo(0.23);
@@ -123,7 +126,7 @@ describe('report writer', () => {
 
   it('formats the terminal table with one row per algorithm', () => {
     const table = formatSummaryTable(summaries).split('\n');
-    expect(table[0]).toMatch(/^algorithm\s+personalized acc\s+received acc \(last 10\)\s+global acc\s+up\s+down\s+dense up\+down\s+savings\s+sparsity\s+s\/round$/);
+    expect(table[0]).toMatch(/^algorithm\s+personalized acc\s+received acc \(last 10\)\s+global acc\s+up\s+down\s+dense up\+down\s+savings\s+final sparsity\s+s\/round$/);
     expect(table).toHaveLength(2 + 3);
     expect(table[2]).toMatch(/^subfedavg-hy\s+56\.0%\s+32\.0%\s+-\s+5\.86 KiB\s+5\.86 KiB\s+23\.4 KiB\s+50\.0%\s+15\.0%\s+0\.50$/);
   });
