@@ -73,6 +73,8 @@ export async function runSimCommand(flags: SimFlags): Promise<number> {
     cliProgress.Presets.shades_classic,
   );
   const rounds = config.rounds;
+  // A bar needs a terminal; in a log (CI, nohup, a pipe) each round gets one line instead.
+  const interactive = process.stderr.isTTY === true;
   let notes: string[] = [];
   const onEvent = (event: SimulationEvent): void => {
     switch (event.kind) {
@@ -81,13 +83,13 @@ export async function runSimCommand(flags: SimFlags): Promise<number> {
         process.stderr.write(`${[...event.notes, event.labelTable].join('\n')}\n`);
         return;
       case 'round-start':
-        bar.start(event.members, 0, { algorithm: event.algorithm, round: event.round, rounds, status: '' });
+        if (interactive) bar.start(event.members, 0, { algorithm: event.algorithm, round: event.round, rounds, status: '' });
         return;
       case 'member-done':
-        bar.update(event.done);
+        if (interactive) bar.update(event.done);
         return;
       case 'evaluating':
-        bar.update({ status: `| evaluating ${event.scope === 'all' ? 'every client' : 'the global model'}` });
+        if (interactive) bar.update({ status: `| evaluating ${event.scope === 'all' ? 'every client' : 'the global model'}` });
         return;
     }
   };
@@ -96,8 +98,13 @@ export async function runSimCommand(flags: SimFlags): Promise<number> {
     for await (const report of runSimulation(config, { signal: stop.signal, onEvent })) {
       writer.appendRound(report);
       const acc = report.allClientsAccuracy ?? report.membersAccuracy;
-      bar.update({ status: `| acc ${(acc.mean * 100).toFixed(1)}% (${report.allClientsAccuracy ? 'all clients' : 'members'}) | ${report.wallSeconds.toFixed(1)} s` });
-      bar.stop();
+      const status = `acc ${(acc.mean * 100).toFixed(1)}% (${report.allClientsAccuracy ? 'all clients' : 'members'}) | ${report.wallSeconds.toFixed(1)} s`;
+      if (interactive) {
+        bar.update({ status: `| ${status}` });
+        bar.stop();
+      } else {
+        process.stderr.write(`${report.algorithm} round ${report.round}/${rounds}: ${status}\n`);
+      }
     }
   } catch (error) {
     bar.stop();
