@@ -12,20 +12,11 @@
  */
 
 import { elementCount, type MaskMap, type TensorMap } from '../proto/codec.js';
+// Type-only: the pruning rules stay free of TensorFlow at run time.
+import type { ChannelGroup } from './model.js';
 
 export type { MaskMap, TensorMap };
 export { elementCount };
-
-/** One BN'd conv layer, as described by the model (client/model.ts `ChannelGroup`). */
-export interface ChannelGroupSpec {
-  gamma: string;
-  beta: string;
-  kernel: string;
-  bias: string;
-  channels: number;
-  /** The layer reading this one's output: a conv kernel or the dense layer after flatten. */
-  next: { weight: string; kind: 'conv' | 'flatten-dense'; spatial: number };
-}
 
 function requireEntry<V>(map: ReadonlyMap<string, V>, name: string, what: string): V {
   const value = map.get(name);
@@ -196,7 +187,7 @@ export function onesMasks(manifest: readonly { name: string; shape: readonly num
  * The alive channels of a group, read from its gamma mask (a removed channel has
  * gamma's mask at 0; all of a channel's tensors are masked together).
  */
-export function channelMaskOf(masks: ReadonlyMap<string, Uint8Array>, group: ChannelGroupSpec): Uint8Array {
+export function channelMaskOf(masks: ReadonlyMap<string, Uint8Array>, group: ChannelGroup): Uint8Array {
   const m = requireEntry(masks, group.gamma, 'mask');
   if (m.length !== group.channels) {
     throw new RangeError(`mask of '${group.gamma}' has ${m.length} entries, group has ${group.channels} channels`);
@@ -257,7 +248,7 @@ export function channelDistance(a: readonly Uint8Array[], b: readonly Uint8Array
  */
 export function applyChannelMask(
   masks: ReadonlyMap<string, Uint8Array>,
-  group: ChannelGroupSpec,
+  group: ChannelGroup,
   channelMask: Uint8Array,
   shapes: ReadonlyMap<string, readonly number[]>,
 ): MaskMap {

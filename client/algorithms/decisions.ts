@@ -13,10 +13,10 @@ import {
   maskDistance,
   prunePercentile,
   prunedFraction,
-  type ChannelGroupSpec,
   type MaskMap,
   type TensorMap,
 } from '../prune.js';
+import type { ChannelGroup } from '../model.js';
 import type { MaskDecisionReport } from './types.js';
 
 /** Accuracy (fraction) of the model holding `weights` on the gate data. */
@@ -78,7 +78,7 @@ export async function decideUnstructured(input: UnstructuredInput): Promise<Deci
 export interface ChannelInput {
   readonly weights: TensorMap;
   readonly masks: MaskMap;
-  readonly groups: readonly ChannelGroupSpec[];
+  readonly groups: readonly ChannelGroup[];
   readonly shapes: ReadonlyMap<string, readonly number[]>;
   /** Channel selections computed after epoch 1 and after the last epoch, one per group. */
   readonly first: readonly Uint8Array[];

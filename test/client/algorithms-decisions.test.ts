@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { decideChannels, decideUnstructured } from '../../client/algorithms/decisions.js';
 import { AlgorithmConfigError, subfedavgHyConfig, subfedavgUnConfig, parseConfig } from '../../client/algorithms/config.js';
 import { createAlgorithm } from '../../client/algorithms/index.js';
-import { prunePercentile, type ChannelGroupSpec } from '../../client/prune.js';
+import { prunePercentile } from '../../client/prune.js';
+import type { ChannelGroup } from '../../client/model.js';
 
 const f32 = (xs: number[]) => Float32Array.from(xs);
 const u8 = (xs: number[]) => Uint8Array.from(xs);
@@ -92,7 +93,7 @@ describe('decideUnstructured (Sub-FedAvg Un rule)', () => {
 });
 
 describe('decideChannels (Sub-FedAvg Hy channel rule)', () => {
-  const group: ChannelGroupSpec = {
+  const group: ChannelGroup = {
     gamma: 'g',
     beta: 'be',
     kernel: 'k',

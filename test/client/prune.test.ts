@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
+import type { ChannelGroup } from '../../client/model.js';
 import {
   applyChannelMask,
   applyMasks,
@@ -12,7 +13,6 @@ import {
   prunePercentile,
   prunedFraction,
   selectChannels,
-  type ChannelGroupSpec,
 } from '../../client/prune.js';
 
 const f32 = (xs: number[]) => Float32Array.from(xs);
@@ -176,7 +176,7 @@ describe('channel pruning', () => {
     ['d/kernel', [4 * 3, 2]],
   ]);
   const ones = () => new Map([...shapes].map(([n, s]) => [n, new Uint8Array(s.reduce((a, b) => a * b, 1)).fill(1)]));
-  const groupTo = (next: ChannelGroupSpec['next']): ChannelGroupSpec => ({
+  const groupTo = (next: ChannelGroup['next']): ChannelGroup => ({
     gamma: 'bn1/gamma',
     beta: 'bn1/beta',
     kernel: 'c1/kernel',
