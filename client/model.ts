@@ -195,9 +195,17 @@ class ZooModel implements Model {
       let act: tf.Tensor = x;
       for (const layer of this.#layers) {
         if (layer.kind === 'conv') {
-          act = tf.add(tf.conv2d(act as tf.Tensor4D, this.#param(`${layer.name}.weight`) as tf.Tensor4D, 1, 'valid'), this.#param(`${layer.name}.bias`));
-          if (layer.batchNorm !== undefined) act = this.#batchNorm(act as tf.Tensor4D, layer.batchNorm, training);
-          act = tf.relu(tf.maxPool(act as tf.Tensor4D, 2, 2, 'valid'));
+          const conv = tf.conv2d(act as tf.Tensor4D, this.#param(`${layer.name}.weight`) as tf.Tensor4D, 1, 'valid');
+          const bias = this.#param(`${layer.name}.bias`);
+          if (layer.batchNorm !== undefined) {
+            act = tf.maxPool(this.#batchNorm(tf.add(conv, bias), layer.batchNorm, training), 2, 2, 'valid');
+          } else {
+            // A per-channel bias commutes with the max over a window (float addition is
+            // monotonic), so it is added after pooling: on a quarter of the values, and the
+            // bias gradient sums a quarter as many rows.
+            act = tf.add(tf.maxPool(conv, 2, 2, 'valid'), bias);
+          }
+          act = tf.relu(act);
         } else {
           if (act.rank !== 2) act = tf.reshape(act, [act.shape[0], -1]);
           act = tf.add(tf.matMul(act as tf.Tensor2D, this.#param(`${layer.name}.weight`) as tf.Tensor2D), this.#param(`${layer.name}.bias`));

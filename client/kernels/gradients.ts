@@ -10,6 +10,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { GradConfig, NamedAttrMap, Tensor } from '@tensorflow/tfjs-core';
 import { backend_util, util } from '@tensorflow/tfjs-core';
+import { columnSum } from './column_sum.js';
 
 type Grads = Record<string, () => Tensor>;
 
@@ -20,11 +21,10 @@ function unbroadcast(grad: Tensor, shape: number[]): Tensor {
   const leading = axes.every((axis, i) => axis === i);
   if (leading && grad.rank > 1) {
     // A bias gradient: summing the leading axes away. cpu and wasm Sum kernels transpose
-    // the reduced axes innermost first (a full copy); ones[1, outer]·grad[outer, inner]
-    // is the same sum as one matmul.
+    // the reduced axes innermost first (a full copy); columnSum is one pass.
     const outer = axes.reduce((n, axis) => n * grad.shape[axis], 1);
     const inner = grad.size / outer;
-    return tf.reshape(tf.matMul(tf.ones([1, outer]), tf.reshape(grad, [outer, inner])), shape);
+    return tf.reshape(columnSum(tf.reshape(grad, [outer, inner])), shape);
   }
   return tf.reshape(tf.sum(grad, axes), shape);
 }

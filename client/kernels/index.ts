@@ -1,6 +1,7 @@
 /** Registers our faster kernels on the backends that run in this process. */
 import { getKernel, registerKernel, unregisterKernel } from '@tensorflow/tfjs-core';
 import type { KernelConfig } from '@tensorflow/tfjs-core';
+import { columnSumConfig } from './column_sum.js';
 import { cpuConv2dConfig } from './conv2d.js';
 import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
 import { conv2dBackpropInputConfig } from './conv2d_backprop_input.js';
@@ -12,7 +13,12 @@ import type { LocalBackendName } from './tensor_access.js';
 const registered = new Set<LocalBackendName>();
 
 function kernelsFor(backendName: LocalBackendName): KernelConfig[] {
-  const kernels = [conv2dBackpropFilterConfig(backendName), conv2dBackpropInputConfig(backendName), maxPoolGradConfig(backendName)];
+  const kernels = [
+    conv2dBackpropFilterConfig(backendName),
+    conv2dBackpropInputConfig(backendName),
+    maxPoolGradConfig(backendName),
+    columnSumConfig(backendName),
+  ];
   if (backendName === 'cpu') kernels.push(cpuConv2dConfig(), cpuBatchMatMulConfig(), cpuSgdMomentumConfig());
   return kernels;
 }

@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 import { initBackend, type BackendChoice } from '../../client/backend.js';
 import { SeededRandom } from '../../proto/random.js';
+import { COLUMN_SUM_KERNEL } from '../../client/kernels/column_sum.js';
 
 type Pad = 'same' | 'valid' | number;
 
@@ -298,5 +299,32 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (bac
       expect(got[((kh * 5 + kw) * 10 + ci) * 20 + co]).toBeCloseTo(want, 3);
     }
     tf.dispose([x, w, r]);
+  });
+});
+
+describe.each<BackendChoice>(['cpu', 'wasm'])('column sums (bias gradients) on %s', (backend) => {
+  it('SubfedColumnSum matches tf.sum over the leading axes', async () => {
+    await initBackend(backend);
+    const rng = new SeededRandom(11);
+    for (const shape of [[7, 3], [2, 5, 4, 6], [1, 1], [10, 12, 12, 10]]) {
+      const x = tf.tensor(randomArray(rng, shape.reduce((a, b) => a * b, 1)), shape);
+      const got = (tf.engine().runKernel(COLUMN_SUM_KERNEL, { x }) as tf.Tensor).dataSync();
+      const want = tf.sum(x, shape.slice(0, -1).map((_, i) => i)).dataSync();
+      expect(got.length).toBe(shape[shape.length - 1]);
+      for (let i = 0; i < want.length; i++) expect(got[i]).toBeCloseTo(want[i], 4);
+      x.dispose();
+    }
+  });
+
+  it('gives the gradient of a broadcast bias add', async () => {
+    await initBackend(backend);
+    const rng = new SeededRandom(12);
+    const x = tf.tensor4d(randomArray(rng, 3 * 4 * 4 * 5), [3, 4, 4, 5]);
+    const r = tf.tensor4d(randomArray(rng, 3 * 4 * 4 * 5), [3, 4, 4, 5]);
+    const b = tf.tensor1d(randomArray(rng, 5));
+    const got = tf.grad((bias: tf.Tensor) => tf.sum(tf.mul(tf.add(x, bias), r)))(b).dataSync();
+    const want = tf.sum(r, [0, 1, 2]).dataSync();
+    for (let i = 0; i < 5; i++) expect(got[i]).toBeCloseTo(want[i], 4);
+    tf.dispose([x, r, b]);
   });
 });

@@ -4,7 +4,7 @@ import { initBackend } from '../../client/backend.js';
 import { KNOWN_NORMALIZATION, type Dataset } from '../../client/data/dataset.js';
 import { SeededRandom } from '../../proto/random.js';
 import { createModel, type ModelName } from '../../client/model.js';
-import { evaluate, normalizationFor, trainLocal } from '../../client/train.js';
+import { crossEntropyWithStats, evaluate, normalizationFor, trainLocal } from '../../client/train.js';
 
 beforeAll(async () => {
   await initBackend('wasm', { logger: { info: () => {} } });
@@ -234,6 +234,32 @@ describe('gradients', () => {
     } finally {
       await initBackend('wasm', { logger: { info: () => {} } });
     }
+  });
+
+  it('cross-entropy by hand: loss, accuracy and gradient match the tf-op formulation', () => {
+    const rng = new SeededRandom(21);
+    const labels = Int32Array.from([0, 3, 7, 9, 3, 1], (l) => l);
+    const logits = tf.tensor2d(Float32Array.from({ length: 6 * 10 }, () => rng.normal() * 3), [6, 10]);
+    const oneHot = tf.oneHot(tf.tensor1d(labels, 'int32'), 10);
+    const reference = (x: tf.Tensor): tf.Scalar => tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.logSoftmax(x)), 1))) as tf.Scalar;
+    let stats = { loss: Number.NaN, correct: -1 };
+    const got = tf.valueAndGrad((x: tf.Tensor) =>
+      crossEntropyWithStats(x as tf.Tensor2D, labels, (s) => {
+        stats = s;
+      }),
+    )(logits);
+    const want = tf.valueAndGrad(reference)(logits);
+    expect(got.value.dataSync()[0]).toBeCloseTo(want.value.dataSync()[0], 5);
+    expect(stats.loss).toBeCloseTo(want.value.dataSync()[0], 5);
+    const predicted = tf.argMax(logits, 1).dataSync();
+    expect(stats.correct).toBe(labels.filter((l, i) => predicted[i] === l).length);
+    const g = got.grad.dataSync();
+    const w = want.grad.dataSync();
+    for (let i = 0; i < w.length; i++) expect(g[i]).toBeCloseTo(w[i], 6);
+    // The upstream gradient scales it (here 3 * loss).
+    const scaled = tf.grad((x: tf.Tensor) => tf.mul(crossEntropyWithStats(x as tf.Tensor2D, labels, () => {}), 3))(logits).dataSync();
+    for (let i = 0; i < w.length; i++) expect(scaled[i]).toBeCloseTo(3 * w[i], 5);
+    tf.dispose([logits, oneHot, got.value, got.grad, want.value, want.grad]);
   });
 
   it('gives every trainable tensor of every model a finite gradient', () => {
