@@ -5,7 +5,7 @@ import { columnSumConfig } from './column_sum.js';
 import { cpuConv2dConfig } from './conv2d.js';
 import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
 import { conv2dBackpropInputConfig } from './conv2d_backprop_input.js';
-import { cpuBatchMatMulConfig } from './matmul.js';
+import { cpuBatchMatMulConfig, wasmBatchMatMulConfig } from './matmul.js';
 import { maxPoolGradConfig } from './max_pool_grad.js';
 import { cpuSgdMomentumConfig } from './sgd_momentum.js';
 import type { LocalBackendName } from './tensor_access.js';
@@ -19,6 +19,7 @@ function kernelsFor(backendName: LocalBackendName): KernelConfig[] {
     maxPoolGradConfig(backendName),
     columnSumConfig(backendName),
   ];
+  if (backendName === 'wasm') kernels.push(wasmBatchMatMulConfig());
   if (backendName === 'cpu') kernels.push(cpuConv2dConfig(), cpuBatchMatMulConfig(), cpuSgdMomentumConfig());
   return kernels;
 }

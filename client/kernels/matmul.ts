@@ -2,8 +2,8 @@
  * Dense float32 matrix product for the cpu backend, whose own BatchMatMul runs at about
  * 0.4 GMAC/s here; this one at about 1 GMAC/s on the shapes of our models.
  */
-import type { BatchMatMulAttrs, KernelBackend, KernelConfig, KernelFunc, NamedTensorInfoMap } from '@tensorflow/tfjs-core';
-import { BatchMatMul, getKernel, util } from '@tensorflow/tfjs-core';
+import type { BatchMatMulAttrs, KernelBackend, KernelConfig, KernelFunc, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
+import { BatchMatMul, getKernel, Transpose, util } from '@tensorflow/tfjs-core';
 import { tensorAccess } from './tensor_access.js';
 
 /**
@@ -95,4 +95,68 @@ export function cpuBatchMatMulConfig(): KernelConfig {
   const stock = getKernel(BatchMatMul, 'cpu');
   if (stock === undefined) throw new Error('no stock BatchMatMul on cpu to fall back to');
   return { kernelName: BatchMatMul, backendName: 'cpu', kernelFunc: batchMatMulKernel(stock.kernelFunc) };
+}
+
+interface WasmBackendLike {
+  disposeData(dataId: object): boolean;
+}
+
+/**
+ * wasm BatchMatMul as XNNPACK likes it. Its cost follows the size of the right operand
+ * (repacked on every call: our weights change every step) and its transposed-A path is a
+ * plain loop (x^T·dy [10,320]^T·[10,50]: 0.19 ms; transposing x first, then the untransposed
+ * product: 0.04 ms). So transposes are made explicit, and when the output has fewer rows
+ * than columns we compute Cᵀ = op(B)ᵀ·op(A)ᵀ and transpose that back: the dense layers'
+ * x·W [10,320]·[320,50] becomes Wᵀ·xᵀ with a [320,10] right operand (0.18 -> ~0.07 ms).
+ * Only single matrices (rank 2, or rank 3 with batch 1) are rerouted; anything else goes
+ * to the stock kernel as is.
+ */
+function wasmBatchMatMulKernel(stock: KernelFunc): KernelFunc {
+  return (args) => {
+    const { a, b } = args.inputs as NamedTensorInfoMap;
+    const { transposeA, transposeB } = args.attrs as unknown as BatchMatMulAttrs;
+    if (a === undefined || b === undefined) throw new Error('BatchMatMul needs inputs a and b');
+    const rank = a.shape.length;
+    const single = (t: TensorInfo): boolean => t.shape.length === 2 || (t.shape.length === 3 && t.shape[0] === 1);
+    if (a.dtype !== 'float32' || b.dtype !== 'float32' || b.shape.length !== rank || !single(a) || !single(b)) return stock(args);
+    const [aRows, aCols] = a.shape.slice(-2);
+    const [bRows, bCols] = b.shape.slice(-2);
+    const m = transposeA ? aCols : aRows;
+    const k = transposeA ? aRows : aCols;
+    const n = transposeB ? bRows : bCols;
+    if ((transposeB ? bCols : bRows) !== k) return stock(args);
+    const backend = args.backend as KernelBackend;
+    const transpose = getKernel(Transpose, 'wasm');
+    if (transpose === undefined) throw new Error('Transpose is not registered on wasm');
+    const temporaries: TensorInfo[] = [];
+    const matrix = (t: TensorInfo, rows: number, cols: number): TensorInfo => ({ dataId: t.dataId, shape: [rows, cols], dtype: 'float32' });
+    const transposed = (t: TensorInfo): TensorInfo => {
+      const out = transpose.kernelFunc({ inputs: { x: t }, backend, attrs: { perm: [1, 0] } }) as TensorInfo;
+      temporaries.push(out);
+      return out;
+    };
+    const product = (left: TensorInfo, right: TensorInfo): TensorInfo =>
+      stock({ inputs: { a: left, b: right }, backend, attrs: { transposeA: false, transposeB: false } }) as TensorInfo;
+    const aMatrix = matrix(a, aRows, aCols);
+    const bMatrix = matrix(b, bRows, bCols);
+    let out: TensorInfo;
+    if (m < n) {
+      // Cᵀ [n, m] = op(B)ᵀ [n, k] · op(A)ᵀ [k, m]
+      const ct = product(transposeB ? bMatrix : transposed(bMatrix), transposeA ? aMatrix : transposed(aMatrix));
+      temporaries.push(ct);
+      out = transpose.kernelFunc({ inputs: { x: ct }, backend, attrs: { perm: [1, 0] } }) as TensorInfo;
+    } else {
+      out = product(transposeA ? transposed(aMatrix) : aMatrix, transposeB ? transposed(bMatrix) : bMatrix);
+    }
+    const wasm = backend as unknown as WasmBackendLike;
+    for (const t of temporaries) wasm.disposeData(t.dataId);
+    return { dataId: out.dataId, shape: rank === 3 ? [1, m, n] : [m, n], dtype: 'float32' };
+  };
+}
+
+/** wasm BatchMatMul (wasmBatchMatMulKernel) around the stock kernel. */
+export function wasmBatchMatMulConfig(): KernelConfig {
+  const stock = getKernel(BatchMatMul, 'wasm');
+  if (stock === undefined) throw new Error('no stock BatchMatMul on wasm to fall back to');
+  return { kernelName: BatchMatMul, backendName: 'wasm', kernelFunc: wasmBatchMatMulKernel(stock.kernelFunc) };
 }

@@ -171,9 +171,11 @@ interface MatMulProblem {
 function matMulReferences(): MatMulProblem[] {
   const rng = new SeededRandom(13);
   const out: MatMulProblem[] = [];
-  for (let i = 0; i < 16; i++) {
-    const [n, k, m] = [1 + rng.int(9), 1 + rng.int(9), 1 + rng.int(9)];
-    const batch = i % 2 === 0 ? [] : [1 + rng.int(3)];
+  for (let i = 0; i < 32; i++) {
+    // Every transpose pair with rank 2, batch 1 (rerouted on wasm) and larger batches; wide and tall outputs.
+    const size = i < 16 ? 9 : 40;
+    const [n, k, m] = [1 + rng.int(size), 1 + rng.int(size), 1 + rng.int(size)];
+    const batch = [[], [1], [2 + rng.int(2)]][i % 3];
     const transposeA = (i & 2) !== 0;
     const transposeB = (i & 4) !== 0;
     const shapeA = [...batch, ...(transposeA ? [k, n] : [n, k])];
@@ -191,15 +193,15 @@ const problems = referenceProblems();
 const poolProblems = problems.then(poolReferences);
 const matMulProblems = poolProblems.then(matMulReferences);
 
-describe('BatchMatMul on cpu', () => {
+describe.each<BackendChoice>(['cpu', 'wasm'])('BatchMatMul on %s', (backend) => {
   it('matches the stock cpu kernel for ranks 2 and 3 and every transpose', async () => {
     const cases = await matMulProblems;
-    await initBackend('cpu');
+    await initBackend(backend);
     for (const { a, b, transposeA, transposeB, product } of cases) {
       const got = tf.tidy(() => tf.matMul(a, b, transposeA, transposeB).dataSync());
       const label = `[${a.shape}]${transposeA ? 'ᵀ' : ''}·[${b.shape}]${transposeB ? 'ᵀ' : ''}`;
       expect(got.length, label).toBe(product.length);
-      for (let i = 0; i < product.length; i++) expect(Math.abs(got[i] - product[i]), `${label}[${i}]`).toBeLessThan(1e-5);
+      for (let i = 0; i < product.length; i++) expect(Math.abs(got[i] - product[i]), `${label}[${i}]`).toBeLessThan(1e-5 * (1 + Math.abs(product[i])));
     }
   });
 });
