@@ -127,7 +127,7 @@ function checkOptions(opts: TrainOptions): void {
  *   buf = g on the first step, then buf = momentum*buf + g;  w -= lr*buf.
  * The buffer starts at zero, which makes the first step buf = 0*m + g = g exactly. A
  * gradient that stays zero keeps its buffer at zero and its weight bit-for-bit unchanged.
- * On cpu the step is one fused kernel per tensor (kernels/sgd_momentum.ts).
+ * On cpu (and on wasm for small tensors) the step is one fused kernel per tensor (kernels/sgd_momentum.ts).
  */
 class SgdMomentum {
   readonly #attrs: { lr: number; momentum: number };

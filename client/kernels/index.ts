@@ -7,7 +7,7 @@ import { conv2dBackpropFilterConfig } from './conv2d_backprop_filter.js';
 import { conv2dBackpropInputConfig } from './conv2d_backprop_input.js';
 import { cpuBatchMatMulConfig, wasmBatchMatMulConfig } from './matmul.js';
 import { maxPoolGradConfig } from './max_pool_grad.js';
-import { cpuSgdMomentumConfig } from './sgd_momentum.js';
+import { sgdMomentumConfig } from './sgd_momentum.js';
 import type { LocalBackendName } from './tensor_access.js';
 
 const registered = new Set<LocalBackendName>();
@@ -18,9 +18,10 @@ function kernelsFor(backendName: LocalBackendName): KernelConfig[] {
     conv2dBackpropInputConfig(backendName),
     maxPoolGradConfig(backendName),
     columnSumConfig(backendName),
+    sgdMomentumConfig(backendName),
   ];
   if (backendName === 'wasm') kernels.push(wasmBatchMatMulConfig());
-  if (backendName === 'cpu') kernels.push(cpuConv2dConfig(), cpuBatchMatMulConfig(), cpuSgdMomentumConfig());
+  if (backendName === 'cpu') kernels.push(cpuConv2dConfig(), cpuBatchMatMulConfig());
   return kernels;
 }
 

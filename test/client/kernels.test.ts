@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { initBackend, type BackendChoice } from '../../client/backend.js';
 import { SeededRandom } from '../../proto/random.js';
 import { COLUMN_SUM_KERNEL } from '../../client/kernels/column_sum.js';
+import { SGD_MOMENTUM_KERNEL } from '../../client/kernels/sgd_momentum.js';
 
 type Pad = 'same' | 'valid' | number;
 
@@ -328,5 +329,36 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('column sums (bias gradients) on %
     const want = tf.sum(r, [0, 1, 2]).dataSync();
     for (let i = 0; i < 5; i++) expect(got[i]).toBeCloseTo(want[i], 4);
     tf.dispose([x, r, b]);
+  });
+});
+
+describe.each<BackendChoice>(['cpu', 'wasm'])('fused SGD-momentum kernel on %s', (backend) => {
+  it('gives bit-for-bit the tf-op step, a zero gradient leaving weight and buffer unchanged', async () => {
+    await initBackend(backend);
+    const rng = new SeededRandom(14);
+    const n = 1000;
+    const w = tf.tensor1d(randomArray(rng, n));
+    const buf = tf.tensor1d(randomArray(rng, n));
+    const gValues = randomArray(rng, n).map((v, i) => (i % 3 === 0 ? 0 : v));
+    const g = tf.tensor1d(gValues);
+    const attrs = { lr: 0.01, momentum: 0.5 };
+    const [wOut, bufOut] = tf.engine().runKernel(SGD_MOMENTUM_KERNEL, { w, buf: tf.zerosLike(w), g }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    const fused = tf.engine().runKernel(SGD_MOMENTUM_KERNEL, { w, buf, g }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    const next = tf.add(tf.mul(buf, attrs.momentum), g);
+    const want = [tf.sub(w, tf.mul(next, attrs.lr)).dataSync(), next.dataSync()];
+    const got = [fused[0].dataSync(), fused[1].dataSync()];
+    for (let i = 0; i < n; i++) {
+      expect(Object.is(got[0][i], want[0][i]), `w[${i}]`).toBe(true);
+      expect(Object.is(got[1][i], want[1][i]), `buf[${i}]`).toBe(true);
+    }
+    // From a zero buffer, a zero gradient keeps the weight bit-for-bit.
+    const w0 = w.dataSync();
+    const w1 = wOut.dataSync();
+    const b1 = bufOut.dataSync();
+    for (let i = 0; i < n; i += 3) {
+      expect(Object.is(w1[i], w0[i])).toBe(true);
+      expect(b1[i]).toBe(0);
+    }
+    tf.dispose([w, buf, g, wOut, bufOut, ...fused, next]);
   });
 });

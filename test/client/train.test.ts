@@ -113,7 +113,7 @@ describe('trainLocal', () => {
     expect(await run(2)).not.toEqual(a);
   });
 
-  it('takes the same steps on cpu (fused optimiser kernel) as on wasm (tf ops), pruned weights staying zero', async () => {
+  it('takes the same steps on cpu (fused optimiser kernel) as on wasm (tf ops for fc1/fc2, fused for the rest), pruned weights staying zero', async () => {
     const data = bandDataset(30, 6);
     const mask = tf.tensor(Float32Array.from({ length: 200 * 10 }, (_, i) => i % 2), [200, 10]);
     const run = async (): Promise<Map<string, Float32Array>> => {
