@@ -80,6 +80,7 @@ function conv2dBackpropFilterKernel(backendName: LocalBackendName): KernelFunc {
       'channelsLast',
     );
     if (backendName === 'wasm' && convolvable(info)) return filterGradientAsConv(backend, x, dy, info);
+    if (backendName === 'wasm' && wideRowsApplicable(info)) return filterGradientWideRows(backend, x, dy, info);
     const n = info.batchSize * info.outHeight * info.outWidth;
     const k = info.filterHeight * info.filterWidth * info.inChannels;
     const access = tensorAccess(backendName, backend);
@@ -134,6 +135,78 @@ function filterGradientAsConv(backend: KernelBackend, x: TensorInfo, dy: TensorI
   const wasm = backend as unknown as { disposeData(id: object): boolean };
   for (const t of [xT, dyT, out]) wasm.disposeData(t.dataId);
   return dw;
+}
+
+/**
+ * Single input channel, stride 1, no padding (LeNet's first conv): im2col with "wide" rows.
+ * Output positions are numbered (b, oh, w) over the full input width W instead of the
+ * output width; then row (kh, kw) of the transposed patch matrix is, per image, one
+ * contiguous run of the input, x[b, kh.., kw..] for OH*W values, copied with
+ * copyWithin (a memmove inside the wasm heap) instead of element by element, and dy is
+ * widened to [B, OH, W, outC] with zeros in the columns w >= OW. Those columns of the
+ * patches hold other input values (the next row's start), which meet only zeros of dy:
+ * the product equals the exact one for finite inputs. Measured (batch 10, 28x28 -> 10
+ * channels) ~0.25 ms against ~0.55 ms for the element-wise gather; 17% more multiply-adds.
+ */
+function wideRowsApplicable(info: backend_util.Conv2DInfo): boolean {
+  const { top, bottom, left, right } = info.padInfo;
+  return (
+    info.inChannels === 1 &&
+    info.strideHeight === 1 &&
+    info.strideWidth === 1 &&
+    info.dilationHeight === 1 &&
+    info.dilationWidth === 1 &&
+    top === 0 &&
+    bottom === 0 &&
+    left === 0 &&
+    right === 0 &&
+    // tfjs sizes numeric-pad outputs of non-square filters with the filter height: such
+    // windows hang over the right edge, which this path cannot express.
+    info.outHeight === info.inHeight - info.filterHeight + 1 &&
+    info.outWidth === info.inWidth - info.filterWidth + 1 &&
+    info.outWidth < info.inWidth
+  );
+}
+
+function filterGradientWideRows(backend: KernelBackend, x: TensorInfo, dy: TensorInfo, info: backend_util.Conv2DInfo): TensorInfo {
+  const { batchSize, inHeight, inWidth, outHeight, outWidth, outChannels, filterHeight, filterWidth } = info;
+  const access = tensorAccess('wasm', backend);
+  const wide = batchSize * outHeight * inWidth;
+  const taps = filterHeight * filterWidth;
+  const patches = access.alloc([1, taps, wide]);
+  const dyWide = access.alloc([1, wide, outChannels]);
+  // Views after the allocations (the heap may grow); one view of the whole heap for copyWithin.
+  const xView = access.read(x);
+  const heap = new Float32Array(xView.buffer);
+  const xBase = xView.byteOffset / 4;
+  const xEnd = xBase + xView.length;
+  const dyBase = access.read(dy).byteOffset / 4;
+  const dyWideBase = access.read(dyWide).byteOffset / 4;
+  const pBase = access.read(patches).byteOffset / 4;
+  const outRow = outWidth * outChannels;
+  const wideRow = inWidth * outChannels;
+  for (let r = 0; r < batchSize * outHeight; r++) {
+    heap.copyWithin(dyWideBase + r * wideRow, dyBase + r * outRow, dyBase + (r + 1) * outRow);
+    heap.fill(0, dyWideBase + r * wideRow + outRow, dyWideBase + (r + 1) * wideRow);
+  }
+  const run = outHeight * inWidth;
+  for (let kh = 0; kh < filterHeight; kh++) {
+    for (let kw = 0; kw < filterWidth; kw++) {
+      const row = pBase + (kh * filterWidth + kw) * wide;
+      for (let b = 0; b < batchSize; b++) {
+        const src = xBase + b * inHeight * inWidth + kh * inWidth + kw;
+        const dst = row + b * run;
+        const available = Math.min(run, xEnd - src);
+        heap.copyWithin(dst, src, src + available);
+        // Past the end of x (last image, wide columns only): zeros.
+        if (available < run) heap.fill(0, dst + available, dst + run);
+      }
+    }
+  }
+  const product = backendMatMul('wasm', backend, patches, dyWide);
+  access.dispose(patches);
+  access.dispose(dyWide);
+  return { dataId: product.dataId, shape: [filterHeight, filterWidth, 1, outChannels], dtype: 'float32' };
 }
 
 /** a·b through the backend's own BatchMatMul kernel (a: [1, K, N], b: [1, N, M]). */

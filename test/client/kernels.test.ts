@@ -362,3 +362,32 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('fused SGD-momentum kernel on %s',
     tf.dispose([w, buf, g, wOut, bufOut, ...fused, next]);
   });
 });
+
+describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter with one input channel on %s', (backend) => {
+  it('matches the definition for valid stride-1 convolutions (the wide-row path on wasm), LeNet conv1 included', async () => {
+    await initBackend(backend);
+    const rng = new SeededRandom(15);
+    for (const [batch, side, k, outC] of [[3, 9, 3, 4], [2, 7, 5, 3], [1, 6, 2, 1], [10, 28, 5, 10]]) {
+      const out = side - k + 1;
+      const x = tf.tensor4d(randomArray(rng, batch * side * side), [batch, side, side, 1]);
+      const dy = tf.tensor4d(randomArray(rng, batch * out * out * outC), [batch, out, out, outC]);
+      const got = (
+        tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { strides: 1, pad: 'valid', dataFormat: 'NHWC', filterShape: [k, k, 1, outC] } as unknown as tf.NamedAttrMap) as tf.Tensor
+      ).dataSync();
+      const xs = x.dataSync();
+      const ds = dy.dataSync();
+      for (let kh = 0; kh < k; kh++) {
+        for (let kw = 0; kw < k; kw++) {
+          for (let co = 0; co < outC; co++) {
+            let want = 0;
+            for (let b = 0; b < batch; b++)
+              for (let oh = 0; oh < out; oh++)
+                for (let ow = 0; ow < out; ow++) want += xs[(b * side + oh + kh) * side + ow + kw] * ds[((b * out + oh) * out + ow) * outC + co];
+            expect(got[(kh * k + kw) * outC + co], `[${batch},${side},${k},${outC}] at ${kh},${kw},${co}`).toBeCloseTo(want, 3);
+          }
+        }
+      }
+      tf.dispose([x, dy]);
+    }
+  });
+});
