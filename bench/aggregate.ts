@@ -25,18 +25,13 @@ const UPDATES = 100;
 const DENSITY = 0.5;
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
 
-function rng(seed: number): () => number {
-  const random = new SeededRandom(seed);
-  return () => random.next();
-}
-
 interface Update {
   tensors: { name: string; kept: Int32Array; values: Float32Array }[];
   masks: Uint8Array[];
 }
 
 function makeUpdates(): Update[] {
-  const rand = rng(42);
+  const rand = new SeededRandom(42);
   const updates: Update[] = [];
   for (let u = 0; u < UPDATES; u++) {
     const tensors: Update['tensors'] = [];
@@ -44,11 +39,11 @@ function makeUpdates(): Update[] {
     for (const spec of MANIFEST) {
       const n = elementCount(spec.shape);
       const mask = new Uint8Array(n);
-      for (let i = 0; i < n; i++) mask[i] = rand() < DENSITY ? 1 : 0;
+      for (let i = 0; i < n; i++) mask[i] = rand.next() < DENSITY ? 1 : 0;
       masks.push(mask);
       const count = mask.reduce((a, b) => a + b, 0);
       const values = new Float32Array(count);
-      for (let i = 0; i < count; i++) values[i] = rand() * 0.02 - 0.01;
+      for (let i = 0; i < count; i++) values[i] = rand.next() * 0.02 - 0.01;
       tensors.push({ name: spec.name, kept: new Int32Array(0), values });
     }
     updates.push({ tensors, masks });

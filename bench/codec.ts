@@ -51,28 +51,23 @@ interface CodecRecord {
 }
 
 /** Deterministic xorshift so runs are comparable. */
-function rng(seed: number): () => number {
-  const random = new SeededRandom(seed);
-  return () => random.next();
-}
-
 function randomMask(density: number, seed: number): Uint8Array {
-  const r = rng(seed);
-  return new Uint8Array(N).map(() => (r() < density ? 1 : 0));
+  const r = new SeededRandom(seed);
+  return new Uint8Array(N).map(() => (r.next() < density ? 1 : 0));
 }
 
 function channelMask(density: number, seed: number): Uint8Array {
-  const r = rng(seed);
-  const channels = new Uint8Array(COLS).map(() => (r() < density ? 1 : 0));
+  const r = new SeededRandom(seed);
+  const channels = new Uint8Array(COLS).map(() => (r.next() < density ? 1 : 0));
   if (density === 1) channels.fill(1);
   return new Uint8Array(N).map((_, i) => channels[i % COLS]);
 }
 
 /** A previous mask that kept the mask's positions plus ~5% more, so mask ⊆ previous. */
 function widerMask(mask: Uint8Array, seed: number): Uint8Array {
-  const r = rng(seed);
+  const r = new SeededRandom(seed);
   const extra = Math.min(1, (keptCount(mask) * 0.05) / Math.max(1, N - keptCount(mask)));
-  return mask.map((v) => (v === 1 || r() < extra ? 1 : 0));
+  return mask.map((v) => (v === 1 || r.next() < extra ? 1 : 0));
 }
 
 /** Best time in ms of fn over repeated runs within the budget (at least 3 runs after a warm-up). */
@@ -89,8 +84,8 @@ function bestMs(fn: () => void): number {
 }
 
 const dense = (() => {
-  const r = rng(42);
-  return new Float32Array(N).map(() => (r() - 0.5) * 0.2);
+  const r = new SeededRandom(42);
+  return new Float32Array(N).map(() => (r.next() - 0.5) * 0.2);
 })();
 const DENSE_MB = (N * 4) / 1e6;
 

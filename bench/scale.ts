@@ -18,11 +18,6 @@ const MANIFEST: TensorSpec[] = [
   { name: 'fc/bias', shape: [31], prunable: false },
 ]; // 1,023 parameters
 
-function rng(seed: number): () => number {
-  const random = new SeededRandom(seed);
-  return () => random.next();
-}
-
 interface RoundResult {
   clients: number;
   accepted: number;
@@ -59,12 +54,12 @@ async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
         const task = await c.pullTask(0);
         if (!('header' in task)) throw new Error(`client ${i} got no task`);
         onSample();
-        const rand = rng(i + 1);
+        const rand = new SeededRandom(i + 1);
         const tensors = new Map<string, OutgoingTensor>();
         for (const spec of MANIFEST) {
           const got = task.tensors.get(spec.name)!;
-          const mask = spec.prunable ? Uint8Array.from(got.mask, () => (rand() < 0.5 ? 1 : 0)) : got.mask;
-          const dense = Float32Array.from(mask, (m) => (m ? rand() * 0.02 - 0.01 : 0));
+          const mask = spec.prunable ? Uint8Array.from(got.mask, () => (rand.next() < 0.5 ? 1 : 0)) : got.mask;
+          const dense = Float32Array.from(mask, (m) => (m ? rand.next() * 0.02 - 0.01 : 0));
           tensors.set(spec.name, { dense, mask });
         }
         return c.pushUpdate(

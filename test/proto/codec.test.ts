@@ -20,22 +20,17 @@ import {
 import { MaskEncoding, ValueEncoding, type MaskPart } from '../../proto/messages.js';
 
 /** Small deterministic PRNG so a fast-check seed fully determines a mask. */
-function rng(seed: number): () => number {
-  const random = new SeededRandom(seed);
-  return () => random.next();
-}
-
 function randomMask(n: number, density: number, seed: number): Uint8Array {
-  const r = rng(seed);
+  const r = new SeededRandom(seed);
   const m = new Uint8Array(n);
-  for (let i = 0; i < n; i++) m[i] = r() < density ? 1 : 0;
+  for (let i = 0; i < n; i++) m[i] = r.next() < density ? 1 : 0;
   return m;
 }
 
 /** Prunes a further fraction of the kept entries, so the result is a subset of `mask`. */
 function pruneFurther(mask: Uint8Array, fraction: number, seed: number): Uint8Array {
-  const r = rng(seed + 7);
-  return mask.map((v) => (v === 1 && r() < fraction ? 0 : v));
+  const r = new SeededRandom(seed + 7);
+  return mask.map((v) => (v === 1 && r.next() < fraction ? 0 : v));
 }
 
 const ALL_MASK_ENCODINGS = [
@@ -332,8 +327,8 @@ describe('sparse tensors, gather and scatter', () => {
   it('round-trips a tensor and scatters back the kept values', () => {
     fc.assert(
       fc.property(sizeArb, densityArb, fc.integer(), fc.constantFrom('f32' as const, 'f16' as const, 'int8' as const), (n, density, seed, values) => {
-        const r = rng(seed);
-        const dense = new Float32Array(n).map(() => r() * 2 - 1);
+        const r = new SeededRandom(seed);
+        const dense = new Float32Array(n).map(() => r.next() * 2 - 1);
         const mask = randomMask(n, density, seed);
         const msg = encodeSparseTensor('layer/kernel', dense, mask, [n], { values });
         const { mask: m, kept } = decodeSparseTensor(msg, [n]);
