@@ -34,7 +34,9 @@ program
     const { runServer } = await import('./server/main.js');
     const handle = await runServer(flags.config);
     process.stderr.write(
-      `subfed server: gRPC on ${handle.grpcAddress}` + (handle.httpPort === null ? '' : `, HTTP on port ${handle.httpPort}`) + '\n',
+      `subfed server: gRPC on ${handle.grpcAddress}` +
+        (handle.httpPort === null ? '' : `, HTTP on port ${handle.httpPort}`) +
+        '\n',
     );
   });
 
@@ -54,7 +56,8 @@ program
     const { modelFileJson } = await import('./server/config.js');
     if (!isModelName(flags.name)) throw new UsageError(`--name: expected one of ${MODEL_NAMES.join(', ')}, got '${flags.name}'`);
     const seed = Number(flags.seed);
-    if (!Number.isSafeInteger(seed) || seed < 0) throw new UsageError(`--seed: expected a non-negative integer, got '${flags.seed}'`);
+    if (!Number.isSafeInteger(seed) || seed < 0)
+      throw new UsageError(`--seed: expected a non-negative integer, got '${flags.seed}'`);
     const { initBackend } = await import('./client/backend.js');
     await initBackend();
     const model = createModel(flags.name, seed);

@@ -69,7 +69,9 @@ function main(): void {
 
   const agg = new IntersectionAggregator(MANIFEST);
   const global: TensorMap = new Map(MANIFEST.map((s) => [s.name, new Float32Array(elementCount(s.shape))]));
-  const dense = updates.map((u) => u.tensors.map((t) => new Float32Array(elementCount(MANIFEST.find((s) => s.name === t.name)!.shape)).fill(0.001)));
+  const dense = updates.map((u) =>
+    u.tensors.map((t) => new Float32Array(elementCount(MANIFEST.find((s) => s.name === t.name)!.shape)).fill(0.001)),
+  );
   const denseAcc = MANIFEST.map((s) => new Float32Array(elementCount(s.shape)));
 
   const foldAll = () => {
@@ -97,7 +99,10 @@ function main(): void {
   let commitBest = Infinity;
   for (let r = 0; r < REPEATS; r++) {
     foldBest = Math.min(foldBest, seconds(foldAll));
-    commitBest = Math.min(commitBest, seconds(() => agg.commit(global)));
+    commitBest = Math.min(
+      commitBest,
+      seconds(() => agg.commit(global)),
+    );
     denseBest = Math.min(denseBest, seconds(denseAll));
   }
 
@@ -127,7 +132,10 @@ function main(): void {
   console.table({
     'intersection fold (cached index lists)': { rate: m(elementsPerSec), seconds: foldBest.toFixed(3) },
     'dense Float32Array add (baseline)': { rate: m(denseAddElementsPerSec), seconds: denseBest.toFixed(3) },
-    'fold incl. one-off index lists': { rate: m(result.elementsPerSecIncludingIndexLists), seconds: (foldBest + indexSeconds).toFixed(3) },
+    'fold incl. one-off index lists': {
+      rate: m(result.elementsPerSecIncludingIndexLists),
+      seconds: (foldBest + indexSeconds).toFixed(3),
+    },
     'commit (1 per round)': { rate: m(total / commitBest), seconds: commitBest.toFixed(4) },
   });
   console.log(`ratio fold / dense add = ${result.ratio.toFixed(3)} (goal >= 0.5)`);

@@ -132,7 +132,15 @@ function measure(
 
 function main(): void {
   const ones = new Uint8Array(N).fill(1);
-  const baseline = measure(1, 'DENSE_F32_BASELINE', ones, undefined, () => ({ encoding: MaskEncoding.FULL, data: new Uint8Array(0) }), 'f32', 1);
+  const baseline = measure(
+    1,
+    'DENSE_F32_BASELINE',
+    ones,
+    undefined,
+    () => ({ encoding: MaskEncoding.FULL, data: new Uint8Array(0) }),
+    'f32',
+    1,
+  );
   const denseBytes = baseline.bytes;
   baseline.ratioToDense = 1;
   const records: CodecRecord[] = [baseline];
@@ -164,11 +172,16 @@ function main(): void {
 
   const fmt = (x: number, d = 2) => x.toFixed(d).padStart(8);
   console.log(`codec benchmark, 1M-parameter tensor [${SHAPE.join(', ')}]; baseline dense f32 = ${denseBytes} bytes`);
-  console.log(`${'density'.padStart(7)} ${'mask'.padEnd(21)} ${'B/kept f32'.padStart(10)} ${'f16'.padStart(8)} ${'int8'.padStart(8)}  ${'ratio f32'.padStart(9)} ${'f16'.padStart(8)} ${'int8'.padStart(8)}  ${'enc MB/s'.padStart(8)} ${'dec MB/s'.padStart(8)}`);
-  console.log(`${fmt(1, 2).slice(1)} ${'dense f32'.padEnd(21)} ${fmt(baseline.bytesPerKept).padStart(10)} ${''.padStart(8)} ${''.padStart(8)}  ${fmt(1, 3).padStart(9)} ${''.padStart(8)} ${''.padStart(8)}  ${fmt(baseline.encodeMBps, 0)} ${fmt(baseline.decodeMBps, 0)}`);
+  console.log(
+    `${'density'.padStart(7)} ${'mask'.padEnd(21)} ${'B/kept f32'.padStart(10)} ${'f16'.padStart(8)} ${'int8'.padStart(8)}  ${'ratio f32'.padStart(9)} ${'f16'.padStart(8)} ${'int8'.padStart(8)}  ${'enc MB/s'.padStart(8)} ${'dec MB/s'.padStart(8)}`,
+  );
+  console.log(
+    `${fmt(1, 2).slice(1)} ${'dense f32'.padEnd(21)} ${fmt(baseline.bytesPerKept).padStart(10)} ${''.padStart(8)} ${''.padStart(8)}  ${fmt(1, 3).padStart(9)} ${''.padStart(8)} ${''.padStart(8)}  ${fmt(baseline.encodeMBps, 0)} ${fmt(baseline.decodeMBps, 0)}`,
+  );
   for (const density of DENSITIES) {
     for (const choice of MASK_ENCODINGS) {
-      const row = (v: ValueEncodingName) => records.find((r) => r.density === density && r.maskEncoding === choice && r.valueEncoding === v);
+      const row = (v: ValueEncodingName) =>
+        records.find((r) => r.density === density && r.maskEncoding === choice && r.valueEncoding === v);
       const [f32, f16, int8] = VALUE_ENCODINGS.map(row);
       if (f32 === undefined || f16 === undefined || int8 === undefined) continue;
       const name = choice.startsWith('AUTO') ? `${choice}>${f32.chosenMaskEncoding}` : choice;

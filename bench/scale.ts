@@ -28,7 +28,9 @@ interface RoundResult {
 }
 
 async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
-  const initial: TensorMap = new Map(MANIFEST.map((s) => [s.name, new Float32Array(s.shape.reduce((a, b) => a * b, 1)).fill(0.1)]));
+  const initial: TensorMap = new Map(
+    MANIFEST.map((s) => [s.name, new Float32Array(s.shape.reduce((a, b) => a * b, 1)).fill(0.1)]),
+  );
   const server = await startCoordinator(
     {
       rounds: 1,

@@ -71,10 +71,21 @@ async function measure(model: ModelName, batch: number, backend: string, seconds
   }
   const cpu = process.cpuUsage(cpuStart);
   net.dispose();
-  return { model, batch, backend, samplesPerSec: (samples * 1000) / elapsed, samplesPerCpuSec: (samples * 1e6) / (cpu.user + cpu.system) };
+  return {
+    model,
+    batch,
+    backend,
+    samplesPerSec: (samples * 1000) / elapsed,
+    samplesPerCpuSec: (samples * 1e6) / (cpu.user + cpu.system),
+  };
 }
 
-async function measureBackend(choice: BackendChoice, label: string, seconds: number, customKernels = true): Promise<TrainBenchRecord[]> {
+async function measureBackend(
+  choice: BackendChoice,
+  label: string,
+  seconds: number,
+  customKernels = true,
+): Promise<TrainBenchRecord[]> {
   const name = await initBackend(choice, { logger: quiet, customKernels });
   if (tf.getBackend() !== name) throw new Error(`expected backend ${name}, running ${tf.getBackend()}`);
   const records: TrainBenchRecord[] = [];
@@ -102,11 +113,14 @@ function runTorch(seconds: number): TrainBenchRecord[] | string {
   const python = '/usr/bin/python3';
   const script = path.join(packageRoot(), 'bench', 'torch_train.py');
   const probe = spawnSync(python, ['-c', 'import torch'], { encoding: 'utf8' });
-  if (probe.status !== 0) return `torch baseline skipped: ${python} cannot import torch (${(probe.stderr || probe.error?.message || '').trim().split('\n').pop()})`;
+  if (probe.status !== 0)
+    return `torch baseline skipped: ${python} cannot import torch (${(probe.stderr || probe.error?.message || '').trim().split('\n').pop()})`;
   const records: TrainBenchRecord[] = [];
   for (const model of MODELS) {
     for (const batch of BATCHES) {
-      const run = spawnSync(python, [script, '--model', model, '--batch', String(batch), '--seconds', String(seconds)], { encoding: 'utf8' });
+      const run = spawnSync(python, [script, '--model', model, '--batch', String(batch), '--seconds', String(seconds)], {
+        encoding: 'utf8',
+      });
       if (run.status !== 0) throw new Error(`torch_train.py ${model} batch ${batch} failed: ${run.stderr}`);
       const out = JSON.parse(run.stdout) as { samplesPerSec: number; samplesPerCpuSec: number };
       process.stderr.write(`  torch ${model} batch ${batch}: ${out.samplesPerSec.toFixed(0)} samples/s\n`);

@@ -86,7 +86,9 @@ async function activate(candidate: Exclude<BackendChoice, 'auto'>): Promise<Back
       try {
         await import(specifier);
       } catch (err) {
-        throw new Error(`@tensorflow/tfjs-node did not load (${firstLine(errorMessage(err))}); install it to use the native backend`);
+        throw new Error(
+          `@tensorflow/tfjs-node did not load (${firstLine(errorMessage(err))}); install it to use the native backend`,
+        );
       }
       return setBackendOrThrow('tensorflow');
     }

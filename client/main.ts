@@ -114,7 +114,9 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
 
   const backend = await initBackend(opts.backend ?? 'auto', { logger: { info: log } });
   const { train, test } = await loadClientData(opts.data, seed);
-  log(`data: ${train.count} training and ${test.count} test examples of ${train.height}x${train.width}x${train.channels} from ${opts.data}`);
+  log(
+    `data: ${train.count} training and ${test.count} test examples of ${train.height}x${train.width}x${train.channels} from ${opts.data}`,
+  );
 
   if (!communicates) return runLocalOnly(opts, train, test, seed, log);
 
@@ -131,15 +133,27 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
   try {
     // A saved identity resumes without joining: same client id, and the coordinator
     // still holds our mask, so the first task is already sparse.
-    const saved = await loadState(opts.stateDir, { algorithm: opts.algorithm, ...(opts.model !== undefined ? { model: opts.model } : {}) });
+    const saved = await loadState(opts.stateDir, {
+      algorithm: opts.algorithm,
+      ...(opts.model !== undefined ? { model: opts.model } : {}),
+    });
     if (saved !== undefined && saved.clientToken !== '' && isModelName(saved.model)) {
       model = createModel(saved.model, seed);
-      remote.resume({ clientId: saved.clientId, clientToken: saved.clientToken, manifest: model.manifest.map((t) => ({ ...t, shape: [...t.shape] })) });
-      log(`resuming as ${saved.clientId} on ${opts.server} (backend ${backend}, algorithm ${opts.algorithm}, values ${valueEncoding})`);
+      remote.resume({
+        clientId: saved.clientId,
+        clientToken: saved.clientToken,
+        manifest: model.manifest.map((t) => ({ ...t, shape: [...t.shape] })),
+      });
+      log(
+        `resuming as ${saved.clientId} on ${opts.server} (backend ${backend}, algorithm ${opts.algorithm}, values ${valueEncoding})`,
+      );
     } else {
       const joined = await join();
-      if (joined === undefined) return { rounds: 0, finished: false, bytesUp: remote.bytesUp, bytesDown: remote.bytesDown, lastAccuracy: undefined };
-      log(`joined ${opts.server} as ${joined.clientId} (backend ${backend}, algorithm ${opts.algorithm}, values ${valueEncoding})`);
+      if (joined === undefined)
+        return { rounds: 0, finished: false, bytesUp: remote.bytesUp, bytesDown: remote.bytesDown, lastAccuracy: undefined };
+      log(
+        `joined ${opts.server} as ${joined.clientId} (backend ${backend}, algorithm ${opts.algorithm}, values ${valueEncoding})`,
+      );
       model = opts.model !== undefined ? createModel(opts.model, seed) : modelForManifest(joined.manifest, seed);
       checkManifest(model, joined.manifest);
     }
@@ -158,7 +172,8 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
       ...(saved !== undefined ? { restore: saved } : {}),
     });
     const modelName = model.name;
-    const save = (): Promise<string> => saveState(opts.stateDir, toClientState(participant, remote.identity, opts.algorithm, modelName));
+    const save = (): Promise<string> =>
+      saveState(opts.stateDir, toClientState(participant, remote.identity, opts.algorithm, modelName));
 
     let rounds = 0;
     let rejoins = 0;
@@ -168,7 +183,12 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
     while (!stopped() && (opts.maxRounds === undefined || rounds < opts.maxRounds)) {
       let pulled;
       try {
-        pulled = await untilConnected('pull', () => remote.pullTask(participant.maskVersion, participant.masks), log, opts.signal);
+        pulled = await untilConnected(
+          'pull',
+          () => remote.pullTask(participant.maskVersion, participant.masks),
+          log,
+          opts.signal,
+        );
       } catch (err) {
         // A coordinator that forgot us (restarted without its store): join again, keep the personal state.
         if (!(err instanceof RemoteError && err.code === grpc.status.UNAUTHENTICATED) || rejoins >= 3) throw err;
@@ -193,7 +213,12 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
       const trained = await trainOnTask(participant, pulled);
       const { metrics: m, round } = trained;
       try {
-        const ack = await untilConnected('push', () => remote.pushUpdate(trained.upload.fields, trained.upload.tensors), log, opts.signal);
+        const ack = await untilConnected(
+          'push',
+          () => remote.pushUpdate(trained.upload.fields, trained.upload.tensors),
+          log,
+          opts.signal,
+        );
         if (ack !== undefined && !ack.accepted) log(`round ${round}: update not accepted: ${ack.message}`);
       } catch (err) {
         // The round closed or our mask view went stale while we trained: the next
@@ -361,7 +386,8 @@ async function runLocalOnly(
   seed: number,
   log: (line: string) => void,
 ): Promise<ClientRunSummary> {
-  if (opts.model === undefined) throw new ClientCommandError('--model: the local algorithm never contacts a coordinator, so name the model');
+  if (opts.model === undefined)
+    throw new ClientCommandError('--model: the local algorithm never contacts a coordinator, so name the model');
   const model = createModel(opts.model, seed);
   try {
     const saved = await loadState(opts.stateDir, { algorithm: opts.algorithm, model: model.name, manifest: model.manifest });
@@ -449,7 +475,12 @@ async function untilConnected<T>(
       return await call();
     } catch (err) {
       if (!(err instanceof RemoteError && err.code === grpc.status.UNAVAILABLE)) throw err;
-      const delay = backoffDelay(attempt, { maxAttempts: Infinity, initialDelayMs: 1000, maxDelayMs: MAX_RECONNECT_DELAY_MS, multiplier: 2 });
+      const delay = backoffDelay(attempt, {
+        maxAttempts: Infinity,
+        initialDelayMs: 1000,
+        maxDelayMs: MAX_RECONNECT_DELAY_MS,
+        multiplier: 2,
+      });
       log(`${what}: coordinator unavailable (${err.details}); retrying in ${(delay / 1000).toFixed(1)} s`);
       await pause(delay, signal);
     }
@@ -472,7 +503,10 @@ export function modelForManifest(manifest: readonly TensorSpec[], seed: number):
     candidate.dispose();
   }
   throw new ClientCommandError(
-    `the coordinator's model (${manifest.length} tensors: ${manifest.map((s) => s.name).slice(0, 4).join(', ')}...) matches no zoo model (${MODEL_NAMES.join(', ')})`,
+    `the coordinator's model (${manifest.length} tensors: ${manifest
+      .map((s) => s.name)
+      .slice(0, 4)
+      .join(', ')}...) matches no zoo model (${MODEL_NAMES.join(', ')})`,
   );
 }
 
@@ -522,7 +556,12 @@ async function readCa(path: string): Promise<Buffer> {
   }
 }
 
-function toClientState(participant: Participant, identity: ClientIdentity | undefined, algorithm: string, model: string): ClientState {
+function toClientState(
+  participant: Participant,
+  identity: ClientIdentity | undefined,
+  algorithm: string,
+  model: string,
+): ClientState {
   const s = participant.exportState();
   return {
     clientId: identity?.clientId ?? '',

@@ -74,7 +74,12 @@ interface Architecture {
   layers: Layer[];
 }
 
-function lenet(channels: number, side: number, widths: { conv: [number, number]; dense: number[] }, batchNorm: boolean): Architecture {
+function lenet(
+  channels: number,
+  side: number,
+  widths: { conv: [number, number]; dense: number[] },
+  batchNorm: boolean,
+): Architecture {
   const [c1, c2] = widths.conv;
   const flatSide = ((side - 4) / 2 - 4) / 2; // two valid 5x5 convs, each followed by a 2x2 pool
   const layers: Layer[] = [
@@ -172,7 +177,12 @@ class ZooModel implements Model {
           addPersonal(`${layer.batchNorm}.running_var`, [layer.outC], 1);
         }
       } else {
-        addParam(`${layer.name}.weight`, [layer.inputs, layer.outputs], true, uniformInit(rng, layer.inputs * layer.outputs, layer.inputs));
+        addParam(
+          `${layer.name}.weight`,
+          [layer.inputs, layer.outputs],
+          true,
+          uniformInit(rng, layer.inputs * layer.outputs, layer.inputs),
+        );
         addParam(`${layer.name}.bias`, [layer.outputs], false, uniformInit(rng, layer.outputs, layer.inputs));
       }
     }
@@ -208,7 +218,10 @@ class ZooModel implements Model {
           act = tf.relu(act);
         } else {
           if (act.rank !== 2) act = tf.reshape(act, [act.shape[0], -1]);
-          act = tf.add(tf.matMul(act as tf.Tensor2D, this.#param(`${layer.name}.weight`) as tf.Tensor2D), this.#param(`${layer.name}.bias`));
+          act = tf.add(
+            tf.matMul(act as tf.Tensor2D, this.#param(`${layer.name}.weight`) as tf.Tensor2D),
+            this.#param(`${layer.name}.bias`),
+          );
           if (layer.relu) act = tf.relu(act);
         }
       }
@@ -312,7 +325,9 @@ function writeAll(model: string, what: string, vars: ReadonlyMap<string, tf.Vari
     if (data === undefined) throw new Error(`${model}: set ${what}: tensor "${name}" is missing`);
     if (!(data instanceof Float32Array)) throw new Error(`${model}: set ${what}: tensor "${name}" must be a Float32Array`);
     if (data.length !== v.size) {
-      throw new Error(`${model}: set ${what}: tensor "${name}" has ${data.length} values, shape [${v.shape.join(', ')}] needs ${v.size}`);
+      throw new Error(
+        `${model}: set ${what}: tensor "${name}" has ${data.length} values, shape [${v.shape.join(', ')}] needs ${v.size}`,
+      );
     }
   }
   // assign() takes its own reference to the new data; tidy drops the temporaries' references.

@@ -155,7 +155,12 @@ export class Participant {
 
   /** Pruned share of all manifest elements, in [0, 1]. */
   get sparsity(): number {
-    return prunedFraction(this.#masks, this.model.manifest.map((s) => s.name)) / 100;
+    return (
+      prunedFraction(
+        this.#masks,
+        this.model.manifest.map((s) => s.name),
+      ) / 100
+    );
   }
 
   /** One round: receive (unless `local`), train, decide the mask, build the update. */
@@ -230,7 +235,9 @@ export class Participant {
       const mask = state.masks.get(spec.name);
       if (mask === undefined) throw new TaskError(`restored state has no mask for '${spec.name}'`);
       if (mask.length !== elementCount(spec.shape)) {
-        throw new TaskError(`restored mask of '${spec.name}' has ${mask.length} entries, the model needs ${elementCount(spec.shape)}`);
+        throw new TaskError(
+          `restored mask of '${spec.name}' has ${mask.length} entries, the model needs ${elementCount(spec.shape)}`,
+        );
       }
     }
     this.model.setWeights(state.weights);
@@ -254,7 +261,9 @@ export class Participant {
       let dense: Float32Array;
       if (task.dense) {
         if (t.kept.length !== size) {
-          throw new TaskError(`round ${task.round}: dense tensor '${spec.name}' has ${t.kept.length} values, shape needs ${size}`);
+          throw new TaskError(
+            `round ${task.round}: dense tensor '${spec.name}' has ${t.kept.length} values, shape needs ${size}`,
+          );
         }
         dense = Float32Array.from(t.kept);
       } else {
@@ -267,14 +276,18 @@ export class Participant {
           }
           mask = this.#masks.get(spec.name) as Uint8Array;
         }
-        if (mask.length !== size) throw new TaskError(`round ${task.round}: mask of '${spec.name}' has ${mask.length} entries, shape needs ${size}`);
+        if (mask.length !== size)
+          throw new TaskError(`round ${task.round}: mask of '${spec.name}' has ${mask.length} entries, shape needs ${size}`);
         if (t.kept.length !== keptCount(mask)) {
-          throw new TaskError(`round ${task.round}: '${spec.name}' has ${t.kept.length} values for ${keptCount(mask)} kept positions`);
+          throw new TaskError(
+            `round ${task.round}: '${spec.name}' has ${t.kept.length} values for ${keptCount(mask)} kept positions`,
+          );
         }
         dense = scatter(t.kept, mask);
       }
       for (let i = 0; i < dense.length; i++) {
-        if (!Number.isFinite(dense[i])) throw new TaskError(`round ${task.round}: '${spec.name}' holds a non-finite value at ${i}`);
+        if (!Number.isFinite(dense[i]))
+          throw new TaskError(`round ${task.round}: '${spec.name}' holds a non-finite value at ${i}`);
       }
       global.set(spec.name, dense);
     }
@@ -308,7 +321,8 @@ export class Participant {
 
 /** (trained - received) at the kept positions of `mask`, index order. */
 export function updateDelta(trained: Float32Array, received: Float32Array, mask: Uint8Array): Float32Array {
-  if (trained.length !== received.length) throw new RangeError(`delta: ${trained.length} trained vs ${received.length} received values`);
+  if (trained.length !== received.length)
+    throw new RangeError(`delta: ${trained.length} trained vs ${received.length} received values`);
   const delta = new Float32Array(trained.length);
   for (let i = 0; i < delta.length; i++) delta[i] = trained[i] - received[i];
   return gather(delta, mask);
@@ -341,7 +355,9 @@ function splitData(train: Dataset, test: Dataset, algorithm: ClientAlgorithm, se
   if (gate.gateOn === 'test') return { train, test, gate: test };
   const valCount = Math.max(1, Math.round(train.count * gate.valFraction));
   if (train.count - valCount < 1) {
-    throw new TaskError(`${train.name}: ${train.count} training examples are too few to hold out a validation split (valFraction ${gate.valFraction})`);
+    throw new TaskError(
+      `${train.name}: ${train.count} training examples are too few to hold out a validation split (valFraction ${gate.valFraction})`,
+    );
   }
   const order = new SeededRandom(deriveSeed(seed, 0x7a11)).permutation(train.count);
   return {

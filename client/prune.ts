@@ -143,10 +143,7 @@ export function cappedPruneStep(p: number, targetPercent: number, prunedPercent:
 }
 
 /** w * mask for every named tensor of `weights` that has a mask; returns new arrays. */
-export function applyMasks(
-  weights: ReadonlyMap<string, Float32Array>,
-  masks: ReadonlyMap<string, Uint8Array>,
-): TensorMap {
+export function applyMasks(weights: ReadonlyMap<string, Float32Array>, masks: ReadonlyMap<string, Uint8Array>): TensorMap {
   const out: TensorMap = new Map();
   for (const [name, w] of weights) {
     const m = masks.get(name);

@@ -130,7 +130,8 @@ function parseConfig(json: string, where: string): unknown {
 function checkManifest(manifest: TensorSpec[]): void {
   const names = new Set<string>();
   for (const spec of manifest) {
-    if (spec.name === '' || names.has(spec.name)) throw new Error(`manifest has an empty or duplicate tensor name "${spec.name}"`);
+    if (spec.name === '' || names.has(spec.name))
+      throw new Error(`manifest has an empty or duplicate tensor name "${spec.name}"`);
     names.add(spec.name);
     elementCount(spec.shape);
   }
@@ -162,7 +163,11 @@ export class CoordinatorClient {
     });
     const credentials =
       options.tls === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(Buffer.from(options.tls.ca));
-    this.#client = new grpc.Client(address, credentials, messageLimitOptions(options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES));
+    this.#client = new grpc.Client(
+      address,
+      credentials,
+      messageLimitOptions(options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES),
+    );
     this.#valueEncoding = options.valueEncoding ?? 'f32';
     if (!Object.hasOwn(VALUE_ENCODING_BY_NAME, this.#valueEncoding)) {
       throw new Error(`valueEncoding "${this.#valueEncoding}" is not f32, f16 or int8`);
@@ -257,9 +262,12 @@ export class CoordinatorClient {
             }
             header = chunk.header;
             if (header.protocolVersion !== PROTOCOL_VERSION) {
-              throw new Error(`PullTask: server speaks protocol version ${header.protocolVersion}, this client ${PROTOCOL_VERSION}`);
+              throw new Error(
+                `PullTask: server speaks protocol version ${header.protocolVersion}, this client ${PROTOCOL_VERSION}`,
+              );
             }
-            if (!header.hasTask) return header.finished ? { finished: true, round: header.roundId } : { wait: header.retryAfterMs };
+            if (!header.hasTask)
+              return header.finished ? { finished: true, round: header.roundId } : { wait: header.retryAfterMs };
             continue;
           }
           if (chunk.piece === undefined || chunk.piece === null) {
@@ -362,7 +370,8 @@ export class CoordinatorClient {
         (err, res) => {
           if (err) reject(err);
           else if (res === undefined) reject(new RemoteError(method.originalName, grpc.status.INTERNAL, 'missing response'));
-          else if (isMalformed(res)) reject(new RemoteError(method.originalName, grpc.status.INTERNAL, `malformed response: ${res.error}`));
+          else if (isMalformed(res))
+            reject(new RemoteError(method.originalName, grpc.status.INTERNAL, `malformed response: ${res.error}`));
           else resolve(res);
         },
       );

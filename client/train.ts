@@ -33,9 +33,12 @@ export interface EpochStats {
 /** The dataset's own standardisation, else 0.5/0.5 per channel (values in [-1, 1]). */
 export function normalizationFor(data: Pick<Dataset, 'normalization' | 'channels' | 'name'>): Normalization {
   const norm = data.normalization;
-  if (norm === undefined) return { mean: new Array<number>(data.channels).fill(0.5), std: new Array<number>(data.channels).fill(0.5) };
+  if (norm === undefined)
+    return { mean: new Array<number>(data.channels).fill(0.5), std: new Array<number>(data.channels).fill(0.5) };
   if (norm.mean.length !== data.channels || norm.std.length !== data.channels) {
-    throw new Error(`${data.name}: normalization has ${norm.mean.length} means and ${norm.std.length} stds for ${data.channels} channels`);
+    throw new Error(
+      `${data.name}: normalization has ${norm.mean.length} means and ${norm.std.length} stds for ${data.channels} channels`,
+    );
   }
   return norm;
 }
@@ -55,13 +58,7 @@ interface Batch {
 }
 
 /** The normalised images and the labels at `order[start..end)`. */
-function makeBatch(
-  data: Dataset,
-  tables: Float32Array[],
-  order: ArrayLike<number>,
-  start: number,
-  end: number,
-): Batch {
+function makeBatch(data: Dataset, tables: Float32Array[], order: ArrayLike<number>, start: number, end: number): Batch {
   const pixels = data.height * data.width;
   const size = pixels * data.channels;
   const count = end - start;
@@ -103,7 +100,9 @@ function checkCompatible(model: Model, data: Dataset, where: string): void {
     );
   }
   if (data.numClasses > model.numClasses) {
-    throw new Error(`${where}: dataset ${data.name} has ${data.numClasses} classes, model ${model.name} outputs ${model.numClasses}`);
+    throw new Error(
+      `${where}: dataset ${data.name} has ${data.numClasses} classes, model ${model.name} outputs ${model.numClasses}`,
+    );
   }
   if (data.count === 0) throw new Error(`${where}: dataset ${data.name} is empty`);
 }
@@ -261,7 +260,8 @@ function trainStep(model: Model, optimizer: SgdMomentum, gradTransform: TrainOpt
 
 /** Mean loss and accuracy of `model` (inference mode: BatchNorm uses running statistics). */
 export function evaluate(model: Model, data: Dataset, batchSize = 256): { loss: number; accuracy: number } {
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new Error(`evaluate: batchSize must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new Error(`evaluate: batchSize must be a positive integer, got ${batchSize}`);
   checkCompatible(model, data, 'evaluate');
   const tables = normalizationTable(normalizationFor(data));
   const identity = new Int32Array(data.count).map((_, i) => i);

@@ -190,8 +190,14 @@ function packBits(bits: Uint8Array, n: number = bits.length): Uint8Array {
   for (let j = 0; j < whole; j++) {
     const i = j << 3;
     out[j] =
-      bits[i] | (bits[i + 1] << 1) | (bits[i + 2] << 2) | (bits[i + 3] << 3) |
-      (bits[i + 4] << 4) | (bits[i + 5] << 5) | (bits[i + 6] << 6) | (bits[i + 7] << 7);
+      bits[i] |
+      (bits[i + 1] << 1) |
+      (bits[i + 2] << 2) |
+      (bits[i + 3] << 3) |
+      (bits[i + 4] << 4) |
+      (bits[i + 5] << 5) |
+      (bits[i + 6] << 6) |
+      (bits[i + 7] << 7);
   }
   for (let i = whole << 3; i < n; i++) out[i >> 3] |= bits[i] << (i & 7);
   return out;
@@ -202,7 +208,7 @@ function unpackBits(what: string, data: Uint8Array, n: number): Uint8Array {
   if (data.length !== expected) {
     throw new CodecError(`${what}: bitmap has ${data.length} bytes, ${n} elements need ${expected}`);
   }
-  if (n % 8 !== 0 && data[expected - 1] >> n % 8 !== 0) {
+  if (n % 8 !== 0 && data[expected - 1] >> (n % 8) !== 0) {
     throw new CodecError(`${what}: bitmap padding bits after element ${n} are not zero`);
   }
   const out = new Uint8Array(n);
@@ -455,7 +461,13 @@ function halfToFloatTable(): Float32Array {
       const exp = (h >> 10) & 0x1f;
       const man = h & 0x3ff;
       halfTable[h] =
-        exp === 0 ? sign * man * 2 ** -24 : exp === 31 ? (man === 0 ? sign * Infinity : NaN) : sign * (1 + man / 1024) * 2 ** (exp - 15);
+        exp === 0
+          ? sign * man * 2 ** -24
+          : exp === 31
+            ? man === 0
+              ? sign * Infinity
+              : NaN
+            : sign * (1 + man / 1024) * 2 ** (exp - 15);
     }
   }
   return halfTable;
@@ -494,7 +506,8 @@ export function encodeValues(kept: Float32Array, encoding: ValueEncodingName): V
       let maxAbs = 0;
       for (let i = 0; i < kept.length; i++) {
         const a = Math.abs(kept[i]);
-        if (!Number.isFinite(a)) throw new CodecError(`INT8 values: kept value ${i} is ${kept[i]}, only finite values can be quantized`);
+        if (!Number.isFinite(a))
+          throw new CodecError(`INT8 values: kept value ${i} is ${kept[i]}, only finite values can be quantized`);
         if (a > maxAbs) maxAbs = a;
       }
       // The scale travels as float32; quantize with exactly that value.
@@ -543,7 +556,8 @@ export function decodeValues(part: ValuePart | null | undefined, expectedCount: 
     }
     case ValueEncoding.INT8: {
       const scale = part.scale;
-      if (!Number.isFinite(scale) || scale < 0) throw new CodecError(`INT8 values: scale ${scale} is not a finite non-negative number`);
+      if (!Number.isFinite(scale) || scale < 0)
+        throw new CodecError(`INT8 values: scale ${scale} is not a finite non-negative number`);
       const q = new Int8Array(data.buffer, data.byteOffset, data.length);
       for (let i = 0; i < expectedCount; i++) out[i] = q[i] * scale;
       return out;

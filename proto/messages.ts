@@ -103,8 +103,7 @@ export interface TaskHeader {
 }
 
 export type TaskChunk =
-  | { kind?: 'header'; header: TaskHeader; piece?: undefined }
-  | { kind?: 'piece'; piece: TensorPiece; header?: undefined };
+  { kind?: 'header'; header: TaskHeader; piece?: undefined } | { kind?: 'piece'; piece: TensorPiece; header?: undefined };
 
 export interface UpdateMetrics {
   loss: number;
@@ -124,8 +123,7 @@ export interface UpdateHeader extends Credentials {
 }
 
 export type UpdateChunk =
-  | { kind?: 'header'; header: UpdateHeader; piece?: undefined }
-  | { kind?: 'piece'; piece: TensorPiece; header?: undefined };
+  { kind?: 'header'; header: UpdateHeader; piece?: undefined } | { kind?: 'piece'; piece: TensorPiece; header?: undefined };
 
 export interface UpdateAck {
   accepted: boolean;

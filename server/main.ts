@@ -2,13 +2,7 @@ import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { pino, type Logger } from 'pino';
 import { DEFAULT_CHUNK_BYTES, createCoordinatorDefinition, messageLimitOptions, type AssemblyLimits } from '../proto/rpc.js';
-import {
-  loadConfigFile,
-  loadModelFile,
-  parseConfig,
-  type CoordinatorConfig,
-  type CoordinatorConfigInput,
-} from './config.js';
+import { loadConfigFile, loadModelFile, parseConfig, type CoordinatorConfig, type CoordinatorConfigInput } from './config.js';
 import { Coordinator } from './coordinator.js';
 import { createGrpcHandlers, limitMessageSizes } from './grpc.js';
 import { createHttpServer } from './http.js';

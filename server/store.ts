@@ -120,9 +120,7 @@ export class CoordinatorStore {
     const global: TensorMap = new Map();
     const rows = db.prepare('SELECT name, data FROM global').all() as { name: string; data: Buffer }[];
     for (const row of rows) global.set(row.name, bytesTensor(row.data));
-    const lastRound = Number(
-      (db.prepare('SELECT value FROM meta WHERE key = ?').get('last_round') as { value: string }).value,
-    );
+    const lastRound = Number((db.prepare('SELECT value FROM meta WHERE key = ?').get('last_round') as { value: string }).value);
     const sizes = new Map(this.#manifest.map((t) => [t.name, elementCount(t.shape)]));
     const clients: ClientRecord[] = [];
     const maskRows = db.prepare('SELECT name, bits FROM masks WHERE client_id = ?');

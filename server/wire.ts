@@ -1,11 +1,4 @@
-import {
-  CodecError,
-  decodeMask,
-  decodeValues,
-  encodeSparseTensor,
-  keptCount,
-  valueEncodingName,
-} from '../proto/codec.js';
+import { CodecError, decodeMask, decodeValues, encodeSparseTensor, keptCount, valueEncodingName } from '../proto/codec.js';
 import { MaskEncoding, ValueEncoding, type SparseTensor, type ValueEncodingName } from '../proto/messages.js';
 import { invalid } from './errors.js';
 import type { TensorSpec } from './model.js';
@@ -45,7 +38,8 @@ export function decodeUpdateTensor(t: SparseTensor, spec: TensorSpec, reference:
   try {
     mask = decodeMask(t.mask, spec.shape, previous);
   } catch (err) {
-    if (err instanceof CodecError) throw invalid('bad_mask', `tensor "${t.name}" (shape [${spec.shape.join(', ')}]): ${err.message}`);
+    if (err instanceof CodecError)
+      throw invalid('bad_mask', `tensor "${t.name}" (shape [${spec.shape.join(', ')}]): ${err.message}`);
     throw err;
   }
   const kept = keptCount(mask);
@@ -53,7 +47,8 @@ export function decodeUpdateTensor(t: SparseTensor, spec: TensorSpec, reference:
   try {
     values = decodeValues(t.values, kept);
   } catch (err) {
-    if (err instanceof CodecError) throw invalid('bad_values', `tensor "${t.name}" (shape [${spec.shape.join(', ')}]): ${err.message}`);
+    if (err instanceof CodecError)
+      throw invalid('bad_values', `tensor "${t.name}" (shape [${spec.shape.join(', ')}]): ${err.message}`);
     throw err;
   }
   const encoding = t.mask?.encoding;

@@ -59,7 +59,9 @@ async function federatedRound(client: number, h: HostedClient, remote: Coordinat
     task = await remote.pullTask(p.maskVersion, p.masks);
     if ('finished' in task) {
       // The driver asks only for the configured rounds, so this means the two disagree.
-      throw new Error(`client ${client}: expected a task for round ${round}, the coordinator finished training after round ${task.round}`);
+      throw new Error(
+        `client ${client}: expected a task for round ${round}, the coordinator finished training after round ${task.round}`,
+      );
     }
     if (!('wait' in task)) break;
     await sleep(task.wait);
@@ -78,7 +80,10 @@ async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof Wor
   switch (request.kind) {
     case 'initial-model': {
       const model = createModel(request.model, request.seed);
-      const result: InitialModel = { manifest: model.manifest.map((s) => ({ name: s.name, shape: [...s.shape], prunable: s.prunable })), initial: model.getWeights() };
+      const result: InitialModel = {
+        manifest: model.manifest.map((s) => ({ name: s.name, shape: [...s.shape], prunable: s.prunable })),
+        initial: model.getWeights(),
+      };
       model.dispose();
       return result;
     }

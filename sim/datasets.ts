@@ -78,7 +78,11 @@ async function readDataset(name: DatasetName, opts: LoadDatasetOptions): Promise
     case 'fashion-mnist':
       return loadFashionMnist(opts, seed);
     case 'mnist': {
-      const dir = requireDataDir('mnist', opts.dataDir, Object.values(IDX_FILES).map((f) => `${f}[.gz]`));
+      const dir = requireDataDir(
+        'mnist',
+        opts.dataDir,
+        Object.values(IDX_FILES).map((f) => `${f}[.gz]`),
+      );
       return { ...(await loadIdxDir('mnist', dir)), embedded: false };
     }
     case 'cifar10':
@@ -123,7 +127,13 @@ async function loadFashionMnist(opts: LoadDatasetOptions, seed: number): Promise
 async function loadIdxDir(name: 'mnist' | 'fashion-mnist', dir: string): Promise<Omit<LoadedDataset, 'embedded'>> {
   const missing = missingIdxFiles(dir);
   if (missing.length > 0) {
-    throw new DatasetNotFoundError(dir, `${name}: ${dir} ${describeMissing(missing, Object.values(IDX_FILES).map((f) => `${f}[.gz]`))}`);
+    throw new DatasetNotFoundError(
+      dir,
+      `${name}: ${dir} ${describeMissing(
+        missing,
+        Object.values(IDX_FILES).map((f) => `${f}[.gz]`),
+      )}`,
+    );
   }
   const path = (f: string): string => join(dir, findIdx(dir, f));
   const [train, test] = await Promise.all([
@@ -215,10 +225,16 @@ function requireDataDir(name: DatasetName, dataDir: string | undefined, expected
     throw new DatasetNotFoundError('', `${name}: needs --data-dir, a directory holding ${expected.join(', ')}`);
   }
   if (!existsSync(dataDir)) {
-    throw new DatasetNotFoundError(dataDir, `${name}: --data-dir ${dataDir} does not exist (expected a directory holding ${expected.join(', ')})`);
+    throw new DatasetNotFoundError(
+      dataDir,
+      `${name}: --data-dir ${dataDir} does not exist (expected a directory holding ${expected.join(', ')})`,
+    );
   }
   if (!statSync(dataDir).isDirectory()) {
-    throw new DatasetNotFoundError(dataDir, `${name}: --data-dir ${dataDir} is not a directory (expected one holding ${expected.join(', ')})`);
+    throw new DatasetNotFoundError(
+      dataDir,
+      `${name}: --data-dir ${dataDir} is not a directory (expected one holding ${expected.join(', ')})`,
+    );
   }
   return dataDir;
 }

@@ -253,7 +253,12 @@ function finish(
 }
 
 /** Per label, round(fraction * count) of the client's examples become its test set; at least one stays for training. */
-function holdOut(train: LabelSet, part: Int32Array, fraction: number, rng: SeededRandom): { train: Int32Array; test: Int32Array } {
+function holdOut(
+  train: LabelSet,
+  part: Int32Array,
+  fraction: number,
+  rng: SeededRandom,
+): { train: Int32Array; test: Int32Array } {
   const byLabel = new Map<number, number[]>();
   for (const i of part) {
     const l = train.labels[i];

@@ -147,7 +147,8 @@ class PoolMember<Req, Res> {
     const timer = setTimeout(() => void this.#worker.terminate(), graceMs);
     await this.#exited;
     clearTimeout(timer);
-    for (const pending of this.#pending.values()) pending.reject(new Error(`worker ${this.index}: pool closed before the task finished`));
+    for (const pending of this.#pending.values())
+      pending.reject(new Error(`worker ${this.index}: pool closed before the task finished`));
     this.#pending.clear();
   }
 }

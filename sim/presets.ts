@@ -218,7 +218,8 @@ function parseNonEmpty(flag: string, value: string): string {
 
 function parseAlgorithms(flag: string, value: string): AlgorithmName[] {
   const names = value.split(',').map((s) => s.trim());
-  if (names.length === 0 || names.some((n) => n === '')) fail(flag, value, `a comma-separated list of ${ALGORITHM_NAMES.join(', ')}`);
+  if (names.length === 0 || names.some((n) => n === ''))
+    fail(flag, value, `a comma-separated list of ${ALGORITHM_NAMES.join(', ')}`);
   const parsed = names.map((n) => {
     if (!(ALGORITHM_NAMES as readonly string[]).includes(n)) {
       throw new SimConfigError(`${flag}: unknown algorithm '${n}' in '${value}' (known: ${ALGORITHM_NAMES.join(', ')})`);
@@ -283,14 +284,28 @@ export function modelFor(config: SimConfig, algorithm: AlgorithmName): ModelName
 
 /** The client algorithm's own config (client/algorithms/config.ts) for this run. */
 export function algorithmConfig(config: SimConfig, algorithm: AlgorithmName): Record<string, unknown> {
-  const training = { epochs: config.localEpochs, batchSize: config.batchSize, lr: config.learningRate, momentum: config.momentum };
+  const training = {
+    epochs: config.localEpochs,
+    batchSize: config.batchSize,
+    lr: config.learningRate,
+    momentum: config.momentum,
+  };
   const pr = config.pruning;
   const gate = { accThresh: pr.accThresh, gateOn: pr.gateOn };
   switch (algorithm) {
     case 'subfedavg-un':
       return { ...training, ...gate, p: pr.p, target: pr.targetUn, distThresh: pr.distThreshUn };
     case 'subfedavg-hy':
-      return { ...training, ...gate, p: pr.p, target: pr.targetHy, distThresh: pr.distThreshHy, q: pr.q, l1: pr.l1, channelDistThresh: pr.channelDistThresh };
+      return {
+        ...training,
+        ...gate,
+        p: pr.p,
+        target: pr.targetHy,
+        distThresh: pr.distThreshHy,
+        q: pr.q,
+        l1: pr.l1,
+        channelDistThresh: pr.channelDistThresh,
+      };
     case 'fedavg-ft':
       return { ...training, ftEpochs: config.fineTuneEpochs };
     case 'fedavg':

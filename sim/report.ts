@@ -103,7 +103,8 @@ export function summarize(algorithm: AlgorithmName, rounds: readonly RoundReport
   const denseDown = total((b) => b.denseDown);
   const wallSeconds = mine.reduce((s, r) => s + r.wallSeconds, 0);
   const last = mine.at(-1);
-  const meanOf = (pick: (r: RoundReport) => number): number => (mine.length ? mine.reduce((s, r) => s + pick(r), 0) / mine.length : 0);
+  const meanOf = (pick: (r: RoundReport) => number): number =>
+    mine.length ? mine.reduce((s, r) => s + pick(r), 0) / mine.length : 0;
   return {
     algorithm,
     rounds: mine.length,
@@ -140,7 +141,18 @@ const pct = (v: number | null): string => (v === null ? '-' : `${(v * 100).toFix
 
 /** The final terminal table. */
 export function formatSummaryTable(summaries: readonly AlgorithmSummary[]): string {
-  const header = ['algorithm', 'personalized acc', 'received acc (last 10)', 'global acc', 'up', 'down', 'dense up+down', 'savings', 'final sparsity', 's/round'];
+  const header = [
+    'algorithm',
+    'personalized acc',
+    'received acc (last 10)',
+    'global acc',
+    'up',
+    'down',
+    'dense up+down',
+    'savings',
+    'final sparsity',
+    's/round',
+  ];
   const rows = summaries.map((s) => [
     s.algorithm + (s.interrupted ? ' (stopped)' : ''),
     pct(s.personalizedAcc),
@@ -154,13 +166,17 @@ export function formatSummaryTable(summaries: readonly AlgorithmSummary[]): stri
     s.secondsPerRound.toFixed(2),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
 /** Default run folder: runs/<timestamp>-<preset>/ (timestamp sortable and path-safe). */
 export function defaultRunFolder(config: Pick<SimConfig, 'preset'>, now = new Date()): string {
-  const stamp = now.toISOString().replace(/[:.]/g, '-').replace(/-\d{3}Z$/, 'Z');
+  const stamp = now
+    .toISOString()
+    .replace(/[:.]/g, '-')
+    .replace(/-\d{3}Z$/, 'Z');
   return path.join('runs', `${stamp}-${config.preset}`);
 }
 
@@ -172,7 +188,10 @@ function chartJsSource(): string {
 
 /** JSON that is safe inside a <script> element. */
 function scriptJson(value: unknown): string {
-  return JSON.stringify(value).replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+  return JSON.stringify(value)
+    .replace(/</g, '\\u003c')
+    .replace(/\u2028/g, '\\u2028')
+    .replace(/\u2029/g, '\\u2029');
 }
 
 function escapeHtml(s: string): string {
@@ -311,9 +330,14 @@ export class RunWriter {
 
   /** summary.json and report.html from everything appended so far. */
   finish(notes: readonly string[]): AlgorithmSummary[] {
-    const summaries = this.config.algorithms.map((a) => summarize(a, this.#rounds, this.config.rounds)).filter((s) => s.rounds > 0);
+    const summaries = this.config.algorithms
+      .map((a) => summarize(a, this.#rounds, this.config.rounds))
+      .filter((s) => s.rounds > 0);
     writeFileSync(path.join(this.folder, 'summary.json'), `${JSON.stringify({ notes, summaries }, null, 2)}\n`);
-    writeFileSync(path.join(this.folder, 'report.html'), renderReportHtml({ config: this.config, rounds: this.#rounds, summaries, notes }));
+    writeFileSync(
+      path.join(this.folder, 'report.html'),
+      renderReportHtml({ config: this.config, rounds: this.#rounds, summaries, notes }),
+    );
     return summaries;
   }
 }

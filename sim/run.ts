@@ -61,13 +61,22 @@ function capTestSets(split: Partition, testLabels: Uint8Array, config: SimConfig
     for (const i of c.test) counts[testLabels[i]]++;
     return counts;
   });
-  return { ...split, clients, testLabelCounts, description: `${split.description}; test sets capped at ${cap} random examples per client` };
+  return {
+    ...split,
+    clients,
+    testLabelCounts,
+    description: `${split.description}; test sets capped at ${cap} random examples per client`,
+  };
 }
 
 type Pool = WorkerPool<WorkerRequest, WorkerResponses[keyof WorkerResponses]>;
 
 /** Typed request helper: the response type follows the request kind. */
-function ask<K extends WorkerRequest['kind']>(pool: Pool, worker: number, request: Extract<WorkerRequest, { kind: K }>): Promise<WorkerResponses[K]> {
+function ask<K extends WorkerRequest['kind']>(
+  pool: Pool,
+  worker: number,
+  request: Extract<WorkerRequest, { kind: K }>,
+): Promise<WorkerResponses[K]> {
   return pool.run(worker, request) as Promise<WorkerResponses[K]>;
 }
 
@@ -126,14 +135,20 @@ async function* runAlgorithm(
   const clients = split.clients.map((c) => c.id);
   const workerOf = (client: number): number => pool.workerOf(client);
   await Promise.all(
-    split.clients.map((c) => ask<'host'>(pool, workerOf(c.id), { kind: 'host', client: c.id, algorithm, train: c.train, test: c.test })),
+    split.clients.map((c) =>
+      ask<'host'>(pool, workerOf(c.id), { kind: 'host', client: c.id, algorithm, train: c.train, test: c.test }),
+    ),
   );
 
   let coordinator: CoordinatorHandle | undefined;
   try {
     const indexOf = new Map<string, number>();
     if (algorithm !== 'local') {
-      const initial = await ask<'initial-model'>(pool, 0, { kind: 'initial-model', model: modelFor(config, algorithm), seed: config.seed });
+      const initial = await ask<'initial-model'>(pool, 0, {
+        kind: 'initial-model',
+        model: modelFor(config, algorithm),
+        seed: config.seed,
+      });
       const enrollmentToken = randomBytes(16).toString('hex');
       coordinator = await startSimCoordinator(config, initial, enrollmentToken);
       const address = coordinator.grpcAddress;
@@ -176,11 +191,19 @@ async function* runAlgorithm(
       let global: AccuracyStats | null = null;
       if (evaluateAll) {
         emit({ kind: 'evaluating', algorithm, round, scope: 'all' });
-        allClients = stats(await evaluateEveryone(pool, clients, (worker, list) => ask<'evaluate'>(pool, worker, { kind: 'evaluate', clients: list })));
+        allClients = stats(
+          await evaluateEveryone(pool, clients, (worker, list) =>
+            ask<'evaluate'>(pool, worker, { kind: 'evaluate', clients: list }),
+          ),
+        );
         if (coordinator && (algorithm === 'fedavg' || algorithm === 'fedavg-ft')) {
           emit({ kind: 'evaluating', algorithm, round, scope: 'global' });
           const weights = coordinator.coordinator.globalModel();
-          global = stats(await evaluateEveryone(pool, clients, (worker, list) => ask<'evaluate-model'>(pool, worker, { kind: 'evaluate-model', clients: list, weights })));
+          global = stats(
+            await evaluateEveryone(pool, clients, (worker, list) =>
+              ask<'evaluate-model'>(pool, worker, { kind: 'evaluate-model', clients: list, weights }),
+            ),
+          );
         }
       }
       yield roundReport(algorithm, round, results, bytes, allClients, global, (performance.now() - started) / 1000);

@@ -112,7 +112,11 @@ export async function decideChannels(input: ChannelInput): Promise<Decision> {
   const pruned = applyMasks(weights, candidate);
   const accuracy = await input.gateAccuracy(pruned);
   if (!(accuracy > input.accThresh)) return keep('rejected', accuracy);
-  return { masks: candidate, weights: pruned, report: { kind: 'channel', outcome: 'accepted', distance, step: input.q, gateAccuracy: accuracy } };
+  return {
+    masks: candidate,
+    weights: pruned,
+    report: { kind: 'channel', outcome: 'accepted', distance, step: input.q, gateAccuracy: accuracy },
+  };
 }
 
 /** Pruned percent over the named tensors; re-exported for the algorithms' bookkeeping. */

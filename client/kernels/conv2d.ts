@@ -57,7 +57,8 @@ function conv2dKernel(stock: KernelFunc): KernelFunc {
     const { x, filter } = inputs as NamedTensorInfoMap;
     const { strides, pad, dataFormat, dilations, dimRoundingMode } = attrs as unknown as Conv2DAttrs;
     if (x === undefined || filter === undefined) throw new Error('Conv2D needs inputs x and filter');
-    if ((dataFormat !== undefined && dataFormat !== 'NHWC') || x.dtype !== 'float32' || filter.dtype !== 'float32') return stock(args);
+    if ((dataFormat !== undefined && dataFormat !== 'NHWC') || x.dtype !== 'float32' || filter.dtype !== 'float32')
+      return stock(args);
     const info = backend_util.computeConv2DInfo(
       x.shape as [number, number, number, number],
       filter.shape as [number, number, number, number],

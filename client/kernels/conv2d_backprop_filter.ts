@@ -10,7 +10,15 @@
  * and to our own (matmul.ts) on cpu. The gather is O(N*K) copies, the product
  * O(N*K*outC) multiply-adds.
  */
-import type { Conv2DBackpropFilterAttrs, KernelBackend, KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
+import type {
+  Conv2DBackpropFilterAttrs,
+  KernelBackend,
+  KernelConfig,
+  KernelFunc,
+  NamedAttrMap,
+  NamedTensorInfoMap,
+  TensorInfo,
+} from '@tensorflow/tfjs-core';
 import { backend_util, BatchMatMul, Conv2DBackpropFilter, getKernel } from '@tensorflow/tfjs-core';
 import { matmulInto } from './matmul.js';
 import { tensorAccess, type LocalBackendName } from './tensor_access.js';
@@ -125,12 +133,22 @@ function filterGradientAsConv(backend: KernelBackend, x: TensorInfo, dy: TensorI
   const xT = runKernel('Transpose', backend, { x }, { perm: [3, 1, 2, 0] });
   const dyT = runKernel('Transpose', backend, { x: dy }, { perm: [1, 2, 0, 3] });
   const { top, bottom, left, right } = info.padInfo;
-  const out = runKernel('Conv2D', backend, { x: xT, filter: dyT }, {
-    strides: 1,
-    dilations: 1,
-    pad: [[0, 0], [top, bottom], [left, right], [0, 0]],
-    dataFormat: 'NHWC',
-  });
+  const out = runKernel(
+    'Conv2D',
+    backend,
+    { x: xT, filter: dyT },
+    {
+      strides: 1,
+      dilations: 1,
+      pad: [
+        [0, 0],
+        [top, bottom],
+        [left, right],
+        [0, 0],
+      ],
+      dataFormat: 'NHWC',
+    },
+  );
   const dw = runKernel('Transpose', backend, { x: out }, { perm: [1, 2, 0, 3] });
   const wasm = backend as unknown as { disposeData(id: object): boolean };
   for (const t of [xT, dyT, out]) wasm.disposeData(t.dataId);
@@ -168,7 +186,12 @@ function wideRowsApplicable(info: backend_util.Conv2DInfo): boolean {
   );
 }
 
-function filterGradientWideRows(backend: KernelBackend, x: TensorInfo, dy: TensorInfo, info: backend_util.Conv2DInfo): TensorInfo {
+function filterGradientWideRows(
+  backend: KernelBackend,
+  x: TensorInfo,
+  dy: TensorInfo,
+  info: backend_util.Conv2DInfo,
+): TensorInfo {
   const { batchSize, inHeight, inWidth, outHeight, outWidth, outChannels, filterHeight, filterWidth } = info;
   const access = tensorAccess('wasm', backend);
   const wide = batchSize * outHeight * inWidth;

@@ -11,7 +11,15 @@
  * kernel, non-square kernels, on which XNNPACK's conv has been seen to abort) go to the
  * stock kernel.
  */
-import type { Conv2DBackpropInputAttrs, KernelBackend, KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
+import type {
+  Conv2DBackpropInputAttrs,
+  KernelBackend,
+  KernelConfig,
+  KernelFunc,
+  NamedAttrMap,
+  NamedTensorInfoMap,
+  TensorInfo,
+} from '@tensorflow/tfjs-core';
 import { backend_util, Conv2D, Conv2DBackpropInput, getKernel } from '@tensorflow/tfjs-core';
 import { matmulInto } from './matmul.js';
 import { tensorAccess, type LocalBackendName } from './tensor_access.js';
@@ -71,9 +79,19 @@ function cpuConv2dBackpropInputKernel(stock: KernelFunc): KernelFunc {
     const { dy, filter } = inputs as NamedTensorInfoMap;
     const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as unknown as Conv2DBackpropInputAttrs;
     if (dy === undefined || filter === undefined) throw new Error('Conv2DBackpropInput needs inputs dy and filter');
-    if ((dataFormat !== undefined && dataFormat !== 'NHWC') || dy.dtype !== 'float32' || filter.dtype !== 'float32') return stock(args);
+    if ((dataFormat !== undefined && dataFormat !== 'NHWC') || dy.dtype !== 'float32' || filter.dtype !== 'float32')
+      return stock(args);
     const [kh, kw, inC, outC] = filter.shape;
-    const info = backend_util.computeConv2DInfo(inputShape, [kh, kw, inC, outC], strides, 1, pad, dimRoundingMode, false, 'channelsLast');
+    const info = backend_util.computeConv2DInfo(
+      inputShape,
+      [kh, kw, inC, outC],
+      strides,
+      1,
+      pad,
+      dimRoundingMode,
+      false,
+      'channelsLast',
+    );
     const n = info.batchSize * info.outHeight * info.outWidth;
     const k = kh * kw * inC;
     const access = tensorAccess('cpu', args.backend as KernelBackend);
@@ -98,7 +116,16 @@ function conv2dBackpropInputKernel(backendName: LocalBackendName, stock: KernelF
     const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as unknown as Conv2DBackpropInputAttrs;
     if (dy === undefined || filter === undefined) throw new Error('Conv2DBackpropInput needs inputs dy and filter');
     const [kh, kw, inC, outC] = filter.shape;
-    const info = backend_util.computeConv2DInfo(inputShape, [kh, kw, inC, outC], strides, 1, pad, dimRoundingMode, false, 'channelsLast');
+    const info = backend_util.computeConv2DInfo(
+      inputShape,
+      [kh, kw, inC, outC],
+      strides,
+      1,
+      pad,
+      dimRoundingMode,
+      false,
+      'channelsLast',
+    );
     const { top, bottom, left, right } = info.padInfo;
     const padding = [kh - 1 - top, kh - 1 - bottom, kw - 1 - left, kw - 1 - right];
     const fast =
@@ -122,7 +149,12 @@ function conv2dBackpropInputKernel(backendName: LocalBackendName, stock: KernelF
       attrs: {
         strides: 1,
         dilations: 1,
-        pad: [[0, 0], [padding[0], padding[1]], [padding[2], padding[3]], [0, 0]],
+        pad: [
+          [0, 0],
+          [padding[0], padding[1]],
+          [padding[2], padding[3]],
+          [0, 0],
+        ],
         dataFormat: 'NHWC',
       } as unknown as NamedAttrMap,
     }) as TensorInfo;
@@ -135,6 +167,9 @@ function conv2dBackpropInputKernel(backendName: LocalBackendName, stock: KernelF
 export function conv2dBackpropInputConfig(backendName: LocalBackendName): KernelConfig {
   const stock = getKernel(Conv2DBackpropInput, backendName);
   if (stock === undefined) throw new Error(`no stock Conv2DBackpropInput on ${backendName} to fall back to`);
-  const kernelFunc = backendName === 'cpu' ? cpuConv2dBackpropInputKernel(stock.kernelFunc) : conv2dBackpropInputKernel(backendName, stock.kernelFunc);
+  const kernelFunc =
+    backendName === 'cpu'
+      ? cpuConv2dBackpropInputKernel(stock.kernelFunc)
+      : conv2dBackpropInputKernel(backendName, stock.kernelFunc);
   return { kernelName: Conv2DBackpropInput, backendName, kernelFunc };
 }

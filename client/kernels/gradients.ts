@@ -46,12 +46,14 @@ const GRADIENTS: GradConfig[] = [
   {
     kernelName: tf.Add,
     inputsToSave: ['a', 'b'],
-    gradFunc: (dy, [a, b]) => ({ a: () => unbroadcast(dy as Tensor, a.shape), b: () => unbroadcast(dy as Tensor, b.shape) }) as Grads,
+    gradFunc: (dy, [a, b]) =>
+      ({ a: () => unbroadcast(dy as Tensor, a.shape), b: () => unbroadcast(dy as Tensor, b.shape) }) as Grads,
   },
   {
     kernelName: tf.Sub,
     inputsToSave: ['a', 'b'],
-    gradFunc: (dy, [a, b]) => ({ a: () => unbroadcast(dy as Tensor, a.shape), b: () => unbroadcast(tf.neg(dy as Tensor), b.shape) }) as Grads,
+    gradFunc: (dy, [a, b]) =>
+      ({ a: () => unbroadcast(dy as Tensor, a.shape), b: () => unbroadcast(tf.neg(dy as Tensor), b.shape) }) as Grads,
   },
   {
     kernelName: tf.Multiply,
@@ -130,7 +132,12 @@ const GRADIENTS: GradConfig[] = [
       if (!(dilations === 1 || (Array.isArray(dilations) && dilations.every((d) => d === 1)))) {
         throw new Error(`conv2d gradient: dilations ${String(dilations)} are not supported (only 1)`);
       }
-      const common = { strides: attrs.strides, pad: attrs.pad, dataFormat: attrs.dataFormat, dimRoundingMode: attrs.dimRoundingMode };
+      const common = {
+        strides: attrs.strides,
+        pad: attrs.pad,
+        dataFormat: attrs.dataFormat,
+        dimRoundingMode: attrs.dimRoundingMode,
+      };
       return {
         x: () =>
           tf.engine().runKernel(tf.Conv2DBackpropInput, { dy: dy as Tensor, filter }, {

@@ -2,7 +2,14 @@
  * Dense float32 matrix product for the cpu backend, whose own BatchMatMul runs at about
  * 0.4 GMAC/s here; this one at about 1 GMAC/s on the shapes of our models.
  */
-import type { BatchMatMulAttrs, KernelBackend, KernelConfig, KernelFunc, NamedTensorInfoMap, TensorInfo } from '@tensorflow/tfjs-core';
+import type {
+  BatchMatMulAttrs,
+  KernelBackend,
+  KernelConfig,
+  KernelFunc,
+  NamedTensorInfoMap,
+  TensorInfo,
+} from '@tensorflow/tfjs-core';
 import { BatchMatMul, getKernel, Transpose, util } from '@tensorflow/tfjs-core';
 import { tensorAccess } from './tensor_access.js';
 
@@ -13,7 +20,9 @@ import { tensorAccess } from './tensor_access.js';
  */
 export function matmulInto(a: Float32Array, b: Float32Array, c: Float32Array, n: number, k: number, m: number): void {
   if (a.length < n * k || b.length < k * m || c.length < n * m) {
-    throw new Error(`matmulInto: arrays of ${a.length}, ${b.length}, ${c.length} values are too short for [${n}x${k}]·[${k}x${m}]`);
+    throw new Error(
+      `matmulInto: arrays of ${a.length}, ${b.length}, ${c.length} values are too short for [${n}x${k}]·[${k}x${m}]`,
+    );
   }
   c.fill(0, 0, n * m);
   let i = 0;
@@ -66,7 +75,13 @@ function batchMatMulKernel(stock: KernelFunc): KernelFunc {
     const rank = a.shape.length;
     const batchShape = a.shape.slice(0, -2);
     // Broadcast batches and non-float inputs stay with the stock kernel.
-    if (a.dtype !== 'float32' || b.dtype !== 'float32' || rank < 2 || b.shape.length !== rank || !util.arraysEqual(batchShape, b.shape.slice(0, -2))) {
+    if (
+      a.dtype !== 'float32' ||
+      b.dtype !== 'float32' ||
+      rank < 2 ||
+      b.shape.length !== rank ||
+      !util.arraysEqual(batchShape, b.shape.slice(0, -2))
+    ) {
       return stock(args);
     }
     const count = util.sizeFromShape(batchShape);
@@ -76,7 +91,9 @@ function batchMatMulKernel(stock: KernelFunc): KernelFunc {
     const k = transposeA ? aRows : aCols;
     const m = transposeB ? bRows : bCols;
     if ((transposeB ? bCols : bRows) !== k) {
-      throw new Error(`BatchMatMul: inner dimensions ${k} and ${transposeB ? bCols : bRows} of shapes [${a.shape}] and [${b.shape}] differ`);
+      throw new Error(
+        `BatchMatMul: inner dimensions ${k} and ${transposeB ? bCols : bRows} of shapes [${a.shape}] and [${b.shape}] differ`,
+      );
     }
     const access = tensorAccess('cpu', args.backend as KernelBackend);
     const aValues = transposeA ? transposeBatch(access.read(a), count, aRows, aCols) : access.read(a);
@@ -129,7 +146,11 @@ function wasmBatchMatMulKernel(stock: KernelFunc): KernelFunc {
     const transpose = getKernel(Transpose, 'wasm');
     if (transpose === undefined) throw new Error('Transpose is not registered on wasm');
     const temporaries: TensorInfo[] = [];
-    const matrix = (t: TensorInfo, rows: number, cols: number): TensorInfo => ({ dataId: t.dataId, shape: [rows, cols], dtype: 'float32' });
+    const matrix = (t: TensorInfo, rows: number, cols: number): TensorInfo => ({
+      dataId: t.dataId,
+      shape: [rows, cols],
+      dtype: 'float32',
+    });
     const transposed = (t: TensorInfo): TensorInfo => {
       const out = transpose.kernelFunc({ inputs: { x: t }, backend, attrs: { perm: [1, 0] } }) as TensorInfo;
       temporaries.push(out);

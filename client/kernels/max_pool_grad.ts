@@ -14,7 +14,18 @@ export function maxPoolBackprop(x: Float32Array, dy: Float32Array, info: backend
     twoByTwoBackprop(x, dy, info, dx);
     return;
   }
-  const { batchSize, inHeight, inWidth, inChannels: channels, outHeight, outWidth, filterHeight, filterWidth, strideHeight, strideWidth } = info;
+  const {
+    batchSize,
+    inHeight,
+    inWidth,
+    inChannels: channels,
+    outHeight,
+    outWidth,
+    filterHeight,
+    filterWidth,
+    strideHeight,
+    strideWidth,
+  } = info;
   const padTop = info.padInfo.top;
   const padLeft = info.padInfo.left;
   let o = 0;
@@ -53,7 +64,14 @@ function maxPoolGradKernel(backendName: LocalBackendName): KernelFunc {
     if (dy.dtype !== 'float32' || input.dtype !== 'float32') {
       throw new Error(`MaxPoolGrad on ${backendName}: float32 inputs expected, got ${dy.dtype} and ${input.dtype}`);
     }
-    const info = backend_util.computePool2DInfo(input.shape as [number, number, number, number], filterSize, strides, 1, pad, dimRoundingMode);
+    const info = backend_util.computePool2DInfo(
+      input.shape as [number, number, number, number],
+      filterSize,
+      strides,
+      1,
+      pad,
+      dimRoundingMode,
+    );
     const access = tensorAccess(backendName, backend as KernelBackend);
     const dx = access.alloc([...input.shape]);
     const out = access.read(dx);

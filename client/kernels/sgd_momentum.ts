@@ -38,20 +38,32 @@ export function sgdMomentumUpdate(
   }
 }
 
-const sgdMomentumKernel = (backendName: LocalBackendName): KernelFunc => ({ inputs, backend, attrs }) => {
-  const { w, buf, g } = inputs as NamedTensorInfoMap;
-  if (w === undefined || buf === undefined || g === undefined) throw new Error(`${SGD_MOMENTUM_KERNEL} needs inputs w, buf and g`);
-  const size = tf.util.sizeFromShape(w.shape);
-  if (tf.util.sizeFromShape(buf.shape) !== size || tf.util.sizeFromShape(g.shape) !== size) {
-    throw new Error(`${SGD_MOMENTUM_KERNEL}: w, buf and g must have the same size, got [${w.shape}], [${buf.shape}], [${g.shape}]`);
-  }
-  const access = tensorAccess(backendName, backend as KernelBackend);
-  const wOut = access.alloc([...w.shape]);
-  const bufOut = access.alloc([...w.shape]);
-  // Views after the allocations: on wasm an allocation can grow (and detach) the heap.
-  sgdMomentumUpdate(access.read(w), access.read(buf), access.read(g), attrs as unknown as SgdMomentumAttrs, access.read(wOut), access.read(bufOut));
-  return [wOut, bufOut];
-};
+const sgdMomentumKernel =
+  (backendName: LocalBackendName): KernelFunc =>
+  ({ inputs, backend, attrs }) => {
+    const { w, buf, g } = inputs as NamedTensorInfoMap;
+    if (w === undefined || buf === undefined || g === undefined)
+      throw new Error(`${SGD_MOMENTUM_KERNEL} needs inputs w, buf and g`);
+    const size = tf.util.sizeFromShape(w.shape);
+    if (tf.util.sizeFromShape(buf.shape) !== size || tf.util.sizeFromShape(g.shape) !== size) {
+      throw new Error(
+        `${SGD_MOMENTUM_KERNEL}: w, buf and g must have the same size, got [${w.shape}], [${buf.shape}], [${g.shape}]`,
+      );
+    }
+    const access = tensorAccess(backendName, backend as KernelBackend);
+    const wOut = access.alloc([...w.shape]);
+    const bufOut = access.alloc([...w.shape]);
+    // Views after the allocations: on wasm an allocation can grow (and detach) the heap.
+    sgdMomentumUpdate(
+      access.read(w),
+      access.read(buf),
+      access.read(g),
+      attrs as unknown as SgdMomentumAttrs,
+      access.read(wOut),
+      access.read(bufOut),
+    );
+    return [wOut, bufOut];
+  };
 
 export function sgdMomentumConfig(backendName: LocalBackendName): KernelConfig {
   return { kernelName: SGD_MOMENTUM_KERNEL, backendName, kernelFunc: sgdMomentumKernel(backendName) };

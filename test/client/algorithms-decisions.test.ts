@@ -12,8 +12,14 @@ const u8 = (xs: number[]) => Uint8Array.from(xs);
 function layer() {
   const w = f32(Array.from({ length: 20 }, (_, i) => (i % 2 === 0 ? 1 : -1) * (i + 1)));
   return {
-    weights: new Map([['w', w], ['b', f32([0.001, 0.002])]]),
-    masks: new Map([['w', new Uint8Array(20).fill(1)], ['b', u8([1, 1])]]),
+    weights: new Map([
+      ['w', w],
+      ['b', f32([0.001, 0.002])],
+    ]),
+    masks: new Map([
+      ['w', new Uint8Array(20).fill(1)],
+      ['b', u8([1, 1])],
+    ]),
   };
 }
 
@@ -48,7 +54,15 @@ describe('decideUnstructured (Sub-FedAvg Un rule)', () => {
 
   it('rejects when gate accuracy is not above the threshold: old mask and weights kept', async () => {
     const { weights, masks } = layer();
-    const d = await decideUnstructured({ ...base, weights, masks, m1: masks, names: ['w'], prunedPercent: 0, gateAccuracy: () => 0.5 });
+    const d = await decideUnstructured({
+      ...base,
+      weights,
+      masks,
+      m1: masks,
+      names: ['w'],
+      prunedPercent: 0,
+      gateAccuracy: () => 0.5,
+    });
     expect(d.report.outcome).toBe('rejected');
     expect(d.masks).toBe(masks);
     expect(d.weights).toBe(weights);
@@ -77,14 +91,30 @@ describe('decideUnstructured (Sub-FedAvg Un rule)', () => {
 
   it('does nothing once the target is reached', async () => {
     const { weights, masks } = layer();
-    const d = await decideUnstructured({ ...base, weights, masks, m1: masks, names: ['w'], prunedPercent: 30, gateAccuracy: () => 1 });
+    const d = await decideUnstructured({
+      ...base,
+      weights,
+      masks,
+      m1: masks,
+      names: ['w'],
+      prunedPercent: 30,
+      gateAccuracy: () => 1,
+    });
     expect(d.report.outcome).toBe('at-target');
   });
 
   it('uses the capped step near the target', async () => {
     const { weights, masks } = layer();
     // pruned 27 of target 30: step = 3/73*100 = 4.11% < 5
-    const d = await decideUnstructured({ ...base, weights, masks, m1: masks, names: ['w'], prunedPercent: 27, gateAccuracy: () => 1 });
+    const d = await decideUnstructured({
+      ...base,
+      weights,
+      masks,
+      m1: masks,
+      names: ['w'],
+      prunedPercent: 27,
+      gateAccuracy: () => 1,
+    });
     expect(d.report.outcome).toBe('accepted');
     expect(d.report.step).toBeCloseTo((3 / 73) * 100, 10);
     // 4.11th percentile of 1..20 = 1 + 0.0411*19 = 1.78: only |w| = 1 pruned
@@ -131,11 +161,29 @@ describe('decideChannels (Sub-FedAvg Hy channel rule)', () => {
   });
 
   it('keeps channels when the gate fails or the selection is stable', async () => {
-    const common = { weights: weights(), masks: ones(), groups: [group], shapes, q: 0.45, channelDistThresh: 0.01, accThresh: 0.5 };
-    const rejected = await decideChannels({ ...common, first: [u8([1, 1, 1, 1])], last: [u8([1, 0, 1, 1])], gateAccuracy: () => 0.4 });
+    const common = {
+      weights: weights(),
+      masks: ones(),
+      groups: [group],
+      shapes,
+      q: 0.45,
+      channelDistThresh: 0.01,
+      accThresh: 0.5,
+    };
+    const rejected = await decideChannels({
+      ...common,
+      first: [u8([1, 1, 1, 1])],
+      last: [u8([1, 0, 1, 1])],
+      gateAccuracy: () => 0.4,
+    });
     expect(rejected.report.outcome).toBe('rejected');
     expect(rejected.masks).toBe(common.masks);
-    const stable = await decideChannels({ ...common, first: [u8([1, 0, 1, 1])], last: [u8([1, 0, 1, 1])], gateAccuracy: () => 1 });
+    const stable = await decideChannels({
+      ...common,
+      first: [u8([1, 0, 1, 1])],
+      last: [u8([1, 0, 1, 1])],
+      gateAccuracy: () => 1,
+    });
     expect(stable.report.outcome).toBe('stable');
   });
 });

@@ -25,7 +25,13 @@ describe('masked training', () => {
     const names = model.manifest.filter((s) => s.prunable).map((s) => s.name);
     const masks = prunePercentile(model.getWeights(), onesMasks(model.manifest), 40, names);
     model.setWeights(applyMasks(model.getWeights(), masks));
-    await trainMasked({ model, masks, data: { train, test }, training: { epochs: 2, batchSize: 10, lr: 0.05, momentum: 0.5 }, seed: 3 });
+    await trainMasked({
+      model,
+      masks,
+      data: { train, test },
+      training: { epochs: 2, batchSize: 10, lr: 0.05, momentum: 0.5 },
+      seed: 3,
+    });
     const after = model.getWeights();
     expect(zerosWhereMasked(after, masks)).toBe(true);
     // and the kept weights did move

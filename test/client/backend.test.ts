@@ -4,7 +4,9 @@ import { initBackend, type BackendChoice } from '../../client/backend.js';
 
 describe('initBackend', () => {
   it('rejects forcing tfjs-node when it is not installed, naming it and why', async () => {
-    await expect(initBackend('node', { logger: { info: () => {} } })).rejects.toThrow(/backend "node" is unavailable.*tfjs-node did not load/);
+    await expect(initBackend('node', { logger: { info: () => {} } })).rejects.toThrow(
+      /backend "node" is unavailable.*tfjs-node did not load/,
+    );
   });
 
   it('rejects an unknown choice, listing the valid ones', async () => {

@@ -15,7 +15,11 @@ describe('readCifar10', () => {
     expect([...ds.labels]).toEqual([3, 9, 0]);
     const pixel = (n: number, y: number, x: number, c: number): number => ds.images[((n * 32 + y) * 32 + x) * 3 + c];
     // Record 1, red/green/blue at position p = y*32+x come from planes 0/1/2 of the record.
-    for (const [y, x] of [[0, 0], [5, 7], [31, 31]]) {
+    for (const [y, x] of [
+      [0, 0],
+      [5, 7],
+      [31, 31],
+    ]) {
       const p = y * 32 + x;
       for (let c = 0; c < 3; c++) expect(pixel(1, y, x, c)).toBe((1 * 7 + c * 50 + p) % 256);
     }
@@ -28,7 +32,11 @@ describe('readCifar10', () => {
     const err = await readCifar10([file]).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DataFileError);
     expect((err as DataFileError).problem).toBe('bad-length');
-    expect((err as Error).message).toMatch(new RegExp(`^${file}: length 3173 is not a positive multiple of the 3073-byte CIFAR-10 record \\(1 whole records and 100 bytes left over\\)`));
+    expect((err as Error).message).toMatch(
+      new RegExp(
+        `^${file}: length 3173 is not a positive multiple of the 3073-byte CIFAR-10 record \\(1 whole records and 100 bytes left over\\)`,
+      ),
+    );
   });
 
   it('rejects an empty file', async () => {

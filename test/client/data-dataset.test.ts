@@ -59,7 +59,9 @@ describe('validateDataset', () => {
   });
 
   it('names the inconsistency', () => {
-    expect(() => validateDataset({ ...tiny(), images: new Uint8Array(5) })).toThrow(/tiny: images has 5 bytes but 3 images of 1x2x1 need 6/);
+    expect(() => validateDataset({ ...tiny(), images: new Uint8Array(5) })).toThrow(
+      /tiny: images has 5 bytes but 3 images of 1x2x1 need 6/,
+    );
     expect(() => validateDataset({ ...tiny(), labels: new Uint8Array(2) })).toThrow(/2 labels for 3 images/);
     expect(() => validateDataset({ ...tiny(), numClasses: 2 })).toThrow(/label 2 at index 0 is not below numClasses 2/);
     expect(() => validateDataset({ ...tiny(), width: 0 })).toThrow(/width must be a positive integer, got 0/);

@@ -41,6 +41,8 @@ describe('readDatasetFiles', () => {
     const badLabels = tmp.write('bad-labels', idxLabels([1, 12]));
     await expect(readDatasetFiles([images, badLabels])).rejects.toThrow(`${badLabels}: label 12 at index 1 is out of range`);
     await expect(readDatasetFiles([images])).rejects.toThrow(/IDX data needs exactly 2 files \(images and labels\), got 1/);
-    await expect(readDatasetFiles([images, badLabels], { format: 'cifar10' })).rejects.toThrow(`${images}: length 24 is not a positive multiple`);
+    await expect(readDatasetFiles([images, badLabels], { format: 'cifar10' })).rejects.toThrow(
+      `${images}: length 24 is not a positive multiple`,
+    );
   });
 });

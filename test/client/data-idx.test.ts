@@ -81,7 +81,9 @@ describe('readIdx on generated files', () => {
 
   it('reports a truncated labels file', async () => {
     const file = tmp.write('short-labels', labels.subarray(0, 9));
-    expect(await failure(readIdx(tmp.write('i-ok', images), file), file, 'truncated')).toContain('header says 3 labels (3 bytes) but only 1 follow');
+    expect(await failure(readIdx(tmp.write('i-ok', images), file), file, 'truncated')).toContain(
+      'header says 3 labels (3 bytes) but only 1 follow',
+    );
   });
 
   it('reports trailing bytes after the declared images', async () => {

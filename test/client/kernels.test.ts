@@ -47,11 +47,14 @@ function randomCases(seed: number, count: number): Case[] {
 
 /** dL/dW of L(W) = sum(conv2d(x, W) * r), through the registered Conv2DBackpropFilter. */
 function kernelGradient(x: tf.Tensor4D, filterShape: number[], r: tf.Tensor4D, c: Case): Float32Array {
-  const dw = tf.engine().runKernel(
-    'Conv2DBackpropFilter',
-    { x, dy: r },
-    { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', filterShape } as unknown as tf.NamedAttrMap,
-  ) as tf.Tensor;
+  const dw = tf
+    .engine()
+    .runKernel('Conv2DBackpropFilter', { x, dy: r }, {
+      strides: c.strides,
+      pad: c.pad,
+      dataFormat: 'NHWC',
+      filterShape,
+    } as unknown as tf.NamedAttrMap) as tf.Tensor;
   const values = dw.dataSync() as Float32Array;
   dw.dispose();
   return values;
@@ -63,7 +66,12 @@ function kernelGradient(x: tf.Tensor4D, filterShape: number[], r: tf.Tensor4D, c
  */
 function numericalGradient(x: tf.Tensor4D, w: Float32Array, filterShape: number[], r: tf.Tensor4D, c: Case): Float32Array {
   const loss = (values: Float32Array): number =>
-    tf.tidy(() => tf.sum(tf.mul(tf.conv2d(x, tf.tensor4d(values, filterShape as [number, number, number, number]), c.strides, c.pad), r)).dataSync()[0]);
+    tf.tidy(
+      () =>
+        tf
+          .sum(tf.mul(tf.conv2d(x, tf.tensor4d(values, filterShape as [number, number, number, number]), c.strides, c.pad), r))
+          .dataSync()[0],
+    );
   const step = 0.5;
   const grad = new Float32Array(w.length);
   for (let i = 0; i < w.length; i++) {
@@ -101,10 +109,18 @@ async function referenceProblems(): Promise<Problem[]> {
   return randomCases(42, 24).map((c) => {
     const x = randomArray(rng, c.batch * c.size[0] * c.size[1] * c.inC);
     const filterShape = [c.kernel[0], c.kernel[1], c.inC, c.outC];
-    const w = randomArray(rng, filterShape.reduce((a, b) => a * b));
+    const w = randomArray(
+      rng,
+      filterShape.reduce((a, b) => a * b),
+    );
     const xt = tf.tensor4d(x, [c.batch, c.size[0], c.size[1], c.inC]);
-    const outShape = tf.tidy(() => tf.conv2d(xt, tf.tensor4d(w, filterShape as [number, number, number, number]), c.strides, c.pad).shape);
-    const r = randomArray(rng, outShape.reduce((a, b) => a * b));
+    const outShape = tf.tidy(
+      () => tf.conv2d(xt, tf.tensor4d(w, filterShape as [number, number, number, number]), c.strides, c.pad).shape,
+    );
+    const r = randomArray(
+      rng,
+      outShape.reduce((a, b) => a * b),
+    );
     const rt = tf.tensor4d(r, outShape as [number, number, number, number]);
     const numerical = numericalGradient(xt, w, filterShape, rt, c);
     const wt = tf.tensor4d(w, filterShape as [number, number, number, number]);
@@ -144,7 +160,12 @@ function poolReferences(): PoolProblem[] {
     // Every fourth case is the LeNet pool (2x2, stride 2, no padding), which has its own loop.
     const lenet = i % 4 === 0;
     const filterSize = lenet ? 2 : 1 + rng.int(3);
-    const shape: [number, number, number, number] = [1 + rng.int(2), filterSize + rng.int(6), filterSize + rng.int(6), 1 + rng.int(3)];
+    const shape: [number, number, number, number] = [
+      1 + rng.int(2),
+      filterSize + rng.int(6),
+      filterSize + rng.int(6),
+      1 + rng.int(3),
+    ];
     const strides = lenet ? 2 : 1 + rng.int(3);
     const pad = lenet ? 'valid' : (['same', 'valid', 0, 1] as const)[rng.int(4)];
     const ties = i % 2 === 0;
@@ -153,7 +174,13 @@ function poolReferences(): PoolProblem[] {
     const y = tf.maxPool(xt, filterSize, strides, pad);
     const dy = randomArray(rng, y.size);
     const dyt = tf.tensor(dy, y.shape);
-    const dxt = tf.engine().runKernel('MaxPoolGrad', { dy: dyt, input: xt, output: y }, { filterSize, strides, pad } as unknown as tf.NamedAttrMap) as tf.Tensor;
+    const dxt = tf
+      .engine()
+      .runKernel('MaxPoolGrad', { dy: dyt, input: xt, output: y }, {
+        filterSize,
+        strides,
+        pad,
+      } as unknown as tf.NamedAttrMap) as tf.Tensor;
     out.push({ shape, filterSize, strides, pad, x, dy, dyShape: y.shape, dx: dxt.dataSync() as Float32Array });
     tf.dispose([xt, y, dyt, dxt]);
   }
@@ -181,8 +208,20 @@ function matMulReferences(): MatMulProblem[] {
     const transposeB = (i & 4) !== 0;
     const shapeA = [...batch, ...(transposeA ? [k, n] : [n, k])];
     const shapeB = [...batch, ...(transposeB ? [m, k] : [k, m])];
-    const a = tf.tensor(randomArray(rng, shapeA.reduce((x, y) => x * y, 1)), shapeA);
-    const b = tf.tensor(randomArray(rng, shapeB.reduce((x, y) => x * y, 1)), shapeB);
+    const a = tf.tensor(
+      randomArray(
+        rng,
+        shapeA.reduce((x, y) => x * y, 1),
+      ),
+      shapeA,
+    );
+    const b = tf.tensor(
+      randomArray(
+        rng,
+        shapeB.reduce((x, y) => x * y, 1),
+      ),
+      shapeB,
+    );
     const product = tf.tidy(() => tf.matMul(a, b, transposeA, transposeB).dataSync() as Float32Array);
     out.push({ a, b, transposeA, transposeB, product });
   }
@@ -202,7 +241,8 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('BatchMatMul on %s', (backend) => 
       const got = tf.tidy(() => tf.matMul(a, b, transposeA, transposeB).dataSync());
       const label = `[${a.shape}]${transposeA ? 'ᵀ' : ''}·[${b.shape}]${transposeB ? 'ᵀ' : ''}`;
       expect(got.length, label).toBe(product.length);
-      for (let i = 0; i < product.length; i++) expect(Math.abs(got[i] - product[i]), `${label}[${i}]`).toBeLessThan(1e-5 * (1 + Math.abs(product[i])));
+      for (let i = 0; i < product.length; i++)
+        expect(Math.abs(got[i] - product[i]), `${label}[${i}]`).toBeLessThan(1e-5 * (1 + Math.abs(product[i])));
     }
   });
 });
@@ -213,10 +253,18 @@ describe('Conv2D (forward) on cpu', () => {
     await initBackend('cpu');
     for (const { c, x, w, filterShape, forward } of cases) {
       const got = tf.tidy(() =>
-        tf.conv2d(tf.tensor4d(x, [c.batch, c.size[0], c.size[1], c.inC]), tf.tensor4d(w, filterShape as [number, number, number, number]), c.strides, c.pad).dataSync(),
+        tf
+          .conv2d(
+            tf.tensor4d(x, [c.batch, c.size[0], c.size[1], c.inC]),
+            tf.tensor4d(w, filterShape as [number, number, number, number]),
+            c.strides,
+            c.pad,
+          )
+          .dataSync(),
       );
       expect(got.length).toBe(forward.length);
-      for (let i = 0; i < forward.length; i++) expect(Math.abs(got[i] - forward[i]), `${JSON.stringify(c)} y[${i}]`).toBeLessThan(1e-5 * (1 + Math.abs(forward[i])));
+      for (let i = 0; i < forward.length; i++)
+        expect(Math.abs(got[i] - forward[i]), `${JSON.stringify(c)} y[${i}]`).toBeLessThan(1e-5 * (1 + Math.abs(forward[i])));
     }
   });
 });
@@ -229,14 +277,18 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (bac
     expect(new Set(cases.map((p) => p.c.pad)).size).toBe(5);
     expect(cases.some((p) => p.c.strides[0] > 1 && p.c.strides[1] > 1)).toBe(true);
     // ... and so does wasm's convolution path (stride 1, square output, several input channels).
-    expect(cases.filter((p) => p.c.strides[0] === 1 && p.c.strides[1] === 1 && p.outShape[1] === p.outShape[2] && p.c.inC > 1).length).toBeGreaterThan(1);
+    expect(
+      cases.filter((p) => p.c.strides[0] === 1 && p.c.strides[1] === 1 && p.outShape[1] === p.outShape[2] && p.c.inC > 1).length,
+    ).toBeGreaterThan(1);
     for (const { c, x, r, outShape, filterShape, numerical } of cases) {
       const xt = tf.tensor4d(x, [c.batch, c.size[0], c.size[1], c.inC]);
       const rt = tf.tensor4d(r, outShape as [number, number, number, number]);
       const got = kernelGradient(xt, filterShape, rt, c);
       expect(got.length).toBe(numerical.length);
       for (let i = 0; i < numerical.length; i++) {
-        expect(Math.abs(got[i] - numerical[i]), `${JSON.stringify(c)} element ${i}`).toBeLessThan(1e-3 * (1 + Math.abs(numerical[i])));
+        expect(Math.abs(got[i] - numerical[i]), `${JSON.stringify(c)} element ${i}`).toBeLessThan(
+          1e-3 * (1 + Math.abs(numerical[i])),
+        );
       }
       tf.dispose([xt, rt]);
     }
@@ -245,15 +297,20 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (bac
   it('computes Conv2DBackpropInput that matches finite differences of the forward conv', async () => {
     const cases = await problems;
     await initBackend(backend);
-    expect(cases.filter((p) => p.c.kernel[0] === p.c.kernel[1] && p.c.strides[0] === 1 && p.c.strides[1] === 1).length).toBeGreaterThan(3);
+    expect(
+      cases.filter((p) => p.c.kernel[0] === p.c.kernel[1] && p.c.strides[0] === 1 && p.c.strides[1] === 1).length,
+    ).toBeGreaterThan(3);
     for (const { c, w, r, outShape, filterShape, inputProbes } of cases) {
       const wt = tf.tensor4d(w, filterShape as [number, number, number, number]);
       const rt = tf.tensor4d(r, outShape as [number, number, number, number]);
-      const dx = tf.engine().runKernel(
-        'Conv2DBackpropInput',
-        { dy: rt, filter: wt },
-        { strides: c.strides, pad: c.pad, dataFormat: 'NHWC', inputShape: [c.batch, c.size[0], c.size[1], c.inC] } as unknown as tf.NamedAttrMap,
-      ) as tf.Tensor;
+      const dx = tf
+        .engine()
+        .runKernel('Conv2DBackpropInput', { dy: rt, filter: wt }, {
+          strides: c.strides,
+          pad: c.pad,
+          dataFormat: 'NHWC',
+          inputShape: [c.batch, c.size[0], c.size[1], c.inC],
+        } as unknown as tf.NamedAttrMap) as tf.Tensor;
       expect(dx.shape).toEqual([c.batch, c.size[0], c.size[1], c.inC]);
       const got = dx.dataSync();
       for (const { index, value } of inputProbes) {
@@ -278,7 +335,10 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (bac
       const got = dx.dataSync();
       const label = JSON.stringify({ ...p, x: undefined, dy: undefined, dx: undefined });
       // Same routing (same zeros); overlapping windows may sum in another order.
-      expect(Array.from(got, (v) => v === 0), label).toEqual(Array.from(p.dx, (v) => v === 0));
+      expect(
+        Array.from(got, (v) => v === 0),
+        label,
+      ).toEqual(Array.from(p.dx, (v) => v === 0));
       for (let i = 0; i < got.length; i++) expect(Math.abs(got[i] - p.dx[i]), `${label} dx[${i}]`).toBeLessThan(1e-5);
       tf.dispose([xt, y, dyt, dx]);
     }
@@ -290,15 +350,23 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (bac
     const x = tf.tensor4d(randomArray(rng, 10 * 12 * 12 * 10), [10, 12, 12, 10]);
     const w = tf.tensor4d(randomArray(rng, 5 * 5 * 10 * 20), [5, 5, 10, 20]);
     const r = tf.tensor4d(randomArray(rng, 10 * 8 * 8 * 20), [10, 8, 8, 20]);
-    const got = tf.grad((filter: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(x, filter as tf.Tensor4D, 1, 'valid'), r)))(w).dataSync();
+    const got = tf
+      .grad((filter: tf.Tensor) => tf.sum(tf.mul(tf.conv2d(x, filter as tf.Tensor4D, 1, 'valid'), r)))(w)
+      .dataSync();
     // Reference by the definition, in float64.
     const xs = x.dataSync();
     const rs = r.dataSync();
-    for (const [kh, kw, ci, co] of [[0, 0, 0, 0], [4, 4, 9, 19], [2, 3, 5, 7], [1, 0, 8, 2]]) {
+    for (const [kh, kw, ci, co] of [
+      [0, 0, 0, 0],
+      [4, 4, 9, 19],
+      [2, 3, 5, 7],
+      [1, 0, 8, 2],
+    ]) {
       let want = 0;
       for (let b = 0; b < 10; b++)
         for (let oh = 0; oh < 8; oh++)
-          for (let ow = 0; ow < 8; ow++) want += xs[((b * 12 + oh + kh) * 12 + ow + kw) * 10 + ci] * rs[((b * 8 + oh) * 8 + ow) * 20 + co];
+          for (let ow = 0; ow < 8; ow++)
+            want += xs[((b * 12 + oh + kh) * 12 + ow + kw) * 10 + ci] * rs[((b * 8 + oh) * 8 + ow) * 20 + co];
       expect(got[((kh * 5 + kw) * 10 + ci) * 20 + co]).toBeCloseTo(want, 3);
     }
     tf.dispose([x, w, r]);
@@ -309,10 +377,26 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('column sums (bias gradients) on %
   it('SubfedColumnSum matches tf.sum over the leading axes', async () => {
     await initBackend(backend);
     const rng = new SeededRandom(11);
-    for (const shape of [[7, 3], [2, 5, 4, 6], [1, 1], [10, 12, 12, 10]]) {
-      const x = tf.tensor(randomArray(rng, shape.reduce((a, b) => a * b, 1)), shape);
+    for (const shape of [
+      [7, 3],
+      [2, 5, 4, 6],
+      [1, 1],
+      [10, 12, 12, 10],
+    ]) {
+      const x = tf.tensor(
+        randomArray(
+          rng,
+          shape.reduce((a, b) => a * b, 1),
+        ),
+        shape,
+      );
       const got = (tf.engine().runKernel(COLUMN_SUM_KERNEL, { x }) as tf.Tensor).dataSync();
-      const want = tf.sum(x, shape.slice(0, -1).map((_, i) => i)).dataSync();
+      const want = tf
+        .sum(
+          x,
+          shape.slice(0, -1).map((_, i) => i),
+        )
+        .dataSync();
       expect(got.length).toBe(shape[shape.length - 1]);
       for (let i = 0; i < want.length; i++) expect(got[i]).toBeCloseTo(want[i], 4);
       x.dispose();
@@ -325,7 +409,9 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('column sums (bias gradients) on %
     const x = tf.tensor4d(randomArray(rng, 3 * 4 * 4 * 5), [3, 4, 4, 5]);
     const r = tf.tensor4d(randomArray(rng, 3 * 4 * 4 * 5), [3, 4, 4, 5]);
     const b = tf.tensor1d(randomArray(rng, 5));
-    const got = tf.grad((bias: tf.Tensor) => tf.sum(tf.mul(tf.add(x, bias), r)))(b).dataSync();
+    const got = tf
+      .grad((bias: tf.Tensor) => tf.sum(tf.mul(tf.add(x, bias), r)))(b)
+      .dataSync();
     const want = tf.sum(r, [0, 1, 2]).dataSync();
     for (let i = 0; i < 5; i++) expect(got[i]).toBeCloseTo(want[i], 4);
     tf.dispose([x, r, b]);
@@ -342,7 +428,9 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('fused SGD-momentum kernel on %s',
     const gValues = randomArray(rng, n).map((v, i) => (i % 3 === 0 ? 0 : v));
     const g = tf.tensor1d(gValues);
     const attrs = { lr: 0.01, momentum: 0.5 };
-    const [wOut, bufOut] = tf.engine().runKernel(SGD_MOMENTUM_KERNEL, { w, buf: tf.zerosLike(w), g }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    const [wOut, bufOut] = tf
+      .engine()
+      .runKernel(SGD_MOMENTUM_KERNEL, { w, buf: tf.zerosLike(w), g }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
     const fused = tf.engine().runKernel(SGD_MOMENTUM_KERNEL, { w, buf, g }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
     const next = tf.add(tf.mul(buf, attrs.momentum), g);
     const want = [tf.sub(w, tf.mul(next, attrs.lr)).dataSync(), next.dataSync()];
@@ -367,12 +455,24 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter with one inp
   it('matches the definition for valid stride-1 convolutions (the wide-row path on wasm), LeNet conv1 included', async () => {
     await initBackend(backend);
     const rng = new SeededRandom(15);
-    for (const [batch, side, k, outC] of [[3, 9, 3, 4], [2, 7, 5, 3], [1, 6, 2, 1], [10, 28, 5, 10]]) {
+    for (const [batch, side, k, outC] of [
+      [3, 9, 3, 4],
+      [2, 7, 5, 3],
+      [1, 6, 2, 1],
+      [10, 28, 5, 10],
+    ]) {
       const out = side - k + 1;
       const x = tf.tensor4d(randomArray(rng, batch * side * side), [batch, side, side, 1]);
       const dy = tf.tensor4d(randomArray(rng, batch * out * out * outC), [batch, out, out, outC]);
       const got = (
-        tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, { strides: 1, pad: 'valid', dataFormat: 'NHWC', filterShape: [k, k, 1, outC] } as unknown as tf.NamedAttrMap) as tf.Tensor
+        tf
+          .engine()
+          .runKernel('Conv2DBackpropFilter', { x, dy }, {
+            strides: 1,
+            pad: 'valid',
+            dataFormat: 'NHWC',
+            filterShape: [k, k, 1, outC],
+          } as unknown as tf.NamedAttrMap) as tf.Tensor
       ).dataSync();
       const xs = x.dataSync();
       const ds = dy.dataSync();
@@ -382,7 +482,8 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter with one inp
             let want = 0;
             for (let b = 0; b < batch; b++)
               for (let oh = 0; oh < out; oh++)
-                for (let ow = 0; ow < out; ow++) want += xs[(b * side + oh + kh) * side + ow + kw] * ds[((b * out + oh) * out + ow) * outC + co];
+                for (let ow = 0; ow < out; ow++)
+                  want += xs[(b * side + oh + kh) * side + ow + kw] * ds[((b * out + oh) * out + ow) * outC + co];
             expect(got[(kh * k + kw) * outC + co], `[${batch},${side},${k},${outC}] at ${kh},${kw},${co}`).toBeCloseTo(want, 3);
           }
         }

@@ -106,11 +106,28 @@ describe('weights and personal state', () => {
   it('describes the BatchNorm channel groups for hybrid pruning', () => {
     const mnist = createModel('lenet5-bn-mnist', 1);
     expect(mnist.channelGroups).toEqual([
-      { gamma: 'bn1.weight', beta: 'bn1.bias', kernel: 'conv1.weight', bias: 'conv1.bias', channels: 10, next: { weight: 'conv2.weight', kind: 'conv', spatial: 1 } },
-      { gamma: 'bn2.weight', beta: 'bn2.bias', kernel: 'conv2.weight', bias: 'conv2.bias', channels: 20, next: { weight: 'fc1.weight', kind: 'flatten-dense', spatial: 16 } },
+      {
+        gamma: 'bn1.weight',
+        beta: 'bn1.bias',
+        kernel: 'conv1.weight',
+        bias: 'conv1.bias',
+        channels: 10,
+        next: { weight: 'conv2.weight', kind: 'conv', spatial: 1 },
+      },
+      {
+        gamma: 'bn2.weight',
+        beta: 'bn2.bias',
+        kernel: 'conv2.weight',
+        bias: 'conv2.bias',
+        channels: 20,
+        next: { weight: 'fc1.weight', kind: 'flatten-dense', spatial: 16 },
+      },
     ]);
     const cifar = createModel('lenet5-bn-cifar', 1);
-    expect(cifar.channelGroups[1]).toMatchObject({ channels: 16, next: { weight: 'fc1.weight', kind: 'flatten-dense', spatial: 25 } });
+    expect(cifar.channelGroups[1]).toMatchObject({
+      channels: 16,
+      next: { weight: 'fc1.weight', kind: 'flatten-dense', spatial: 25 },
+    });
     expect(createModel('lenet5-mnist', 1).channelGroups).toEqual([]);
     mnist.dispose();
     cifar.dispose();

@@ -6,7 +6,13 @@ import type { LocalUpdate, Participant, ReceivedTask, ReceivedTensor, RoundResul
 import type { MaskMap, TensorMap } from '../../client/prune.js';
 
 /** A 28x28x1 two-class task (a personalized client holds few labels). */
-export function tinyData(seed: number, trainCount = 120, testCount = 60, classes = 2, noise = 0.25): { train: Dataset; test: Dataset } {
+export function tinyData(
+  seed: number,
+  trainCount = 120,
+  testCount = 60,
+  classes = 2,
+  noise = 0.25,
+): { train: Dataset; test: Dataset } {
   const common = { classes, height: 28, width: 28, channels: 1, seed, noise };
   return {
     train: syntheticDataset({ ...common, count: trainCount, sampleStream: 0, name: 'synthetic/train' }),

@@ -61,7 +61,10 @@ describe('runClient', () => {
     dir = await mkdtemp(join(tmpdir(), 'subfed-client-'));
     dataDir = join(dir, 'data');
     const { train, test } = tinyData(21, 80, 30);
-    for (const [split, ds] of [['train', train], ['test', test]] as const) {
+    for (const [split, ds] of [
+      ['train', train],
+      ['test', test],
+    ] as const) {
       await mkdir(join(dataDir, split), { recursive: true });
       const { images, labels } = idxFiles(ds);
       await writeFile(join(dataDir, split, 'images-idx3-ubyte'), images);
@@ -124,7 +127,9 @@ describe('runClient', () => {
         log: (l) => more.push(l),
       });
       expect(summary.rounds).toBe(1);
-      expect(more.some((l) => l.startsWith(`personal state from ${stateDir}: round 2, mask version ${before!.maskVersion}`))).toBe(true);
+      expect(
+        more.some((l) => l.startsWith(`personal state from ${stateDir}: round 2, mask version ${before!.maskVersion}`)),
+      ).toBe(true);
       // the new coordinator does not know the saved identity: the client joins again
       expect(more.some((l) => l.startsWith('pull: unknown client'))).toBe(true);
       await again.waitForRound(1);
@@ -250,7 +255,14 @@ describe('runClient', () => {
   });
 
   it('reports bad options naming the flag', async () => {
-    const base = { server: '127.0.0.1:1', enrollmentToken: TOKEN, data: dataDir, stateDir: join(dir, 's'), algorithm: 'fedavg', log: () => {} };
+    const base = {
+      server: '127.0.0.1:1',
+      enrollmentToken: TOKEN,
+      data: dataDir,
+      stateDir: join(dir, 's'),
+      algorithm: 'fedavg',
+      log: () => {},
+    };
     await expect(runClient({ ...base, server: 'nohost' })).rejects.toThrow(/--server: expected host:port, got 'nohost'/);
     await expect(runClient({ ...base, algorithm: 'fedprox' })).rejects.toThrow(/--algorithm: unknown algorithm 'fedprox'/);
     await expect(runClient({ ...base, data: join(dir, 'missing') })).rejects.toThrow(ClientCommandError);

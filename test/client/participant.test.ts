@@ -39,7 +39,12 @@ describe('Participant.localRound', () => {
       const w = trained.get(name)!;
       for (let i = 0; i < w.length; i++) if (t.mask[i] === 1) expect(g[i] + rebuilt[i]).toBeCloseTo(w[i], 5);
     }
-    expect(result.update).toMatchObject({ round: task.round, numExamples: participant.numExamples, baseMaskVersion: 0, maskChanged: false });
+    expect(result.update).toMatchObject({
+      round: task.round,
+      numExamples: participant.numExamples,
+      baseMaskVersion: 0,
+      maskChanged: false,
+    });
     model.dispose();
   });
 
@@ -69,7 +74,12 @@ describe('Participant.localRound', () => {
     const server = new OneClientServer(model.getWeights());
     const result = await server.round_(participant);
     const changed = [...result.update!.tensors].filter(([, t]) => t.maskChanged).map(([n]) => n);
-    expect(changed.sort()).toEqual(model.manifest.filter((s) => s.prunable).map((s) => s.name).sort());
+    expect(changed.sort()).toEqual(
+      model.manifest
+        .filter((s) => s.prunable)
+        .map((s) => s.name)
+        .sort(),
+    );
     expect(result.update!.newMaskVersion).toBe(1);
     expect(participant.maskVersion).toBe(1);
     for (const t of result.update!.tensors.values()) expect(t.kept.length).toBe(t.mask.reduce((a, b) => a + b, 0));
@@ -141,7 +151,9 @@ describe('Participant.localRound', () => {
     expect(onTest.data.gate).toBe(test);
     expect(onTest.data.train).toBe(train);
     expect(new Participant({ model, algorithm: 'fedavg', train, test, seed: 1 }).data.gate).toBeUndefined();
-    expect(() => new Participant({ model: createModel('mlp', 1), algorithm: 'subfedavg-hy', train, test, seed: 1 })).toThrow(/BatchNorm/);
+    expect(() => new Participant({ model: createModel('mlp', 1), algorithm: 'subfedavg-hy', train, test, seed: 1 })).toThrow(
+      /BatchNorm/,
+    );
     model.dispose();
   });
 });
@@ -195,7 +207,11 @@ describe('Participant state', () => {
     // and the prune helpers compose with a restored mask
     const names = ['fc1.weight'];
     const pruned = prunePercentile(state.weights, state.masks, 50, names);
-    expect(applyMasks(state.weights, pruned).get('fc1.weight')!.filter((x) => x === 0).length).toBeGreaterThan(0);
+    expect(
+      applyMasks(state.weights, pruned)
+        .get('fc1.weight')!
+        .filter((x) => x === 0).length,
+    ).toBeGreaterThan(0);
     model.dispose();
   });
 });

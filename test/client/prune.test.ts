@@ -99,14 +99,23 @@ describe('pruneLayer / prunePercentile', () => {
 describe('distances and pruned fraction', () => {
   it('hamming fraction and mean over layers', () => {
     expect(hammingFraction(u8([1, 0, 1, 1]), u8([1, 1, 1, 0]))).toBe(0.5);
-    const a = new Map([['x', u8([1, 1, 1, 1])], ['y', u8([1, 0])]]);
-    const b = new Map([['x', u8([1, 1, 1, 0])], ['y', u8([1, 0])]]);
+    const a = new Map([
+      ['x', u8([1, 1, 1, 1])],
+      ['y', u8([1, 0])],
+    ]);
+    const b = new Map([
+      ['x', u8([1, 1, 1, 0])],
+      ['y', u8([1, 0])],
+    ]);
     expect(maskDistance(a, b, ['x', 'y'])).toBeCloseTo((0.25 + 0) / 2, 12);
     expect(() => hammingFraction(u8([1]), u8([1, 1]))).toThrow(/lengths differ/);
   });
 
   it('pruned fraction is a percentage over the named tensors', () => {
-    const masks = new Map([['w', u8([0, 1, 1, 1])], ['b', u8([0, 0])]]);
+    const masks = new Map([
+      ['w', u8([0, 1, 1, 1])],
+      ['b', u8([0, 0])],
+    ]);
     expect(prunedFraction(masks, ['w'])).toBe(25);
     expect(prunedFraction(masks, ['w', 'b'])).toBeCloseTo(50, 12);
   });
@@ -132,7 +141,13 @@ describe('cappedPruneStep', () => {
 
 describe('applyMasks', () => {
   it('zeroes pruned positions and copies the rest', () => {
-    const out = applyMasks(new Map([['w', f32([1, 2, 3])], ['n', f32([4])]]), new Map([['w', u8([1, 0, 1])]]));
+    const out = applyMasks(
+      new Map([
+        ['w', f32([1, 2, 3])],
+        ['n', f32([4])],
+      ]),
+      new Map([['w', u8([1, 0, 1])]]),
+    );
     expect([...out.get('w')!]).toEqual([1, 0, 3]);
     expect([...out.get('n')!]).toEqual([4]);
   });

@@ -64,8 +64,15 @@ class FakeCoordinator {
       join: (call, cb) => {
         const req = call.request;
         if (isMalformed(req)) return cb(reject(req));
-        if (req.enrollmentToken !== 'enroll') return cb({ code: grpc.status.UNAUTHENTICATED, details: 'unknown enrollment token' });
-        cb(null, { protocolVersion: 1, clientId: `c-${req.clientName}`, clientToken: 'secret', manifest, configJson: '{"epochs":5}' });
+        if (req.enrollmentToken !== 'enroll')
+          return cb({ code: grpc.status.UNAUTHENTICATED, details: 'unknown enrollment token' });
+        cb(null, {
+          protocolVersion: 1,
+          clientId: `c-${req.clientName}`,
+          clientToken: 'secret',
+          manifest,
+          configJson: '{"epochs":5}',
+        });
       },
       heartbeat: (call, cb) => {
         this.heartbeatCalls++;
@@ -86,7 +93,19 @@ class FakeCoordinator {
         const dense = req.maskVersion === 0;
         if (!this.hasTask) {
           const roundId = this.finished ? 9 : 0;
-          call.write({ header: { protocolVersion: 1, hasTask: false, retryAfterMs: 250, roundId, configJson: '', dense: false, maskVersion: 0, tensorCount: 0, finished: this.finished } });
+          call.write({
+            header: {
+              protocolVersion: 1,
+              hasTask: false,
+              retryAfterMs: 250,
+              roundId,
+              configJson: '',
+              dense: false,
+              maskVersion: 0,
+              tensorCount: 0,
+              finished: this.finished,
+            },
+          });
           return call.end();
         }
         const ones = new Uint8Array(BIG).fill(1);
@@ -98,7 +117,19 @@ class FakeCoordinator {
           encodeSparseTensor('dense/bias', globalBias, new Uint8Array(400).fill(1), [400], { values: 'f32' }),
         ];
         const chunks: TaskChunk[] = [
-          { header: { protocolVersion: 1, hasTask: true, retryAfterMs: 0, roundId: 7, configJson: '{"lr":0.01}', dense, maskVersion: req.maskVersion, tensorCount: 2, finished: false } },
+          {
+            header: {
+              protocolVersion: 1,
+              hasTask: true,
+              retryAfterMs: 0,
+              roundId: 7,
+              configJson: '{"lr":0.01}',
+              dense,
+              maskVersion: req.maskVersion,
+              tensorCount: 2,
+              finished: false,
+            },
+          },
           ...tensors.flatMap((t) => splitTensor(t).map((piece) => ({ piece }))),
         ];
         for (const c of chunks) call.write(c);
@@ -113,7 +144,8 @@ class FakeCoordinator {
             if (isMalformed(chunk)) throw new WireError(grpc.status.INVALID_ARGUMENT, chunk.error);
             if (chunk.header) {
               header = chunk.header;
-              if (header.roundId !== 7) throw new WireError(grpc.status.FAILED_PRECONDITION, `round ${header.roundId} is not open`);
+              if (header.roundId !== 7)
+                throw new WireError(grpc.status.FAILED_PRECONDITION, `round ${header.roundId} is not open`);
             } else {
               const t = assembler.push(chunk.piece);
               if (t) tensors.push(t);
@@ -132,7 +164,9 @@ class FakeCoordinator {
     };
     this.server.addService(def, handlers);
     this.port = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+      this.server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) =>
+        err ? reject(err) : resolve(port),
+      ),
     );
   }
 }
@@ -253,7 +287,13 @@ describe('CoordinatorClient', () => {
     );
     expect(ack).toEqual({ accepted: true, message: 'ok', maskVersion: 3 });
     const got = fake.received.at(-1)!;
-    expect(got.header).toMatchObject({ clientId: 'c-frank', clientToken: 'secret', protocolVersion: 1, tensorCount: 2, newMaskVersion: 3 });
+    expect(got.header).toMatchObject({
+      clientId: 'c-frank',
+      clientToken: 'secret',
+      protocolVersion: 1,
+      tensorCount: 2,
+      newMaskVersion: 3,
+    });
     const kernel = got.tensors.find((t) => t.name === 'dense/kernel')!;
     expect(kernel.mask?.encoding).toBe(3 /* DIFF */);
     const decoded = decodeSparseTensor(kernel, [1000, 400], clientMask);
@@ -282,7 +322,11 @@ describe('CoordinatorClient', () => {
   it('surfaces authentication failures without retrying', async () => {
     const client = connect();
     const err = await client.join('wrong', 'hank', 1).catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: grpc.status.UNAUTHENTICATED, codeName: 'UNAUTHENTICATED', details: 'unknown enrollment token' });
+    expect(err).toMatchObject({
+      code: grpc.status.UNAUTHENTICATED,
+      codeName: 'UNAUTHENTICATED',
+      details: 'unknown enrollment token',
+    });
     await expect(client.heartbeat()).rejects.toThrow(/Heartbeat: call join\(\) first/);
   });
 
@@ -310,7 +354,9 @@ describe('CoordinatorClient', () => {
       closed.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
     );
     closed.forceShutdown();
-    const client = CoordinatorClient.connect(`127.0.0.1:${port}`, { retry: { maxAttempts: 2, initialDelayMs: 1, maxDelayMs: 1 } });
+    const client = CoordinatorClient.connect(`127.0.0.1:${port}`, {
+      retry: { maxAttempts: 2, initialDelayMs: 1, maxDelayMs: 1 },
+    });
     clients.push(client);
     await expect(client.join('enroll', 'x', 1)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
   });
@@ -333,7 +379,9 @@ describe('malformed bytes on the wire', () => {
     try {
       const identity = (b: Buffer) => b;
       const err = await new Promise<grpc.ServiceError | null>((resolve) =>
-        raw.makeUnaryRequest('/subfed.v1.Coordinator/Join', identity, identity, Buffer.from([0x12, 0xff, 0xff, 0x01]), (e) => resolve(e)),
+        raw.makeUnaryRequest('/subfed.v1.Coordinator/Join', identity, identity, Buffer.from([0x12, 0xff, 0xff, 0x01]), (e) =>
+          resolve(e),
+        ),
       );
       expect(err?.code).toBe(grpc.status.INVALID_ARGUMENT);
       expect(err?.details).toMatch(/JoinRequest: undecodable protobuf/);

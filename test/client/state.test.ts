@@ -95,7 +95,12 @@ describe('client state', () => {
     await expect(loadState(dir, { algorithm: 'fedavg' })).rejects.toThrow(/algorithm 'subfedavg-un'.*'fedavg'/);
     await expect(loadState(dir, { model: 'lenet5-mnist' })).rejects.toThrow(/model 'mlp'/);
     await expect(
-      loadState(dir, { manifest: [{ name: 'dense1/kernel', shape: [2, 3] }, { name: 'dense1/bias', shape: [2] }] }),
+      loadState(dir, {
+        manifest: [
+          { name: 'dense1/kernel', shape: [2, 3] },
+          { name: 'dense1/bias', shape: [2] },
+        ],
+      }),
     ).rejects.toThrow(/dense1\/kernel.*6/);
   });
 });

@@ -31,21 +31,24 @@ function bandDataset(count: number, seed: number, side = 28, channels = 1, numCl
 const base = { epochs: 3, batchSize: 10, lr: 0.01, momentum: 0.5, seed: 1 };
 
 describe('trainLocal', () => {
-  it.each<ModelName>(['lenet5-mnist', 'mlp', 'lenet5-bn-mnist'])('reduces the loss of %s on a small synthetic task', async (name) => {
-    const data = bandDataset(120, 1);
-    const model = createModel(name, 1);
-    const before = evaluate(model, data);
-    const epochs: number[] = [];
-    const history = await trainLocal(model, data, { ...base, onEpochEnd: (epoch) => void epochs.push(epoch) });
-    const after = evaluate(model, data);
-    expect(epochs).toEqual([1, 2, 3]);
-    expect(history).toHaveLength(3);
-    expect(history.every((h) => h.samples === 120)).toBe(true);
-    expect(history[2].loss).toBeLessThan(history[0].loss);
-    expect(after.loss).toBeLessThan(before.loss);
-    expect(after.accuracy).toBeGreaterThan(0.5);
-    model.dispose();
-  });
+  it.each<ModelName>(['lenet5-mnist', 'mlp', 'lenet5-bn-mnist'])(
+    'reduces the loss of %s on a small synthetic task',
+    async (name) => {
+      const data = bandDataset(120, 1);
+      const model = createModel(name, 1);
+      const before = evaluate(model, data);
+      const epochs: number[] = [];
+      const history = await trainLocal(model, data, { ...base, onEpochEnd: (epoch) => void epochs.push(epoch) });
+      const after = evaluate(model, data);
+      expect(epochs).toEqual([1, 2, 3]);
+      expect(history).toHaveLength(3);
+      expect(history.every((h) => h.samples === 120)).toBe(true);
+      expect(history[2].loss).toBeLessThan(history[0].loss);
+      expect(after.loss).toBeLessThan(before.loss);
+      expect(after.accuracy).toBeGreaterThan(0.5);
+      model.dispose();
+    },
+  );
 
   it('keeps weights whose gradient the hook zeroes exactly where they were (a pruning mask)', async () => {
     const model = createModel('lenet5-mnist', 2);
@@ -115,7 +118,10 @@ describe('trainLocal', () => {
 
   it('takes the same steps on cpu (fused optimiser kernel) as on wasm (tf ops for fc1/fc2, fused for the rest), pruned weights staying zero', async () => {
     const data = bandDataset(30, 6);
-    const mask = tf.tensor(Float32Array.from({ length: 200 * 10 }, (_, i) => i % 2), [200, 10]);
+    const mask = tf.tensor(
+      Float32Array.from({ length: 200 * 10 }, (_, i) => i % 2),
+      [200, 10],
+    );
     const run = async (): Promise<Map<string, Float32Array>> => {
       const model = createModel('mlp', 8);
       const weights = model.getWeights();
@@ -123,7 +129,11 @@ describe('trainLocal', () => {
         if (i % 2 === 0) w[i] = 0;
       });
       model.setWeights(weights);
-      await trainLocal(model, data, { ...base, epochs: 2, gradTransform: (name, g) => (name === 'fc3.weight' ? tf.mul(g, mask) : g) });
+      await trainLocal(model, data, {
+        ...base,
+        epochs: 2,
+        gradTransform: (name, g) => (name === 'fc3.weight' ? tf.mul(g, mask) : g),
+      });
       const trained = model.getWeights();
       model.dispose();
       return trained;
@@ -136,7 +146,12 @@ describe('trainLocal', () => {
         const v = onCpu.get(name)!;
         for (let i = 0; i < w.length; i++) expect(Math.abs(w[i] - v[i]), `${name}[${i}]`).toBeLessThan(1e-4);
       }
-      expect(onCpu.get('fc3.weight')!.filter((_, i) => i % 2 === 0).every((v) => Object.is(v, 0))).toBe(true);
+      expect(
+        onCpu
+          .get('fc3.weight')!
+          .filter((_, i) => i % 2 === 0)
+          .every((v) => Object.is(v, 0)),
+      ).toBe(true);
     } finally {
       await initBackend('wasm', { logger: { info: () => {} } });
       mask.dispose();
@@ -146,14 +161,18 @@ describe('trainLocal', () => {
   it('rejects bad options and mismatched data with errors naming the problem', async () => {
     const model = createModel('lenet5-mnist', 1);
     const data = bandDataset(10, 5);
-    await expect(trainLocal(model, data, { ...base, batchSize: 0 })).rejects.toThrow(/batchSize must be a positive integer, got 0/);
+    await expect(trainLocal(model, data, { ...base, batchSize: 0 })).rejects.toThrow(
+      /batchSize must be a positive integer, got 0/,
+    );
     await expect(trainLocal(model, data, { ...base, epochs: 1.5 })).rejects.toThrow(/epochs must be a positive integer/);
     await expect(trainLocal(model, data, { ...base, lr: -1 })).rejects.toThrow(/lr must be a positive number/);
     await expect(trainLocal(model, data, { ...base, momentum: 1 })).rejects.toThrow(/momentum must be in \[0, 1\)/);
     await expect(trainLocal(model, bandDataset(10, 5, 32, 3), base)).rejects.toThrow(
       /dataset synthetic-bands has 32x32x3 images, model lenet5-mnist expects 28x28x1/,
     );
-    expect(() => evaluate(model, { ...data, count: 0, images: new Uint8Array(0), labels: new Uint8Array(0) })).toThrow(/is empty/);
+    expect(() => evaluate(model, { ...data, count: 0, images: new Uint8Array(0), labels: new Uint8Array(0) })).toThrow(
+      /is empty/,
+    );
     model.dispose();
   });
 });
@@ -167,7 +186,10 @@ describe('gradients', () => {
   function checkGradient(label: string, f: (x: tf.Tensor) => tf.Tensor, x: tf.Tensor, seed: number): void {
     const rng = new SeededRandom(seed);
     const outShape = tf.tidy(() => f(x).shape);
-    const r = tf.tensor(Float32Array.from({ length: outShape.reduce((a, b) => a * b, 1) }, () => rng.normal()), outShape);
+    const r = tf.tensor(
+      Float32Array.from({ length: outShape.reduce((a, b) => a * b, 1) }, () => rng.normal()),
+      outShape,
+    );
     const loss = (input: tf.Tensor): tf.Scalar => tf.sum(tf.mul(f(input), r));
     const analytic = tf.tidy(() => tf.grad(loss)(x).dataSync());
     const values = x.dataSync() as Float32Array;
@@ -192,7 +214,10 @@ describe('gradients', () => {
   function spread(shape: number[], seed: number): tf.Tensor {
     const n = shape.reduce((a, b) => a * b, 1);
     const p = new SeededRandom(seed).permutation(n);
-    return tf.tensor(Float32Array.from(p, (k) => (k - n / 2 + 0.5) * 0.05), shape);
+    return tf.tensor(
+      Float32Array.from(p, (k) => (k - n / 2 + 0.5) * 0.05),
+      shape,
+    );
   }
 
   it('match finite differences for every op our models differentiate through (cpu)', async () => {
@@ -200,7 +225,10 @@ describe('gradients', () => {
     try {
       const rng = new SeededRandom(9);
       const randn = (shape: number[]): tf.Tensor =>
-        tf.tensor(Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal()), shape);
+        tf.tensor(
+          Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => rng.normal()),
+          shape,
+        );
       const bias = randn([5]);
       const matrix = randn([4, 5]);
       const kernel = randn([3, 3, 2, 4]);
@@ -211,19 +239,39 @@ describe('gradients', () => {
       checkGradient('sub (broadcast, both sides)', (b) => tf.sub(tf.sub(matrix, b), tf.mul(b, 2)), randn([5]), 3);
       checkGradient('mul (broadcast)', (g) => tf.mul(image, g), randn([2]), 4);
       checkGradient('neg, reshape', (x) => tf.reshape(tf.neg(x), [5, 3]), randn([3, 5]), 5);
-      checkGradient('sum and mean over axes', (x) => tf.add(tf.sum(x, 1), tf.reshape(tf.mean(tf.square(x), [1, 2]), [2, 1])), randn([2, 3, 4]), 6);
+      checkGradient(
+        'sum and mean over axes',
+        (x) => tf.add(tf.sum(x, 1), tf.reshape(tf.mean(tf.square(x), [1, 2]), [2, 1])),
+        randn([2, 3, 4]),
+        6,
+      );
       checkGradient('rsqrt', (x) => tf.rsqrt(tf.add(tf.square(x), 0.5)), randn([6]), 7);
       checkGradient('relu', (x) => tf.relu(x), spread([4, 6], 8), 8);
       checkGradient('maxPool', (x) => tf.maxPool(x as tf.Tensor4D, 2, 2, 'valid'), spread([2, 6, 6, 3], 9), 9);
-      for (const [ta, tb] of [[false, false], [false, true], [true, false], [true, true]] as const) {
+      for (const [ta, tb] of [
+        [false, false],
+        [false, true],
+        [true, false],
+        [true, true],
+      ] as const) {
         const other = randn(tb ? [6, 5] : [5, 6]);
-        checkGradient(`matMul a (${ta}, ${tb})`, (a) => tf.matMul(a as tf.Tensor2D, other as tf.Tensor2D, ta, tb), randn(ta ? [5, 4] : [4, 5]), 10);
+        checkGradient(
+          `matMul a (${ta}, ${tb})`,
+          (a) => tf.matMul(a as tf.Tensor2D, other as tf.Tensor2D, ta, tb),
+          randn(ta ? [5, 4] : [4, 5]),
+          10,
+        );
         const left = randn(ta ? [5, 4] : [4, 5]);
         checkGradient(`matMul b (${ta}, ${tb})`, (b) => tf.matMul(left as tf.Tensor2D, b as tf.Tensor2D, ta, tb), other, 11);
       }
       for (const pad of ['valid', 'same', 1] as const) {
         checkGradient(`conv2d input (${pad})`, (x) => tf.conv2d(x as tf.Tensor4D, kernel as tf.Tensor4D, [2, 1], pad), image, 12);
-        checkGradient(`conv2d filter (${pad})`, (w) => tf.conv2d(image as tf.Tensor4D, w as tf.Tensor4D, [1, 2], pad), kernel, 13);
+        checkGradient(
+          `conv2d filter (${pad})`,
+          (w) => tf.conv2d(image as tf.Tensor4D, w as tf.Tensor4D, [1, 2], pad),
+          kernel,
+          13,
+        );
       }
       const batchNorm = (x: tf.Tensor, g: tf.Tensor): tf.Tensor => {
         const { mean, variance } = tf.moments(x, [0, 1, 2]);
@@ -239,7 +287,10 @@ describe('gradients', () => {
   it('cross-entropy by hand: loss, accuracy and gradient match the tf-op formulation', () => {
     const rng = new SeededRandom(21);
     const labels = Int32Array.from([0, 3, 7, 9, 3, 1], (l) => l);
-    const logits = tf.tensor2d(Float32Array.from({ length: 6 * 10 }, () => rng.normal() * 3), [6, 10]);
+    const logits = tf.tensor2d(
+      Float32Array.from({ length: 6 * 10 }, () => rng.normal() * 3),
+      [6, 10],
+    );
     const oneHot = tf.oneHot(tf.tensor1d(labels, 'int32'), 10);
     const reference = (x: tf.Tensor): tf.Scalar => tf.neg(tf.mean(tf.sum(tf.mul(oneHot, tf.logSoftmax(x)), 1))) as tf.Scalar;
     let stats = { loss: Number.NaN, correct: -1 };
@@ -257,7 +308,14 @@ describe('gradients', () => {
     const w = want.grad.dataSync();
     for (let i = 0; i < w.length; i++) expect(g[i]).toBeCloseTo(w[i], 6);
     // The upstream gradient scales it (here 3 * loss).
-    const scaled = tf.grad((x: tf.Tensor) => tf.mul(crossEntropyWithStats(x as tf.Tensor2D, labels, () => {}), 3))(logits).dataSync();
+    const scaled = tf
+      .grad((x: tf.Tensor) =>
+        tf.mul(
+          crossEntropyWithStats(x as tf.Tensor2D, labels, () => {}),
+          3,
+        ),
+      )(logits)
+      .dataSync();
     for (let i = 0; i < w.length; i++) expect(scaled[i]).toBeCloseTo(3 * w[i], 5);
     tf.dispose([logits, oneHot, got.value, got.grad, want.value, want.grad]);
   });

@@ -101,7 +101,13 @@ describe('coordinator resume after kill -9', () => {
     b.close();
 
     server = await startChild(configPath);
-    a = Object.assign(new ScriptedClient(`127.0.0.1:${server.grpcPort}`), { id: ids.a[0], token: ids.a[1], manifest, masks: a.masks, maskVersion: 1 });
+    a = Object.assign(new ScriptedClient(`127.0.0.1:${server.grpcPort}`), {
+      id: ids.a[0],
+      token: ids.a[1],
+      manifest,
+      masks: a.masks,
+      maskVersion: 1,
+    });
     b = Object.assign(new ScriptedClient(`127.0.0.1:${server.grpcPort}`), { id: ids.b[0], token: ids.b[1], manifest });
     const taskA = await a.pull();
     // Round 2 re-opened; A's mask (version 1) survived, so its download is sparse.
@@ -116,7 +122,9 @@ describe('coordinator resume after kill -9', () => {
     const task3 = await b.pull();
     expect(task3.header).toMatchObject({ hasTask: true, roundId: 3 });
     expect(Array.from(task3.tensors.get('dense/kernel')!.kept)).toEqual(k1.map((x) => x + 1));
-    const rounds = (await (await fetch(`http://127.0.0.1:${server.httpPort}/api/rounds`)).json()) as { rounds: { round: number; reporters: string[] }[] };
+    const rounds = (await (await fetch(`http://127.0.0.1:${server.httpPort}/api/rounds`)).json()) as {
+      rounds: { round: number; reporters: string[] }[];
+    };
     expect(rounds.rounds.map((r) => r.round)).toEqual([2, 1]);
     expect(rounds.rounds[0].reporters.sort()).toEqual([ids.a[0], ids.b[0]].sort());
     a.close();

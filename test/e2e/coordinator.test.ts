@@ -48,9 +48,15 @@ describe('coordinator end to end over loopback gRPC', () => {
     a.masks.set('dense/kernel', Uint8Array.from([1, 1, 1, 0, 0, 0]));
     c.masks.set('dense/kernel', Uint8Array.from([0, 0, 0, 1, 1, 1]));
     const changed = { maskChanged: true, newMaskVersion: 1 };
-    const ackA = await a.push(2, a.encode({ 'dense/kernel': [2, 2, 2, 0, 0, 0], 'dense/bias': [0, 0, 0] }), { numExamples: n.a, ...changed });
+    const ackA = await a.push(2, a.encode({ 'dense/kernel': [2, 2, 2, 0, 0, 0], 'dense/bias': [0, 0, 0] }), {
+      numExamples: n.a,
+      ...changed,
+    });
     await b.push(2, b.encode({ 'dense/kernel': [-2, -2, -2, -2, -2, -2], 'dense/bias': [0, 0, 0] }), { numExamples: n.b });
-    const ackC = await c.push(2, c.encode({ 'dense/kernel': [0, 0, 0, 0.5, 0.5, 0.5], 'dense/bias': [0, 0, 0] }), { numExamples: n.c, ...changed });
+    const ackC = await c.push(2, c.encode({ 'dense/kernel': [0, 0, 0, 0.5, 0.5, 0.5], 'dense/bias': [0, 0, 0] }), {
+      numExamples: n.c,
+      ...changed,
+    });
     expect(ackA).toMatchObject({ accepted: true, maskVersion: 1 });
     expect(ackC).toMatchObject({ accepted: true, maskVersion: 1 });
     a.maskVersion = ackA.maskVersion;
@@ -59,13 +65,18 @@ describe('coordinator end to end over loopback gRPC', () => {
     // Row 1: A(+2*1) and B(-2*1) over weight 2 -> 0. Row 2: B(-2*1) + C(0.5*2) over weight 3 -> -1/3.
     const k2 = [1, 0.25, 1.5, f(2.5 - 1 / 3), f(-2.5 - 1 / 3), f(0.625 - 1 / 3)];
     expect(Array.from(server.coordinator.globalModel().get('dense/kernel')!)).toEqual(k2);
-    expect(server.coordinator.clientMasks(a.id)).toEqual({ version: 1, masks: new Map([['dense/kernel', Uint8Array.from([1, 1, 1, 0, 0, 0])]]) });
+    expect(server.coordinator.clientMasks(a.id)).toEqual({
+      version: 1,
+      masks: new Map([['dense/kernel', Uint8Array.from([1, 1, 1, 0, 0, 0])]]),
+    });
 
     // Round 3: A and C hold mask version 1, so their downloads are sparse.
     const taskA = await a.pull();
     expect(taskA.header).toMatchObject({ hasTask: true, roundId: 3, dense: false, maskVersion: 1 });
     expect(Array.from(taskA.tensors.get('dense/kernel')!.kept)).toEqual([1, 0.25, 1.5]);
-    expect(Array.from(taskA.tensors.get('dense/bias')!.kept)).toEqual(Array.from(server.coordinator.globalModel().get('dense/bias')!));
+    expect(Array.from(taskA.tensors.get('dense/bias')!.kept)).toEqual(
+      Array.from(server.coordinator.globalModel().get('dense/bias')!),
+    );
     const taskC = await c.pull();
     expect(Array.from(taskC.tensors.get('dense/kernel')!.kept)).toEqual(k2.slice(3));
     expect((await b.pull()).header.dense).toBe(true);
@@ -73,7 +84,11 @@ describe('coordinator end to end over loopback gRPC', () => {
     await a.push(3, a.encode({ 'dense/kernel': [1, 1, 1, 0, 0, 0] }, a.masks), { numExamples: n.a });
     const before = new Map(b.masks);
     b.masks.set('dense/kernel', Uint8Array.from([0, 1, 1, 1, 1, 1]));
-    const ackB = await b.push(3, b.encode({ 'dense/kernel': [0, 1, 1, 1, 1, 1] }, before), { numExamples: n.b, maskChanged: true, newMaskVersion: 1 });
+    const ackB = await b.push(3, b.encode({ 'dense/kernel': [0, 1, 1, 1, 1, 1] }, before), {
+      numExamples: n.b,
+      maskChanged: true,
+      newMaskVersion: 1,
+    });
     expect(ackB.maskVersion).toBe(1);
     await c.push(3, c.encode({ 'dense/kernel': [0, 0, 0, 3, 3, 3] }, c.masks), { numExamples: n.c });
     await server.waitForRound(3);
@@ -94,7 +109,13 @@ describe('coordinator end to end over loopback gRPC', () => {
     expect(status).toMatchObject({ phase: 'finished', lastCommittedRound: 3, totalRounds: 3, clientsRegistered: 3 });
     const rounds = (await (await fetch(`${base}/api/rounds?limit=2`)).json()) as { rounds: Record<string, unknown>[] };
     expect(rounds.rounds.map((r) => r.round)).toEqual([3, 2]);
-    const r3 = rounds.rounds[0] as { bytesUp: number; bytesDown: number; denseBytesUp: number; denseBytesDown: number; reporters: string[] };
+    const r3 = rounds.rounds[0] as {
+      bytesUp: number;
+      bytesDown: number;
+      denseBytesUp: number;
+      denseBytesDown: number;
+      reporters: string[];
+    };
     expect(r3.reporters.sort()).toEqual([a.id, b.id, c.id].sort());
     expect(r3.bytesUp).toBeGreaterThan(0);
     expect(r3.bytesDown).toBeGreaterThan(0);

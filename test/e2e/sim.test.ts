@@ -47,12 +47,20 @@ describe('subfed sim end to end (synthetic data, real gRPC, worker threads)', ()
     }
     writer.finish([]);
     expect(reports.map((r) => `${r.algorithm}:${r.round}`)).toEqual([
-      'fedavg:1', 'fedavg:2', 'fedavg:3',
-      'subfedavg-un:1', 'subfedavg-un:2', 'subfedavg-un:3',
-      'local:1', 'local:2', 'local:3',
+      'fedavg:1',
+      'fedavg:2',
+      'fedavg:3',
+      'subfedavg-un:1',
+      'subfedavg-un:2',
+      'subfedavg-un:3',
+      'local:1',
+      'local:2',
+      'local:3',
     ]);
     expect(events[0].kind).toBe('setup');
-    const lines = readFileSync(path.join(dir, 'run', 'rounds.jsonl'), 'utf8').trimEnd().split('\n');
+    const lines = readFileSync(path.join(dir, 'run', 'rounds.jsonl'), 'utf8')
+      .trimEnd()
+      .split('\n');
     expect(lines.map((l) => JSON.parse(l))).toEqual(reports);
   });
 

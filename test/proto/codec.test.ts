@@ -116,7 +116,7 @@ describe('mask encodings', () => {
 
   it('picks CHANNEL for a realistic pruned conv kernel', () => {
     const outC = 32;
-    const mask = new Uint8Array(3 * 3 * 16 * outC).map((_, i) => (i % outC) % 3 === 0 ? 0 : 1);
+    const mask = new Uint8Array(3 * 3 * 16 * outC).map((_, i) => ((i % outC) % 3 === 0 ? 0 : 1));
     const part = encodeMask(mask, [3, 3, 16, outC]);
     expect(part.encoding).toBe(MaskEncoding.CHANNEL);
     expect(part.data.length).toBe(4);
@@ -158,7 +158,10 @@ describe('mask decoding rejects malformed input', () => {
   const prev = new Uint8Array(20).fill(1);
   const bad = (part: MaskPart | null, pattern: RegExp, previous?: Uint8Array, s: number[] = shape) =>
     expect(() => decodeMask(part, s, previous)).toThrow(pattern);
-  const part = (encoding: number, bytes: number[]): MaskPart => ({ encoding: encoding as MaskEncoding, data: new Uint8Array(bytes) });
+  const part = (encoding: number, bytes: number[]): MaskPart => ({
+    encoding: encoding as MaskEncoding,
+    data: new Uint8Array(bytes),
+  });
 
   it('names each problem', () => {
     bad(null, /mask part is missing/);
@@ -167,7 +170,11 @@ describe('mask decoding rejects malformed input', () => {
     bad(part(MaskEncoding.UNCHANGED, [0]), /UNCHANGED carries 1 bytes/, prev);
     bad(part(MaskEncoding.DIFF, [0]), /DIFF needs the previous mask/);
     bad(part(MaskEncoding.DIFF, [0]), /previous mask has 3 elements, shape needs 20/, new Uint8Array(3));
-    bad(part(MaskEncoding.DIFF, [0, 0]), /DIFF mask: prunes position 1, which the previous mask already pruned/, new Uint8Array(20).fill(1).fill(0, 1, 2));
+    bad(
+      part(MaskEncoding.DIFF, [0, 0]),
+      /DIFF mask: prunes position 1, which the previous mask already pruned/,
+      new Uint8Array(20).fill(1).fill(0, 1, 2),
+    );
     bad(part(MaskEncoding.DIFF, [3]), /prunes position 3, which the previous mask already pruned/, new Uint8Array(20));
     bad(part(MaskEncoding.INDEX_DELTA, [0x80]), /varint runs past the end/);
     bad(part(MaskEncoding.INDEX_DELTA, [0x80, 0x80, 0x80, 0x80, 0x80, 0x01]), /varint longer than 5 bytes/);
@@ -203,7 +210,9 @@ describe('mask decoding rejects malformed input', () => {
     expect(() => encodeMask(new Uint8Array([0, 2]), [2])).toThrow(/mask entry 1 is 2/);
     expect(() => encodeMask(new Uint8Array(2), [2], new Uint8Array(3))).toThrow(/previous mask has 3 elements/);
     expect(() => encodeMask(new Uint8Array(2), [2], new Uint8Array([1, 3]))).toThrow(/previous mask entry 1 is 3/);
-    expect(() => encodeMaskAs(new Uint8Array([1, 0]), [2], MaskEncoding.FULL)).toThrow(/FULL cannot represent this mask: not all ones/);
+    expect(() => encodeMaskAs(new Uint8Array([1, 0]), [2], MaskEncoding.FULL)).toThrow(
+      /FULL cannot represent this mask: not all ones/,
+    );
     expect(() => encodeMaskAs(new Uint8Array([1, 0]), [2], MaskEncoding.UNCHANGED)).toThrow(/UNCHANGED cannot/);
     expect(() => encodeMaskAs(new Uint8Array([1, 0]), [2], MaskEncoding.DIFF)).toThrow(/no previous mask/);
     expect(() => encodeMaskAs(new Uint8Array([1, 1]), [2], MaskEncoding.DIFF, new Uint8Array([1, 0]))).toThrow(
@@ -253,9 +262,9 @@ describe('half precision', () => {
 
 describe('value encodings', () => {
   const valuesArb = (max: number) =>
-    fc.oneof(fc.constantFrom(0, 1, 7, 9, 1023), fc.integer({ min: 0, max: 2000 })).chain((n) =>
-      fc.float32Array({ minLength: n, maxLength: n, min: -max, max, noNaN: true, noDefaultInfinity: true }),
-    );
+    fc
+      .oneof(fc.constantFrom(0, 1, 7, 9, 1023), fc.integer({ min: 0, max: 2000 }))
+      .chain((n) => fc.float32Array({ minLength: n, maxLength: n, min: -max, max, noNaN: true, noDefaultInfinity: true }));
 
   it('F32 is exact', () => {
     fc.assert(
@@ -311,11 +320,15 @@ describe('value encodings', () => {
     expect(() => decodeValues({ encoding: ValueEncoding.F32, data: four, scale: 0 }, 2)).toThrow(
       /F32 values: 4 bytes hold 1 values, the mask keeps 2/,
     );
-    expect(() => decodeValues({ encoding: ValueEncoding.F16, data: new Uint8Array(3), scale: 0 }, 2)).toThrow(/F16 values: 3 bytes/);
+    expect(() => decodeValues({ encoding: ValueEncoding.F16, data: new Uint8Array(3), scale: 0 }, 2)).toThrow(
+      /F16 values: 3 bytes/,
+    );
     expect(() => decodeValues({ encoding: ValueEncoding.INT8, data: four, scale: 1 }, 3)).toThrow(/INT8 values: 4 bytes/);
     expect(() => decodeValues({ encoding: ValueEncoding.INT8, data: four, scale: NaN }, 4)).toThrow(/scale NaN/);
     expect(() => decodeValues({ encoding: ValueEncoding.INT8, data: four, scale: -1 }, 4)).toThrow(/scale -1/);
-    expect(() => decodeValues({ encoding: ValueEncoding.UNSPECIFIED, data: four, scale: 0 }, 1)).toThrow(/unknown value encoding 0/);
+    expect(() => decodeValues({ encoding: ValueEncoding.UNSPECIFIED, data: four, scale: 0 }, 1)).toThrow(
+      /unknown value encoding 0/,
+    );
     expect(() => encodeValues(new Float32Array([1, Infinity]), 'int8')).toThrow(/kept value 1 is Infinity/);
     expect(() => encodeValues(new Float32Array(1), 'bf16' as 'f32')).toThrow(/unknown value encoding "bf16"/);
     expect(parseValueEncoding('f16')).toBe('f16');
@@ -326,20 +339,26 @@ describe('value encodings', () => {
 describe('sparse tensors, gather and scatter', () => {
   it('round-trips a tensor and scatters back the kept values', () => {
     fc.assert(
-      fc.property(sizeArb, densityArb, fc.integer(), fc.constantFrom('f32' as const, 'f16' as const, 'int8' as const), (n, density, seed, values) => {
-        const r = new SeededRandom(seed);
-        const dense = new Float32Array(n).map(() => r.next() * 2 - 1);
-        const mask = randomMask(n, density, seed);
-        const msg = encodeSparseTensor('layer/kernel', dense, mask, [n], { values });
-        const { mask: m, kept } = decodeSparseTensor(msg, [n]);
-        expect(m).toEqual(mask);
-        const rebuilt = scatter(kept, m);
-        const tolerance = values === 'f32' ? 0 : values === 'f16' ? 1e-3 : 1 / 127;
-        for (let i = 0; i < n; i++) {
-          if (mask[i]) expect(Math.abs(rebuilt[i] - dense[i])).toBeLessThanOrEqual(tolerance);
-          else expect(rebuilt[i]).toBe(0);
-        }
-      }),
+      fc.property(
+        sizeArb,
+        densityArb,
+        fc.integer(),
+        fc.constantFrom('f32' as const, 'f16' as const, 'int8' as const),
+        (n, density, seed, values) => {
+          const r = new SeededRandom(seed);
+          const dense = new Float32Array(n).map(() => r.next() * 2 - 1);
+          const mask = randomMask(n, density, seed);
+          const msg = encodeSparseTensor('layer/kernel', dense, mask, [n], { values });
+          const { mask: m, kept } = decodeSparseTensor(msg, [n]);
+          expect(m).toEqual(mask);
+          const rebuilt = scatter(kept, m);
+          const tolerance = values === 'f32' ? 0 : values === 'f16' ? 1e-3 : 1 / 127;
+          for (let i = 0; i < n; i++) {
+            if (mask[i]) expect(Math.abs(rebuilt[i] - dense[i])).toBeLessThanOrEqual(tolerance);
+            else expect(rebuilt[i]).toBe(0);
+          }
+        },
+      ),
       { numRuns: 100 },
     );
   });

@@ -29,7 +29,17 @@ const samples: { [K in keyof typeof codecs]: M.TensorSpec | object } = {
   TaskRequest: { ...cred, maskVersion: 4, valueEncoding: ValueEncoding.F16 } satisfies M.TaskRequest,
   TaskChunk: {
     kind: 'header',
-    header: { protocolVersion: 1, hasTask: true, retryAfterMs: 10, roundId: 2, configJson: '{}', dense: true, maskVersion: 3, tensorCount: 4, finished: true },
+    header: {
+      protocolVersion: 1,
+      hasTask: true,
+      retryAfterMs: 10,
+      roundId: 2,
+      configJson: '{}',
+      dense: true,
+      maskVersion: 3,
+      tensorCount: 4,
+      finished: true,
+    },
   } satisfies M.TaskChunk,
   UpdateChunk: {
     kind: 'header',

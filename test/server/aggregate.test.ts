@@ -110,7 +110,7 @@ describe('IntersectionAggregator', () => {
         (size, clients) => {
           const manifest: TensorSpec[] = [{ name: 't', shape: [size], prunable: true }];
           let seed = 7;
-          const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+          const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
           const init = Float32Array.from({ length: size }, () => rand() * 2 - 1);
           const global: TensorMap = new Map([['t', init.slice()]]);
           const agg = new IntersectionAggregator(manifest);

@@ -5,7 +5,14 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { encodeSparseTensor, encodeValues } from '../../proto/codec.js';
-import { MaskEncoding, PROTOCOL_VERSION, ValueEncoding, createCoordinatorDefinition, splitTensor, type SparseTensor } from '../../proto/rpc.js';
+import {
+  MaskEncoding,
+  PROTOCOL_VERSION,
+  ValueEncoding,
+  createCoordinatorDefinition,
+  splitTensor,
+  type SparseTensor,
+} from '../../proto/rpc.js';
 import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
 import { ENROLL, ScriptedClient, expectCallError, memoryLogger, toyModel, type CallError } from './harness.js';
 
@@ -141,7 +148,11 @@ const cases: BadCase[] = [
     name: 'mask length not matching the tensor',
     send: (s) =>
       member(s).push(1, [
-        { name: 'dense/kernel', mask: { encoding: MaskEncoding.BITMAP, data: Uint8Array.from([0xff, 0x03]) }, values: encodeValues(new Float32Array(10), 'f32') },
+        {
+          name: 'dense/kernel',
+          mask: { encoding: MaskEncoding.BITMAP, data: Uint8Array.from([0xff, 0x03]) },
+          values: encodeValues(new Float32Array(10), 'f32'),
+        },
       ]),
     code: grpc.status.INVALID_ARGUMENT,
     message: /tensor "dense\/kernel" \(shape \[2, 3\]\): BITMAP mask: bitmap has 2 bytes, 6 elements need 1/,
@@ -151,7 +162,11 @@ const cases: BadCase[] = [
     name: 'mask popcount not matching the value count',
     send: (s) =>
       member(s).push(1, [
-        { name: 'dense/kernel', mask: { encoding: MaskEncoding.BITMAP, data: Uint8Array.from([0b000111]) }, values: encodeValues(new Float32Array(4), 'f32') },
+        {
+          name: 'dense/kernel',
+          mask: { encoding: MaskEncoding.BITMAP, data: Uint8Array.from([0b000111]) },
+          values: encodeValues(new Float32Array(4), 'f32'),
+        },
       ]),
     code: grpc.status.INVALID_ARGUMENT,
     message: /16 bytes hold 4 values, the mask keeps 3/,
@@ -205,7 +220,9 @@ const cases: BadCase[] = [
     send: (s) =>
       member(s).pushChunks([
         { header: member(s).header(1, {}, 1) },
-        ...Array.from({ length: 40 }, (_, index) => ({ piece: { name: 'dense/kernel', index, total: 40, data: new Uint8Array(1000) } })),
+        ...Array.from({ length: 40 }, (_, index) => ({
+          piece: { name: 'dense/kernel', index, total: 40, data: new Uint8Array(1000) },
+        })),
       ]),
     code: grpc.status.RESOURCE_EXHAUSTED,
     message: /tensor piece "dense\/kernel": tensor exceeds \d+ bytes/,
@@ -290,7 +307,11 @@ const cases: BadCase[] = [
   },
   {
     name: 'header tensor count not matching the stream',
-    send: (s) => member(s).pushChunks([{ header: member(s).header(1, {}, 3) }, ...splitTensor(kernel([0, 0, 0, 0, 0, 0])).map((piece) => ({ piece }))]),
+    send: (s) =>
+      member(s).pushChunks([
+        { header: member(s).header(1, {}, 3) },
+        ...splitTensor(kernel([0, 0, 0, 0, 0, 0])).map((piece) => ({ piece })),
+      ]),
     code: grpc.status.INVALID_ARGUMENT,
     message: /header announces 3 tensors, the stream carried 1/,
     reason: 'tensor_count',
@@ -298,7 +319,13 @@ const cases: BadCase[] = [
   {
     name: 'an unknown value encoding',
     send: (s) =>
-      member(s).push(1, [{ name: 'dense/kernel', mask: { encoding: MaskEncoding.FULL, data: new Uint8Array(0) }, values: { encoding: 9 as ValueEncoding, data: new Uint8Array(24), scale: 0 } }]),
+      member(s).push(1, [
+        {
+          name: 'dense/kernel',
+          mask: { encoding: MaskEncoding.FULL, data: new Uint8Array(0) },
+          values: { encoding: 9 as ValueEncoding, data: new Uint8Array(24), scale: 0 },
+        },
+      ]),
     code: grpc.status.INVALID_ARGUMENT,
     message: /unknown value encoding/,
     reason: 'bad_values',

@@ -29,14 +29,18 @@ describe('config', () => {
     expect(() => parseConfig({ rounds: -3, frac: 0.1, enrollmentToken: 't' })).toThrow(
       'config: rounds: expected a positive integer, got -3',
     );
-    expect(() => parseConfig({ rounds: 1, frac: 1.5, enrollmentToken: 't' })).toThrow(/frac: expected a fraction in \(0, 1\], got 1\.5/);
+    expect(() => parseConfig({ rounds: 1, frac: 1.5, enrollmentToken: 't' })).toThrow(
+      /frac: expected a fraction in \(0, 1\], got 1\.5/,
+    );
     expect(() => parseConfig({ rounds: 1, frac: 1, enrollmentToken: 't', weighting: 'median' })).toThrow(
       /weighting: expected "examples" or "unweighted", got "median"/,
     );
     expect(() => parseConfig({ rounds: 1, frac: 1, enrollmentToken: 't', grpc: { port: 70000 } })).toThrow(
       /grpc\.port: expected a port number \(0\.\.65535\), got 70000/,
     );
-    expect(() => parseConfig({ rounds: 1, frac: 1 })).toThrow(/enrollmentToken: expected a non-empty enrollment token, got nothing/);
+    expect(() => parseConfig({ rounds: 1, frac: 1 })).toThrow(
+      /enrollmentToken: expected a non-empty enrollment token, got nothing/,
+    );
     expect(() => parseConfig({ rounds: 1, frac: 1, enrollmentToken: 't', colour: 1 })).toThrow(/unknown field\(s\) colour/);
   });
 
@@ -66,9 +70,9 @@ describe('config', () => {
     expect(() => parseModelFile({ manifest: [{ name: 'w', shape: [2], prunable: true }], values: {} }, 'm.json')).toThrow(
       'm.json: initial model: tensor "w" is missing',
     );
-    expect(() =>
-      parseModelFile({ manifest: [{ name: 'w', shape: [0], prunable: true }], values: { w: [] } }, 'm.json'),
-    ).toThrow(/manifest\.0\.shape\.0: expected a positive integer, got 0/);
+    expect(() => parseModelFile({ manifest: [{ name: 'w', shape: [0], prunable: true }], values: { w: [] } }, 'm.json')).toThrow(
+      /manifest\.0\.shape\.0: expected a positive integer, got 0/,
+    );
   });
 });
 
@@ -78,11 +82,29 @@ describe.skipIf(!hasOpenssl)('TLS (self-signed certificate made with openssl)', 
   it('serves over TLS and refuses plaintext clients', async () => {
     const key = join(dir, 'key.pem');
     const cert = join(dir, 'cert.pem');
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', key, '-out', cert, '-days', '1', '-subj', '/CN=localhost',
-      '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-    ], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost,IP:127.0.0.1',
+      ],
+      { stdio: 'ignore' },
+    );
     const server = await startCoordinator(
       { rounds: 1, frac: 1, enrollmentToken: ENROLL, tls: { cert, key }, http: { enabled: false } },
       toyModel(),

@@ -42,7 +42,12 @@ export function memoryLogger(): { logger: pino.Logger; lines: () => Record<strin
   const out: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, cb) {
-      out.push(...chunk.toString('utf8').split('\n').filter((l) => l !== ''));
+      out.push(
+        ...chunk
+          .toString('utf8')
+          .split('\n')
+          .filter((l) => l !== ''),
+      );
       cb();
     },
   });
@@ -90,7 +95,10 @@ export class ScriptedClient {
     this.grpc.close();
   }
 
-  unary<Req, Res>(m: { path: string; requestSerialize(v: Req): Buffer; responseDeserialize(b: Buffer): unknown }, req: Req): Promise<Res> {
+  unary<Req, Res>(
+    m: { path: string; requestSerialize(v: Req): Buffer; responseDeserialize(b: Buffer): unknown },
+    req: Req,
+  ): Promise<Res> {
     return new Promise((resolve, reject) => {
       this.grpc.makeUnaryRequest(
         m.path,
@@ -136,7 +144,9 @@ export class ScriptedClient {
     return { protocolVersion: PROTOCOL_VERSION, clientId: this.id, clientToken: this.token };
   }
 
-  async pull(overrides: Partial<{ maskVersion: number; protocolVersion: number; clientToken: string }> = {}): Promise<PulledTask> {
+  async pull(
+    overrides: Partial<{ maskVersion: number; protocolVersion: number; clientToken: string }> = {},
+  ): Promise<PulledTask> {
     const stream = this.grpc.makeServerStreamRequest(
       def.pullTask.path,
       def.pullTask.requestSerialize,

@@ -165,10 +165,22 @@ describe('round lifecycle', () => {
     vi.advanceTimersByTime(1000);
     expect(s.coord.status()).toMatchObject({ lastCommittedRound: 0, round: { id: 1, attempt: 1 } });
     expect(kernelOf(s.coord)).toEqual(K0);
-    expect(s.log.lines().find((l) => l.event === 'round_abandoned')).toMatchObject({ round: 1, attempt: 0, reported: 1, quorum: 2 });
+    expect(s.log.lines().find((l) => l.event === 'round_abandoned')).toMatchObject({
+      round: 1,
+      attempt: 0,
+      reported: 1,
+      quorum: 2,
+    });
     const members2 = s.coord.members();
     // The folded update of the abandoned attempt is gone: the new attempt starts from zero.
-    for (const id of members2) s.coord.pushUpdate(header(s.clients.find((c) => c.id === id)!, 1), [kernelDelta([1, 1, 1, 1, 1, 1])]);
+    for (const id of members2)
+      s.coord.pushUpdate(
+        header(
+          s.clients.find((c) => c.id === id)!,
+          1,
+        ),
+        [kernelDelta([1, 1, 1, 1, 1, 1])],
+      );
     expect(s.coord.status().lastCommittedRound).toBe(1);
     expect(kernelOf(s.coord)).toEqual(K0.map((x) => x + 1));
     expect(s.coord.rounds(1)[0].attempts).toBe(2);
@@ -226,13 +238,19 @@ describe('round lifecycle', () => {
     // A mask given relative to a version the server does not hold is refused.
     const err = refusal(() =>
       coord.pushUpdate(header(a, 2, { baseMaskVersion: 7 }), [
-        { name: 'dense/kernel', mask: { encoding: 2, data: new Uint8Array(0) }, values: { encoding: 1, data: new Uint8Array(12), scale: 0 } },
+        {
+          name: 'dense/kernel',
+          mask: { encoding: 2, data: new Uint8Array(0) },
+          values: { encoding: 1, data: new Uint8Array(12), scale: 0 },
+        },
       ]),
     );
     expect(err).toMatchObject({ code: 'FAILED_PRECONDITION', reason: 'mask_version_mismatch' });
     expect(err.message).toMatch(/refers to mask version 7, the server holds 1/);
     // Sending the whole mask explicitly is the resync path.
-    const resync = coord.pushUpdate(header(a, 2, { baseMaskVersion: 7, maskChanged: true, newMaskVersion: 8 }), [kernelDelta([0, 0], [1, 1, 0, 0, 0, 0])]);
+    const resync = coord.pushUpdate(header(a, 2, { baseMaskVersion: 7, maskChanged: true, newMaskVersion: 8 }), [
+      kernelDelta([0, 0], [1, 1, 0, 0, 0, 0]),
+    ]);
     expect(resync.maskVersion).toBe(8);
     coord.stop();
   });
@@ -240,7 +258,13 @@ describe('round lifecycle', () => {
   it('gives non-members and finished clients no task', () => {
     const { coord, clients } = setup({ frac: 0.5 });
     const outsider = clients.find((c) => !coord.members().includes(c.id))!;
-    const t = coord.task({ protocolVersion: PROTOCOL_VERSION, clientId: outsider.id, clientToken: outsider.token, maskVersion: 0, valueEncoding: 0 });
+    const t = coord.task({
+      protocolVersion: PROTOCOL_VERSION,
+      clientId: outsider.id,
+      clientToken: outsider.token,
+      maskVersion: 0,
+      valueEncoding: 0,
+    });
     expect(t.header).toMatchObject({ hasTask: false, retryAfterMs: 500, finished: false });
     coord.stop();
   });
@@ -292,19 +316,28 @@ describe('round lifecycle', () => {
       const sqlite = join(dir, 'nested', 'state.db');
       const first = setup({ sqlite, rounds: 2 });
       const [a] = first.clients;
-      first.coord.pushUpdate(header(a, 1, { maskChanged: true, newMaskVersion: 1 }), [kernelDelta([1, 1, 1], [1, 1, 1, 0, 0, 0])]);
+      first.coord.pushUpdate(header(a, 1, { maskChanged: true, newMaskVersion: 1 }), [
+        kernelDelta([1, 1, 1], [1, 1, 1, 0, 0, 0]),
+      ]);
       for (const c of first.clients.slice(1)) first.coord.pushUpdate(header(c, 1), [kernelDelta([1, 1, 1, 1, 1, 1])]);
       const model = first.coord.globalModel();
       first.coord.stop();
 
       const log = memoryLogger();
-      const again = new Coordinator(parseConfig({ rounds: 2, frac: 1, minClients: 4, enrollmentToken: ENROLL, sqlite }), toyModel(), {
-        logger: log.logger,
-        metrics: new CoordinatorMetrics(),
-      });
+      const again = new Coordinator(
+        parseConfig({ rounds: 2, frac: 1, minClients: 4, enrollmentToken: ENROLL, sqlite }),
+        toyModel(),
+        {
+          logger: log.logger,
+          metrics: new CoordinatorMetrics(),
+        },
+      );
       expect(again.globalModel()).toEqual(model);
       expect(again.status()).toMatchObject({ lastCommittedRound: 1, clientsRegistered: 4, round: { id: 2 } });
-      expect(again.clientMasks(a.id)).toEqual({ version: 1, masks: new Map([['dense/kernel', Uint8Array.from([1, 1, 1, 0, 0, 0])]]) });
+      expect(again.clientMasks(a.id)).toEqual({
+        version: 1,
+        masks: new Map([['dense/kernel', Uint8Array.from([1, 1, 1, 0, 0, 0])]]),
+      });
       expect(again.heartbeat({ protocolVersion: PROTOCOL_VERSION, clientId: a.id, clientToken: a.token }).currentRound).toBe(2);
       expect(again.rounds(10).map((r) => r.round)).toEqual([1]);
       expect(log.lines().find((l) => l.event === 'resume')).toMatchObject({ lastRound: 1, clients: 4 });

@@ -53,7 +53,9 @@ describe('loadDataset: fashion-mnist', () => {
     symlinkSync(join(FASHION_MNIST_SYSTEM_DIR, 't10k-images-idx3-ubyte.gz'), join(partial, 't10k-images-idx3-ubyte.gz'));
     const d = await loadDataset('fashion-mnist', { systemDir: partial });
     expect(d.embedded).toBe(true);
-    expect(d.source).toContain(`${partial} lacks train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]`);
+    expect(d.source).toContain(
+      `${partial} lacks train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]`,
+    );
   });
 
   it('reads an explicit data dir with raw (uncompressed) file names', async () => {
@@ -186,7 +188,9 @@ describe('helpers', () => {
     tmp.write('pkg/dist/package.json', new TextEncoder().encode('{ not json'));
     tmp.write('pkg/dist/sim/package.json', new TextEncoder().encode(JSON.stringify({ name: 'other' })));
     expect(findPackageRoot(join(root, 'dist', 'sim'))).toBe(root);
-    expect(() => findPackageRoot(join(tmp.dir, 'pkg-less'))).toThrow(/cannot find subfed's package.json in .*pkg-less or any directory above it/);
+    expect(() => findPackageRoot(join(tmp.dir, 'pkg-less'))).toThrow(
+      /cannot find subfed's package.json in .*pkg-less or any directory above it/,
+    );
   });
 
   it('recognises dataset names', () => {

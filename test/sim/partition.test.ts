@@ -23,7 +23,8 @@ const test = labelSet(10, 20); // 200 examples
 const trainIndices = (p: Partition): number[] => p.clients.flatMap((c) => [...c.train]);
 const labelsOf = (ds: LabelSet, idx: Int32Array): Set<number> => new Set([...idx].map((i) => ds.labels[i]));
 const same = (a: Partition, b: Partition): boolean =>
-  JSON.stringify(a.clients.map((c) => [[...c.train], [...c.test]])) === JSON.stringify(b.clients.map((c) => [[...c.train], [...c.test]]));
+  JSON.stringify(a.clients.map((c) => [[...c.train], [...c.test]])) ===
+  JSON.stringify(b.clients.map((c) => [[...c.train], [...c.test]]));
 
 function expectAscendingAndInRange(idx: Int32Array, n: number): void {
   for (let i = 0; i < idx.length; i++) {
@@ -64,7 +65,7 @@ describe('shards', () => {
     );
   });
 
-  it("gives a client every test example of the labels it holds, and no other", () => {
+  it('gives a client every test example of the labels it holds, and no other', () => {
     const p = shards(train, test, { clients: 10, shardSize: 50, seed: 3 });
     expect(p.testSource).toBe('test');
     for (const c of p.clients) {
@@ -78,7 +79,8 @@ describe('shards', () => {
     const p = shards(train, test, { clients: 10, shardSize: 50, seed: 3 });
     for (const [k, c] of p.clients.entries()) {
       expect(p.labelCounts[k].reduce((a, b) => a + b, 0)).toBe(c.train.length);
-      for (const l of labelsOf(train, c.train)) expect(p.labelCounts[k][l]).toBe([...c.train].filter((i) => train.labels[i] === l).length);
+      for (const l of labelsOf(train, c.train))
+        expect(p.labelCounts[k][l]).toBe([...c.train].filter((i) => train.labels[i] === l).length);
       expect(p.testLabelCounts[k].reduce((a, b) => a + b, 0)).toBe(c.test.length);
     }
   });
@@ -98,7 +100,7 @@ describe('shards', () => {
     }
   });
 
-  it('can hold out part of each client\'s own data as its test set', () => {
+  it("can hold out part of each client's own data as its test set", () => {
     const p = shards(train, test, { clients: 10, shardSize: 50, seed: 3, ownTestFraction: 0.2 });
     expect(p.testSource).toBe('train');
     const all = [...trainIndices(p), ...p.clients.flatMap((c) => [...c.test])];
@@ -123,8 +125,12 @@ describe('shards', () => {
 
   it('rejects bad arguments naming them', () => {
     expect(() => shards(train, test, { clients: 0, seed: 0 })).toThrow('shards: clients must be an integer >= 1, got 0');
-    expect(() => shards(train, test, { clients: 2, seed: 0, shardSize: 2.5 })).toThrow('shards: shardSize must be an integer >= 1, got 2.5');
-    expect(() => shards(train, test, { clients: 2, seed: 0, shardsPerClient: 0 })).toThrow('shardsPerClient must be an integer >= 1, got 0');
+    expect(() => shards(train, test, { clients: 2, seed: 0, shardSize: 2.5 })).toThrow(
+      'shards: shardSize must be an integer >= 1, got 2.5',
+    );
+    expect(() => shards(train, test, { clients: 2, seed: 0, shardsPerClient: 0 })).toThrow(
+      'shardsPerClient must be an integer >= 1, got 0',
+    );
     expect(() => shards(train, test, { clients: 2, seed: Number.NaN })).toThrow('seed must be a finite number, got NaN');
     expect(() => shards(train, test, { clients: 2, seed: 0, ownTestFraction: 1 })).toThrow(
       'ownTestFraction must be strictly between 0 and 1, got 1',
@@ -180,7 +186,9 @@ describe('dirichlet', () => {
   });
 
   it('rejects a bad alpha', () => {
-    expect(() => dirichlet(train, test, { clients: 2, alpha: 0, seed: 0 })).toThrow('dirichlet: alpha must be a finite number > 0, got 0');
+    expect(() => dirichlet(train, test, { clients: 2, alpha: 0, seed: 0 })).toThrow(
+      'dirichlet: alpha must be a finite number > 0, got 0',
+    );
     expect(() => dirichlet(train, test, { clients: 2, alpha: Infinity, seed: 0 })).toThrow('got Infinity');
   });
 });
@@ -205,8 +213,12 @@ describe('iid', () => {
 describe('partition (by spec)', () => {
   it('runs the partitioner the spec names', () => {
     const common = { clients: 5, seed: 1 };
-    expect(same(partition({ kind: 'shards', shardSize: 50 }, train, test, common), shards(train, test, { ...common, shardSize: 50 }))).toBe(true);
-    expect(same(partition({ kind: 'dirichlet', alpha: 0.5 }, train, test, common), dirichlet(train, test, { ...common, alpha: 0.5 }))).toBe(true);
+    expect(
+      same(partition({ kind: 'shards', shardSize: 50 }, train, test, common), shards(train, test, { ...common, shardSize: 50 })),
+    ).toBe(true);
+    expect(
+      same(partition({ kind: 'dirichlet', alpha: 0.5 }, train, test, common), dirichlet(train, test, { ...common, alpha: 0.5 })),
+    ).toBe(true);
     expect(same(partition({ kind: 'iid' }, train, test, common), iid(train, test, common))).toBe(true);
   });
 });

@@ -17,7 +17,16 @@ describe('presets', () => {
       model: 'lenet5-mnist',
       hybridModel: 'lenet5-bn-mnist',
     });
-    expect(paper.pruning).toMatchObject({ p: 10, targetUn: 30, targetHy: 50, distThreshUn: 1e-4, distThreshHy: 5e-4, q: 0.45, accThresh: 0.5, gateOn: 'test' });
+    expect(paper.pruning).toMatchObject({
+      p: 10,
+      targetUn: 30,
+      targetHy: 50,
+      distThreshUn: 1e-4,
+      distThreshHy: 5e-4,
+      q: 0.45,
+      accThresh: 0.5,
+      gateOn: 'test',
+    });
     expect(membersPerRound(paper)).toBe(10);
     expect(modelFor(paper, 'subfedavg-hy')).toBe('lenet5-bn-mnist');
     expect(modelFor(paper, 'fedavg')).toBe('lenet5-mnist');
@@ -26,12 +35,35 @@ describe('presets', () => {
   it('quick is the default and is smaller than paper', () => {
     const quick = resolveSimConfig({});
     expect(quick.preset).toBe('quick');
-    expect(quick.clients * quick.rounds * quick.localEpochs).toBeLessThan(PRESETS.paper.clients * PRESETS.paper.rounds * PRESETS.paper.localEpochs);
+    expect(quick.clients * quick.rounds * quick.localEpochs).toBeLessThan(
+      PRESETS.paper.clients * PRESETS.paper.rounds * PRESETS.paper.localEpochs,
+    );
   });
 
   it('flags override preset fields and leave the preset itself untouched', () => {
-    const c = resolveSimConfig({ preset: 'paper', rounds: '3', clients: '7', compare: 'fedavg, local', values: 'int8', seed: '0', workers: '1', evalEvery: '2', dataDir: '/tmp/d', out: 'x' });
-    expect(c).toMatchObject({ rounds: 3, clients: 7, algorithms: ['fedavg', 'local'], values: 'int8', seed: 0, workers: 1, evalEvery: 2, dataDir: '/tmp/d', out: 'x' });
+    const c = resolveSimConfig({
+      preset: 'paper',
+      rounds: '3',
+      clients: '7',
+      compare: 'fedavg, local',
+      values: 'int8',
+      seed: '0',
+      workers: '1',
+      evalEvery: '2',
+      dataDir: '/tmp/d',
+      out: 'x',
+    });
+    expect(c).toMatchObject({
+      rounds: 3,
+      clients: 7,
+      algorithms: ['fedavg', 'local'],
+      values: 'int8',
+      seed: 0,
+      workers: 1,
+      evalEvery: 2,
+      dataDir: '/tmp/d',
+      out: 'x',
+    });
     expect(PRESETS.paper.rounds).toBe(50);
     expect(PRESETS.paper.algorithms).toEqual(['subfedavg-un']);
   });
@@ -66,7 +98,11 @@ describe('flag validation names the flag and the value', () => {
 
   it('a config built in code is validated with the field path', () => {
     expect(() => validateSimConfig({ ...PRESETS.quick, fraction: 0 })).toThrow(/^fraction: /);
-    expect(() => validateSimConfig({ ...PRESETS.quick, partition: { kind: 'shards', shardSize: 0, shardsPerClient: 2 } })).toThrow(/^partition\.shardSize: /);
-    expect(() => validateSimConfig({ ...PRESETS.quick, algorithms: ['subfedavg-hy'], hybridModel: 'lenet5-mnist' })).toThrow(/hybridModel: .*'lenet5-mnist' has none/);
+    expect(() =>
+      validateSimConfig({ ...PRESETS.quick, partition: { kind: 'shards', shardSize: 0, shardsPerClient: 2 } }),
+    ).toThrow(/^partition\.shardSize: /);
+    expect(() => validateSimConfig({ ...PRESETS.quick, algorithms: ['subfedavg-hy'], hybridModel: 'lenet5-mnist' })).toThrow(
+      /hybridModel: .*'lenet5-mnist' has none/,
+    );
   });
 });

@@ -94,7 +94,9 @@ describe('report writer', () => {
   });
 
   it('embeds the charts data and draws every chart from it', () => {
-    const json = new RegExp(`<script id="${REPORT_DATA_ELEMENT_ID}" type="application/json">([\\s\\S]*?)</script>`).exec(html)![1];
+    const json = new RegExp(`<script id="${REPORT_DATA_ELEMENT_ID}" type="application/json">([\\s\\S]*?)</script>`).exec(
+      html,
+    )![1];
     const data = JSON.parse(json);
     expect(data.rounds).toEqual(reports);
     expect(data.summaries).toEqual(summaries);
@@ -103,7 +105,8 @@ describe('report writer', () => {
     const charts: Record<string, { datasets: Array<{ label: string; data: Array<number | null> }> }> = {};
     const elements: Record<string, { textContent?: string; id: string; remove(): void }> = {};
     const document = {
-      getElementById: (id: string) => (elements[id] ??= { id, textContent: id === REPORT_DATA_ELEMENT_ID ? json : undefined, remove() {} }),
+      getElementById: (id: string) =>
+        (elements[id] ??= { id, textContent: id === REPORT_DATA_ELEMENT_ID ? json : undefined, remove() {} }),
     };
     class Chart {
       constructor(el: { id: string }, spec: { data: { datasets: Array<{ label: string; data: Array<number | null> }> } }) {
@@ -119,19 +122,27 @@ describe('report writer', () => {
     expect(byLabel('accuracy', 'subfedavg-hy received (before training)')!.map((v) => Math.round(v!))).toEqual([31, 32, 33]);
     expect(byLabel('accuracy', 'local received (before training)')).toBeUndefined();
     expect(byLabel('bytes', 'fedavg bytes moved')!.map((v) => Math.round(v! * 1048576))).toEqual([3000, 7000, 12000]);
-    expect(byLabel('bytes', 'fedavg same traffic as dense f32')!.map((v) => Math.round(v! * 1048576))).toEqual([8000, 16000, 24000]);
+    expect(byLabel('bytes', 'fedavg same traffic as dense f32')!.map((v) => Math.round(v! * 1048576))).toEqual([
+      8000, 16000, 24000,
+    ]);
     expect(byLabel('sparsity', 'subfedavg-hy')!.map((v) => Math.round(v!))).toEqual([5, 10, 15]);
     expect(byLabel('channels', 'subfedavg-hy BN layer 2')).toEqual([19, 18, 17]);
   });
 
   it('formats the terminal table with one row per algorithm', () => {
     const table = formatSummaryTable(summaries).split('\n');
-    expect(table[0]).toMatch(/^algorithm\s+personalized acc\s+received acc \(last 10\)\s+global acc\s+up\s+down\s+dense up\+down\s+savings\s+final sparsity\s+s\/round$/);
+    expect(table[0]).toMatch(
+      /^algorithm\s+personalized acc\s+received acc \(last 10\)\s+global acc\s+up\s+down\s+dense up\+down\s+savings\s+final sparsity\s+s\/round$/,
+    );
     expect(table).toHaveLength(2 + 3);
-    expect(table[2]).toMatch(/^subfedavg-hy\s+56\.0%\s+32\.0%\s+-\s+5\.86 KiB\s+5\.86 KiB\s+23\.4 KiB\s+50\.0%\s+15\.0%\s+0\.50$/);
+    expect(table[2]).toMatch(
+      /^subfedavg-hy\s+56\.0%\s+32\.0%\s+-\s+5\.86 KiB\s+5\.86 KiB\s+23\.4 KiB\s+50\.0%\s+15\.0%\s+0\.50$/,
+    );
   });
 
   it('names the default run folder by time and preset', () => {
-    expect(defaultRunFolder({ preset: 'paper' }, new Date('2026-01-02T03:04:05.678Z'))).toBe(path.join('runs', '2026-01-02T03-04-05Z-paper'));
+    expect(defaultRunFolder({ preset: 'paper' }, new Date('2026-01-02T03:04:05.678Z'))).toBe(
+      path.join('runs', '2026-01-02T03-04-05Z-paper'),
+    );
   });
 });

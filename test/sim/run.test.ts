@@ -53,7 +53,7 @@ describe('runSimulation', () => {
     expect(handles()).toBeLessThanOrEqual(before);
   });
 
-  it('fails with the partitioner\'s message when the split cannot be made', async () => {
+  it("fails with the partitioner's message when the split cannot be made", async () => {
     const tooMany = { ...tiny, clients: 40 };
     const run = runSimulation(tooMany, { data: await data() });
     await expect(run.next()).rejects.toThrow(/40 clients x 2 shards|80 shards|shards/);
@@ -63,7 +63,12 @@ describe('runSimulation', () => {
     for (const preset of [PRESETS.paper, PRESETS.quick]) {
       for (const name of ALGORITHM_NAMES) {
         const algo = createAlgorithm(name, algorithmConfig(preset, name));
-        expect(algo.training).toMatchObject({ epochs: preset.localEpochs, batchSize: preset.batchSize, lr: preset.learningRate, momentum: preset.momentum });
+        expect(algo.training).toMatchObject({
+          epochs: preset.localEpochs,
+          batchSize: preset.batchSize,
+          lr: preset.learningRate,
+          momentum: preset.momentum,
+        });
         if (name.startsWith('subfedavg')) expect(algo.gate?.gateOn).toBe(preset.pruning.gateOn);
       }
     }
