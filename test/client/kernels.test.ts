@@ -47,14 +47,12 @@ function randomCases(seed: number, count: number): Case[] {
 
 /** dL/dW of L(W) = sum(conv2d(x, W) * r), through the registered Conv2DBackpropFilter. */
 function kernelGradient(x: tf.Tensor4D, filterShape: number[], r: tf.Tensor4D, c: Case): Float32Array {
-  const dw = tf
-    .engine()
-    .runKernel('Conv2DBackpropFilter', { x, dy: r }, {
-      strides: c.strides,
-      pad: c.pad,
-      dataFormat: 'NHWC',
-      filterShape,
-    } as unknown as tf.NamedAttrMap) as tf.Tensor;
+  const dw = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy: r }, {
+    strides: c.strides,
+    pad: c.pad,
+    dataFormat: 'NHWC',
+    filterShape,
+  } as unknown as tf.NamedAttrMap) as tf.Tensor;
   const values = dw.dataSync() as Float32Array;
   dw.dispose();
   return values;
@@ -174,13 +172,11 @@ function poolReferences(): PoolProblem[] {
     const y = tf.maxPool(xt, filterSize, strides, pad);
     const dy = randomArray(rng, y.size);
     const dyt = tf.tensor(dy, y.shape);
-    const dxt = tf
-      .engine()
-      .runKernel('MaxPoolGrad', { dy: dyt, input: xt, output: y }, {
-        filterSize,
-        strides,
-        pad,
-      } as unknown as tf.NamedAttrMap) as tf.Tensor;
+    const dxt = tf.engine().runKernel('MaxPoolGrad', { dy: dyt, input: xt, output: y }, {
+      filterSize,
+      strides,
+      pad,
+    } as unknown as tf.NamedAttrMap) as tf.Tensor;
     out.push({ shape, filterSize, strides, pad, x, dy, dyShape: y.shape, dx: dxt.dataSync() as Float32Array });
     tf.dispose([xt, y, dyt, dxt]);
   }
@@ -303,14 +299,12 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (bac
     for (const { c, w, r, outShape, filterShape, inputProbes } of cases) {
       const wt = tf.tensor4d(w, filterShape as [number, number, number, number]);
       const rt = tf.tensor4d(r, outShape as [number, number, number, number]);
-      const dx = tf
-        .engine()
-        .runKernel('Conv2DBackpropInput', { dy: rt, filter: wt }, {
-          strides: c.strides,
-          pad: c.pad,
-          dataFormat: 'NHWC',
-          inputShape: [c.batch, c.size[0], c.size[1], c.inC],
-        } as unknown as tf.NamedAttrMap) as tf.Tensor;
+      const dx = tf.engine().runKernel('Conv2DBackpropInput', { dy: rt, filter: wt }, {
+        strides: c.strides,
+        pad: c.pad,
+        dataFormat: 'NHWC',
+        inputShape: [c.batch, c.size[0], c.size[1], c.inC],
+      } as unknown as tf.NamedAttrMap) as tf.Tensor;
       expect(dx.shape).toEqual([c.batch, c.size[0], c.size[1], c.inC]);
       const got = dx.dataSync();
       for (const { index, value } of inputProbes) {
@@ -465,14 +459,12 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter with one inp
       const x = tf.tensor4d(randomArray(rng, batch * side * side), [batch, side, side, 1]);
       const dy = tf.tensor4d(randomArray(rng, batch * out * out * outC), [batch, out, out, outC]);
       const got = (
-        tf
-          .engine()
-          .runKernel('Conv2DBackpropFilter', { x, dy }, {
-            strides: 1,
-            pad: 'valid',
-            dataFormat: 'NHWC',
-            filterShape: [k, k, 1, outC],
-          } as unknown as tf.NamedAttrMap) as tf.Tensor
+        tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, {
+          strides: 1,
+          pad: 'valid',
+          dataFormat: 'NHWC',
+          filterShape: [k, k, 1, outC],
+        } as unknown as tf.NamedAttrMap) as tf.Tensor
       ).dataSync();
       const xs = x.dataSync();
       const ds = dy.dataSync();
