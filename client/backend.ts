@@ -137,7 +137,7 @@ async function setBackendOrThrow<N extends BackendName>(name: N): Promise<N> {
 
 function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;
-  if (typeof err === 'object' && err !== null && 'message' in err) return String((err as { message: unknown }).message);
+  if (typeof err === 'object' && err !== null && 'message' in err) return String(err.message);
   return String(err);
 }
 

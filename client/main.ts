@@ -46,7 +46,7 @@ export interface ClientCommandOptions {
   data: string;
   /** Where the personal state lives. */
   stateDir: string;
-  algorithm: AlgorithmName | string;
+  algorithm: string;
   /** Algorithm config (validated; reference defaults for missing fields). */
   algorithmConfig?: unknown;
   valueEncoding?: ValueEncodingName;

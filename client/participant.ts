@@ -19,6 +19,7 @@
  *   newMaskVersion is set when any mask changed (ours + 1).
  */
 import { gather, keptCount, scatter } from '../proto/codec.js';
+import { formatZodIssues } from '../proto/zod-issues.js';
 import { createAlgorithm } from './algorithms/index.js';
 import { roundOverrides, type AlgorithmName, type TrainingConfig } from './algorithms/config.js';
 import type { ClientAlgorithm, ClientData, EvalResult, MaskDecisionReport, RoundContext } from './algorithms/types.js';
@@ -274,7 +275,8 @@ export class Participant {
               `round ${task.round}: sparse '${spec.name}' without a mask is laid out on mask version ${task.serverMaskVersion}, this client holds ${this.#maskVersion}`,
             );
           }
-          mask = this.#masks.get(spec.name) as Uint8Array;
+          mask = this.#masks.get(spec.name);
+          if (mask === undefined) throw new TaskError(`round ${task.round}: this client holds no mask for '${spec.name}'`);
         }
         if (mask.length !== size)
           throw new TaskError(`round ${task.round}: mask of '${spec.name}' has ${mask.length} entries, shape needs ${size}`);
@@ -337,7 +339,7 @@ function withOverrides(base: TrainingConfig, config: unknown): TrainingConfig {
   }
   const parsed = roundOverrides.safeParse(picked);
   if (!parsed.success) {
-    throw new TaskError(`task config: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+    throw new TaskError(`task config: ${formatZodIssues(parsed.error, { input: picked }).join('; ')}`);
   }
   const o = parsed.data;
   return {

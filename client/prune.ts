@@ -261,7 +261,7 @@ export function applyChannelMask(
   const checkLastAxis = (name: string): number[] => {
     const shape = [...requireEntry(shapes, name, 'shape of')];
     if (shape[shape.length - 1] !== C) {
-      throw new RangeError(`'${name}' has shape [${shape}], its last axis should be ${C} channels`);
+      throw new RangeError(`'${name}' has shape [${String(shape)}], its last axis should be ${C} channels`);
     }
     return shape;
   };
@@ -272,7 +272,7 @@ export function applyChannelMask(
   const nextShape = [...requireEntry(shapes, group.next.weight, 'shape of')];
   if (group.next.kind === 'conv') {
     if (nextShape.length !== 4 || nextShape[2] !== C) {
-      throw new RangeError(`next conv '${group.next.weight}' has shape [${nextShape}], expected [kh, kw, ${C}, outC]`);
+      throw new RangeError(`next conv '${group.next.weight}' has shape [${String(nextShape)}], expected [kh, kw, ${C}, outC]`);
     }
     const outC = nextShape[3];
     zeroWhere(group.next.weight, (i) => Math.floor(i / outC) % C);
@@ -280,7 +280,7 @@ export function applyChannelMask(
     const rows = group.next.spatial * C;
     if (nextShape.length !== 2 || nextShape[0] !== rows) {
       throw new RangeError(
-        `dense '${group.next.weight}' after flatten has shape [${nextShape}], expected [${rows}, out] (spatial ${group.next.spatial} x ${C} channels)`,
+        `dense '${group.next.weight}' after flatten has shape [${String(nextShape)}], expected [${rows}, out] (spatial ${group.next.spatial} x ${C} channels)`,
       );
     }
     const units = nextShape[1];

@@ -300,8 +300,10 @@ export class CoordinatorClient {
     }
     return this.#withRetry('PushUpdate', async () => {
       const method = this.#def.pushUpdate;
-      let settle!: (result: { err: grpc.ServiceError | null; ack?: UpdateAck | Malformed }) => void;
-      const response = new Promise<{ err: grpc.ServiceError | null; ack?: UpdateAck | Malformed }>((r) => (settle = r));
+      let settle!: (result: { err: grpc.ServiceError | null; ack: UpdateAck | Malformed | undefined }) => void;
+      const response = new Promise<{ err: grpc.ServiceError | null; ack: UpdateAck | Malformed | undefined }>(
+        (r) => (settle = r),
+      );
       const call = this.#client.makeClientStreamRequest(
         method.path,
         method.requestSerialize,

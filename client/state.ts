@@ -17,6 +17,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { formatZodIssues } from '../proto/zod-issues.js';
 import type { MaskMap, TensorMap } from './prune.js';
 
 export const STATE_FORMAT_VERSION = 1;
@@ -130,7 +131,7 @@ export function decodeState(bytes: Buffer, file: string): ClientState {
     fail(`header is not valid JSON (${(err as Error).message})`);
   }
   const parsed = headerSchema.safeParse(raw);
-  if (!parsed.success) fail(`invalid header: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+  if (!parsed.success) fail(`invalid header: ${formatZodIssues(parsed.error).join('; ')}`);
   const header = parsed.data!;
   if (header.formatVersion !== STATE_FORMAT_VERSION) {
     fail(`format version ${header.formatVersion} is not supported (this build reads version ${STATE_FORMAT_VERSION})`);

@@ -572,7 +572,7 @@ export function decodeValues(part: ValuePart | null | undefined, expectedCount: 
 export interface SparseEncodeOptions {
   values: ValueEncodingName;
   /** The mask the receiver holds; enables UNCHANGED and DIFF. */
-  previousMask?: Uint8Array;
+  previousMask?: Uint8Array | undefined;
 }
 
 /** A dense tensor's values at the mask's kept positions, with the mask, as a SparseTensor message. */

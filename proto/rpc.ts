@@ -76,10 +76,11 @@ export interface CoordinatorMethod<Req, Res> {
   readonly originalName: string;
   readonly requestStream: boolean;
   readonly responseStream: boolean;
-  requestSerialize(value: Req): Buffer;
-  requestDeserialize(bytes: Buffer): Req | Malformed;
-  responseSerialize(value: Res): Buffer;
-  responseDeserialize(bytes: Buffer): Res | Malformed;
+  // Function-typed properties, not methods: grpc-js calls them detached from this object.
+  readonly requestSerialize: (value: Req) => Buffer;
+  readonly requestDeserialize: (bytes: Buffer) => Req | Malformed;
+  readonly responseSerialize: (value: Res) => Buffer;
+  readonly responseDeserialize: (bytes: Buffer) => Res | Malformed;
 }
 
 // A type alias, not an interface, so that it is assignable to grpc.ServiceDefinition's index signature.
@@ -104,13 +105,13 @@ export const SERVICE_NAME = 'subfed.v1.Coordinator';
 
 function counted<T extends object>(codec: MessageCodec<T>, direction: WireDirection, counter: WireCounter | undefined) {
   return {
-    serialize(value: T): Buffer {
+    serialize: (value: T): Buffer => {
       const bytes = codec.encode(value);
       sizes.set(value, bytes.length);
       counter?.(direction, clientIdOf(value), bytes.length);
       return bytes;
     },
-    deserialize(bytes: Buffer): T | Malformed {
+    deserialize: (bytes: Buffer): T | Malformed => {
       const value = codec.decode(bytes);
       sizes.set(value, bytes.length);
       // A chunk's oneof member carries the whole chunk's size, so wireSize(chunk.piece) works too.

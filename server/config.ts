@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
+import { formatZodIssues } from '../proto/zod-issues.js';
 import type { TensorMap, TensorSpec } from './model.js';
 import { validateInitialModel } from './model.js';
 
@@ -76,31 +77,11 @@ export const coordinatorConfigSchema = z
 export type CoordinatorConfig = z.output<typeof coordinatorConfigSchema>;
 export type CoordinatorConfigInput = z.input<typeof coordinatorConfigSchema>;
 
-function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
-  let cur: unknown = data;
-  for (const key of path) {
-    if (cur === null || typeof cur !== 'object') return undefined;
-    cur = (cur as Record<PropertyKey, unknown>)[key];
-  }
-  return cur;
-}
-
-function describe(value: unknown): string {
-  if (value === undefined) return 'nothing';
-  const text = JSON.stringify(value);
-  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
-}
-
 /** Parses a config object; a bad one throws naming each field: `rounds: expected a positive integer, got -3`. */
 export function parseConfig(data: unknown, source = 'config'): CoordinatorConfig {
   const result = coordinatorConfigSchema.safeParse(data);
   if (result.success) return result.data;
-  const lines = result.error.issues.map((issue) => {
-    const field = issue.path.map(String).join('.') || '(root)';
-    if (issue.code === 'unrecognized_keys') return `${field}: unknown field(s) ${issue.keys.join(', ')}`;
-    return `${field}: ${issue.message}, got ${describe(valueAt(data, issue.path))}`;
-  });
-  throw new Error(`${source}: ${lines.join('; ')}`);
+  throw new Error(`${source}: ${formatZodIssues(result.error, { input: data }).join('; ')}`);
 }
 
 /** Reads and validates a config file; relative paths inside it are resolved against its folder. */
@@ -169,10 +150,7 @@ function decodeValues(name: string, raw: number[] | string): Float32Array {
 export function parseModelFile(data: unknown, source = 'model'): InitialModel {
   const result = modelFileSchema.safeParse(data);
   if (!result.success) {
-    const lines = result.error.issues.map(
-      (i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}, got ${describe(valueAt(data, i.path))}`,
-    );
-    throw new Error(`${source}: ${lines.join('; ')}`);
+    throw new Error(`${source}: ${formatZodIssues(result.error, { input: data }).join('; ')}`);
   }
   const manifest: TensorSpec[] = result.data.manifest.map((t) => ({ name: t.name, shape: [...t.shape], prunable: t.prunable }));
   const initial: TensorMap = new Map();

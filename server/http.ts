@@ -75,15 +75,15 @@ export function createHttpServer(coord: Coordinator, metrics: CoordinatorMetrics
   app.get(
     '/healthz',
     { schema: { response: { 200: { type: 'object', properties: { status: { type: 'string' } } } } } },
-    async () => ({ status: 'ok' }),
+    (_req, reply) => reply.send({ status: 'ok' }),
   );
 
   app.get('/metrics', { schema: { response: { 200: { type: 'string' } } } }, async (_req, reply) => {
     reply.header('content-type', metrics.registry.contentType);
-    return metrics.registry.metrics();
+    return await metrics.registry.metrics();
   });
 
-  app.get('/api/status', { schema: { response: { 200: statusSchema } } }, async () => coord.status());
+  app.get('/api/status', { schema: { response: { 200: statusSchema } } }, (_req, reply) => reply.send(coord.status()));
 
   app.get<{ Querystring: { limit: number; before?: number } }>(
     '/api/rounds',
@@ -102,7 +102,7 @@ export function createHttpServer(coord: Coordinator, metrics: CoordinatorMetrics
         },
       },
     },
-    async (req) => ({ rounds: coord.rounds(req.query.limit, req.query.before) }),
+    (req, reply) => reply.send({ rounds: coord.rounds(req.query.limit, req.query.before) }),
   );
 
   return app;

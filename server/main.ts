@@ -72,7 +72,7 @@ export async function startCoordinator(
     'grpc.max_receive_message_length': 2 * config.grpc.maxMessageBytes,
   });
   server.addService(
-    definition as unknown as grpc.ServiceDefinition,
+    definition,
     createGrpcHandlers(coordinator, {
       limits: uploadLimits(coordinator.manifest),
       chunkBytes: Math.min(DEFAULT_CHUNK_BYTES, Math.max(1024, config.grpc.maxMessageBytes - 4096)),

@@ -151,4 +151,4 @@ function release(): void {
   scratch.clear();
 }
 
-serveWorkerRequests(handle, async () => release());
+serveWorkerRequests(handle, () => Promise.resolve(release()));

@@ -28,7 +28,7 @@ export interface SyntheticSizes {
 
 export interface LoadDatasetOptions {
   /** Directory holding the dataset's standard files (the CLI's --data-dir). */
-  dataDir?: string;
+  dataDir?: string | undefined;
   /** Seeds the embedded train/test split and the synthetic data. Default 0. */
   seed?: number;
   /** Where to look for Fashion-MNIST when no dataDir is given; default FASHION_MNIST_SYSTEM_DIR. */

@@ -37,16 +37,16 @@ export interface CommonPartitionOptions {
 
 export interface ShardOptions extends CommonPartitionOptions {
   /** Examples per shard; default 250 (the reference). */
-  shardSize?: number;
+  shardSize?: number | undefined;
   /** Shards per client; default 2 (the reference). */
-  shardsPerClient?: number;
+  shardsPerClient?: number | undefined;
 }
 
 export interface DirichletOptions extends CommonPartitionOptions {
   /** Concentration: small (0.1) is skewed, large (100) is near IID. */
   alpha: number;
   /** Each client gets at least this many training examples (proportions are redrawn until so); default 10. */
-  minExamples?: number;
+  minExamples?: number | undefined;
 }
 
 export type PartitionSpec =

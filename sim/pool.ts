@@ -22,7 +22,7 @@ type ToWorker<Req> = RequestEnvelope<Req> | CloseEnvelope;
 
 type FromWorker<Res> =
   | { readonly kind: 'result'; readonly id: number; readonly result: Res }
-  | { readonly kind: 'failure'; readonly id: number; readonly message: string; readonly stack?: string }
+  | { readonly kind: 'failure'; readonly id: number; readonly message: string; readonly stack: string | undefined }
   | { readonly kind: 'closed' };
 
 /** A task failed inside the worker (the worker is still alive). */

@@ -8,6 +8,7 @@
  */
 import os from 'node:os';
 import { z } from 'zod';
+import { formatZodIssues } from '../proto/zod-issues.js';
 import { ALGORITHM_NAMES, type AlgorithmName } from '../client/algorithms/config.js';
 import type { BackendChoice } from '../client/backend.js';
 import { MODEL_NAMES, type ModelName } from '../client/model.js';
@@ -167,21 +168,21 @@ export class SimConfigError extends Error {
 
 /** Flags as commander hands them over: every value a string, absent when not given. */
 export interface SimFlags {
-  preset?: string;
-  compare?: string;
-  algorithm?: string;
-  rounds?: string;
-  clients?: string;
-  dataDir?: string;
-  dataset?: string;
-  out?: string;
-  evalEvery?: string;
-  workers?: string;
-  values?: string;
-  seed?: string;
-  backend?: string;
-  localEpochs?: string;
-  fraction?: string;
+  preset?: string | undefined;
+  compare?: string | undefined;
+  algorithm?: string | undefined;
+  rounds?: string | undefined;
+  clients?: string | undefined;
+  dataDir?: string | undefined;
+  dataset?: string | undefined;
+  out?: string | undefined;
+  evalEvery?: string | undefined;
+  workers?: string | undefined;
+  values?: string | undefined;
+  seed?: string | undefined;
+  backend?: string | undefined;
+  localEpochs?: string | undefined;
+  fraction?: string | undefined;
 }
 
 function fail(flag: string, value: string, expected: string): never {
@@ -266,9 +267,7 @@ export function resolveSimConfig(flags: SimFlags): SimConfig {
 export function validateSimConfig(config: unknown): SimConfig {
   const result = simConfigSchema.safeParse(config);
   if (!result.success) {
-    const issue = result.error.issues[0];
-    const at = issue.path.join('.') || '(config)';
-    throw new SimConfigError(`${at}: ${issue.message}`);
+    throw new SimConfigError(formatZodIssues(result.error, { input: config, root: '(config)' }).join('; '));
   }
   const c = result.data;
   if (c.algorithms.includes('subfedavg-hy') && !c.hybridModel.includes('bn')) {

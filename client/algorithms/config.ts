@@ -9,6 +9,7 @@
  * ignored setting.
  */
 import { z } from 'zod';
+import { formatZodIssues } from '../../proto/zod-issues.js';
 
 export const ALGORITHM_NAMES = ['subfedavg-un', 'subfedavg-hy', 'fedavg', 'fedavg-ft', 'local'] as const;
 export type AlgorithmName = (typeof ALGORITHM_NAMES)[number];
@@ -99,10 +100,7 @@ export class AlgorithmConfigError extends Error {
 export function parseConfig<S extends z.ZodType>(algorithm: string, schema: S, input: unknown): z.infer<S> {
   const result = schema.safeParse(input ?? {});
   if (!result.success) {
-    const problems = result.error.issues.map((issue) => {
-      const where = issue.path.length > 0 ? issue.path.join('.') : '(config)';
-      return `${where}: ${issue.message}`;
-    });
+    const problems = formatZodIssues(result.error, { input: input ?? {}, root: '(config)' });
     throw new AlgorithmConfigError(`invalid ${algorithm} config: ${problems.join('; ')}`);
   }
   return result.data;

@@ -49,8 +49,8 @@ export class FedAvg implements ClientAlgorithm {
     return trainDense(ctx);
   }
 
-  async evaluate(ctx: RoundContext, dataset: Dataset): Promise<EvalResult> {
-    return evaluate(ctx.model, dataset);
+  evaluate(ctx: RoundContext, dataset: Dataset): Promise<EvalResult> {
+    return Promise.resolve(evaluate(ctx.model, dataset));
   }
 }
 
@@ -126,7 +126,7 @@ export class LocalOnly implements ClientAlgorithm {
     return trainDense(ctx);
   }
 
-  async evaluate(ctx: RoundContext, dataset: Dataset): Promise<EvalResult> {
-    return evaluate(ctx.model, dataset);
+  evaluate(ctx: RoundContext, dataset: Dataset): Promise<EvalResult> {
+    return Promise.resolve(evaluate(ctx.model, dataset));
   }
 }

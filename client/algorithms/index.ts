@@ -1,12 +1,12 @@
 /** The client algorithms by name. */
-import { ALGORITHM_NAMES, AlgorithmConfigError, isAlgorithmName, type AlgorithmName } from './config.js';
+import { ALGORITHM_NAMES, AlgorithmConfigError, isAlgorithmName } from './config.js';
 import { FedAvg, FedAvgFt, LocalOnly } from './dense.js';
 import { SubFedAvgHy } from './subfedavg-hy.js';
 import { SubFedAvgUn } from './subfedavg-un.js';
 import type { ClientAlgorithm } from './types.js';
 
 /** A new algorithm object (one per client: fedavg-ft keeps per-client bookkeeping). `config` is validated. */
-export function createAlgorithm(name: AlgorithmName | string, config: unknown = {}): ClientAlgorithm {
+export function createAlgorithm(name: string, config: unknown = {}): ClientAlgorithm {
   if (!isAlgorithmName(name)) {
     throw new AlgorithmConfigError(`unknown algorithm '${name}': expected one of ${ALGORITHM_NAMES.join(', ')}`);
   }

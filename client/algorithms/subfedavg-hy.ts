@@ -118,7 +118,7 @@ export class SubFedAvgHy implements ClientAlgorithm {
     };
   }
 
-  async evaluate(ctx: RoundContext, dataset: Dataset): Promise<EvalResult> {
-    return evaluate(ctx.model, dataset);
+  evaluate(ctx: RoundContext, dataset: Dataset): Promise<EvalResult> {
+    return Promise.resolve(evaluate(ctx.model, dataset));
   }
 }

@@ -67,7 +67,7 @@ export class SubFedAvgUn implements ClientAlgorithm {
     };
   }
 
-  async evaluate(ctx: RoundContext, dataset: Dataset): Promise<EvalResult> {
-    return evaluate(ctx.model, dataset);
+  evaluate(ctx: RoundContext, dataset: Dataset): Promise<EvalResult> {
+    return Promise.resolve(evaluate(ctx.model, dataset));
   }
 }

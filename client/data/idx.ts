@@ -10,9 +10,9 @@ const hex = (n: number): string => `0x${n.toString(16).padStart(8, '0')}`;
 
 export interface IdxOptions {
   /** Labels must be below this; 10 for MNIST and Fashion-MNIST. */
-  numClasses?: number;
+  numClasses?: number | undefined;
   /** Name of the resulting dataset; defaults to the images file path. */
-  name?: string;
+  name?: string | undefined;
 }
 
 /**

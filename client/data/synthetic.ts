@@ -9,7 +9,7 @@ export interface SyntheticOptions {
   channels: number;
   seed: number;
   /** Standard deviation of the per-pixel Gaussian noise, as a fraction of 255. Default 0.2. */
-  noise?: number;
+  noise?: number | undefined;
   /**
    * Which independent stream of examples to draw from the same class patterns
    * (the patterns depend on `seed` only): give train and test different streams.

@@ -4,7 +4,7 @@
  * ~0.2 ms on ones[1, 1440]·dy[1440, 10] (XNNPACK repacks its "weights", here dy, on every
  * call), cpu's Sum transposes first; one pass in TypeScript over the heap is a few µs.
  */
-import type { KernelBackend, KernelConfig, KernelFunc, NamedTensorInfoMap, Tensor } from '@tensorflow/tfjs-core';
+import type { KernelBackend, KernelConfig, KernelFunc, Tensor } from '@tensorflow/tfjs-core';
 import * as tf from '@tensorflow/tfjs-core';
 import { tensorAccess, type LocalBackendName } from './tensor_access.js';
 
@@ -18,7 +18,7 @@ export function columnSumInto(x: Float32Array, rows: number, cols: number, out: 
 
 function columnSumKernel(backendName: LocalBackendName): KernelFunc {
   return ({ inputs, backend }) => {
-    const { x } = inputs as NamedTensorInfoMap;
+    const { x } = inputs;
     if (x === undefined) throw new Error(`${COLUMN_SUM_KERNEL} needs input x`);
     if (x.dtype !== 'float32') throw new Error(`${COLUMN_SUM_KERNEL}: float32 input expected, got ${x.dtype}`);
     const cols = x.shape.length === 0 ? 1 : x.shape[x.shape.length - 1];
@@ -41,7 +41,7 @@ export function columnSumConfig(backendName: LocalBackendName): KernelConfig {
  */
 export function columnSum(x: Tensor): Tensor {
   if (tf.getKernel(COLUMN_SUM_KERNEL, tf.getBackend()) !== undefined && x.dtype === 'float32') {
-    return tf.engine().runKernel(COLUMN_SUM_KERNEL, { x }) as Tensor;
+    return tf.engine().runKernel<Tensor>(COLUMN_SUM_KERNEL, { x });
   }
   const cols = x.shape[x.rank - 1];
   const rows = x.size / cols;

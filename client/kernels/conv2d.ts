@@ -3,7 +3,7 @@
  * six-deep loop through generic index helpers. In NHWC the product
  * patches[N, K] · W[K, outC] (N = batch*outH*outW, K = kh*kw*inC) is already the output.
  */
-import type { Conv2DAttrs, KernelBackend, KernelConfig, KernelFunc, NamedTensorInfoMap } from '@tensorflow/tfjs-core';
+import type { Conv2DAttrs, KernelBackend, KernelConfig, KernelFunc } from '@tensorflow/tfjs-core';
 import { backend_util, Conv2D, getKernel } from '@tensorflow/tfjs-core';
 import { matmulInto } from './matmul.js';
 import { tensorAccess } from './tensor_access.js';
@@ -54,7 +54,7 @@ export function im2col(x: Float32Array, info: backend_util.Conv2DInfo, patches: 
 function conv2dKernel(stock: KernelFunc): KernelFunc {
   return (args) => {
     const { inputs, attrs } = args;
-    const { x, filter } = inputs as NamedTensorInfoMap;
+    const { x, filter } = inputs;
     const { strides, pad, dataFormat, dilations, dimRoundingMode } = attrs as unknown as Conv2DAttrs;
     if (x === undefined || filter === undefined) throw new Error('Conv2D needs inputs x and filter');
     if ((dataFormat !== undefined && dataFormat !== 'NHWC') || x.dtype !== 'float32' || filter.dtype !== 'float32')

@@ -68,7 +68,7 @@ export function im2colTransposed(x: Float32Array, info: backend_util.Conv2DInfo,
 function conv2dBackpropFilterKernel(backendName: LocalBackendName): KernelFunc {
   return ({ inputs, backend: anyBackend, attrs }) => {
     const backend = anyBackend as KernelBackend;
-    const { x, dy } = inputs as NamedTensorInfoMap;
+    const { x, dy } = inputs;
     const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as unknown as Conv2DBackpropFilterAttrs;
     if (x === undefined || dy === undefined) throw new Error('Conv2DBackpropFilter needs inputs x and dy');
     if (dataFormat !== undefined && dataFormat !== 'NHWC') {

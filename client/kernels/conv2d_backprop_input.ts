@@ -11,15 +11,7 @@
  * kernel, non-square kernels, on which XNNPACK's conv has been seen to abort) go to the
  * stock kernel.
  */
-import type {
-  Conv2DBackpropInputAttrs,
-  KernelBackend,
-  KernelConfig,
-  KernelFunc,
-  NamedAttrMap,
-  NamedTensorInfoMap,
-  TensorInfo,
-} from '@tensorflow/tfjs-core';
+import type { Conv2DBackpropInputAttrs, KernelBackend, KernelConfig, KernelFunc, TensorInfo } from '@tensorflow/tfjs-core';
 import { backend_util, Conv2D, Conv2DBackpropInput, getKernel } from '@tensorflow/tfjs-core';
 import { matmulInto } from './matmul.js';
 import { tensorAccess, type LocalBackendName } from './tensor_access.js';
@@ -76,7 +68,7 @@ export function col2imAdd(dPatches: Float32Array, info: backend_util.Conv2DInfo,
 function cpuConv2dBackpropInputKernel(stock: KernelFunc): KernelFunc {
   return (args) => {
     const { inputs, attrs } = args;
-    const { dy, filter } = inputs as NamedTensorInfoMap;
+    const { dy, filter } = inputs;
     const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as unknown as Conv2DBackpropInputAttrs;
     if (dy === undefined || filter === undefined) throw new Error('Conv2DBackpropInput needs inputs dy and filter');
     if ((dataFormat !== undefined && dataFormat !== 'NHWC') || dy.dtype !== 'float32' || filter.dtype !== 'float32')
@@ -112,7 +104,7 @@ function conv2dBackpropInputKernel(backendName: LocalBackendName, stock: KernelF
   return (args) => {
     const { inputs, attrs } = args;
     const backend = args.backend as KernelBackend;
-    const { dy, filter } = inputs as NamedTensorInfoMap;
+    const { dy, filter } = inputs;
     const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as unknown as Conv2DBackpropInputAttrs;
     if (dy === undefined || filter === undefined) throw new Error('Conv2DBackpropInput needs inputs dy and filter');
     const [kh, kw, inC, outC] = filter.shape;
@@ -156,7 +148,7 @@ function conv2dBackpropInputKernel(backendName: LocalBackendName, stock: KernelF
           [0, 0],
         ],
         dataFormat: 'NHWC',
-      } as unknown as NamedAttrMap,
+      },
     }) as TensorInfo;
     access.dispose(flipped);
     return dx;

@@ -12,8 +12,6 @@ import type { GradConfig, NamedAttrMap, Tensor } from '@tensorflow/tfjs-core';
 import { backend_util, util } from '@tensorflow/tfjs-core';
 import { columnSum } from './column_sum.js';
 
-type Grads = Record<string, () => Tensor>;
-
 /** Sums `grad` (of the broadcast output shape) back down to `shape`. */
 function unbroadcast(grad: Tensor, shape: number[]): Tensor {
   const axes = backend_util.getReductionAxes(shape, grad.shape);
@@ -46,23 +44,23 @@ const GRADIENTS: GradConfig[] = [
   {
     kernelName: tf.Add,
     inputsToSave: ['a', 'b'],
-    gradFunc: (dy, [a, b]) =>
-      ({ a: () => unbroadcast(dy as Tensor, a.shape), b: () => unbroadcast(dy as Tensor, b.shape) }) as Grads,
+    gradFunc: (dy, [a, b]) => ({ a: () => unbroadcast(dy as Tensor, a.shape), b: () => unbroadcast(dy as Tensor, b.shape) }),
   },
   {
     kernelName: tf.Sub,
     inputsToSave: ['a', 'b'],
-    gradFunc: (dy, [a, b]) =>
-      ({ a: () => unbroadcast(dy as Tensor, a.shape), b: () => unbroadcast(tf.neg(dy as Tensor), b.shape) }) as Grads,
+    gradFunc: (dy, [a, b]) => ({
+      a: () => unbroadcast(dy as Tensor, a.shape),
+      b: () => unbroadcast(tf.neg(dy as Tensor), b.shape),
+    }),
   },
   {
     kernelName: tf.Multiply,
     inputsToSave: ['a', 'b'],
-    gradFunc: (dy, [a, b]) =>
-      ({
-        a: () => unbroadcast(tf.mul(dy as Tensor, tf.cast(b, 'float32')), a.shape),
-        b: () => unbroadcast(tf.mul(dy as Tensor, tf.cast(a, 'float32')), b.shape),
-      }) as Grads,
+    gradFunc: (dy, [a, b]) => ({
+      a: () => unbroadcast(tf.mul(dy as Tensor, tf.cast(b, 'float32')), a.shape),
+      b: () => unbroadcast(tf.mul(dy as Tensor, tf.cast(a, 'float32')), b.shape),
+    }),
   },
   { kernelName: tf.Neg, gradFunc: (dy) => ({ x: () => tf.neg(dy as Tensor) }) },
   { kernelName: tf.Cast, gradFunc: (dy) => ({ x: () => (dy as Tensor).clone() }) },
@@ -116,12 +114,16 @@ const GRADIENTS: GradConfig[] = [
     outputsToSave: [true],
     gradFunc: (dy, [x, y], attrs) => ({
       x: () =>
-        tf.engine().runKernel(tf.MaxPoolGrad, { dy: dy as Tensor, input: x, output: y }, {
-          filterSize: attrs.filterSize,
-          strides: attrs.strides,
-          pad: attrs.pad,
-          dimRoundingMode: attrs.dimRoundingMode,
-        } as unknown as NamedAttrMap) as Tensor,
+        tf.engine().runKernel<Tensor>(
+          tf.MaxPoolGrad,
+          { dy: dy as Tensor, input: x, output: y },
+          {
+            filterSize: attrs.filterSize,
+            strides: attrs.strides,
+            pad: attrs.pad,
+            dimRoundingMode: attrs.dimRoundingMode,
+          },
+        ),
     }),
   },
   {
@@ -140,15 +142,23 @@ const GRADIENTS: GradConfig[] = [
       };
       return {
         x: () =>
-          tf.engine().runKernel(tf.Conv2DBackpropInput, { dy: dy as Tensor, filter }, {
-            ...common,
-            inputShape: x.shape,
-          } as unknown as NamedAttrMap) as Tensor,
+          tf.engine().runKernel<Tensor>(
+            tf.Conv2DBackpropInput,
+            { dy: dy as Tensor, filter },
+            {
+              ...common,
+              inputShape: x.shape,
+            },
+          ),
         filter: () =>
-          tf.engine().runKernel(tf.Conv2DBackpropFilter, { x, dy: dy as Tensor }, {
-            ...common,
-            filterShape: filter.shape,
-          } as unknown as NamedAttrMap) as Tensor,
+          tf.engine().runKernel<Tensor>(
+            tf.Conv2DBackpropFilter,
+            { x, dy: dy as Tensor },
+            {
+              ...common,
+              filterShape: filter.shape,
+            },
+          ),
       };
     },
   },

@@ -4,7 +4,7 @@
  * The stock kernels revisit every window once per input pixel through generic index
  * helpers; this is one pass over the windows, NHWC.
  */
-import type { KernelBackend, KernelConfig, KernelFunc, MaxPoolGradAttrs, NamedTensorInfoMap } from '@tensorflow/tfjs-core';
+import type { KernelBackend, KernelConfig, KernelFunc, MaxPoolGradAttrs } from '@tensorflow/tfjs-core';
 import { backend_util, MaxPoolGrad } from '@tensorflow/tfjs-core';
 import { tensorAccess, type LocalBackendName } from './tensor_access.js';
 
@@ -58,7 +58,7 @@ export function maxPoolBackprop(x: Float32Array, dy: Float32Array, info: backend
 
 function maxPoolGradKernel(backendName: LocalBackendName): KernelFunc {
   return ({ inputs, backend, attrs }) => {
-    const { dy, input } = inputs as NamedTensorInfoMap;
+    const { dy, input } = inputs;
     const { filterSize, strides, pad, dimRoundingMode } = attrs as unknown as MaxPoolGradAttrs;
     if (dy === undefined || input === undefined) throw new Error('MaxPoolGrad needs inputs dy and input');
     if (dy.dtype !== 'float32' || input.dtype !== 'float32') {

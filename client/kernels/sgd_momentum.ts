@@ -8,7 +8,7 @@
  * Outputs are new tensors: inputs are never written in place (a variable's storage may
  * be shared with other tensors).
  */
-import type { KernelBackend, KernelConfig, KernelFunc, NamedAttrMap, NamedTensorInfoMap, Tensor } from '@tensorflow/tfjs-core';
+import type { KernelBackend, KernelConfig, KernelFunc, NamedAttrMap, Tensor } from '@tensorflow/tfjs-core';
 import * as tf from '@tensorflow/tfjs-core';
 import { tensorAccess, type LocalBackendName } from './tensor_access.js';
 
@@ -41,13 +41,13 @@ export function sgdMomentumUpdate(
 const sgdMomentumKernel =
   (backendName: LocalBackendName): KernelFunc =>
   ({ inputs, backend, attrs }) => {
-    const { w, buf, g } = inputs as NamedTensorInfoMap;
+    const { w, buf, g } = inputs;
     if (w === undefined || buf === undefined || g === undefined)
       throw new Error(`${SGD_MOMENTUM_KERNEL} needs inputs w, buf and g`);
     const size = tf.util.sizeFromShape(w.shape);
     if (tf.util.sizeFromShape(buf.shape) !== size || tf.util.sizeFromShape(g.shape) !== size) {
       throw new Error(
-        `${SGD_MOMENTUM_KERNEL}: w, buf and g must have the same size, got [${w.shape}], [${buf.shape}], [${g.shape}]`,
+        `${SGD_MOMENTUM_KERNEL}: w, buf and g must have the same size, got [${String(w.shape)}], [${String(buf.shape)}], [${String(g.shape)}]`,
       );
     }
     const access = tensorAccess(backendName, backend as KernelBackend);
@@ -81,7 +81,7 @@ export const WASM_FUSED_MAX_SIZE = 20_000;
 export function sgdMomentumStep(w: Tensor, buf: Tensor, g: Tensor, attrs: SgdMomentumAttrs): [Tensor, Tensor] {
   const backend = tf.getBackend();
   if (tf.getKernel(SGD_MOMENTUM_KERNEL, backend) !== undefined && (backend !== 'wasm' || w.size <= WASM_FUSED_MAX_SIZE)) {
-    const out = tf.engine().runKernel(SGD_MOMENTUM_KERNEL, { w, buf, g }, attrs as unknown as NamedAttrMap) as Tensor[];
+    const out = tf.engine().runKernel<Tensor[]>(SGD_MOMENTUM_KERNEL, { w, buf, g }, attrs as unknown as NamedAttrMap);
     return [out[0], out[1]];
   }
   return tf.tidy(() => {

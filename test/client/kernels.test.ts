@@ -47,12 +47,16 @@ function randomCases(seed: number, count: number): Case[] {
 
 /** dL/dW of L(W) = sum(conv2d(x, W) * r), through the registered Conv2DBackpropFilter. */
 function kernelGradient(x: tf.Tensor4D, filterShape: number[], r: tf.Tensor4D, c: Case): Float32Array {
-  const dw = tf.engine().runKernel('Conv2DBackpropFilter', { x, dy: r }, {
-    strides: c.strides,
-    pad: c.pad,
-    dataFormat: 'NHWC',
-    filterShape,
-  } as unknown as tf.NamedAttrMap) as tf.Tensor;
+  const dw = tf.engine().runKernel<tf.Tensor>(
+    'Conv2DBackpropFilter',
+    { x, dy: r },
+    {
+      strides: c.strides,
+      pad: c.pad,
+      dataFormat: 'NHWC',
+      filterShape,
+    },
+  );
   const values = dw.dataSync() as Float32Array;
   dw.dispose();
   return values;
@@ -119,7 +123,7 @@ async function referenceProblems(): Promise<Problem[]> {
       rng,
       outShape.reduce((a, b) => a * b),
     );
-    const rt = tf.tensor4d(r, outShape as [number, number, number, number]);
+    const rt = tf.tensor4d(r, outShape);
     const numerical = numericalGradient(xt, w, filterShape, rt, c);
     const wt = tf.tensor4d(w, filterShape as [number, number, number, number]);
     const inputLoss = (values: Float32Array): number =>
@@ -172,11 +176,15 @@ function poolReferences(): PoolProblem[] {
     const y = tf.maxPool(xt, filterSize, strides, pad);
     const dy = randomArray(rng, y.size);
     const dyt = tf.tensor(dy, y.shape);
-    const dxt = tf.engine().runKernel('MaxPoolGrad', { dy: dyt, input: xt, output: y }, {
-      filterSize,
-      strides,
-      pad,
-    } as unknown as tf.NamedAttrMap) as tf.Tensor;
+    const dxt = tf.engine().runKernel<tf.Tensor>(
+      'MaxPoolGrad',
+      { dy: dyt, input: xt, output: y },
+      {
+        filterSize,
+        strides,
+        pad,
+      },
+    );
     out.push({ shape, filterSize, strides, pad, x, dy, dyShape: y.shape, dx: dxt.dataSync() as Float32Array });
     tf.dispose([xt, y, dyt, dxt]);
   }
@@ -235,7 +243,7 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('BatchMatMul on %s', (backend) => 
     await initBackend(backend);
     for (const { a, b, transposeA, transposeB, product } of cases) {
       const got = tf.tidy(() => tf.matMul(a, b, transposeA, transposeB).dataSync());
-      const label = `[${a.shape}]${transposeA ? 'ᵀ' : ''}·[${b.shape}]${transposeB ? 'ᵀ' : ''}`;
+      const label = `[${String(a.shape)}]${transposeA ? 'ᵀ' : ''}·[${String(b.shape)}]${transposeB ? 'ᵀ' : ''}`;
       expect(got.length, label).toBe(product.length);
       for (let i = 0; i < product.length; i++)
         expect(Math.abs(got[i] - product[i]), `${label}[${i}]`).toBeLessThan(1e-5 * (1 + Math.abs(product[i])));
@@ -299,12 +307,16 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (bac
     for (const { c, w, r, outShape, filterShape, inputProbes } of cases) {
       const wt = tf.tensor4d(w, filterShape as [number, number, number, number]);
       const rt = tf.tensor4d(r, outShape as [number, number, number, number]);
-      const dx = tf.engine().runKernel('Conv2DBackpropInput', { dy: rt, filter: wt }, {
-        strides: c.strides,
-        pad: c.pad,
-        dataFormat: 'NHWC',
-        inputShape: [c.batch, c.size[0], c.size[1], c.inC],
-      } as unknown as tf.NamedAttrMap) as tf.Tensor;
+      const dx = tf.engine().runKernel<tf.Tensor>(
+        'Conv2DBackpropInput',
+        { dy: rt, filter: wt },
+        {
+          strides: c.strides,
+          pad: c.pad,
+          dataFormat: 'NHWC',
+          inputShape: [c.batch, c.size[0], c.size[1], c.inC],
+        },
+      );
       expect(dx.shape).toEqual([c.batch, c.size[0], c.size[1], c.inC]);
       const got = dx.dataSync();
       for (const { index, value } of inputProbes) {
@@ -321,11 +333,15 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter on %s', (bac
       const xt = tf.tensor4d(p.x, p.shape);
       const y = tf.maxPool(xt, p.filterSize, p.strides, p.pad);
       const dyt = tf.tensor(p.dy, p.dyShape);
-      const dx = tf.engine().runKernel('MaxPoolGrad', { dy: dyt, input: xt, output: y }, {
-        filterSize: p.filterSize,
-        strides: p.strides,
-        pad: p.pad,
-      } as unknown as tf.NamedAttrMap) as tf.Tensor;
+      const dx = tf.engine().runKernel<tf.Tensor>(
+        'MaxPoolGrad',
+        { dy: dyt, input: xt, output: y },
+        {
+          filterSize: p.filterSize,
+          strides: p.strides,
+          pad: p.pad,
+        },
+      );
       const got = dx.dataSync();
       const label = JSON.stringify({ ...p, x: undefined, dy: undefined, dx: undefined });
       // Same routing (same zeros); overlapping windows may sum in another order.
@@ -384,7 +400,7 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('column sums (bias gradients) on %
         ),
         shape,
       );
-      const got = (tf.engine().runKernel(COLUMN_SUM_KERNEL, { x }) as tf.Tensor).dataSync();
+      const got = tf.engine().runKernel<tf.Tensor>(COLUMN_SUM_KERNEL, { x }).dataSync();
       const want = tf
         .sum(
           x,
@@ -422,10 +438,8 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('fused SGD-momentum kernel on %s',
     const gValues = randomArray(rng, n).map((v, i) => (i % 3 === 0 ? 0 : v));
     const g = tf.tensor1d(gValues);
     const attrs = { lr: 0.01, momentum: 0.5 };
-    const [wOut, bufOut] = tf
-      .engine()
-      .runKernel(SGD_MOMENTUM_KERNEL, { w, buf: tf.zerosLike(w), g }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
-    const fused = tf.engine().runKernel(SGD_MOMENTUM_KERNEL, { w, buf, g }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+    const [wOut, bufOut] = tf.engine().runKernel<tf.Tensor[]>(SGD_MOMENTUM_KERNEL, { w, buf: tf.zerosLike(w), g }, attrs);
+    const fused = tf.engine().runKernel<tf.Tensor[]>(SGD_MOMENTUM_KERNEL, { w, buf, g }, attrs);
     const next = tf.add(tf.mul(buf, attrs.momentum), g);
     const want = [tf.sub(w, tf.mul(next, attrs.lr)).dataSync(), next.dataSync()];
     const got = [fused[0].dataSync(), fused[1].dataSync()];
@@ -458,14 +472,19 @@ describe.each<BackendChoice>(['cpu', 'wasm'])('Conv2DBackpropFilter with one inp
       const out = side - k + 1;
       const x = tf.tensor4d(randomArray(rng, batch * side * side), [batch, side, side, 1]);
       const dy = tf.tensor4d(randomArray(rng, batch * out * out * outC), [batch, out, out, outC]);
-      const got = (
-        tf.engine().runKernel('Conv2DBackpropFilter', { x, dy }, {
-          strides: 1,
-          pad: 'valid',
-          dataFormat: 'NHWC',
-          filterShape: [k, k, 1, outC],
-        } as unknown as tf.NamedAttrMap) as tf.Tensor
-      ).dataSync();
+      const got = tf
+        .engine()
+        .runKernel<tf.Tensor>(
+          'Conv2DBackpropFilter',
+          { x, dy },
+          {
+            strides: 1,
+            pad: 'valid',
+            dataFormat: 'NHWC',
+            filterShape: [k, k, 1, outC],
+          },
+        )
+        .dataSync();
       const xs = x.dataSync();
       const ds = dy.dataSync();
       for (let kh = 0; kh < k; kh++) {

@@ -48,7 +48,7 @@ describe.each(MODEL_NAMES)('%s', (name) => {
 
   it('maps a batch to logits of shape [batch, 10] in both modes without leaking tensors', () => {
     const model = createModel(name, 2);
-    const x = tf.randomNormal([3, ...model.inputShape]) as tf.Tensor4D;
+    const x = tf.randomNormal<tf.Rank.R4>([3, ...model.inputShape]);
     const before = tf.memory().numTensors;
     for (const training of [false, true]) {
       const logits = model.forward(x, training);
@@ -88,7 +88,7 @@ describe('weights and personal state', () => {
     const model = createModel('lenet5-bn-mnist', 3);
     expect([...model.personal.keys()]).toEqual(['bn1.running_mean', 'bn1.running_var', 'bn2.running_mean', 'bn2.running_var']);
     expect(model.manifest.some((s) => s.name.includes('running'))).toBe(false);
-    const x = tf.randomNormal([4, 28, 28, 1], 2, 1) as tf.Tensor4D;
+    const x = tf.randomNormal<tf.Rank.R4>([4, 28, 28, 1], 2, 1);
     tf.dispose(model.forward(x, false));
     expect(Array.from(model.getPersonal().get('bn1.running_mean')!)).toEqual(new Array(10).fill(0));
     tf.dispose(model.forward(x, true));
@@ -142,7 +142,7 @@ describe('weights and personal state', () => {
     weights.get(group.gamma)![removed] = 0;
     weights.get(group.beta)![removed] = 0;
     model.setWeights(weights);
-    const x = tf.randomNormal([2, 28, 28, 1], 0, 1, 'float32', 3) as tf.Tensor4D;
+    const x = tf.randomNormal<tf.Rank.R4>([2, 28, 28, 1], 0, 1, 'float32', 3);
     const before = model.forward(x, false).dataSync();
     // Scramble exactly the rows fed by that channel: the output must not move.
     const fc1 = weights.get(group.next.weight)!;

@@ -255,14 +255,9 @@ describe('gradients', () => {
         [true, true],
       ] as const) {
         const other = randn(tb ? [6, 5] : [5, 6]);
-        checkGradient(
-          `matMul a (${ta}, ${tb})`,
-          (a) => tf.matMul(a as tf.Tensor2D, other as tf.Tensor2D, ta, tb),
-          randn(ta ? [5, 4] : [4, 5]),
-          10,
-        );
+        checkGradient(`matMul a (${ta}, ${tb})`, (a) => tf.matMul(a, other, ta, tb), randn(ta ? [5, 4] : [4, 5]), 10);
         const left = randn(ta ? [5, 4] : [4, 5]);
-        checkGradient(`matMul b (${ta}, ${tb})`, (b) => tf.matMul(left as tf.Tensor2D, b as tf.Tensor2D, ta, tb), other, 11);
+        checkGradient(`matMul b (${ta}, ${tb})`, (b) => tf.matMul(left, b, ta, tb), other, 11);
       }
       for (const pad of ['valid', 'same', 1] as const) {
         checkGradient(`conv2d input (${pad})`, (x) => tf.conv2d(x as tf.Tensor4D, kernel as tf.Tensor4D, [2, 1], pad), image, 12);
@@ -323,7 +318,7 @@ describe('gradients', () => {
   it('gives every trainable tensor of every model a finite gradient', () => {
     for (const name of ['mlp', 'lenet5-cifar', 'lenet5-bn-cifar'] as const) {
       const model = createModel(name, 11);
-      const x = tf.randomNormal([4, ...model.inputShape]) as tf.Tensor4D;
+      const x = tf.randomNormal<tf.Rank.R4>([4, ...model.inputShape]);
       const labels = tf.oneHot(tf.tensor1d([0, 3, 7, 9], 'int32'), 10);
       const { value, grads } = tf.variableGrads(
         () => tf.neg(tf.mean(tf.sum(tf.mul(labels, tf.logSoftmax(model.forward(x, true))), 1))) as tf.Scalar,

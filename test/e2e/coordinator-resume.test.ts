@@ -33,7 +33,7 @@ function startChild(configPath: string): Promise<Running> {
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: child.stdout! });
+    const lines = createInterface({ input: child.stdout });
     lines.on('line', (line) => {
       try {
         const entry = JSON.parse(line) as { event?: string; grpcPort?: number; httpPort?: number };

@@ -61,7 +61,7 @@ describe('subfed sim end to end (synthetic data, real gRPC, worker threads)', ()
     const lines = readFileSync(path.join(dir, 'run', 'rounds.jsonl'), 'utf8')
       .trimEnd()
       .split('\n');
-    expect(lines.map((l) => JSON.parse(l))).toEqual(reports);
+    expect(lines.map((l) => JSON.parse(l) as unknown)).toEqual(reports);
   });
 
   const of = (algorithm: string) => reports.filter((r) => r.algorithm === algorithm);

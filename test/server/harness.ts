@@ -96,7 +96,7 @@ export class ScriptedClient {
   }
 
   unary<Req, Res>(
-    m: { path: string; requestSerialize(v: Req): Buffer; responseDeserialize(b: Buffer): unknown },
+    m: { path: string; requestSerialize: (v: Req) => Buffer; responseDeserialize: (b: Buffer) => unknown },
     req: Req,
   ): Promise<Res> {
     return new Promise((resolve, reject) => {

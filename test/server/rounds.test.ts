@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { encodeSparseTensor } from '../../proto/codec.js';
 import { PROTOCOL_VERSION, type SparseTensor, type UpdateHeader } from '../../proto/rpc.js';
@@ -307,10 +310,7 @@ describe('round lifecycle', () => {
     coord.stop();
   });
 
-  it('persists registry, masks and rounds in SQLite and resumes from them', async () => {
-    const { mkdtempSync, rmSync } = await import('node:fs');
-    const { tmpdir } = await import('node:os');
-    const { join } = await import('node:path');
+  it('persists registry, masks and rounds in SQLite and resumes from them', () => {
     const dir = mkdtempSync(join(tmpdir(), 'subfed-store-'));
     try {
       const sqlite = join(dir, 'nested', 'state.db');

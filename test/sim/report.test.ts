@@ -50,11 +50,11 @@ describe('report writer', () => {
     expect(JSON.parse(readFileSync(path.join(folder, 'config.json'), 'utf8'))).toEqual(config);
     const lines = readFileSync(path.join(folder, 'rounds.jsonl'), 'utf8').trimEnd().split('\n');
     expect(lines).toHaveLength(9);
-    expect(lines.map((l) => JSON.parse(l))).toEqual(reports);
+    expect(lines.map((l) => JSON.parse(l) as unknown)).toEqual(reports);
   });
 
   it('writes a summary per algorithm with totals and the last evaluation', () => {
-    const summary = JSON.parse(readFileSync(path.join(folder, 'summary.json'), 'utf8'));
+    const summary = JSON.parse(readFileSync(path.join(folder, 'summary.json'), 'utf8')) as { summaries: unknown };
     expect(summary.summaries).toEqual(summaries);
     const hy = summaries.find((s) => s.algorithm === 'subfedavg-hy')!;
     expect(hy.uploadBytes).toBe(6000);
@@ -97,13 +97,13 @@ describe('report writer', () => {
     const json = new RegExp(`<script id="${REPORT_DATA_ELEMENT_ID}" type="application/json">([\\s\\S]*?)</script>`).exec(
       html,
     )![1];
-    const data = JSON.parse(json);
+    const data = JSON.parse(json) as { rounds: unknown; summaries: unknown };
     expect(data.rounds).toEqual(reports);
     expect(data.summaries).toEqual(summaries);
 
     // Run the page's own chart script against a stub Chart to see what it plots.
     const charts: Record<string, { datasets: Array<{ label: string; data: Array<number | null> }> }> = {};
-    const elements: Record<string, { textContent?: string; id: string; remove(): void }> = {};
+    const elements: Record<string, { textContent?: string | undefined; id: string; remove(): void }> = {};
     const document = {
       getElementById: (id: string) =>
         (elements[id] ??= { id, textContent: id === REPORT_DATA_ELEMENT_ID ? json : undefined, remove() {} }),
