@@ -54,7 +54,7 @@ async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
     const acks = await Promise.all(
       clients.map(async (c, i) => {
         const task = await c.pullTask(0);
-        if (!('header' in task)) throw new Error(`client ${i} got no task`);
+        if (task.kind !== 'task') throw new Error(`client ${i} got no task (${task.kind})`);
         onSample();
         const rand = new SeededRandom(i + 1);
         const tensors = new Map<string, OutgoingTensor>();

@@ -6,10 +6,10 @@
  */
 import { scatter } from '../proto/codec.js';
 import type { Participant, RoundMetrics } from './participant.js';
-import type { OutgoingTensor, TaskResult, UpdateFields } from './remote.js';
+import type { OutgoingTensor, PullOutcome, UpdateFields } from './remote.js';
 
 /** A pulled task that carries a round (not "wait", not "finished"). */
-export type DeliveredTask = Extract<TaskResult, { header: unknown }>;
+export type DeliveredTask = Extract<PullOutcome, { kind: 'task' }>;
 
 export interface TrainedRound {
   readonly round: number;

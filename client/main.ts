@@ -202,12 +202,12 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
       }
       if (pulled === undefined) break;
       rejoins = 0;
-      if ('finished' in pulled) {
-        finishedAfter = pulled.round;
+      if (pulled.kind === 'finished') {
+        finishedAfter = pulled.lastRound;
         break;
       }
-      if ('wait' in pulled) {
-        await pause(Math.max(pulled.wait, 50), opts.signal);
+      if (pulled.kind === 'wait') {
+        await pause(Math.max(pulled.retryAfterMs, 50), opts.signal);
         continue;
       }
       const trained = await trainOnTask(participant, pulled);

@@ -99,13 +99,13 @@ export interface ClientIdentity {
 }
 
 /**
- * What a pull brings: a task; no task for now (retry after `wait` ms); or the
- * end of training (every configured round committed, `round` the last one).
+ * What a pull brings: a task; no task for now (pull again after `retryAfterMs`);
+ * or the end of training (every configured round committed, `lastRound` the last one).
  */
-export type TaskResult =
-  | { header: TaskHeader; config: unknown; tensors: Map<string, DecodedTensor> }
-  | { wait: number }
-  | { finished: true; round: number };
+export type PullOutcome =
+  | { readonly kind: 'task'; readonly header: TaskHeader; readonly config: unknown; readonly tensors: Map<string, DecodedTensor> }
+  | { readonly kind: 'wait'; readonly retryAfterMs: number }
+  | { readonly kind: 'finished'; readonly lastRound: number };
 
 /** An uploaded tensor: the dense delta, the client's (new) mask, and the mask the server holds. */
 export interface OutgoingTensor {
@@ -236,7 +236,7 @@ export class CoordinatorClient {
    * `maskVersion`; they decode tensors sent as UNCHANGED/DIFF relative to them
    * and are used only when the server's view of the version matches.
    */
-  async pullTask(maskVersion: number, masks?: ReadonlyMap<string, Uint8Array>): Promise<TaskResult> {
+  async pullTask(maskVersion: number, masks?: ReadonlyMap<string, Uint8Array>): Promise<PullOutcome> {
     const request = {
       ...this.#credentials('PullTask'),
       maskVersion,
@@ -266,8 +266,11 @@ export class CoordinatorClient {
                 `PullTask: server speaks protocol version ${header.protocolVersion}, this client ${PROTOCOL_VERSION}`,
               );
             }
-            if (!header.hasTask)
-              return header.finished ? { finished: true, round: header.roundId } : { wait: header.retryAfterMs };
+            if (!header.hasTask) {
+              return header.finished
+                ? { kind: 'finished', lastRound: header.roundId }
+                : { kind: 'wait', retryAfterMs: header.retryAfterMs };
+            }
             continue;
           }
           if (chunk.piece === undefined || chunk.piece === null) {
@@ -288,7 +291,7 @@ export class CoordinatorClient {
       if (tensors.size !== header.tensorCount) {
         throw new Error(`PullTask: header announced ${header.tensorCount} tensors, received ${tensors.size}`);
       }
-      return { header, config: parseConfig(header.configJson, 'PullTask'), tensors };
+      return { kind: 'task', header, config: parseConfig(header.configJson, 'PullTask'), tensors };
     });
   }
 

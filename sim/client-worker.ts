@@ -12,7 +12,7 @@ import { deriveSeed } from '../proto/random.js';
 import { createModel, type Model, type ModelName } from '../client/model.js';
 import { Participant, type RoundMetrics } from '../client/participant.js';
 import { CoordinatorClient } from '../client/remote.js';
-import { trainOnTask } from '../client/federated-round.js';
+import { trainOnTask, type DeliveredTask } from '../client/federated-round.js';
 import { evaluate } from '../client/train.js';
 import { serveWorkerRequests } from './pool.js';
 import { algorithmConfig, modelFor } from './presets.js';
@@ -54,18 +54,7 @@ function memberResult(client: number, metrics: RoundMetrics, receivedSparsity: n
 /** Pull (waiting while the round is not open for us), train, push. */
 async function federatedRound(client: number, h: HostedClient, remote: CoordinatorClient, round: number): Promise<MemberResult> {
   const p = h.participant;
-  let task;
-  for (;;) {
-    task = await remote.pullTask(p.maskVersion, p.masks);
-    if ('finished' in task) {
-      // The driver asks only for the configured rounds, so this means the two disagree.
-      throw new Error(
-        `client ${client}: expected a task for round ${round}, the coordinator finished training after round ${task.round}`,
-      );
-    }
-    if (!('wait' in task)) break;
-    await sleep(task.wait);
-  }
+  const task = await pullUntilTask(client, remote, p, round);
   if (task.header.roundId !== round) {
     throw new Error(`client ${client}: expected a task for round ${round}, the coordinator sent round ${task.header.roundId}`);
   }
@@ -73,6 +62,24 @@ async function federatedRound(client: number, h: HostedClient, remote: Coordinat
   const ack = await remote.pushUpdate(trained.upload.fields, trained.upload.tensors);
   if (!ack.accepted) throw new Error(`client ${client}: round ${round} update refused: ${ack.message}`);
   return memberResult(client, trained.metrics, trained.receivedSparsity, true);
+}
+
+async function pullUntilTask(client: number, remote: CoordinatorClient, p: Participant, round: number): Promise<DeliveredTask> {
+  for (;;) {
+    const pulled = await remote.pullTask(p.maskVersion, p.masks);
+    switch (pulled.kind) {
+      case 'task':
+        return pulled;
+      case 'wait':
+        await sleep(pulled.retryAfterMs);
+        break;
+      case 'finished':
+        // The driver asks only for the configured rounds, so this means the two disagree.
+        throw new Error(
+          `client ${client}: expected a task for round ${round}, the coordinator finished training after round ${pulled.lastRound}`,
+        );
+    }
+  }
 }
 
 async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof WorkerResponses]> {

@@ -231,7 +231,7 @@ describe('CoordinatorClient', () => {
     const client = connect();
     await client.join('enroll', 'carol', 10);
     const task = await client.pullTask(0);
-    if (!('header' in task)) throw new Error('expected a task');
+    if (task.kind !== 'task') throw new Error(`expected a task, got ${task.kind}`);
     expect(task.header.roundId).toBe(7);
     expect(task.config).toEqual({ lr: 0.01 });
     expect(sameBytes(task.tensors.get('dense/kernel')!.kept, globalKernel)).toBe(true);
@@ -243,7 +243,7 @@ describe('CoordinatorClient', () => {
     const client = connect();
     await client.join('enroll', 'dave', 10);
     const task = await client.pullTask(2, new Map([['dense/kernel', clientMask]]));
-    if (!('header' in task)) throw new Error('expected a task');
+    if (task.kind !== 'task') throw new Error(`expected a task, got ${task.kind}`);
     const kernel = task.tensors.get('dense/kernel')!;
     expect(sameBytes(kernel.mask, clientMask)).toBe(true);
     expect(sameBytes(kernel.kept, gather(globalKernel, clientMask))).toBe(true);
@@ -255,7 +255,7 @@ describe('CoordinatorClient', () => {
     fake.hasTask = false;
     const client = connect();
     await client.join('enroll', 'erin', 10);
-    expect(await client.pullTask(0)).toEqual({ wait: 250 });
+    expect(await client.pullTask(0)).toEqual({ kind: 'wait', retryAfterMs: 250 });
   });
 
   it('says so when training is finished', async () => {
@@ -263,7 +263,7 @@ describe('CoordinatorClient', () => {
     fake.finished = true;
     const client = connect();
     await client.join('enroll', 'fiona', 10);
-    expect(await client.pullTask(0)).toEqual({ finished: true, round: 9 });
+    expect(await client.pullTask(0)).toEqual({ kind: 'finished', lastRound: 9 });
   });
 
   it('pushes an update in pieces with DIFF masks and f16 values', async () => {
