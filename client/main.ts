@@ -20,18 +20,18 @@
  * from the coordinator's view, so it gets the dense model once and re-sends its
  * masks — no personal state is lost.
  */
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import type { ValueEncodingName } from '../proto/rpc.js';
 import { AlgorithmConfigError, createAlgorithm, isAlgorithmName, type AlgorithmName } from './algorithms/index.js';
 import { initBackend, type BackendChoice } from './backend.js';
-import { subset, type Dataset } from './data/dataset.js';
-import { readDatasetFiles } from './data/detect.js';
-import { SeededRandom, deriveSeed } from '../proto/random.js';
+import type { Dataset } from './data/dataset.js';
+import { DataFolderError } from './data/errors.js';
+import { loadClientData } from './data/folder.js';
+import { deriveSeed } from '../proto/random.js';
 import { createModel, isModelName, MODEL_NAMES, type Model, type ModelName, type TensorSpec } from './model.js';
 import { trainOnTask } from './federated-round.js';
 import { Participant } from './participant.js';
@@ -113,7 +113,9 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
   const communicates = createAlgorithm(opts.algorithm, opts.algorithmConfig).communicates;
 
   const backend = await initBackend(opts.backend ?? 'auto', { logger: { info: log } });
-  const { train, test } = await loadClientData(opts.data, seed);
+  const { train, test } = await loadClientData(opts.data, seed).catch((err: unknown) => {
+    throw err instanceof DataFolderError ? new ClientCommandError(`--data: ${err.message}`) : err;
+  });
   log(
     `data: ${train.count} training and ${test.count} test examples of ${train.height}x${train.width}x${train.channels} from ${opts.data}`,
   );
@@ -518,34 +520,6 @@ function checkManifest(model: Model, manifest: readonly TensorSpec[]): void {
   if (!sameManifest(model.manifest, manifest)) {
     throw new ClientCommandError(`--model ${model.name} does not match the coordinator's model (${manifest.length} tensors)`);
   }
-}
-
-/** Reads `<dir>/train` + `<dir>/test`, or the files of `<dir>` with a seeded 20% test hold-out. */
-export async function loadClientData(dir: string, seed: number): Promise<{ train: Dataset; test: Dataset }> {
-  const filesIn = async (folder: string): Promise<string[]> => {
-    const entries = await readdir(folder, { withFileTypes: true });
-    return entries
-      .filter((e) => e.isFile() && !e.name.startsWith('.'))
-      .map((e) => join(folder, e.name))
-      .sort();
-  };
-  const isDir = async (path: string): Promise<boolean> => (await stat(path).catch(() => undefined))?.isDirectory() === true;
-  if (!(await isDir(dir))) throw new ClientCommandError(`--data: '${dir}' is not a folder`);
-  if ((await isDir(join(dir, 'train'))) && (await isDir(join(dir, 'test')))) {
-    const train = await readDatasetFiles(await filesIn(join(dir, 'train')), { name: `${dir}/train` });
-    const test = await readDatasetFiles(await filesIn(join(dir, 'test')), { name: `${dir}/test` });
-    return { train, test };
-  }
-  const files = await filesIn(dir);
-  if (files.length === 0) throw new ClientCommandError(`--data: '${dir}' holds no data files (nor train/ and test/ folders)`);
-  const all = await readDatasetFiles(files, { name: dir });
-  if (all.count < 2) throw new ClientCommandError(`--data: '${dir}' holds ${all.count} example(s); at least 2 are needed`);
-  const order = new SeededRandom(deriveSeed(seed, 0x7e57)).permutation(all.count);
-  const testCount = Math.max(1, Math.round(all.count * 0.2));
-  return {
-    train: subset(all, order.subarray(testCount), `${dir}[train]`),
-    test: subset(all, order.subarray(0, testCount), `${dir}[test]`),
-  };
 }
 
 async function readCa(path: string): Promise<Buffer> {

@@ -35,3 +35,18 @@ export class DatasetNotFoundError extends Error {
     super(message);
   }
 }
+
+/** What is wrong with a data folder as a whole (as opposed to one of its files). */
+export type DataFolderProblem = 'not-a-folder' | 'no-data-files' | 'half-split' | 'too-few-examples';
+
+/** A data folder whose layout cannot be used; the message quotes the folder. */
+export class DataFolderError extends Error {
+  override readonly name = 'DataFolderError';
+  constructor(
+    readonly folder: string,
+    readonly problem: DataFolderProblem,
+    message: string,
+  ) {
+    super(message);
+  }
+}
