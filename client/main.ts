@@ -139,15 +139,11 @@ async function runClientUntil(opts: ClientCommandOptions): Promise<ClientRunSumm
       algorithm: opts.algorithm,
       ...(opts.model !== undefined ? { model: opts.model } : {}),
     });
-    if (saved !== undefined && saved.clientToken !== '' && isModelName(saved.model)) {
+    if (saved?.identity !== undefined && isModelName(saved.model)) {
       model = createModel(saved.model, seed);
-      remote.resume({
-        clientId: saved.clientId,
-        clientToken: saved.clientToken,
-        manifest: model.manifest.map((t) => ({ ...t, shape: [...t.shape] })),
-      });
+      remote.resume({ ...saved.identity, manifest: model.manifest.map((t) => ({ ...t, shape: [...t.shape] })) });
       log(
-        `resuming as ${saved.clientId} on ${opts.server} (backend ${backend}, algorithm ${opts.algorithm}, values ${valueEncoding})`,
+        `resuming as ${saved.identity.clientId} on ${opts.server} (backend ${backend}, algorithm ${opts.algorithm}, values ${valueEncoding})`,
       );
     } else {
       const joined = await join();
@@ -538,8 +534,7 @@ function toClientState(
 ): ClientState {
   const s = participant.exportState();
   return {
-    clientId: identity?.clientId ?? '',
-    clientToken: identity?.clientToken ?? '',
+    identity: identity === undefined ? undefined : { clientId: identity.clientId, clientToken: identity.clientToken },
     round: s.round,
     maskVersion: s.maskVersion,
     algorithm,

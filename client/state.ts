@@ -24,9 +24,15 @@ export const STATE_FORMAT_VERSION = 1;
 export const STATE_FILE_NAME = 'client-state.bin';
 const MAGIC = Buffer.from('SUBFEDCS', 'ascii');
 
+/** Who the coordinator knows this client as: what a restart needs to resume without joining. */
+export interface CoordinatorIdentity {
+  readonly clientId: string;
+  readonly clientToken: string;
+}
+
 export interface ClientState {
-  clientId: string;
-  clientToken: string;
+  /** Absent before the first join, after leaving, and for an algorithm that never communicates. */
+  identity: CoordinatorIdentity | undefined;
   /** Last round this client finished (0 before any). */
   round: number;
   /** Version of `masks`; the coordinator names the version it holds for us. */
@@ -97,8 +103,9 @@ export function encodeState(state: ClientState): Buffer {
   const payload = Buffer.concat(pieces, offset);
   const header = {
     formatVersion: STATE_FORMAT_VERSION,
-    clientId: state.clientId,
-    clientToken: state.clientToken,
+    // Format 1 spells "no identity" as two empty strings; readers of every build understand it.
+    clientId: state.identity?.clientId ?? '',
+    clientToken: state.identity?.clientToken ?? '',
     round: state.round,
     maskVersion: state.maskVersion,
     algorithm: state.algorithm,
@@ -144,8 +151,7 @@ export function decodeState(bytes: Buffer, file: string): ClientState {
     fail('payload checksum mismatch (file is corrupt)');
   }
   const state: ClientState = {
-    clientId: header.clientId,
-    clientToken: header.clientToken,
+    identity: identityOf(header, fail),
     round: header.round,
     maskVersion: header.maskVersion,
     algorithm: header.algorithm,
@@ -168,6 +174,17 @@ export function decodeState(bytes: Buffer, file: string): ClientState {
     if (w !== undefined && w.length !== mask.length) fail(`mask of '${name}' has ${mask.length} entries, weights ${w.length}`);
   }
   return state;
+}
+
+function identityOf(
+  header: { clientId: string; clientToken: string },
+  fail: (reason: string) => never,
+): CoordinatorIdentity | undefined {
+  const { clientId, clientToken } = header;
+  if (clientId === '' && clientToken === '') return undefined;
+  if (clientId === '' || clientToken === '')
+    fail(`header holds half an identity (client id '${clientId}', ${clientToken === '' ? 'no' : 'a'} token)`);
+  return { clientId, clientToken };
 }
 
 /** Write the state atomically into `dir` (created if needed); returns the file path. */

@@ -104,7 +104,7 @@ describe('runClient', () => {
       const state = await loadState(stateDir, { algorithm: 'subfedavg-un', model: 'mlp' });
       expect(state!.round).toBe(2);
       expect(state!.maskVersion).toBeGreaterThan(0); // the coordinator's epochs=2 let the Un rule prune
-      expect(state!.clientId).toBe('c1');
+      expect(state!.identity?.clientId).toBe('c1');
     } finally {
       await server.stop();
     }
@@ -160,11 +160,11 @@ describe('runClient', () => {
       const a = await run(first);
       expect(first.some((l) => l.startsWith('joined '))).toBe(true);
       const saved = await loadState(stateDir);
-      expect(saved!.clientToken).not.toBe('');
+      expect(saved!.identity?.clientToken).toMatch(/./);
       expect(saved!.maskVersion).toBeGreaterThan(0);
       const second: string[] = [];
       const b = await run(second);
-      expect(second.some((l) => l.startsWith(`resuming as ${saved!.clientId} `))).toBe(true);
+      expect(second.some((l) => l.startsWith(`resuming as ${saved!.identity!.clientId} `))).toBe(true);
       expect(second.some((l) => l.startsWith('joined '))).toBe(false);
       expect(b.rounds).toBe(1);
       // the first task of the first run was dense; the resumed one skips the pruned weights

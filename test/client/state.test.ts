@@ -14,8 +14,7 @@ import {
 
 function sampleState(): ClientState {
   return {
-    clientId: 'c-7',
-    clientToken: 'tok',
+    identity: { clientId: 'c-7', clientToken: 'tok' },
     round: 12,
     maskVersion: 3,
     algorithm: 'subfedavg-un',
@@ -30,6 +29,18 @@ function sampleState(): ClientState {
     ]),
     personal: new Map([['bn1/movingMean', Float32Array.from([0.25, 7])]]),
   };
+}
+
+function headerOf(bytes: Buffer): Record<string, unknown> {
+  return JSON.parse(bytes.subarray(12, 12 + bytes.readUInt32LE(8)).toString('utf8')) as Record<string, unknown>;
+}
+
+/** The same file with its JSON header rewritten (payload and checksum untouched). */
+function withHeader(bytes: Buffer, edit: (header: Record<string, unknown>) => Record<string, unknown>): Buffer {
+  const h = Buffer.from(JSON.stringify(edit(headerOf(bytes))));
+  const lenBuf = Buffer.alloc(4);
+  lenBuf.writeUInt32LE(h.length);
+  return Buffer.concat([bytes.subarray(0, 8), lenBuf, h, bytes.subarray(12 + bytes.readUInt32LE(8))]);
 }
 
 describe('client state', () => {
@@ -79,15 +90,27 @@ describe('client state', () => {
   });
 
   it('a future format version is rejected with the version named', () => {
-    const good = encodeState(sampleState());
-    const len = good.readUInt32LE(8);
-    const header = JSON.parse(good.subarray(12, 12 + len).toString('utf8')) as { formatVersion: number };
-    header.formatVersion = 99;
-    const h = Buffer.from(JSON.stringify(header));
-    const lenBuf = Buffer.alloc(4);
-    lenBuf.writeUInt32LE(h.length);
-    const bytes = Buffer.concat([good.subarray(0, 8), lenBuf, h, good.subarray(12 + len)]);
+    const bytes = withHeader(encodeState(sampleState()), (header) => ({ ...header, formatVersion: 99 }));
     expect(() => decodeState(bytes, 'f.bin')).toThrow(/format version 99/);
+  });
+
+  it('a state without an identity round-trips as undefined, written as format 1 always spelled it', () => {
+    const state = { ...sampleState(), identity: undefined };
+    const bytes = encodeState(state);
+    expect(headerOf(bytes)).toMatchObject({ formatVersion: 1, clientId: '', clientToken: '' });
+    expect(decodeState(bytes, 'f.bin')).toEqual(state);
+  });
+
+  it('reads files of earlier builds: empty ids are no identity; half an identity is an error', () => {
+    // Earlier builds wrote the identity as two header strings, '' for none; the format is unchanged.
+    const written = (clientId: string, clientToken: string) =>
+      withHeader(encodeState(sampleState()), (header) => ({ ...header, clientId, clientToken }));
+    expect(decodeState(written('', ''), 'f.bin').identity).toBeUndefined();
+    expect(decodeState(written('c-9', 'secret'), 'f.bin').identity).toEqual({ clientId: 'c-9', clientToken: 'secret' });
+    expect(() => decodeState(written('c-9', ''), 'f.bin')).toThrow(
+      /f\.bin: header holds half an identity \(client id 'c-9', no token\)/,
+    );
+    expect(() => decodeState(written('', 'secret'), 'f.bin')).toThrow(StateFileError);
   });
 
   it('a state for another algorithm, model or manifest is refused', async () => {
