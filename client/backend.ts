@@ -10,7 +10,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { registerGradients } from './kernels/gradients.js';
 import { registerFastKernels } from './kernels/index.js';
 
-export type BackendChoice = 'auto' | 'node' | 'wasm' | 'cpu';
+export const BACKEND_CHOICES = ['auto', 'node', 'wasm', 'cpu'] as const;
+export type BackendChoice = (typeof BACKEND_CHOICES)[number];
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
 
 /** Anything with an `info(message)` method, e.g. a pino logger. */
@@ -28,8 +29,6 @@ export interface BackendOptions {
   customKernels?: boolean;
 }
 
-const CHOICES: readonly BackendChoice[] = ['auto', 'node', 'wasm', 'cpu'];
-
 let active: { key: string; ready: Promise<BackendName> } | undefined;
 
 /**
@@ -40,9 +39,11 @@ export function initBackend(
   choice: BackendChoice = (process.env.SUBFED_BACKEND as BackendChoice | undefined) ?? 'auto',
   options: BackendOptions = {},
 ): Promise<BackendName> {
-  if (!CHOICES.includes(choice)) {
+  if (!BACKEND_CHOICES.includes(choice)) {
     return Promise.reject(
-      new Error(`unknown backend "${String(choice)}" (SUBFED_BACKEND or --backend): expected one of ${CHOICES.join(', ')}`),
+      new Error(
+        `unknown backend "${String(choice)}" (SUBFED_BACKEND or --backend): expected one of ${BACKEND_CHOICES.join(', ')}`,
+      ),
     );
   }
   const customKernels = options.customKernels ?? true;

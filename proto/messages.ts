@@ -30,6 +30,8 @@ export const VALUE_ENCODING_BY_NAME: Readonly<Record<ValueEncodingName, ValueEnc
   f16: ValueEncoding.F16,
   int8: ValueEncoding.INT8,
 };
+/** The names, as a list for validators and help texts. */
+export const VALUE_ENCODING_NAMES = ['f32', 'f16', 'int8'] as const satisfies readonly ValueEncodingName[];
 
 export interface TensorSpec {
   name: string;

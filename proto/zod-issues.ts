@@ -8,6 +8,11 @@ export interface IssueFormatOptions {
   readonly input?: unknown;
   /** How to name the whole value when the issue is about it; default "(root)". */
   readonly root?: string;
+  /**
+   * How to name a field (a non-empty path) when the user wrote it under another
+   * name, e.g. a command-line flag (`maxRounds` -> `--rounds`); default the dotted path.
+   */
+  readonly fieldName?: (path: readonly PropertyKey[]) => string;
 }
 
 function valueAt(data: unknown, path: readonly PropertyKey[]): unknown {
@@ -35,7 +40,10 @@ export function describeValue(value: unknown): string {
 /** One line per issue: `rounds: expected a positive integer, got -3`, `(root): unknown field(s) epoch`. */
 export function formatZodIssues(error: z.ZodError, options: IssueFormatOptions = {}): string[] {
   return error.issues.map((issue) => {
-    const field = issue.path.map(String).join('.') || (options.root ?? '(root)');
+    const field =
+      issue.path.length === 0
+        ? (options.root ?? '(root)')
+        : (options.fieldName?.(issue.path) ?? issue.path.map(String).join('.'));
     if (issue.code === 'unrecognized_keys') return `${field}: unknown field(s) ${issue.keys.join(', ')}`;
     const got = 'input' in options ? `, got ${describeValue(valueAt(options.input, issue.path))}` : '';
     return `${field}: ${issue.message}${got}`;

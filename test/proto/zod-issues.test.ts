@@ -26,6 +26,15 @@ describe('formatZodIssues', () => {
     expect(issuesOf('x', { root: '(config)' })[0]).toMatch(/^\(config\): /);
   });
 
+  it('names fields as the caller spells them', () => {
+    const fieldName = (path: readonly PropertyKey[]) => `--${path.map(String).join('-')}`;
+    expect(issuesOf({ rounds: 0, grpc: { port: 1e6 } }, { input: { rounds: 0 }, fieldName })).toEqual([
+      '--rounds: expected a positive integer, got 0',
+      '--grpc-port: expected a port number, got nothing',
+    ]);
+    expect(issuesOf('x', { fieldName })[0]).toMatch(/^\(root\): /);
+  });
+
   it('leaves out the value when no input is given', () => {
     expect(issuesOf({ rounds: 0 })).toEqual(['rounds: expected a positive integer']);
   });
