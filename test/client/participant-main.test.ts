@@ -1,7 +1,8 @@
 /**
  * `subfed client` (runClient) against a real in-process coordinator over
  * loopback gRPC: joins, trains rounds, pushes sparse updates, saves its state,
- * resumes from it, and reports bad input clearly.
+ * resumes from it, and reports bad input clearly. The tests assert on the
+ * run's events; one checks the log lines they become.
  */
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,14 +10,54 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
-import { ClientCommandError, optionsFromFlags, runClient } from '../../client/main.js';
+import type { ClientEvent, ClientEventKind } from '../../client/events.js';
+import { logLine, runClient, type ClientRunHooks, type ClientRunSummary } from '../../client/main.js';
 import { createModel } from '../../client/model.js';
+import {
+  ClientCommandError,
+  clientOptions,
+  clientOptionsFromFlags,
+  flagSource,
+  resolveClientOptions,
+  type ClientOptionsInput,
+} from '../../client/options.js';
 import { loadState } from '../../client/state.js';
 import type { Dataset } from '../../client/data/dataset.js';
 import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
 import { tinyData } from './participant-helpers.js';
 
 const TOKEN = 'enroll-secret';
+
+interface Run {
+  summary: ClientRunSummary;
+  events: ClientEvent[];
+  lines: string[];
+}
+
+/** runClient on validated options, recording its events and log lines. */
+async function run(input: ClientOptionsInput, hooks: Omit<ClientRunHooks, 'log'> = {}): Promise<Run> {
+  const events: ClientEvent[] = [];
+  const lines: string[] = [];
+  const summary = await runClient(clientOptions(input), {
+    ...hooks,
+    log: (line) => lines.push(line),
+    onEvent: (event) => {
+      events.push(event);
+      hooks.onEvent?.(event);
+    },
+  });
+  return { summary, events, lines };
+}
+
+/** The events of one kind, typed. */
+function ofKind<K extends ClientEventKind>(events: readonly ClientEvent[], kind: K): Extract<ClientEvent, { kind: K }>[] {
+  return events.filter((e): e is Extract<ClientEvent, { kind: K }> => e.kind === kind);
+}
+
+/** The sequence of kinds, without waits for a round to open and the algorithm's notes (both depend on timing and algorithm). */
+function milestones(events: readonly ClientEvent[]): ClientEventKind[] {
+  return events.map((e) => e.kind).filter((k) => k !== 'waiting' && k !== 'note');
+}
 
 function idxFiles(ds: Dataset): { images: Buffer; labels: Buffer } {
   const images = Buffer.alloc(16 + ds.images.length);
@@ -79,28 +120,80 @@ describe('runClient', () => {
   it('joins, trains rounds with pruning, pushes updates and saves its state; a restart resumes from it', async () => {
     const server = await startServer(2);
     const stateDir = join(dir, 'state');
-    const lines: string[] = [];
     const config = { gateOn: 'test', accThresh: 0 };
+    const options = {
+      enrollmentToken: TOKEN,
+      data: dataDir,
+      stateDir,
+      algorithm: 'subfedavg-un',
+      algorithmConfig: config,
+      backend: 'wasm',
+      name: 'unit-client',
+    } as const;
     try {
-      const summary = await runClient({
-        server: server.grpcAddress,
-        enrollmentToken: TOKEN,
-        data: dataDir,
-        stateDir,
-        algorithm: 'subfedavg-un',
-        algorithmConfig: config,
-        backend: 'wasm',
-        name: 'unit-client',
-        maxRounds: 2,
-        log: (l) => lines.push(l),
-      });
+      const { summary, events, lines } = await run({ ...options, server: server.grpcAddress, maxRounds: 2 });
       await server.waitForRound(2);
       expect(summary.rounds).toBe(2);
       expect(summary.bytesUp).toBeGreaterThan(0);
       expect(summary.bytesDown).toBeGreaterThan(0);
       expect(summary.lastAccuracy).toBeGreaterThan(0.5);
-      expect(lines.some((l) => /^joined .* as c1/.test(l))).toBe(true);
-      expect(lines.some((l) => /^round 2: loss/.test(l))).toBe(true);
+      expect(milestones(events)).toEqual([
+        'backend-ready',
+        'data-loaded',
+        'joined',
+        'round-started',
+        'trained',
+        'pushed',
+        'round-started',
+        'trained',
+        'pushed',
+        'stopped',
+      ]);
+      expect(ofKind(events, 'data-loaded')[0]).toMatchObject({
+        layout: 'split',
+        trainExamples: 80,
+        testExamples: 30,
+        shape: [28, 28, 1],
+      });
+      expect(ofKind(events, 'joined')[0]).toEqual({
+        kind: 'joined',
+        server: server.grpcAddress,
+        clientId: 'c1',
+        algorithm: 'subfedavg-un',
+        valueEncoding: 'f32',
+      });
+      // first contact gets the dense model; the second task only our kept positions
+      expect(ofKind(events, 'round-started').map((e) => [e.round, e.received])).toEqual([
+        [1, 'dense'],
+        [2, 'sparse'],
+      ]);
+      expect(ofKind(events, 'trained').map((e) => e.round)).toEqual([1, 2]);
+      expect(ofKind(events, 'trained')[1].metrics.accuracy).toBe(summary.lastAccuracy);
+      // the Un rule reports its decision once a round, as a note of that round
+      expect(ofKind(events, 'note').map((e) => e.round)).toEqual([1, 2]);
+      expect(ofKind(events, 'note')[0].text).toMatch(/^unstructured: /);
+      const pushed = ofKind(events, 'pushed');
+      expect(pushed.map((e) => [e.round, e.ack.accepted])).toEqual([
+        [1, true],
+        [2, true],
+      ]);
+      expect(pushed[1].bytesUp).toBe(summary.bytesUp);
+      expect(ofKind(events, 'stopped')).toEqual([
+        {
+          kind: 'stopped',
+          reason: 'round-limit',
+          roundsTrained: 2,
+          stateDir,
+          bytesUp: summary.bytesUp,
+          bytesDown: summary.bytesDown,
+        },
+      ]);
+      // one log line per event (a stretch of waiting is one line)
+      expect(lines).toHaveLength(events.filter((e) => !(e.kind === 'waiting' && e.consecutive > 1)).length);
+      expect(lines).toContain(`joined ${server.grpcAddress} as c1 (algorithm subfedavg-un, values f32)`);
+      expect(
+        lines.some((l) => /^round 2: loss \d\.\d{4}, accuracy [\d.]+% \(received [\d.]+%\), sparsity [\d.]+%$/.test(l)),
+      ).toBe(true);
       const state = await loadState(stateDir, { algorithm: 'subfedavg-un', model: 'mlp' });
       expect(state!.round).toBe(2);
       expect(state!.maskVersion).toBeGreaterThan(0); // the coordinator's epochs=2 let the Un rule prune
@@ -111,30 +204,25 @@ describe('runClient', () => {
 
     // A new coordinator; the client resumes its personal state and re-sends its masks.
     const again = await startServer(1);
-    const more: string[] = [];
     try {
       const before = await loadState(stateDir);
-      const summary = await runClient({
-        server: again.grpcAddress,
-        enrollmentToken: TOKEN,
-        data: dataDir,
-        stateDir,
-        algorithm: 'subfedavg-un',
-        algorithmConfig: config,
-        backend: 'wasm',
-        name: 'unit-client',
-        maxRounds: 1,
-        log: (l) => more.push(l),
-      });
+      const { summary, events } = await run({ ...options, server: again.grpcAddress, maxRounds: 1 });
       expect(summary.rounds).toBe(1);
-      expect(
-        more.some((l) => l.startsWith(`personal state from ${stateDir}: round 2, mask version ${before!.maskVersion}`)),
-      ).toBe(true);
+      expect(milestones(events).slice(0, 5)).toEqual(['backend-ready', 'data-loaded', 'resumed', 'state-restored', 'rejoined']);
+      expect(ofKind(events, 'resumed')[0]).toMatchObject({ clientId: 'c1', server: again.grpcAddress });
+      expect(ofKind(events, 'state-restored')).toEqual([
+        { kind: 'state-restored', stateDir, round: 2, maskVersion: before!.maskVersion },
+      ]);
       // the new coordinator does not know the saved identity: the client joins again
-      expect(more.some((l) => l.startsWith('pull: unknown client'))).toBe(true);
+      const [rejoined] = ofKind(events, 'rejoined');
+      expect(rejoined).toMatchObject({ server: again.grpcAddress, previousClientId: 'c1' });
+      expect(rejoined.reason).toMatch(/^unknown client/);
+      // its mask version is news to this coordinator: the dense model once, then the masks go up
+      expect(ofKind(events, 'round-started')).toEqual([{ kind: 'round-started', round: 1, received: 'dense' }]);
       await again.waitForRound(1);
       const after = await loadState(stateDir);
       expect(after!.maskVersion).toBeGreaterThan(before!.maskVersion);
+      expect(after!.identity?.clientId).toBe(rejoined.clientId);
     } finally {
       await again.stop();
     }
@@ -143,8 +231,8 @@ describe('runClient', () => {
   it('a restarted client resumes its identity: no new join, and its first task is already sparse', async () => {
     const server = await startServer(3);
     const stateDir = join(dir, 'state-same');
-    const run = (lines: string[]) =>
-      runClient({
+    const once = () =>
+      run({
         server: server.grpcAddress,
         enrollmentToken: TOKEN,
         data: dataDir,
@@ -153,22 +241,22 @@ describe('runClient', () => {
         algorithmConfig: { gateOn: 'test', accThresh: 0 },
         backend: 'wasm',
         maxRounds: 1,
-        log: (l) => lines.push(l),
       });
     try {
-      const first: string[] = [];
-      const a = await run(first);
-      expect(first.some((l) => l.startsWith('joined '))).toBe(true);
+      const a = await once();
+      expect(ofKind(a.events, 'joined')).toHaveLength(1);
+      expect(ofKind(a.events, 'round-started')[0].received).toBe('dense');
       const saved = await loadState(stateDir);
       expect(saved!.identity?.clientToken).toMatch(/./);
       expect(saved!.maskVersion).toBeGreaterThan(0);
-      const second: string[] = [];
-      const b = await run(second);
-      expect(second.some((l) => l.startsWith(`resuming as ${saved!.identity!.clientId} `))).toBe(true);
-      expect(second.some((l) => l.startsWith('joined '))).toBe(false);
-      expect(b.rounds).toBe(1);
+      const b = await once();
+      expect(ofKind(b.events, 'resumed').map((e) => e.clientId)).toEqual([saved!.identity!.clientId]);
+      expect(ofKind(b.events, 'joined')).toHaveLength(0);
+      expect(ofKind(b.events, 'rejoined')).toHaveLength(0);
+      expect(ofKind(b.events, 'round-started')[0].received).toBe('sparse');
+      expect(b.summary.rounds).toBe(1);
       // the first task of the first run was dense; the resumed one skips the pruned weights
-      expect(b.bytesDown).toBeLessThan(0.95 * a.bytesDown);
+      expect(b.summary.bytesDown).toBeLessThan(0.95 * a.summary.bytesDown);
       await server.waitForRound(2);
     } finally {
       await server.stop();
@@ -178,56 +266,86 @@ describe('runClient', () => {
   it('returns once the coordinator says training is finished, with its state saved', async () => {
     const server = await startServer(2);
     const stateDir = join(dir, 'state-finished');
-    const run = (lines: string[]) =>
-      runClient({
-        server: server.grpcAddress,
-        enrollmentToken: TOKEN,
-        data: dataDir,
-        stateDir,
-        algorithm: 'fedavg',
-        backend: 'wasm',
-        log: (l) => lines.push(l),
-      });
+    const untilFinished = () =>
+      run({ server: server.grpcAddress, enrollmentToken: TOKEN, data: dataDir, stateDir, algorithm: 'fedavg', backend: 'wasm' });
     try {
       // No maxRounds: only the coordinator's signal ends the run.
-      const lines: string[] = [];
-      const summary = await run(lines);
-      expect(summary).toMatchObject({ rounds: 2, finished: true });
-      expect(lines.filter((l) => l.startsWith('training finished after round 2'))).toHaveLength(1);
-      expect(lines.some((l) => l.startsWith('stopped after'))).toBe(false);
+      const first = await untilFinished();
+      expect(first.summary).toMatchObject({ rounds: 2, finished: true });
+      expect(ofKind(first.events, 'finished')).toEqual([
+        {
+          kind: 'finished',
+          lastRound: 2,
+          roundsTrained: 2,
+          stateDir,
+          bytesUp: first.summary.bytesUp,
+          bytesDown: first.summary.bytesDown,
+        },
+      ]);
+      expect(first.events.at(-1)?.kind).toBe('finished');
+      expect(ofKind(first.events, 'stopped')).toHaveLength(0);
       expect((await loadState(stateDir))!.round).toBe(2);
       // A restart after the end trains nothing and returns at once.
-      const again: string[] = [];
-      expect(await run(again)).toMatchObject({ rounds: 0, finished: true });
-      expect(again.some((l) => l.startsWith('training finished after round 2'))).toBe(true);
+      const again = await untilFinished();
+      expect(again.summary).toMatchObject({ rounds: 0, finished: true });
+      expect(ofKind(again.events, 'finished')).toMatchObject([{ lastRound: 2, roundsTrained: 0 }]);
+      expect(ofKind(again.events, 'round-started')).toHaveLength(0);
       expect((await loadState(stateDir))!.round).toBe(2);
     } finally {
       await server.stop();
     }
   });
 
-  it('stops after the current round when aborted, with its state saved', async () => {
+  it('stopped while training, it still delivers the update, saves its state and stops', async () => {
     const server = await startServer(10);
     const controller = new AbortController();
     const stateDir = join(dir, 'state-abort');
-    const lines: string[] = [];
     try {
-      const summary = await runClient({
-        server: server.grpcAddress,
-        enrollmentToken: TOKEN,
-        data: dataDir,
-        stateDir,
-        algorithm: 'fedavg',
-        backend: 'wasm',
-        signal: controller.signal,
-        log: (l) => {
-          lines.push(l);
-          if (l.startsWith('round 1:')) controller.abort();
+      const { summary, events } = await run(
+        { server: server.grpcAddress, enrollmentToken: TOKEN, data: dataDir, stateDir, algorithm: 'fedavg', backend: 'wasm' },
+        {
+          signal: controller.signal,
+          onEvent: (e) => {
+            if (e.kind === 'trained' && e.round === 1) controller.abort();
+          },
         },
-      });
+      );
       expect(summary.rounds).toBe(1);
+      expect(milestones(events).slice(-3)).toEqual(['trained', 'pushed', 'stopped']);
+      expect(ofKind(events, 'pushed').map((e) => e.round)).toEqual([1]);
+      expect(ofKind(events, 'stopped')).toMatchObject([{ reason: 'signal', roundsTrained: 1, stateDir }]);
       expect((await loadState(stateDir))!.round).toBe(1);
-      expect(lines.some((l) => l.startsWith('stopped after 1 round(s); state saved'))).toBe(true);
+      await server.waitForRound(1);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('leaves when asked: the saved state forgets the identity and the next start joins afresh', async () => {
+    // One round: a member that leaves an open round would keep it waiting for its deadline.
+    const server = await startServer(1);
+    const stateDir = join(dir, 'state-leave');
+    const input = {
+      server: server.grpcAddress,
+      enrollmentToken: TOKEN,
+      data: dataDir,
+      stateDir,
+      algorithm: 'fedavg',
+      backend: 'wasm',
+    } as const;
+    try {
+      const first = await run({ ...input, leave: true });
+      const [joined] = ofKind(first.events, 'joined');
+      expect(milestones(first.events).slice(-3)).toEqual(['pushed', 'left', 'finished']);
+      expect(ofKind(first.events, 'left')).toEqual([{ kind: 'left', server: server.grpcAddress }]);
+      const saved = await loadState(stateDir);
+      expect(saved!.identity).toBeUndefined();
+      expect(saved!.round).toBe(1);
+      const second = await run(input);
+      expect(ofKind(second.events, 'resumed')).toHaveLength(0);
+      expect(ofKind(second.events, 'joined')[0].clientId).not.toBe(joined.clientId);
+      expect(ofKind(second.events, 'state-restored')).toMatchObject([{ round: 1 }]);
+      expect(ofKind(second.events, 'finished')).toMatchObject([{ lastRound: 1, roundsTrained: 0 }]);
     } finally {
       await server.stop();
     }
@@ -235,77 +353,173 @@ describe('runClient', () => {
 
   it('waits with backoff while the coordinator is unreachable and stops when aborted', async () => {
     const controller = new AbortController();
-    const lines: string[] = [];
-    const summary = await runClient({
-      server: '127.0.0.1:1',
-      enrollmentToken: TOKEN,
-      data: dataDir,
-      stateDir: join(dir, 'state-unreachable'),
-      algorithm: 'fedavg',
-      backend: 'wasm',
-      retry: { maxAttempts: 1 },
-      signal: controller.signal,
-      log: (l) => {
-        lines.push(l);
-        if (l.includes('unavailable')) controller.abort();
+    const { summary, events, lines } = await run(
+      {
+        server: '127.0.0.1:1',
+        enrollmentToken: TOKEN,
+        data: dataDir,
+        stateDir: join(dir, 'state-unreachable'),
+        algorithm: 'fedavg',
+        backend: 'wasm',
       },
-    });
+      {
+        retry: { maxAttempts: 1 },
+        signal: controller.signal,
+        onEvent: (e) => {
+          if (e.kind === 'reconnecting') controller.abort();
+        },
+      },
+    );
     expect(summary.rounds).toBe(0);
-    expect(lines.some((l) => /^join: coordinator unavailable .* retrying in/.test(l))).toBe(true);
+    const [reconnecting] = ofKind(events, 'reconnecting');
+    expect(reconnecting).toMatchObject({ call: 'join' });
+    expect(reconnecting.delayMs).toBeGreaterThan(0);
+    expect(milestones(events)).toEqual(['backend-ready', 'data-loaded', 'reconnecting', 'stopped']);
+    expect(ofKind(events, 'stopped')).toMatchObject([{ reason: 'signal', roundsTrained: 0, stateDir: undefined }]);
+    expect(lines.some((l) => /^join: coordinator unavailable .* retrying in \d+\.\d s$/.test(l))).toBe(true);
   });
 
-  it('reports bad options naming the flag', async () => {
+  it('reports bad input of a run naming the flag', async () => {
     const base = {
       server: '127.0.0.1:1',
       enrollmentToken: TOKEN,
       data: dataDir,
       stateDir: join(dir, 's'),
       algorithm: 'fedavg',
-      log: () => {},
-    };
-    await expect(runClient({ ...base, server: 'nohost' })).rejects.toThrow(/--server: expected host:port, got 'nohost'/);
-    await expect(runClient({ ...base, algorithm: 'fedprox' })).rejects.toThrow(/--algorithm: unknown algorithm 'fedprox'/);
-    await expect(runClient({ ...base, data: join(dir, 'missing') })).rejects.toThrow(ClientCommandError);
-    await expect(runClient({ ...base, data: join(dir, 'missing') })).rejects.toThrow(/--data: '.*missing' is not a folder/);
-    await expect(runClient({ ...base, algorithm: 'subfedavg-un', algorithmConfig: { p: -1 } })).rejects.toThrow(/config: p:/);
-    await expect(runClient({ ...base, algorithm: 'local', backend: 'wasm' })).rejects.toThrow(/--model/);
+    } as const;
+    const missing = { ...base, data: join(dir, 'missing') };
+    await expect(run(missing)).rejects.toThrow(ClientCommandError);
+    await expect(run(missing)).rejects.toThrow(/--data: '.*missing' is not a folder/);
+    await expect(run({ ...base, algorithm: 'subfedavg-un', algorithmConfig: { p: -1 } })).rejects.toThrow(/config: p:/);
+    await expect(run({ ...base, algorithm: 'local', backend: 'wasm' })).rejects.toThrow(/--model/);
   });
 
-  it('turns CLI flags into options, naming each bad flag', async () => {
+  it('turns CLI flags into options, naming each bad flag and the value it held', async () => {
     const flags = { server: '127.0.0.1:5000', token: TOKEN, data: dataDir };
     const cfgFile = join(dir, 'algo.json');
     await writeFile(cfgFile, '{"target": 40}');
-    expect(await optionsFromFlags({ ...flags, config: cfgFile, seed: '7', rounds: '3' })).toMatchObject({
+    expect(await clientOptionsFromFlags({ ...flags, config: cfgFile, seed: '7', rounds: '3', values: 'int8' })).toEqual({
       server: '127.0.0.1:5000',
+      enrollmentToken: TOKEN,
+      data: dataDir,
+      stateDir: '.subfed-client',
       algorithm: 'subfedavg-un',
       algorithmConfig: { target: 40 },
       seed: 7,
       maxRounds: 3,
-      valueEncoding: 'f32',
+      valueEncoding: 'int8',
+      leave: false,
     });
-    expect((await optionsFromFlags({ ...flags, config: '{"p": 5}' })).algorithmConfig).toEqual({ p: 5 });
-    await expect(optionsFromFlags({ ...flags, rounds: '0' })).rejects.toThrow(/--rounds: expected an integer >= 1, got '0'/);
-    await expect(optionsFromFlags({ ...flags, seed: '1.5' })).rejects.toThrow(/--seed/);
-    await expect(optionsFromFlags({ ...flags, backend: 'gpu' })).rejects.toThrow(/--backend: .* got 'gpu'/);
-    await expect(optionsFromFlags({ ...flags, config: '{oops' })).rejects.toThrow(/--config: not valid JSON/);
-    await expect(optionsFromFlags({ ...flags, config: join(dir, 'nope.json') })).rejects.toThrow(/--config: cannot read/);
-    await expect(optionsFromFlags({ server: '127.0.0.1:5000', data: dataDir })).rejects.toThrow(/--token is required/);
+    expect((await clientOptionsFromFlags({ ...flags, config: '{"p": 5}' })).algorithmConfig).toEqual({ p: 5 });
+    expect(await clientOptionsFromFlags({ ...flags, leave: true, model: 'lenet5-mnist', backend: 'cpu' })).toMatchObject({
+      leave: true,
+      model: 'lenet5-mnist',
+      backend: 'cpu',
+    });
+    expect((await clientOptionsFromFlags({ ...flags, server: '[::1]:50051' })).server).toBe('[::1]:50051');
+    const bad = async (extra: Record<string, string>) => clientOptionsFromFlags({ ...flags, ...extra });
+    await expect(bad({ rounds: '0' })).rejects.toThrow(/^--rounds: expected a positive integer, got 0$/);
+    await expect(bad({ rounds: 'abc' })).rejects.toThrow(/^--rounds: expected a positive integer, got "abc"$/);
+    await expect(bad({ seed: '1.5' })).rejects.toThrow(/^--seed: expected a non-negative integer, got 1\.5$/);
+    await expect(bad({ backend: 'gpu' })).rejects.toThrow(/^--backend: expected one of auto, node, wasm, cpu, got "gpu"$/);
+    await expect(bad({ values: 'f64' })).rejects.toThrow(/^--values: expected one of f32, f16, int8, got "f64"$/);
+    await expect(bad({ model: 'resnet' })).rejects.toThrow(/^--model: expected one of mlp, .*, got "resnet"$/);
+    await expect(bad({ server: 'nohost' })).rejects.toThrow(/^--server: expected host:port, got "nohost"$/);
+    await expect(bad({ algorithm: 'fedprox' })).rejects.toThrow(/^--algorithm: expected one of subfedavg-un, .*, got "fedprox"$/);
+    await expect(bad({ config: '{oops' })).rejects.toThrow(/--config: not valid JSON/);
+    await expect(bad({ config: join(dir, 'nope.json') })).rejects.toThrow(/--config: cannot read/);
+    await expect(bad({ token: '' })).rejects.toThrow(/^--token: expected the coordinator's enrollment token, got ""$/);
+    await expect(clientOptionsFromFlags({ server: '127.0.0.1:5000', data: dataDir })).rejects.toThrow(
+      /^--token: expected the coordinator's enrollment token, got nothing$/,
+    );
+    // every bad flag at once, each named
+    await expect(bad({ rounds: '-1', values: 'f8' })).rejects.toThrow(/--values: .*; --rounds: |--rounds: .*; --values: /);
+    await expect(bad({ rounds: '0' })).rejects.toThrow(ClientCommandError);
+  });
+
+  it('layers option sources: a later one overrides, and an error names the source that set the value', async () => {
+    // A config file as a later issue may add it, under the command line.
+    const file = {
+      fieldName: (key: string) => `client.json: ${key}`,
+      values: { server: 'coord:50051', maxRounds: 5, stateDir: '/var/subfed' },
+    };
+    const cli = await flagSource({ token: TOKEN, data: dataDir, rounds: '2' });
+    expect(resolveClientOptions([file, cli])).toMatchObject({ server: 'coord:50051', maxRounds: 2, stateDir: '/var/subfed' });
+    expect(() => resolveClientOptions([{ ...file, values: { ...file.values, server: 'coord' } }, cli])).toThrow(
+      /^client\.json: server: expected host:port, got "coord"$/,
+    );
+    const noToken = await flagSource({ data: dataDir });
+    expect(() => resolveClientOptions([file, noToken])).toThrow(
+      /^--token: expected the coordinator's enrollment token, got nothing$/,
+    );
+    // programmatic options are validated too, naming the field
+    expect(() => clientOptions({ server: 'nohost', enrollmentToken: TOKEN, data: dataDir })).toThrow(
+      /^server: expected host:port/,
+    );
   });
 
   it('runs local-only training without a coordinator', async () => {
-    const summary = await runClient({
+    const stateDir = join(dir, 'state-local');
+    const { summary, events } = await run({
       server: '127.0.0.1:1',
       enrollmentToken: TOKEN,
       data: dataDir,
-      stateDir: join(dir, 'state-local'),
+      stateDir,
       algorithm: 'local',
       algorithmConfig: { epochs: 1, lr: 0.05 },
       model: 'mlp',
       backend: 'wasm',
       maxRounds: 2,
-      log: () => {},
     });
     expect(summary).toMatchObject({ rounds: 2, bytesUp: 0, bytesDown: 0 });
-    expect((await loadState(join(dir, 'state-local')))!.round).toBe(2);
+    expect(milestones(events)).toEqual([
+      'backend-ready',
+      'data-loaded',
+      'training-locally',
+      'round-started',
+      'trained',
+      'round-started',
+      'trained',
+      'stopped',
+    ]);
+    expect(ofKind(events, 'round-started').map((e) => [e.round, e.received])).toEqual([
+      [1, 'nothing'],
+      [2, 'nothing'],
+    ]);
+    expect(ofKind(events, 'stopped')).toMatchObject([{ reason: 'round-limit', roundsTrained: 2, stateDir }]);
+    const state = await loadState(stateDir);
+    expect(state!.round).toBe(2);
+    expect(state!.identity).toBeUndefined();
+  });
+});
+
+describe('logLine', () => {
+  it('writes one line per event, naming what a reader needs', () => {
+    const cases: [ClientEvent, string | undefined][] = [
+      [
+        { kind: 'reconnecting', call: 'push', reason: 'No connection established', delayMs: 1500 },
+        'push: coordinator unavailable (No connection established); retrying in 1.5 s',
+      ],
+      [{ kind: 'waiting', retryAfterMs: 500, consecutive: 1 }, 'no task yet; asking again every 500 ms'],
+      [{ kind: 'waiting', retryAfterMs: 500, consecutive: 2 }, undefined],
+      [{ kind: 'refused', round: 4, reason: 'round 4 is closed' }, 'round 4: update refused (round 4 is closed); pulling again'],
+      [
+        { kind: 'rejoined', server: 'h:1', clientId: 'c9', previousClientId: 'c2', reason: 'unknown client c2' },
+        'unknown client c2: joined h:1 again as c9 (was c2), personal state kept',
+      ],
+      [
+        { kind: 'stopped', reason: 'signal', roundsTrained: 3, stateDir: '/s', bytesUp: 1, bytesDown: 2 },
+        'stopped after 3 round(s); state saved in /s',
+      ],
+      [
+        { kind: 'stopped', reason: 'signal', roundsTrained: 0, stateDir: undefined, bytesUp: 0, bytesDown: 0 },
+        'stopped after 0 round(s); nothing to save',
+      ],
+      [
+        { kind: 'finished', lastRound: 9, roundsTrained: 4, stateDir: '/s', bytesUp: 10, bytesDown: 20 },
+        'training finished after round 9 (4 round(s) trained here); state saved in /s; up 10 B, down 20 B',
+      ],
+    ];
+    for (const [event, line] of cases) expect(logLine(event)).toBe(line);
   });
 });
