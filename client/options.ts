@@ -109,27 +109,25 @@ interface FlagSpec {
   /** Commander's flag syntax. */
   readonly flags: string;
   readonly description: string;
-  readonly reading: FlagReading;
+  /** Default 'as-typed'. */
+  readonly reading?: FlagReading;
 }
 
 /** The command line of `subfed client`: one flag per option. */
 export const CLIENT_FLAGS = {
-  server: { flags: '--server <host:port>', description: 'coordinator gRPC address (required)', reading: 'as-typed' },
-  enrollmentToken: { flags: '--token <token>', description: 'enrollment token (required)', reading: 'as-typed' },
+  server: { flags: '--server <host:port>', description: 'coordinator gRPC address (required)' },
+  enrollmentToken: { flags: '--token <token>', description: 'enrollment token (required)' },
   data: {
     flags: '--data <dir>',
     description: 'data folder: train/ and test/ (IDX or CIFAR-10 files), or files to split 80/20 (required)',
-    reading: 'as-typed',
   },
   stateDir: {
     flags: '--state-dir <dir>',
     description: `personal state folder (mask, weights, BN stats; default ${DEFAULTS.stateDir})`,
-    reading: 'as-typed',
   },
   algorithm: {
     flags: '--algorithm <name>',
     description: `${ALGORITHM_NAMES.join(' | ')} (default ${DEFAULTS.algorithm})`,
-    reading: 'as-typed',
   },
   algorithmConfig: {
     flags: '--config <json|file>',
@@ -139,30 +137,25 @@ export const CLIENT_FLAGS = {
   valueEncoding: {
     flags: '--values <enc>',
     description: `value encoding on the wire: ${VALUE_ENCODING_NAMES.join(' | ')} (default ${DEFAULTS.valueEncoding})`,
-    reading: 'as-typed',
   },
   backend: {
     flags: '--backend <name>',
     description: `tfjs backend: ${BACKEND_CHOICES.join(' | ')} (default SUBFED_BACKEND, else auto)`,
-    reading: 'as-typed',
   },
   model: {
     flags: '--model <name>',
     description: "zoo model (default: the one matching the coordinator's manifest; required for local)",
-    reading: 'as-typed',
   },
-  name: { flags: '--name <name>', description: 'client name sent on join (default <hostname>-<pid>)', reading: 'as-typed' },
+  name: { flags: '--name <name>', description: 'client name sent on join (default <hostname>-<pid>)' },
   seed: { flags: '--seed <n>', description: 'seed of the validation split and shuffling', reading: 'number' },
   tlsCa: {
     flags: '--tls-ca <file>',
     description: "PEM CA certificate to verify the coordinator's TLS certificate",
-    reading: 'as-typed',
   },
   maxRounds: { flags: '--rounds <n>', description: 'stop after this many rounds', reading: 'number' },
   leave: {
     flags: '--leave',
     description: 'leave the federation when done (default: stay enrolled and resume next time)',
-    reading: 'as-typed',
   },
 } as const satisfies Record<ClientOptionKey, FlagSpec>;
 
@@ -188,7 +181,7 @@ export async function flagSource(flags: ClientFlags): Promise<OptionSource> {
     names.set(key, option.long ?? spec.flags);
     const text = flags[option.attributeName()];
     if (text === undefined) continue;
-    values[key] = await readFlag(text, spec.reading, option.long ?? spec.flags);
+    values[key] = await readFlag(text, spec.reading ?? 'as-typed', option.long ?? spec.flags);
   }
   return { fieldName: (key) => names.get(key) ?? key, values };
 }
