@@ -27,7 +27,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import type { ValueEncodingName } from '../proto/rpc.js';
-import { AlgorithmConfigError, createAlgorithm, isAlgorithmName, type AlgorithmName } from './algorithms/index.js';
+import {
+  AlgorithmConfigError,
+  algorithmNames,
+  createAlgorithm,
+  isAlgorithmName,
+  type AlgorithmName,
+} from './algorithms/index.js';
 import { initBackend, type BackendChoice } from './backend.js';
 import { subset, type Dataset } from './data/dataset.js';
 import { readDatasetFiles } from './data/detect.js';
@@ -282,7 +288,7 @@ export function registerClientCommand(program: Command): Command {
     .requiredOption('--token <token>', 'enrollment token')
     .requiredOption('--data <dir>', 'data folder: train/ and test/ (IDX or CIFAR-10 files), or files to split 80/20')
     .option('--state-dir <dir>', 'personal state folder (mask, weights, BN stats)', '.subfed-client')
-    .option('--algorithm <name>', 'subfedavg-un | subfedavg-hy | fedavg | fedavg-ft | local', 'subfedavg-un')
+    .option('--algorithm <name>', algorithmNames().join(' | '), 'subfedavg-un')
     .option('--config <json|file>', 'algorithm config as inline JSON or a JSON file, e.g. {"target":50}')
     .option('--values <enc>', 'value encoding on the wire: f32 | f16 | int8', 'f32')
     .option('--backend <name>', 'tfjs backend: auto | node | wasm | cpu')
@@ -393,7 +399,7 @@ async function runLocalOnly(
     const saved = await loadState(opts.stateDir, { algorithm: opts.algorithm, model: model.name, manifest: model.manifest });
     const participant = new Participant({
       model,
-      algorithm: 'local',
+      algorithm: opts.algorithm as AlgorithmName,
       config: opts.algorithmConfig,
       train,
       test,
@@ -446,7 +452,11 @@ function checkOptions(opts: ClientCommandOptions, valueEncoding: string): void {
     throw new ClientCommandError(`--server: expected host:port, got '${opts.server}'`);
   }
   if (opts.enrollmentToken === '') throw new ClientCommandError('--token: the enrollment token is empty');
-  if (!isAlgorithmName(opts.algorithm)) throw new ClientCommandError(`--algorithm: unknown algorithm '${opts.algorithm}'`);
+  if (!isAlgorithmName(opts.algorithm)) {
+    throw new ClientCommandError(
+      `--algorithm: unknown algorithm '${opts.algorithm}', expected one of ${algorithmNames().join(', ')}`,
+    );
+  }
   if (!(VALUE_ENCODINGS as readonly string[]).includes(valueEncoding)) {
     throw new ClientCommandError(`--values: expected one of ${VALUE_ENCODINGS.join(', ')}, got '${valueEncoding}'`);
   }
