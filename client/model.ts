@@ -125,6 +125,14 @@ export function createModel(name: ModelName, seed: number): Model {
   return new ZooModel(name, architecture(name), seed);
 }
 
+/**
+ * What an algorithm may require of a model (its BatchNorm'd conv layers), known
+ * from the architecture alone: checking a configuration builds no tensors.
+ */
+export function modelStructure(name: ModelName): Pick<Model, 'name' | 'channelGroups'> {
+  return { name, channelGroups: channelGroupsOf(architecture(name)) };
+}
+
 /** PyTorch's default init for conv and linear layers: U(-1/sqrt(fanIn), 1/sqrt(fanIn)) for weight and bias. */
 function uniformInit(rng: SeededRandom, size: number, fanIn: number): Float32Array {
   const bound = 1 / Math.sqrt(fanIn);

@@ -12,7 +12,7 @@ import { Option } from 'commander';
 import { z } from 'zod';
 import { VALUE_ENCODING_NAMES } from '../proto/messages.js';
 import { formatZodIssues } from '../proto/zod-issues.js';
-import { ALGORITHM_NAMES } from './algorithms/config.js';
+import { algorithmNames } from './algorithms/registry.js';
 import { BACKEND_CHOICES } from './backend.js';
 import { MODEL_NAMES } from './model.js';
 
@@ -35,7 +35,7 @@ export const clientOptionsSchema = z.strictObject({
   data: nonEmpty('a data folder'),
   /** Where the personal state lives. */
   stateDir: nonEmpty('a folder').default(DEFAULTS.stateDir),
-  algorithm: oneOf(ALGORITHM_NAMES).default(DEFAULTS.algorithm),
+  algorithm: oneOf(algorithmNames()).default(DEFAULTS.algorithm),
   /** The algorithm's config, validated by the algorithm (reference defaults for missing fields). */
   algorithmConfig: z.unknown().optional(),
   /** Value encoding on the wire, both directions. */
@@ -127,7 +127,7 @@ export const CLIENT_FLAGS = {
   },
   algorithm: {
     flags: '--algorithm <name>',
-    description: `${ALGORITHM_NAMES.join(' | ')} (default ${DEFAULTS.algorithm})`,
+    description: `${algorithmNames().join(' | ')} (default ${DEFAULTS.algorithm})`,
   },
   algorithmConfig: {
     flags: '--config <json|file>',

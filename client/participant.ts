@@ -19,9 +19,8 @@
  *   newMaskVersion is set when any mask changed (ours + 1).
  */
 import { gather, keptCount, scatter } from '../proto/codec.js';
-import { formatZodIssues } from '../proto/zod-issues.js';
-import { createAlgorithm } from './algorithms/index.js';
-import { roundOverrides, type AlgorithmName, type TrainingConfig } from './algorithms/config.js';
+import { parseTrainingOverrides, TrainingConfigError, type TrainingConfig } from '../proto/training-config.js';
+import { AlgorithmConfigError, createAlgorithm, type AlgorithmName } from './algorithms/index.js';
 import type { ClientAlgorithm, ClientData, EvalResult, MaskDecisionReport, RoundContext } from './algorithms/types.js';
 import { subset, type Dataset } from './data/dataset.js';
 import { SeededRandom, deriveSeed } from '../proto/random.js';
@@ -37,7 +36,10 @@ export interface ReceivedTensor {
 
 export interface ReceivedTask {
   readonly round: number;
-  /** The coordinator's training config (parsed JSON); its epochs/batchSize/lr/momentum override ours. */
+  /**
+   * The coordinator's training config (parsed JSON), in the shared strict schema
+   * (proto/training-config.ts): the fields it sets override the algorithm's own.
+   */
   readonly config?: unknown;
   /** Whether `kept` holds every element (no mask applied by the coordinator). */
   readonly dense: boolean;
@@ -128,7 +130,7 @@ export class Participant {
   constructor(opts: ParticipantOptions) {
     this.model = opts.model;
     this.algorithm = createAlgorithm(opts.algorithm, opts.config);
-    this.algorithm.checkModel?.(opts.model);
+    this.algorithm.checkModel(opts.model);
     this.#seed = opts.seed;
     this.#log = opts.log;
     this.data = splitData(opts.train, opts.test, this.algorithm, opts.seed);
@@ -174,7 +176,7 @@ export class Participant {
       model: this.model,
       masks: this.#masks,
       data: this.data,
-      training: task === null ? algo.training : withOverrides(algo.training, task.config),
+      training: task === null ? algo.training : withOverrides(algo, task),
       seed: deriveSeed(this.#seed, round),
       ...(this.#log !== undefined ? { log: this.#log } : {}),
     };
@@ -330,24 +332,29 @@ export function updateDelta(trained: Float32Array, received: Float32Array, mask:
   return gather(delta, mask);
 }
 
-function withOverrides(base: TrainingConfig, config: unknown): TrainingConfig {
-  if (config === undefined || config === null) return base;
-  if (typeof config !== 'object') throw new TaskError(`task config must be an object, got ${typeof config}`);
-  const picked: Record<string, unknown> = {};
-  for (const key of ['epochs', 'batchSize', 'lr', 'momentum'] as const) {
-    if (key in config) picked[key] = (config as Record<string, unknown>)[key];
+/**
+ * The round's training config: the task's, parsed with the schema the
+ * coordinator validated it with, laid over the algorithm's own and checked by
+ * the algorithm. A field the algorithm cannot train with (Sub-FedAvg with
+ * epochs 1 would never prune) refuses the task, naming the field: training it
+ * anyway would silently give up every saving the user chose the algorithm for.
+ */
+function withOverrides(algorithm: ClientAlgorithm, task: ReceivedTask): TrainingConfig {
+  let overrides;
+  try {
+    overrides = parseTrainingOverrides(task.config, '(config)');
+  } catch (err) {
+    if (err instanceof TrainingConfigError) throw new TaskError(`round ${task.round}: task config: ${err.message}`);
+    throw err;
   }
-  const parsed = roundOverrides.safeParse(picked);
-  if (!parsed.success) {
-    throw new TaskError(`task config: ${formatZodIssues(parsed.error, { input: picked }).join('; ')}`);
+  try {
+    return algorithm.withTraining(overrides);
+  } catch (err) {
+    if (err instanceof AlgorithmConfigError) {
+      throw new TaskError(`round ${task.round}: task config does not suit ${algorithm.name}: ${err.problems.join('; ')}`);
+    }
+    throw err;
   }
-  const o = parsed.data;
-  return {
-    epochs: o.epochs ?? base.epochs,
-    batchSize: o.batchSize ?? base.batchSize,
-    lr: o.lr ?? base.lr,
-    momentum: o.momentum ?? base.momentum,
-  };
 }
 
 /** Hold out the gate's validation split (gateOn 'val'), or gate on the test split ('test'). */

@@ -12,7 +12,7 @@
 import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { deriveSeed } from '../proto/random.js';
-import { createAlgorithm } from './algorithms/index.js';
+import { describeAlgorithm } from './algorithms/registry.js';
 import { initBackend } from './backend.js';
 import { DataFolderError } from './data/errors.js';
 import { loadClientData, type ClientDataSplits } from './data/folder.js';
@@ -62,7 +62,9 @@ export async function* clientRun(options: ClientOptions, context: ClientRunConte
   const name = options.name ?? `${hostname()}-${process.pid}`;
   const seed = options.seed ?? deriveSeed(hashString(name));
   // Bad input fails before the data is read or the coordinator contacted.
-  const { communicates } = createAlgorithm(options.algorithm, options.algorithmConfig);
+  const algorithm = describeAlgorithm(options.algorithm);
+  algorithm.parseConfig(options.algorithmConfig);
+  const communicates = algorithm.kind === 'federated';
   if (!communicates) requireModel(options);
 
   const backend = await initBackend(options.backend, { logger: { info: () => {} } });

@@ -16,7 +16,7 @@
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import type { AlgorithmName } from './algorithms/config.js';
+import type { AlgorithmName } from './algorithms/registry.js';
 import type { ClientEvent, CoordinatorCall } from './events.js';
 import { createModel, isModelName, MODEL_NAMES, type Model, type ModelName, type TensorSpec } from './model.js';
 import { ClientCommandError, type ClientOptions } from './options.js';

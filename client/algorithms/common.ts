@@ -4,7 +4,7 @@ import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../model.js';
 import { applyMasks, type MaskMap, type TensorMap } from '../prune.js';
 import { evaluate, trainLocal, type EpochStats } from '../train.js';
-import type { RoundContext } from './types.js';
+import type { RoundContext, TrainOutcome } from './types.js';
 
 /**
  * w = global at the kept positions, zero elsewhere. BatchNorm running statistics
@@ -55,6 +55,17 @@ export async function trainMasked(ctx: RoundContext, opts: MaskedTrainingOptions
   } finally {
     for (const t of maskTensors.values()) t.dispose();
   }
+}
+
+/** Masked local training without a mask decision: the dense baselines (their masks stay all ones). */
+export async function trainDense(ctx: RoundContext): Promise<TrainOutcome> {
+  const history = await trainMasked(ctx);
+  return {
+    masks: ctx.masks,
+    loss: meanLoss(history),
+    trainAccuracy: history[history.length - 1]?.accuracy ?? 0,
+    decisions: [],
+  };
 }
 
 export function meanLoss(history: readonly EpochStats[]): number {

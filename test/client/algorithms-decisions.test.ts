@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { decideChannels, decideUnstructured } from '../../client/algorithms/decisions.js';
-import { AlgorithmConfigError, subfedavgHyConfig, subfedavgUnConfig, parseConfig } from '../../client/algorithms/config.js';
-import { createAlgorithm } from '../../client/algorithms/index.js';
+import { AlgorithmConfigError, parseConfig } from '../../client/algorithms/config.js';
+import { createAlgorithm, subfedavgHyConfig, subfedavgUnConfig } from '../../client/algorithms/index.js';
 import { prunePercentile } from '../../client/prune.js';
 import type { ChannelGroup } from '../../client/model.js';
 
@@ -212,5 +212,25 @@ describe('algorithm configs', () => {
     expect(() => createAlgorithm('fedavg', { prune: 10 })).toThrow(/prune/);
     expect(() => createAlgorithm('fedprox')).toThrow(/unknown algorithm 'fedprox'/);
     expect(createAlgorithm('local').communicates).toBe(false);
+  });
+
+  it('refuse one local epoch for Sub-FedAvg, which could never prune with it, and allow it for the dense baselines', () => {
+    for (const name of ['subfedavg-un', 'subfedavg-hy']) {
+      expect(() => createAlgorithm(name, { epochs: 1 })).toThrow(AlgorithmConfigError);
+      expect(() => createAlgorithm(name, { epochs: 1 })).toThrow(
+        `invalid ${name} config: epochs: expected at least 2: Sub-FedAvg compares the masks after epoch 1 and the last epoch, so 1 epoch never prunes, got 1`,
+      );
+      expect(createAlgorithm(name, { epochs: 2 }).training.epochs).toBe(2);
+      // a coordinator's override is held to the same rule
+      expect(() => createAlgorithm(name).withTraining({ epochs: 1 })).toThrow(/epochs: expected at least 2/);
+    }
+    for (const name of ['fedavg', 'fedavg-ft', 'local']) expect(createAlgorithm(name, { epochs: 1 }).training.epochs).toBe(1);
+  });
+
+  it('lay a coordinator override over their own training fields and keep the rest', () => {
+    const algo = createAlgorithm('subfedavg-un', { epochs: 3, lr: 0.1, p: 20 });
+    expect(algo.withTraining({ lr: 0.02 })).toEqual({ epochs: 3, batchSize: 10, lr: 0.02, momentum: 0.5 });
+    expect(algo.withTraining({})).toEqual(algo.training);
+    expect(algo.training).toEqual({ epochs: 3, batchSize: 10, lr: 0.1, momentum: 0.5 });
   });
 });

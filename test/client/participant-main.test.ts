@@ -24,6 +24,7 @@ import {
 import { loadState } from '../../client/state.js';
 import type { Dataset } from '../../client/data/dataset.js';
 import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
+import type { TrainingOverrides } from '../../proto/training-config.js';
 import { tinyData } from './participant-helpers.js';
 
 const TOKEN = 'enroll-secret';
@@ -73,7 +74,7 @@ function idxFiles(ds: Dataset): { images: Buffer; labels: Buffer } {
   return { images, labels };
 }
 
-async function startServer(rounds: number): Promise<CoordinatorHandle> {
+async function startServer(rounds: number, training: TrainingOverrides = { epochs: 2, lr: 0.05 }): Promise<CoordinatorHandle> {
   const model = createModel('mlp', 0);
   const manifest = model.manifest.map((s) => ({ ...s, shape: [...s.shape] }));
   const initial = model.getWeights();
@@ -85,7 +86,7 @@ async function startServer(rounds: number): Promise<CoordinatorHandle> {
       minClients: 1,
       enrollmentToken: TOKEN,
       http: { enabled: false },
-      training: { epochs: 2, lr: 0.05 },
+      training,
       logLevel: 'silent',
     },
     { manifest, initial },
@@ -392,6 +393,20 @@ describe('runClient', () => {
     await expect(run(missing)).rejects.toThrow(/--data: '.*missing' is not a folder/);
     await expect(run({ ...base, algorithm: 'subfedavg-un', algorithmConfig: { p: -1 } })).rejects.toThrow(/config: p:/);
     await expect(run({ ...base, algorithm: 'local', backend: 'wasm' })).rejects.toThrow(/--model/);
+  });
+
+  it("refuses a coordinator's one-epoch task with Sub-FedAvg, naming the field, instead of training without pruning", async () => {
+    const server = await startServer(1, { epochs: 1 });
+    const base = { server: server.grpcAddress, enrollmentToken: TOKEN, data: dataDir, backend: 'wasm' } as const;
+    try {
+      await expect(run({ ...base, stateDir: join(dir, 'state-1-epoch'), algorithm: 'subfedavg-un' })).rejects.toThrow(
+        /^round 1: task config does not suit subfedavg-un: epochs: expected at least 2: Sub-FedAvg compares the masks/,
+      );
+      // nothing was pushed: the round still waits for its member's update
+      expect(server.coordinator.status().round).toMatchObject({ id: 1, members: 1, reported: 0 });
+    } finally {
+      await server.stop();
+    }
   });
 
   it('turns CLI flags into options, naming each bad flag and the value it held', async () => {

@@ -101,8 +101,47 @@ describe('Participant.localRound', () => {
   it('applies the coordinator training config over its own', async () => {
     const { model, participant } = mlpParticipant();
     const server = new OneClientServer(model.getWeights());
-    await expect(participant.localRound(server.task({ epochs: 0 }))).rejects.toThrow(/task config: epochs/);
-    await expect(participant.localRound(server.task('fast'))).rejects.toThrow(/must be an object/);
+    await expect(participant.localRound(server.task({ epochs: 0 }))).rejects.toThrow(TaskError);
+    await expect(participant.localRound(server.task({ epochs: 0 }))).rejects.toThrow(
+      /^round \d+: task config: epochs: expected a positive integer, got 0$/,
+    );
+    await expect(participant.localRound(server.task('fast'))).rejects.toThrow(
+      /task config: \(config\): expected a JSON object, got "fast"/,
+    );
+    // the same strict schema as the coordinator's: a misspelt field is refused, not dropped
+    await expect(participant.localRound(server.task({ epoch: 3 }))).rejects.toThrow(
+      /task config: \(config\): unknown field\(s\) epoch/,
+    );
+    // a valid override takes effect: a tenfold learning rate moves the weights further
+    const before = model.getWeights();
+    const slow = await participant.localRound(server.task({ lr: 0.005 }));
+    const distance = (from: Map<string, Float32Array>) =>
+      [...model.getWeights()].reduce((sum, [name, w]) => sum + w.reduce((s, x, i) => s + Math.abs(x - from.get(name)![i]), 0), 0);
+    expect(slow.update).toBeDefined();
+    const slowMoved = distance(before);
+    model.setWeights(before);
+    await participant.localRound(server.task({ lr: 0.05 }));
+    expect(distance(before)).toBeGreaterThan(slowMoved);
+    model.dispose();
+  });
+
+  it('refuses a task whose epochs a pruning algorithm cannot prune with, naming the field', async () => {
+    const { model, participant } = mlpParticipant('subfedavg-un', { epochs: 2, lr: 0.05, gateOn: 'test' });
+    const server = new OneClientServer(model.getWeights());
+    const weights = model.getWeights();
+    await expect(participant.localRound(server.task({ epochs: 1 }))).rejects.toThrow(TaskError);
+    await expect(participant.localRound(server.task({ epochs: 1 }))).rejects.toThrow(
+      /^round \d+: task config does not suit subfedavg-un: epochs: expected at least 2: Sub-FedAvg compares the masks after epoch 1 and the last epoch, so 1 epoch never prunes, got 1$/,
+    );
+    // refused before anything was trained or received
+    expect(model.getWeights()).toEqual(weights);
+    expect(participant.round).toBe(0);
+    // the dense baselines take one epoch
+    const dense = mlpParticipant('fedavg');
+    expect(
+      (await dense.participant.localRound(new OneClientServer(dense.model.getWeights()).task({ epochs: 1 }))).update,
+    ).toBeDefined();
+    dense.model.dispose();
     model.dispose();
   });
 
