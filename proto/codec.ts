@@ -11,13 +11,10 @@ import {
   type ValueEncodingName,
   type ValuePart,
 } from './messages.js';
+import { CodecError } from './errors.js';
+import { elementCount } from './shape.js';
 
-export class CodecError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'CodecError';
-  }
-}
+export { CodecError, elementCount };
 
 const EMPTY = new Uint8Array(0);
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -28,16 +25,6 @@ const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 export type TensorMap = Map<string, Float32Array>;
 /** Named 0/1 masks, one entry per tensor element, 1 = kept. Every manifest tensor has one (default all ones). */
 export type MaskMap = Map<string, Uint8Array>;
-
-/** Number of elements of a shape; validates the dimensions. */
-export function elementCount(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) {
-    if (!Number.isInteger(d) || d < 0) throw new CodecError(`invalid dimension ${d} in shape [${shape.join(', ')}]`);
-    n *= d;
-  }
-  return n;
-}
 
 function checkLength(what: string, length: number, shape: readonly number[]): number {
   const n = elementCount(shape);
