@@ -6,10 +6,11 @@
 // bench/results/scale.json and prints a table.
 import { writeBenchResult } from './results.js';
 import { SeededRandom } from '../proto/random.js';
+import { Mask } from '../proto/mask.js';
 import { pino } from 'pino';
 import { CoordinatorClient, type OutgoingTensor } from '../client/remote.js';
 import { startCoordinator } from '../server/main.js';
-import type { TensorMap, TensorSpec } from '../server/model.js';
+import { elementCount, type TensorMap, type TensorSpec } from '../server/model.js';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 1000);
 const TOKEN = 'bench-enrollment';
@@ -28,9 +29,7 @@ interface RoundResult {
 }
 
 async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
-  const initial: TensorMap = new Map(
-    MANIFEST.map((s) => [s.name, new Float32Array(s.shape.reduce((a, b) => a * b, 1)).fill(0.1)]),
-  );
+  const initial: TensorMap = new Map(MANIFEST.map((s) => [s.name, new Float32Array(elementCount(s.shape)).fill(0.1)]));
   const server = await startCoordinator(
     {
       rounds: 1,
@@ -60,8 +59,10 @@ async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
         const tensors = new Map<string, OutgoingTensor>();
         for (const spec of MANIFEST) {
           const got = task.tensors.get(spec.name)!;
-          const mask = spec.prunable ? Uint8Array.from(got.mask, () => (rand.next() < 0.5 ? 1 : 0)) : got.mask;
-          const dense = Float32Array.from(mask, (m) => (m ? rand.next() * 0.02 - 0.01 : 0));
+          const mask = spec.prunable
+            ? Mask.fromBytes(Uint8Array.from({ length: got.mask.length }, () => (rand.next() < 0.5 ? 1 : 0)))
+            : got.mask;
+          const dense = Float32Array.from({ length: mask.length }, (_, j) => (mask.has(j) ? rand.next() * 0.02 - 0.01 : 0));
           tensors.set(spec.name, { dense, mask });
         }
         return c.pushUpdate(

@@ -4,7 +4,6 @@
  * the upload it owes. `subfed client` and the simulator's workers both use it,
  * each with its own retry and logging around the push.
  */
-import { scatter } from '../proto/codec.js';
 import type { Participant, RoundMetrics } from './participant.js';
 import type { OutgoingTensor, TaskResult, UpdateFields } from './remote.js';
 
@@ -17,14 +16,14 @@ export interface TrainedRound {
   /** Pruned share of the mask held when the task arrived: the download was cut to this mask. */
   readonly receivedSparsity: number;
   /** The arguments of CoordinatorClient.pushUpdate. */
-  readonly upload: { readonly fields: UpdateFields; readonly tensors: Map<string, OutgoingTensor> };
+  readonly upload: { readonly fields: UpdateFields; readonly tensors: ReadonlyMap<string, OutgoingTensor> };
 }
 
 export async function trainOnTask(participant: Participant, task: DeliveredTask): Promise<TrainedRound> {
   const { header } = task;
   // The masks the coordinator holds for us, when it holds our current version; copied
   // before training changes ours. They let the encoder send UNCHANGED or DIFF masks.
-  const heldByServer = header.maskVersion === participant.maskVersion ? new Map(participant.masks) : undefined;
+  const heldByServer = header.maskVersion === participant.maskVersion ? participant.masks : undefined;
   const receivedSparsity = participant.sparsity;
   const result = await participant.localRound({
     round: header.roundId,
@@ -38,7 +37,7 @@ export async function trainOnTask(participant: Participant, task: DeliveredTask)
   const tensors = new Map<string, OutgoingTensor>();
   for (const [name, t] of update.tensors) {
     const previousMask = heldByServer?.get(name);
-    tensors.set(name, { dense: scatter(t.kept, t.mask), mask: t.mask, ...(previousMask !== undefined ? { previousMask } : {}) });
+    tensors.set(name, { dense: t.mask.scatter(t.kept), mask: t.mask, ...(previousMask !== undefined ? { previousMask } : {}) });
   }
   const m = result.metrics;
   return {

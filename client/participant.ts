@@ -18,7 +18,7 @@
  * - baseMaskVersion = the coordinator's mask version the task was built on;
  *   newMaskVersion is set when any mask changed (ours + 1).
  */
-import { gather, keptCount, scatter } from '../proto/codec.js';
+import type { Mask } from '../proto/mask.js';
 import { formatZodIssues } from '../proto/zod-issues.js';
 import { createAlgorithm } from './algorithms/index.js';
 import { roundOverrides, type AlgorithmName, type TrainingConfig } from './algorithms/config.js';
@@ -26,12 +26,12 @@ import type { ClientAlgorithm, ClientData, EvalResult, MaskDecisionReport, Round
 import { subset, type Dataset } from './data/dataset.js';
 import { SeededRandom, deriveSeed } from '../proto/random.js';
 import type { Model } from './model.js';
-import { elementCount, masksEqual, onesMasks, prunedFraction, type MaskMap, type TensorMap } from './prune.js';
+import { elementCount, fullMasks, prunedFraction, type MaskMap, type TensorMap } from './prune.js';
 import { evaluate } from './train.js';
 
 export interface ReceivedTensor {
   /** The mask the values are laid out on; absent = the client's own mask. Ignored when dense. */
-  readonly mask?: Uint8Array;
+  readonly mask?: Mask;
   readonly kept: Float32Array;
 }
 
@@ -47,7 +47,7 @@ export interface ReceivedTask {
 }
 
 export interface UpdateTensor {
-  readonly mask: Uint8Array;
+  readonly mask: Mask;
   readonly maskChanged: boolean;
   /** Delta at the new mask's kept positions, index order. */
   readonly kept: Float32Array;
@@ -55,7 +55,7 @@ export interface UpdateTensor {
 
 export interface LocalUpdate {
   readonly round: number;
-  readonly tensors: Map<string, UpdateTensor>;
+  readonly tensors: ReadonlyMap<string, UpdateTensor>;
   readonly numExamples: number;
   readonly baseMaskVersion: number;
   /** True when any tensor's mask must be sent. */
@@ -132,7 +132,7 @@ export class Participant {
     this.#seed = opts.seed;
     this.#log = opts.log;
     this.data = splitData(opts.train, opts.test, this.algorithm, opts.seed);
-    this.#masks = onesMasks(this.model.manifest);
+    this.#masks = fullMasks(this.model.manifest);
     if (opts.restore !== undefined) this.#restore(opts.restore);
   }
 
@@ -145,8 +145,8 @@ export class Participant {
     return this.#round;
   }
 
-  /** The current masks (do not mutate: arrays are shared with the codec's index cache). */
-  get masks(): ReadonlyMap<string, Uint8Array> {
+  /** The current masks. */
+  get masks(): MaskMap {
     return this.#masks;
   }
 
@@ -243,7 +243,7 @@ export class Participant {
     }
     this.model.setWeights(state.weights);
     this.model.setPersonal(state.personal);
-    this.#masks = new Map([...state.masks].map(([n, m]) => [n, Uint8Array.from(m)]));
+    this.#masks = new Map(state.masks);
     this.#maskVersion = state.maskVersion;
     this.#round = state.round;
   }
@@ -280,12 +280,12 @@ export class Participant {
         }
         if (mask.length !== size)
           throw new TaskError(`round ${task.round}: mask of '${spec.name}' has ${mask.length} entries, shape needs ${size}`);
-        if (t.kept.length !== keptCount(mask)) {
+        if (t.kept.length !== mask.keptCount) {
           throw new TaskError(
-            `round ${task.round}: '${spec.name}' has ${t.kept.length} values for ${keptCount(mask)} kept positions`,
+            `round ${task.round}: '${spec.name}' has ${t.kept.length} values for ${mask.keptCount} kept positions`,
           );
         }
-        dense = scatter(t.kept, mask);
+        dense = mask.scatter(t.kept);
       }
       for (let i = 0; i < dense.length; i++) {
         if (!Number.isFinite(dense[i]))
@@ -302,10 +302,10 @@ export class Participant {
     const tensors = new Map<string, UpdateTensor>();
     let anyChanged = false;
     for (const spec of this.model.manifest) {
-      const oldMask = this.#masks.get(spec.name) as Uint8Array;
+      const oldMask = this.#masks.get(spec.name) as Mask;
       const mask = newMasks.get(spec.name);
       if (mask === undefined) throw new Error(`${this.algorithm.name} returned no mask for '${spec.name}'`);
-      const maskChanged = resendAll || !masksEqual(oldMask, mask);
+      const maskChanged = resendAll || !oldMask.equals(mask);
       anyChanged ||= maskChanged;
       tensors.set(spec.name, { mask, maskChanged, kept: updateDelta(trained.get(spec.name)!, baseline.get(spec.name)!, mask) });
     }
@@ -322,12 +322,14 @@ export class Participant {
 }
 
 /** (trained - received) at the kept positions of `mask`, index order. */
-export function updateDelta(trained: Float32Array, received: Float32Array, mask: Uint8Array): Float32Array {
+export function updateDelta(trained: Float32Array, received: Float32Array, mask: Mask): Float32Array {
   if (trained.length !== received.length)
     throw new RangeError(`delta: ${trained.length} trained vs ${received.length} received values`);
-  const delta = new Float32Array(trained.length);
-  for (let i = 0; i < delta.length; i++) delta[i] = trained[i] - received[i];
-  return gather(delta, mask);
+  if (mask.length !== trained.length) throw new RangeError(`delta: ${trained.length} values, mask has ${mask.length}`);
+  const indices = mask.keptIndices();
+  const delta = new Float32Array(indices.length);
+  for (let k = 0; k < indices.length; k++) delta[k] = trained[indices[k]] - received[indices[k]];
+  return delta;
 }
 
 function withOverrides(base: TrainingConfig, config: unknown): TrainingConfig {

@@ -6,7 +6,8 @@
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import { decodeSparseTensor, elementCount, encodeSparseTensor, type DecodedTensor } from '../proto/codec.js';
+import { decodeSparseTensor, elementCount, encodeSparseTensor, type MaskMap, type SparseValues } from '../proto/codec.js';
+import type { Mask } from '../proto/mask.js';
 import {
   createCoordinatorDefinition,
   DEFAULT_CHUNK_BYTES,
@@ -103,16 +104,16 @@ export interface ClientIdentity {
  * end of training (every configured round committed, `round` the last one).
  */
 export type TaskResult =
-  | { header: TaskHeader; config: unknown; tensors: Map<string, DecodedTensor> }
+  | { header: TaskHeader; config: unknown; tensors: Map<string, SparseValues> }
   | { wait: number }
   | { finished: true; round: number };
 
 /** An uploaded tensor: the dense delta, the client's (new) mask, and the mask the server holds. */
 export interface OutgoingTensor {
   dense: Float32Array;
-  mask: Uint8Array;
+  mask: Mask;
   /** The mask at base_mask_version; enables UNCHANGED/DIFF mask encodings. */
-  previousMask?: Uint8Array;
+  previousMask?: Mask;
 }
 
 /** What the caller provides of an update header; identity and tensor count are filled in. */
@@ -236,7 +237,7 @@ export class CoordinatorClient {
    * `maskVersion`; they decode tensors sent as UNCHANGED/DIFF relative to them
    * and are used only when the server's view of the version matches.
    */
-  async pullTask(maskVersion: number, masks?: ReadonlyMap<string, Uint8Array>): Promise<TaskResult> {
+  async pullTask(maskVersion: number, masks?: MaskMap): Promise<TaskResult> {
     const request = {
       ...this.#credentials('PullTask'),
       maskVersion,
@@ -252,7 +253,7 @@ export class CoordinatorClient {
       );
       let header: TaskHeader | undefined;
       const assembler = new TensorAssembler(this.#limits);
-      const tensors = new Map<string, DecodedTensor>();
+      const tensors = new Map<string, SparseValues>();
       try {
         for await (const chunk of call as AsyncIterable<TaskChunk | Malformed>) {
           if (isMalformed(chunk)) throw new RemoteError('PullTask', grpc.status.INTERNAL, `malformed response: ${chunk.error}`);
@@ -320,7 +321,7 @@ export class CoordinatorClient {
       await write({ header });
       outer: for (const [name, t] of tensors) {
         const spec = this.#manifest.get(name)!;
-        const encoded = encodeSparseTensor(name, t.dense, t.mask, spec.shape, {
+        const encoded = encodeSparseTensor(name, { mask: t.mask, kept: t.mask.gather(t.dense) }, spec.shape, {
           values: this.#valueEncoding,
           previousMask: t.previousMask,
         });

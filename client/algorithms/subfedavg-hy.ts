@@ -8,6 +8,7 @@
  * Order within a round, as the reference: first the dense-layer decision, then
  * the channel decision on top of it, each with its own accuracy gate.
  */
+import type { Mask } from '../../proto/mask.js';
 import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../model.js';
 import { channelMaskOf, prunePercentile, prunedFraction, selectChannels, type MaskMap, type TensorMap } from '../prune.js';
@@ -47,7 +48,7 @@ export class SubFedAvgHy implements ClientAlgorithm {
     return Math.max(1, Math.ceil(channels * this.config.channelFloor));
   }
 
-  #selectAll(weights: TensorMap, masks: MaskMap, model: Model): Uint8Array[] {
+  #selectAll(weights: TensorMap, masks: MaskMap, model: Model): Mask[] {
     return model.channelGroups.map((g) => {
       const gamma = weights.get(g.gamma);
       if (gamma === undefined) throw new Error(`no weights for '${g.gamma}'`);
@@ -62,7 +63,7 @@ export class SubFedAvgHy implements ClientAlgorithm {
     const denseNames = model.manifest.filter((s) => s.prunable && s.shape.length === 2).map((s) => s.name);
     const allNames = model.manifest.map((s) => s.name);
     let denseM1: MaskMap = ctx.masks;
-    let channelsFirst: Uint8Array[] = [];
+    let channelsFirst: Mask[] = [];
     const history = await trainMasked(ctx, {
       l1: { names: new Set(model.channelGroups.map((g) => g.gamma)), s: cfg.l1 },
       onEpochEnd: (epoch) => {
@@ -100,7 +101,7 @@ export class SubFedAvgHy implements ClientAlgorithm {
       gateAccuracy: gate,
     });
     model.setWeights(channels.weights);
-    const channelsKept = model.channelGroups.map((g) => channelMaskOf(channels.masks, g).reduce((n, v) => n + v, 0));
+    const channelsKept = model.channelGroups.map((g) => channelMaskOf(channels.masks, g).keptCount);
     const decisions: MaskDecisionReport[] = [dense.report, channels.report];
     for (const r of decisions) {
       ctx.log?.(

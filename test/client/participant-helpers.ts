@@ -1,5 +1,4 @@
 /** Test helpers: a one-client in-memory "coordinator" around a Participant, and tiny datasets. */
-import { gather, scatter } from '../../proto/codec.js';
 import { syntheticDataset } from '../../client/data/synthetic.js';
 import type { Dataset } from '../../client/data/dataset.js';
 import type { LocalUpdate, Participant, ReceivedTask, ReceivedTensor, RoundResult } from '../../client/participant.js';
@@ -43,7 +42,7 @@ export class OneClientServer {
       [...this.global].map(([name, w]): [string, ReceivedTensor] => {
         if (masks === undefined) return [name, { kept: Float32Array.from(w) }];
         const mask = masks.get(name)!;
-        return [name, { mask, kept: gather(w, mask) }];
+        return [name, { mask, kept: mask.gather(w) }];
       }),
     );
     return { round: this.round, dense: masks === undefined, tensors, serverMaskVersion: this.maskVersion, config };
@@ -52,8 +51,8 @@ export class OneClientServer {
   apply(update: LocalUpdate): void {
     for (const [name, t] of update.tensors) {
       const w = this.global.get(name)!;
-      const delta = scatter(t.kept, t.mask);
-      for (let i = 0; i < w.length; i++) if (t.mask[i] !== 0) w[i] += delta[i];
+      const delta = t.mask.scatter(t.kept);
+      for (let i = 0; i < w.length; i++) if (t.mask.has(i)) w[i] += delta[i];
     }
     if (update.maskChanged) {
       this.clientMasks = new Map([...update.tensors].map(([n, t]) => [n, t.mask]));
@@ -72,10 +71,10 @@ export class OneClientServer {
 }
 
 /** Every masked-out weight is exactly zero. */
-export function zerosWhereMasked(weights: TensorMap, masks: ReadonlyMap<string, Uint8Array>): boolean {
+export function zerosWhereMasked(weights: TensorMap, masks: MaskMap): boolean {
   for (const [name, m] of masks) {
     const w = weights.get(name)!;
-    for (let i = 0; i < m.length; i++) if (m[i] === 0 && w[i] !== 0) return false;
+    for (let i = 0; i < m.length; i++) if (!m.has(i) && w[i] !== 0) return false;
   }
   return true;
 }

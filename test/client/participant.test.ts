@@ -3,7 +3,7 @@ import { initBackend } from '../../client/backend.js';
 import { createModel } from '../../client/model.js';
 import { Participant, TaskError, updateDelta, type ReceivedTask, type ReceivedTensor } from '../../client/participant.js';
 import { applyMasks, prunePercentile } from '../../client/prune.js';
-import { gather, scatter } from '../../proto/codec.js';
+import { Mask } from '../../proto/mask.js';
 import { OneClientServer, tinyData } from './participant-helpers.js';
 
 beforeAll(async () => {
@@ -18,7 +18,7 @@ function mlpParticipant(algorithm: 'fedavg' | 'subfedavg-un' = 'fedavg', config:
 
 describe('updateDelta', () => {
   it('is trained - received at the kept positions, in index order', () => {
-    const d = updateDelta(Float32Array.from([1, 5, 3, 9]), Float32Array.from([0.5, 4, 3, 1]), Uint8Array.from([1, 0, 1, 1]));
+    const d = updateDelta(Float32Array.from([1, 5, 3, 9]), Float32Array.from([0.5, 4, 3, 1]), Mask.fromBytes([1, 0, 1, 1]));
     expect([...d]).toEqual([0.5, 0, 8]);
   });
 });
@@ -34,10 +34,10 @@ describe('Participant.localRound', () => {
     const trained = model.getWeights();
     for (const [name, t] of result.update!.tensors) {
       // received + delta == trained, at every kept position
-      const rebuilt = scatter(t.kept, t.mask);
+      const rebuilt = t.mask.scatter(t.kept);
       const g = before.get(name)!;
       const w = trained.get(name)!;
-      for (let i = 0; i < w.length; i++) if (t.mask[i] === 1) expect(g[i] + rebuilt[i]).toBeCloseTo(w[i], 5);
+      for (let i = 0; i < w.length; i++) if (t.mask.has(i)) expect(g[i] + rebuilt[i]).toBeCloseTo(w[i], 5);
     }
     expect(result.update).toMatchObject({
       round: task.round,
@@ -82,7 +82,7 @@ describe('Participant.localRound', () => {
     );
     expect(result.update!.newMaskVersion).toBe(1);
     expect(participant.maskVersion).toBe(1);
-    for (const t of result.update!.tensors.values()) expect(t.kept.length).toBe(t.mask.reduce((a, b) => a + b, 0));
+    for (const t of result.update!.tensors.values()) expect(t.kept.length).toBe(t.mask.keptCount);
     model.dispose();
   });
 
@@ -134,7 +134,7 @@ describe('Participant.localRound', () => {
     await expect(participant.localRound(dense(all(), { dense: false, serverMaskVersion: 3 }))).rejects.toThrow(/mask version 3/);
     // sparse values that do not match the given mask's kept count
     const sparse = all();
-    sparse.set('fc3.bias', { kept: new Float32Array(10), mask: Uint8Array.from([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]) });
+    sparse.set('fc3.bias', { kept: new Float32Array(10), mask: Mask.fromBytes([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]) });
     await expect(participant.localRound(dense(sparse, { dense: false }))).rejects.toThrow(/10 values for 2 kept positions/);
     await expect(participant.localRound(null)).rejects.toThrow(/needs a task/);
     model.dispose();
@@ -188,7 +188,7 @@ describe('Participant state', () => {
       round: 2,
       dense: false,
       serverMaskVersion: resumed.maskVersion,
-      tensors: new Map([...server.global].map(([n, w]) => [n, { kept: gather(w, masks.get(n)!) }])),
+      tensors: new Map([...server.global].map(([n, w]) => [n, { kept: masks.get(n)!.gather(w) }])),
     };
     const result = await resumed.localRound(task);
     expect(result.update!.baseMaskVersion).toBe(1);
@@ -200,7 +200,7 @@ describe('Participant state', () => {
     const { model, participant, train, test } = mlpParticipant();
     const state = participant.exportState();
     const masks = new Map(state.masks);
-    masks.set('fc1.bias', new Uint8Array(3));
+    masks.set('fc1.bias', Mask.full(3));
     expect(() => new Participant({ model, algorithm: 'fedavg', train, test, seed: 1, restore: { ...state, masks } })).toThrow(
       /'fc1.bias' has 3 entries/,
     );
