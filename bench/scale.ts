@@ -53,25 +53,24 @@ async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
     const acks = await Promise.all(
       clients.map(async (c, i) => {
         const task = await c.pullTask(0);
-        if (!('header' in task)) throw new Error(`client ${i} got no task`);
+        if ('wait' in task || 'finished' in task || task.kind !== 'dense') throw new Error(`client ${i} got no dense task`);
         onSample();
         const rand = new SeededRandom(i + 1);
         const tensors = new Map<string, OutgoingTensor>();
         for (const spec of MANIFEST) {
-          const got = task.tensors.get(spec.name)!;
+          const size = task.tensors.get(spec.name)!.length;
           const mask = spec.prunable
-            ? Mask.fromBytes(Uint8Array.from({ length: got.mask.length }, () => (rand.next() < 0.5 ? 1 : 0)))
-            : got.mask;
-          const dense = Float32Array.from({ length: mask.length }, (_, j) => (mask.has(j) ? rand.next() * 0.02 - 0.01 : 0));
-          tensors.set(spec.name, { dense, mask });
+            ? Mask.fromBytes(Uint8Array.from({ length: size }, () => (rand.next() < 0.5 ? 1 : 0)))
+            : Mask.full(size);
+          const kept = Float32Array.from({ length: mask.keptCount }, () => rand.next() * 0.02 - 0.01);
+          tensors.set(spec.name, { mask, kept });
         }
         return c.pushUpdate(
           {
-            roundId: task.header.roundId,
+            roundId: task.round,
             numExamples: 10 + (i % 7),
             baseMaskVersion: 0,
-            maskChanged: true,
-            newMaskVersion: 1,
+            maskChange: { kind: 'changed', version: 1 },
             metrics: { loss: 1, localAccuracy: 0.5, sparsity: 0.5, receivedAccuracy: 0.4 },
           },
           tensors,

@@ -66,8 +66,8 @@ async function federatedRound(client: number, h: HostedClient, remote: Coordinat
     if (!('wait' in task)) break;
     await sleep(task.wait);
   }
-  if (task.header.roundId !== round) {
-    throw new Error(`client ${client}: expected a task for round ${round}, the coordinator sent round ${task.header.roundId}`);
+  if (task.round !== round) {
+    throw new Error(`client ${client}: expected a task for round ${round}, the coordinator sent round ${task.round}`);
   }
   const trained = await trainOnTask(p, task);
   const ack = await remote.pushUpdate(trained.upload.fields, trained.upload.tensors);

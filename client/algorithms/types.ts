@@ -8,9 +8,9 @@
  *   evaluate  personalized accuracy (fedavg-ft fine-tunes a copy first)
  *
  * Building the update (delta at the new kept positions, mask only when changed)
- * is the same rule for all of them and lives in `update.ts`; the coordinator's
- * single aggregation rule (intersection averaging) makes dense FedAvg the case
- * of all-ones masks.
+ * is the same rule for all of them and lives in the Participant (participant.ts,
+ * LocalUpdate); the coordinator's single aggregation rule (intersection
+ * averaging) makes dense FedAvg the case of all-ones masks.
  */
 import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../model.js';

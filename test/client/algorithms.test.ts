@@ -201,8 +201,7 @@ describe('dense baselines', () => {
     const server = new OneClientServer(model.getWeights());
     for (let r = 0; r < 2; r++) {
       const result = await server.round_(participant);
-      expect(result.update!.maskChanged).toBe(false);
-      expect(result.update!.newMaskVersion).toBeUndefined();
+      expect(result.update!.maskChange).toEqual({ kind: 'unchanged' });
       expect(participant.sparsity).toBe(0);
       for (const [name, t] of result.update!.tensors) expect(t.kept.length).toBe(model.getWeights().get(name)!.length);
     }

@@ -57,6 +57,8 @@ class FakeCoordinator {
   hasTask = true;
   /** With hasTask false: answer that training is finished. */
   finished = false;
+  /** Send a task whose header says dense but whose kernel keeps only the client's mask. */
+  denseButMasked = false;
 
   async start(): Promise<void> {
     const def = createCoordinatorDefinition((dir, _id, n) => (dir === 'up' ? (this.upBytes += n) : (this.downBytes += n)));
@@ -111,9 +113,10 @@ class FakeCoordinator {
           });
           return call.end();
         }
-        const kernel = dense
-          ? { mask: Mask.full(BIG), kept: globalKernel }
-          : { mask: clientMask, kept: clientMask.gather(globalKernel) };
+        const kernel =
+          dense && !this.denseButMasked
+            ? { mask: Mask.full(BIG), kept: globalKernel }
+            : { mask: clientMask, kept: clientMask.gather(globalKernel) };
         const tensors = [
           encodeSparseTensor('dense/kernel', kernel, [1000, 400], {
             values: 'f32',
@@ -194,6 +197,7 @@ afterEach(() => {
   fake.heartbeatFailures = [];
   fake.hasTask = true;
   fake.finished = false;
+  fake.denseButMasked = false;
 });
 
 describe('CoordinatorClient', () => {
@@ -236,19 +240,24 @@ describe('CoordinatorClient', () => {
     const client = connect();
     await client.join('enroll', 'carol', 10);
     const task = await client.pullTask(0);
-    if (!('header' in task)) throw new Error('expected a task');
-    expect(task.header.roundId).toBe(7);
+    if (!('kind' in task) || task.kind !== 'dense') throw new Error('expected a dense task');
+    expect(task.round).toBe(7);
+    expect(task.maskVersion).toBe(0);
     expect(task.config).toEqual({ lr: 0.01 });
-    expect(sameBytes(task.tensors.get('dense/kernel')!.kept, globalKernel)).toBe(true);
-    expect(task.tensors.get('dense/kernel')!.mask.isFull).toBe(true);
-    expect(task.tensors.get('dense/bias')!.kept).toEqual(globalBias);
+    expect(sameBytes(task.tensors.get('dense/kernel')!, globalKernel)).toBe(true);
+    expect(task.tensors.get('dense/bias')).toEqual(globalBias);
+    // A dense task carries every element: a tensor that keeps fewer is refused, named.
+    fake.denseButMasked = true;
+    await expect(client.pullTask(0)).rejects.toThrow(/dense task, but tensor "dense\/kernel" keeps only 266666 of 400000/);
   });
 
   it('decodes a sparse task against the masks it holds', async () => {
     const client = connect();
     await client.join('enroll', 'dave', 10);
     const task = await client.pullTask(2, new Map([['dense/kernel', clientMask]]));
-    if (!('header' in task)) throw new Error('expected a task');
+    if (!('kind' in task) || task.kind !== 'sparse') throw new Error('expected a sparse task');
+    expect(task.round).toBe(7);
+    expect(task.maskVersion).toBe(2);
     const kernel = task.tensors.get('dense/kernel')!;
     expect(kernel.mask.equals(clientMask)).toBe(true);
     expect(sameBytes(kernel.kept, clientMask.gather(globalKernel))).toBe(true);
@@ -283,13 +292,12 @@ describe('CoordinatorClient', () => {
         roundId: 7,
         numExamples: 10,
         baseMaskVersion: 2,
-        maskChanged: true,
-        newMaskVersion: 3,
+        maskChange: { kind: 'changed', version: 3 },
         metrics: { loss: 0.5, localAccuracy: 0.9, sparsity: 0.4, receivedAccuracy: 0.6 },
       },
       new Map([
-        ['dense/kernel', { dense: delta, mask: newMask, previousMask: clientMask }],
-        ['dense/bias', { dense: globalBias, mask: Mask.full(400) }],
+        ['dense/kernel', { mask: newMask, kept: newMask.gather(delta), previousMask: clientMask }],
+        ['dense/bias', { mask: Mask.full(400), kept: globalBias }],
       ]),
     );
     expect(ack).toEqual({ accepted: true, message: 'ok', maskVersion: 3 });
@@ -299,6 +307,7 @@ describe('CoordinatorClient', () => {
       clientToken: 'secret',
       protocolVersion: 1,
       tensorCount: 2,
+      maskChanged: true,
       newMaskVersion: 3,
     });
     const kernel = got.tensors.find((t) => t.name === 'dense/kernel')!;
@@ -314,11 +323,10 @@ describe('CoordinatorClient', () => {
   it('surfaces a refused update with its gRPC code and message', async () => {
     const client = connect();
     await client.join('enroll', 'gina', 10);
-    const ones = Mask.full(BIG);
     const err = await client
       .pushUpdate(
-        { roundId: 99, numExamples: 1, baseMaskVersion: 0, maskChanged: false, newMaskVersion: 0, metrics: null },
-        new Map([['dense/kernel', { dense: globalKernel, mask: ones }]]),
+        { roundId: 99, numExamples: 1, baseMaskVersion: 0, maskChange: { kind: 'unchanged' }, metrics: null },
+        new Map([['dense/kernel', { mask: Mask.full(BIG), kept: globalKernel }]]),
       )
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RemoteError);
