@@ -17,7 +17,8 @@ import { initBackend } from './backend.js';
 import { DataFolderError } from './data/errors.js';
 import { loadClientData, type ClientDataSplits } from './data/folder.js';
 import type { ClientEvent, Traffic } from './events.js';
-import { trainOnTask, type DeliveredTask } from './federated-round.js';
+import { trainOnTask } from './federated-round.js';
+import type { ReceivedTask } from './participant.js';
 import { ClientCommandError, type ClientOptions } from './options.js';
 import { RemoteError, type PullOutcome, type RetryPolicy } from './remote.js';
 import type { CoordinatorIdentity } from './state.js';
@@ -143,7 +144,7 @@ async function* federatedRounds(session: FederatedSession, limits: RoundLimits):
       }
       case 'task':
         waits = 0;
-        yield* federatedRound(session, pulled, limits.signal);
+        yield* federatedRound(session, pulled.task, limits.signal);
         roundsTrained++;
         break;
     }
@@ -170,12 +171,12 @@ async function* federatedRounds(session: FederatedSession, limits: RoundLimits):
 /** Train on a delivered task, push the update, save the state. */
 async function* federatedRound(
   session: FederatedSession,
-  task: DeliveredTask,
+  task: ReceivedTask,
   signal: AbortSignal | undefined,
 ): AsyncGenerator<ClientEvent, void> {
   const { remote, participant } = session;
-  const round = task.header.roundId;
-  yield { kind: 'round-started', round, received: task.header.dense ? 'dense' : 'sparse' };
+  const round = task.round;
+  yield { kind: 'round-started', round, received: task.kind };
   const trained = await trainOnTask(participant, task);
   yield* drainNotes(session, round);
   yield { kind: 'trained', round, metrics: trained.metrics };

@@ -29,7 +29,7 @@ export async function trainMasked(ctx: RoundContext, opts: MaskedTrainingOptions
   for (const spec of ctx.model.manifest) {
     const mask = ctx.masks.get(spec.name);
     if (mask === undefined) throw new Error(`no mask for tensor '${spec.name}'`);
-    if (mask.includes(0)) maskTensors.set(spec.name, tf.tensor(Float32Array.from(mask), spec.shape, 'float32'));
+    if (!mask.isFull) maskTensors.set(spec.name, tf.tensor(Float32Array.from(mask.toBytes()), spec.shape, 'float32'));
   }
   const l1 = opts.l1 !== undefined && opts.l1.s > 0 ? opts.l1 : undefined;
   const needsHook = maskTensors.size > 0 || l1 !== undefined;

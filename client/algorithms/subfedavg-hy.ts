@@ -9,6 +9,7 @@
  * the channel decision on top of it, each with its own accuracy gate.
  */
 import { z } from 'zod';
+import type { Mask } from '../../proto/mask.js';
 import type { Model } from '../model.js';
 import { channelMaskOf, prunePercentile, prunedFraction, selectChannels, type MaskMap, type TensorMap } from '../prune.js';
 import { gateAccuracy, meanLoss, shapesOf, trainMasked } from './common.js';
@@ -45,7 +46,7 @@ export class SubFedAvgHy extends AlgorithmBase<SubFedAvgHyConfig> implements Cli
     return Math.max(1, Math.ceil(channels * this.config.channelFloor));
   }
 
-  #selectAll(weights: TensorMap, masks: MaskMap, model: Model): Uint8Array[] {
+  #selectAll(weights: TensorMap, masks: MaskMap, model: Model): Mask[] {
     return model.channelGroups.map((g) => {
       const gamma = weights.get(g.gamma);
       if (gamma === undefined) throw new Error(`no weights for '${g.gamma}'`);
@@ -60,7 +61,7 @@ export class SubFedAvgHy extends AlgorithmBase<SubFedAvgHyConfig> implements Cli
     const denseNames = model.manifest.filter((s) => s.prunable && s.shape.length === 2).map((s) => s.name);
     const allNames = model.manifest.map((s) => s.name);
     let denseM1: MaskMap = ctx.masks;
-    let channelsFirst: Uint8Array[] = [];
+    let channelsFirst: Mask[] = [];
     const history = await trainMasked(ctx, {
       l1: { names: new Set(model.channelGroups.map((g) => g.gamma)), s: cfg.l1 },
       onEpochEnd: (epoch) => {
@@ -98,7 +99,7 @@ export class SubFedAvgHy extends AlgorithmBase<SubFedAvgHyConfig> implements Cli
       gateAccuracy: gate,
     });
     model.setWeights(channels.weights);
-    const channelsKept = model.channelGroups.map((g) => channelMaskOf(channels.masks, g).reduce((n, v) => n + v, 0));
+    const channelsKept = model.channelGroups.map((g) => channelMaskOf(channels.masks, g).keptCount);
     const decisions: MaskDecisionReport[] = [dense.report, channels.report];
     for (const r of decisions) {
       ctx.log?.(

@@ -8,9 +8,9 @@
  *   evaluate  personalized accuracy (fedavg-ft fine-tunes a copy first)
  *
  * Building the update (delta at the new kept positions, mask only when changed)
- * is the same rule for all of them and lives in the Participant
- * (client/participant.ts); the coordinator's single aggregation rule
- * (intersection averaging) makes dense FedAvg the case of all-ones masks.
+ * is the same rule for all of them and lives in the Participant (participant.ts,
+ * LocalUpdate); the coordinator's single aggregation rule (intersection
+ * averaging) makes dense FedAvg the case of all-ones masks.
  * Algorithms are described and created through the registry (registry.ts);
  * AlgorithmBase (define.ts) supplies every hook but `train`.
  */
