@@ -1,0 +1,772 @@
+/**
+ * A zoo model compiled for the native engine: the layer plan (shapes, the internal
+ * layout of every tensor, the offset tables of the matrix kernels) and sessions that
+ * hold one call's buffers in the engine's memory and run forward, backward and the
+ * optimiser step as a handful of kernel calls per layer, with no tfjs op in between.
+ *
+ * Internal layout: activations NHWC with channels padded to a multiple of 4 (zeros in
+ * the padding); every parameter as [rows][cols padded to 4] with the rows in tfjs order
+ * (conv kernel [kh*kw*inC][outC], dense [in][out], vectors [1][C]).
+ */
+import type { Dataset } from '../../data/dataset.js';
+import { architectureOf, BN_EPSILON, BN_MOMENTUM, type Architecture, type Model } from '../../model.js';
+import type { Engine } from './native.js';
+
+interface ParamSlot {
+  readonly name: string;
+  readonly rows: number;
+  readonly cols: number;
+  /** Row stride inside the engine (cols padded to 4). */
+  readonly ld: number;
+}
+
+interface ConvPlan {
+  readonly kind: 'conv';
+  readonly first: boolean;
+  readonly inH: number;
+  readonly inW: number;
+  /** Real input channels, and the channel stride of the input activation. */
+  readonly inC: number;
+  readonly inCs: number;
+  readonly outC: number;
+  /** Output channels padded to 4. */
+  readonly mp: number;
+  readonly k: number;
+  readonly outH: number;
+  readonly outW: number;
+  readonly poolH: number;
+  readonly poolW: number;
+  readonly weight: string;
+  readonly bias: string;
+  readonly bn?: { readonly gamma: string; readonly beta: string; readonly mean: string; readonly variance: string };
+}
+
+interface DensePlan {
+  readonly kind: 'dense';
+  readonly first: boolean;
+  /** Real inputs (tfjs rows) and the row length of the input activation inside the engine. */
+  readonly inputs: number;
+  readonly ldx: number;
+  /** Input row i of the tfjs weight reads the activation at rowmap[i]. */
+  readonly rowmap: Int32Array;
+  readonly outputs: number;
+  readonly op: number;
+  readonly relu: boolean;
+  readonly weight: string;
+  readonly bias: string;
+}
+
+type LayerPlan = ConvPlan | DensePlan;
+
+const pad4 = (n: number): number => Math.ceil(n / 4) * 4;
+
+/** conv1.weight -> conv1 */
+const layerName = (param: string): string => param.slice(0, param.lastIndexOf('.'));
+
+/** The compiled plan of one architecture; shared by every model of that architecture. */
+export class NetPlan {
+  readonly inputShape: readonly [number, number, number];
+  readonly layers: readonly LayerPlan[];
+  readonly params: readonly ParamSlot[];
+  readonly personal: readonly ParamSlot[];
+  readonly numClasses: number;
+
+  constructor(arch: Architecture) {
+    const [h0, w0, c0] = arch.inputShape;
+    this.inputShape = [h0, w0, c0];
+    const layers: LayerPlan[] = [];
+    const params: ParamSlot[] = [];
+    const personal: ParamSlot[] = [];
+    const vector = (name: string, n: number): ParamSlot => ({ name, rows: 1, cols: n, ld: pad4(n) });
+    let h = h0;
+    let w = w0;
+    let c = c0;
+    let cs = c0;
+    let flat: number | null = null; // set once a dense layer has run: the width of its output
+    for (const layer of arch.layers) {
+      const first = layers.length === 0;
+      if (layer.kind === 'conv') {
+        if (flat !== null) throw new Error('native engine: a conv layer after a dense layer is not supported');
+        if (layer.inC !== c) throw new Error(`native engine: ${layer.name} expects ${layer.inC} channels, gets ${c}`);
+        const outH = h - layer.size + 1;
+        const outW = w - layer.size + 1;
+        if (outH < 2 || outW < 2 || outH % 2 !== 0 || outW % 2 !== 0) {
+          throw new Error(`native engine: ${layer.name} output ${outH}x${outW} does not tile into 2x2 pools`);
+        }
+        const mp = pad4(layer.outC);
+        const plan: ConvPlan = {
+          kind: 'conv',
+          first,
+          inH: h,
+          inW: w,
+          inC: c,
+          inCs: cs,
+          outC: layer.outC,
+          mp,
+          k: layer.size,
+          outH,
+          outW,
+          poolH: outH / 2,
+          poolW: outW / 2,
+          weight: `${layer.name}.weight`,
+          bias: `${layer.name}.bias`,
+          ...(layer.batchNorm !== undefined
+            ? {
+                bn: {
+                  gamma: `${layer.batchNorm}.weight`,
+                  beta: `${layer.batchNorm}.bias`,
+                  mean: `${layer.batchNorm}.running_mean`,
+                  variance: `${layer.batchNorm}.running_var`,
+                },
+              }
+            : {}),
+        };
+        layers.push(plan);
+        params.push({ name: plan.weight, rows: layer.size * layer.size * c, cols: layer.outC, ld: mp });
+        params.push(vector(plan.bias, layer.outC));
+        if (plan.bn) {
+          params.push(vector(plan.bn.gamma, layer.outC), vector(plan.bn.beta, layer.outC));
+          personal.push(vector(plan.bn.mean, layer.outC), vector(plan.bn.variance, layer.outC));
+        }
+        h = plan.poolH;
+        w = plan.poolW;
+        c = layer.outC;
+        cs = mp;
+      } else {
+        let rowmap: Int32Array;
+        let ldx: number;
+        if (flat === null) {
+          // NHWC flatten: tfjs row (pixel*c + ch) is the engine's (pixel*cs + ch).
+          if (layer.inputs !== h * w * c)
+            throw new Error(`native engine: ${layer.name} expects ${layer.inputs} inputs, gets ${h * w * c}`);
+          rowmap = new Int32Array(layer.inputs);
+          for (let p = 0; p < h * w; p++) for (let ch = 0; ch < c; ch++) rowmap[p * c + ch] = p * cs + ch;
+          ldx = pad4(h * w * cs);
+        } else {
+          if (layer.inputs !== flat) throw new Error(`native engine: ${layer.name} expects ${layer.inputs} inputs, gets ${flat}`);
+          rowmap = Int32Array.from({ length: layer.inputs }, (_, i) => i);
+          ldx = pad4(flat);
+        }
+        const plan: DensePlan = {
+          kind: 'dense',
+          first,
+          inputs: layer.inputs,
+          ldx,
+          rowmap,
+          outputs: layer.outputs,
+          op: pad4(layer.outputs),
+          relu: layer.relu,
+          weight: `${layer.name}.weight`,
+          bias: `${layer.name}.bias`,
+        };
+        layers.push(plan);
+        params.push({ name: plan.weight, rows: layer.inputs, cols: layer.outputs, ld: plan.op });
+        params.push(vector(plan.bias, layer.outputs));
+        flat = layer.outputs;
+      }
+    }
+    const last = layers[layers.length - 1];
+    if (last?.kind !== 'dense' || last.relu) throw new Error('native engine: the model must end in a dense layer without ReLU');
+    if (layers[0]?.kind === 'dense' && (layers[0] as DensePlan).ldx !== h0 * w0 * c0) {
+      throw new Error('native engine: an input size that is not a multiple of 4 is not supported for a dense first layer');
+    }
+    this.layers = layers;
+    this.params = params;
+    this.personal = personal;
+    this.numClasses = last.outputs;
+  }
+}
+
+const plans = new WeakMap<Architecture, NetPlan | null>();
+
+/** The plan for `model`, or null when the engine does not cover it (not a zoo model, or an unsupported shape). */
+export function planFor(model: Model): NetPlan | null {
+  const arch = architectureOf(model);
+  if (arch === undefined) return null;
+  let plan = plans.get(arch);
+  if (plan === undefined) {
+    try {
+      plan = new NetPlan(arch);
+    } catch {
+      plan = null;
+    }
+    plans.set(arch, plan);
+  }
+  return plan;
+}
+
+/** Byte offsets of one call's buffers, relative to the session's base. */
+class Layout {
+  bytes = 0;
+  f32(n: number): number {
+    return this.#take(n * 4);
+  }
+  i32(n: number): number {
+    return this.#take(n * 4);
+  }
+  f64(n: number): number {
+    return this.#take(n * 8);
+  }
+  u8(n: number): number {
+    return this.#take(n);
+  }
+  #take(bytes: number): number {
+    const at = this.bytes;
+    this.bytes += Math.ceil(bytes / 64) * 64;
+    return at;
+  }
+}
+
+interface ParamBuffers {
+  readonly slot: ParamSlot;
+  readonly w: number;
+  readonly buf: number;
+  readonly g: number;
+  readonly mask: number;
+}
+
+interface ConvBuffers {
+  readonly plan: ConvPlan;
+  readonly arow: number;
+  readonly crow: number;
+  readonly poff: number;
+  readonly toff: number;
+  readonly ident: number;
+  readonly z: number;
+  readonly a: number;
+  readonly arg: number;
+  readonly dz: number;
+  readonly da: number;
+  readonly mean: number;
+  readonly variance: number;
+  readonly invstd: number;
+  readonly wt: number;
+}
+
+interface DenseBuffers {
+  readonly plan: DensePlan;
+  readonly arow: number;
+  readonly crow: number;
+  readonly rowmap: number;
+  readonly ident: number;
+  readonly y: number;
+  readonly dy: number;
+  readonly wt: number;
+}
+
+type LayerBuffers = ConvBuffers | DenseBuffers;
+
+export interface SessionOptions {
+  readonly batch: number;
+  readonly training: boolean;
+  /** Called with a stage name after each stage when profiling. */
+  readonly profile?: (stage: string) => void;
+}
+
+export interface StepStats {
+  loss: number;
+  correct: number;
+}
+
+/** A byte -> normalised float table per channel (256 per channel). */
+export type NormalizationTables = readonly Float32Array[];
+
+/**
+ * One call's worth of engine memory for a plan: parameters (with momentum, gradient
+ * and mask), personal state, activations, gradients and tables for up to `batch`
+ * images. Release it when done; the memory goes back to the arena.
+ */
+export class Session {
+  readonly plan: NetPlan;
+  readonly batch: number;
+  readonly #e: Engine;
+  readonly #base: number;
+  readonly #bytes: number;
+  readonly #training: boolean;
+  readonly #profile: ((stage: string) => void) | undefined;
+  readonly #params: ParamBuffers[];
+  readonly #paramsByName: Map<string, ParamBuffers>;
+  readonly #personal: Map<string, { slot: ParamSlot; at: number }>;
+  readonly #layers: LayerBuffers[];
+  readonly #x: number;
+  readonly #staging: number;
+  readonly #labels: number;
+  readonly #table: number;
+  readonly #stats: number;
+  #released = false;
+
+  constructor(e: Engine, plan: NetPlan, options: SessionOptions) {
+    this.#e = e;
+    this.plan = plan;
+    this.batch = options.batch;
+    this.#training = options.training;
+    this.#profile = options.profile;
+    const B = options.batch;
+    const training = options.training;
+    const L = new Layout();
+    const [h0, w0, c0] = plan.inputShape;
+    const x = L.f32(B * h0 * w0 * c0);
+    const staging = L.u8(B * h0 * w0 * c0);
+    const labels = L.i32(B);
+    const table = L.f32(256 * c0);
+    const stats = L.f64(2);
+    const params = plan.params.map((slot) => {
+      const n = slot.rows * slot.ld;
+      return { slot, w: L.f32(n), buf: training ? L.f32(n) : 0, g: training ? L.f32(n) : 0, mask: 0 };
+    });
+    const personal = plan.personal.map((slot) => ({ slot, at: L.f32(slot.rows * slot.ld) }));
+    const layers: LayerBuffers[] = plan.layers.map((p): LayerBuffers => {
+      if (p.kind === 'conv') {
+        const rows = B * p.outH * p.outW;
+        const pooled = B * p.poolH * p.poolW * p.mp;
+        return {
+          plan: p,
+          arow: L.i32(rows),
+          crow: L.i32(rows),
+          poff: L.i32(p.k * p.k * p.inC),
+          toff: L.i32(p.k * p.k),
+          ident: L.i32(p.outC),
+          z: L.f32(rows * p.mp),
+          a: L.f32(pooled),
+          arg: training ? L.i32(pooled) : 0,
+          dz: training ? L.f32(rows * p.mp) : 0,
+          da: training ? L.f32(pooled) : 0,
+          mean: L.f32(p.mp),
+          variance: L.f32(p.mp),
+          invstd: L.f32(p.mp),
+          wt: training && !p.first ? L.f32(p.k * p.k * p.outC * p.inCs) : 0,
+        };
+      }
+      return {
+        plan: p,
+        arow: L.i32(B),
+        crow: L.i32(B),
+        rowmap: L.i32(p.inputs),
+        ident: L.i32(p.outputs),
+        y: L.f32(B * p.op),
+        dy: training ? L.f32(B * p.op) : 0,
+        wt: training && !p.first ? L.f32(p.outputs * p.ldx) : 0,
+      };
+    });
+    this.#bytes = L.bytes;
+    const base = e.arena.acquire(L.bytes);
+    this.#base = base;
+    this.#x = base + x;
+    this.#staging = base + staging;
+    this.#labels = base + labels;
+    this.#table = base + table;
+    this.#stats = base + stats;
+    this.#params = params.map((p) => ({
+      slot: p.slot,
+      w: base + p.w,
+      buf: training ? base + p.buf : 0,
+      g: training ? base + p.g : 0,
+      mask: 0,
+    }));
+    this.#paramsByName = new Map(this.#params.map((p) => [p.slot.name, p]));
+    this.#personal = new Map(personal.map((p) => [p.slot.name, { slot: p.slot, at: base + p.at }]));
+    const opt = (o: number, present: boolean): number => (present ? base + o : 0);
+    this.#layers = layers.map((l): LayerBuffers => {
+      if (l.plan.kind === 'conv') {
+        const c = l as ConvBuffers;
+        return {
+          plan: c.plan,
+          arow: base + c.arow,
+          crow: base + c.crow,
+          poff: base + c.poff,
+          toff: base + c.toff,
+          ident: base + c.ident,
+          z: base + c.z,
+          a: base + c.a,
+          arg: opt(c.arg, training),
+          dz: opt(c.dz, training),
+          da: opt(c.da, training),
+          mean: base + c.mean,
+          variance: base + c.variance,
+          invstd: base + c.invstd,
+          wt: opt(c.wt, training && !c.plan.first),
+        };
+      }
+      const d = l as DenseBuffers;
+      return {
+        plan: d.plan,
+        arow: base + d.arow,
+        crow: base + d.crow,
+        rowmap: base + d.rowmap,
+        ident: base + d.ident,
+        y: base + d.y,
+        dy: opt(d.dy, training),
+        wt: opt(d.wt, training && !d.plan.first),
+      };
+    });
+    this.#writeTables();
+  }
+
+  #writeTables(): void {
+    const e = this.#e;
+    const B = this.batch;
+    for (const l of this.#layers) {
+      if (l.plan.kind === 'conv') {
+        const c = l as ConvBuffers;
+        const p = c.plan;
+        const arow = e.i32(c.arow, B * p.outH * p.outW);
+        const crow = e.i32(c.crow, B * p.outH * p.outW);
+        let n = 0;
+        for (let b = 0; b < B; b++)
+          for (let oh = 0; oh < p.outH; oh++)
+            for (let ow = 0; ow < p.outW; ow++, n++) {
+              arow[n] = ((b * p.inH + oh) * p.inW + ow) * p.inCs;
+              crow[n] = n * p.mp;
+            }
+        const poff = e.i32(c.poff, p.k * p.k * p.inC);
+        const toff = e.i32(c.toff, p.k * p.k);
+        for (let kh = 0; kh < p.k; kh++)
+          for (let kw = 0; kw < p.k; kw++) {
+            const t = kh * p.k + kw;
+            toff[t] = (kh * p.inW + kw) * p.inCs;
+            for (let ci = 0; ci < p.inC; ci++) poff[t * p.inC + ci] = toff[t] + ci;
+          }
+        const ident = e.i32(c.ident, p.outC);
+        for (let m = 0; m < p.outC; m++) ident[m] = m;
+      } else {
+        const d = l as DenseBuffers;
+        const p = d.plan;
+        const arow = e.i32(d.arow, B);
+        const crow = e.i32(d.crow, B);
+        for (let b = 0; b < B; b++) {
+          arow[b] = b * p.ldx;
+          crow[b] = b * p.op;
+        }
+        e.i32(d.rowmap, p.inputs).set(p.rowmap);
+        const ident = e.i32(d.ident, p.outputs);
+        for (let m = 0; m < p.outputs; m++) ident[m] = m;
+      }
+    }
+  }
+
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    this.#e.arena.release(this.#base, this.#bytes);
+  }
+
+  // ------------------------------------------------------------ state in and out
+
+  /** Copies the model's parameters and personal tensors into the session (tfjs layout -> engine layout). */
+  load(weights: ReadonlyMap<string, Float32Array>, personal: ReadonlyMap<string, Float32Array>): void {
+    for (const p of this.#params) this.#writeSlot(p.slot, p.w, weights);
+    for (const { slot, at } of this.#personal.values()) this.#writeSlot(slot, at, personal);
+  }
+
+  #writeSlot(slot: ParamSlot, at: number, values: ReadonlyMap<string, Float32Array>): void {
+    const src = values.get(slot.name);
+    if (src === undefined || src.length !== slot.rows * slot.cols) {
+      throw new Error(`native engine: tensor ${slot.name} is missing or has the wrong size`);
+    }
+    const dst = this.#e.f32(at, slot.rows * slot.ld);
+    if (slot.ld === slot.cols) dst.set(src);
+    else {
+      dst.fill(0);
+      for (let r = 0; r < slot.rows; r++) dst.set(src.subarray(r * slot.cols, (r + 1) * slot.cols), r * slot.ld);
+    }
+  }
+
+  #readSlot(slot: ParamSlot, at: number): Float32Array {
+    const src = this.#e.f32(at, slot.rows * slot.ld);
+    if (slot.ld === slot.cols) return Float32Array.from(src);
+    const out = new Float32Array(slot.rows * slot.cols);
+    for (let r = 0; r < slot.rows; r++) out.set(src.subarray(r * slot.ld, r * slot.ld + slot.cols), r * slot.cols);
+    return out;
+  }
+
+  weights(): Map<string, Float32Array> {
+    return new Map(this.#params.map((p) => [p.slot.name, this.#readSlot(p.slot, p.w)]));
+  }
+
+  personalState(): Map<string, Float32Array> {
+    return new Map([...this.#personal.values()].map(({ slot, at }) => [slot.name, this.#readSlot(slot, at)]));
+  }
+
+  /** Parameter gradients of the last step (engine layout converted back), for tests. */
+  gradients(): Map<string, Float32Array> {
+    return new Map(this.#params.map((p) => [p.slot.name, this.#readSlot(p.slot, p.g)]));
+  }
+
+  /** Zeroes the momentum buffers (a fresh optimiser). */
+  resetMomentum(): void {
+    for (const p of this.#params) this.#e.f32(p.buf, p.slot.rows * p.slot.ld).fill(0);
+  }
+
+  /**
+   * Gradient masks (tfjs layout, 0/1 per element) for the named tensors; a tensor without
+   * one (or with an all-ones one) trains unmasked. The mask buffers live in a region of
+   * their own, released with the session.
+   */
+  setMasks(masks: ReadonlyMap<string, ArrayLike<number>> | undefined): void {
+    this.#releaseMasks();
+    if (masks === undefined) return;
+    const chosen = this.#params.filter((p) => {
+      const m = masks.get(p.slot.name);
+      if (m === undefined) return false;
+      if (m.length !== p.slot.rows * p.slot.cols) throw new Error(`native engine: mask of ${p.slot.name} has the wrong size`);
+      for (let i = 0; i < m.length; i++) if (m[i] !== 1) return true;
+      return false;
+    });
+    if (chosen.length === 0) return;
+    const bytes = chosen.reduce((n, p) => n + Math.ceil((p.slot.rows * p.slot.ld * 4) / 64) * 64, 0);
+    const base = this.#e.arena.acquire(bytes);
+    this.#maskRegion = { base, bytes };
+    let at = base;
+    for (const p of chosen) {
+      const m = masks.get(p.slot.name) as ArrayLike<number>;
+      const dst = this.#e.f32(at, p.slot.rows * p.slot.ld);
+      dst.fill(0);
+      const { rows, cols, ld } = p.slot;
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[r * ld + c] = m[r * cols + c];
+      this.#maskOf.set(p.slot.name, at);
+      at += Math.ceil((rows * ld * 4) / 64) * 64;
+    }
+  }
+
+  #maskRegion: { base: number; bytes: number } | undefined;
+  readonly #maskOf = new Map<string, number>();
+  #l1 = new Map<string, number>();
+
+  #releaseMasks(): void {
+    if (this.#maskRegion !== undefined) this.#e.arena.release(this.#maskRegion.base, this.#maskRegion.bytes);
+    this.#maskRegion = undefined;
+    this.#maskOf.clear();
+  }
+
+  /** s*sign(w) is added to these tensors' gradients before masking (L1 on BatchNorm gamma). */
+  setL1(l1: { readonly names: ReadonlySet<string>; readonly s: number } | undefined): void {
+    this.#l1 = new Map();
+    if (l1 === undefined || !(l1.s > 0)) return;
+    for (const name of l1.names) if (this.#paramsByName.has(name)) this.#l1.set(name, Math.fround(l1.s));
+  }
+
+  /** Releases the session's memory (and its masks). */
+  dispose(): void {
+    this.#releaseMasks();
+    this.release();
+  }
+
+  // ------------------------------------------------------------ data in
+
+  setNormalization(tables: NormalizationTables): void {
+    const t = this.#e.f32(this.#table, 256 * this.plan.inputShape[2]);
+    tables.forEach((table, c) => t.set(table, c * 256));
+  }
+
+  /** Loads images order[start..start+count) of `data`, normalised, and their labels. */
+  loadBatch(data: Dataset, order: ArrayLike<number>, start: number, count: number): void {
+    if (count > this.batch) throw new Error(`native engine: batch of ${count} in a session for ${this.batch}`);
+    const [h, w, c] = this.plan.inputShape;
+    const size = h * w * c;
+    const e = this.#e;
+    const staging = e.u8(this.#staging, count * size);
+    const labels = e.i32(this.#labels, count);
+    const images = data.images;
+    for (let i = 0; i < count; i++) {
+      const idx = order[start + i];
+      staging.set(images.subarray(idx * size, idx * size + size), i * size);
+      labels[i] = data.labels[idx];
+    }
+    e.k.normalize_u8(this.#staging, count, size, c, this.#table, this.#x);
+  }
+
+  // ------------------------------------------------------------ compute
+
+  #mark(stage: string): void {
+    this.#profile?.(stage);
+  }
+
+  /** Forward pass over the loaded batch; the logits are left in the last layer's output. */
+  forward(count: number, training: boolean): void {
+    const k = this.#e.k;
+    let x = this.#x;
+    for (const l of this.#layers) {
+      if (l.plan.kind === 'conv') {
+        const c = l as ConvBuffers;
+        const p = c.plan;
+        const rows = count * p.outH * p.outW;
+        const w = this.#param(p.weight);
+        const bias = this.#param(p.bias);
+        k.gemm_rows(x, c.arow, c.poff, p.k * p.k * p.inC, w.w, p.mp, c.z, c.crow, 0, p.bn ? bias.w : 0, 0, rows, p.mp / 4);
+        this.#mark(`${layerName(p.weight)} conv forward`);
+        const arg = training ? c.arg : 0;
+        if (p.bn) {
+          const gamma = this.#param(p.bn.gamma).w;
+          const beta = this.#param(p.bn.beta).w;
+          const rmean = this.#personalAt(p.bn.mean);
+          const rvar = this.#personalAt(p.bn.variance);
+          let mean = rmean;
+          if (training) {
+            k.bn_stats(c.z, rows, p.mp, c.mean, c.variance);
+            k.bn_invstd(c.variance, BN_EPSILON, c.invstd, p.mp);
+            const unbias = rows > 1 ? rows / (rows - 1) : 1;
+            k.bn_running(rmean, rvar, c.mean, c.variance, p.outC, 1 - BN_MOMENTUM, BN_MOMENTUM, unbias);
+            mean = c.mean;
+          } else {
+            k.bn_invstd(rvar, BN_EPSILON, c.invstd, p.mp);
+          }
+          k.bn_pool_relu(c.z, count, p.outH, p.outW, p.mp, mean, c.invstd, gamma, beta, c.a, arg);
+        } else {
+          k.pool_bias_relu(c.z, count, p.outH, p.outW, p.mp, bias.w, c.a, arg);
+        }
+        this.#mark(`${layerName(p.weight)} ${p.bn ? 'bn+' : 'bias+'}pool+relu forward`);
+        x = c.a;
+      } else {
+        const d = l as DenseBuffers;
+        const p = d.plan;
+        k.gemm_rows(
+          x,
+          d.arow,
+          d.rowmap,
+          p.inputs,
+          this.#param(p.weight).w,
+          p.op,
+          d.y,
+          d.crow,
+          0,
+          this.#param(p.bias).w,
+          0,
+          count,
+          p.op / 4,
+        );
+        if (p.relu) k.relu_inplace(d.y, count * p.op);
+        this.#mark(`${layerName(p.weight)} dense forward`);
+        x = d.y;
+      }
+    }
+  }
+
+  /** Loss and correct count of the logits against the loaded labels; with `gradient`, dlogits too. */
+  loss(count: number, gradient: boolean): StepStats {
+    const last = this.#layers[this.#layers.length - 1] as DenseBuffers;
+    const stats = this.#e.f64(this.#stats, 2);
+    stats[0] = 0;
+    stats[1] = 0;
+    this.#e.k.softmax_ce(last.y, last.plan.op, count, last.plan.outputs, this.#labels, gradient ? last.dy : 0, this.#stats);
+    this.#mark('softmax cross-entropy');
+    const out = this.#e.f64(this.#stats, 2);
+    return { loss: out[0] / count, correct: out[1] };
+  }
+
+  /** Backward pass: every parameter gradient of the batch's mean loss. */
+  backward(count: number): void {
+    const k = this.#e.k;
+    for (let i = this.#layers.length - 1; i >= 0; i--) {
+      const l = this.#layers[i];
+      const below = i > 0 ? this.#layers[i - 1] : undefined;
+      const input =
+        below === undefined ? this.#x : below.plan.kind === 'conv' ? (below as ConvBuffers).a : (below as DenseBuffers).y;
+      const inputGrad =
+        below === undefined ? 0 : below.plan.kind === 'conv' ? (below as ConvBuffers).da : (below as DenseBuffers).dy;
+      if (l.plan.kind === 'dense') {
+        const d = l as DenseBuffers;
+        const p = d.plan;
+        const w = this.#param(p.weight);
+        if (p.relu) k.relu_grad(d.dy, d.y, count * p.op);
+        k.gemm_taps(input, d.arow, d.rowmap, p.inputs, d.dy, p.op, w.g, p.op, 0, count, p.op / 4);
+        k.colsum(d.dy, count, p.op, p.op / 4, this.#param(p.bias).g);
+        if (!p.first) {
+          k.transpose_map(w.w, p.inputs, p.outputs, p.op, d.rowmap, d.wt, p.ldx);
+          k.gemm_rows(d.dy, d.crow, d.ident, p.outputs, d.wt, p.ldx, inputGrad, d.arow, 0, 0, 0, count, p.ldx / 4);
+        }
+        this.#mark(`${layerName(p.weight)} dense backward`);
+      } else {
+        const c = l as ConvBuffers;
+        const p = c.plan;
+        const rows = count * p.outH * p.outW;
+        const w = this.#param(p.weight);
+        const bias = this.#param(p.bias);
+        if (p.bn) {
+          const gamma = this.#param(p.bn.gamma);
+          const beta = this.#param(p.bn.beta);
+          k.bn_pool_relu_grad(
+            c.da,
+            c.a,
+            c.arg,
+            c.z,
+            count,
+            p.outH,
+            p.outW,
+            p.mp,
+            c.mean,
+            c.invstd,
+            gamma.w,
+            c.dz,
+            gamma.g,
+            beta.g,
+            bias.g,
+          );
+        } else {
+          k.pool_bias_relu_grad(c.da, c.a, c.arg, count, p.outH, p.outW, p.mp, c.dz, bias.g);
+        }
+        this.#mark(`${layerName(p.weight)} ${p.bn ? 'bn+' : 'bias+'}pool+relu backward`);
+        k.gemm_taps(input, c.arow, c.poff, p.k * p.k * p.inC, c.dz, p.mp, w.g, p.mp, 0, rows, p.mp / 4);
+        this.#mark(`${layerName(p.weight)} conv filter gradient`);
+        if (!p.first) {
+          const T = p.k * p.k;
+          k.conv_transpose_kernel(w.w, T, p.inC, p.outC, p.mp, c.wt, p.inCs);
+          k.conv_input_grad(
+            c.dz,
+            c.crow,
+            c.ident,
+            p.outC,
+            c.wt,
+            p.inCs,
+            T,
+            c.toff,
+            inputGrad,
+            count * p.inH * p.inW * p.inCs,
+            c.arow,
+            rows,
+          );
+          this.#mark(`${layerName(p.weight)} conv input gradient`);
+        }
+      }
+    }
+  }
+
+  /** SGD with momentum on every parameter, after the gradient rule (L1, then mask). */
+  sgd(lr: number, momentum: number): void {
+    const k = this.#e.k;
+    for (const p of this.#params) {
+      k.sgd_step(
+        p.w,
+        p.buf,
+        p.g,
+        this.#maskOf.get(p.slot.name) ?? 0,
+        p.slot.rows * p.slot.ld,
+        lr,
+        momentum,
+        this.#l1.get(p.slot.name) ?? 0,
+      );
+    }
+    this.#mark('sgd');
+  }
+
+  /** One training step on a loaded batch of `count` images. */
+  trainStep(count: number, lr: number, momentum: number): StepStats {
+    if (!this.#training) throw new Error('native engine: trainStep on an evaluation session');
+    this.forward(count, true);
+    const stats = this.loss(count, true);
+    this.backward(count);
+    this.sgd(lr, momentum);
+    return stats;
+  }
+
+  #param(name: string): ParamBuffers {
+    const p = this.#paramsByName.get(name);
+    if (p === undefined) throw new Error(`native engine: no parameter ${name}`);
+    return p;
+  }
+
+  #personalAt(name: string): number {
+    const p = this.#personal.get(name);
+    if (p === undefined) throw new Error(`native engine: no personal tensor ${name}`);
+    return p.at;
+  }
+}
