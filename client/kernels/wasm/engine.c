@@ -57,11 +57,20 @@ typedef void (*rows_fn)(const float *A, const int *arow, const int *poff, int P,
     for (int p = 0; p < P; p++) {                                                                                     \
       const int o = poff[p];                                                                                          \
       const float *b = B + p * ldb;                                                                                   \
-      V bv[NV];                                                                                                       \
-      UNROLL for (int v = 0; v < NV; v++) bv[v] = ld(b + 4 * v);                                                      \
-      UNROLL for (int r = 0; r < R; r++) {                                                                            \
-        V s = splat(a[r] + o);                                                                                        \
-        UNROLL for (int v = 0; v < NV; v++) acc[r][v] = ADD(acc[r][v], MUL(s, bv[v]));                               \
+      if (NV > R) {                                                                                                   \
+        V s[R];                                                                                                       \
+        UNROLL for (int r = 0; r < R; r++) s[r] = splat(a[r] + o);                                                    \
+        UNROLL for (int v = 0; v < NV; v++) {                                                                         \
+          V bv = ld(b + 4 * v);                                                                                       \
+          UNROLL for (int r = 0; r < R; r++) acc[r][v] = ADD(acc[r][v], MUL(s[r], bv));                              \
+        }                                                                                                             \
+      } else {                                                                                                        \
+        V bv[NV];                                                                                                     \
+        UNROLL for (int v = 0; v < NV; v++) bv[v] = ld(b + 4 * v);                                                    \
+        UNROLL for (int r = 0; r < R; r++) {                                                                          \
+          V s = splat(a[r] + o);                                                                                      \
+          UNROLL for (int v = 0; v < NV; v++) acc[r][v] = ADD(acc[r][v], MUL(s, bv[v]));                             \
+        }                                                                                                             \
       }                                                                                                               \
     }                                                                                                                 \
     UNROLL for (int r = 0; r < R; r++) {                                                                              \
@@ -104,11 +113,20 @@ typedef void (*taps_fn)(const float *A, const int *arow, const int *poff, const 
     for (int i = 0; i < rows; i++) {                                                                                  \
       const float *a = A + arow[i];                                                                                   \
       const float *b = B + i * ldb;                                                                                   \
-      V bv[NV];                                                                                                       \
-      UNROLL for (int v = 0; v < NV; v++) bv[v] = ld(b + 4 * v);                                                      \
-      UNROLL for (int r = 0; r < R; r++) {                                                                            \
-        V s = splat(a + o[r]);                                                                                        \
-        UNROLL for (int v = 0; v < NV; v++) acc[r][v] = ADD(acc[r][v], MUL(s, bv[v]));                               \
+      if (NV > R) {                                                                                                   \
+        V s[R];                                                                                                       \
+        UNROLL for (int r = 0; r < R; r++) s[r] = splat(a + o[r]);                                                    \
+        UNROLL for (int v = 0; v < NV; v++) {                                                                         \
+          V bv = ld(b + 4 * v);                                                                                       \
+          UNROLL for (int r = 0; r < R; r++) acc[r][v] = ADD(acc[r][v], MUL(s[r], bv));                              \
+        }                                                                                                             \
+      } else {                                                                                                        \
+        V bv[NV];                                                                                                     \
+        UNROLL for (int v = 0; v < NV; v++) bv[v] = ld(b + 4 * v);                                                    \
+        UNROLL for (int r = 0; r < R; r++) {                                                                          \
+          V s = splat(a + o[r]);                                                                                      \
+          UNROLL for (int v = 0; v < NV; v++) acc[r][v] = ADD(acc[r][v], MUL(s, bv[v]));                             \
+        }                                                                                                             \
       }                                                                                                               \
     }                                                                                                                 \
     UNROLL for (int r = 0; r < R; r++) {                                                                              \
@@ -135,11 +153,14 @@ TAPS_FOR_NV(5)
 static const taps_fn TAPS[6][9] = {{0}, TAPS_ROW(1), TAPS_ROW(2), TAPS_ROW(3), TAPS_ROW(4), TAPS_ROW(5)};
 
 /* Tile choice: the column block (vectors) for a given number of remaining column
- * vectors, and the rows (or taps) per tile for a column block width. Settable for
- * tuning (set_tiles); the defaults were measured on the zoo's shapes. */
-static int BLOCK[6] = {0, 1, 2, 3, 4, 5};
-static int ROWS_R[6] = {0, 8, 6, 4, 3, 2};
-static int TAPS_R[6] = {0, 8, 6, 4, 3, 2};
+ * vectors, and the rows (or taps) per tile for a column block width. V8 (TurboFan,
+ * x64) allocates 15 xmm registers; a tile whose accumulators, column vectors, splat
+ * and product do not fit spills accumulators through the stack inside the loop-carried
+ * chain, which costs ~40%. Settable for tuning (set_tiles, bench/tiles.ts); the
+ * defaults were measured on the zoo's shapes (LeNet convs, dense layers). */
+static int BLOCK[6] = {0, 1, 2, 3, 4, 3};
+static int ROWS_R[6] = {0, 8, 4, 3, 2, 2};
+static int TAPS_R[6] = {0, 6, 4, 2, 2, 2};
 
 EXPORT(set_tiles) void set_tiles(int nv, int block, int rows_r, int taps_r) {
   if (nv < 1 || nv > 5) return;
