@@ -11,6 +11,8 @@
  * rounds include the evaluation round 10 and the final evaluation of round 12. Writes
  * bench/results/sim-hy.json.
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
 import { resolveSimConfig } from '../sim/presets.js';
 import { runSimulation } from '../sim/run.js';
 import { writeBenchResult } from './results.js';
@@ -25,8 +27,32 @@ function arg(argv: string[], name: string): string | undefined {
 interface RoundTime {
   round: number;
   seconds: number;
+  /** CPU seconds of the busiest thread (a worker) during the round, and of all threads. */
+  busiestThreadCpuSeconds: number | null;
+  processCpuSeconds: number;
   evaluation: boolean;
   accuracy: number;
+}
+
+/**
+ * CPU seconds per thread of this process (Linux /proc; the workers are threads). On a
+ * shared machine the wall-clock time of a round depends on what else runs; the CPU
+ * time of the busiest thread (the worker on the round's critical path) does not, and is
+ * what the round would take on an otherwise idle machine, give or take the waits.
+ */
+function threadCpuSeconds(): Map<string, number> | null {
+  try {
+    const out = new Map<string, number>();
+    for (const tid of readdirSync('/proc/self/task')) {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // fields[11], fields[12]: utime, stime in clock ticks (100 per second on Linux).
+      out.set(tid, (Number(fields[11]) + Number(fields[12])) / 100);
+    }
+    return out;
+  } catch {
+    return null;
+  }
 }
 
 async function main(): Promise<void> {
@@ -43,6 +69,8 @@ async function main(): Promise<void> {
   });
   const times: RoundTime[] = [];
   const started = Date.now();
+  let threadsBefore = threadCpuSeconds();
+  let cpuBefore = process.cpuUsage();
   for await (const round of runSimulation(config, {
     onEvent: (e) => {
       if (e.kind === 'setup') process.stderr.write(`${e.notes.join('\n')}\n`);
@@ -50,9 +78,27 @@ async function main(): Promise<void> {
   })) {
     const evaluation = round.allClientsAccuracy !== null;
     const acc = round.allClientsAccuracy ?? round.membersAccuracy;
-    times.push({ round: round.round, seconds: round.wallSeconds, evaluation, accuracy: acc.mean });
+    const threadsAfter = threadCpuSeconds();
+    let busiest: number | null = null;
+    if (threadsBefore !== null && threadsAfter !== null) {
+      busiest = 0;
+      for (const [tid, cpu] of threadsAfter) busiest = Math.max(busiest, cpu - (threadsBefore.get(tid) ?? 0));
+    }
+    const cpu = process.cpuUsage(cpuBefore);
+    threadsBefore = threadsAfter;
+    cpuBefore = process.cpuUsage();
+    const processCpu = (cpu.user + cpu.system) / 1e6;
+    times.push({
+      round: round.round,
+      seconds: round.wallSeconds,
+      busiestThreadCpuSeconds: busiest,
+      processCpuSeconds: processCpu,
+      evaluation,
+      accuracy: acc.mean,
+    });
     process.stderr.write(
-      `round ${round.round}/${config.rounds}: ${round.wallSeconds.toFixed(2)} s${evaluation ? ' (evaluation round)' : ''}, ` +
+      `round ${round.round}/${config.rounds}: ${round.wallSeconds.toFixed(2)} s${evaluation ? ' (evaluation round)' : ''} ` +
+        `(busiest thread ${busiest === null ? '-' : busiest.toFixed(2)} cpu-s, process ${processCpu.toFixed(2)} cpu-s), ` +
         `acc ${(acc.mean * 100).toFixed(1)}% (${evaluation ? 'all clients' : 'members'}), ` +
         `sparsity ${(round.meanSparsity * 100).toFixed(1)}%, total ${((Date.now() - started) / 1000).toFixed(0)} s\n`,
     );
@@ -62,6 +108,9 @@ async function main(): Promise<void> {
   const evaluationRounds = times.filter((t) => t.evaluation);
   const all = mean(times.map((t) => t.seconds));
   const plainMean = mean(plain);
+  const busiest = (t: RoundTime): number => t.busiestThreadCpuSeconds ?? Number.NaN;
+  const cpuAll = mean(times.map(busiest));
+  const cpuPlain = mean(times.filter((t) => !t.evaluation).map(busiest));
   const result = {
     preset: 'paper',
     algorithm: 'subfedavg-hy',
@@ -70,7 +119,16 @@ async function main(): Promise<void> {
     rounds: times.length,
     secondsPerRound: all,
     plainRoundSeconds: plainMean,
-    evaluationRounds: evaluationRounds.map((t) => ({ round: t.round, seconds: t.seconds, ratioToPlain: t.seconds / plainMean })),
+    evaluationRounds: evaluationRounds.map((t) => ({
+      round: t.round,
+      seconds: t.seconds,
+      ratioToPlain: t.seconds / plainMean,
+      busiestThreadCpuSeconds: t.busiestThreadCpuSeconds,
+      cpuRatioToPlain: busiest(t) / cpuPlain,
+    })),
+    busiestThreadCpuSecondsPerRound: cpuAll,
+    plainRoundBusiestThreadCpuSeconds: cpuPlain,
+    loadAverage: os.loadavg(),
     referenceSecondsPerRound: REFERENCE_SECONDS_PER_ROUND,
     times,
   };

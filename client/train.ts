@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { Dataset, Normalization } from './data/dataset.js';
 import { deriveSeed, SeededRandom } from '../proto/random.js';
 import { nativePlan, openSession, type EngineChoice, type NetPlan } from './kernels/engine/index.js';
+import { contentKey, lookupImages, lookupModel, memoEnabled, rememberImages, rememberModel } from './kernels/engine/memo.js';
 import { registerGradients } from './kernels/gradients.js';
 import { sgdMomentumStep } from './kernels/sgd_momentum.js';
 import type { Model } from './model.js';
@@ -295,25 +296,48 @@ async function trainNative(model: Model, data: Dataset, opts: TrainOptions, plan
 const NATIVE_EVAL_CHUNK = 32;
 
 function evaluateNative(model: Model, data: Dataset, plan: NetPlan): { loss: number; accuracy: number } {
-  const session = openSession(plan, { batch: Math.min(NATIVE_EVAL_CHUNK, data.count), training: false });
-  try {
-    session.setNormalization(normalizationTable(normalizationFor(data)));
-    session.load(model.getWeights(), model.getPersonal());
-    const identity = new Int32Array(data.count).map((_, i) => i);
-    let lossSum = 0;
-    let correct = 0;
-    for (let start = 0; start < data.count; start += session.batch) {
-      const count = Math.min(session.batch, data.count - start);
-      session.loadBatch(data, identity, start, count);
-      session.forward(count, false);
-      const s = session.loss(count, false);
-      lossSum += s.loss * count;
-      correct += s.correct;
-    }
-    return { loss: lossSum / data.count, accuracy: correct / data.count };
-  } finally {
-    session.dispose();
+  const weights = model.getWeights();
+  const personal = model.getPersonal();
+  const memo = memoEnabled();
+  const key = memo ? contentKey(model.name, weights, personal) : '';
+  if (memo) {
+    const known = lookupModel(model, key, data);
+    if (known !== undefined) return known;
   }
+  const losses = new Float64Array(data.count);
+  const correct = new Uint8Array(data.count);
+  const todo = memo ? lookupImages(key, data, losses, correct) : Int32Array.from({ length: data.count }, (_, i) => i);
+  if (todo.length > 0) {
+    const session = openSession(plan, { batch: Math.min(NATIVE_EVAL_CHUNK, todo.length), training: false });
+    try {
+      session.setNormalization(normalizationTable(normalizationFor(data)));
+      session.load(weights, personal);
+      const rows = new Float64Array(2 * session.batch);
+      for (let start = 0; start < todo.length; start += session.batch) {
+        const count = Math.min(session.batch, todo.length - start);
+        session.loadBatch(data, todo, start, count);
+        session.forward(count, false);
+        session.loss(count, false, rows);
+        for (let r = 0; r < count; r++) {
+          losses[todo[start + r]] = rows[2 * r];
+          correct[todo[start + r]] = rows[2 * r + 1];
+        }
+      }
+    } finally {
+      session.dispose();
+    }
+    if (memo) rememberImages(key, data, todo, losses, correct);
+  }
+  // In index order, so that the result does not depend on what the memo held.
+  let lossSum = 0;
+  let hits = 0;
+  for (let i = 0; i < data.count; i++) {
+    lossSum += losses[i];
+    hits += correct[i];
+  }
+  const result = { loss: lossSum / data.count, accuracy: hits / data.count };
+  if (memo) rememberModel(model, key, data, result);
+  return result;
 }
 
 /** The batch's mean loss and number of correct predictions. */

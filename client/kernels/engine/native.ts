@@ -62,7 +62,7 @@ export interface EngineExports {
   relu_inplace(x: I, n: I): void;
   relu_grad(dy: I, y: I, n: I): void;
   colsum(x: I, rows: I, ldx: I, J4: I, out: I): void;
-  softmax_ce(logits: I, ldl: I, rows: I, classes: I, labels: I, dlogits: I, out: I): void;
+  softmax_ce(logits: I, ldl: I, rows: I, classes: I, labels: I, dlogits: I, out: I, perRow: I): void;
   sgd_step(w: I, buf: I, g: I, mask: I, n: I, lr: number, momentum: number, l1: number): void;
   normalize_u8(src: I, count: I, size: I, channels: I, table: I, dst: I): void;
 }

@@ -293,6 +293,7 @@ export class Session {
   readonly #labels: number;
   readonly #table: number;
   readonly #stats: number;
+  readonly #perRow: number;
   #released = false;
 
   constructor(e: Engine, plan: NetPlan, options: SessionOptions) {
@@ -310,6 +311,7 @@ export class Session {
     const labels = L.i32(B);
     const table = L.f32(256 * c0);
     const stats = L.f64(2);
+    const perRow = L.f64(2 * B);
     const params = plan.params.map((slot) => {
       const n = slot.rows * slot.ld;
       return { slot, w: L.f32(n), buf: training ? L.f32(n) : 0, g: training ? L.f32(n) : 0, mask: 0 };
@@ -356,6 +358,7 @@ export class Session {
     this.#labels = base + labels;
     this.#table = base + table;
     this.#stats = base + stats;
+    this.#perRow = base + perRow;
     this.#params = params.map((p) => ({
       slot: p.slot,
       w: base + p.w,
@@ -641,14 +644,27 @@ export class Session {
     }
   }
 
-  /** Loss and correct count of the logits against the loaded labels; with `gradient`, dlogits too. */
-  loss(count: number, gradient: boolean): StepStats {
+  /**
+   * Loss and correct count of the logits against the loaded labels; with `gradient`,
+   * dlogits too; with `perRow`, each row's [loss, correct] into it (2 per row).
+   */
+  loss(count: number, gradient: boolean, perRow?: Float64Array): StepStats {
     const last = this.#layers[this.#layers.length - 1] as DenseBuffers;
     const stats = this.#e.f64(this.#stats, 2);
     stats[0] = 0;
     stats[1] = 0;
-    this.#e.k.softmax_ce(last.y, last.plan.op, count, last.plan.outputs, this.#labels, gradient ? last.dy : 0, this.#stats);
+    this.#e.k.softmax_ce(
+      last.y,
+      last.plan.op,
+      count,
+      last.plan.outputs,
+      this.#labels,
+      gradient ? last.dy : 0,
+      this.#stats,
+      perRow ? this.#perRow : 0,
+    );
     this.#mark('softmax cross-entropy');
+    if (perRow) perRow.set(this.#e.f64(this.#perRow, 2 * count));
     const out = this.#e.f64(this.#stats, 2);
     return { loss: out[0] / count, correct: out[1] };
   }

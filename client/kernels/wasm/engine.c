@@ -457,10 +457,12 @@ EXPORT(colsum) void colsum(const float *x, int rows, int ldx, int J4, float *out
 /*
  * Softmax cross-entropy of logits [rows][ld] (the first `classes` columns) against labels,
  * in double like client/train.ts's crossEntropyWithStats: out[0] += sum of row losses,
- * out[1] += rows whose first maximum is the label. dlogits (nullable) = (softmax - onehot)/rows.
+ * out[1] += rows whose first maximum is the label. dlogits (nullable) = (softmax - onehot)/rows;
+ * per_row (nullable) = [loss, correct] per row.
  */
 EXPORT(softmax_ce)
-void softmax_ce(const float *logits, int ldl, int rows, int classes, const int *labels, float *dlogits, double *out) {
+void softmax_ce(const float *logits, int ldl, int rows, int classes, const int *labels, float *dlogits, double *out,
+                double *per_row) {
   double lossSum = 0;
   int correct = 0;
   for (int r = 0; r < rows; r++) {
@@ -478,7 +480,12 @@ void softmax_ce(const float *logits, int ldl, int rows, int classes, const int *
       if (g) g[c] = (float)e;
       denominator += e;
     }
-    lossSum += js_log(denominator) - ((double)v[label] - max);
+    const double loss = js_log(denominator) - ((double)v[label] - max);
+    lossSum += loss;
+    if (per_row) {
+      per_row[2 * r] = loss;
+      per_row[2 * r + 1] = best == label;
+    }
     if (g) {
       for (int c = 0; c < classes; c++) g[c] = (float)(((double)g[c] / denominator - (c == label ? 1.0 : 0.0)) / rows);
       for (int c = classes; c < ldl; c++) g[c] = 0.0f;
