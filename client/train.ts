@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Dataset, Normalization } from './data/dataset.js';
 import { deriveSeed, SeededRandom } from '../proto/random.js';
-import { nativePlan, openSession, type EngineChoice, type NetPlan } from './kernels/engine/index.js';
+import { compactPlan, nativePlan, openSession, type EngineChoice, type NetPlan } from './kernels/engine/index.js';
 import { contentKey, lookupImages, lookupModel, memoEnabled, rememberImages, rememberModel } from './kernels/engine/memo.js';
 import { registerGradients } from './kernels/gradients.js';
 import { sgdMomentumStep } from './kernels/sgd_momentum.js';
@@ -254,16 +254,33 @@ class GradientRule {
   }
 }
 
-/** The native engine's loop: the same epochs, shuffling, batches and statistics as the tfjs loop. */
-async function trainNative(model: Model, data: Dataset, opts: TrainOptions, plan: NetPlan): Promise<EpochStats[]> {
-  const session = openSession(plan, { batch: Math.min(opts.batchSize, data.count), training: true });
+/**
+ * The native engine's loop: the same epochs, shuffling, batches and statistics as the
+ * tfjs loop. The session computes only channels that can be nonzero (compactPlan); if an
+ * epoch callback revives one, training continues in a session for the new plan with the
+ * optimiser state carried over.
+ */
+async function trainNative(model: Model, data: Dataset, opts: TrainOptions, base: NetPlan): Promise<EpochStats[]> {
+  const batch = Math.min(opts.batchSize, data.count);
+  const tables = normalizationTable(normalizationFor(data));
+  const masks = opts.gradMasks ?? new Map<string, Uint8Array>();
+  const open = (weights: Map<string, Float32Array>, personal: Map<string, Float32Array>): ReturnType<typeof openSession> => {
+    const s = openSession(compactPlan(model, weights, masks) ?? base, { batch, training: true });
+    try {
+      s.setNormalization(tables);
+      s.load(weights, personal);
+      s.setMasks(opts.gradMasks);
+      s.setL1(opts.l1);
+      s.resetMomentum();
+      return s;
+    } catch (err) {
+      s.dispose();
+      throw err;
+    }
+  };
+  let session = open(model.getWeights(), model.getPersonal());
   const history: EpochStats[] = [];
   try {
-    session.setNormalization(normalizationTable(normalizationFor(data)));
-    session.load(model.getWeights(), model.getPersonal());
-    session.setMasks(opts.gradMasks);
-    session.setL1(opts.l1);
-    session.resetMomentum();
     for (let epoch = 1; epoch <= opts.epochs; epoch++) {
       const order = new SeededRandom(deriveSeed(opts.seed, epoch)).permutation(data.count);
       let lossSum = 0;
@@ -283,7 +300,17 @@ async function trainNative(model: Model, data: Dataset, opts: TrainOptions, plan
       model.setPersonal(session.personalState());
       if (opts.onEpochEnd !== undefined) {
         await opts.onEpochEnd(epoch, stats);
-        if (epoch < opts.epochs) session.load(model.getWeights(), model.getPersonal());
+        if (epoch < opts.epochs) {
+          const weights = model.getWeights();
+          const personal = model.getPersonal();
+          if ((compactPlan(model, weights, masks) ?? base) === session.plan) session.load(weights, personal);
+          else {
+            const momentum = session.momentum();
+            session.dispose();
+            session = open(weights, personal);
+            session.setMomentum(momentum);
+          }
+        }
       }
     }
   } finally {
@@ -308,7 +335,10 @@ function evaluateNative(model: Model, data: Dataset, plan: NetPlan): { loss: num
   const correct = new Uint8Array(data.count);
   const todo = memo ? lookupImages(key, data, losses, correct) : Int32Array.from({ length: data.count }, (_, i) => i);
   if (todo.length > 0) {
-    const session = openSession(plan, { batch: Math.min(NATIVE_EVAL_CHUNK, todo.length), training: false });
+    const session = openSession(compactPlan(model, weights) ?? plan, {
+      batch: Math.min(NATIVE_EVAL_CHUNK, todo.length),
+      training: false,
+    });
     try {
       session.setNormalization(normalizationTable(normalizationFor(data)));
       session.load(weights, personal);

@@ -13,7 +13,7 @@ import { engine } from '../../client/kernels/engine/native.js';
 import { NetPlan, type Session } from '../../client/kernels/engine/net.js';
 import { contentKey } from '../../client/kernels/engine/memo.js';
 import { BN_EPSILON, MODEL_NAMES, createModel, type Architecture, type Layer, type ModelName } from '../../client/model.js';
-import { evaluate, normalizationFor, trainLocal } from '../../client/train.js';
+import { evaluate, normalizationFor, trainLocal, type EngineChoice } from '../../client/train.js';
 import { SeededRandom } from '../../proto/random.js';
 import { subset } from '../../client/data/dataset.js';
 
@@ -383,6 +383,117 @@ describe('native trainLocal and evaluate against the tfjs path on the zoo', () =
     const before = m.getWeights();
     await trainLocal(m, data, opts);
     for (const [tensor, values] of m.getWeights()) expect(values).toEqual(before.get(tensor));
+    m.dispose();
+  });
+});
+
+describe('dead channels left out (compacted plans)', () => {
+  beforeAll(async () => {
+    await initBackend('cpu', { logger: { info: () => {} } });
+  });
+  afterAll(async () => {
+    await initBackend('wasm', { logger: { info: () => {} } });
+  });
+
+  /** Removes channels of lenet5-bn-mnist as Sub-FedAvg (Hy) does: every entry they own and the next layer's inputs, masked. */
+  function pruneChannels(model: ReturnType<typeof createModel>, drop: { bn1: number[]; bn2: number[] }) {
+    const weights = model.getWeights();
+    const masks = new Map([...weights].map(([name, v]) => [name, new Uint8Array(v.length).fill(1)]));
+    const zero = (name: string, index: number): void => {
+      weights.get(name)![index] = 0;
+      masks.get(name)![index] = 0;
+    };
+    const [c1, c2] = [10, 20];
+    for (const ch of drop.bn1) {
+      for (let i = ch; i < 25 * c1; i += c1) zero('conv1.weight', i);
+      for (const name of ['conv1.bias', 'bn1.weight', 'bn1.bias']) zero(name, ch);
+      for (let t = 0; t < 25; t++) for (let o = 0; o < c2; o++) zero('conv2.weight', (t * c1 + ch) * c2 + o);
+    }
+    for (const ch of drop.bn2) {
+      for (let i = ch; i < 25 * c1 * c2; i += c2) zero('conv2.weight', i);
+      for (const name of ['conv2.bias', 'bn2.weight', 'bn2.bias']) zero(name, ch);
+      for (let p = 0; p < 16; p++) for (let o = 0; o < 50; o++) zero('fc1.weight', (p * c2 + ch) * 50 + o);
+    }
+    model.setWeights(weights);
+    return masks;
+  }
+
+  /** `run` with SUBFED_ENGINE_COMPACT set to `value`. */
+  async function withCompaction<T>(value: 'on' | 'off', run: () => T | Promise<T>): Promise<T> {
+    const saved = process.env.SUBFED_ENGINE_COMPACT;
+    process.env.SUBFED_ENGINE_COMPACT = value;
+    try {
+      return await run();
+    } finally {
+      if (saved === undefined) delete process.env.SUBFED_ENGINE_COMPACT;
+      else process.env.SUBFED_ENGINE_COMPACT = saved;
+    }
+  }
+
+  it('trains bit for bit like the full network, and left-out statistics decay exactly as on tfjs', async () => {
+    const data = dataFor('lenet5-bn-mnist', 50, 12);
+    const drop = { bn1: [0, 3, 4, 9], bn2: [1, 2, 7, 8, 13, 19] };
+    const run = async (engineName: EngineChoice, compact: 'on' | 'off') =>
+      withCompaction(compact, async () => {
+        const m = createModel('lenet5-bn-mnist', 4);
+        const gradMasks = pruneChannels(m, drop);
+        const personal = m.getPersonal();
+        personal.get('bn1.running_mean')!.fill(0.3);
+        personal.get('bn2.running_var')!.fill(1.7);
+        m.setPersonal(personal);
+        const l1 = { names: new Set(['bn1.weight', 'bn2.weight']), s: 1e-3 };
+        const history = await trainLocal(m, data, {
+          epochs: 2,
+          batchSize: 10,
+          lr: 0.02,
+          momentum: 0.5,
+          seed: 8,
+          gradMasks,
+          l1,
+          engine: engineName,
+        });
+        const out = { history, weights: m.getWeights(), personal: m.getPersonal() };
+        m.dispose();
+        return out;
+      });
+    const compacted = await run('native', 'on');
+    const full = await run('native', 'off');
+    const reference = await run('tfjs', 'on');
+    expect(compacted.history).toEqual(full.history);
+    for (const [name, values] of compacted.weights) expect(values, name).toEqual(full.weights.get(name));
+    for (const [name, values] of compacted.personal) expect(values, name).toEqual(full.personal.get(name));
+    for (let e = 0; e < 2; e++) expect(compacted.history[e].loss).toBeCloseTo(reference.history[e].loss, 4);
+    for (const [name, values] of compacted.personal) {
+      for (const ch of name.startsWith('bn1') ? drop.bn1 : drop.bn2) expect(values[ch]).toBe(reference.personal.get(name)![ch]);
+    }
+  });
+
+  it('evaluates exactly like the full network when BatchNorm channels are switched off', async () => {
+    const m = createModel('lenet5-bn-mnist', 6);
+    const w = m.getWeights();
+    for (const ch of [1, 5, 6]) {
+      w.get('bn1.weight')![ch] = 0;
+      w.get('bn1.bias')![ch] = 0;
+    }
+    for (const ch of [0, 4, 11, 12, 18]) {
+      w.get('bn2.weight')![ch] = 0;
+      w.get('bn2.bias')![ch] = 0;
+    }
+    m.setWeights(w);
+    const test = dataFor('lenet5-bn-mnist', 40, 13);
+    const off = { SUBFED_EVAL_MEMO: process.env.SUBFED_EVAL_MEMO };
+    process.env.SUBFED_EVAL_MEMO = 'off';
+    try {
+      const compacted = await withCompaction('on', () => evaluate(m, test, 256, 'native'));
+      const full = await withCompaction('off', () => evaluate(m, test, 256, 'native'));
+      expect(compacted).toEqual(full);
+      const t = evaluate(m, test, 256, 'tfjs');
+      expect(compacted.loss).toBeCloseTo(t.loss, 5);
+      expect(compacted.accuracy).toBe(t.accuracy);
+    } finally {
+      if (off.SUBFED_EVAL_MEMO === undefined) delete process.env.SUBFED_EVAL_MEMO;
+      else process.env.SUBFED_EVAL_MEMO = off.SUBFED_EVAL_MEMO;
+    }
     m.dispose();
   });
 });

@@ -4,9 +4,9 @@
  * in a training step. client/train.ts uses it for trainLocal and evaluate whenever it
  * covers the model (see nativePlan); everything else takes the tfjs path.
  */
-import type { Model } from '../../model.js';
+import { architectureOf, type Model } from '../../model.js';
 import { engine, engineLoadError } from './native.js';
-import { planFor, Session, type NetPlan, type SessionOptions } from './net.js';
+import { deadChannelsLeftOut, planFor, Session, type NetPlan, type SessionOptions } from './net.js';
 
 export { Session, type NetPlan } from './net.js';
 
@@ -49,4 +49,21 @@ export function openSession(plan: NetPlan, options: SessionOptions): Session {
   const e = engine();
   if (e === null) throw new Error(`native engine unavailable: ${engineLoadError() ?? 'unknown error'}`);
   return new Session(e, plan, options);
+}
+
+/**
+ * The plan for `model` holding `weights`, compacted to the channels that can be nonzero:
+ * with `masks` (training), channels that are zero and masked everywhere they own; without
+ * (inference), channels whose output is zero. Computing fewer channels changes no result.
+ * SUBFED_ENGINE_COMPACT=off computes every channel (for comparisons).
+ */
+export function compactPlan(
+  model: Model,
+  weights: ReadonlyMap<string, Float32Array>,
+  masks?: ReadonlyMap<string, ArrayLike<number>>,
+): NetPlan | null {
+  const arch = architectureOf(model);
+  if (arch === undefined) return null;
+  if (process.env.SUBFED_ENGINE_COMPACT === 'off') return planFor(model);
+  return planFor(model, deadChannelsLeftOut(arch, weights, masks));
 }

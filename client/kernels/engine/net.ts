@@ -12,22 +12,33 @@ import type { Dataset } from '../../data/dataset.js';
 import { architectureOf, BN_EPSILON, BN_MOMENTUM, type Architecture, type Model } from '../../model.js';
 import type { Engine } from './native.js';
 
+/**
+ * One tensor of the model inside the engine: [rows][cols] with row stride ld (cols
+ * padded to 4). Row r is row rowIndex[r] of the tfjs tensor viewed as [fullRows][fullCols]
+ * and column j its column colIndex[j]; without index lists, the identity. A compacted
+ * plan (dead channels left out) holds a subset of the tensor.
+ */
 interface ParamSlot {
   readonly name: string;
   readonly rows: number;
   readonly cols: number;
-  /** Row stride inside the engine (cols padded to 4). */
   readonly ld: number;
+  readonly fullRows: number;
+  readonly fullCols: number;
+  readonly rowIndex?: Int32Array;
+  readonly colIndex?: Int32Array;
 }
 
 interface ConvPlan {
   readonly kind: 'conv';
+  readonly name: string;
   readonly first: boolean;
   readonly inH: number;
   readonly inW: number;
-  /** Real input channels, and the channel stride of the input activation. */
+  /** Input channels computed (live), and the channel stride of the input activation. */
   readonly inC: number;
   readonly inCs: number;
+  /** Output channels computed (live). */
   readonly outC: number;
   /** Output channels padded to 4. */
   readonly mp: number;
@@ -44,10 +55,10 @@ interface ConvPlan {
 interface DensePlan {
   readonly kind: 'dense';
   readonly first: boolean;
-  /** Real inputs (tfjs rows) and the row length of the input activation inside the engine. */
+  /** Inputs computed (rows of the weight slot) and the row length of the input activation inside the engine. */
   readonly inputs: number;
   readonly ldx: number;
-  /** Input row i of the tfjs weight reads the activation at rowmap[i]. */
+  /** Weight row i multiplies the activation at rowmap[i]. */
   readonly rowmap: Int32Array;
   readonly outputs: number;
   readonly op: number;
@@ -58,29 +69,56 @@ interface DensePlan {
 
 type LayerPlan = ConvPlan | DensePlan;
 
+/**
+ * BatchNorm running statistics of channels a compacted plan leaves out: such a channel's
+ * pre-BN output is exactly zero, so every training step moves its running mean and
+ * variance to keep*value + momentum*0.
+ */
+interface DeadStatistics {
+  readonly mean: string;
+  readonly variance: string;
+  readonly channels: Int32Array;
+}
+
+/** Live output channels (ascending full indices) per conv layer name; layers not named keep all. */
+export type LiveChannels = ReadonlyMap<string, Int32Array>;
+
 const pad4 = (n: number): number => Math.ceil(n / 4) * 4;
 
 /** conv1.weight -> conv1 */
 const layerName = (param: string): string => param.slice(0, param.lastIndexOf('.'));
 
-/** The compiled plan of one architecture; shared by every model of that architecture. */
+const identity = (n: number): Int32Array => Int32Array.from({ length: n }, (_, i) => i);
+
+/** The compiled plan of one architecture, optionally compacted to the live channels of its conv layers. */
 export class NetPlan {
   readonly inputShape: readonly [number, number, number];
   readonly layers: readonly LayerPlan[];
   readonly params: readonly ParamSlot[];
   readonly personal: readonly ParamSlot[];
+  readonly dead: readonly DeadStatistics[];
   readonly numClasses: number;
 
-  constructor(arch: Architecture) {
+  constructor(arch: Architecture, live?: LiveChannels) {
     const [h0, w0, c0] = arch.inputShape;
     this.inputShape = [h0, w0, c0];
     const layers: LayerPlan[] = [];
     const params: ParamSlot[] = [];
     const personal: ParamSlot[] = [];
-    const vector = (name: string, n: number): ParamSlot => ({ name, rows: 1, cols: n, ld: pad4(n) });
+    const dead: DeadStatistics[] = [];
+    const vector = (name: string, full: number, index: Int32Array): ParamSlot => ({
+      name,
+      rows: 1,
+      cols: index.length,
+      ld: pad4(index.length),
+      fullRows: 1,
+      fullCols: full,
+      ...(index.length === full ? {} : { colIndex: index }),
+    });
     let h = h0;
     let w = w0;
-    let c = c0;
+    let c = c0; // channels of the activation in the tfjs model
+    let kept = identity(c0); // which of them the engine computes
     let cs = c0;
     let flat: number | null = null; // set once a dense layer has run: the width of its output
     for (const layer of arch.layers) {
@@ -93,15 +131,20 @@ export class NetPlan {
         if (outH < 2 || outW < 2 || outH % 2 !== 0 || outW % 2 !== 0) {
           throw new Error(`native engine: ${layer.name} output ${outH}x${outW} does not tile into 2x2 pools`);
         }
-        const mp = pad4(layer.outC);
+        const out = live?.get(layer.name) ?? identity(layer.outC);
+        if (out.length === 0 || out.some((ch, i) => ch < 0 || ch >= layer.outC || (i > 0 && ch <= out[i - 1]))) {
+          throw new Error(`native engine: ${layer.name}: live channels must be ascending indices below ${layer.outC}`);
+        }
+        const mp = pad4(out.length);
         const plan: ConvPlan = {
           kind: 'conv',
+          name: layer.name,
           first,
           inH: h,
           inW: w,
-          inC: c,
+          inC: kept.length,
           inCs: cs,
-          outC: layer.outC,
+          outC: out.length,
           mp,
           k: layer.size,
           outH,
@@ -122,35 +165,63 @@ export class NetPlan {
             : {}),
         };
         layers.push(plan);
-        params.push({ name: plan.weight, rows: layer.size * layer.size * c, cols: layer.outC, ld: mp });
-        params.push(vector(plan.bias, layer.outC));
+        const taps = layer.size * layer.size;
+        const rowIndex = new Int32Array(taps * kept.length);
+        for (let t = 0; t < taps; t++) for (let i = 0; i < kept.length; i++) rowIndex[t * kept.length + i] = t * c + kept[i];
+        const compactRows = kept.length !== c;
+        const compactCols = out.length !== layer.outC;
+        params.push({
+          name: plan.weight,
+          rows: rowIndex.length,
+          cols: out.length,
+          ld: mp,
+          fullRows: taps * c,
+          fullCols: layer.outC,
+          ...(compactRows ? { rowIndex } : {}),
+          ...(compactCols ? { colIndex: out } : {}),
+        });
+        params.push(vector(plan.bias, layer.outC, out));
         if (plan.bn) {
-          params.push(vector(plan.bn.gamma, layer.outC), vector(plan.bn.beta, layer.outC));
-          personal.push(vector(plan.bn.mean, layer.outC), vector(plan.bn.variance, layer.outC));
+          params.push(vector(plan.bn.gamma, layer.outC, out), vector(plan.bn.beta, layer.outC, out));
+          personal.push(vector(plan.bn.mean, layer.outC, out), vector(plan.bn.variance, layer.outC, out));
+          if (compactCols) {
+            const channels = Int32Array.from(identity(layer.outC).filter((ch) => !out.includes(ch)));
+            dead.push({ mean: plan.bn.mean, variance: plan.bn.variance, channels });
+          }
         }
         h = plan.poolH;
         w = plan.poolW;
         c = layer.outC;
+        kept = out;
         cs = mp;
       } else {
         let rowmap: Int32Array;
+        let rowIndex: Int32Array | undefined;
         let ldx: number;
         if (flat === null) {
-          // NHWC flatten: tfjs row (pixel*c + ch) is the engine's (pixel*cs + ch).
-          if (layer.inputs !== h * w * c)
+          // NHWC flatten: tfjs row (pixel*c + ch) reads the engine's activation at (pixel*cs + i), ch = kept[i].
+          if (layer.inputs !== h * w * c) {
             throw new Error(`native engine: ${layer.name} expects ${layer.inputs} inputs, gets ${h * w * c}`);
-          rowmap = new Int32Array(layer.inputs);
-          for (let p = 0; p < h * w; p++) for (let ch = 0; ch < c; ch++) rowmap[p * c + ch] = p * cs + ch;
+          }
+          rowmap = new Int32Array(h * w * kept.length);
+          const rows = new Int32Array(h * w * kept.length);
+          for (let p = 0; p < h * w; p++) {
+            for (let i = 0; i < kept.length; i++) {
+              rowmap[p * kept.length + i] = p * cs + i;
+              rows[p * kept.length + i] = p * c + kept[i];
+            }
+          }
+          if (kept.length !== c) rowIndex = rows;
           ldx = pad4(h * w * cs);
         } else {
           if (layer.inputs !== flat) throw new Error(`native engine: ${layer.name} expects ${layer.inputs} inputs, gets ${flat}`);
-          rowmap = Int32Array.from({ length: layer.inputs }, (_, i) => i);
+          rowmap = identity(layer.inputs);
           ldx = pad4(flat);
         }
         const plan: DensePlan = {
           kind: 'dense',
           first,
-          inputs: layer.inputs,
+          inputs: rowmap.length,
           ldx,
           rowmap,
           outputs: layer.outputs,
@@ -160,8 +231,16 @@ export class NetPlan {
           bias: `${layer.name}.bias`,
         };
         layers.push(plan);
-        params.push({ name: plan.weight, rows: layer.inputs, cols: layer.outputs, ld: plan.op });
-        params.push(vector(plan.bias, layer.outputs));
+        params.push({
+          name: plan.weight,
+          rows: rowmap.length,
+          cols: layer.outputs,
+          ld: plan.op,
+          fullRows: layer.inputs,
+          fullCols: layer.outputs,
+          ...(rowIndex !== undefined ? { rowIndex } : {}),
+        });
+        params.push(vector(plan.bias, layer.outputs, identity(layer.outputs)));
         flat = layer.outputs;
       }
     }
@@ -173,14 +252,21 @@ export class NetPlan {
     this.layers = layers;
     this.params = params;
     this.personal = personal;
+    this.dead = dead;
     this.numClasses = last.outputs;
   }
 }
 
 const plans = new WeakMap<Architecture, NetPlan | null>();
+/** Compacted plans per architecture, by live-channel signature; a few (clients differ). */
+const compacted = new WeakMap<Architecture, Map<string, NetPlan>>();
+const COMPACTED_PLANS = 16;
 
-/** The plan for `model`, or null when the engine does not cover it (not a zoo model, or an unsupported shape). */
-export function planFor(model: Model): NetPlan | null {
+/**
+ * The plan for `model`, or null when the engine does not cover it (not a zoo model, or
+ * an unsupported shape). With `live`, the plan computes only those channels.
+ */
+export function planFor(model: Model, live?: LiveChannels): NetPlan | null {
   const arch = architectureOf(model);
   if (arch === undefined) return null;
   let plan = plans.get(arch);
@@ -192,7 +278,70 @@ export function planFor(model: Model): NetPlan | null {
     }
     plans.set(arch, plan);
   }
-  return plan;
+  if (plan === null || live === undefined || live.size === 0) return plan;
+  const signature = [...live].map(([name, ch]) => `${name}:${ch.join(',')}`).join(';');
+  let cache = compacted.get(arch);
+  if (cache === undefined) {
+    cache = new Map();
+    compacted.set(arch, cache);
+  }
+  let compact = cache.get(signature);
+  if (compact === undefined) {
+    compact = new NetPlan(arch, live);
+    cache.set(signature, compact);
+    if (cache.size > COMPACTED_PLANS) cache.delete(cache.keys().next().value as string);
+  } else {
+    cache.delete(signature);
+    cache.set(signature, compact);
+  }
+  return compact;
+}
+
+/**
+ * Conv channels whose output is exactly zero whatever the input, so that leaving them out
+ * changes no result. For training (masks given) a channel must also stay dead: every
+ * entry it owns (kernel column, bias, BatchNorm gamma and beta) zero and masked, with
+ * BatchNorm (its pre-BN output then is exactly zero, which its running statistics see).
+ * For inference: gamma = beta = 0 (BatchNorm), or a zero kernel column and bias <= 0.
+ * Undefined when no channel is dead.
+ */
+export function deadChannelsLeftOut(
+  arch: Architecture,
+  weights: ReadonlyMap<string, Float32Array>,
+  masks?: ReadonlyMap<string, ArrayLike<number>>,
+): LiveChannels | undefined {
+  const live = new Map<string, Int32Array>();
+  for (const layer of arch.layers) {
+    if (layer.kind !== 'conv') continue;
+    const kernel = weights.get(`${layer.name}.weight`);
+    const bias = weights.get(`${layer.name}.bias`);
+    if (kernel === undefined || bias === undefined) return undefined;
+    const gamma = layer.batchNorm !== undefined ? weights.get(`${layer.batchNorm}.weight`) : undefined;
+    const beta = layer.batchNorm !== undefined ? weights.get(`${layer.batchNorm}.bias`) : undefined;
+    const zeroColumn = (values: ArrayLike<number> | undefined, ch: number): boolean => {
+      if (values === undefined) return false;
+      for (let i = ch; i < values.length; i += layer.outC) if (values[i] !== 0) return false;
+      return true;
+    };
+    const isDead = (ch: number): boolean => {
+      if (masks !== undefined) {
+        if (layer.batchNorm === undefined || gamma === undefined || beta === undefined) return false;
+        const names = [`${layer.name}.weight`, `${layer.name}.bias`, `${layer.batchNorm}.weight`, `${layer.batchNorm}.bias`];
+        for (const name of names) {
+          const mask = masks.get(name);
+          if (mask === undefined || !zeroColumn(mask, ch) || !zeroColumn(weights.get(name), ch)) return false;
+        }
+        return true;
+      }
+      if (gamma !== undefined && beta !== undefined) return gamma[ch] === 0 && beta[ch] === 0;
+      return zeroColumn(kernel, ch) && bias[ch] <= 0;
+    };
+    const kept: number[] = [];
+    for (let ch = 0; ch < layer.outC; ch++) if (!isDead(ch)) kept.push(ch);
+    if (kept.length === 0) kept.push(0); // an all-dead layer: keep one (zero) channel so that shapes stay valid
+    if (kept.length < layer.outC) live.set(layer.name, Int32Array.from(kept));
+  }
+  return live.size > 0 ? live : undefined;
 }
 
 /** Byte offsets of one call's buffers, relative to the session's base. */
@@ -455,44 +604,92 @@ export class Session {
 
   // ------------------------------------------------------------ state in and out
 
-  /** Copies the model's parameters and personal tensors into the session (tfjs layout -> engine layout). */
+  /**
+   * Copies the model's parameters and personal tensors into the session (tfjs layout ->
+   * engine layout). The session keeps the given arrays: what a compacted plan leaves out
+   * is read back from them (weights()), so the caller must not change them meanwhile.
+   */
   load(weights: ReadonlyMap<string, Float32Array>, personal: ReadonlyMap<string, Float32Array>): void {
     for (const p of this.#params) this.#writeSlot(p.slot, p.w, weights);
     for (const { slot, at } of this.#personal.values()) this.#writeSlot(slot, at, personal);
+    this.#loaded = { weights, personal };
+    this.#steps = 0;
   }
 
-  #writeSlot(slot: ParamSlot, at: number, values: ReadonlyMap<string, Float32Array>): void {
+  #loaded: { weights: ReadonlyMap<string, Float32Array>; personal: ReadonlyMap<string, Float32Array> } | undefined;
+  /** Training steps since load(): how often the left-out channels' running statistics decayed. */
+  #steps = 0;
+
+  #writeSlot(slot: ParamSlot, at: number, values: ReadonlyMap<string, ArrayLike<number>>): void {
     const src = values.get(slot.name);
-    if (src === undefined || src.length !== slot.rows * slot.cols) {
+    if (src === undefined || src.length !== slot.fullRows * slot.fullCols) {
       throw new Error(`native engine: tensor ${slot.name} is missing or has the wrong size`);
     }
     const dst = this.#e.f32(at, slot.rows * slot.ld);
-    if (slot.ld === slot.cols) dst.set(src);
-    else {
-      dst.fill(0);
-      for (let r = 0; r < slot.rows; r++) dst.set(src.subarray(r * slot.cols, (r + 1) * slot.cols), r * slot.ld);
+    const { rows, cols, ld, fullCols, rowIndex, colIndex } = slot;
+    if (rowIndex === undefined && colIndex === undefined && ld === cols && src instanceof Float32Array) {
+      dst.set(src);
+      return;
+    }
+    dst.fill(0);
+    for (let r = 0; r < rows; r++) {
+      const from = (rowIndex?.[r] ?? r) * fullCols;
+      for (let j = 0; j < cols; j++) dst[r * ld + j] = src[from + (colIndex?.[j] ?? j)];
     }
   }
 
-  #readSlot(slot: ParamSlot, at: number): Float32Array {
+  /** The slot's values in tfjs layout; entries the plan leaves out come from `base` (zero without). */
+  #readSlot(slot: ParamSlot, at: number, base: Float32Array | undefined): Float32Array {
     const src = this.#e.f32(at, slot.rows * slot.ld);
-    if (slot.ld === slot.cols) return Float32Array.from(src);
-    const out = new Float32Array(slot.rows * slot.cols);
-    for (let r = 0; r < slot.rows; r++) out.set(src.subarray(r * slot.ld, r * slot.ld + slot.cols), r * slot.cols);
+    const { rows, cols, ld, fullCols, rowIndex, colIndex } = slot;
+    if (rowIndex === undefined && colIndex === undefined && ld === cols) return Float32Array.from(src);
+    const out = base !== undefined ? Float32Array.from(base) : new Float32Array(slot.fullRows * fullCols);
+    for (let r = 0; r < rows; r++) {
+      const to = (rowIndex?.[r] ?? r) * fullCols;
+      for (let j = 0; j < cols; j++) out[to + (colIndex?.[j] ?? j)] = src[r * ld + j];
+    }
     return out;
   }
 
   weights(): Map<string, Float32Array> {
-    return new Map(this.#params.map((p) => [p.slot.name, this.#readSlot(p.slot, p.w)]));
+    return new Map(this.#params.map((p) => [p.slot.name, this.#readSlot(p.slot, p.w, this.#loaded?.weights.get(p.slot.name))]));
   }
 
   personalState(): Map<string, Float32Array> {
-    return new Map([...this.#personal.values()].map(({ slot, at }) => [slot.name, this.#readSlot(slot, at)]));
+    const out = new Map(
+      [...this.#personal.values()].map(({ slot, at }) => [
+        slot.name,
+        this.#readSlot(slot, at, this.#loaded?.personal.get(slot.name)),
+      ]),
+    );
+    // Each step took a left-out channel's statistics to keep*value + momentum*0, in float32 as bn_running does.
+    const keep = Math.fround(1 - BN_MOMENTUM);
+    for (const d of this.plan.dead) {
+      for (const name of [d.mean, d.variance]) {
+        const values = out.get(name);
+        if (values === undefined) continue;
+        for (const ch of d.channels) {
+          let v = values[ch];
+          for (let s = 0; s < this.#steps; s++) v = Math.fround(Math.fround(v * keep) + 0);
+          values[ch] = v;
+        }
+      }
+    }
+    return out;
   }
 
-  /** Parameter gradients of the last step (engine layout converted back), for tests. */
+  /** Parameter gradients of the last step in tfjs layout (zero where the plan leaves entries out), for tests. */
   gradients(): Map<string, Float32Array> {
-    return new Map(this.#params.map((p) => [p.slot.name, this.#readSlot(p.slot, p.g)]));
+    return new Map(this.#params.map((p) => [p.slot.name, this.#readSlot(p.slot, p.g, undefined)]));
+  }
+
+  /** The momentum buffers in tfjs layout (zero where the plan leaves entries out). */
+  momentum(): Map<string, Float32Array> {
+    return new Map(this.#params.map((p) => [p.slot.name, this.#readSlot(p.slot, p.buf, undefined)]));
+  }
+
+  setMomentum(buffers: ReadonlyMap<string, Float32Array>): void {
+    for (const p of this.#params) this.#writeSlot(p.slot, p.buf, buffers);
   }
 
   /** Zeroes the momentum buffers (a fresh optimiser). */
@@ -511,7 +708,8 @@ export class Session {
     const chosen = this.#params.filter((p) => {
       const m = masks.get(p.slot.name);
       if (m === undefined) return false;
-      if (m.length !== p.slot.rows * p.slot.cols) throw new Error(`native engine: mask of ${p.slot.name} has the wrong size`);
+      if (m.length !== p.slot.fullRows * p.slot.fullCols)
+        throw new Error(`native engine: mask of ${p.slot.name} has the wrong size`);
       for (let i = 0; i < m.length; i++) if (m[i] !== 1) return true;
       return false;
     });
@@ -521,13 +719,9 @@ export class Session {
     this.#maskRegion = { base, bytes };
     let at = base;
     for (const p of chosen) {
-      const m = masks.get(p.slot.name) as ArrayLike<number>;
-      const dst = this.#e.f32(at, p.slot.rows * p.slot.ld);
-      dst.fill(0);
-      const { rows, cols, ld } = p.slot;
-      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[r * ld + c] = m[r * cols + c];
+      this.#writeSlot(p.slot, at, masks);
       this.#maskOf.set(p.slot.name, at);
-      at += Math.ceil((rows * ld * 4) / 64) * 64;
+      at += Math.ceil((p.slot.rows * p.slot.ld * 4) / 64) * 64;
     }
   }
 
@@ -771,6 +965,7 @@ export class Session {
     const stats = this.loss(count, true);
     this.backward(count);
     this.sgd(lr, momentum);
+    this.#steps++;
     return stats;
   }
 
