@@ -371,7 +371,6 @@ interface ParamBuffers {
   readonly w: number;
   readonly buf: number;
   readonly g: number;
-  readonly mask: number;
 }
 
 interface ConvBuffers {
@@ -423,7 +422,7 @@ export type NormalizationTables = readonly Float32Array[];
 /**
  * One call's worth of engine memory for a plan: parameters (with momentum, gradient
  * and mask), personal state, activations, gradients and tables for up to `batch`
- * images. Release it when done; the memory goes back to the arena.
+ * images. dispose() it when done; the memory goes back to the arena.
  */
 export class Session {
   readonly plan: NetPlan;
@@ -463,7 +462,7 @@ export class Session {
     const perRow = L.f64(2 * B);
     const params = plan.params.map((slot) => {
       const n = slot.rows * slot.ld;
-      return { slot, w: L.f32(n), buf: training ? L.f32(n) : 0, g: training ? L.f32(n) : 0, mask: 0 };
+      return { slot, w: L.f32(n), buf: training ? L.f32(n) : 0, g: training ? L.f32(n) : 0 };
     });
     const personal = plan.personal.map((slot) => ({ slot, at: L.f32(slot.rows * slot.ld) }));
     const layers: LayerBuffers[] = plan.layers.map((p): LayerBuffers => {
@@ -513,7 +512,6 @@ export class Session {
       w: base + p.w,
       buf: training ? base + p.buf : 0,
       g: training ? base + p.g : 0,
-      mask: 0,
     }));
     this.#paramsByName = new Map(this.#params.map((p) => [p.slot.name, p]));
     this.#personal = new Map(personal.map((p) => [p.slot.name, { slot: p.slot, at: base + p.at }]));
@@ -596,7 +594,7 @@ export class Session {
     }
   }
 
-  release(): void {
+  #release(): void {
     if (this.#released) return;
     this.#released = true;
     this.#e.arena.release(this.#base, this.#bytes);
@@ -745,7 +743,7 @@ export class Session {
   /** Releases the session's memory (and its masks). */
   dispose(): void {
     this.#releaseMasks();
-    this.release();
+    this.#release();
   }
 
   // ------------------------------------------------------------ data in

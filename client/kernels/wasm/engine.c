@@ -156,8 +156,8 @@ static const taps_fn TAPS[6][9] = {{0}, TAPS_ROW(1), TAPS_ROW(2), TAPS_ROW(3), T
  * vectors, and the rows (or taps) per tile for a column block width. V8 (TurboFan,
  * x64) allocates 15 xmm registers; a tile whose accumulators, column vectors, splat
  * and product do not fit spills accumulators through the stack inside the loop-carried
- * chain, which costs ~40%. Settable for tuning (set_tiles, bench/tiles.ts); the
- * defaults were measured on the zoo's shapes (LeNet convs, dense layers). */
+ * chain, which costs ~40%. Settable for tuning (set_tiles); the defaults were measured
+ * with gemm_rows and gemm_taps on the zoo's conv shapes (best of 60 runs, batch 16). */
 static int BLOCK[6] = {0, 1, 2, 3, 4, 3};
 static int ROWS_R[6] = {0, 8, 4, 3, 2, 2};
 static int TAPS_R[6] = {0, 6, 4, 2, 2, 2};
