@@ -32,6 +32,32 @@ class LeNet5Mnist(nn.Module):
         return self.fc2(x)
 
 
+class LeNet5(nn.Module):
+    """subfed's lenet5-* zoo: conv(valid 5x5) -> [BatchNorm] -> max_pool 2 -> ReLU, twice, then dense layers."""
+
+    def __init__(self, channels, convs, dense_widths, batch_norm):
+        super().__init__()
+        c1, c2 = convs
+        side = 28 if channels == 1 else 32
+        flat = ((side - 4) // 2 - 4) // 2
+        self.conv1 = nn.Conv2d(channels, c1, 5)
+        self.conv2 = nn.Conv2d(c1, c2, 5)
+        self.bn1 = nn.BatchNorm2d(c1) if batch_norm else nn.Identity()
+        self.bn2 = nn.BatchNorm2d(c2) if batch_norm else nn.Identity()
+        widths = [flat * flat * c2, *dense_widths]
+        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+
+    def forward(self, x):
+        x = F.relu(F.max_pool2d(self.bn1(self.conv1(x)), 2))
+        x = F.relu(F.max_pool2d(self.bn2(self.conv2(x)), 2))
+        x = x.flatten(1)
+        for i, fc in enumerate(self.fcs):
+            x = fc(x)
+            if i < len(self.fcs) - 1:
+                x = F.relu(x)
+        return x
+
+
 class Mlp(nn.Module):
     # 784-200-200-10, ReLU
     def __init__(self):
@@ -46,7 +72,14 @@ class Mlp(nn.Module):
         return self.fc3(x)
 
 
-MODELS = {"lenet5-mnist": LeNet5Mnist, "mlp": Mlp}
+MODELS = {
+    "lenet5-mnist": LeNet5Mnist,
+    "lenet5-bn-mnist": lambda: LeNet5(1, (10, 20), (50, 10), batch_norm=True),
+    "lenet5-cifar": lambda: LeNet5(3, (6, 16), (120, 84, 10), batch_norm=False),
+    "lenet5-bn-cifar": lambda: LeNet5(3, (6, 16), (120, 84, 10), batch_norm=True),
+    "mlp": Mlp,
+}
+INPUT_SHAPES = {"lenet5-cifar": (3, 32, 32), "lenet5-bn-cifar": (3, 32, 32)}
 
 
 def main():
@@ -63,7 +96,7 @@ def main():
     torch.manual_seed(1)
     model = MODELS[args.model]()
     # Synthetic MNIST-shaped bytes, normalised like the TypeScript side (pixel/255, then MNIST mean/std).
-    images = torch.randint(0, 256, (args.samples, 1, 28, 28), dtype=torch.uint8)
+    images = torch.randint(0, 256, (args.samples, *INPUT_SHAPES.get(args.model, (1, 28, 28))), dtype=torch.uint8)
     labels = torch.randint(0, 10, (args.samples,))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.5)
 

@@ -50,10 +50,10 @@ export interface Model {
 }
 
 /** PyTorch's BatchNorm defaults. */
-const BN_EPSILON = 1e-5;
-const BN_MOMENTUM = 0.1;
+export const BN_EPSILON = 1e-5;
+export const BN_MOMENTUM = 0.1;
 
-interface ConvLayer {
+export interface ConvLayer {
   kind: 'conv';
   name: string; // conv1 -> conv1.weight, conv1.bias
   inC: number;
@@ -61,18 +61,26 @@ interface ConvLayer {
   size: number;
   batchNorm?: string; // bn1 -> bn1.weight (gamma), bn1.bias (beta), bn1.running_mean/var
 }
-interface DenseLayer {
+export interface DenseLayer {
   kind: 'dense';
   name: string;
   inputs: number;
   outputs: number;
   relu: boolean;
 }
-type Layer = ConvLayer | DenseLayer;
+export type Layer = ConvLayer | DenseLayer;
 
-interface Architecture {
-  inputShape: [number, number, number];
-  layers: Layer[];
+export interface Architecture {
+  readonly inputShape: [number, number, number];
+  readonly layers: readonly Layer[];
+}
+
+/** The layers of every live zoo model, for engines that compile them (client/kernels/engine). */
+const architectures = new WeakMap<Model, Architecture>();
+
+/** A zoo model's architecture; undefined for any other implementation of Model. */
+export function architectureOf(model: Model): Architecture | undefined {
+  return architectures.get(model);
 }
 
 function lenet(
@@ -198,6 +206,7 @@ class ZooModel implements Model {
     this.params = params;
     this.personal = personal;
     this.channelGroups = channelGroupsOf(arch);
+    architectures.set(this, arch);
   }
 
   forward(x: tf.Tensor4D, training: boolean): tf.Tensor2D {

@@ -6,9 +6,14 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { Dataset, Normalization } from './data/dataset.js';
 import { deriveSeed, SeededRandom } from '../proto/random.js';
+import type { MaskMap } from '../proto/codec.js';
+import { compactPlan, nativePlan, openSession, type EngineChoice, type NetPlan } from './kernels/engine/index.js';
+import { contentKey, lookupImages, lookupModel, memoEnabled, rememberImages, rememberModel } from './kernels/engine/memo.js';
 import { registerGradients } from './kernels/gradients.js';
 import { sgdMomentumStep } from './kernels/sgd_momentum.js';
 import type { Model } from './model.js';
+
+export type { EngineChoice } from './kernels/engine/index.js';
 
 export interface TrainOptions {
   epochs: number;
@@ -17,8 +22,25 @@ export interface TrainOptions {
   momentum: number;
   /** Drives the per-epoch shuffling. */
   seed: number;
-  /** Per-tensor gradient hook (mask multiply, L1 on gamma); runs inside tf.tidy. */
+  /**
+   * Gradient masks: each named tensor's gradient is multiplied by its 0/1 mask (the
+   * tensor's values, flattened) before the optimiser step, so pruned weights stay exactly
+   * where they are. Tensors without a mask train unmasked.
+   */
+  gradMasks?: MaskMap;
+  /** L1 penalty: s*sign(w) is added to these tensors' gradients, before the masks apply. */
+  l1?: { readonly names: ReadonlySet<string>; readonly s: number };
+  /**
+   * A further per-tensor gradient hook, after gradMasks and l1; runs inside tf.tidy. The
+   * native engine cannot run tf code, so a gradTransform means the tfjs path.
+   */
   gradTransform?: (name: string, grad: tf.Tensor) => tf.Tensor;
+  /**
+   * Which engine trains: 'native' (our wasm kernels, client/kernels/engine), 'tfjs', or
+   * 'auto' (native wherever it covers the model). Default: SUBFED_ENGINE, else 'auto'.
+   * Both give the same training curve within float rounding.
+   */
+  engine?: EngineChoice;
   /** 1-based epoch. */
   onEpochEnd?: (epoch: number, stats: EpochStats) => void | Promise<void>;
 }
@@ -160,9 +182,15 @@ class SgdMomentum {
 export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions): Promise<EpochStats[]> {
   checkOptions(opts);
   checkCompatible(model, data, 'trainLocal');
+  if (opts.gradTransform !== undefined && opts.engine === 'native') {
+    throw new Error('trainLocal: a gradTransform needs the tfjs engine (the native engine runs no tf code)');
+  }
+  const plan = opts.gradTransform === undefined ? nativePlan(model, opts.engine) : null;
+  if (plan !== null) return trainNative(model, data, opts, plan);
   registerGradients();
   const tables = normalizationTable(normalizationFor(data));
   const optimizer = new SgdMomentum(opts.lr, opts.momentum);
+  const rule = GradientRule.create(model, opts);
   const history: EpochStats[] = [];
   try {
     for (let epoch = 1; epoch <= opts.epochs; epoch++) {
@@ -171,7 +199,7 @@ export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions
       let correct = 0;
       for (let start = 0; start < data.count; start += opts.batchSize) {
         const end = Math.min(start + opts.batchSize, data.count);
-        const step = trainStep(model, optimizer, opts.gradTransform, makeBatch(data, tables, order, start, end));
+        const step = trainStep(model, optimizer, rule, opts.gradTransform, makeBatch(data, tables, order, start, end));
         lossSum += step.loss * (end - start);
         correct += step.correct;
       }
@@ -181,8 +209,167 @@ export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions
     }
   } finally {
     optimizer.dispose();
+    rule.dispose();
   }
   return history;
+}
+
+/** gradMasks and l1 as tf ops, for the tfjs path: g' = (g + s*sign(w)) * mask. */
+class GradientRule {
+  readonly #masks: Map<string, tf.Tensor>;
+  readonly #l1: TrainOptions['l1'];
+
+  private constructor(masks: Map<string, tf.Tensor>, l1: TrainOptions['l1']) {
+    this.#masks = masks;
+    this.#l1 = l1;
+  }
+
+  static create(model: Model, opts: TrainOptions): GradientRule {
+    const masks = new Map<string, tf.Tensor>();
+    for (const [name, mask] of opts.gradMasks ?? []) {
+      const variable = model.params.get(name);
+      if (variable === undefined) throw new Error(`trainLocal: gradMasks names unknown tensor '${name}'`);
+      if (mask.length !== variable.size) {
+        throw new Error(`trainLocal: mask of '${name}' has ${mask.length} values, the tensor ${variable.size}`);
+      }
+      if (!mask.isFull) masks.set(name, tf.tensor(Float32Array.from(mask.toBytes()), variable.shape, 'float32'));
+    }
+    return new GradientRule(masks, opts.l1 !== undefined && opts.l1.s > 0 ? opts.l1 : undefined);
+  }
+
+  /** Runs inside tf.tidy. */
+  apply(name: string, variable: tf.Variable, grad: tf.Tensor): tf.Tensor {
+    let g = grad;
+    if (this.#l1?.names.has(name)) g = tf.add(g, tf.mul(tf.sign(variable), this.#l1.s));
+    const mask = this.#masks.get(name);
+    return mask === undefined ? g : tf.mul(g, mask);
+  }
+
+  get empty(): boolean {
+    return this.#masks.size === 0 && this.#l1 === undefined;
+  }
+
+  dispose(): void {
+    for (const t of this.#masks.values()) t.dispose();
+    this.#masks.clear();
+  }
+}
+
+/**
+ * The native engine's loop: the same epochs, shuffling, batches and statistics as the
+ * tfjs loop. The session computes only channels that can be nonzero (compactPlan); if an
+ * epoch callback revives one, training continues in a session for the new plan with the
+ * optimiser state carried over.
+ */
+async function trainNative(model: Model, data: Dataset, opts: TrainOptions, base: NetPlan): Promise<EpochStats[]> {
+  const batch = Math.min(opts.batchSize, data.count);
+  const tables = normalizationTable(normalizationFor(data));
+  // The engine reads masks as 0/1 bytes in its own layout; one copy per training call.
+  const masks = new Map([...(opts.gradMasks ?? [])].map(([name, mask]) => [name, mask.toBytes()]));
+  const open = (weights: Map<string, Float32Array>, personal: Map<string, Float32Array>): ReturnType<typeof openSession> => {
+    const s = openSession(compactPlan(model, weights, masks) ?? base, { batch, training: true });
+    try {
+      s.setNormalization(tables);
+      s.load(weights, personal);
+      s.setMasks(masks);
+      s.setL1(opts.l1);
+      s.resetMomentum();
+      return s;
+    } catch (err) {
+      s.dispose();
+      throw err;
+    }
+  };
+  let session = open(model.getWeights(), model.getPersonal());
+  const history: EpochStats[] = [];
+  try {
+    for (let epoch = 1; epoch <= opts.epochs; epoch++) {
+      const order = new SeededRandom(deriveSeed(opts.seed, epoch)).permutation(data.count);
+      let lossSum = 0;
+      let correct = 0;
+      for (let start = 0; start < data.count; start += opts.batchSize) {
+        const count = Math.min(opts.batchSize, data.count - start);
+        session.loadBatch(data, order, start, count);
+        const step = session.trainStep(count, opts.lr, opts.momentum);
+        lossSum += step.loss * count;
+        correct += step.correct;
+      }
+      const stats: EpochStats = { loss: lossSum / data.count, accuracy: correct / data.count, samples: data.count };
+      history.push(stats);
+      // The model holds the trained state at every epoch end, as on the tfjs path; whatever
+      // the callback does to the model is what the next epoch trains on.
+      model.setWeights(session.weights());
+      model.setPersonal(session.personalState());
+      if (opts.onEpochEnd !== undefined) {
+        await opts.onEpochEnd(epoch, stats);
+        if (epoch < opts.epochs) {
+          const weights = model.getWeights();
+          const personal = model.getPersonal();
+          if ((compactPlan(model, weights, masks) ?? base) === session.plan) session.load(weights, personal);
+          else {
+            const momentum = session.momentum();
+            session.dispose();
+            session = open(weights, personal);
+            session.setMomentum(momentum);
+          }
+        }
+      }
+    }
+  } finally {
+    session.dispose();
+  }
+  return history;
+}
+
+/** Images per native evaluation chunk: activations stay in the core's cache. */
+const NATIVE_EVAL_CHUNK = 32;
+
+function evaluateNative(model: Model, data: Dataset, plan: NetPlan): { loss: number; accuracy: number } {
+  const weights = model.getWeights();
+  const personal = model.getPersonal();
+  const memo = memoEnabled();
+  const key = memo ? contentKey(model.name, weights, personal) : '';
+  if (memo) {
+    const known = lookupModel(model, key, data);
+    if (known !== undefined) return known;
+  }
+  const losses = new Float64Array(data.count);
+  const correct = new Uint8Array(data.count);
+  const todo = memo ? lookupImages(key, data, losses, correct) : Int32Array.from({ length: data.count }, (_, i) => i);
+  if (todo.length > 0) {
+    const session = openSession(compactPlan(model, weights) ?? plan, {
+      batch: Math.min(NATIVE_EVAL_CHUNK, todo.length),
+      training: false,
+    });
+    try {
+      session.setNormalization(normalizationTable(normalizationFor(data)));
+      session.load(weights, personal);
+      const rows = new Float64Array(2 * session.batch);
+      for (let start = 0; start < todo.length; start += session.batch) {
+        const count = Math.min(session.batch, todo.length - start);
+        session.loadBatch(data, todo, start, count);
+        session.forward(count, false);
+        session.loss(count, false, rows);
+        for (let r = 0; r < count; r++) {
+          losses[todo[start + r]] = rows[2 * r];
+          correct[todo[start + r]] = rows[2 * r + 1];
+        }
+      }
+    } finally {
+      session.dispose();
+    }
+    if (memo) rememberImages(key, data, todo, losses, correct);
+  }
+  // In index order, so that the result does not depend on what the memo held.
+  let lossSum = 0;
+  let hits = 0;
+  for (let i = 0; i < data.count; i++) {
+    lossSum += losses[i];
+    hits += correct[i];
+  }
+  const result = { loss: lossSum / data.count, accuracy: hits / data.count };
+  if (memo) rememberModel(model, key, data, result);
+  return result;
 }
 
 /** The batch's mean loss and number of correct predictions. */
@@ -233,7 +420,13 @@ export function crossEntropyWithStats(logits: tf.Tensor2D, labels: Int32Array, s
 }
 
 /** One SGD step; returns the batch's mean loss and number of correct predictions. */
-function trainStep(model: Model, optimizer: SgdMomentum, gradTransform: TrainOptions['gradTransform'], batch: Batch): StepStats {
+function trainStep(
+  model: Model,
+  optimizer: SgdMomentum,
+  rule: GradientRule,
+  gradTransform: TrainOptions['gradTransform'],
+  batch: Batch,
+): StepStats {
   let stats: StepStats = { loss: Number.NaN, correct: 0 };
   try {
     const { value, grads } = tf.variableGrads(
@@ -247,7 +440,13 @@ function trainStep(model: Model, optimizer: SgdMomentum, gradTransform: TrainOpt
     for (const [name, variable] of model.params) {
       const raw = grads[variable.name];
       if (raw === undefined) throw new Error(`trainLocal: no gradient for ${name}`);
-      const grad = gradTransform ? tf.tidy(() => gradTransform(name, raw)) : raw;
+      const grad =
+        gradTransform || !rule.empty
+          ? tf.tidy(() => {
+              const ruled = rule.apply(name, variable, raw);
+              return gradTransform ? gradTransform(name, ruled) : ruled;
+            })
+          : raw;
       optimizer.step(name, variable, grad);
       if (grad !== raw) grad.dispose();
     }
@@ -258,11 +457,21 @@ function trainStep(model: Model, optimizer: SgdMomentum, gradTransform: TrainOpt
   }
 }
 
-/** Mean loss and accuracy of `model` (inference mode: BatchNorm uses running statistics). */
-export function evaluate(model: Model, data: Dataset, batchSize = 256): { loss: number; accuracy: number } {
+/**
+ * Mean loss and accuracy of `model` (inference mode: BatchNorm uses running statistics).
+ * `engine` as in TrainOptions; batchSize is the tfjs path's batch.
+ */
+export function evaluate(
+  model: Model,
+  data: Dataset,
+  batchSize = 256,
+  engine?: EngineChoice,
+): { loss: number; accuracy: number } {
   if (!Number.isInteger(batchSize) || batchSize < 1)
     throw new Error(`evaluate: batchSize must be a positive integer, got ${batchSize}`);
   checkCompatible(model, data, 'evaluate');
+  const plan = nativePlan(model, engine);
+  if (plan !== null) return evaluateNative(model, data, plan);
   const tables = normalizationTable(normalizationFor(data));
   const identity = new Int32Array(data.count).map((_, i) => i);
   let lossSum = 0;

@@ -1,5 +1,4 @@
 /** Pieces every client algorithm shares: receiving the model, masked training, the gate. */
-import * as tf from '@tensorflow/tfjs-core';
 import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../model.js';
 import { applyMasks, type MaskMap, type TensorMap } from '../prune.js';
@@ -25,36 +24,18 @@ export interface MaskedTrainingOptions {
  * pruned weights (zero) stay exactly zero. Masks without a zero are skipped.
  */
 export async function trainMasked(ctx: RoundContext, opts: MaskedTrainingOptions = {}): Promise<EpochStats[]> {
-  const maskTensors = new Map<string, tf.Tensor>();
   for (const spec of ctx.model.manifest) {
-    const mask = ctx.masks.get(spec.name);
-    if (mask === undefined) throw new Error(`no mask for tensor '${spec.name}'`);
-    if (!mask.isFull) maskTensors.set(spec.name, tf.tensor(Float32Array.from(mask.toBytes()), spec.shape, 'float32'));
+    if (!ctx.masks.has(spec.name)) throw new Error(`no mask for tensor '${spec.name}'`);
   }
-  const l1 = opts.l1 !== undefined && opts.l1.s > 0 ? opts.l1 : undefined;
-  const needsHook = maskTensors.size > 0 || l1 !== undefined;
-  try {
-    return await trainLocal(ctx.model, ctx.data.train, {
-      ...ctx.training,
-      seed: ctx.seed,
-      ...(needsHook
-        ? {
-            gradTransform: (name: string, grad: tf.Tensor): tf.Tensor => {
-              let g = grad;
-              if (l1 !== undefined && l1.names.has(name)) {
-                const value = ctx.model.params.get(name);
-                if (value !== undefined) g = tf.add(g, tf.mul(tf.sign(value), l1.s));
-              }
-              const mask = maskTensors.get(name);
-              return mask === undefined ? g : tf.mul(g, mask);
-            },
-          }
-        : {}),
-      ...(opts.onEpochEnd !== undefined ? { onEpochEnd: opts.onEpochEnd } : {}),
-    });
-  } finally {
-    for (const t of maskTensors.values()) t.dispose();
-  }
+  return trainLocal(ctx.model, ctx.data.train, {
+    ...ctx.training,
+    seed: ctx.seed,
+    // The training loop multiplies each gradient by its mask (skipping masks without a
+    // zero) after adding the L1 term: g' = (g + s*sign(w)) * mask.
+    gradMasks: ctx.masks,
+    ...(opts.l1 !== undefined && opts.l1.s > 0 ? { l1: opts.l1 } : {}),
+    ...(opts.onEpochEnd !== undefined ? { onEpochEnd: opts.onEpochEnd } : {}),
+  });
 }
 
 /** Masked local training without a mask decision: the dense baselines (their masks stay all ones). */
