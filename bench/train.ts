@@ -41,7 +41,7 @@ function syntheticMnist(count: number, seed: number): Dataset {
   const images = new Uint8Array(count * 784);
   for (let i = 0; i < images.length; i++) images[i] = rng.int(256);
   const labels = new Uint8Array(count).map(() => rng.int(10));
-  return { images, labels, count, height: 28, width: 28, channels: 1, numClasses: 10, name: 'mnist/synthetic' };
+  return { kind: 'images', images, labels, count, height: 28, width: 28, channels: 1, numClasses: 10, name: 'mnist/synthetic' };
 }
 
 /**

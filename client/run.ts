@@ -15,7 +15,8 @@ import { deriveSeed } from '../proto/random.js';
 import { createAlgorithm } from './algorithms/index.js';
 import { initBackend } from './backend.js';
 import { DataFolderError } from './data/errors.js';
-import { loadClientData, type ClientDataSplits } from './data/folder.js';
+import { exampleShape } from './data/dataset.js';
+import { layoutFormat, loadClientData, type ClientDataSplits } from './data/folder.js';
 import type { ClientEvent, Traffic } from './events.js';
 import { trainOnTask, type DeliveredTask } from './federated-round.js';
 import { ClientCommandError, type ClientOptions } from './options.js';
@@ -64,18 +65,19 @@ export async function* clientRun(options: ClientOptions, context: ClientRunConte
   // Bad input fails before the data is read or the coordinator contacted.
   const { communicates } = createAlgorithm(options.algorithm, options.algorithmConfig);
   if (!communicates) requireModel(options);
+  for (const text of options.warnings) yield { kind: 'warning', text };
 
   const backend = await initBackend(options.backend, { logger: { info: () => {} } });
   yield { kind: 'backend-ready', backend };
-  const data = await readDataFlag(options.data, seed);
-  const { train } = data;
+  const data = await readDataFolderOption(options, seed);
   yield {
     kind: 'data-loaded',
     folder: options.data,
     layout: data.layout.kind,
-    trainExamples: train.count,
+    format: layoutFormat(data.layout),
+    trainExamples: data.train.count,
     testExamples: data.test.count,
-    shape: [train.height, train.width, train.channels],
+    shape: exampleShape(data.train),
   };
 
   const sessionContext = { data, name, seed, signal: context.signal, retry: context.retry };
@@ -104,7 +106,22 @@ export async function* clientRounds(session: ClientSession, limits: RoundLimits)
 }
 
 async function* federatedRounds(session: FederatedSession, limits: RoundLimits): AsyncGenerator<ClientEvent, void> {
-  const { remote, participant } = session;
+  session.heartbeats.start();
+  try {
+    yield* federatedRoundsBeating(session, limits);
+  } finally {
+    session.heartbeats.stop();
+  }
+}
+
+/** Bytes moved so far: the rounds' calls and the heartbeats. */
+function traffic(session: FederatedSession): Traffic {
+  const { remote, heartbeats } = session;
+  return { bytesUp: remote.bytesUp + heartbeats.bytesUp, bytesDown: remote.bytesDown + heartbeats.bytesDown };
+}
+
+async function* federatedRoundsBeating(session: FederatedSession, limits: RoundLimits): AsyncGenerator<ClientEvent, void> {
+  const { remote, participant, events } = session;
   const stopped = (): boolean => limits.signal?.aborted === true;
   let roundsTrained = 0;
   let rejoins = 0;
@@ -112,6 +129,7 @@ async function* federatedRounds(session: FederatedSession, limits: RoundLimits):
   /** The coordinator's last round, once it says training is over. */
   let lastRound: number | undefined;
   rounds: while (!stopped() && (limits.maxRounds === undefined || roundsTrained < limits.maxRounds)) {
+    yield* events.drain();
     let pulled: PullOutcome | undefined;
     try {
       pulled = yield* untilConnected('pull', () => remote.pullTask(participant.maskVersion, participant.masks), limits.signal);
@@ -122,7 +140,7 @@ async function* federatedRounds(session: FederatedSession, limits: RoundLimits):
       const previousClientId = session.identity.clientId;
       const joined = yield* joinCoordinator(remote, session.enrollment, participant.numExamples, limits.signal);
       if (joined === undefined) break;
-      checkManifest(participant.model, joined.manifest);
+      checkManifest(participant.model, joined.manifest, 'joining again');
       yield { kind: 'rejoined', server: session.server, clientId: joined.clientId, previousClientId, reason: err.details };
       continue;
     }
@@ -136,7 +154,7 @@ async function* federatedRounds(session: FederatedSession, limits: RoundLimits):
         waits++;
         const retryAfterMs = Math.max(pulled.retryAfterMs, MIN_WAIT_MS);
         yield { kind: 'waiting', retryAfterMs, consecutive: waits };
-        await pause(retryAfterMs, limits.signal);
+        yield* events.during(pause(retryAfterMs, limits.signal));
         break;
       }
       case 'task':
@@ -147,7 +165,10 @@ async function* federatedRounds(session: FederatedSession, limits: RoundLimits):
     }
   }
   let identity: CoordinatorIdentity | undefined = session.identity;
+  yield* events.drain();
   if (limits.leave) {
+    // A heartbeat after leaving would only be refused.
+    session.heartbeats.stop();
     // Leaving ends this identity for good: the next start joins afresh (personal state kept).
     const failure = await remote.leave('done').then(
       () => undefined,
@@ -159,10 +180,10 @@ async function* federatedRounds(session: FederatedSession, limits: RoundLimits):
     identity = undefined;
   }
   await saveSession(session, identity);
-  const traffic = { bytesUp: remote.bytesUp, bytesDown: remote.bytesDown };
+  const moved = traffic(session);
   yield lastRound !== undefined
-    ? { kind: 'finished', lastRound, roundsTrained, stateDir: session.stateDir, ...traffic }
-    : { kind: 'stopped', reason: stopped() ? 'signal' : 'round-limit', roundsTrained, stateDir: session.stateDir, ...traffic };
+    ? { kind: 'finished', lastRound, roundsTrained, stateDir: session.stateDir, ...moved }
+    : { kind: 'stopped', reason: stopped() ? 'signal' : 'round-limit', roundsTrained, stateDir: session.stateDir, ...moved };
 }
 
 /** Train on a delivered task, push the update, save the state. */
@@ -174,7 +195,7 @@ async function* federatedRound(
   const { remote, participant } = session;
   const round = task.header.roundId;
   yield { kind: 'round-started', round, received: task.header.dense ? 'dense' : 'sparse' };
-  const trained = await trainOnTask(participant, task);
+  const trained = yield* session.events.during(trainOnTask(participant, task));
   yield* drainNotes(session, round);
   yield { kind: 'trained', round, metrics: trained.metrics };
   let outcome: ClientEvent | undefined;
@@ -182,7 +203,7 @@ async function* federatedRound(
     const ack = yield* untilConnected('push', () => remote.pushUpdate(trained.upload.fields, trained.upload.tensors), signal);
     if (ack !== undefined) {
       outcome = ack.accepted
-        ? { kind: 'pushed', round, ack, bytesUp: remote.bytesUp, bytesDown: remote.bytesDown }
+        ? { kind: 'pushed', round, ack, ...traffic(session) }
         : { kind: 'refused', round, reason: ack.message };
     }
   } catch (err) {
@@ -222,12 +243,12 @@ function* drainNotes(session: ClientSession, round: number): Generator<ClientEve
   for (const text of session.notes.splice(0)) yield { kind: 'note', round, text };
 }
 
-/** The data folder of --data; a folder that cannot be used is an error naming the flag. */
-async function readDataFlag(folder: string, seed: number): Promise<ClientDataSplits> {
+/** The data folder; one that cannot be used is an error naming the option (`--data`, `client.json: data`). */
+async function readDataFolderOption(options: ClientOptions, seed: number): Promise<ClientDataSplits> {
   try {
-    return await loadClientData(folder, seed);
+    return await loadClientData(options.data, seed, { labelColumn: options.labelColumn });
   } catch (err) {
-    if (err instanceof DataFolderError) throw new ClientCommandError(`--data: ${err.message}`);
+    if (err instanceof DataFolderError) throw new ClientCommandError(`${options.nameOf('data')}: ${err.message}`);
     throw err;
   }
 }
