@@ -47,7 +47,7 @@ export async function createClientLogger(level: LogLevel, opts: ClientLoggerOpti
     }
   }
   // stderr written synchronously, so the last lines before an exit are never lost.
-  const destination: DestinationStream = stream === process.stderr ? pino.destination({ fd: 2, sync: true }) : stream;
+  const destination: DestinationStream = stream === process.stderr ? pino.destination({ dest: 2, sync: true }) : stream;
   return pino(options, destination);
 }
 
@@ -129,7 +129,7 @@ export function eventMessage(event: ClientEvent): string {
     case 'rejoined':
       return `${event.reason}: joined ${event.server} again as ${event.clientId} (was ${event.previousClientId}), personal state kept`;
     case 'heartbeat-failed':
-      return `heartbeat failed (${event.reason}); training goes on, and this is said once until one works again`;
+      return `heartbeat failed (${event.reason}); rounds go on (said once until a heartbeat works again)`;
     case 'heartbeat-restored':
       return `heartbeats work again after ${event.failed} failed`;
     case 'waiting':

@@ -15,9 +15,11 @@ import { deriveSeed } from '../proto/random.js';
 import { createAlgorithm } from './algorithms/index.js';
 import { initBackend } from './backend.js';
 import { DataFolderError } from './data/errors.js';
-import { exampleShape } from './data/dataset.js';
+import { describeShape, exampleShape } from './data/dataset.js';
+import { fitDataToModel } from './data/fit.js';
 import { layoutFormat, loadClientData, type ClientDataSplits } from './data/folder.js';
 import type { ClientEvent, Traffic } from './events.js';
+import { createModel, MODEL_NAMES } from './model.js';
 import { trainOnTask, type DeliveredTask } from './federated-round.js';
 import { ClientCommandError, type ClientOptions } from './options.js';
 import { RemoteError, type PullOutcome, type RetryPolicy } from './remote.js';
@@ -79,6 +81,7 @@ export async function* clientRun(options: ClientOptions, context: ClientRunConte
     testExamples: data.test.count,
     shape: exampleShape(data.train),
   };
+  checkDataFitsSomeModel(options, data);
 
   const sessionContext = { data, name, seed, signal: context.signal, retry: context.retry };
   const session = communicates
@@ -208,8 +211,11 @@ async function* federatedRound(
     }
   } catch (err) {
     // The round closed or our mask view went stale while we trained: the next
-    // pull re-synchronises (dense model, full masks). Anything else is fatal.
-    if (!(err instanceof RemoteError && err.code === grpc.status.FAILED_PRECONDITION)) throw err;
+    // pull re-synchronises (dense model, full masks). A coordinator that forgot
+    // us meanwhile (restarted without its store): the next pull joins again.
+    // Anything else is fatal.
+    const recoverable = [grpc.status.FAILED_PRECONDITION, grpc.status.UNAUTHENTICATED];
+    if (!(err instanceof RemoteError && recoverable.includes(err.code))) throw err;
     outcome = { kind: 'refused', round, reason: err.details };
   }
   await saveSession(session, session.identity);
@@ -251,6 +257,35 @@ async function readDataFolderOption(options: ClientOptions, seed: number): Promi
     if (err instanceof DataFolderError) throw new ClientCommandError(`${options.nameOf('data')}: ${err.message}`);
     throw err;
   }
+}
+
+/**
+ * Data that the named model (or, unnamed, every zoo model) cannot take fails
+ * here, before joining: a device that enrolls and then cannot train is a member
+ * that never reports. The session fits the data to the actual model later.
+ */
+function checkDataFitsSomeModel(options: ClientOptions, data: ClientDataSplits): void {
+  const candidates = options.model !== undefined ? [options.model] : MODEL_NAMES;
+  const misfits: string[] = [];
+  for (const name of candidates) {
+    const model = createModel(name, 0);
+    try {
+      fitDataToModel(data, model);
+      return;
+    } catch (err) {
+      if (!(err instanceof DataFolderError)) throw err;
+      const [h, w, c] = model.inputShape;
+      misfits.push(candidates.length === 1 ? err.message : `${name} takes ${h}x${w}x${c} = ${h * w * c} values`);
+    } finally {
+      model.dispose();
+    }
+  }
+  const what = describeShape(exampleShape(data.train));
+  const message =
+    candidates.length === 1
+      ? misfits[0]
+      : `'${data.layout.folder}' holds ${what}, which no zoo model takes (${[...new Set(misfits)].join(', ')})`;
+  throw new ClientCommandError(`${options.nameOf('data')}: ${message}`);
 }
 
 function hashString(text: string): number {

@@ -4,7 +4,7 @@
  * resumes from it, and reports bad input clearly. The tests assert on the
  * run's events; one checks the log lines they become.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +21,7 @@ import {
   type ClientOptionsInput,
 } from '../../client/options.js';
 import { loadState } from '../../client/state.js';
+import { unauthenticated } from '../../server/errors.js';
 import type { CoordinatorHandle } from '../../server/main.js';
 import { memoryLogger, startMlpCoordinator, TOKEN, writeIdxFolder } from './client-run-helpers.js';
 
@@ -277,6 +278,32 @@ describe('runClient', () => {
     }
   });
 
+  it('an upload refused as from an unknown client (a coordinator restarted meanwhile) is pulled again, not fatal', async () => {
+    const server = await startServer(1);
+    const coordinator = server.coordinator;
+    const original = coordinator.checkUpdateHeader.bind(coordinator);
+    let refusals = 0;
+    coordinator.checkUpdateHeader = (header) => {
+      if (refusals++ === 0) throw unauthenticated('unknown_client', `unknown client "${header.clientId}"`);
+      return original(header);
+    };
+    try {
+      const { summary, events } = await run({
+        server: server.grpcAddress,
+        enrollmentToken: TOKEN,
+        data: dataDir,
+        stateDir: join(dir, 'state-forgotten'),
+        algorithm: 'fedavg',
+        backend: 'wasm',
+      });
+      expect(ofKind(events, 'refused')).toEqual([{ kind: 'refused', round: 1, reason: 'unknown client "c1"' }]);
+      expect(ofKind(events, 'pushed').map((e) => e.round)).toEqual([1]);
+      expect(summary).toMatchObject({ finished: true, rounds: 2 }); // round 1 trained twice
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('leaves when asked: the saved state forgets the identity and the next start joins afresh', async () => {
     // One round: a member that leaves an open round would keep it waiting for its deadline.
     const server = await startServer(1);
@@ -350,6 +377,18 @@ describe('runClient', () => {
     await expect(run({ ...base, algorithm: 'subfedavg-un', algorithmConfig: { p: -1 } })).rejects.toThrow(/config: p:/);
     await expect(run({ ...base, algorithm: 'local', backend: 'wasm' })).rejects.toThrow(
       /^model: the local algorithm never contacts/,
+    );
+    // data no model takes fails before the coordinator is contacted (no reconnecting, no join)
+    const narrow = join(dir, 'narrow');
+    await mkdir(narrow, { recursive: true });
+    await writeFile(join(narrow, 'r.csv'), 'temp,humidity,label\n21.5,40,0\n22.1,38,1\n19,55,0\n');
+    const events: ClientEvent[] = [];
+    await expect(run({ ...base, data: narrow, backend: 'wasm' }, { onEvent: (e) => events.push(e) })).rejects.toThrow(
+      `data: '${narrow}' holds 2 features, which no zoo model takes (mlp takes 28x28x1 = 784 values, lenet5-mnist takes 28x28x1 = 784 values, lenet5-cifar takes 32x32x3 = 3072 values, lenet5-bn-mnist takes 28x28x1 = 784 values, lenet5-bn-cifar takes 32x32x3 = 3072 values)`,
+    );
+    expect(events.map((e) => e.kind)).toEqual(['backend-ready', 'data-loaded']);
+    await expect(run({ ...base, data: narrow, backend: 'wasm', model: 'mlp' })).rejects.toThrow(
+      `data: '${narrow}': has 2 feature column(s) besides the label, model mlp takes 784 inputs (28x28x1)`,
     );
   });
 

@@ -124,6 +124,7 @@ describe('the enrollment token', () => {
     const run = await cli(['--config', config]);
     expect(run.code, run.stderr).toBe(0);
     const output = run.stdout + run.stderr;
+    expect(run.stdout).toBe(''); // the log is on stderr
     const logged = records(run.stderr);
     // every event became a record (JSON, as stderr is not a terminal), with its kind and fields
     expect(logged.map((r) => r.event)).toEqual(expect.arrayContaining(['data-loaded', 'joined', 'trained', 'pushed', 'stopped']));
