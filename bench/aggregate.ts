@@ -3,14 +3,14 @@
 //
 // Model: 1M parameters in four tensors; 100 updates at mask density 0.5, each
 // with its own random mask. The server derives a client's kept-index list once
-// per mask (proto/codec's keptIndices caches it per mask array) and reuses it
-// every round the mask is unchanged, so the fold is timed with cached lists;
-// the one-off derivation is reported separately. elementsPerSec counts kept
+// per mask (a Mask keeps it) and reuses it every round the mask is unchanged,
+// so the fold is timed with derived lists; the one-off derivation is reported
+// separately. elementsPerSec counts kept
 // elements folded; denseAddElementsPerSec counts `acc[i] += v[i]` elements.
 // Writes bench/results/aggregate.json and prints a table.
 import { writeBenchResult } from './results.js';
 import { SeededRandom } from '../proto/random.js';
-import { keptIndices } from '../proto/codec.js';
+import { Mask, type KeptIndices } from '../proto/mask.js';
 import { IntersectionAggregator } from '../server/aggregate.js';
 import type { TensorMap, TensorSpec } from '../server/model.js';
 import { elementCount } from '../server/model.js';
@@ -26,8 +26,8 @@ const DENSITY = 0.5;
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
 
 interface Update {
-  tensors: { name: string; kept: Int32Array; values: Float32Array }[];
-  masks: Uint8Array[];
+  tensors: { name: string; kept: KeptIndices; values: Float32Array }[];
+  masks: Mask[];
 }
 
 function makeUpdates(): Update[] {
@@ -35,13 +35,18 @@ function makeUpdates(): Update[] {
   const updates: Update[] = [];
   for (let u = 0; u < UPDATES; u++) {
     const tensors: Update['tensors'] = [];
-    const masks: Uint8Array[] = [];
+    const masks: Mask[] = [];
     for (const spec of MANIFEST) {
       const n = elementCount(spec.shape);
-      const mask = new Uint8Array(n);
-      for (let i = 0; i < n; i++) mask[i] = rand.next() < DENSITY ? 1 : 0;
+      // Counted here, not with mask.keptCount, so the timed derivation below still includes the count.
+      let count = 0;
+      const mask = Mask.build(n, (bits) => {
+        for (let i = 0; i < n; i++) {
+          bits[i] = rand.next() < DENSITY ? 1 : 0;
+          count += bits[i];
+        }
+      });
       masks.push(mask);
-      const count = mask.reduce((a, b) => a + b, 0);
       const values = new Float32Array(count);
       for (let i = 0; i < count; i++) values[i] = rand.next() * 0.02 - 0.01;
       tensors.push({ name: spec.name, kept: new Int32Array(0), values });
@@ -61,9 +66,9 @@ function main(): void {
   const total = MANIFEST.reduce((a, s) => a + elementCount(s.shape), 0);
   const updates = makeUpdates();
 
-  // One-off per mask: the kept-index lists (cached afterwards).
+  // One-off per mask: the kept-index lists (kept on the Mask afterwards).
   const indexSeconds = seconds(() => {
-    for (const u of updates) u.tensors.forEach((t, i) => (t.kept = keptIndices(u.masks[i])));
+    for (const u of updates) u.tensors.forEach((t, i) => (t.kept = u.masks[i].keptIndices()));
   });
   const keptElements = updates.reduce((a, u) => a + u.tensors.reduce((b, t) => b + t.kept.length, 0), 0);
 

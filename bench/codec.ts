@@ -9,20 +9,15 @@
 // (the typical per-round pruning step); UNCHANGED against an equal mask.
 // "AUTO" is encodeMask's own choice without a previous mask (first upload),
 // "AUTO_PREV" its choice given the ~5% wider previous mask (a later round). Speeds are MB of dense float32 tensor
-// (4 MB) per second, best of repeated runs; encode = gather + mask + values +
-// protobuf serialization, decode = the reverse up to kept values.
+// (4 MB) per second, best of repeated runs; encode = building the Mask from
+// 0/1 bytes + gather + mask + values + protobuf serialization, decode = the
+// reverse up to kept values. The previous mask is one Mask for all runs, as a
+// sender or receiver holds it from the round before (with its kept-index list,
+// which DIFF reads; here the warm-up run derives it).
+import { Mask } from '../proto/mask.js';
 import { writeBenchResult } from './results.js';
 import { SeededRandom } from '../proto/random.js';
-import {
-  decodeMask,
-  decodeValues,
-  encodeMask,
-  encodeMaskAs,
-  encodeValues,
-  gather,
-  keptCount,
-  MASK_ENCODING_NAMES,
-} from '../proto/codec.js';
+import { decodeMask, decodeValues, encodeMask, encodeMaskAs, encodeValues, MASK_ENCODING_NAMES } from '../proto/codec.js';
 import { MaskEncoding, type MaskPart, type SparseTensor, type ValueEncodingName } from '../proto/messages.js';
 import { codecs, isMalformed } from '../proto/schema.js';
 
@@ -66,7 +61,8 @@ function channelMask(density: number, seed: number): Uint8Array {
 /** A previous mask that kept the mask's positions plus ~5% more, so mask ⊆ previous. */
 function widerMask(mask: Uint8Array, seed: number): Uint8Array {
   const r = new SeededRandom(seed);
-  const extra = Math.min(1, (keptCount(mask) * 0.05) / Math.max(1, N - keptCount(mask)));
+  const keptCount = Mask.fromBytes(mask).keptCount;
+  const extra = Math.min(1, (keptCount * 0.05) / Math.max(1, N - keptCount));
   return mask.map((v) => (v === 1 || r.next() < extra ? 1 : 0));
 }
 
@@ -93,16 +89,16 @@ function measure(
   density: number,
   label: CodecRecord['maskEncoding'],
   mask: Uint8Array,
-  previous: Uint8Array | undefined,
-  encodeMaskPart: (m: Uint8Array) => MaskPart,
+  previous: Mask | undefined,
+  encodeMaskPart: (m: Mask) => MaskPart,
   values: ValueEncodingName,
   denseBytes: number,
 ): CodecRecord {
   let wire: Buffer = Buffer.alloc(0);
-  // A fresh copy of the mask per run: no kept-index cache from the previous run.
+  // A fresh Mask per run: no kept-index list from the previous run.
   const encodeMs = bestMs(() => {
-    const m = mask.slice();
-    const msg: SparseTensor = { name: 'dense/kernel', mask: encodeMaskPart(m), values: encodeValues(gather(dense, m), values) };
+    const m = Mask.fromBytes(mask);
+    const msg: SparseTensor = { name: 'dense/kernel', mask: encodeMaskPart(m), values: encodeValues(m.gather(dense), values) };
     wire = codecs.SparseTensor.encode(msg);
   });
   let kept: Float32Array = new Float32Array(0);
@@ -111,10 +107,10 @@ function measure(
     const msg = codecs.SparseTensor.decode(wire);
     if (isMalformed(msg)) throw new Error(msg.error);
     const m = decodeMask(msg.mask, SHAPE, previous);
-    kept = decodeValues(msg.values, keptCount(m));
+    kept = decodeValues(msg.values, m.keptCount);
     chosen = MASK_ENCODING_NAMES[msg.mask!.encoding];
   });
-  const keptN = keptCount(mask);
+  const keptN = Mask.fromBytes(mask).keptCount;
   if (kept.length !== keptN) throw new Error(`decoded ${kept.length} values, expected ${keptN}`);
   return {
     density,
@@ -152,11 +148,12 @@ function main(): void {
     for (const choice of MASK_ENCODINGS) {
       if (choice === 'FULL' && density !== 1) continue;
       const mask = choice === 'CHANNEL' ? structured : random;
-      const previous = choice === 'DIFF' || choice === 'AUTO_PREV' ? wider : choice === 'UNCHANGED' ? random : undefined;
+      const previousBytes = choice === 'DIFF' || choice === 'AUTO_PREV' ? wider : choice === 'UNCHANGED' ? random : undefined;
+      const previous = previousBytes === undefined ? undefined : Mask.fromBytes(previousBytes);
       const encodeMaskPart =
         choice === 'AUTO' || choice === 'AUTO_PREV'
-          ? (m: Uint8Array) => encodeMask(m, SHAPE, previous)
-          : (m: Uint8Array) => encodeMaskAs(m, SHAPE, MaskEncoding[choice as keyof typeof MaskEncoding], previous);
+          ? (m: Mask) => encodeMask(m, SHAPE, previous)
+          : (m: Mask) => encodeMaskAs(m, SHAPE, MaskEncoding[choice as keyof typeof MaskEncoding], previous);
       for (const values of VALUE_ENCODINGS) {
         records.push(measure(density, choice, mask, previous, encodeMaskPart, values, denseBytes));
       }

@@ -6,10 +6,11 @@
 // bench/results/scale.json and prints a table.
 import { writeBenchResult } from './results.js';
 import { SeededRandom } from '../proto/random.js';
+import { Mask } from '../proto/mask.js';
 import { pino } from 'pino';
 import { CoordinatorClient, type OutgoingTensor } from '../client/remote.js';
 import { startCoordinator } from '../server/main.js';
-import type { TensorMap, TensorSpec } from '../server/model.js';
+import { elementCount, type TensorMap, type TensorSpec } from '../server/model.js';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 1000);
 const TOKEN = 'bench-enrollment';
@@ -28,9 +29,7 @@ interface RoundResult {
 }
 
 async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
-  const initial: TensorMap = new Map(
-    MANIFEST.map((s) => [s.name, new Float32Array(s.shape.reduce((a, b) => a * b, 1)).fill(0.1)]),
-  );
+  const initial: TensorMap = new Map(MANIFEST.map((s) => [s.name, new Float32Array(elementCount(s.shape)).fill(0.1)]));
   const server = await startCoordinator(
     {
       rounds: 1,
@@ -53,24 +52,27 @@ async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
     const committed = server.waitForRound(1);
     const acks = await Promise.all(
       clients.map(async (c, i) => {
-        const task = await c.pullTask(0);
-        if (task.kind !== 'task') throw new Error(`client ${i} got no task (${task.kind})`);
+        const pulled = await c.pullTask(0);
+        if (pulled.kind !== 'task') throw new Error(`client ${i} got no task (${pulled.kind})`);
+        const task = pulled.task;
+        if (task.kind !== 'dense') throw new Error(`client ${i} got a sparse first task`);
         onSample();
         const rand = new SeededRandom(i + 1);
         const tensors = new Map<string, OutgoingTensor>();
         for (const spec of MANIFEST) {
-          const got = task.tensors.get(spec.name)!;
-          const mask = spec.prunable ? Uint8Array.from(got.mask, () => (rand.next() < 0.5 ? 1 : 0)) : got.mask;
-          const dense = Float32Array.from(mask, (m) => (m ? rand.next() * 0.02 - 0.01 : 0));
-          tensors.set(spec.name, { dense, mask });
+          const size = task.tensors.get(spec.name)!.length;
+          const mask = spec.prunable
+            ? Mask.fromBytes(Uint8Array.from({ length: size }, () => (rand.next() < 0.5 ? 1 : 0)))
+            : Mask.full(size);
+          const kept = Float32Array.from({ length: mask.keptCount }, () => rand.next() * 0.02 - 0.01);
+          tensors.set(spec.name, { mask, kept });
         }
         return c.pushUpdate(
           {
-            roundId: task.header.roundId,
+            roundId: task.round,
             numExamples: 10 + (i % 7),
             baseMaskVersion: 0,
-            maskChanged: true,
-            newMaskVersion: 1,
+            maskChange: { kind: 'changed', version: 1 },
             metrics: { loss: 1, localAccuracy: 0.5, sparsity: 0.5, receivedAccuracy: 0.4 },
           },
           tensors,

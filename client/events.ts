@@ -5,7 +5,7 @@
  * a reader needs without asking the session.
  */
 import type { UpdateAck, ValueEncodingName } from '../proto/messages.js';
-import type { AlgorithmName } from './algorithms/config.js';
+import type { AlgorithmName } from './algorithms/registry.js';
 import type { BackendName } from './backend.js';
 import type { ExampleShape } from './data/dataset.js';
 import type { DataFolderLayout, DataFormat } from './data/folder.js';

@@ -4,12 +4,8 @@
  * the upload it owes. `subfed client` and the simulator's workers both use it,
  * each with its own retry and logging around the push.
  */
-import { scatter } from '../proto/codec.js';
-import type { Participant, RoundMetrics } from './participant.js';
-import type { OutgoingTensor, PullOutcome, UpdateFields } from './remote.js';
-
-/** A pulled task that carries a round (not "wait", not "finished"). */
-export type DeliveredTask = Extract<PullOutcome, { kind: 'task' }>;
+import type { Participant, ReceivedTask, RoundMetrics } from './participant.js';
+import type { OutgoingTensor, UpdateFields } from './remote.js';
 
 export interface TrainedRound {
   readonly round: number;
@@ -17,28 +13,21 @@ export interface TrainedRound {
   /** Pruned share of the mask held when the task arrived: the download was cut to this mask. */
   readonly receivedSparsity: number;
   /** The arguments of CoordinatorClient.pushUpdate. */
-  readonly upload: { readonly fields: UpdateFields; readonly tensors: Map<string, OutgoingTensor> };
+  readonly upload: { readonly fields: UpdateFields; readonly tensors: ReadonlyMap<string, OutgoingTensor> };
 }
 
-export async function trainOnTask(participant: Participant, task: DeliveredTask): Promise<TrainedRound> {
-  const { header } = task;
-  // The masks the coordinator holds for us, when it holds our current version; copied
-  // before training changes ours. They let the encoder send UNCHANGED or DIFF masks.
-  const heldByServer = header.maskVersion === participant.maskVersion ? new Map(participant.masks) : undefined;
+export async function trainOnTask(participant: Participant, task: ReceivedTask): Promise<TrainedRound> {
+  // The masks the coordinator holds for us, when it holds our current version; taken
+  // before training replaces ours. They let the encoder send UNCHANGED or DIFF masks.
+  const heldByServer = task.maskVersion === participant.maskVersion ? participant.masks : undefined;
   const receivedSparsity = participant.sparsity;
-  const result = await participant.localRound({
-    round: header.roundId,
-    config: task.config,
-    dense: header.dense,
-    tensors: task.tensors,
-    serverMaskVersion: header.maskVersion,
-  });
+  const result = await participant.localRound(task);
   const update = result.update;
-  if (update === undefined) throw new Error(`${participant.algorithm.name} produced no update for round ${header.roundId}`);
+  if (update === undefined) throw new Error(`${participant.algorithm.name} produced no update for round ${task.round}`);
   const tensors = new Map<string, OutgoingTensor>();
   for (const [name, t] of update.tensors) {
     const previousMask = heldByServer?.get(name);
-    tensors.set(name, { dense: scatter(t.kept, t.mask), mask: t.mask, ...(previousMask !== undefined ? { previousMask } : {}) });
+    tensors.set(name, { mask: t.mask, kept: t.kept, ...(previousMask !== undefined ? { previousMask } : {}) });
   }
   const m = result.metrics;
   return {
@@ -50,8 +39,7 @@ export async function trainOnTask(participant: Participant, task: DeliveredTask)
         roundId: update.round,
         numExamples: update.numExamples,
         baseMaskVersion: update.baseMaskVersion,
-        maskChanged: update.maskChanged,
-        newMaskVersion: update.newMaskVersion ?? 0,
+        maskChange: update.maskChange,
         metrics: { loss: m.loss, localAccuracy: m.accuracy, sparsity: m.sparsity, receivedAccuracy: m.receivedAccuracy },
       },
       tensors,

@@ -8,6 +8,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { SeededRandom } from '../proto/random.js';
+import { elementCount } from '../proto/shape.js';
 import type { TensorSpec } from '../proto/messages.js';
 
 export type ModelName = 'mlp' | 'lenet5-mnist' | 'lenet5-cifar' | 'lenet5-bn-mnist' | 'lenet5-bn-cifar';
@@ -125,16 +126,20 @@ export function createModel(name: ModelName, seed: number): Model {
   return new ZooModel(name, architecture(name), seed);
 }
 
+/**
+ * What an algorithm may require of a model (its BatchNorm'd conv layers), known
+ * from the architecture alone: checking a configuration builds no tensors.
+ */
+export function modelStructure(name: ModelName): Pick<Model, 'name' | 'channelGroups'> {
+  return { name, channelGroups: channelGroupsOf(architecture(name)) };
+}
+
 /** PyTorch's default init for conv and linear layers: U(-1/sqrt(fanIn), 1/sqrt(fanIn)) for weight and bias. */
 function uniformInit(rng: SeededRandom, size: number, fanIn: number): Float32Array {
   const bound = 1 / Math.sqrt(fanIn);
   const values = new Float32Array(size);
   for (let i = 0; i < size; i++) values[i] = (rng.next() * 2 - 1) * bound;
   return values;
-}
-
-function sizeOf(shape: readonly number[]): number {
-  return shape.reduce((a, b) => a * b, 1);
 }
 
 class ZooModel implements Model {
@@ -168,7 +173,7 @@ class ZooModel implements Model {
       if (layer.kind === 'conv') {
         const fanIn = layer.inC * layer.size * layer.size;
         const kernelShape = [layer.size, layer.size, layer.inC, layer.outC];
-        addParam(`${layer.name}.weight`, kernelShape, true, uniformInit(rng, sizeOf(kernelShape), fanIn));
+        addParam(`${layer.name}.weight`, kernelShape, true, uniformInit(rng, elementCount(kernelShape), fanIn));
         addParam(`${layer.name}.bias`, [layer.outC], false, uniformInit(rng, layer.outC, fanIn));
         if (layer.batchNorm !== undefined) {
           addParam(`${layer.batchNorm}.weight`, [layer.outC], false, new Float32Array(layer.outC).fill(1));
@@ -362,5 +367,5 @@ function channelGroupsOf(arch: Architecture): ChannelGroup[] {
 
 /** Total number of trainable values. */
 export function parameterCount(manifest: readonly TensorSpec[]): number {
-  return manifest.reduce((n, spec) => n + sizeOf(spec.shape), 0);
+  return manifest.reduce((n, spec) => n + elementCount(spec.shape), 0);
 }

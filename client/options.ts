@@ -19,8 +19,8 @@ import { z } from 'zod';
 import { LOG_LEVELS } from '../proto/log-levels.js';
 import { VALUE_ENCODING_NAMES } from '../proto/messages.js';
 import { describeValue, formatZodIssues } from '../proto/zod-issues.js';
-import { ALGORITHM_NAMES, AlgorithmConfigError } from './algorithms/config.js';
-import { createAlgorithm } from './algorithms/index.js';
+import { AlgorithmConfigError } from './algorithms/config.js';
+import { algorithmNames, describeAlgorithm } from './algorithms/registry.js';
 import { BACKEND_CHOICES } from './backend.js';
 import { DEFAULT_LABEL_COLUMN } from './data/csv.js';
 import { MODEL_NAMES } from './model.js';
@@ -58,7 +58,7 @@ export const clientOptionsSchema = z.strictObject({
   labelColumn: nonEmpty('a column name').default(DEFAULTS.labelColumn),
   /** Where the personal state lives. */
   stateDir: nonEmpty('a folder').default(DEFAULTS.stateDir),
-  algorithm: oneOf(ALGORITHM_NAMES).default(DEFAULTS.algorithm),
+  algorithm: oneOf(algorithmNames()).default(DEFAULTS.algorithm),
   /** The algorithm's config, validated by the algorithm (reference defaults for missing fields). */
   algorithmConfig: z.unknown().optional(),
   /** Value encoding on the wire, both directions. */
@@ -139,7 +139,7 @@ export function resolveClientOptions(sources: readonly OptionSource[]): ClientOp
   if (problems.length > 0 || !parsed.success) throw new ClientCommandError(problems.join('; '));
   const options = parsed.data;
   try {
-    createAlgorithm(options.algorithm, options.algorithmConfig);
+    describeAlgorithm(options.algorithm).parseConfig(options.algorithmConfig);
   } catch (err) {
     if (!(err instanceof AlgorithmConfigError)) throw err;
     throw new ClientCommandError(
@@ -200,7 +200,7 @@ export const CLIENT_FLAGS = {
   },
   algorithm: {
     flags: '--algorithm <name>',
-    description: `${ALGORITHM_NAMES.join(' | ')} (default ${DEFAULTS.algorithm})`,
+    description: `${algorithmNames().join(' | ')} (default ${DEFAULTS.algorithm})`,
   },
   algorithmConfig: {
     flags: '--algorithm-config <json|file>',

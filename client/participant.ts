@@ -8,59 +8,71 @@
  *   if (result.update) push(result.update);
  *
  * Shapes:
- * - ReceivedTask.tensors: per manifest tensor, `kept` = the global values at the
- *   positions of `mask` (the mask the coordinator holds for us; when absent, our
- *   own), or the whole tensor when `dense` (first contact or version mismatch).
+ * - ReceivedTask: `dense` (first contact or mask version mismatch) carries every
+ *   tensor whole; `sparse` carries per tensor the global values at the kept
+ *   positions of the mask the coordinator holds for us, which is ours at
+ *   `maskVersion`.
  * - LocalUpdate.tensors: per manifest tensor, `kept` = (w_trained - w_received) at
  *   the NEW mask's kept positions (index order), `mask` = the new mask, and
  *   `maskChanged` = whether the coordinator needs this mask (it changed this round,
- *   or the coordinator's mask version differs from ours).
+ *   or the coordinator's mask version differs from ours). The encoder sends
+ *   exactly these values: nothing is scattered back to dense on the way.
  * - baseMaskVersion = the coordinator's mask version the task was built on;
- *   newMaskVersion is set when any mask changed (ours + 1).
+ *   maskChange = changed (with ours + 1) when any tensor's mask must be sent.
  */
-import { gather, keptCount, scatter } from '../proto/codec.js';
-import { formatZodIssues } from '../proto/zod-issues.js';
-import { createAlgorithm } from './algorithms/index.js';
-import { roundOverrides, type AlgorithmName, type TrainingConfig } from './algorithms/config.js';
+import type { SparseValues } from '../proto/codec.js';
+import type { Mask } from '../proto/mask.js';
+import type { MaskChange } from '../proto/rpc.js';
+import { parseTrainingOverrides, TrainingConfigError, type TrainingConfig } from '../proto/training-config.js';
+import { AlgorithmConfigError, createAlgorithm, type AlgorithmName } from './algorithms/index.js';
 import type { ClientAlgorithm, ClientData, EvalResult, MaskDecisionReport, RoundContext } from './algorithms/types.js';
 import { subset, type Dataset } from './data/dataset.js';
 import { SeededRandom, deriveSeed } from '../proto/random.js';
 import type { Model } from './model.js';
-import { elementCount, masksEqual, onesMasks, prunedFraction, type MaskMap, type TensorMap } from './prune.js';
+import { elementCount, fullMasks, prunedFraction, type MaskMap, type TensorMap } from './prune.js';
 import { evaluate } from './train.js';
 
-export interface ReceivedTensor {
-  /** The mask the values are laid out on; absent = the client's own mask. Ignored when dense. */
-  readonly mask?: Uint8Array;
-  readonly kept: Float32Array;
-}
-
-export interface ReceivedTask {
+interface TaskBase {
   readonly round: number;
-  /** The coordinator's training config (parsed JSON); its epochs/batchSize/lr/momentum override ours. */
+  /**
+   * The coordinator's training config (parsed JSON), in the shared strict schema
+   * (proto/training-config.ts): the fields it sets override the algorithm's own.
+   */
   readonly config?: unknown;
-  /** Whether `kept` holds every element (no mask applied by the coordinator). */
-  readonly dense: boolean;
-  readonly tensors: ReadonlyMap<string, ReceivedTensor>;
-  /** The coordinator's view of this client's mask version. */
-  readonly serverMaskVersion: number;
+  /** The coordinator's view of this client's mask version (0 = it holds none); the update is based on it. */
+  readonly maskVersion: number;
 }
 
-export interface UpdateTensor {
-  readonly mask: Uint8Array;
-  readonly maskChanged: boolean;
+/** Every tensor whole: first contact, or the coordinator holds another mask version than ours. */
+export interface DenseTask extends TaskBase {
+  readonly kind: 'dense';
+  readonly tensors: ReadonlyMap<string, Float32Array>;
+}
+
+/** The global values at our kept positions only, laid out on our mask at `maskVersion`. */
+export interface SparseTask extends TaskBase {
+  readonly kind: 'sparse';
+  readonly tensors: ReadonlyMap<string, SparseValues>;
+}
+
+export type ReceivedTask = DenseTask | SparseTask;
+
+export interface UpdateTensor extends SparseValues {
+  /** The new mask. */
+  readonly mask: Mask;
   /** Delta at the new mask's kept positions, index order. */
   readonly kept: Float32Array;
+  /** Whether the coordinator needs this tensor's mask. */
+  readonly maskChanged: boolean;
 }
 
 export interface LocalUpdate {
   readonly round: number;
-  readonly tensors: Map<string, UpdateTensor>;
+  readonly tensors: ReadonlyMap<string, UpdateTensor>;
   readonly numExamples: number;
   readonly baseMaskVersion: number;
-  /** True when any tensor's mask must be sent. */
-  readonly maskChanged: boolean;
-  readonly newMaskVersion?: number;
+  /** Changed (to our new version) when any tensor's mask must be sent. */
+  readonly maskChange: MaskChange;
 }
 
 export interface RoundMetrics {
@@ -128,11 +140,11 @@ export class Participant {
   constructor(opts: ParticipantOptions) {
     this.model = opts.model;
     this.algorithm = createAlgorithm(opts.algorithm, opts.config);
-    this.algorithm.checkModel?.(opts.model);
+    this.algorithm.checkModel(opts.model);
     this.#seed = opts.seed;
     this.#log = opts.log;
     this.data = splitData(opts.train, opts.test, this.algorithm, opts.seed);
-    this.#masks = onesMasks(this.model.manifest);
+    this.#masks = fullMasks(this.model.manifest);
     if (opts.restore !== undefined) this.#restore(opts.restore);
   }
 
@@ -145,8 +157,8 @@ export class Participant {
     return this.#round;
   }
 
-  /** The current masks (do not mutate: arrays are shared with the codec's index cache). */
-  get masks(): ReadonlyMap<string, Uint8Array> {
+  /** The current masks. */
+  get masks(): MaskMap {
     return this.#masks;
   }
 
@@ -174,7 +186,7 @@ export class Participant {
       model: this.model,
       masks: this.#masks,
       data: this.data,
-      training: task === null ? algo.training : withOverrides(algo.training, task.config),
+      training: task === null ? algo.training : withOverrides(algo, task),
       seed: deriveSeed(this.#seed, round),
       ...(this.#log !== undefined ? { log: this.#log } : {}),
     };
@@ -243,50 +255,25 @@ export class Participant {
     }
     this.model.setWeights(state.weights);
     this.model.setPersonal(state.personal);
-    this.#masks = new Map([...state.masks].map(([n, m]) => [n, Uint8Array.from(m)]));
+    this.#masks = new Map(state.masks);
     this.#maskVersion = state.maskVersion;
     this.#round = state.round;
   }
 
   /** Dense global values from the task, validated whole before anything is used. */
   #globalFrom(task: ReceivedTask): TensorMap {
+    if (task.kind === 'sparse' && task.maskVersion !== this.#maskVersion) {
+      throw new TaskError(
+        `round ${task.round}: sparse task is laid out on mask version ${task.maskVersion}, this client holds ${this.#maskVersion}`,
+      );
+    }
     const manifestNames = new Set(this.model.manifest.map((s) => s.name));
     for (const name of task.tensors.keys()) {
       if (!manifestNames.has(name)) throw new TaskError(`round ${task.round}: unknown tensor '${name}' in the task`);
     }
     const global: TensorMap = new Map();
     for (const spec of this.model.manifest) {
-      const t = task.tensors.get(spec.name);
-      if (t === undefined) throw new TaskError(`round ${task.round}: tensor '${spec.name}' is missing from the task`);
-      const size = elementCount(spec.shape);
-      let dense: Float32Array;
-      if (task.dense) {
-        if (t.kept.length !== size) {
-          throw new TaskError(
-            `round ${task.round}: dense tensor '${spec.name}' has ${t.kept.length} values, shape needs ${size}`,
-          );
-        }
-        dense = Float32Array.from(t.kept);
-      } else {
-        let mask = t.mask;
-        if (mask === undefined) {
-          if (task.serverMaskVersion !== this.#maskVersion) {
-            throw new TaskError(
-              `round ${task.round}: sparse '${spec.name}' without a mask is laid out on mask version ${task.serverMaskVersion}, this client holds ${this.#maskVersion}`,
-            );
-          }
-          mask = this.#masks.get(spec.name);
-          if (mask === undefined) throw new TaskError(`round ${task.round}: this client holds no mask for '${spec.name}'`);
-        }
-        if (mask.length !== size)
-          throw new TaskError(`round ${task.round}: mask of '${spec.name}' has ${mask.length} entries, shape needs ${size}`);
-        if (t.kept.length !== keptCount(mask)) {
-          throw new TaskError(
-            `round ${task.round}: '${spec.name}' has ${t.kept.length} values for ${keptCount(mask)} kept positions`,
-          );
-        }
-        dense = scatter(t.kept, mask);
-      }
+      const dense = denseTensor(task, spec.name, elementCount(spec.shape));
       for (let i = 0; i < dense.length; i++) {
         if (!Number.isFinite(dense[i]))
           throw new TaskError(`round ${task.round}: '${spec.name}' holds a non-finite value at ${i}`);
@@ -298,14 +285,14 @@ export class Participant {
 
   #buildUpdate(task: ReceivedTask, baseline: TensorMap, newMasks: MaskMap): LocalUpdate {
     const trained = this.model.getWeights();
-    const resendAll = task.serverMaskVersion !== this.#maskVersion;
+    const resendAll = task.maskVersion !== this.#maskVersion;
     const tensors = new Map<string, UpdateTensor>();
     let anyChanged = false;
     for (const spec of this.model.manifest) {
-      const oldMask = this.#masks.get(spec.name) as Uint8Array;
+      const oldMask = this.#masks.get(spec.name) as Mask;
       const mask = newMasks.get(spec.name);
       if (mask === undefined) throw new Error(`${this.algorithm.name} returned no mask for '${spec.name}'`);
-      const maskChanged = resendAll || !masksEqual(oldMask, mask);
+      const maskChanged = resendAll || !oldMask.equals(mask);
       anyChanged ||= maskChanged;
       tensors.set(spec.name, { mask, maskChanged, kept: updateDelta(trained.get(spec.name)!, baseline.get(spec.name)!, mask) });
     }
@@ -314,40 +301,72 @@ export class Participant {
       round: task.round,
       tensors,
       numExamples: this.numExamples,
-      baseMaskVersion: task.serverMaskVersion,
-      maskChanged: anyChanged,
-      ...(anyChanged ? { newMaskVersion: this.#maskVersion } : {}),
+      baseMaskVersion: task.maskVersion,
+      maskChange: anyChanged ? { kind: 'changed', version: this.#maskVersion } : { kind: 'unchanged' },
     };
   }
 }
 
-/** (trained - received) at the kept positions of `mask`, index order. */
-export function updateDelta(trained: Float32Array, received: Float32Array, mask: Uint8Array): Float32Array {
-  if (trained.length !== received.length)
-    throw new RangeError(`delta: ${trained.length} trained vs ${received.length} received values`);
-  const delta = new Float32Array(trained.length);
-  for (let i = 0; i < delta.length; i++) delta[i] = trained[i] - received[i];
-  return gather(delta, mask);
+/** One task tensor as a whole new tensor (zero outside the kept positions of a sparse one), checked against its size. */
+function denseTensor(task: ReceivedTask, name: string, size: number): Float32Array {
+  const missing = () => new TaskError(`round ${task.round}: tensor '${name}' is missing from the task`);
+  switch (task.kind) {
+    case 'dense': {
+      const t = task.tensors.get(name);
+      if (t === undefined) throw missing();
+      if (t.length !== size) {
+        throw new TaskError(`round ${task.round}: dense tensor '${name}' has ${t.length} values, shape needs ${size}`);
+      }
+      return Float32Array.from(t);
+    }
+    case 'sparse': {
+      const t = task.tensors.get(name);
+      if (t === undefined) throw missing();
+      if (t.mask.length !== size) {
+        throw new TaskError(`round ${task.round}: mask of '${name}' has ${t.mask.length} entries, shape needs ${size}`);
+      }
+      if (t.kept.length !== t.mask.keptCount) {
+        throw new TaskError(`round ${task.round}: '${name}' has ${t.kept.length} values for ${t.mask.keptCount} kept positions`);
+      }
+      return t.mask.scatter(t.kept);
+    }
+  }
 }
 
-function withOverrides(base: TrainingConfig, config: unknown): TrainingConfig {
-  if (config === undefined || config === null) return base;
-  if (typeof config !== 'object') throw new TaskError(`task config must be an object, got ${typeof config}`);
-  const picked: Record<string, unknown> = {};
-  for (const key of ['epochs', 'batchSize', 'lr', 'momentum'] as const) {
-    if (key in config) picked[key] = (config as Record<string, unknown>)[key];
+/** (trained - received) at the kept positions of `mask`, index order. */
+export function updateDelta(trained: Float32Array, received: Float32Array, mask: Mask): Float32Array {
+  if (trained.length !== received.length)
+    throw new RangeError(`delta: ${trained.length} trained vs ${received.length} received values`);
+  if (mask.length !== trained.length) throw new RangeError(`delta: ${trained.length} values, mask has ${mask.length}`);
+  const indices = mask.keptIndices();
+  const delta = new Float32Array(indices.length);
+  for (let k = 0; k < indices.length; k++) delta[k] = trained[indices[k]] - received[indices[k]];
+  return delta;
+}
+
+/**
+ * The round's training config: the task's, parsed with the schema the
+ * coordinator validated it with, laid over the algorithm's own and checked by
+ * the algorithm. A field the algorithm cannot train with (Sub-FedAvg with
+ * epochs 1 would never prune) refuses the task, naming the field: training it
+ * anyway would silently give up every saving the user chose the algorithm for.
+ */
+function withOverrides(algorithm: ClientAlgorithm, task: ReceivedTask): TrainingConfig {
+  let overrides;
+  try {
+    overrides = parseTrainingOverrides(task.config, '(config)');
+  } catch (err) {
+    if (err instanceof TrainingConfigError) throw new TaskError(`round ${task.round}: task config: ${err.message}`);
+    throw err;
   }
-  const parsed = roundOverrides.safeParse(picked);
-  if (!parsed.success) {
-    throw new TaskError(`task config: ${formatZodIssues(parsed.error, { input: picked }).join('; ')}`);
+  try {
+    return algorithm.withTraining(overrides);
+  } catch (err) {
+    if (err instanceof AlgorithmConfigError) {
+      throw new TaskError(`round ${task.round}: task config does not suit ${algorithm.name}: ${err.problems.join('; ')}`);
+    }
+    throw err;
   }
-  const o = parsed.data;
-  return {
-    epochs: o.epochs ?? base.epochs,
-    batchSize: o.batchSize ?? base.batchSize,
-    lr: o.lr ?? base.lr,
-    momentum: o.momentum ?? base.momentum,
-  };
 }
 
 /** Hold out the gate's validation split (gateOn 'val'), or gate on the test split ('test'). */

@@ -1,7 +1,8 @@
 /**
  * Pruning operators of Sub-FedAvg: pure functions on Float32Array weights and
- * Uint8Array masks (1 = kept). No TensorFlow here, so every rule is unit-testable
- * on hand-made arrays and the same code serves any backend.
+ * Masks (proto/mask.ts). No TensorFlow here, so every rule is unit-testable
+ * on hand-made arrays and the same code serves any backend. Masks are immutable:
+ * every rule returns new ones.
  *
  * Follows the reference implementation (MMorafah/Sub-FedAvg):
  * - unstructured: per layer, the p-th percentile of |w| among alive weights
@@ -12,6 +13,7 @@
  */
 
 import { elementCount, type MaskMap, type TensorMap } from '../proto/codec.js';
+import { Mask } from '../proto/mask.js';
 // Type-only: the pruning rules stay free of TensorFlow at run time.
 import type { ChannelGroup } from './model.js';
 
@@ -53,22 +55,20 @@ export function percentile(values: ArrayLike<number>, p: number): number {
  * one with every entry whose |w| is below the p-th percentile of the alive |w|
  * set to 0. A layer with nothing alive is returned unchanged.
  */
-export function pruneLayer(weights: Float32Array, mask: Uint8Array, p: number): Uint8Array {
+export function pruneLayer(weights: Float32Array, mask: Mask, p: number): Mask {
   checkPercent(p, 'prune percent');
   if (weights.length !== mask.length) {
     throw new RangeError(`weights (${weights.length}) and mask (${mask.length}) lengths differ`);
   }
   const alive: number[] = [];
   for (let i = 0; i < weights.length; i++) {
-    if (mask[i] !== 0 && weights[i] !== 0) alive.push(Math.abs(weights[i]));
+    if (mask.has(i) && weights[i] !== 0) alive.push(Math.abs(weights[i]));
   }
-  const next = Uint8Array.from(mask);
-  if (alive.length === 0) return next;
+  if (alive.length === 0) return mask;
   const threshold = percentile(alive, p);
-  for (let i = 0; i < weights.length; i++) {
-    if (Math.abs(weights[i]) < threshold) next[i] = 0;
-  }
-  return next;
+  return mask.derive((bits) => {
+    for (let i = 0; i < weights.length; i++) if (Math.abs(weights[i]) < threshold) bits[i] = 0;
+  });
 }
 
 /**
@@ -78,11 +78,11 @@ export function pruneLayer(weights: Float32Array, mask: Uint8Array, p: number): 
  */
 export function prunePercentile(
   weights: ReadonlyMap<string, Float32Array>,
-  masks: ReadonlyMap<string, Uint8Array>,
+  masks: MaskMap,
   p: number,
   names: readonly string[],
 ): MaskMap {
-  const out = copyMasks(masks);
+  const out = new Map(masks);
   for (const name of names) {
     const w = requireEntry(weights, name, 'weight tensor');
     const m = requireEntry(masks, name, 'mask');
@@ -92,20 +92,13 @@ export function prunePercentile(
 }
 
 /** Fraction of positions where two equally long masks differ (scipy's hamming). */
-export function hammingFraction(a: Uint8Array, b: Uint8Array): number {
+export function hammingFraction(a: Mask, b: Mask): number {
   if (a.length !== b.length) throw new RangeError(`mask lengths differ: ${a.length} vs ${b.length}`);
-  if (a.length === 0) return 0;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) if ((a[i] !== 0) !== (b[i] !== 0)) diff++;
-  return diff / a.length;
+  return a.length === 0 ? 0 : a.distance(b) / a.length;
 }
 
 /** Mean over the named layers of the Hamming fraction between m1 and m2. */
-export function maskDistance(
-  m1: ReadonlyMap<string, Uint8Array>,
-  m2: ReadonlyMap<string, Uint8Array>,
-  names: readonly string[],
-): number {
+export function maskDistance(m1: MaskMap, m2: MaskMap, names: readonly string[]): number {
   if (names.length === 0) return 0;
   let sum = 0;
   for (const name of names) {
@@ -115,13 +108,13 @@ export function maskDistance(
 }
 
 /** Percentage (0..100, like the reference) of masked-out entries over the named tensors. */
-export function prunedFraction(masks: ReadonlyMap<string, Uint8Array>, names: readonly string[]): number {
+export function prunedFraction(masks: MaskMap, names: readonly string[]): number {
   let total = 0;
   let pruned = 0;
   for (const name of names) {
     const m = requireEntry(masks, name, 'mask');
     total += m.length;
-    for (let i = 0; i < m.length; i++) if (m[i] === 0) pruned++;
+    pruned += m.length - m.keptCount;
   }
   return total === 0 ? 0 : (100 * pruned) / total;
 }
@@ -143,53 +136,35 @@ export function cappedPruneStep(p: number, targetPercent: number, prunedPercent:
 }
 
 /** w * mask for every named tensor of `weights` that has a mask; returns new arrays. */
-export function applyMasks(weights: ReadonlyMap<string, Float32Array>, masks: ReadonlyMap<string, Uint8Array>): TensorMap {
+export function applyMasks(weights: ReadonlyMap<string, Float32Array>, masks: MaskMap): TensorMap {
   const out: TensorMap = new Map();
   for (const [name, w] of weights) {
     const m = masks.get(name);
-    const next = Float32Array.from(w);
-    if (m !== undefined) {
-      if (m.length !== w.length) {
-        throw new RangeError(`mask of '${name}' has ${m.length} entries, tensor has ${w.length}`);
-      }
-      for (let i = 0; i < next.length; i++) if (m[i] === 0) next[i] = 0;
+    if (m !== undefined && m.length !== w.length) {
+      throw new RangeError(`mask of '${name}' has ${m.length} entries, tensor has ${w.length}`);
     }
-    out.set(name, next);
+    out.set(name, m === undefined ? Float32Array.from(w) : m.applyTo(w));
   }
   return out;
 }
 
-export function copyMasks(masks: ReadonlyMap<string, Uint8Array>): MaskMap {
-  const out: MaskMap = new Map();
-  for (const [name, m] of masks) out.set(name, Uint8Array.from(m));
-  return out;
-}
-
-export function masksEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-/** All-ones masks for a manifest: the starting point of every client. */
-export function onesMasks(manifest: readonly { name: string; shape: readonly number[] }[]): MaskMap {
-  const out: MaskMap = new Map();
-  for (const spec of manifest) out.set(spec.name, new Uint8Array(elementCount(spec.shape)).fill(1));
-  return out;
+/** Full masks for a manifest: the starting point of every client. */
+export function fullMasks(manifest: readonly { name: string; shape: readonly number[] }[]): MaskMap {
+  return new Map(manifest.map((spec) => [spec.name, Mask.full(elementCount(spec.shape))]));
 }
 
 // ---------------------------------------------------------------- channels
 
 /**
- * The alive channels of a group, read from its gamma mask (a removed channel has
- * gamma's mask at 0; all of a channel's tensors are masked together).
+ * The alive channels of a group: its gamma mask (a removed channel has gamma's
+ * mask at 0; all of a channel's tensors are masked together).
  */
-export function channelMaskOf(masks: ReadonlyMap<string, Uint8Array>, group: ChannelGroup): Uint8Array {
+export function channelMaskOf(masks: MaskMap, group: ChannelGroup): Mask {
   const m = requireEntry(masks, group.gamma, 'mask');
   if (m.length !== group.channels) {
     throw new RangeError(`mask of '${group.gamma}' has ${m.length} entries, group has ${group.channels} channels`);
   }
-  return Uint8Array.from(m, (v) => (v !== 0 ? 1 : 0));
+  return m;
 }
 
 /**
@@ -199,37 +174,31 @@ export function channelMaskOf(masks: ReadonlyMap<string, Uint8Array>, group: Cha
  * layer already has no more than `floor` alive), the layer is left as it is —
  * the reference's cfg_prune rule.
  */
-export function selectChannels(gamma: Float32Array, alive: Uint8Array, q: number, floor: number): Uint8Array {
+export function selectChannels(gamma: Float32Array, alive: Mask, q: number, floor: number): Mask {
   if (gamma.length !== alive.length) {
     throw new RangeError(`gamma (${gamma.length}) and channel mask (${alive.length}) lengths differ`);
   }
   if (!(q >= 0 && q < 1)) throw new RangeError(`channel quantile q must be in [0, 1), got ${q}`);
   const magnitudes: number[] = [];
-  for (let c = 0; c < gamma.length; c++) if (alive[c] !== 0) magnitudes.push(Math.abs(gamma[c]));
-  const unchanged = Uint8Array.from(alive);
-  if (magnitudes.length <= floor) return unchanged;
+  for (let c = 0; c < gamma.length; c++) if (alive.has(c)) magnitudes.push(Math.abs(gamma[c]));
+  if (magnitudes.length <= floor) return alive;
   magnitudes.sort((a, b) => a - b);
   const threshold = magnitudes[Math.floor(magnitudes.length * q)];
-  const next = new Uint8Array(gamma.length);
-  let kept = 0;
-  for (let c = 0; c < gamma.length; c++) {
-    if (alive[c] !== 0 && Math.abs(gamma[c]) > threshold) {
-      next[c] = 1;
-      kept++;
-    }
-  }
-  return kept < floor ? unchanged : next;
+  const next = Mask.build(gamma.length, (bits) => {
+    for (let c = 0; c < gamma.length; c++) if (alive.has(c) && Math.abs(gamma[c]) > threshold) bits[c] = 1;
+  });
+  return next.keptCount < floor ? alive : next;
 }
 
 /** Hamming fraction between two channel-mask vectors over the channels alive in `alive` (the reference compares masks of the shrunk network). */
-export function channelDistance(a: readonly Uint8Array[], b: readonly Uint8Array[], alive: readonly Uint8Array[]): number {
+export function channelDistance(a: readonly Mask[], b: readonly Mask[], alive: readonly Mask[]): number {
   let total = 0;
   let diff = 0;
   for (let g = 0; g < alive.length; g++) {
     for (let c = 0; c < alive[g].length; c++) {
-      if (alive[g][c] === 0) continue;
+      if (!alive[g].has(c)) continue;
       total++;
-      if ((a[g][c] !== 0) !== (b[g][c] !== 0)) diff++;
+      if (a[g].has(c) !== b[g].has(c)) diff++;
     }
   }
   return total === 0 ? 0 : diff / total;
@@ -244,19 +213,24 @@ export function channelDistance(a: readonly Uint8Array[], b: readonly Uint8Array
  * entries already 0 stay 0. Returns a new MaskMap.
  */
 export function applyChannelMask(
-  masks: ReadonlyMap<string, Uint8Array>,
+  masks: MaskMap,
   group: ChannelGroup,
-  channelMask: Uint8Array,
+  channelMask: Mask,
   shapes: ReadonlyMap<string, readonly number[]>,
 ): MaskMap {
   const C = group.channels;
   if (channelMask.length !== C) {
     throw new RangeError(`channel mask has ${channelMask.length} entries, group '${group.gamma}' has ${C} channels`);
   }
-  const out = copyMasks(masks);
+  const out = new Map(masks);
   const zeroWhere = (name: string, channelOf: (index: number) => number): void => {
     const m = requireEntry(out, name, 'mask');
-    for (let i = 0; i < m.length; i++) if (channelMask[channelOf(i)] === 0) m[i] = 0;
+    out.set(
+      name,
+      m.derive((bits) => {
+        for (let i = 0; i < bits.length; i++) if (!channelMask.has(channelOf(i))) bits[i] = 0;
+      }),
+    );
   };
   const checkLastAxis = (name: string): number[] => {
     const shape = [...requireEntry(shapes, name, 'shape of')];
@@ -266,8 +240,12 @@ export function applyChannelMask(
     return shape;
   };
   for (const name of [group.kernel, group.bias, group.gamma, group.beta]) {
-    checkLastAxis(name);
-    zeroWhere(name, (i) => i % C);
+    const shape = checkLastAxis(name);
+    const m = requireEntry(out, name, 'mask');
+    if (m.length !== elementCount(shape)) {
+      throw new RangeError(`mask of '${name}' has ${m.length} entries, shape [${String(shape)}] needs ${elementCount(shape)}`);
+    }
+    out.set(name, m.and(Mask.fromChannels(channelMask, shape)));
   }
   const nextShape = [...requireEntry(shapes, group.next.weight, 'shape of')];
   if (group.next.kind === 'conv') {

@@ -6,7 +6,9 @@
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import { decodeSparseTensor, elementCount, encodeSparseTensor, type DecodedTensor } from '../proto/codec.js';
+import { decodeSparseTensor, elementCount, encodeSparseTensor, type MaskMap, type SparseValues } from '../proto/codec.js';
+import type { Mask } from '../proto/mask.js';
+import type { ReceivedTask } from './participant.js';
 import {
   createCoordinatorDefinition,
   DEFAULT_CHUNK_BYTES,
@@ -22,6 +24,7 @@ import {
   type CoordinatorMethod,
   type Credentials,
   type Malformed,
+  type MaskChange,
   type TaskChunk,
   type TaskHeader,
   type TensorSpec,
@@ -99,24 +102,37 @@ export interface ClientIdentity {
 }
 
 /**
- * What a pull brings: a task; no task for now (pull again after `retryAfterMs`);
- * or the end of training (every configured round committed, `lastRound` the last one).
+ * What a pull brings: a task (dense or sparse, decoded); no task for now (pull
+ * again after `retryAfterMs`); or the end of training (every configured round
+ * committed, `lastRound` the last one).
  */
 export type PullOutcome =
-  | { readonly kind: 'task'; readonly header: TaskHeader; readonly config: unknown; readonly tensors: Map<string, DecodedTensor> }
+  | { readonly kind: 'task'; readonly task: ReceivedTask }
   | { readonly kind: 'wait'; readonly retryAfterMs: number }
   | { readonly kind: 'finished'; readonly lastRound: number };
 
-/** An uploaded tensor: the dense delta, the client's (new) mask, and the mask the server holds. */
-export interface OutgoingTensor {
-  dense: Float32Array;
-  mask: Uint8Array;
+/** An uploaded tensor: the client's (new) mask, the delta at its kept positions, and the mask the server holds. */
+export interface OutgoingTensor extends SparseValues {
   /** The mask at base_mask_version; enables UNCHANGED/DIFF mask encodings. */
-  previousMask?: Uint8Array;
+  readonly previousMask?: Mask;
 }
 
-/** What the caller provides of an update header; identity and tensor count are filled in. */
-export type UpdateFields = Omit<UpdateHeader, keyof Credentials | 'tensorCount'>;
+/**
+ * What the caller provides of an update header: identity and tensor count are
+ * filled in, and the mask change becomes mask_changed + new_mask_version.
+ */
+export interface UpdateFields extends Omit<UpdateHeader, keyof Credentials | 'tensorCount' | 'maskChanged' | 'newMaskVersion'> {
+  readonly maskChange: MaskChange;
+}
+
+function maskChangeFields(change: MaskChange): Pick<UpdateHeader, 'maskChanged' | 'newMaskVersion'> {
+  switch (change.kind) {
+    case 'unchanged':
+      return { maskChanged: false, newMaskVersion: 0 };
+    case 'changed':
+      return { maskChanged: true, newMaskVersion: change.version };
+  }
+}
 
 function parseConfig(json: string, where: string): unknown {
   if (json === '') return {};
@@ -236,7 +252,7 @@ export class CoordinatorClient {
    * `maskVersion`; they decode tensors sent as UNCHANGED/DIFF relative to them
    * and are used only when the server's view of the version matches.
    */
-  async pullTask(maskVersion: number, masks?: ReadonlyMap<string, Uint8Array>): Promise<PullOutcome> {
+  async pullTask(maskVersion: number, masks?: MaskMap): Promise<PullOutcome> {
     const request = {
       ...this.#credentials('PullTask'),
       maskVersion,
@@ -252,7 +268,8 @@ export class CoordinatorClient {
       );
       let header: TaskHeader | undefined;
       const assembler = new TensorAssembler(this.#limits);
-      const tensors = new Map<string, DecodedTensor>();
+      const dense = new Map<string, Float32Array>();
+      const sparse = new Map<string, SparseValues>();
       try {
         for await (const chunk of call as AsyncIterable<TaskChunk | Malformed>) {
           if (isMalformed(chunk)) throw new RemoteError('PullTask', grpc.status.INTERNAL, `malformed response: ${chunk.error}`);
@@ -280,24 +297,43 @@ export class CoordinatorClient {
           if (tensor === undefined) continue;
           const spec = this.#manifest.get(tensor.name);
           if (spec === undefined) throw new Error(`PullTask: tensor "${tensor.name}" is not in the manifest`);
-          const previous = !header.dense && header.maskVersion === maskVersion ? masks?.get(tensor.name) : undefined;
-          tensors.set(tensor.name, decodeSparseTensor(tensor, spec.shape, previous));
+          if (header.dense) {
+            const { mask, kept } = decodeSparseTensor(tensor, spec.shape);
+            if (!mask.isFull) {
+              throw new Error(`PullTask: dense task, but tensor "${tensor.name}" keeps only ${mask.keptCount} of ${mask.length}`);
+            }
+            dense.set(tensor.name, kept);
+          } else {
+            const previous = header.maskVersion === maskVersion ? masks?.get(tensor.name) : undefined;
+            sparse.set(tensor.name, decodeSparseTensor(tensor, spec.shape, previous));
+          }
         }
       } finally {
         call.cancel(); // no-op once the stream ended; stops the server after an early return or error
       }
       if (header === undefined) throw new RemoteError('PullTask', grpc.status.INTERNAL, 'the task stream was empty');
       assembler.finish();
-      if (tensors.size !== header.tensorCount) {
-        throw new Error(`PullTask: header announced ${header.tensorCount} tensors, received ${tensors.size}`);
+      const received = dense.size + sparse.size;
+      if (received !== header.tensorCount) {
+        throw new Error(`PullTask: header announced ${header.tensorCount} tensors, received ${received}`);
       }
-      return { kind: 'task', header, config: parseConfig(header.configJson, 'PullTask'), tensors };
+      const task = { round: header.roundId, config: parseConfig(header.configJson, 'PullTask'), maskVersion: header.maskVersion };
+      return {
+        kind: 'task',
+        task: header.dense ? { kind: 'dense', ...task, tensors: dense } : { kind: 'sparse', ...task, tensors: sparse },
+      };
     });
   }
 
   /** Uploads an update: the header, then each tensor as pieces. */
   async pushUpdate(fields: UpdateFields, tensors: ReadonlyMap<string, OutgoingTensor>): Promise<UpdateAck> {
-    const header: UpdateHeader = { ...fields, ...this.#credentials('PushUpdate'), tensorCount: tensors.size };
+    const { maskChange, ...rest } = fields;
+    const header: UpdateHeader = {
+      ...rest,
+      ...maskChangeFields(maskChange),
+      ...this.#credentials('PushUpdate'),
+      tensorCount: tensors.size,
+    };
     for (const name of tensors.keys()) {
       if (!this.#manifest.has(name)) throw new Error(`PushUpdate: tensor "${name}" is not in the manifest`);
     }
@@ -323,7 +359,7 @@ export class CoordinatorClient {
       await write({ header });
       outer: for (const [name, t] of tensors) {
         const spec = this.#manifest.get(name)!;
-        const encoded = encodeSparseTensor(name, t.dense, t.mask, spec.shape, {
+        const encoded = encodeSparseTensor(name, t, spec.shape, {
           values: this.#valueEncoding,
           previousMask: t.previousMask,
         });

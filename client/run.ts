@@ -12,7 +12,7 @@
 import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { deriveSeed } from '../proto/random.js';
-import { createAlgorithm } from './algorithms/index.js';
+import { describeAlgorithm } from './algorithms/registry.js';
 import { initBackend } from './backend.js';
 import { DataFolderError } from './data/errors.js';
 import { describeShape, exampleShape } from './data/dataset.js';
@@ -20,7 +20,8 @@ import { fitDataToModel } from './data/fit.js';
 import { layoutFormat, loadClientData, type ClientDataSplits } from './data/folder.js';
 import type { ClientEvent, Traffic } from './events.js';
 import { createModel, MODEL_NAMES } from './model.js';
-import { trainOnTask, type DeliveredTask } from './federated-round.js';
+import { trainOnTask } from './federated-round.js';
+import type { ReceivedTask } from './participant.js';
 import { ClientCommandError, type ClientOptions } from './options.js';
 import { RemoteError, type PullOutcome, type RetryPolicy } from './remote.js';
 import type { CoordinatorIdentity } from './state.js';
@@ -65,7 +66,9 @@ export async function* clientRun(options: ClientOptions, context: ClientRunConte
   const name = options.name ?? `${hostname()}-${process.pid}`;
   const seed = options.seed ?? deriveSeed(hashString(name));
   // Bad input fails before the data is read or the coordinator contacted.
-  const { communicates } = createAlgorithm(options.algorithm, options.algorithmConfig);
+  const algorithm = describeAlgorithm(options.algorithm);
+  algorithm.parseConfig(options.algorithmConfig);
+  const communicates = algorithm.kind === 'federated';
   if (!communicates) requireModel(options);
   for (const text of options.warnings) yield { kind: 'warning', text };
 
@@ -162,7 +165,7 @@ async function* federatedRoundsBeating(session: FederatedSession, limits: RoundL
       }
       case 'task':
         waits = 0;
-        yield* federatedRound(session, pulled, limits.signal);
+        yield* federatedRound(session, pulled.task, limits.signal);
         roundsTrained++;
         break;
     }
@@ -192,12 +195,12 @@ async function* federatedRoundsBeating(session: FederatedSession, limits: RoundL
 /** Train on a delivered task, push the update, save the state. */
 async function* federatedRound(
   session: FederatedSession,
-  task: DeliveredTask,
+  task: ReceivedTask,
   signal: AbortSignal | undefined,
 ): AsyncGenerator<ClientEvent, void> {
   const { remote, participant } = session;
-  const round = task.header.roundId;
-  yield { kind: 'round-started', round, received: task.header.dense ? 'dense' : 'sparse' };
+  const round = task.round;
+  yield { kind: 'round-started', round, received: task.kind };
   const trained = yield* session.events.during(trainOnTask(participant, task));
   yield* drainNotes(session, round);
   yield { kind: 'trained', round, metrics: trained.metrics };

@@ -16,7 +16,7 @@
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import type { AlgorithmName } from './algorithms/config.js';
+import type { AlgorithmName } from './algorithms/registry.js';
 import { fitDataToModel } from './data/fit.js';
 import { DataFolderError } from './data/errors.js';
 import { EventQueue } from './event-queue.js';

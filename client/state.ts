@@ -9,7 +9,7 @@
  *   4 bytes  u32 header length H
  *   H bytes  UTF-8 JSON header (format version, identity, tensor directory,
  *            payload length and SHA-256)
- *   payload  the tensors back to back (float32 or uint8), as listed
+ *   payload  the tensors back to back (float32; masks one 0/1 byte per element), as listed
  * Writes are atomic: a temporary file in the same folder is written, fsynced and
  * renamed over the old one, so a crash leaves either the old or the new state.
  */
@@ -17,6 +17,8 @@ import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { CodecError, elementCount } from '../proto/codec.js';
+import { Mask } from '../proto/mask.js';
 import { formatZodIssues } from '../proto/zod-issues.js';
 import type { MaskMap, TensorMap } from './prune.js';
 
@@ -93,7 +95,9 @@ export function encodeState(state: ClientState): Buffer {
   const pieces: Buffer[] = [];
   let offset = 0;
   for (const section of SECTIONS) {
-    for (const [name, values] of state[section]) {
+    const entries: Iterable<[string, Float32Array | Uint8Array]> =
+      section === 'masks' ? [...state.masks].map(([name, mask]) => [name, mask.toBytes()]) : state[section];
+    for (const [name, values] of entries) {
       const bytes = Buffer.from(values.buffer, values.byteOffset, values.byteLength);
       tensors.push({ section, name, length: values.length, offset });
       pieces.push(bytes);
@@ -150,6 +154,7 @@ export function decodeState(bytes: Buffer, file: string): ClientState {
   if (createHash('sha256').update(payload).digest('hex') !== header.payloadSha256) {
     fail('payload checksum mismatch (file is corrupt)');
   }
+  const masks = new Map<string, Mask>();
   const state: ClientState = {
     identity: identityOf(header, fail),
     round: header.round,
@@ -157,17 +162,25 @@ export function decodeState(bytes: Buffer, file: string): ClientState {
     algorithm: header.algorithm,
     model: header.model,
     weights: new Map(),
-    masks: new Map(),
+    masks,
     personal: new Map(),
   };
   for (const t of header.tensors) {
     const byteLength = t.length * bytesPerElement(t.section);
     if (t.offset + byteLength > payload.length) fail(`tensor ${t.section}/${t.name} runs past the end of the payload`);
     if (state[t.section].has(t.name)) fail(`tensor ${t.section}/${t.name} is listed twice`);
-    // Copy out: the Float32Array view needs 4-byte alignment the file does not promise.
-    const copy = new Uint8Array(payload.subarray(t.offset, t.offset + byteLength));
-    if (t.section === 'masks') state.masks.set(t.name, copy);
-    else state[t.section].set(t.name, new Float32Array(copy.buffer, 0, t.length));
+    const bytes = payload.subarray(t.offset, t.offset + byteLength);
+    if (t.section === 'masks') {
+      try {
+        masks.set(t.name, Mask.fromBytes(bytes));
+      } catch (err) {
+        if (err instanceof CodecError) fail(`tensor masks/${t.name}: ${err.message}`);
+        throw err;
+      }
+    } else {
+      // Copy out: the Float32Array view needs 4-byte alignment the file does not promise.
+      state[t.section].set(t.name, new Float32Array(new Uint8Array(bytes).buffer, 0, t.length));
+    }
   }
   for (const [name, mask] of state.masks) {
     const w = state.weights.get(name);
@@ -239,7 +252,7 @@ export function assertStateMatches(state: ClientState, expect: StateExpectation,
   }
   if (expect.manifest !== undefined) {
     for (const spec of expect.manifest) {
-      const length = spec.shape.reduce((a, b) => a * b, 1);
+      const length = elementCount(spec.shape);
       for (const section of ['weights', 'masks'] as const) {
         const t = state[section].get(spec.name);
         if (t === undefined) throw new StateFileError(file, `has no ${section} for tensor '${spec.name}'`);

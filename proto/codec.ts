@@ -1,4 +1,4 @@
-// The sparse tensor codec: mask encodings, value encodings, gather/scatter.
+// The sparse tensor codec: mask encodings and value encodings (masks themselves: proto/mask.ts).
 // Everything here is hand-written because it decides what crosses the wire and
 // what the coordinator folds into the global model; every decoder validates its
 // input fully and throws CodecError with the reason.
@@ -11,13 +11,11 @@ import {
   type ValueEncodingName,
   type ValuePart,
 } from './messages.js';
+import { CodecError } from './errors.js';
+import { Mask, type KeptIndices } from './mask.js';
+import { elementCount } from './shape.js';
 
-export class CodecError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'CodecError';
-  }
-}
+export { CodecError, elementCount };
 
 const EMPTY = new Uint8Array(0);
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -26,79 +24,13 @@ const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** Named float32 tensors, the unit both sides speak in. */
 export type TensorMap = Map<string, Float32Array>;
-/** Named 0/1 masks, one entry per tensor element, 1 = kept. Every manifest tensor has one (default all ones). */
-export type MaskMap = Map<string, Uint8Array>;
-
-/** Number of elements of a shape; validates the dimensions. */
-export function elementCount(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) {
-    if (!Number.isInteger(d) || d < 0) throw new CodecError(`invalid dimension ${d} in shape [${shape.join(', ')}]`);
-    n *= d;
-  }
-  return n;
-}
+/** Named masks, by tensor name. */
+export type MaskMap = ReadonlyMap<string, Mask>;
 
 function checkLength(what: string, length: number, shape: readonly number[]): number {
   const n = elementCount(shape);
   if (length !== n) throw new CodecError(`${what} has ${length} elements, shape [${shape.join(', ')}] needs ${n}`);
   return n;
-}
-
-// ---------------------------------------------------------------- kept indices, gather, scatter
-
-const keptIndexCache = new WeakMap<Uint8Array, Int32Array>();
-
-/**
- * Positions where the mask is 1, ascending. Cached per mask array, so a mask
- * must not be mutated after it was used here (build a new array instead).
- */
-export function keptIndices(mask: Uint8Array): Int32Array {
-  let indices = keptIndexCache.get(mask);
-  if (indices === undefined) {
-    // Branch-free: at mid densities a data-dependent branch mispredicts half the time.
-    // (v | -v) >>> 31 is 1 for any nonzero byte. Writes past the end are ignored by typed arrays.
-    let count = 0;
-    for (let i = 0; i < mask.length; i++) count += (mask[i] | -mask[i]) >>> 31;
-    indices = new Int32Array(count);
-    for (let i = 0, k = 0; i < mask.length; i++) {
-      indices[k] = i;
-      k += (mask[i] | -mask[i]) >>> 31;
-    }
-    keptIndexCache.set(mask, indices);
-  }
-  return indices;
-}
-
-export function keptCount(mask: Uint8Array): number {
-  return keptIndices(mask).length;
-}
-
-/** The values of `dense` at the mask's kept positions, in index order. */
-export function gather(dense: Float32Array, mask: Uint8Array): Float32Array {
-  if (dense.length !== mask.length) {
-    throw new CodecError(`gather: tensor has ${dense.length} elements, mask has ${mask.length}`);
-  }
-  const indices = keptIndices(mask);
-  const kept = new Float32Array(indices.length);
-  for (let k = 0; k < indices.length; k++) kept[k] = dense[indices[k]];
-  return kept;
-}
-
-/**
- * Writes `kept` at the mask's kept positions of `into` (default: a new zero
- * tensor) and leaves the other positions as they are. Returns `into`.
- */
-export function scatter(kept: Float32Array, mask: Uint8Array, into: Float32Array = new Float32Array(mask.length)): Float32Array {
-  if (into.length !== mask.length) {
-    throw new CodecError(`scatter: target has ${into.length} elements, mask has ${mask.length}`);
-  }
-  const indices = keptIndices(mask);
-  if (kept.length !== indices.length) {
-    throw new CodecError(`scatter: ${kept.length} values for ${indices.length} kept positions`);
-  }
-  for (let k = 0; k < indices.length; k++) into[indices[k]] = kept[k];
-  return into;
 }
 
 // ---------------------------------------------------------------- varints
@@ -117,8 +49,8 @@ function writeVarint(out: Uint8Array, at: number, value: number): number {
   return at;
 }
 
-/** Kept positions as varint gaps (first gap counted from -1). */
-function indexDeltaSize(indices: Int32Array): number {
+/** Ascending positions as varint gaps (the first gap counted from -1): INDEX_DELTA and DIFF data. */
+function gapsSize(indices: KeptIndices): number {
   let size = 0;
   for (let k = 0, last = -1; k < indices.length; k++) {
     size += varintSize(indices[k] - last - 1);
@@ -127,8 +59,8 @@ function indexDeltaSize(indices: Int32Array): number {
   return size;
 }
 
-function writeIndexDelta(indices: Int32Array): Uint8Array {
-  const out = new Uint8Array(indexDeltaSize(indices));
+function writeGaps(indices: KeptIndices): Uint8Array {
+  const out = new Uint8Array(gapsSize(indices));
   for (let k = 0, at = 0, last = -1; k < indices.length; k++) {
     at = writeVarint(out, at, indices[k] - last - 1);
     last = indices[k];
@@ -136,25 +68,19 @@ function writeIndexDelta(indices: Int32Array): Uint8Array {
   return out;
 }
 
-/** Positions kept in `previous` but pruned in `mask`, as varint gaps. */
-function diffSize(mask: Uint8Array, previous: Uint8Array): number {
-  let size = 0;
-  for (let i = 0, last = -1; i < mask.length; i++) {
-    if (previous[i] > mask[i]) {
-      size += varintSize(i - last - 1);
-      last = i;
-    }
-  }
-  return size;
-}
-
-function writeDiff(mask: Uint8Array, previous: Uint8Array): Uint8Array {
-  const out = new Uint8Array(diffSize(mask, previous));
-  for (let i = 0, at = 0, last = -1; i < mask.length; i++) {
-    if (previous[i] > mask[i]) {
-      at = writeVarint(out, at, i - last - 1);
-      last = i;
-    }
+/**
+ * Positions kept in `previous` but pruned in `mask`, ascending; `mask` must be a
+ * subset of `previous`. A merge of the two kept-index lists: O(kept), and the
+ * lists are usually derived already (the gather needs the mask's, the previous
+ * round needed the previous mask's).
+ */
+function prunedSince(mask: Mask, previous: Mask): Int32Array {
+  const before = previous.keptIndices();
+  const after = mask.keptIndices();
+  const out = new Int32Array(before.length - after.length);
+  for (let i = 0, j = 0, k = 0; i < before.length; i++) {
+    if (j < after.length && after[j] === before[i]) j++;
+    else out[k++] = before[i];
   }
   return out;
 }
@@ -183,50 +109,14 @@ function readGaps(what: string, data: Uint8Array, n: number, visit: (position: n
 
 // ---------------------------------------------------------------- bitmaps
 
-/** One bit per element of a 0/1 array, least significant bit first; padding bits are zero. */
-function packBits(bits: Uint8Array, n: number = bits.length): Uint8Array {
-  const out = new Uint8Array(Math.ceil(n / 8));
-  const whole = n >> 3;
-  for (let j = 0; j < whole; j++) {
-    const i = j << 3;
-    out[j] =
-      bits[i] |
-      (bits[i + 1] << 1) |
-      (bits[i + 2] << 2) |
-      (bits[i + 3] << 3) |
-      (bits[i + 4] << 4) |
-      (bits[i + 5] << 5) |
-      (bits[i + 6] << 6) |
-      (bits[i + 7] << 7);
+/** Mask.unpack with the part of the message that says which bitmap is at fault. */
+function unpackBitmap(what: string, data: Uint8Array, n: number): Mask {
+  try {
+    return Mask.unpack(data, n);
+  } catch (err) {
+    if (err instanceof CodecError) throw new CodecError(`${what}: ${err.message}`);
+    throw err;
   }
-  for (let i = whole << 3; i < n; i++) out[i >> 3] |= bits[i] << (i & 7);
-  return out;
-}
-
-function unpackBits(what: string, data: Uint8Array, n: number): Uint8Array {
-  const expected = Math.ceil(n / 8);
-  if (data.length !== expected) {
-    throw new CodecError(`${what}: bitmap has ${data.length} bytes, ${n} elements need ${expected}`);
-  }
-  if (n % 8 !== 0 && data[expected - 1] >> (n % 8) !== 0) {
-    throw new CodecError(`${what}: bitmap padding bits after element ${n} are not zero`);
-  }
-  const out = new Uint8Array(n);
-  const whole = n >> 3;
-  for (let j = 0; j < whole; j++) {
-    const b = data[j];
-    const i = j << 3;
-    out[i] = b & 1;
-    out[i + 1] = (b >> 1) & 1;
-    out[i + 2] = (b >> 2) & 1;
-    out[i + 3] = (b >> 3) & 1;
-    out[i + 4] = (b >> 4) & 1;
-    out[i + 5] = (b >> 5) & 1;
-    out[i + 6] = (b >> 6) & 1;
-    out[i + 7] = b >> 7;
-  }
-  for (let i = whole << 3; i < n; i++) out[i] = (data[i >> 3] >> (i & 7)) & 1;
-  return out;
 }
 
 // ---------------------------------------------------------------- masks
@@ -242,84 +132,40 @@ export const MASK_ENCODING_NAMES: Readonly<Record<MaskEncoding, string>> = {
   [MaskEncoding.CHANNEL]: 'CHANNEL',
 };
 
-function checkMaskValues(what: string, mask: Uint8Array): void {
-  for (let i = 0; i < mask.length; i++) {
-    if (mask[i] > 1) throw new CodecError(`${what} entry ${i} is ${mask[i]}, masks hold only 0 and 1`);
-  }
-}
-
-/** Validates the mask (and previous mask) against the shape; returns the element count. */
-function checkMasks(mask: Uint8Array, shape: readonly number[], previous: Uint8Array | undefined): number {
+/** Checks the mask (and previous mask) against the shape; returns the element count. */
+function checkMasks(mask: Mask, shape: readonly number[], previous: Mask | undefined): number {
   const n = checkLength('mask', mask.length, shape);
-  checkMaskValues('mask', mask);
-  if (previous !== undefined) {
-    checkLength('previous mask', previous.length, shape);
-    checkMaskValues('previous mask', previous);
-  }
+  if (previous !== undefined) checkLength('previous mask', previous.length, shape);
   return n;
-}
-
-function isAllOnes(mask: Uint8Array): boolean {
-  for (let i = 0; i < mask.length; i++) if (mask[i] !== 1) return false;
-  return true;
-}
-
-function equalMasks(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-function isSubsetOf(mask: Uint8Array, previous: Uint8Array): boolean {
-  for (let i = 0; i < mask.length; i++) if (mask[i] > previous[i]) return false;
-  return true;
-}
-
-/** Channel count when the mask is constant along every axis but the last, else undefined. */
-function channelStructure(mask: Uint8Array, shape: readonly number[]): number | undefined {
-  if (shape.length === 0) return undefined;
-  const channels = shape[shape.length - 1];
-  for (let i = channels; i < mask.length; i++) if (mask[i] !== mask[i % channels]) return undefined;
-  return channels;
 }
 
 /**
  * Encodes a mask with the given encoding; throws CodecError when that encoding
  * cannot represent it (e.g. DIFF without a previous mask it is a subset of).
  */
-export function encodeMaskAs(
-  mask: Uint8Array,
-  shape: readonly number[],
-  encoding: MaskEncoding,
-  previous?: Uint8Array,
-): MaskPart {
+export function encodeMaskAs(mask: Mask, shape: readonly number[], encoding: MaskEncoding, previous?: Mask): MaskPart {
   checkMasks(mask, shape, previous);
-  return encodeCheckedMask(mask, shape, encoding, previous);
-}
-
-function encodeCheckedMask(mask: Uint8Array, shape: readonly number[], encoding: MaskEncoding, previous?: Uint8Array): MaskPart {
   const name = MASK_ENCODING_NAMES[encoding] ?? String(encoding);
   const unusable = (why: string) => new CodecError(`mask encoding ${name} cannot represent this mask: ${why}`);
   switch (encoding) {
     case MaskEncoding.FULL:
-      if (!isAllOnes(mask)) throw unusable('not all ones');
+      if (!mask.isFull) throw unusable('not all ones');
       return { encoding, data: EMPTY };
     case MaskEncoding.UNCHANGED:
-      if (previous === undefined || !equalMasks(mask, previous)) throw unusable('differs from the previous mask');
+      if (previous === undefined || !mask.equals(previous)) throw unusable('differs from the previous mask');
       return { encoding, data: EMPTY };
-    case MaskEncoding.DIFF: {
+    case MaskEncoding.DIFF:
       if (previous === undefined) throw unusable('no previous mask');
-      if (!isSubsetOf(mask, previous)) throw unusable('keeps positions the previous mask pruned');
-      return { encoding, data: writeDiff(mask, previous) };
-    }
+      if (!mask.isSubsetOf(previous)) throw unusable('keeps positions the previous mask pruned');
+      return { encoding, data: writeGaps(prunedSince(mask, previous)) };
     case MaskEncoding.BITMAP:
-      return { encoding, data: packBits(mask) };
+      return { encoding, data: mask.pack() };
     case MaskEncoding.INDEX_DELTA:
-      return { encoding, data: writeIndexDelta(keptIndices(mask)) };
+      return { encoding, data: writeGaps(mask.keptIndices()) };
     case MaskEncoding.CHANNEL: {
-      const channels = channelStructure(mask, shape);
+      const channels = mask.toChannels(shape);
       if (channels === undefined) throw unusable('not constant along all axes but the last');
-      return { encoding, data: packBits(mask, channels) };
+      return { encoding, data: channels.pack() };
     }
     default:
       throw new CodecError(`unknown mask encoding ${encoding}`);
@@ -331,28 +177,33 @@ function encodeCheckedMask(mask: Uint8Array, shape: readonly number[], encoding:
  * UNCHANGED when equal to `previous`, else the smallest of CHANNEL, DIFF,
  * BITMAP and INDEX_DELTA (ties in that order).
  */
-export function encodeMask(mask: Uint8Array, shape: readonly number[], previous?: Uint8Array): MaskPart {
+export function encodeMask(mask: Mask, shape: readonly number[], previous?: Mask): MaskPart {
   const n = checkMasks(mask, shape, previous);
-  if (isAllOnes(mask)) return { encoding: MaskEncoding.FULL, data: EMPTY };
-  if (previous !== undefined && equalMasks(mask, previous)) return { encoding: MaskEncoding.UNCHANGED, data: EMPTY };
+  if (mask.isFull) return { encoding: MaskEncoding.FULL, data: EMPTY };
+  if (previous !== undefined && mask.equals(previous)) return { encoding: MaskEncoding.UNCHANGED, data: EMPTY };
 
-  const candidates: { encoding: MaskEncoding; size: number }[] = [];
-  const channels = channelStructure(mask, shape);
-  if (channels !== undefined) candidates.push({ encoding: MaskEncoding.CHANNEL, size: Math.ceil(channels / 8) });
-  if (previous !== undefined && isSubsetOf(mask, previous)) {
-    candidates.push({ encoding: MaskEncoding.DIFF, size: diffSize(mask, previous) });
+  const candidates: { encoding: MaskEncoding; size: number; data: () => Uint8Array }[] = [];
+  const channels = mask.toChannels(shape);
+  if (channels !== undefined) {
+    candidates.push({ encoding: MaskEncoding.CHANNEL, size: Math.ceil(channels.length / 8), data: () => channels.pack() });
   }
-  candidates.push({ encoding: MaskEncoding.BITMAP, size: Math.ceil(n / 8) });
+  if (previous !== undefined && mask.isSubsetOf(previous)) {
+    const removed = prunedSince(mask, previous);
+    candidates.push({ encoding: MaskEncoding.DIFF, size: gapsSize(removed), data: () => writeGaps(removed) });
+  }
+  candidates.push({ encoding: MaskEncoding.BITMAP, size: Math.ceil(n / 8), data: () => mask.pack() });
   // Every kept entry costs at least one byte, so above n/8 kept entries INDEX_DELTA cannot win.
-  const kept = keptCount(mask);
-  if (kept < Math.ceil(n / 8)) candidates.push({ encoding: MaskEncoding.INDEX_DELTA, size: indexDeltaSize(keptIndices(mask)) });
+  if (mask.keptCount < Math.ceil(n / 8)) {
+    const kept = mask.keptIndices();
+    candidates.push({ encoding: MaskEncoding.INDEX_DELTA, size: gapsSize(kept), data: () => writeGaps(kept) });
+  }
   let best = candidates[0];
   for (const c of candidates) if (c.size < best.size) best = c;
-  return encodeCheckedMask(mask, shape, best.encoding, previous);
+  return { encoding: best.encoding, data: best.data() };
 }
 
 /** Decodes and validates a mask part; `previous` is the mask the receiver holds. */
-export function decodeMask(part: MaskPart | null | undefined, shape: readonly number[], previous?: Uint8Array): Uint8Array {
+export function decodeMask(part: MaskPart | null | undefined, shape: readonly number[], previous?: Mask): Mask {
   if (part === null || part === undefined) throw new CodecError('mask part is missing');
   const n = elementCount(shape);
   const name = MASK_ENCODING_NAMES[part.encoding] ?? String(part.encoding);
@@ -360,7 +211,7 @@ export function decodeMask(part: MaskPart | null | undefined, shape: readonly nu
   const noData = () => {
     if (data.length !== 0) throw new CodecError(`mask encoding ${name} carries ${data.length} bytes, expected none`);
   };
-  const needPrevious = (): Uint8Array => {
+  const needPrevious = (): Mask => {
     if (previous === undefined) throw new CodecError(`mask encoding ${name} needs the previous mask, and there is none`);
     if (previous.length !== n) {
       throw new CodecError(`mask encoding ${name}: previous mask has ${previous.length} elements, shape needs ${n}`);
@@ -370,35 +221,30 @@ export function decodeMask(part: MaskPart | null | undefined, shape: readonly nu
   switch (part.encoding) {
     case MaskEncoding.FULL:
       noData();
-      return new Uint8Array(n).fill(1);
+      return Mask.full(n);
     case MaskEncoding.UNCHANGED:
       noData();
-      return needPrevious().slice();
-    case MaskEncoding.DIFF: {
-      const base = needPrevious();
-      const mask = base.slice();
-      readGaps('DIFF mask', data, n, (p) => {
-        if (base[p] !== 1) throw new CodecError(`DIFF mask: prunes position ${p}, which the previous mask already pruned`);
-        mask[p] = 0;
-      });
-      return mask;
-    }
+      return needPrevious(); // masks are immutable: the receiver's own object serves
+    case MaskEncoding.DIFF:
+      return needPrevious().derive((bits) =>
+        // Gaps make the positions strictly ascending, so each is seen once and the copy still shows the previous bit.
+        readGaps('DIFF mask', data, n, (p) => {
+          if (bits[p] !== 1) throw new CodecError(`DIFF mask: prunes position ${p}, which the previous mask already pruned`);
+          bits[p] = 0;
+        }),
+      );
     case MaskEncoding.BITMAP:
-      return unpackBits('BITMAP mask', data, n);
-    case MaskEncoding.INDEX_DELTA: {
-      const mask = new Uint8Array(n);
-      readGaps('INDEX_DELTA mask', data, n, (p) => {
-        mask[p] = 1;
-      });
-      return mask;
-    }
+      return unpackBitmap('BITMAP mask', data, n);
+    case MaskEncoding.INDEX_DELTA:
+      return Mask.build(n, (bits) =>
+        readGaps('INDEX_DELTA mask', data, n, (p) => {
+          bits[p] = 1;
+        }),
+      );
     case MaskEncoding.CHANNEL: {
       if (shape.length === 0) throw new CodecError('CHANNEL mask: a scalar has no channel axis');
       const channels = shape[shape.length - 1];
-      const bits = unpackBits(`CHANNEL mask over ${channels} channels`, data, channels);
-      const mask = new Uint8Array(n);
-      for (let i = 0; i < n; i++) mask[i] = bits[i % channels];
-      return mask;
+      return Mask.fromChannels(unpackBitmap(`CHANNEL mask over ${channels} channels`, data, channels), shape);
     }
     default:
       throw new CodecError(`unknown mask encoding ${part.encoding}`);
@@ -569,43 +415,50 @@ export function decodeValues(part: ValuePart | null | undefined, expectedCount: 
 
 // ---------------------------------------------------------------- sparse tensors
 
+/** A tensor as the wire carries it: its mask, and its values at the kept positions in index order. */
+export interface SparseValues {
+  readonly mask: Mask;
+  readonly kept: Float32Array;
+}
+
 export interface SparseEncodeOptions {
   values: ValueEncodingName;
   /** The mask the receiver holds; enables UNCHANGED and DIFF. */
-  previousMask?: Uint8Array | undefined;
+  previousMask?: Mask | undefined;
 }
 
-/** A dense tensor's values at the mask's kept positions, with the mask, as a SparseTensor message. */
+/** Runs `fn`, prefixing any CodecError with the tensor's name. */
+function naming<T>(name: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof CodecError) throw new CodecError(`tensor "${name}": ${err.message}`);
+    throw err;
+  }
+}
+
+/** A tensor's mask and kept values as a SparseTensor message; errors name the tensor. */
 export function encodeSparseTensor(
   name: string,
-  dense: Float32Array,
-  mask: Uint8Array,
+  tensor: SparseValues,
   shape: readonly number[],
   options: SparseEncodeOptions,
 ): SparseTensor {
-  checkLength(`tensor "${name}"`, dense.length, shape);
-  return {
-    name,
-    mask: encodeMask(mask, shape, options.previousMask),
-    values: encodeValues(gather(dense, mask), options.values),
-  };
-}
-
-export interface DecodedTensor {
-  mask: Uint8Array;
-  /** Values at the mask's kept positions, in index order. */
-  kept: Float32Array;
+  return naming(name, () => {
+    const mask = encodeMask(tensor.mask, shape, options.previousMask);
+    if (tensor.kept.length !== tensor.mask.keptCount) {
+      throw new CodecError(`${tensor.kept.length} values for ${tensor.mask.keptCount} kept positions`);
+    }
+    return { name, mask, values: encodeValues(tensor.kept, options.values) };
+  });
 }
 
 /** Decodes a SparseTensor message; errors name the tensor. */
-export function decodeSparseTensor(msg: SparseTensor, shape: readonly number[], previousMask?: Uint8Array): DecodedTensor {
-  try {
+export function decodeSparseTensor(msg: SparseTensor, shape: readonly number[], previousMask?: Mask): SparseValues {
+  return naming(msg.name, () => {
     const mask = decodeMask(msg.mask, shape, previousMask);
-    return { mask, kept: decodeValues(msg.values, keptCount(mask)) };
-  } catch (err) {
-    if (err instanceof CodecError) throw new CodecError(`tensor "${msg.name}": ${err.message}`);
-    throw err;
-  }
+    return { mask, kept: decodeValues(msg.values, mask.keptCount) };
+  });
 }
 
 /** Checks a value encoding name from a config or flag. */

@@ -20,6 +20,12 @@ export {
 export const PROTOCOL_VERSION = 1;
 
 /**
+ * What an update says about the client's mask. On the wire it is
+ * UpdateHeader.mask_changed plus new_mask_version (0 when unchanged).
+ */
+export type MaskChange = { readonly kind: 'unchanged' } | { readonly kind: 'changed'; readonly version: number };
+
+/**
  * Per-message limit set explicitly on both sides. Tensors travel in pieces of
  * DEFAULT_CHUNK_BYTES, so this only bounds one piece plus headers.
  */

@@ -1,8 +1,6 @@
+import type { KeptIndices } from '../proto/mask.js';
 import type { TensorMap, TensorSpec } from './model.js';
 import { elementCount } from './model.js';
-
-/** Kept positions of a mask, ascending (proto/codec's keptIndices, cached per mask array). */
-export type KeptIndices = Int32Array | Uint32Array;
 
 /**
  * Sub-FedAvg's intersection average, streamed in O(model) memory.
@@ -38,7 +36,8 @@ export class IntersectionAggregator {
 
   /**
    * Folds one tensor of one update. `values[i]` is the delta at position
-   * `kept[i]`; `kept === null` means every position is kept (dense tensor).
+   * `kept[i]` (a mask's kept-index list); `kept === null` means every position
+   * is kept (dense tensor).
    * Callers validate first; this only guards against programming errors.
    */
   foldTensor(name: string, values: Float32Array, kept: KeptIndices | null, weight: number): void {

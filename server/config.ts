@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
+import { trainingOverridesSchema } from '../proto/training-config.js';
 import { formatZodIssues } from '../proto/zod-issues.js';
 import type { TensorMap, TensorSpec } from './model.js';
 import { validateInitialModel } from './model.js';
@@ -66,8 +67,12 @@ export const coordinatorConfigSchema = z
       .optional(),
     /** SQLite file; omitted = in memory (nothing survives a restart). */
     sqlite: nonEmpty('a path to a SQLite file').optional(),
-    /** Passed verbatim to clients with each task. */
-    training: z.record(z.string(), z.unknown(), { error: 'expected a JSON object' }).default({}),
+    /**
+     * Sent to every client with each task; the fields set override the client
+     * algorithm's own. The same strict schema the clients parse it with
+     * (proto/training-config.ts), so a typo or a bad value fails here, at start-up.
+     */
+    training: trainingOverridesSchema.default({}),
     logLevel: z
       .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { error: 'expected a pino log level' })
       .default('info'),

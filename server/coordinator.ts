@@ -4,7 +4,7 @@ import { PROTOCOL_VERSION } from '../proto/rpc.js';
 import type { CoordinatorConfig } from './config.js';
 import { CoordinatorError, invalid, precondition } from './errors.js';
 import { IntersectionAggregator } from './aggregate.js';
-import { keptIndices } from '../proto/codec.js';
+import type { Mask } from '../proto/mask.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { MaskMap, TensorMap, TensorSpec } from './model.js';
 import { cloneTensors, totalElements, validateInitialModel } from './model.js';
@@ -131,11 +131,11 @@ export class Coordinator {
     return cloneTensors(this.#global);
   }
 
-  /** The masks the server holds for a client (copies; tensors absent = all kept). */
+  /** The masks the server holds for a client (tensors absent = all kept). */
   clientMasks(clientId: string): { version: number; masks: MaskMap } | undefined {
     const c = this.#registry.get(clientId);
     if (c === undefined) return undefined;
-    return { version: c.maskVersion, masks: new Map([...c.masks].map(([k, v]) => [k, v.slice()])) };
+    return { version: c.maskVersion, masks: new Map(c.masks) };
   }
 
   /** The open round's members (empty when none is open). */
@@ -297,11 +297,11 @@ export class Coordinator {
     const decoded = this.#validate(client, header, tensors);
 
     const weight = this.#config.weighting === 'examples' ? header.numExamples : 1;
-    const newMasks: MaskMap = new Map(client.masks);
+    const newMasks = new Map<string, Mask>(client.masks);
     for (const t of decoded) {
       if (t.mask === null) newMasks.delete(t.name);
       else newMasks.set(t.name, t.mask);
-      this.#aggregator.foldTensor(t.name, t.values, t.mask === null ? null : keptIndices(t.mask), weight);
+      this.#aggregator.foldTensor(t.name, t.values, t.mask === null ? null : t.mask.keptIndices(), weight);
     }
     this.#aggregator.countUpdate();
     const maskVersion = header.maskChanged ? header.newMaskVersion : client.maskVersion;
@@ -358,8 +358,9 @@ export class Coordinator {
           `tensor "${t.name}" refers to mask version ${header.baseMaskVersion}, the server holds ${client.maskVersion}; pull again`,
         );
       }
-      const mask = canonicalMask(d.mask, reference);
-      if (!header.maskChanged && mask !== reference) {
+      const mask = d.mask === null || d.mask.isFull ? null : d.mask;
+      const unchanged = mask === null ? reference === null : reference !== null && mask.equals(reference);
+      if (!header.maskChanged && !unchanged) {
         throw invalid('mask_changed', `tensor "${t.name}" carries a new mask but mask_changed is false`);
       }
       const v = d.values;
@@ -370,7 +371,8 @@ export class Coordinator {
         }
         squares += x * x;
       }
-      out.push({ ...d, mask });
+      // An unchanged mask keeps the held object, whose kept-index list is derived already.
+      out.push({ ...d, mask: unchanged ? reference : mask });
     }
     const norm = Math.sqrt(squares);
     if (norm > this.#config.updateNormBound) {
@@ -503,23 +505,4 @@ export class Coordinator {
     clearTimeout(this.#timer);
     this.#store.close();
   }
-}
-
-function allKept(mask: Uint8Array): boolean {
-  for (let i = 0; i < mask.length; i++) if (mask[i] === 0) return false;
-  return true;
-}
-
-/**
- * null when everything is kept, the stored reference when equal to it (so its
- * cached index list is reused and "unchanged" is an identity test), else the mask.
- */
-function canonicalMask(mask: Uint8Array | null, reference: Uint8Array | null): Uint8Array | null {
-  if (mask === null || allKept(mask)) return null;
-  if (reference !== null && mask !== reference) {
-    let same = mask.length === reference.length;
-    for (let i = 0; same && i < mask.length; i++) same = mask[i] === reference[i];
-    if (same) return reference;
-  }
-  return mask;
 }

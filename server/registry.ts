@@ -12,10 +12,7 @@ export interface ClientRecord {
   numExamples: number;
   /** Version of `masks`; 0 = never uploaded a mask (all ones). */
   maskVersion: number;
-  /**
-   * Only tensors whose mask is not all ones; absent = all kept. Arrays are
-   * replaced, never mutated, so proto/codec's per-array kept-index cache stays valid.
-   */
+  /** Only tensors whose mask is not all ones; absent = all kept. */
   masks: MaskMap;
   active: boolean;
 }

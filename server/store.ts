@@ -1,6 +1,8 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import { CodecError } from '../proto/codec.js';
+import { Mask } from '../proto/mask.js';
 import type { MaskMap, TensorMap, TensorSpec } from './model.js';
 import { elementCount } from './model.js';
 import type { ClientRecord } from './registry.js';
@@ -37,19 +39,6 @@ export interface PersistedState {
   clients: ClientRecord[];
 }
 
-/** 1 bit per element, LSB first: a stored mask costs n/8 bytes. */
-export function packMask(mask: Uint8Array): Buffer {
-  const out = Buffer.alloc(Math.ceil(mask.length / 8));
-  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) out[i >> 3] |= 1 << (i & 7);
-  return out;
-}
-
-export function unpackMask(bits: Uint8Array, length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  for (let i = 0; i < length; i++) out[i] = (bits[i >> 3] >> (i & 7)) & 1;
-  return out;
-}
-
 function tensorBytes(t: Float32Array): Buffer {
   return Buffer.from(t.buffer, t.byteOffset, t.byteLength);
 }
@@ -59,6 +48,18 @@ function bytesTensor(b: Buffer): Float32Array {
   const copy = new Uint8Array(b.length);
   copy.set(b);
   return new Float32Array(copy.buffer);
+}
+
+/** A mask row read back; a row that does not fit the manifest is a corrupt database, named as such. */
+function storedMask(bits: Uint8Array, length: number | undefined, clientId: string, name: string): Mask {
+  if (length === undefined)
+    throw new Error(`sqlite: client ${clientId} has a mask for tensor "${name}", which is not in the manifest`);
+  try {
+    return Mask.unpack(bits, length);
+  } catch (err) {
+    if (err instanceof CodecError) throw new Error(`sqlite: mask of client ${clientId} for tensor "${name}": ${err.message}`);
+    throw err;
+  }
 }
 
 function manifestKey(manifest: readonly TensorSpec[]): string {
@@ -133,10 +134,9 @@ export class CoordinatorStore {
       mask_version: number;
       active: number;
     }[]) {
-      const masks: MaskMap = new Map();
+      const masks = new Map<string, Mask>();
       for (const m of maskRows.all(row.id) as { name: string; bits: Buffer }[]) {
-        const mask = unpackMask(m.bits, sizes.get(m.name) as number);
-        masks.set(m.name, mask);
+        masks.set(m.name, storedMask(m.bits, sizes.get(m.name), row.id, m.name));
       }
       clients.push({
         id: row.id,
@@ -167,7 +167,8 @@ export class CoordinatorStore {
     const ver = this.#db.prepare('UPDATE clients SET mask_version = ? WHERE id = ?');
     for (const change of changes) {
       del.run(change.clientId);
-      for (const [name, mask] of change.masks) put.run(change.clientId, name, packMask(mask));
+      // 1 bit per element: a stored mask costs n/8 bytes.
+      for (const [name, mask] of change.masks) put.run(change.clientId, name, Buffer.from(mask.pack().buffer));
       ver.run(change.version, change.clientId);
     }
   }

@@ -1,4 +1,5 @@
-import { CodecError, decodeMask, decodeValues, encodeSparseTensor, keptCount, valueEncodingName } from '../proto/codec.js';
+import { CodecError, decodeMask, decodeValues, encodeSparseTensor, valueEncodingName } from '../proto/codec.js';
+import { Mask } from '../proto/mask.js';
 import { MaskEncoding, ValueEncoding, type SparseTensor, type ValueEncodingName } from '../proto/messages.js';
 import { invalid } from './errors.js';
 import type { TensorSpec } from './model.js';
@@ -7,23 +8,11 @@ import { elementCount } from './model.js';
 export interface DecodedUpdateTensor {
   name: string;
   /** The client's mask after this update; null = every position kept. */
-  mask: Uint8Array | null;
+  mask: Mask | null;
   /** Deltas at the kept positions, in index order. */
   values: Float32Array;
   /** The mask was given relative to the server's copy (UNCHANGED or DIFF). */
   usesReference: boolean;
-}
-
-const onesCache = new Map<number, Uint8Array>();
-
-/** A shared all-ones mask of length n (never mutated; its kept-index list is cached by proto/codec). */
-export function onesMask(n: number): Uint8Array {
-  let m = onesCache.get(n);
-  if (m === undefined) {
-    m = new Uint8Array(n).fill(1);
-    onesCache.set(n, m);
-  }
-  return m;
 }
 
 /**
@@ -31,10 +20,9 @@ export function onesMask(n: number): Uint8Array {
  * client (`reference`, null = all kept). Any encoding fault is INVALID_ARGUMENT
  * naming the tensor.
  */
-export function decodeUpdateTensor(t: SparseTensor, spec: TensorSpec, reference: Uint8Array | null): DecodedUpdateTensor {
-  const n = elementCount(spec.shape);
-  const previous = reference ?? onesMask(n);
-  let mask: Uint8Array;
+export function decodeUpdateTensor(t: SparseTensor, spec: TensorSpec, reference: Mask | null): DecodedUpdateTensor {
+  const previous = reference ?? Mask.full(elementCount(spec.shape));
+  let mask: Mask;
   try {
     mask = decodeMask(t.mask, spec.shape, previous);
   } catch (err) {
@@ -42,10 +30,9 @@ export function decodeUpdateTensor(t: SparseTensor, spec: TensorSpec, reference:
       throw invalid('bad_mask', `tensor "${t.name}" (shape [${spec.shape.join(', ')}]): ${err.message}`);
     throw err;
   }
-  const kept = keptCount(mask);
   let values: Float32Array;
   try {
-    values = decodeValues(t.values, kept);
+    values = decodeValues(t.values, mask.keptCount);
   } catch (err) {
     if (err instanceof CodecError)
       throw invalid('bad_values', `tensor "${t.name}" (shape [${spec.shape.join(', ')}]): ${err.message}`);
@@ -80,10 +67,13 @@ export function encodeTaskTensor(
   spec: TensorSpec,
   global: Float32Array,
   dense: boolean,
-  clientMask: Uint8Array | null,
+  clientMask: Mask | null,
   encoding: ValueEncodingName,
 ): SparseTensor {
-  const ones = onesMask(global.length);
-  if (dense || clientMask === null) return encodeSparseTensor(spec.name, global, ones, spec.shape, { values: encoding });
-  return encodeSparseTensor(spec.name, global, clientMask, spec.shape, { values: encoding, previousMask: clientMask });
+  if (dense || clientMask === null) {
+    // The encoder copies the values out, so the global tensor itself serves as the kept values of a full mask.
+    return encodeSparseTensor(spec.name, { mask: Mask.full(global.length), kept: global }, spec.shape, { values: encoding });
+  }
+  const tensor = { mask: clientMask, kept: clientMask.gather(global) };
+  return encodeSparseTensor(spec.name, tensor, spec.shape, { values: encoding, previousMask: clientMask });
 }

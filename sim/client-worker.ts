@@ -10,9 +10,9 @@ import { initBackend } from '../client/backend.js';
 import { subset } from '../client/data/dataset.js';
 import { deriveSeed } from '../proto/random.js';
 import { createModel, type Model, type ModelName } from '../client/model.js';
-import { Participant, type RoundMetrics } from '../client/participant.js';
+import { Participant, type ReceivedTask, type RoundMetrics } from '../client/participant.js';
 import { CoordinatorClient } from '../client/remote.js';
-import { trainOnTask, type DeliveredTask } from '../client/federated-round.js';
+import { trainOnTask } from '../client/federated-round.js';
 import { evaluate } from '../client/train.js';
 import { serveWorkerRequests } from './pool.js';
 import { algorithmConfig, modelFor } from './presets.js';
@@ -55,8 +55,8 @@ function memberResult(client: number, metrics: RoundMetrics, receivedSparsity: n
 async function federatedRound(client: number, h: HostedClient, remote: CoordinatorClient, round: number): Promise<MemberResult> {
   const p = h.participant;
   const task = await pullUntilTask(client, remote, p, round);
-  if (task.header.roundId !== round) {
-    throw new Error(`client ${client}: expected a task for round ${round}, the coordinator sent round ${task.header.roundId}`);
+  if (task.round !== round) {
+    throw new Error(`client ${client}: expected a task for round ${round}, the coordinator sent round ${task.round}`);
   }
   const trained = await trainOnTask(p, task);
   const ack = await remote.pushUpdate(trained.upload.fields, trained.upload.tensors);
@@ -64,12 +64,12 @@ async function federatedRound(client: number, h: HostedClient, remote: Coordinat
   return memberResult(client, trained.metrics, trained.receivedSparsity, true);
 }
 
-async function pullUntilTask(client: number, remote: CoordinatorClient, p: Participant, round: number): Promise<DeliveredTask> {
+async function pullUntilTask(client: number, remote: CoordinatorClient, p: Participant, round: number): Promise<ReceivedTask> {
   for (;;) {
     const pulled = await remote.pullTask(p.maskVersion, p.masks);
     switch (pulled.kind) {
       case 'task':
-        return pulled;
+        return pulled.task;
       case 'wait':
         await sleep(pulled.retryAfterMs);
         break;

@@ -6,6 +6,7 @@
 import { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import path from 'node:path';
+import { algorithmNames, allAlgorithms } from '../client/algorithms/registry.js';
 import { resolveSimConfig, SimConfigError, type SimFlags } from './presets.js';
 import { RunWriter, defaultRunFolder, formatSummaryTable } from './report.js';
 import { runSimulation, type SimulationEvent } from './run.js';
@@ -17,7 +18,7 @@ export function registerSimCommand(program: Command): Command {
     .description('simulate federated training: a real coordinator and many clients over loopback gRPC')
     .option('--preset <name>', 'quick | paper (default quick)')
     .option('--compare <list>', 'comma-separated algorithms run on the identical split and seeds')
-    .option('--algorithm <name>', 'one algorithm: subfedavg-un | subfedavg-hy | fedavg | fedavg-ft | local')
+    .option('--algorithm <name>', `one algorithm: ${algorithmNames().join(' | ')}`)
     .option('--rounds <n>', 'rounds per algorithm')
     .option('--clients <n>', 'number of clients')
     .option('--fraction <f>', 'fraction of clients sampled per round, in (0, 1]')
@@ -30,6 +31,12 @@ export function registerSimCommand(program: Command): Command {
     .option('--values <enc>', 'value encoding on the wire: f32 | f16 | int8')
     .option('--seed <n>', 'seed of the split, the models and the sampling')
     .option('--backend <name>', 'tfjs backend: auto | node | wasm | cpu')
+    .addHelpText(
+      'after',
+      `\nAlgorithms:\n${allAlgorithms()
+        .map((a) => `  ${a.name.padEnd(14)}${a.summary}`)
+        .join('\n')}`,
+    )
     .action(async (flags: SimFlags) => {
       process.exitCode = await runSimCommand(flags);
     });

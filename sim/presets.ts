@@ -9,9 +9,16 @@
 import os from 'node:os';
 import { z } from 'zod';
 import { formatZodIssues } from '../proto/zod-issues.js';
-import { ALGORITHM_NAMES, type AlgorithmName } from '../client/algorithms/config.js';
+import { TRAINING_FIELDS, trainingConfigSchema, type TrainingConfig, type TrainingField } from '../proto/training-config.js';
+import {
+  algorithmNames,
+  describeAlgorithm,
+  isAlgorithmName,
+  type AlgorithmConfigInput,
+  type AlgorithmName,
+} from '../client/algorithms/registry.js';
 import type { BackendChoice } from '../client/backend.js';
-import { MODEL_NAMES, type ModelName } from '../client/model.js';
+import { MODEL_NAMES, modelStructure, type ModelName } from '../client/model.js';
 import type { ValueEncodingName } from '../proto/messages.js';
 import { DATASET_NAMES } from './datasets.js';
 
@@ -33,28 +40,19 @@ const partitionSchema = z.discriminatedUnion('kind', [
 export type PartitionConfig = z.infer<typeof partitionSchema>;
 
 /**
- * Pruning knobs, in the units of the client algorithm configs
- * (client/algorithms/config.ts): percentages like the reference (p = 10,
- * target 30 / 50). `gateOn` says which data the post-prune accuracy check runs
- * on: 'test' is the reference's choice, 'val' a split of the client's training data.
+ * Per algorithm, its own fields (client/algorithms/<name>.ts: prune step and
+ * target, gate, fine-tuning epochs, ...), each optional: an absent one takes
+ * the algorithm's reference default. The training fields are not among them:
+ * the coordinator sends `training` to every client, so they are set once, run-wide.
  */
-const pruningSchema = z.object({
-  p: z.number().gt(0).max(100),
-  targetUn: z.number().min(0).lt(100),
-  targetHy: z.number().min(0).lt(100),
-  distThreshUn: z.number().min(0),
-  distThreshHy: z.number().min(0),
-  channelDistThresh: z.number().min(0),
-  q: z.number().gt(0).lt(1),
-  l1: z.number().min(0),
-  accThresh: z.number().min(0).max(1),
-  gateOn: z.enum(['test', 'val']),
-});
-export type PruningConfig = z.infer<typeof pruningSchema>;
+export type AlgorithmConfigs = { readonly [N in AlgorithmName]?: Omit<AlgorithmConfigInput<N>, TrainingField> };
 
-export const simConfigSchema = z.object({
+export const simConfigSchema = z.strictObject({
   preset: z.enum(PRESET_NAMES),
-  algorithms: z.array(z.enum(ALGORITHM_NAMES)).min(1),
+  /** The algorithms to run, one after another, on the identical split and seeds. */
+  algorithms: z.array(z.enum(algorithmNames())).min(1),
+  /** See AlgorithmConfigs; each entry is checked by its algorithm's own schema (validateSimConfig). */
+  algorithmConfigs: z.partialRecord(z.enum(algorithmNames()), z.record(z.string(), z.unknown())),
   dataset: z.enum(DATASET_NAMES),
   dataDir: z.string().min(1).optional(),
   clients: positiveInt,
@@ -67,17 +65,13 @@ export const simConfigSchema = z.object({
   maxTestPerClient: positiveInt.nullable(),
   fraction,
   rounds: positiveInt,
-  localEpochs: positiveInt,
-  /** Local fine-tuning epochs of fedavg-ft before evaluation. */
-  fineTuneEpochs: positiveInt,
-  batchSize: positiveInt,
-  learningRate: z.number().positive(),
-  momentum: z.number().gte(0).lt(1),
-  pruning: pruningSchema,
+  /** What the coordinator sends with every task (server.json's `training`): every algorithm's local training. */
+  training: trainingConfigSchema,
   weighting: z.enum(['examples', 'unweighted']),
-  /** Model of every algorithm except subfedavg-hy, which needs BatchNorm. */
+  /** Model of every algorithm that needs no BatchNorm. */
   model: z.enum(MODEL_NAMES),
-  hybridModel: z.enum(MODEL_NAMES),
+  /** Model of the algorithms that need BatchNorm after their convs (requiresBatchNorm in the registry: subfedavg-hy). */
+  batchNormModel: z.enum(MODEL_NAMES),
   evalEvery: positiveInt,
   workers: positiveInt,
   values: z.enum(VALUE_ENCODINGS),
@@ -85,26 +79,16 @@ export const simConfigSchema = z.object({
   backend: z.enum(BACKENDS),
   out: z.string().min(1).optional(),
 });
-export type SimConfig = z.infer<typeof simConfigSchema>;
-
-const REFERENCE_PRUNING: PruningConfig = {
-  p: 10,
-  targetUn: 30,
-  targetHy: 50,
-  distThreshUn: 1e-4,
-  distThreshHy: 5e-4,
-  channelDistThresh: 0.01,
-  q: 0.45,
-  l1: 1e-4,
-  accThresh: 0.5,
-  gateOn: 'test',
+export type SimConfig = Omit<z.infer<typeof simConfigSchema>, 'algorithmConfigs'> & {
+  readonly algorithmConfigs: AlgorithmConfigs;
 };
 
 const defaultWorkers = Math.max(1, os.availableParallelism());
 
 /**
- * `paper` reproduces MMorafah/Sub-FedAvg's Fashion-MNIST setting, including its
- * choice of gating pruning on the client's TEST accuracy.
+ * `paper` reproduces MMorafah/Sub-FedAvg's Fashion-MNIST setting: the
+ * algorithms' own defaults are the reference's (p 10%, target 30% Un / 50% Hy,
+ * ...), plus its choice of gating pruning on the client's TEST accuracy.
  * `quick` is the README's first command: 20 clients on the embedded 10k-image
  * split, finishing in a few minutes on two cores while still showing accuracy
  * rising and the byte savings. Its gate uses a validation split (our default).
@@ -113,21 +97,21 @@ export const PRESETS: Record<PresetName, SimConfig> = {
   paper: {
     preset: 'paper',
     algorithms: ['subfedavg-un'],
+    algorithmConfigs: {
+      'subfedavg-un': { gateOn: 'test' },
+      'subfedavg-hy': { gateOn: 'test' },
+      'fedavg-ft': { ftEpochs: 1 },
+    },
     dataset: 'fashion-mnist',
     clients: 100,
     partition: { kind: 'shards', shardSize: 250, shardsPerClient: 2 },
     maxTestPerClient: null,
     fraction: 0.1,
     rounds: 50,
-    localEpochs: 5,
-    fineTuneEpochs: 1,
-    batchSize: 10,
-    learningRate: 0.01,
-    momentum: 0.5,
-    pruning: REFERENCE_PRUNING,
+    training: { epochs: 5, batchSize: 10, lr: 0.01, momentum: 0.5 },
     weighting: 'unweighted',
     model: 'lenet5-mnist',
-    hybridModel: 'lenet5-bn-mnist',
+    batchNormModel: 'lenet5-bn-mnist',
     evalEvery: 10,
     workers: defaultWorkers,
     values: 'f32',
@@ -137,22 +121,22 @@ export const PRESETS: Record<PresetName, SimConfig> = {
   quick: {
     preset: 'quick',
     algorithms: ['subfedavg-un'],
+    // A larger step than the paper so that sparsity visibly grows within 10 rounds.
+    algorithmConfigs: {
+      'subfedavg-un': { p: 15, gateOn: 'val' },
+      'subfedavg-hy': { p: 15, gateOn: 'val' },
+      'fedavg-ft': { ftEpochs: 1 },
+    },
     dataset: 'fashion-mnist',
     clients: 20,
     partition: { kind: 'shards', shardSize: 200, shardsPerClient: 2 },
     maxTestPerClient: 400,
     fraction: 0.5,
     rounds: 10,
-    localEpochs: 2,
-    fineTuneEpochs: 1,
-    batchSize: 10,
-    learningRate: 0.01,
-    momentum: 0.5,
-    // A larger step than the paper so that sparsity visibly grows within 10 rounds.
-    pruning: { ...REFERENCE_PRUNING, p: 15, gateOn: 'val' },
+    training: { epochs: 2, batchSize: 10, lr: 0.01, momentum: 0.5 },
     weighting: 'unweighted',
     model: 'lenet5-mnist',
-    hybridModel: 'lenet5-bn-mnist',
+    batchNormModel: 'lenet5-bn-mnist',
     evalEvery: 5,
     workers: defaultWorkers,
     values: 'f32',
@@ -217,16 +201,18 @@ function parseNonEmpty(flag: string, value: string): string {
   return value;
 }
 
+function parseAlgorithm(flag: string, name: string, value: string): AlgorithmName {
+  if (!isAlgorithmName(name)) {
+    throw new SimConfigError(`${flag}: unknown algorithm '${name}' in '${value}' (known: ${algorithmNames().join(', ')})`);
+  }
+  return name;
+}
+
 function parseAlgorithms(flag: string, value: string): AlgorithmName[] {
   const names = value.split(',').map((s) => s.trim());
   if (names.length === 0 || names.some((n) => n === ''))
-    fail(flag, value, `a comma-separated list of ${ALGORITHM_NAMES.join(', ')}`);
-  const parsed = names.map((n) => {
-    if (!(ALGORITHM_NAMES as readonly string[]).includes(n)) {
-      throw new SimConfigError(`${flag}: unknown algorithm '${n}' in '${value}' (known: ${ALGORITHM_NAMES.join(', ')})`);
-    }
-    return n as AlgorithmName;
-  });
+    fail(flag, value, `a comma-separated list of ${algorithmNames().join(', ')}`);
+  const parsed = names.map((n) => parseAlgorithm(flag, n, value));
   if (new Set(parsed).size !== parsed.length) fail(flag, value, 'each algorithm at most once');
   return parsed;
 }
@@ -243,7 +229,7 @@ export function resolveSimConfig(flags: SimFlags): SimConfig {
     throw new SimConfigError(`--compare '${flags.compare}' and --algorithm '${flags.algorithm}' are exclusive: give one`);
   }
   if (flags.compare !== undefined) config.algorithms = parseAlgorithms('--compare', flags.compare);
-  if (flags.algorithm !== undefined) config.algorithms = [parseChoice('--algorithm', flags.algorithm, ALGORITHM_NAMES)];
+  if (flags.algorithm !== undefined) config.algorithms = [parseChoice('--algorithm', flags.algorithm, algorithmNames())];
   if (flags.rounds !== undefined) config.rounds = parsePositiveInt('--rounds', flags.rounds);
   if (flags.clients !== undefined) config.clients = parsePositiveInt('--clients', flags.clients);
   if (flags.dataDir !== undefined) config.dataDir = parseNonEmpty('--data-dir', flags.dataDir);
@@ -254,15 +240,26 @@ export function resolveSimConfig(flags: SimFlags): SimConfig {
   if (flags.values !== undefined) config.values = parseChoice('--values', flags.values, VALUE_ENCODINGS);
   if (flags.seed !== undefined) config.seed = parseNonNegativeInt('--seed', flags.seed);
   if (flags.backend !== undefined) config.backend = parseChoice('--backend', flags.backend, BACKENDS);
-  if (flags.localEpochs !== undefined) config.localEpochs = parsePositiveInt('--local-epochs', flags.localEpochs);
+  if (flags.localEpochs !== undefined) config.training.epochs = parsePositiveInt('--local-epochs', flags.localEpochs);
   if (flags.fraction !== undefined) config.fraction = parseFraction('--fraction', flags.fraction);
 
-  return validateSimConfig(config);
+  try {
+    return validateSimConfig(config);
+  } catch (error) {
+    // An algorithm's rule refused the epochs a flag set (Sub-FedAvg needs 2): name the flag too.
+    if (error instanceof SimConfigError && flags.localEpochs !== undefined && error.message.includes('training.epochs:')) {
+      throw new SimConfigError(`--local-epochs '${flags.localEpochs}': ${error.message}`);
+    }
+    throw error;
+  }
 }
 
 /**
- * Schema check plus the cross-field rules a schema cannot express. Used for
- * configs built in code (tests, bench) as well as from flags.
+ * Schema check plus the rules that belong to the algorithms: each configured
+ * algorithm's block through its own schema (for the algorithms that run, with
+ * the run's `training`, so Sub-FedAvg with 1 local epoch is refused here, not on
+ * every client), and each running algorithm's model against what it requires.
+ * Used for configs built in code (tests, bench) as well as from flags.
  */
 export function validateSimConfig(config: unknown): SimConfig {
   const result = simConfigSchema.safeParse(config);
@@ -270,47 +267,61 @@ export function validateSimConfig(config: unknown): SimConfig {
     throw new SimConfigError(formatZodIssues(result.error, { input: config, root: '(config)' }).join('; '));
   }
   const c = result.data;
-  if (c.algorithms.includes('subfedavg-hy') && !c.hybridModel.includes('bn')) {
-    throw new SimConfigError(`hybridModel: subfedavg-hy prunes channels through BatchNorm, '${c.hybridModel}' has none`);
-  }
+  const problems = [...algorithmConfigProblems(c), ...modelProblems(c)];
+  if (problems.length > 0) throw new SimConfigError(problems.join('; '));
   return c;
 }
 
-/** Model a given algorithm trains. */
-export function modelFor(config: SimConfig, algorithm: AlgorithmName): ModelName {
-  return algorithm === 'subfedavg-hy' ? config.hybridModel : config.model;
+type ParsedSimConfig = z.infer<typeof simConfigSchema>;
+
+function algorithmConfigProblems(c: ParsedSimConfig): string[] {
+  const configured = Object.keys(c.algorithmConfigs).filter(isAlgorithmName);
+  const problems: string[] = [];
+  for (const name of new Set([...c.algorithms, ...configured])) {
+    const own = c.algorithmConfigs[name] ?? {};
+    for (const field of TRAINING_FIELDS) {
+      if (field in own) {
+        problems.push(
+          `algorithmConfigs.${name}.${field}: set training.${field} instead (the coordinator sends it to every client)`,
+        );
+      }
+    }
+    const runs = c.algorithms.includes(name);
+    const result = describeAlgorithm(name).schema.safeParse(runs ? { ...own, ...c.training } : own);
+    if (result.success) continue;
+    // Name each field where this config sets it: a training field of a running algorithm comes from `training`.
+    const located = result.error.issues.map((issue) => ({
+      ...issue,
+      path: runs && isTrainingField(issue.path[0]) ? ['training', ...issue.path] : ['algorithmConfigs', name, ...issue.path],
+    }));
+    problems.push(...formatZodIssues(new z.ZodError(located), { input: c }));
+  }
+  return problems;
 }
 
-/** The client algorithm's own config (client/algorithms/config.ts) for this run. */
-export function algorithmConfig(config: SimConfig, algorithm: AlgorithmName): Record<string, unknown> {
-  const training = {
-    epochs: config.localEpochs,
-    batchSize: config.batchSize,
-    lr: config.learningRate,
-    momentum: config.momentum,
-  };
-  const pr = config.pruning;
-  const gate = { accThresh: pr.accThresh, gateOn: pr.gateOn };
-  switch (algorithm) {
-    case 'subfedavg-un':
-      return { ...training, ...gate, p: pr.p, target: pr.targetUn, distThresh: pr.distThreshUn };
-    case 'subfedavg-hy':
-      return {
-        ...training,
-        ...gate,
-        p: pr.p,
-        target: pr.targetHy,
-        distThresh: pr.distThreshHy,
-        q: pr.q,
-        l1: pr.l1,
-        channelDistThresh: pr.channelDistThresh,
-      };
-    case 'fedavg-ft':
-      return { ...training, ftEpochs: config.fineTuneEpochs };
-    case 'fedavg':
-    case 'local':
-      return training;
-  }
+function isTrainingField(key: PropertyKey | undefined): key is TrainingField {
+  return (TRAINING_FIELDS as readonly PropertyKey[]).includes(key as PropertyKey);
+}
+
+function modelProblems(c: ParsedSimConfig): string[] {
+  return c.algorithms.flatMap((name) => {
+    const descriptor = describeAlgorithm(name);
+    const problem = descriptor.modelProblem(modelStructure(modelFor(c, name)));
+    return problem === undefined ? [] : [`${descriptor.requiresBatchNorm ? 'batchNormModel' : 'model'}: ${problem}`];
+  });
+}
+
+/** Model a given algorithm trains. */
+export function modelFor(config: Pick<SimConfig, 'model' | 'batchNormModel'>, algorithm: AlgorithmName): ModelName {
+  return describeAlgorithm(algorithm).requiresBatchNorm ? config.batchNormModel : config.model;
+}
+
+/**
+ * The algorithm's whole config for this run, as its schema parses it: its
+ * block of `algorithmConfigs` (defaults for the rest) with the run's `training`.
+ */
+export function algorithmConfig(config: SimConfig, algorithm: AlgorithmName): TrainingConfig {
+  return describeAlgorithm(algorithm).parseConfig({ ...config.algorithmConfigs[algorithm], ...config.training });
 }
 
 /** Number of members per round, the coordinator's rule: K = max(round(frac*N), 1). */

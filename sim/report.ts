@@ -6,6 +6,7 @@
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { describeAlgorithm } from '../client/algorithms/registry.js';
 import type { AlgorithmName, SimConfig } from './presets.js';
 
 export interface AccuracyStats {
@@ -42,7 +43,7 @@ export interface RoundReport {
   readonly meanSparsity: number;
   /** The same for the masks members held when their task arrived: the download is cut to these. */
   readonly receivedSparsity: number;
-  /** subfedavg-hy: mean over members of the channels kept per BN layer; else null. */
+  /** Channel-pruning algorithms (subfedavg-hy): mean over members of the channels kept per BN layer; else null. */
   readonly channelsKept: readonly number[] | null;
   readonly wallSeconds: number;
 }
@@ -272,6 +273,12 @@ export function renderReportHtml(data: ReportData): string {
     )
     .join('\n');
   const notes = data.notes.map((n) => `<li>${escapeHtml(n)}</li>`).join('\n');
+  const algorithms = data.summaries
+    .map((s) => {
+      const d = describeAlgorithm(s.algorithm);
+      return `<li><b>${escapeHtml(d.name)}</b>: ${escapeHtml(d.summary)}. <i>${escapeHtml(d.reference)}</i></li>`;
+    })
+    .join('\n');
   return `<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -294,10 +301,13 @@ ${notes}
 ${rows}
 </tbody>
 </table>
+<ul>
+${algorithms}
+</ul>
 <section><h2>Accuracy vs round</h2><canvas id="accuracy"></canvas></section>
 <section><h2>Cumulative bytes vs dense FedAvg</h2><canvas id="bytes"></canvas></section>
 <section><h2>Sparsity vs round</h2><canvas id="sparsity"></canvas></section>
-<section id="channels-section"><h2>Channels kept (subfedavg-hy)</h2><canvas id="channels"></canvas></section>
+<section id="channels-section"><h2>Channels kept per BatchNorm layer</h2><canvas id="channels"></canvas></section>
 <script id="${REPORT_DATA_ELEMENT_ID}" type="application/json">${scriptJson(data)}</script>
 <script>${chartJsSource()}</script>
 <script>${CHART_SCRIPT}</script>

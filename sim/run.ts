@@ -17,7 +17,8 @@ import { startCoordinator, type CoordinatorHandle } from '../server/main.js';
 import { loadDataset, type LoadedDataset } from './datasets.js';
 import { formatLabelCounts, partition, type Partition } from './partition.js';
 import { WorkerPool, workerEntry } from './pool.js';
-import { modelFor, type AlgorithmName, type SimConfig } from './presets.js';
+import { describeAlgorithm } from '../client/algorithms/registry.js';
+import { algorithmConfig, modelFor, type AlgorithmName, type SimConfig } from './presets.js';
 import { accuracyStats, type AccuracyStats, type ByteCounts, type RoundReport } from './report.js';
 import type { InitialModel } from '../server/config.js';
 import type { ClientEvaluation, MemberResult, WorkerRequest, WorkerResponses, WorkerSetup } from './worker-protocol.js';
@@ -81,17 +82,26 @@ function ask<K extends WorkerRequest['kind']>(
 }
 
 function describeRun(config: SimConfig, data: LoadedDataset, split: Partition): string[] {
-  const gate = config.algorithms.some((a) => a === 'subfedavg-un' || a === 'subfedavg-hy')
-    ? [
-        config.pruning.gateOn === 'test'
-          ? `pruning accuracy gate: measured on each client's TEST data, as the reference implementation does (preset ${config.preset})`
-          : "pruning accuracy gate: measured on a validation split of each client's training data",
-      ]
-    : [];
+  // Which data each pruning algorithm's accuracy gate measures, one line per choice.
+  const gatedOn = { test: [] as AlgorithmName[], val: [] as AlgorithmName[] };
+  for (const name of config.algorithms) {
+    const gate = describeAlgorithm(name).gateOf(algorithmConfig(config, name));
+    if (gate !== undefined) gatedOn[gate.gateOn].push(name);
+  }
+  const gateNotes = [
+    ...(gatedOn.test.length > 0
+      ? [
+          `pruning accuracy gate (${gatedOn.test.join(', ')}): measured on each client's TEST data, as the reference implementation does (preset ${config.preset})`,
+        ]
+      : []),
+    ...(gatedOn.val.length > 0
+      ? [`pruning accuracy gate (${gatedOn.val.join(', ')}): measured on a validation split of each client's training data`]
+      : []),
+  ];
   return [
     `data: ${data.source}`,
     `split: ${split.description}`,
-    ...gate,
+    ...gateNotes,
     `accuracy: members are evaluated every round after local training; every client every ${config.evalEvery} rounds and at the end ("all clients")`,
   ];
 }
@@ -140,10 +150,11 @@ async function* runAlgorithm(
     ),
   );
 
+  const descriptor = describeAlgorithm(algorithm);
   let coordinator: CoordinatorHandle | undefined;
   try {
     const indexOf = new Map<string, number>();
-    if (algorithm !== 'local') {
+    if (descriptor.kind === 'federated') {
       const initial = await ask<'initial-model'>(pool, 0, {
         kind: 'initial-model',
         model: modelFor(config, algorithm),
@@ -196,7 +207,7 @@ async function* runAlgorithm(
             ask<'evaluate'>(pool, worker, { kind: 'evaluate', clients: list }),
           ),
         );
-        if (coordinator && (algorithm === 'fedavg' || algorithm === 'fedavg-ft')) {
+        if (coordinator && descriptor.evaluatesGlobalModel) {
           emit({ kind: 'evaluating', algorithm, round, scope: 'global' });
           const weights = coordinator.coordinator.globalModel();
           global = stats(
@@ -235,7 +246,7 @@ function startSimCoordinator(config: SimConfig, initial: InitialModel, enrollmen
       enrollmentToken,
       http: { enabled: false },
       logLevel: 'warn',
-      training: { epochs: config.localEpochs, batchSize: config.batchSize, lr: config.learningRate, momentum: config.momentum },
+      training: config.training,
     },
     initial,
   );

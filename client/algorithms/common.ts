@@ -4,7 +4,7 @@ import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../model.js';
 import { applyMasks, type MaskMap, type TensorMap } from '../prune.js';
 import { evaluate, trainLocal, type EpochStats } from '../train.js';
-import type { RoundContext } from './types.js';
+import type { RoundContext, TrainOutcome } from './types.js';
 
 /**
  * w = global at the kept positions, zero elsewhere. BatchNorm running statistics
@@ -29,7 +29,7 @@ export async function trainMasked(ctx: RoundContext, opts: MaskedTrainingOptions
   for (const spec of ctx.model.manifest) {
     const mask = ctx.masks.get(spec.name);
     if (mask === undefined) throw new Error(`no mask for tensor '${spec.name}'`);
-    if (mask.includes(0)) maskTensors.set(spec.name, tf.tensor(Float32Array.from(mask), spec.shape, 'float32'));
+    if (!mask.isFull) maskTensors.set(spec.name, tf.tensor(Float32Array.from(mask.toBytes()), spec.shape, 'float32'));
   }
   const l1 = opts.l1 !== undefined && opts.l1.s > 0 ? opts.l1 : undefined;
   const needsHook = maskTensors.size > 0 || l1 !== undefined;
@@ -55,6 +55,17 @@ export async function trainMasked(ctx: RoundContext, opts: MaskedTrainingOptions
   } finally {
     for (const t of maskTensors.values()) t.dispose();
   }
+}
+
+/** Masked local training without a mask decision: the dense baselines (their masks stay all ones). */
+export async function trainDense(ctx: RoundContext): Promise<TrainOutcome> {
+  const history = await trainMasked(ctx);
+  return {
+    masks: ctx.masks,
+    loss: meanLoss(history),
+    trainAccuracy: history[history.length - 1]?.accuracy ?? 0,
+    decisions: [],
+  };
 }
 
 export function meanLoss(history: readonly EpochStats[]): number {

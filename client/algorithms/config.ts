@@ -1,37 +1,42 @@
 /**
- * Validated configuration of each client algorithm, with the reference defaults
- * (MMorafah/Sub-FedAvg: SGD lr 0.01 momentum 0.5, 5 local epochs, batch 10,
- * p 10%, target 30% (Un) / 50% (Hy dense layers), dist thresh 1e-4 (Un) /
- * 5e-4 (Hy dense), channel quantile 0.45, L1 on gamma 1e-4, channel Hamming
- * thresh 0.01, accuracy gate 50%).
- *
- * Every schema is strict: an unknown or misspelt key is an error, not a silently
- * ignored setting.
+ * The building blocks of the client algorithms' config schemas, with the
+ * reference defaults (MMorafah/Sub-FedAvg: SGD lr 0.01 momentum 0.5, 5 local
+ * epochs, batch 10, accuracy gate 50%). Each algorithm composes its own strict
+ * schema from these in its own file; every field has a default, so `{}` parses
+ * to the reference configuration, and an unknown or misspelt key is an error,
+ * not a silently ignored setting.
  */
 import { z } from 'zod';
+import { trainingFields, type TrainingConfig } from '../../proto/training-config.js';
 import { formatZodIssues } from '../../proto/zod-issues.js';
 
-export const ALGORITHM_NAMES = ['subfedavg-un', 'subfedavg-hy', 'fedavg', 'fedavg-ft', 'local'] as const;
-export type AlgorithmName = (typeof ALGORITHM_NAMES)[number];
+export type { TrainingConfig };
 
-export function isAlgorithmName(name: string): name is AlgorithmName {
-  return (ALGORITHM_NAMES as readonly string[]).includes(name);
-}
+/** The training fields with the reference values. A coordinator's task config overrides them per round. */
+export const trainingDefaults = {
+  epochs: trainingFields.epochs.default(5),
+  batchSize: trainingFields.batchSize.default(10),
+  lr: trainingFields.lr.default(0.01),
+  momentum: trainingFields.momentum.default(0.5),
+};
 
-const epochs = z.number().int().min(1);
-const batchSize = z.number().int().min(1);
-const lr = z.number().positive();
-const momentum = z.number().min(0).lt(1);
-
-const training = {
-  epochs: epochs.default(5),
-  batchSize: batchSize.default(10),
-  lr: lr.default(0.01),
-  momentum: momentum.default(0.5),
+/**
+ * Sub-FedAvg decides each round's mask from two candidates, pruned after local
+ * epoch 1 and after the last epoch. With a single epoch both are the same mask,
+ * their distance is 0, and the client would train dense forever while the user
+ * believes it prunes. So 1 is an error naming the field, both in the
+ * algorithm's own config and in a coordinator's task config (the client refuses
+ * that task rather than train without pruning: see Participant).
+ */
+const pruningEpochsError =
+  'expected at least 2: Sub-FedAvg compares the masks after epoch 1 and the last epoch, so 1 epoch never prunes';
+export const pruningTrainingDefaults = {
+  ...trainingDefaults,
+  epochs: z.int({ error: pruningEpochsError }).min(2, { error: pruningEpochsError }).default(5),
 };
 
 /** Where the "accuracy after pruning" gate is measured. */
-const gate = {
+export const gateFields = {
   /** Accept a pruned mask only if accuracy after pruning is strictly above this (fraction). */
   accThresh: z.number().min(0).max(1).default(0.5),
   /**
@@ -43,7 +48,18 @@ const gate = {
   valFraction: z.number().gt(0).lt(1).default(0.1),
 };
 
-const unstructured = {
+export interface GateConfig {
+  readonly accThresh: number;
+  readonly gateOn: 'val' | 'test';
+  readonly valFraction: number;
+}
+
+/** The paper and the reference implementation of both Sub-FedAvg variants. */
+export const SUB_FEDAVG_REFERENCE =
+  'Vahidian et al., "Personalized Federated Learning by Structured and Unstructured Pruning under Data Heterogeneity", ICDCS Workshops 2021; github.com/MMorafah/Sub-FedAvg';
+
+/** Sub-FedAvg's unstructured rule, with the Un defaults (Hy overrides target and distThresh). */
+export const unstructuredFields = {
   /** Prune step: percent of the alive weights of each layer removed per accepted step. */
   p: z.number().gt(0).max(100).default(10),
   /** Stop pruning once this percent of the prunable weights is pruned. */
@@ -52,64 +68,29 @@ const unstructured = {
   distThresh: z.number().min(0).default(1e-4),
 };
 
-export const subfedavgUnConfig = z.strictObject({ ...training, ...gate, ...unstructured });
-
-export const subfedavgHyConfig = z.strictObject({
-  ...training,
-  ...gate,
-  // The unstructured rule on dense layers, with the hybrid defaults.
-  p: unstructured.p,
-  target: z.number().min(0).lt(100).default(50),
-  distThresh: z.number().min(0).default(5e-4),
-  /** Channels with |gamma| at or below the q-quantile of their layer are removed. */
-  q: z.number().gt(0).lt(1).default(0.45),
-  /** L1 penalty s*sign(gamma) added to gamma's gradient (0 disables). */
-  l1: z.number().min(0).default(1e-4),
-  /** Channel decision only when the epoch-1 and last-epoch channel masks differ by more than this. */
-  channelDistThresh: z.number().min(0).default(0.01),
-  /**
-   * Per-layer floor, as a fraction of the layer's channels (rounded up): a layer
-   * never keeps fewer. 0.5 gives the reference's cfg_prune [3, 8] on LeNet-5 CIFAR (6, 16 channels).
-   */
-  channelFloor: z.number().gt(0).max(1).default(0.5),
-});
-
-export const fedavgConfig = z.strictObject({ ...training });
-
-export const fedavgFtConfig = z.strictObject({
-  ...training,
-  /** Local fine-tuning epochs applied to a copy of the global model before evaluation. */
-  ftEpochs: z.number().int().min(1).default(5),
-});
-
-export const localConfig = z.strictObject({ ...training });
-
-export type SubFedAvgUnConfig = z.infer<typeof subfedavgUnConfig>;
-export type SubFedAvgHyConfig = z.infer<typeof subfedavgHyConfig>;
-export type FedAvgConfig = z.infer<typeof fedavgConfig>;
-export type FedAvgFtConfig = z.infer<typeof fedavgFtConfig>;
-export type LocalConfig = z.infer<typeof localConfig>;
-export type TrainingConfig = FedAvgConfig;
-export type GateConfig = Pick<SubFedAvgUnConfig, 'accThresh' | 'gateOn' | 'valFraction'>;
-
-/** Thrown for an invalid algorithm configuration; the message names every bad field. */
+/** Thrown for an invalid algorithm configuration (or an unknown algorithm); the message names every bad field. */
 export class AlgorithmConfigError extends Error {
   override readonly name = 'AlgorithmConfigError';
+
+  /** @param problems one entry per bad field, `field: what was expected, got value` */
+  constructor(
+    message: string,
+    readonly problems: readonly string[] = [message],
+  ) {
+    super(message);
+  }
 }
 
 export function parseConfig<S extends z.ZodType>(algorithm: string, schema: S, input: unknown): z.infer<S> {
   const result = schema.safeParse(input ?? {});
   if (!result.success) {
     const problems = formatZodIssues(result.error, { input: input ?? {}, root: '(config)' });
-    throw new AlgorithmConfigError(`invalid ${algorithm} config: ${problems.join('; ')}`);
+    throw new AlgorithmConfigError(`invalid ${algorithm} config: ${problems.join('; ')}`, problems);
   }
   return result.data;
 }
 
-/** The training fields a coordinator may set per round (its task config). */
-export const roundOverrides = z.object({
-  epochs: epochs.optional(),
-  batchSize: batchSize.optional(),
-  lr: lr.optional(),
-  momentum: momentum.optional(),
-});
+/** The gate fields of a pruning algorithm's config (its descriptor's `gate`). */
+export function pickGate(config: GateConfig): GateConfig {
+  return { accThresh: config.accThresh, gateOn: config.gateOn, valFraction: config.valFraction };
+}

@@ -16,6 +16,7 @@ import {
   type MaskMap,
   type TensorMap,
 } from '../prune.js';
+import type { Mask } from '../../proto/mask.js';
 import type { ChannelGroup } from '../model.js';
 import type { MaskDecisionReport } from './types.js';
 
@@ -81,8 +82,8 @@ export interface ChannelInput {
   readonly groups: readonly ChannelGroup[];
   readonly shapes: ReadonlyMap<string, readonly number[]>;
   /** Channel selections computed after epoch 1 and after the last epoch, one per group. */
-  readonly first: readonly Uint8Array[];
-  readonly last: readonly Uint8Array[];
+  readonly first: readonly Mask[];
+  readonly last: readonly Mask[];
   readonly q: number;
   readonly channelDistThresh: number;
   readonly accThresh: number;

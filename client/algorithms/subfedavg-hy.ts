@@ -8,46 +8,45 @@
  * Order within a round, as the reference: first the dense-layer decision, then
  * the channel decision on top of it, each with its own accuracy gate.
  */
-import type { Dataset } from '../data/dataset.js';
+import { z } from 'zod';
+import type { Mask } from '../../proto/mask.js';
 import type { Model } from '../model.js';
 import { channelMaskOf, prunePercentile, prunedFraction, selectChannels, type MaskMap, type TensorMap } from '../prune.js';
-import { evaluate } from '../train.js';
-import { gateAccuracy, meanLoss, prepareAtKept, shapesOf, trainMasked } from './common.js';
-import { parseConfig, subfedavgHyConfig, type SubFedAvgHyConfig } from './config.js';
+import { gateAccuracy, meanLoss, shapesOf, trainMasked } from './common.js';
+import { SUB_FEDAVG_REFERENCE, gateFields, pickGate, pruningTrainingDefaults, unstructuredFields } from './config.js';
 import { decideChannels, decideUnstructured } from './decisions.js';
-import type { ClientAlgorithm, EvalResult, MaskDecisionReport, RoundContext, TrainOutcome } from './types.js';
+import { AlgorithmBase, defineAlgorithm } from './define.js';
+import type { ClientAlgorithm, MaskDecisionReport, RoundContext, TrainOutcome } from './types.js';
 
-export class SubFedAvgHy implements ClientAlgorithm {
-  readonly name = 'subfedavg-hy' as const;
-  readonly communicates = true;
-  readonly config: Readonly<SubFedAvgHyConfig>;
+/** Reference defaults: dense layers p 10%, target 50%, dist thresh 5e-4; channels q 0.45, L1 1e-4, Hamming thresh 0.01; gate 50%. */
+export const subfedavgHyConfig = z.strictObject({
+  ...pruningTrainingDefaults,
+  ...gateFields,
+  // The unstructured rule on dense layers, with the hybrid defaults.
+  p: unstructuredFields.p,
+  target: z.number().min(0).lt(100).default(50),
+  distThresh: z.number().min(0).default(5e-4),
+  /** Channels with |gamma| at or below the q-quantile of their layer are removed. */
+  q: z.number().gt(0).lt(1).default(0.45),
+  /** L1 penalty s*sign(gamma) added to gamma's gradient (0 disables). */
+  l1: z.number().min(0).default(1e-4),
+  /** Channel decision only when the epoch-1 and last-epoch channel masks differ by more than this. */
+  channelDistThresh: z.number().min(0).default(0.01),
+  /**
+   * Per-layer floor, as a fraction of the layer's channels (rounded up): a layer
+   * never keeps fewer. 0.5 gives the reference's cfg_prune [3, 8] on LeNet-5 CIFAR (6, 16 channels).
+   */
+  channelFloor: z.number().gt(0).max(1).default(0.5),
+});
+export type SubFedAvgHyConfig = z.infer<typeof subfedavgHyConfig>;
 
-  constructor(config: unknown = {}) {
-    this.config = parseConfig(this.name, subfedavgHyConfig, config);
-  }
-
-  get gate(): SubFedAvgHyConfig {
-    return this.config;
-  }
-
-  get training(): SubFedAvgHyConfig {
-    return this.config;
-  }
-
-  prepare = prepareAtKept;
-
-  checkModel(model: Model): void {
-    if (model.channelGroups.length === 0) {
-      throw new Error(`subfedavg-hy needs a model with BatchNorm after its convs (lenet5-bn-*); '${model.name}' has none`);
-    }
-  }
-
+export class SubFedAvgHy extends AlgorithmBase<SubFedAvgHyConfig> implements ClientAlgorithm {
   /** Per-layer floor: the layer never keeps fewer channels than this. */
   floorOf(channels: number): number {
     return Math.max(1, Math.ceil(channels * this.config.channelFloor));
   }
 
-  #selectAll(weights: TensorMap, masks: MaskMap, model: Model): Uint8Array[] {
+  #selectAll(weights: TensorMap, masks: MaskMap, model: Model): Mask[] {
     return model.channelGroups.map((g) => {
       const gamma = weights.get(g.gamma);
       if (gamma === undefined) throw new Error(`no weights for '${g.gamma}'`);
@@ -62,7 +61,7 @@ export class SubFedAvgHy implements ClientAlgorithm {
     const denseNames = model.manifest.filter((s) => s.prunable && s.shape.length === 2).map((s) => s.name);
     const allNames = model.manifest.map((s) => s.name);
     let denseM1: MaskMap = ctx.masks;
-    let channelsFirst: Uint8Array[] = [];
+    let channelsFirst: Mask[] = [];
     const history = await trainMasked(ctx, {
       l1: { names: new Set(model.channelGroups.map((g) => g.gamma)), s: cfg.l1 },
       onEpochEnd: (epoch) => {
@@ -100,7 +99,7 @@ export class SubFedAvgHy implements ClientAlgorithm {
       gateAccuracy: gate,
     });
     model.setWeights(channels.weights);
-    const channelsKept = model.channelGroups.map((g) => channelMaskOf(channels.masks, g).reduce((n, v) => n + v, 0));
+    const channelsKept = model.channelGroups.map((g) => channelMaskOf(channels.masks, g).keptCount);
     const decisions: MaskDecisionReport[] = [dense.report, channels.report];
     for (const r of decisions) {
       ctx.log?.(
@@ -117,8 +116,15 @@ export class SubFedAvgHy implements ClientAlgorithm {
       decisions,
     };
   }
-
-  evaluate(ctx: RoundContext, dataset: Dataset): Promise<EvalResult> {
-    return Promise.resolve(evaluate(ctx.model, dataset));
-  }
 }
+
+export const subfedavgHy = defineAlgorithm({
+  name: 'subfedavg-hy',
+  summary: 'Sub-FedAvg (Hy): prunes whole channels by BatchNorm |gamma| and single weights of the dense layers',
+  reference: SUB_FEDAVG_REFERENCE,
+  kind: 'federated',
+  schema: subfedavgHyConfig,
+  requiresBatchNorm: true,
+  gate: pickGate,
+  implementation: SubFedAvgHy,
+});

@@ -3,33 +3,19 @@
  * matrix (biases never), decided once per round from the candidate masks of
  * epoch 1 and the last epoch (ARCHITECTURE.md, "Sub-FedAvg, precisely").
  */
-import type { Dataset } from '../data/dataset.js';
+import { z } from 'zod';
 import { prunePercentile, prunedFraction, type MaskMap, type TensorMap } from '../prune.js';
-import { evaluate } from '../train.js';
-import { gateAccuracy, meanLoss, prepareAtKept, prunableNames, trainMasked } from './common.js';
-import { parseConfig, subfedavgUnConfig, type SubFedAvgUnConfig } from './config.js';
+import { gateAccuracy, meanLoss, prunableNames, trainMasked } from './common.js';
+import { SUB_FEDAVG_REFERENCE, gateFields, pickGate, pruningTrainingDefaults, unstructuredFields } from './config.js';
 import { decideUnstructured } from './decisions.js';
-import type { ClientAlgorithm, EvalResult, RoundContext, TrainOutcome } from './types.js';
+import { AlgorithmBase, defineAlgorithm } from './define.js';
+import type { ClientAlgorithm, RoundContext, TrainOutcome } from './types.js';
 
-export class SubFedAvgUn implements ClientAlgorithm {
-  readonly name = 'subfedavg-un' as const;
-  readonly communicates = true;
-  readonly config: Readonly<SubFedAvgUnConfig>;
+/** Reference defaults: p 10%, target 30%, dist thresh 1e-4, gate 50%. */
+export const subfedavgUnConfig = z.strictObject({ ...pruningTrainingDefaults, ...gateFields, ...unstructuredFields });
+export type SubFedAvgUnConfig = z.infer<typeof subfedavgUnConfig>;
 
-  constructor(config: unknown = {}) {
-    this.config = parseConfig(this.name, subfedavgUnConfig, config);
-  }
-
-  get gate(): SubFedAvgUnConfig {
-    return this.config;
-  }
-
-  get training(): SubFedAvgUnConfig {
-    return this.config;
-  }
-
-  prepare = prepareAtKept;
-
+export class SubFedAvgUn extends AlgorithmBase<SubFedAvgUnConfig> implements ClientAlgorithm {
   async train(ctx: RoundContext): Promise<TrainOutcome> {
     const { model } = ctx;
     const names = prunableNames(model);
@@ -66,8 +52,14 @@ export class SubFedAvgUn implements ClientAlgorithm {
       decisions: [r],
     };
   }
-
-  evaluate(ctx: RoundContext, dataset: Dataset): Promise<EvalResult> {
-    return Promise.resolve(evaluate(ctx.model, dataset));
-  }
 }
+
+export const subfedavgUn = defineAlgorithm({
+  name: 'subfedavg-un',
+  summary: 'Sub-FedAvg (Un): each client prunes single weights (magnitude) into a personal subnetwork',
+  reference: SUB_FEDAVG_REFERENCE,
+  kind: 'federated',
+  schema: subfedavgUnConfig,
+  gate: pickGate,
+  implementation: SubFedAvgUn,
+});

@@ -8,14 +8,17 @@
  *   evaluate  personalized accuracy (fedavg-ft fine-tunes a copy first)
  *
  * Building the update (delta at the new kept positions, mask only when changed)
- * is the same rule for all of them and lives in `update.ts`; the coordinator's
- * single aggregation rule (intersection averaging) makes dense FedAvg the case
- * of all-ones masks.
+ * is the same rule for all of them and lives in the Participant (participant.ts,
+ * LocalUpdate); the coordinator's single aggregation rule (intersection
+ * averaging) makes dense FedAvg the case of all-ones masks.
+ * Algorithms are described and created through the registry (registry.ts);
+ * AlgorithmBase (define.ts) supplies every hook but `train`.
  */
 import type { Dataset } from '../data/dataset.js';
 import type { Model } from '../model.js';
 import type { MaskMap, TensorMap } from '../prune.js';
-import type { AlgorithmName, GateConfig, TrainingConfig } from './config.js';
+import type { TrainingOverrides } from '../../proto/training-config.js';
+import type { GateConfig, TrainingConfig } from './config.js';
 
 /** A client's data, already split: `gate` is what the accuracy-after-pruning gate measures. */
 export interface ClientData {
@@ -69,15 +72,21 @@ export interface EvalResult {
 }
 
 export interface ClientAlgorithm {
-  readonly name: AlgorithmName;
+  /** The registry name (registry.ts). */
+  readonly name: string;
   /** False for `local`: it never pulls a model nor pushes an update. */
   readonly communicates: boolean;
   /** Where the pruning gate is measured; undefined when the algorithm never prunes. */
-  readonly gate?: GateConfig;
+  readonly gate: GateConfig | undefined;
   /** The algorithm's own training hyperparameters. */
   readonly training: TrainingConfig;
+  /**
+   * A round's training hyperparameters: ours with the coordinator's overrides,
+   * validated by the algorithm's own schema (AlgorithmConfigError naming the field).
+   */
+  withTraining(overrides: TrainingOverrides): TrainingConfig;
   /** Throws when the model cannot run this algorithm (e.g. hybrid without BatchNorm). */
-  checkModel?(model: Model): void;
+  checkModel(model: Model): void;
   /** Load the received (dense, already scattered) global values into the model for this mask. */
   prepare(model: Model, masks: MaskMap, global: TensorMap): void;
   /** Local training and the mask decision. */

@@ -1,12 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { decideChannels, decideUnstructured } from '../../client/algorithms/decisions.js';
-import { AlgorithmConfigError, subfedavgHyConfig, subfedavgUnConfig, parseConfig } from '../../client/algorithms/config.js';
-import { createAlgorithm } from '../../client/algorithms/index.js';
+import { AlgorithmConfigError, parseConfig } from '../../client/algorithms/config.js';
+import { createAlgorithm, subfedavgHyConfig, subfedavgUnConfig } from '../../client/algorithms/index.js';
 import { prunePercentile } from '../../client/prune.js';
 import type { ChannelGroup } from '../../client/model.js';
+import { Mask } from '../../proto/mask.js';
+import { elementCount } from '../../proto/shape.js';
 
 const f32 = (xs: number[]) => Float32Array.from(xs);
-const u8 = (xs: number[]) => Uint8Array.from(xs);
+const u8 = (xs: number[]) => Mask.fromBytes(xs);
+const bitsOf = (m: Mask | undefined) => [...m!.toBytes()];
 
 /** 20 weights |w| = 1..20 in one layer, plus an unpruned bias. */
 function layer() {
@@ -17,7 +20,7 @@ function layer() {
       ['b', f32([0.001, 0.002])],
     ]),
     masks: new Map([
-      ['w', new Uint8Array(20).fill(1)],
+      ['w', Mask.full(20)],
       ['b', u8([1, 1])],
     ]),
   };
@@ -45,11 +48,11 @@ describe('decideUnstructured (Sub-FedAvg Un rule)', () => {
     expect(d.report).toMatchObject({ outcome: 'accepted', step: 10, gateAccuracy: 0.9 });
     expect(d.report.distance).toBeCloseTo(0.1, 12);
     // 10th percentile of 1..20 = 2.9: |w| = 1, 2 pruned
-    expect([...d.masks.get('w')!].slice(0, 3)).toEqual([0, 0, 1]);
+    expect(bitsOf(d.masks.get('w')).slice(0, 3)).toEqual([0, 0, 1]);
     expect(d.weights.get('w')![0]).toBe(0);
     expect(d.weights.get('w')![1]).toBe(0);
     expect(seen).toEqual([2]); // the gate saw the pruned weights
-    expect([...d.masks.get('b')!]).toEqual([1, 1]); // bias never pruned
+    expect(bitsOf(d.masks.get('b'))).toEqual([1, 1]); // bias never pruned
   });
 
   it('rejects when gate accuracy is not above the threshold: old mask and weights kept', async () => {
@@ -118,7 +121,7 @@ describe('decideUnstructured (Sub-FedAvg Un rule)', () => {
     expect(d.report.outcome).toBe('accepted');
     expect(d.report.step).toBeCloseTo((3 / 73) * 100, 10);
     // 4.11th percentile of 1..20 = 1 + 0.0411*19 = 1.78: only |w| = 1 pruned
-    expect(d.masks.get('w')!.filter((v) => v === 0).length).toBe(1);
+    expect(bitsOf(d.masks.get('w')).filter((v) => v === 0).length).toBe(1);
   });
 });
 
@@ -138,8 +141,8 @@ describe('decideChannels (Sub-FedAvg Hy channel rule)', () => {
     ['be', [4]],
     ['d', [4, 2]],
   ]);
-  const ones = () => new Map([...shapes].map(([n, s]) => [n, new Uint8Array(s.reduce((a, b) => a * b, 1)).fill(1)]));
-  const weights = () => new Map([...shapes].map(([n, s]) => [n, new Float32Array(s.reduce((a, b) => a * b, 1)).fill(0.5)]));
+  const ones = () => new Map([...shapes].map(([n, s]) => [n, Mask.full(elementCount(s))]));
+  const weights = () => new Map([...shapes].map(([n, s]) => [n, new Float32Array(elementCount(s)).fill(0.5)]));
 
   it('removes the last-epoch selection when it differs from epoch 1 and the gate passes', async () => {
     const d = await decideChannels({
@@ -155,8 +158,8 @@ describe('decideChannels (Sub-FedAvg Hy channel rule)', () => {
       gateAccuracy: () => 0.8,
     });
     expect(d.report).toMatchObject({ kind: 'channel', outcome: 'accepted', distance: 0.25 });
-    expect([...d.masks.get('g')!]).toEqual([1, 0, 1, 1]);
-    expect([...d.masks.get('d')!]).toEqual([1, 1, 0, 0, 1, 1, 1, 1]);
+    expect(bitsOf(d.masks.get('g'))).toEqual([1, 0, 1, 1]);
+    expect(bitsOf(d.masks.get('d'))).toEqual([1, 1, 0, 0, 1, 1, 1, 1]);
     expect([...d.weights.get('d')!]).toEqual([0.5, 0.5, 0, 0, 0.5, 0.5, 0.5, 0.5]);
   });
 
@@ -212,5 +215,25 @@ describe('algorithm configs', () => {
     expect(() => createAlgorithm('fedavg', { prune: 10 })).toThrow(/prune/);
     expect(() => createAlgorithm('fedprox')).toThrow(/unknown algorithm 'fedprox'/);
     expect(createAlgorithm('local').communicates).toBe(false);
+  });
+
+  it('refuse one local epoch for Sub-FedAvg, which could never prune with it, and allow it for the dense baselines', () => {
+    for (const name of ['subfedavg-un', 'subfedavg-hy']) {
+      expect(() => createAlgorithm(name, { epochs: 1 })).toThrow(AlgorithmConfigError);
+      expect(() => createAlgorithm(name, { epochs: 1 })).toThrow(
+        `invalid ${name} config: epochs: expected at least 2: Sub-FedAvg compares the masks after epoch 1 and the last epoch, so 1 epoch never prunes, got 1`,
+      );
+      expect(createAlgorithm(name, { epochs: 2 }).training.epochs).toBe(2);
+      // a coordinator's override is held to the same rule
+      expect(() => createAlgorithm(name).withTraining({ epochs: 1 })).toThrow(/epochs: expected at least 2/);
+    }
+    for (const name of ['fedavg', 'fedavg-ft', 'local']) expect(createAlgorithm(name, { epochs: 1 }).training.epochs).toBe(1);
+  });
+
+  it('lay a coordinator override over their own training fields and keep the rest', () => {
+    const algo = createAlgorithm('subfedavg-un', { epochs: 3, lr: 0.1, p: 20 });
+    expect(algo.withTraining({ lr: 0.02 })).toEqual({ epochs: 3, batchSize: 10, lr: 0.02, momentum: 0.5 });
+    expect(algo.withTraining({})).toEqual(algo.training);
+    expect(algo.training).toEqual({ epochs: 3, batchSize: 10, lr: 0.1, momentum: 0.5 });
   });
 });

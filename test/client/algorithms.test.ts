@@ -10,7 +10,7 @@ import { initBackend } from '../../client/backend.js';
 import { trainMasked } from '../../client/algorithms/common.js';
 import { createModel } from '../../client/model.js';
 import { Participant } from '../../client/participant.js';
-import { channelMaskOf, prunePercentile, prunedFraction, applyMasks, onesMasks } from '../../client/prune.js';
+import { channelMaskOf, prunePercentile, prunedFraction, applyMasks, fullMasks } from '../../client/prune.js';
 import { evaluate } from '../../client/train.js';
 import { OneClientServer, tinyData, zerosWhereMasked } from './participant-helpers.js';
 
@@ -23,7 +23,7 @@ describe('masked training', () => {
     const model = createModel('mlp', 1);
     const { train, test } = tinyData(1, 60, 20);
     const names = model.manifest.filter((s) => s.prunable).map((s) => s.name);
-    const masks = prunePercentile(model.getWeights(), onesMasks(model.manifest), 40, names);
+    const masks = prunePercentile(model.getWeights(), fullMasks(model.manifest), 40, names);
     model.setWeights(applyMasks(model.getWeights(), masks));
     await trainMasked({
       model,
@@ -39,7 +39,7 @@ describe('masked training', () => {
     const m = masks.get('fc1.weight')!;
     const before = applyMasks(createModel('mlp', 1).getWeights(), masks).get('fc1.weight')!;
     let moved = 0;
-    for (let i = 0; i < w.length; i++) if (m[i] === 1 && w[i] !== before[i]) moved++;
+    for (let i = 0; i < w.length; i++) if (m.has(i) && w[i] !== before[i]) moved++;
     expect(moved).toBeGreaterThan(0);
     model.dispose();
   });
@@ -50,7 +50,7 @@ describe('L1 penalty on BN gamma', () => {
     const { train, test } = tinyData(8, 40, 10);
     const meanAbsGamma = async (s: number): Promise<number> => {
       const model = createModel('lenet5-bn-mnist', 8);
-      const masks = onesMasks(model.manifest);
+      const masks = fullMasks(model.manifest);
       const gammas = new Set(model.channelGroups.map((g) => g.gamma));
       await trainMasked(
         { model, masks, data: { train, test }, training: { epochs: 1, batchSize: 10, lr: 0.05, momentum: 0.5 }, seed: 8 },
@@ -99,13 +99,13 @@ describe('subfedavg-un', () => {
       pruned.push(prunedFraction(after, prunable));
       expect(zerosWhereMasked(model.getWeights(), after)).toBe(true);
       // biases are never pruned
-      for (const spec of model.manifest) if (!spec.prunable) expect(after.get(spec.name)!.every((v) => v === 1)).toBe(true);
+      for (const spec of model.manifest) if (!spec.prunable) expect(after.get(spec.name)!.isFull).toBe(true);
       // masks only shrink, and the update marks exactly the tensors whose mask changed
       for (const [name, t] of result.update!.tensors) {
         const old = before.get(name)!;
-        const changed = old.some((v, i) => v !== t.mask[i]);
+        const changed = old.toBytes().some((v, i) => v !== (t.mask.has(i) ? 1 : 0));
         expect(t.maskChanged).toBe(changed);
-        for (let i = 0; i < old.length; i++) if (old[i] === 0) expect(t.mask[i]).toBe(0);
+        for (let i = 0; i < old.length; i++) if (!old.has(i)) expect(t.mask.has(i)).toBe(false);
       }
       expect(result.metrics.sparsity).toBeGreaterThanOrEqual(0);
     }
@@ -162,11 +162,11 @@ describe('subfedavg-hy', () => {
       const nextShape = model.manifest.find((s) => s.name === g.next.weight)!.shape;
       const outer = nextShape[nextShape.length - 1];
       for (let c = 0; c < C; c++) {
-        if (ch[c] === 1) continue;
-        expect(masks.get(g.bias)![c]).toBe(0);
-        expect(masks.get(g.beta)![c]).toBe(0);
-        for (let i = c; i < kernel.length; i += C) expect(kernel[i]).toBe(0);
-        for (let i = 0; i < next.length; i++) if (Math.floor(i / outer) % C === c) expect(next[i]).toBe(0);
+        if (ch.has(c)) continue;
+        expect(masks.get(g.bias)!.has(c)).toBe(false);
+        expect(masks.get(g.beta)!.has(c)).toBe(false);
+        for (let i = c; i < kernel.length; i += C) expect(kernel.has(i)).toBe(false);
+        for (let i = 0; i < next.length; i++) if (Math.floor(i / outer) % C === c) expect(next.has(i)).toBe(false);
       }
     }
     model.dispose();
@@ -201,8 +201,7 @@ describe('dense baselines', () => {
     const server = new OneClientServer(model.getWeights());
     for (let r = 0; r < 2; r++) {
       const result = await server.round_(participant);
-      expect(result.update!.maskChanged).toBe(false);
-      expect(result.update!.newMaskVersion).toBeUndefined();
+      expect(result.update!.maskChange).toEqual({ kind: 'unchanged' });
       expect(participant.sparsity).toBe(0);
       for (const [name, t] of result.update!.tensors) expect(t.kept.length).toBe(model.getWeights().get(name)!.length);
     }

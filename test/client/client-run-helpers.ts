@@ -5,6 +5,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import type { ImageDataset } from '../../client/data/dataset.js';
 import { createModel } from '../../client/model.js';
+import type { TrainingOverrides } from '../../proto/training-config.js';
 import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
 import { tinyData } from './participant-helpers.js';
 
@@ -42,7 +43,7 @@ export async function writeIdxFolder(folder: string, seed: number, trainCount: n
 /** A coordinator of the mlp for `rounds` rounds, every client sampled. */
 export async function startMlpCoordinator(
   rounds: number,
-  training: { epochs: number; lr?: number; batchSize?: number } = { epochs: 2, lr: 0.05 },
+  training: TrainingOverrides = { epochs: 2, lr: 0.05 },
 ): Promise<CoordinatorHandle> {
   const model = createModel('mlp', 0);
   const manifest = model.manifest.map((s) => ({ ...s, shape: [...s.shape] }));
@@ -55,7 +56,7 @@ export async function startMlpCoordinator(
       minClients: 1,
       enrollmentToken: TOKEN,
       http: { enabled: false },
-      training: { lr: 0.05, ...training },
+      training,
       logLevel: 'silent',
     },
     { manifest, initial },

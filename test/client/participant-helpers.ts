@@ -1,8 +1,7 @@
 /** Test helpers: a one-client in-memory "coordinator" around a Participant, and tiny datasets. */
-import { gather, scatter } from '../../proto/codec.js';
 import { syntheticDataset } from '../../client/data/synthetic.js';
 import type { ImageDataset } from '../../client/data/dataset.js';
-import type { LocalUpdate, Participant, ReceivedTask, ReceivedTensor, RoundResult } from '../../client/participant.js';
+import type { LocalUpdate, Participant, ReceivedTask, RoundResult } from '../../client/participant.js';
 import type { MaskMap, TensorMap } from '../../client/prune.js';
 
 /** A 28x28x1 two-class task (a personalized client holds few labels). */
@@ -39,27 +38,34 @@ export class OneClientServer {
   task(config?: unknown): ReceivedTask {
     this.round += 1;
     const masks = this.clientMasks;
-    const tensors = new Map<string, ReceivedTensor>(
-      [...this.global].map(([name, w]): [string, ReceivedTensor] => {
-        if (masks === undefined) return [name, { kept: Float32Array.from(w) }];
+    const common = { round: this.round, maskVersion: this.maskVersion, config };
+    if (masks === undefined) {
+      return { kind: 'dense', ...common, tensors: new Map([...this.global].map(([name, w]) => [name, Float32Array.from(w)])) };
+    }
+    const tensors = new Map(
+      [...this.global].map(([name, w]) => {
         const mask = masks.get(name)!;
-        return [name, { mask, kept: gather(w, mask) }];
+        return [name, { mask, kept: mask.gather(w) }];
       }),
     );
-    return { round: this.round, dense: masks === undefined, tensors, serverMaskVersion: this.maskVersion, config };
+    return { kind: 'sparse', ...common, tensors };
   }
 
   apply(update: LocalUpdate): void {
     for (const [name, t] of update.tensors) {
       const w = this.global.get(name)!;
-      const delta = scatter(t.kept, t.mask);
-      for (let i = 0; i < w.length; i++) if (t.mask[i] !== 0) w[i] += delta[i];
+      const delta = t.mask.scatter(t.kept);
+      for (let i = 0; i < w.length; i++) if (t.mask.has(i)) w[i] += delta[i];
     }
-    if (update.maskChanged) {
-      this.clientMasks = new Map([...update.tensors].map(([n, t]) => [n, t.mask]));
-      this.maskVersion = update.newMaskVersion!;
-    } else if (this.clientMasks === undefined) {
-      this.clientMasks = new Map([...update.tensors].map(([n, t]) => [n, t.mask]));
+    const masks = (): MaskMap => new Map([...update.tensors].map(([n, t]) => [n, t.mask]));
+    switch (update.maskChange.kind) {
+      case 'changed':
+        this.clientMasks = masks();
+        this.maskVersion = update.maskChange.version;
+        break;
+      case 'unchanged':
+        this.clientMasks ??= masks();
+        break;
     }
   }
 
@@ -72,10 +78,10 @@ export class OneClientServer {
 }
 
 /** Every masked-out weight is exactly zero. */
-export function zerosWhereMasked(weights: TensorMap, masks: ReadonlyMap<string, Uint8Array>): boolean {
+export function zerosWhereMasked(weights: TensorMap, masks: MaskMap): boolean {
   for (const [name, m] of masks) {
     const w = weights.get(name)!;
-    for (let i = 0; i < m.length; i++) if (m[i] === 0 && w[i] !== 0) return false;
+    for (let i = 0; i < m.length; i++) if (!m.has(i) && w[i] !== 0) return false;
   }
   return true;
 }

@@ -24,8 +24,10 @@ import { loadState } from '../../client/state.js';
 import { unauthenticated } from '../../server/errors.js';
 import type { CoordinatorHandle } from '../../server/main.js';
 import { memoryLogger, startMlpCoordinator, TOKEN, writeIdxFolder } from './client-run-helpers.js';
+import type { TrainingOverrides } from '../../proto/training-config.js';
 
-const startServer = (rounds: number): Promise<CoordinatorHandle> => startMlpCoordinator(rounds);
+const startServer = (rounds: number, training?: TrainingOverrides): Promise<CoordinatorHandle> =>
+  startMlpCoordinator(rounds, training);
 
 interface Run {
   summary: ClientRunSummary;
@@ -390,6 +392,20 @@ describe('runClient', () => {
     await expect(run({ ...base, data: narrow, backend: 'wasm', model: 'mlp' })).rejects.toThrow(
       `data: '${narrow}': has 2 feature column(s) besides the label, model mlp takes 784 inputs (28x28x1)`,
     );
+  });
+
+  it("refuses a coordinator's one-epoch task with Sub-FedAvg, naming the field, instead of training without pruning", async () => {
+    const server = await startServer(1, { epochs: 1 });
+    const base = { server: server.grpcAddress, enrollmentToken: TOKEN, data: dataDir, backend: 'wasm' } as const;
+    try {
+      await expect(run({ ...base, stateDir: join(dir, 'state-1-epoch'), algorithm: 'subfedavg-un' })).rejects.toThrow(
+        /^round 1: task config does not suit subfedavg-un: epochs: expected at least 2: Sub-FedAvg compares the masks/,
+      );
+      // nothing was pushed: the round still waits for its member's update
+      expect(server.coordinator.status().round).toMatchObject({ id: 1, members: 1, reported: 0 });
+    } finally {
+      await server.stop();
+    }
   });
 
   it('turns CLI flags into options, naming each bad flag and the value it held', async () => {

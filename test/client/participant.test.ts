@@ -1,9 +1,10 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
 import { createModel } from '../../client/model.js';
-import { Participant, TaskError, updateDelta, type ReceivedTask, type ReceivedTensor } from '../../client/participant.js';
+import { Participant, TaskError, updateDelta, type DenseTask, type ReceivedTask } from '../../client/participant.js';
 import { applyMasks, prunePercentile } from '../../client/prune.js';
-import { gather, scatter } from '../../proto/codec.js';
+import type { SparseValues } from '../../proto/codec.js';
+import { Mask } from '../../proto/mask.js';
 import { OneClientServer, tinyData } from './participant-helpers.js';
 
 beforeAll(async () => {
@@ -18,7 +19,7 @@ function mlpParticipant(algorithm: 'fedavg' | 'subfedavg-un' = 'fedavg', config:
 
 describe('updateDelta', () => {
   it('is trained - received at the kept positions, in index order', () => {
-    const d = updateDelta(Float32Array.from([1, 5, 3, 9]), Float32Array.from([0.5, 4, 3, 1]), Uint8Array.from([1, 0, 1, 1]));
+    const d = updateDelta(Float32Array.from([1, 5, 3, 9]), Float32Array.from([0.5, 4, 3, 1]), Mask.fromBytes([1, 0, 1, 1]));
     expect([...d]).toEqual([0.5, 0, 8]);
   });
 });
@@ -34,16 +35,17 @@ describe('Participant.localRound', () => {
     const trained = model.getWeights();
     for (const [name, t] of result.update!.tensors) {
       // received + delta == trained, at every kept position
-      const rebuilt = scatter(t.kept, t.mask);
+      const rebuilt = t.mask.scatter(t.kept);
       const g = before.get(name)!;
       const w = trained.get(name)!;
-      for (let i = 0; i < w.length; i++) if (t.mask[i] === 1) expect(g[i] + rebuilt[i]).toBeCloseTo(w[i], 5);
+      for (let i = 0; i < w.length; i++) if (t.mask.has(i)) expect(g[i] + rebuilt[i]).toBeCloseTo(w[i], 5);
     }
+    expect(task.kind).toBe('sparse');
     expect(result.update).toMatchObject({
       round: task.round,
       numExamples: participant.numExamples,
       baseMaskVersion: 0,
-      maskChanged: false,
+      maskChange: { kind: 'unchanged' },
     });
     model.dispose();
   });
@@ -56,10 +58,10 @@ describe('Participant.localRound', () => {
     const global = model.getWeights();
     // the coordinator's values are whatever it holds; the client takes them as sent (all-ones mask)
     const task: ReceivedTask = {
+      kind: 'dense',
       round: 1,
-      dense: true,
-      serverMaskVersion: 0,
-      tensors: new Map([...global].map(([n, w]) => [n, { kept: w.map((x) => x + 1) }])),
+      maskVersion: 0,
+      tensors: new Map([...global].map(([n, w]) => [n, w.map((x) => x + 1)])),
     };
     const result = await participant.localRound(task);
     expect(result.update!.tensors.size).toBe(model.manifest.length);
@@ -80,9 +82,9 @@ describe('Participant.localRound', () => {
         .map((s) => s.name)
         .sort(),
     );
-    expect(result.update!.newMaskVersion).toBe(1);
+    expect(result.update!.maskChange).toEqual({ kind: 'changed', version: 1 });
     expect(participant.maskVersion).toBe(1);
-    for (const t of result.update!.tensors.values()) expect(t.kept.length).toBe(t.mask.reduce((a, b) => a + b, 0));
+    for (const t of result.update!.tensors.values()) expect(t.kept.length).toBe(t.mask.keptCount);
     model.dispose();
   });
 
@@ -90,52 +92,105 @@ describe('Participant.localRound', () => {
     const { model, participant } = mlpParticipant();
     const server = new OneClientServer(model.getWeights());
     await server.round_(participant);
-    const task = { ...server.task(), serverMaskVersion: 5 };
+    // A coordinator on another mask version than ours sends the dense model.
+    const task: DenseTask = {
+      kind: 'dense',
+      round: server.round + 1,
+      maskVersion: 5,
+      tensors: new Map([...server.global].map(([n, w]) => [n, Float32Array.from(w)])),
+    };
     const result = await participant.localRound(task);
     expect([...result.update!.tensors.values()].every((t) => t.maskChanged)).toBe(true);
     expect(result.update!.baseMaskVersion).toBe(5);
-    expect(result.update!.newMaskVersion).toBe(1);
+    expect(result.update!.maskChange).toEqual({ kind: 'changed', version: 1 });
     model.dispose();
   });
 
   it('applies the coordinator training config over its own', async () => {
     const { model, participant } = mlpParticipant();
     const server = new OneClientServer(model.getWeights());
-    await expect(participant.localRound(server.task({ epochs: 0 }))).rejects.toThrow(/task config: epochs/);
-    await expect(participant.localRound(server.task('fast'))).rejects.toThrow(/must be an object/);
+    await expect(participant.localRound(server.task({ epochs: 0 }))).rejects.toThrow(TaskError);
+    await expect(participant.localRound(server.task({ epochs: 0 }))).rejects.toThrow(
+      /^round \d+: task config: epochs: expected a positive integer, got 0$/,
+    );
+    await expect(participant.localRound(server.task('fast'))).rejects.toThrow(
+      /task config: \(config\): expected a JSON object, got "fast"/,
+    );
+    // the same strict schema as the coordinator's: a misspelt field is refused, not dropped
+    await expect(participant.localRound(server.task({ epoch: 3 }))).rejects.toThrow(
+      /task config: \(config\): unknown field\(s\) epoch/,
+    );
+    // a valid override takes effect: a tenfold learning rate moves the weights further
+    const before = model.getWeights();
+    const slow = await participant.localRound(server.task({ lr: 0.005 }));
+    const distance = (from: Map<string, Float32Array>) =>
+      [...model.getWeights()].reduce((sum, [name, w]) => sum + w.reduce((s, x, i) => s + Math.abs(x - from.get(name)![i]), 0), 0);
+    expect(slow.update).toBeDefined();
+    const slowMoved = distance(before);
+    model.setWeights(before);
+    await participant.localRound(server.task({ lr: 0.05 }));
+    expect(distance(before)).toBeGreaterThan(slowMoved);
+    model.dispose();
+  });
+
+  it('refuses a task whose epochs a pruning algorithm cannot prune with, naming the field', async () => {
+    const { model, participant } = mlpParticipant('subfedavg-un', { epochs: 2, lr: 0.05, gateOn: 'test' });
+    const server = new OneClientServer(model.getWeights());
+    const weights = model.getWeights();
+    await expect(participant.localRound(server.task({ epochs: 1 }))).rejects.toThrow(TaskError);
+    await expect(participant.localRound(server.task({ epochs: 1 }))).rejects.toThrow(
+      /^round \d+: task config does not suit subfedavg-un: epochs: expected at least 2: Sub-FedAvg compares the masks after epoch 1 and the last epoch, so 1 epoch never prunes, got 1$/,
+    );
+    // refused before anything was trained or received
+    expect(model.getWeights()).toEqual(weights);
+    expect(participant.round).toBe(0);
+    // the dense baselines take one epoch
+    const dense = mlpParticipant('fedavg');
+    expect(
+      (await dense.participant.localRound(new OneClientServer(dense.model.getWeights()).task({ epochs: 1 }))).update,
+    ).toBeDefined();
+    dense.model.dispose();
     model.dispose();
   });
 
   it('rejects a task that does not fit the model, naming the tensor', async () => {
     const { model, participant } = mlpParticipant();
     const w = model.getWeights();
-    const dense = (tensors: Map<string, ReceivedTensor>, extra: Partial<ReceivedTask> = {}): ReceivedTask => ({
+    const dense = (tensors: Map<string, Float32Array>): ReceivedTask => ({ kind: 'dense', round: 1, maskVersion: 0, tensors });
+    const sparse = (tensors: Map<string, SparseValues>, maskVersion = 0): ReceivedTask => ({
+      kind: 'sparse',
       round: 1,
-      dense: true,
-      serverMaskVersion: 0,
+      maskVersion,
       tensors,
-      ...extra,
     });
-    const all = () => new Map<string, ReceivedTensor>([...w].map(([n, v]) => [n, { kept: Float32Array.from(v) }]));
+    const all = () => new Map<string, Float32Array>([...w].map(([n, v]) => [n, Float32Array.from(v)]));
+    const allSparse = () =>
+      new Map<string, SparseValues>([...w].map(([n, v]) => [n, { mask: Mask.full(v.length), kept: Float32Array.from(v) }]));
     const missing = all();
     missing.delete('fc2.bias');
     await expect(participant.localRound(dense(missing))).rejects.toThrow(/'fc2.bias' is missing/);
+    const missingSparse = allSparse();
+    missingSparse.delete('fc2.bias');
+    await expect(participant.localRound(sparse(missingSparse))).rejects.toThrow(/'fc2.bias' is missing/);
     const unknown = all();
-    unknown.set('fc9.weight', { kept: new Float32Array(1) });
+    unknown.set('fc9.weight', new Float32Array(1));
     await expect(participant.localRound(dense(unknown))).rejects.toThrow(/unknown tensor 'fc9.weight'/);
     const short = all();
-    short.set('fc1.bias', { kept: new Float32Array(3) });
+    short.set('fc1.bias', new Float32Array(3));
     await expect(participant.localRound(dense(short))).rejects.toThrow(/'fc1.bias' has 3 values/);
     const nan = all();
-    nan.get('fc3.bias')!.kept[2] = Number.NaN;
+    nan.get('fc3.bias')![2] = Number.NaN;
     await expect(participant.localRound(dense(nan))).rejects.toThrow(TaskError);
     await expect(participant.localRound(dense(nan))).rejects.toThrow(/'fc3.bias' holds a non-finite value at 2/);
-    // sparse values without a mask on a mask version we do not hold
-    await expect(participant.localRound(dense(all(), { dense: false, serverMaskVersion: 3 }))).rejects.toThrow(/mask version 3/);
-    // sparse values that do not match the given mask's kept count
-    const sparse = all();
-    sparse.set('fc3.bias', { kept: new Float32Array(10), mask: Uint8Array.from([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]) });
-    await expect(participant.localRound(dense(sparse, { dense: false }))).rejects.toThrow(/10 values for 2 kept positions/);
+    // sparse values laid out on a mask version we do not hold
+    await expect(participant.localRound(sparse(allSparse(), 3))).rejects.toThrow(/mask version 3/);
+    // sparse values on a mask of the wrong size, or that do not match the mask's kept count
+    const wrongSize = allSparse();
+    wrongSize.set('fc3.bias', { kept: new Float32Array(3), mask: Mask.full(3) });
+    await expect(participant.localRound(sparse(wrongSize))).rejects.toThrow(/mask of 'fc3.bias' has 3 entries, shape needs 10/);
+    const miscounted = allSparse();
+    miscounted.set('fc3.bias', { kept: new Float32Array(10), mask: Mask.fromBytes([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]) });
+    await expect(participant.localRound(sparse(miscounted))).rejects.toThrow(/10 values for 2 kept positions/);
     await expect(participant.localRound(null)).rejects.toThrow(/needs a task/);
     model.dispose();
   });
@@ -185,10 +240,15 @@ describe('Participant state', () => {
     // the restored client picks up sparse tasks on its mask
     const masks = resumed.masks;
     const task: ReceivedTask = {
+      kind: 'sparse',
       round: 2,
-      dense: false,
-      serverMaskVersion: resumed.maskVersion,
-      tensors: new Map([...server.global].map(([n, w]) => [n, { kept: gather(w, masks.get(n)!) }])),
+      maskVersion: resumed.maskVersion,
+      tensors: new Map(
+        [...server.global].map(([n, w]) => {
+          const mask = masks.get(n)!;
+          return [n, { mask, kept: mask.gather(w) }];
+        }),
+      ),
     };
     const result = await resumed.localRound(task);
     expect(result.update!.baseMaskVersion).toBe(1);
@@ -200,7 +260,7 @@ describe('Participant state', () => {
     const { model, participant, train, test } = mlpParticipant();
     const state = participant.exportState();
     const masks = new Map(state.masks);
-    masks.set('fc1.bias', new Uint8Array(3));
+    masks.set('fc1.bias', Mask.full(3));
     expect(() => new Participant({ model, algorithm: 'fedavg', train, test, seed: 1, restore: { ...state, masks } })).toThrow(
       /'fc1.bias' has 3 entries/,
     );

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { elementCount } from '../../proto/shape.js';
 import fc from 'fast-check';
 import type { ChannelGroup } from '../../client/model.js';
 import {
@@ -14,9 +15,11 @@ import {
   prunedFraction,
   selectChannels,
 } from '../../client/prune.js';
+import { Mask } from '../../proto/mask.js';
 
 const f32 = (xs: number[]) => Float32Array.from(xs);
-const u8 = (xs: number[]) => Uint8Array.from(xs);
+const u8 = (xs: number[]) => Mask.fromBytes(xs);
+const bitsOf = (m: Mask | undefined) => [...m!.toBytes()];
 
 describe('percentile (numpy linear)', () => {
   it('matches np.percentile on known arrays', () => {
@@ -42,14 +45,14 @@ describe('pruneLayer / prunePercentile', () => {
     const m = u8([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1]);
     // 30th percentile of 1..10 = 1 + 0.3*9 = 3.7 -> prune |w| < 3.7: 1, 2, 3 (and the zero)
     const next = pruneLayer(w, m, 30);
-    expect([...next]).toEqual([0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0]);
-    expect([...m]).toEqual([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1]); // input untouched
+    expect(bitsOf(next)).toEqual([0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0]);
+    expect(bitsOf(m)).toEqual([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1]); // input untouched
   });
 
   it('never revives a pruned entry even when its stale value is large', () => {
     const w = f32([100, 1, 2, 3]);
     const next = pruneLayer(w, u8([0, 1, 1, 1]), 10);
-    expect(next[0]).toBe(0);
+    expect(next.has(0)).toBe(false);
   });
 
   it('is per layer, not a global ranking, and leaves unnamed tensors (biases) alone', () => {
@@ -64,10 +67,13 @@ describe('pruneLayer / prunePercentile', () => {
       ['bias', u8([1, 1])],
     ]);
     const next = prunePercentile(weights, masks, 50, ['small', 'large']);
-    expect([...next.get('small')!]).toEqual([0, 0, 1, 1]);
-    expect([...next.get('large')!]).toEqual([0, 0, 1, 1]);
-    expect([...next.get('bias')!]).toEqual([1, 1]);
-    expect(next.get('bias')).not.toBe(masks.get('bias'));
+    expect(bitsOf(next.get('small'))).toEqual([0, 0, 1, 1]);
+    expect(bitsOf(next.get('large'))).toEqual([0, 0, 1, 1]);
+    expect(bitsOf(next.get('bias'))).toEqual([1, 1]);
+    // masks are immutable, so an untouched one is passed on as it is; the input map is not changed
+    expect(next.get('bias')).toBe(masks.get('bias'));
+    expect(next).not.toBe(masks);
+    expect(bitsOf(masks.get('small'))).toEqual([1, 1, 1, 1]);
   });
 
   it('names the missing tensor', () => {
@@ -81,12 +87,14 @@ describe('pruneLayer / prunePercentile', () => {
         fc.integer({ min: 0, max: 100 }),
         (values, p) => {
           const w = f32(values);
-          const m = new Uint8Array(w.length).fill(1);
-          for (let i = 0; i < m.length; i += 3) m[i] = 0;
+          const m = Mask.build(w.length, (bits) => {
+            for (let i = 0; i < bits.length; i++) bits[i] = i % 3 === 0 ? 0 : 1;
+          });
           const next = pruneLayer(w, m, p);
-          for (let i = 0; i < m.length; i++) if (m[i] === 0) expect(next[i]).toBe(0);
-          const aliveBefore = [...w].filter((x, i) => m[i] === 1 && x !== 0).length;
-          const kept = [...w].filter((x, i) => next[i] === 1 && x !== 0).length;
+          expect(next.isSubsetOf(m)).toBe(true);
+          for (let i = 0; i < m.length; i++) if (!m.has(i)) expect(next.has(i)).toBe(false);
+          const aliveBefore = [...w].filter((x, i) => m.has(i) && x !== 0).length;
+          const kept = [...w].filter((x, i) => next.has(i) && x !== 0).length;
           // strictly-below rule: at most ceil(p% * n) + ties removed, never more than all
           expect(kept).toBeLessThanOrEqual(aliveBefore);
           if (aliveBefore > 0 && p < 100) expect(kept).toBeGreaterThan(0);
@@ -157,24 +165,24 @@ describe('channel pruning', () => {
   it('keeps channels with |gamma| above the q-quantile of the alive ones', () => {
     const gamma = f32([0.9, -0.1, 0.5, 0.05, -0.7, 0.3, 0.2, 0.8, 0.6, 0.4]);
     // sorted |g|: .05 .1 .2 .3 .4 .5 .6 .7 .8 .9; floor(10*.45)=4 -> thr .4 -> keep > .4
-    const next = selectChannels(gamma, new Uint8Array(10).fill(1), 0.45, 3);
-    expect([...next]).toEqual([1, 0, 1, 0, 1, 0, 0, 1, 1, 0]);
+    const next = selectChannels(gamma, Mask.full(10), 0.45, 3);
+    expect(bitsOf(next)).toEqual([1, 0, 1, 0, 1, 0, 0, 1, 1, 0]);
   });
 
   it('considers alive channels only and never revives one', () => {
     const gamma = f32([0, 0.2, 0.3, 0.9, 0.8]);
     const alive = u8([0, 1, 1, 1, 1]);
     // alive sorted: .2 .3 .8 .9; floor(4*.45)=1 -> thr .3 -> keep .8, .9
-    expect([...selectChannels(gamma, alive, 0.45, 1)]).toEqual([0, 0, 0, 1, 1]);
+    expect(bitsOf(selectChannels(gamma, alive, 0.45, 1))).toEqual([0, 0, 0, 1, 1]);
   });
 
   it('leaves a layer alone when it would fall below the floor', () => {
     const gamma = f32([0.1, 0.2, 0.3, 0.4]);
     const alive = u8([1, 1, 1, 1]);
     // thr = sorted[1] = .2 -> would keep 2 < floor 3 -> unchanged
-    expect([...selectChannels(gamma, alive, 0.45, 3)]).toEqual([1, 1, 1, 1]);
+    expect(bitsOf(selectChannels(gamma, alive, 0.45, 3))).toEqual([1, 1, 1, 1]);
     // already at the floor
-    expect([...selectChannels(gamma, u8([1, 1, 0, 0]), 0.45, 2)]).toEqual([1, 1, 0, 0]);
+    expect(bitsOf(selectChannels(gamma, u8([1, 1, 0, 0]), 0.45, 2))).toEqual([1, 1, 0, 0]);
   });
 
   it('channel distance counts alive channels only', () => {
@@ -190,7 +198,7 @@ describe('channel pruning', () => {
     ['c2/kernel', [1, 1, 3, 2]],
     ['d/kernel', [4 * 3, 2]],
   ]);
-  const ones = () => new Map([...shapes].map(([n, s]) => [n, new Uint8Array(s.reduce((a, b) => a * b, 1)).fill(1)]));
+  const ones = () => new Map([...shapes].map(([n, s]) => [n, Mask.full(elementCount(s))]));
   const groupTo = (next: ChannelGroup['next']): ChannelGroup => ({
     gamma: 'bn1/gamma',
     beta: 'bn1/beta',
@@ -203,13 +211,13 @@ describe('channel pruning', () => {
   it('removing a channel zeroes its kernel slice, bias, gamma, beta and the next conv in-channel slice', () => {
     const out = applyChannelMask(ones(), groupTo({ weight: 'c2/kernel', kind: 'conv', spatial: 1 }), u8([1, 0, 1]), shapes);
     // c1 kernel [2,2,1,3]: every element with index % 3 == 1
-    expect([...out.get('c1/kernel')!]).toEqual([1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 0, 1]);
-    expect([...out.get('c1/bias')!]).toEqual([1, 0, 1]);
-    expect([...out.get('bn1/gamma')!]).toEqual([1, 0, 1]);
-    expect([...out.get('bn1/beta')!]).toEqual([1, 0, 1]);
+    expect(bitsOf(out.get('c1/kernel'))).toEqual([1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 0, 1]);
+    expect(bitsOf(out.get('c1/bias'))).toEqual([1, 0, 1]);
+    expect(bitsOf(out.get('bn1/gamma'))).toEqual([1, 0, 1]);
+    expect(bitsOf(out.get('bn1/beta'))).toEqual([1, 0, 1]);
     // c2 kernel [1,1,3,2]: in-channel 1 = elements 2, 3
-    expect([...out.get('c2/kernel')!]).toEqual([1, 1, 0, 0, 1, 1]);
-    expect([...out.get('d/kernel')!].every((v) => v === 1)).toBe(true);
+    expect(bitsOf(out.get('c2/kernel'))).toEqual([1, 1, 0, 0, 1, 1]);
+    expect(bitsOf(out.get('d/kernel')).every((v) => v === 1)).toBe(true);
   });
 
   it('removing a channel zeroes the flatten-dense rows pixel*C + c', () => {
@@ -219,7 +227,7 @@ describe('channel pruning', () => {
       u8([0, 1, 1]),
       shapes,
     );
-    const d = out.get('d/kernel')!; // [12, 2]: rows 0, 3, 6, 9 are channel 0
+    const d = bitsOf(out.get('d/kernel')); // [12, 2]: rows 0, 3, 6, 9 are channel 0
     for (let row = 0; row < 12; row++) {
       const expected = row % 3 === 0 ? 0 : 1;
       expect([d[row * 2], d[row * 2 + 1]]).toEqual([expected, expected]);
@@ -233,12 +241,12 @@ describe('channel pruning', () => {
         fc.integer({ min: 0, max: 40 }),
         (values, floorSeed) => {
           const gamma = f32(values);
-          const alive = Uint8Array.from(values, (_, i) => (i % 5 === 4 ? 0 : 1));
+          const alive = Mask.fromBytes(values.map((_, i) => (i % 5 === 4 ? 0 : 1)));
           const floor = floorSeed % (values.length + 1);
           const next = selectChannels(gamma, alive, 0.45, floor);
-          for (let c = 0; c < next.length; c++) if (alive[c] === 0) expect(next[c]).toBe(0);
-          const kept = next.reduce((a, b) => a + b, 0);
-          const unchanged = next.every((v, c) => v === alive[c]);
+          for (let c = 0; c < next.length; c++) if (!alive.has(c)) expect(next.has(c)).toBe(false);
+          const kept = next.keptCount;
+          const unchanged = next.equals(alive);
           expect(unchanged || kept >= floor).toBe(true);
         },
       ),
@@ -248,15 +256,18 @@ describe('channel pruning', () => {
   it('property: channel masks only remove entries and applying one twice changes nothing more', () => {
     fc.assert(
       fc.property(fc.array(fc.boolean(), { minLength: 3, maxLength: 3 }), (bits) => {
-        const channelMask = Uint8Array.from(bits, (b) => (b ? 1 : 0));
+        const channelMask = Mask.fromBytes(bits.map((b) => (b ? 1 : 0)));
         const group = groupTo({ weight: 'c2/kernel', kind: 'conv', spatial: 1 });
         const start = ones();
-        start.get('c2/kernel')![5] = 0; // an earlier unstructured prune stays
+        start.set(
+          'c2/kernel',
+          start.get('c2/kernel')!.derive((b) => (b[5] = 0)),
+        ); // an earlier unstructured prune stays
         const once = applyChannelMask(start, group, channelMask, shapes);
         const twice = applyChannelMask(once, group, channelMask, shapes);
         for (const [name, m] of once) {
           const before = start.get(name)!;
-          for (let i = 0; i < m.length; i++) if (before[i] === 0) expect(m[i]).toBe(0);
+          for (let i = 0; i < m.length; i++) if (!before.has(i)) expect(m.has(i)).toBe(false);
           expect(twice.get(name)).toEqual(m);
         }
         expect(once.get('d/kernel')).toEqual(start.get('d/kernel'));

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { backoffDelay, CoordinatorClient, DEFAULT_RETRY, RemoteError } from '../../client/remote.js';
-import { decodeSparseTensor, encodeSparseTensor, gather } from '../../proto/codec.js';
+import { decodeSparseTensor, encodeSparseTensor } from '../../proto/codec.js';
+import { Mask } from '../../proto/mask.js';
 import {
   createCoordinatorDefinition,
   isMalformed,
@@ -31,7 +32,9 @@ const manifest: TensorSpec[] = [
 ];
 const globalKernel = new Float32Array(BIG).map((_, i) => Math.sin(i));
 const globalBias = new Float32Array(400).map((_, i) => i / 400);
-const clientMask = new Uint8Array(BIG).map((_, i) => (i % 3 === 0 ? 0 : 1));
+const clientMask = Mask.build(BIG, (bits) => {
+  for (let i = 0; i < BIG; i++) bits[i] = i % 3 === 0 ? 0 : 1;
+});
 
 /** Byte equality of typed arrays; far faster than toEqual on 400k elements. */
 const sameBytes = (a: ArrayBufferView, b: ArrayBufferView) =>
@@ -54,6 +57,8 @@ class FakeCoordinator {
   hasTask = true;
   /** With hasTask false: answer that training is finished. */
   finished = false;
+  /** Send a task whose header says dense but whose kernel keeps only the client's mask. */
+  denseButMasked = false;
 
   async start(): Promise<void> {
     const def = createCoordinatorDefinition((dir, _id, n) => (dir === 'up' ? (this.upBytes += n) : (this.downBytes += n)));
@@ -108,13 +113,16 @@ class FakeCoordinator {
           });
           return call.end();
         }
-        const ones = new Uint8Array(BIG).fill(1);
+        const kernel =
+          dense && !this.denseButMasked
+            ? { mask: Mask.full(BIG), kept: globalKernel }
+            : { mask: clientMask, kept: clientMask.gather(globalKernel) };
         const tensors = [
-          encodeSparseTensor('dense/kernel', globalKernel, dense ? ones : clientMask, [1000, 400], {
+          encodeSparseTensor('dense/kernel', kernel, [1000, 400], {
             values: 'f32',
             previousMask: dense ? undefined : clientMask,
           }),
-          encodeSparseTensor('dense/bias', globalBias, new Uint8Array(400).fill(1), [400], { values: 'f32' }),
+          encodeSparseTensor('dense/bias', { mask: Mask.full(400), kept: globalBias }, [400], { values: 'f32' }),
         ];
         const chunks: TaskChunk[] = [
           {
@@ -189,6 +197,7 @@ afterEach(() => {
   fake.heartbeatFailures = [];
   fake.hasTask = true;
   fake.finished = false;
+  fake.denseButMasked = false;
 });
 
 describe('CoordinatorClient', () => {
@@ -230,23 +239,32 @@ describe('CoordinatorClient', () => {
   it('reassembles a dense task larger than one chunk', async () => {
     const client = connect();
     await client.join('enroll', 'carol', 10);
-    const task = await client.pullTask(0);
-    if (task.kind !== 'task') throw new Error(`expected a task, got ${task.kind}`);
-    expect(task.header.roundId).toBe(7);
+    const pulled = await client.pullTask(0);
+    if (pulled.kind !== 'task') throw new Error(`expected a task, got ${pulled.kind}`);
+    const task = pulled.task;
+    if (task.kind !== 'dense') throw new Error('expected a dense task');
+    expect(task.round).toBe(7);
+    expect(task.maskVersion).toBe(0);
     expect(task.config).toEqual({ lr: 0.01 });
-    expect(sameBytes(task.tensors.get('dense/kernel')!.kept, globalKernel)).toBe(true);
-    expect(task.tensors.get('dense/kernel')!.mask.every((v) => v === 1)).toBe(true);
-    expect(task.tensors.get('dense/bias')!.kept).toEqual(globalBias);
+    expect(sameBytes(task.tensors.get('dense/kernel')!, globalKernel)).toBe(true);
+    expect(task.tensors.get('dense/bias')).toEqual(globalBias);
+    // A dense task carries every element: a tensor that keeps fewer is refused, named.
+    fake.denseButMasked = true;
+    await expect(client.pullTask(0)).rejects.toThrow(/dense task, but tensor "dense\/kernel" keeps only 266666 of 400000/);
   });
 
   it('decodes a sparse task against the masks it holds', async () => {
     const client = connect();
     await client.join('enroll', 'dave', 10);
-    const task = await client.pullTask(2, new Map([['dense/kernel', clientMask]]));
-    if (task.kind !== 'task') throw new Error(`expected a task, got ${task.kind}`);
+    const pulled = await client.pullTask(2, new Map([['dense/kernel', clientMask]]));
+    if (pulled.kind !== 'task') throw new Error(`expected a task, got ${pulled.kind}`);
+    const task = pulled.task;
+    if (task.kind !== 'sparse') throw new Error('expected a sparse task');
+    expect(task.round).toBe(7);
+    expect(task.maskVersion).toBe(2);
     const kernel = task.tensors.get('dense/kernel')!;
-    expect(sameBytes(kernel.mask, clientMask)).toBe(true);
-    expect(sameBytes(kernel.kept, gather(globalKernel, clientMask))).toBe(true);
+    expect(kernel.mask.equals(clientMask)).toBe(true);
+    expect(sameBytes(kernel.kept, clientMask.gather(globalKernel))).toBe(true);
     // Without its masks the client cannot decode UNCHANGED, and says so.
     await expect(client.pullTask(2)).rejects.toThrow(/tensor "dense\/kernel": mask encoding UNCHANGED needs the previous mask/);
   });
@@ -269,20 +287,21 @@ describe('CoordinatorClient', () => {
   it('pushes an update in pieces with DIFF masks and f16 values', async () => {
     const client = connect({ valueEncoding: 'f16', chunkBytes: 64 * 1024 });
     await client.join('enroll', 'frank', 10);
-    const newMask = clientMask.map((v, i) => (i % 50 === 1 ? 0 : v));
-    const delta = new Float32Array(BIG).map((_, i) => (newMask[i] ? Math.cos(i) / 10 : 0));
+    const newMask = clientMask.derive((bits) => {
+      for (let i = 1; i < bits.length; i += 50) bits[i] = 0;
+    });
+    const delta = new Float32Array(BIG).map((_, i) => (newMask.has(i) ? Math.cos(i) / 10 : 0));
     const ack = await client.pushUpdate(
       {
         roundId: 7,
         numExamples: 10,
         baseMaskVersion: 2,
-        maskChanged: true,
-        newMaskVersion: 3,
+        maskChange: { kind: 'changed', version: 3 },
         metrics: { loss: 0.5, localAccuracy: 0.9, sparsity: 0.4, receivedAccuracy: 0.6 },
       },
       new Map([
-        ['dense/kernel', { dense: delta, mask: newMask, previousMask: clientMask }],
-        ['dense/bias', { dense: globalBias, mask: new Uint8Array(400).fill(1) }],
+        ['dense/kernel', { mask: newMask, kept: newMask.gather(delta), previousMask: clientMask }],
+        ['dense/bias', { mask: Mask.full(400), kept: globalBias }],
       ]),
     );
     expect(ack).toEqual({ accepted: true, message: 'ok', maskVersion: 3 });
@@ -292,13 +311,14 @@ describe('CoordinatorClient', () => {
       clientToken: 'secret',
       protocolVersion: 1,
       tensorCount: 2,
+      maskChanged: true,
       newMaskVersion: 3,
     });
     const kernel = got.tensors.find((t) => t.name === 'dense/kernel')!;
     expect(kernel.mask?.encoding).toBe(3 /* DIFF */);
     const decoded = decodeSparseTensor(kernel, [1000, 400], clientMask);
-    expect(sameBytes(decoded.mask, newMask)).toBe(true);
-    const expected = gather(delta, newMask);
+    expect(decoded.mask.equals(newMask)).toBe(true);
+    const expected = newMask.gather(delta);
     let maxErr = 0;
     for (let i = 0; i < expected.length; i++) maxErr = Math.max(maxErr, Math.abs(decoded.kept[i] - expected[i]));
     expect(maxErr).toBeLessThan(1e-4);
@@ -307,11 +327,10 @@ describe('CoordinatorClient', () => {
   it('surfaces a refused update with its gRPC code and message', async () => {
     const client = connect();
     await client.join('enroll', 'gina', 10);
-    const ones = new Uint8Array(BIG).fill(1);
     const err = await client
       .pushUpdate(
-        { roundId: 99, numExamples: 1, baseMaskVersion: 0, maskChanged: false, newMaskVersion: 0, metrics: null },
-        new Map([['dense/kernel', { dense: globalKernel, mask: ones }]]),
+        { roundId: 99, numExamples: 1, baseMaskVersion: 0, maskChange: { kind: 'unchanged' }, metrics: null },
+        new Map([['dense/kernel', { mask: Mask.full(BIG), kept: globalKernel }]]),
       )
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RemoteError);

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import {
   stateFilePath,
   type ClientState,
 } from '../../client/state.js';
+import { Mask } from '../../proto/mask.js';
 
 function sampleState(): ClientState {
   return {
@@ -24,8 +26,8 @@ function sampleState(): ClientState {
       ['dense1/bias', Float32Array.from([0.1, 0.2])],
     ]),
     masks: new Map([
-      ['dense1/kernel', Uint8Array.from([1, 1, 0, 1])],
-      ['dense1/bias', Uint8Array.from([1, 1])],
+      ['dense1/kernel', Mask.fromBytes([1, 1, 0, 1])],
+      ['dense1/bias', Mask.full(2)],
     ]),
     personal: new Map([['bn1/movingMean', Float32Array.from([0.25, 7])]]),
   };
@@ -111,6 +113,25 @@ describe('client state', () => {
       /f\.bin: header holds half an identity \(client id 'c-9', no token\)/,
     );
     expect(() => decodeState(written('', 'secret'), 'f.bin')).toThrow(StateFileError);
+  });
+
+  it('a mask entry other than 0 or 1 is refused, naming the tensor', () => {
+    const good = encodeState(sampleState());
+    const len = good.readUInt32LE(8);
+    const header = JSON.parse(good.subarray(12, 12 + len).toString('utf8')) as {
+      payloadSha256: string;
+      tensors: { section: string; name: string; offset: number }[];
+    };
+    const payload = Buffer.from(good.subarray(12 + len));
+    const entry = header.tensors.find((t) => t.section === 'masks' && t.name === 'dense1/kernel')!;
+    payload[entry.offset + 2] = 2;
+    header.payloadSha256 = createHash('sha256').update(payload).digest('hex');
+    const h = Buffer.from(JSON.stringify(header));
+    const lenBuf = Buffer.alloc(4);
+    lenBuf.writeUInt32LE(h.length);
+    const bytes = Buffer.concat([good.subarray(0, 8), lenBuf, h, payload]);
+    expect(() => decodeState(bytes, 'f.bin')).toThrow(StateFileError);
+    expect(() => decodeState(bytes, 'f.bin')).toThrow(/f\.bin: tensor masks\/dense1\/kernel: mask entry 2 is 2/);
   });
 
   it('a state for another algorithm, model or manifest is refused', async () => {

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { Mask } from '../../proto/mask.js';
 import { modelFileJson } from '../../server/config.js';
 import { ENROLL, ScriptedClient, toyModel } from '../server/harness.js';
 
@@ -88,7 +89,7 @@ describe('coordinator resume after kill -9', () => {
     // Round 1 commits: A prunes its first row, B stays dense.
     await a.pull();
     await b.pull();
-    a.masks.set('dense/kernel', Uint8Array.from([0, 0, 0, 1, 1, 1]));
+    a.masks.set('dense/kernel', Mask.fromBytes([0, 0, 0, 1, 1, 1]));
     const ackA = await a.push(1, a.encode({ 'dense/kernel': [0, 0, 0, 2, 2, 2] }), { maskChanged: true, newMaskVersion: 1 });
     a.maskVersion = ackA.maskVersion;
     await b.push(1, b.encode({ 'dense/kernel': [4, 4, 4, 4, 4, 4] }));

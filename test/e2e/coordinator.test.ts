@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Mask } from '../../proto/mask.js';
 import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
 import { ENROLL, ScriptedClient, memoryLogger, toyModel } from '../server/harness.js';
 
@@ -45,8 +46,8 @@ describe('coordinator end to end over loopback gRPC', () => {
 
     // Round 2: A keeps the first row, C the second; B stays dense.
     for (const x of [a, b, c]) expect((await x.pull()).header).toMatchObject({ hasTask: true, roundId: 2 });
-    a.masks.set('dense/kernel', Uint8Array.from([1, 1, 1, 0, 0, 0]));
-    c.masks.set('dense/kernel', Uint8Array.from([0, 0, 0, 1, 1, 1]));
+    a.masks.set('dense/kernel', Mask.fromBytes([1, 1, 1, 0, 0, 0]));
+    c.masks.set('dense/kernel', Mask.fromBytes([0, 0, 0, 1, 1, 1]));
     const changed = { maskChanged: true, newMaskVersion: 1 };
     const ackA = await a.push(2, a.encode({ 'dense/kernel': [2, 2, 2, 0, 0, 0], 'dense/bias': [0, 0, 0] }), {
       numExamples: n.a,
@@ -67,7 +68,7 @@ describe('coordinator end to end over loopback gRPC', () => {
     expect(Array.from(server.coordinator.globalModel().get('dense/kernel')!)).toEqual(k2);
     expect(server.coordinator.clientMasks(a.id)).toEqual({
       version: 1,
-      masks: new Map([['dense/kernel', Uint8Array.from([1, 1, 1, 0, 0, 0])]]),
+      masks: new Map([['dense/kernel', Mask.fromBytes([1, 1, 1, 0, 0, 0])]]),
     });
 
     // Round 3: A and C hold mask version 1, so their downloads are sparse.
@@ -83,7 +84,7 @@ describe('coordinator end to end over loopback gRPC', () => {
 
     await a.push(3, a.encode({ 'dense/kernel': [1, 1, 1, 0, 0, 0] }, a.masks), { numExamples: n.a });
     const before = new Map(b.masks);
-    b.masks.set('dense/kernel', Uint8Array.from([0, 1, 1, 1, 1, 1]));
+    b.masks.set('dense/kernel', Mask.fromBytes([0, 1, 1, 1, 1, 1]));
     const ackB = await b.push(3, b.encode({ 'dense/kernel': [0, 1, 1, 1, 1, 1] }, before), {
       numExamples: n.b,
       maskChanged: true,

@@ -22,16 +22,14 @@ const config: SimConfig = validateSimConfig({
   fraction: 0.5,
   rounds: 3,
   // Two epochs: Sub-FedAvg compares the candidate masks after the first and the last epoch.
-  localEpochs: 2,
-  batchSize: 10,
-  learningRate: 0.05,
+  training: { epochs: 2, batchSize: 10, lr: 0.05, momentum: 0.5 },
   model: 'mlp',
   evalEvery: 2,
   workers: 2,
   backend: 'auto',
   seed: 7,
   // Prune hard and gate loosely so masks change within three short rounds.
-  pruning: { ...PRESETS.quick.pruning, p: 20, accThresh: 0 },
+  algorithmConfigs: { 'subfedavg-un': { ...PRESETS.quick.algorithmConfigs['subfedavg-un'], p: 20, accThresh: 0 } },
 });
 
 describe('subfed sim end to end (synthetic data, real gRPC, worker threads)', () => {

@@ -1,17 +1,12 @@
 import { status } from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
 import { encodeSparseTensor, decodeSparseTensor } from '../../proto/codec.js';
+import { Mask } from '../../proto/mask.js';
 import { splitTensor, TensorAssembler, WireError } from '../../proto/chunking.js';
 import type { TensorPiece } from '../../proto/messages.js';
 
 const tensor = (name: string, n: number) =>
-  encodeSparseTensor(
-    name,
-    new Float32Array(n).map((_, i) => i * 0.5),
-    new Uint8Array(n).fill(1),
-    [n],
-    { values: 'f32' },
-  );
+  encodeSparseTensor(name, { mask: Mask.full(n), kept: new Float32Array(n).map((_, i) => i * 0.5) }, [n], { values: 'f32' });
 
 function expectWireError(fn: () => unknown, code: status, pattern: RegExp): void {
   try {

@@ -12,26 +12,31 @@ import {
   encodeValues,
   f16BitsToF32,
   f32BitsToF16Bits,
-  gather,
-  keptIndices,
   parseValueEncoding,
-  scatter,
 } from '../../proto/codec.js';
+import { Mask } from '../../proto/mask.js';
 import { MaskEncoding, ValueEncoding, type MaskPart } from '../../proto/messages.js';
 
 /** Small deterministic PRNG so a fast-check seed fully determines a mask. */
-function randomMask(n: number, density: number, seed: number): Uint8Array {
+function randomMask(n: number, density: number, seed: number): Mask {
   const r = new SeededRandom(seed);
-  const m = new Uint8Array(n);
-  for (let i = 0; i < n; i++) m[i] = r.next() < density ? 1 : 0;
-  return m;
+  return Mask.build(n, (bits) => {
+    for (let i = 0; i < n; i++) bits[i] = r.next() < density ? 1 : 0;
+  });
 }
 
 /** Prunes a further fraction of the kept entries, so the result is a subset of `mask`. */
-function pruneFurther(mask: Uint8Array, fraction: number, seed: number): Uint8Array {
+function pruneFurther(mask: Mask, fraction: number, seed: number): Mask {
   const r = new SeededRandom(seed + 7);
-  return mask.map((v) => (v === 1 && r.next() < fraction ? 0 : v));
+  return mask.derive((bits) => {
+    for (let i = 0; i < bits.length; i++) if (bits[i] === 1 && r.next() < fraction) bits[i] = 0;
+  });
 }
+
+/** A mask of 0/1 entries written out, e.g. bits([1, 0, 1]). */
+const bits = (entries: number[]) => Mask.fromBytes(entries);
+/** Nothing kept. */
+const none = (n: number) => Mask.build(n, () => {});
 
 const ALL_MASK_ENCODINGS = [
   MaskEncoding.FULL,
@@ -45,7 +50,7 @@ const ALL_MASK_ENCODINGS = [
 const sizeArb = fc.oneof(fc.constantFrom(0, 1, 7, 8, 9, 1023, 1024), fc.integer({ min: 0, max: 3000 }));
 const densityArb = fc.oneof(fc.constantFrom(0, 0.01, 0.5, 0.99, 1), fc.double({ min: 0, max: 1, noNaN: true }));
 
-function tryEncode(mask: Uint8Array, shape: number[], enc: MaskEncoding, previous?: Uint8Array): MaskPart | undefined {
+function tryEncode(mask: Mask, shape: number[], enc: MaskEncoding, previous?: Mask): MaskPart | undefined {
   try {
     return encodeMaskAs(mask, shape, enc, previous);
   } catch (err) {
@@ -86,7 +91,7 @@ describe('mask encodings', () => {
         const mask = randomMask(n, density, seed + 1);
         const part = encodeMask(mask, [n], previous);
         expect(decodeMask(part, [n], previous)).toEqual(mask);
-        const isSubset = mask.every((v, i) => v <= previous[i]);
+        const isSubset = mask.keptIndices().every((i) => previous.has(i));
         if (!isSubset) expect(tryEncode(mask, [n], MaskEncoding.DIFF, previous)).toBeUndefined();
       }),
       { numRuns: 100 },
@@ -102,9 +107,11 @@ describe('mask encodings', () => {
         fc.integer(),
         (k, inC, outC, seed) => {
           const shape = [k, k, inC, outC];
-          const channels = randomMask(outC, 0.5, seed);
-          channels[0] = 0; // at least one channel removed, so not FULL
-          const mask = new Uint8Array(k * k * inC * outC).map((_, i) => channels[i % outC]);
+          // at least one channel removed, so not FULL
+          const channels = randomMask(outC, 0.5, seed).derive((b) => (b[0] = 0));
+          const mask = Mask.build(k * k * inC * outC, (b) => {
+            for (let i = 0; i < b.length; i++) b[i] = channels.has(i % outC) ? 1 : 0;
+          });
           const part = encodeMask(mask, shape);
           expect(part.data.length).toBeLessThanOrEqual(Math.ceil(outC / 8));
           expect(decodeMask(part, shape)).toEqual(mask);
@@ -116,21 +123,26 @@ describe('mask encodings', () => {
 
   it('picks CHANNEL for a realistic pruned conv kernel', () => {
     const outC = 32;
-    const mask = new Uint8Array(3 * 3 * 16 * outC).map((_, i) => ((i % outC) % 3 === 0 ? 0 : 1));
+    const mask = Mask.build(3 * 3 * 16 * outC, (b) => {
+      for (let i = 0; i < b.length; i++) b[i] = (i % outC) % 3 === 0 ? 0 : 1;
+    });
     const part = encodeMask(mask, [3, 3, 16, outC]);
     expect(part.encoding).toBe(MaskEncoding.CHANNEL);
     expect(part.data.length).toBe(4);
   });
 
   it('encodes all-ones as FULL with zero bytes and an equal mask as UNCHANGED', () => {
-    const ones = new Uint8Array(100).fill(1);
+    const ones = Mask.full(100);
     expect(encodeMask(ones, [10, 10])).toEqual({ encoding: MaskEncoding.FULL, data: new Uint8Array(0) });
     const m = randomMask(100, 0.3, 5);
-    const part = encodeMask(m, [10, 10], m.slice());
+    // equal by value, not the same object
+    const part = encodeMask(m, [10, 10], Mask.fromBytes(m.toBytes()));
     expect(part.encoding).toBe(MaskEncoding.UNCHANGED);
     expect(part.data.length).toBe(0);
-    expect(encodeMask(new Uint8Array(0), [0, 3]).encoding).toBe(MaskEncoding.FULL);
-    expect(decodeMask({ encoding: MaskEncoding.FULL, data: new Uint8Array(0) }, [])).toEqual(new Uint8Array([1]));
+    expect(encodeMask(Mask.full(0), [0, 3]).encoding).toBe(MaskEncoding.FULL);
+    expect(decodeMask({ encoding: MaskEncoding.FULL, data: new Uint8Array(0) }, [])).toEqual(Mask.full(1));
+    // UNCHANGED hands back the receiver's own (immutable) mask
+    expect(decodeMask(part, [10, 10], m)).toBe(m);
   });
 
   it('prefers DIFF when a few more weights were pruned', () => {
@@ -143,10 +155,7 @@ describe('mask encodings', () => {
 
   it('writes multi-byte varints for long gaps', () => {
     const n = 300_000;
-    const mask = new Uint8Array(n);
-    mask[0] = 1;
-    mask[200] = 1;
-    mask[n - 1] = 1; // gap > 2^14 needs 3 bytes
+    const mask = Mask.fromKeptIndices(n, [0, 200, n - 1]); // gap > 2^14 needs 3 bytes
     const part = encodeMaskAs(mask, [n], MaskEncoding.INDEX_DELTA);
     expect(part.data.length).toBe(1 + 2 + 3);
     expect(decodeMask(part, [n])).toEqual(mask);
@@ -155,8 +164,8 @@ describe('mask encodings', () => {
 
 describe('mask decoding rejects malformed input', () => {
   const shape = [4, 5];
-  const prev = new Uint8Array(20).fill(1);
-  const bad = (part: MaskPart | null, pattern: RegExp, previous?: Uint8Array, s: number[] = shape) =>
+  const prev = Mask.full(20);
+  const bad = (part: MaskPart | null, pattern: RegExp, previous?: Mask, s: number[] = shape) =>
     expect(() => decodeMask(part, s, previous)).toThrow(pattern);
   const part = (encoding: number, bytes: number[]): MaskPart => ({
     encoding: encoding as MaskEncoding,
@@ -169,13 +178,13 @@ describe('mask decoding rejects malformed input', () => {
     bad(part(MaskEncoding.UNCHANGED, []), /UNCHANGED needs the previous mask/);
     bad(part(MaskEncoding.UNCHANGED, [0]), /UNCHANGED carries 1 bytes/, prev);
     bad(part(MaskEncoding.DIFF, [0]), /DIFF needs the previous mask/);
-    bad(part(MaskEncoding.DIFF, [0]), /previous mask has 3 elements, shape needs 20/, new Uint8Array(3));
+    bad(part(MaskEncoding.DIFF, [0]), /previous mask has 3 elements, shape needs 20/, none(3));
     bad(
       part(MaskEncoding.DIFF, [0, 0]),
       /DIFF mask: prunes position 1, which the previous mask already pruned/,
-      new Uint8Array(20).fill(1).fill(0, 1, 2),
+      Mask.full(20).derive((b) => (b[1] = 0)),
     );
-    bad(part(MaskEncoding.DIFF, [3]), /prunes position 3, which the previous mask already pruned/, new Uint8Array(20));
+    bad(part(MaskEncoding.DIFF, [3]), /prunes position 3, which the previous mask already pruned/, none(20));
     bad(part(MaskEncoding.INDEX_DELTA, [0x80]), /varint runs past the end/);
     bad(part(MaskEncoding.INDEX_DELTA, [0x80, 0x80, 0x80, 0x80, 0x80, 0x01]), /varint longer than 5 bytes/);
     bad(part(MaskEncoding.INDEX_DELTA, [19, 0]), /index 20 out of range for 20 elements/);
@@ -195,9 +204,9 @@ describe('mask decoding rejects malformed input', () => {
     fc.assert(
       fc.property(fc.integer({ min: 0, max: 8 }), fc.uint8Array({ maxLength: 40 }), (encoding, data) => {
         try {
-          const m = decodeMask({ encoding: encoding as MaskEncoding, data }, [3, 7], new Uint8Array(21).fill(1));
+          const m = decodeMask({ encoding: encoding as MaskEncoding, data }, [3, 7], Mask.full(21));
           expect(m.length).toBe(21);
-          expect(m.every((v) => v === 0 || v === 1)).toBe(true);
+          expect(m.toBytes().every((v) => v === 0 || v === 1)).toBe(true);
         } catch (err) {
           expect(err).toBeInstanceOf(CodecError);
         }
@@ -206,20 +215,19 @@ describe('mask decoding rejects malformed input', () => {
   });
 
   it('rejects bad masks on encode', () => {
-    expect(() => encodeMask(new Uint8Array(5), [2, 3])).toThrow(/mask has 5 elements, shape \[2, 3\] needs 6/);
-    expect(() => encodeMask(new Uint8Array([0, 2]), [2])).toThrow(/mask entry 1 is 2/);
-    expect(() => encodeMask(new Uint8Array(2), [2], new Uint8Array(3))).toThrow(/previous mask has 3 elements/);
-    expect(() => encodeMask(new Uint8Array(2), [2], new Uint8Array([1, 3]))).toThrow(/previous mask entry 1 is 3/);
-    expect(() => encodeMaskAs(new Uint8Array([1, 0]), [2], MaskEncoding.FULL)).toThrow(
-      /FULL cannot represent this mask: not all ones/,
-    );
-    expect(() => encodeMaskAs(new Uint8Array([1, 0]), [2], MaskEncoding.UNCHANGED)).toThrow(/UNCHANGED cannot/);
-    expect(() => encodeMaskAs(new Uint8Array([1, 0]), [2], MaskEncoding.DIFF)).toThrow(/no previous mask/);
-    expect(() => encodeMaskAs(new Uint8Array([1, 1]), [2], MaskEncoding.DIFF, new Uint8Array([1, 0]))).toThrow(
+    expect(() => encodeMask(none(5), [2, 3])).toThrow(/mask has 5 elements, shape \[2, 3\] needs 6/);
+    // entries other than 0 and 1 cannot even become a Mask
+    expect(() => bits([0, 2])).toThrow(/mask entry 1 is 2/);
+    expect(() => encodeMask(none(2), [2], none(3))).toThrow(/previous mask has 3 elements/);
+    expect(() => bits([1, 3])).toThrow(/mask entry 1 is 3/);
+    expect(() => encodeMaskAs(bits([1, 0]), [2], MaskEncoding.FULL)).toThrow(/FULL cannot represent this mask: not all ones/);
+    expect(() => encodeMaskAs(bits([1, 0]), [2], MaskEncoding.UNCHANGED)).toThrow(/UNCHANGED cannot/);
+    expect(() => encodeMaskAs(bits([1, 0]), [2], MaskEncoding.DIFF)).toThrow(/no previous mask/);
+    expect(() => encodeMaskAs(bits([1, 1]), [2], MaskEncoding.DIFF, bits([1, 0]))).toThrow(
       /keeps positions the previous mask pruned/,
     );
-    expect(() => encodeMaskAs(new Uint8Array([1, 0, 0, 0]), [2, 2], MaskEncoding.CHANNEL)).toThrow(/not constant along/);
-    expect(() => encodeMaskAs(new Uint8Array([1]), [1], 42 as MaskEncoding)).toThrow(/unknown mask encoding 42/);
+    expect(() => encodeMaskAs(bits([1, 0, 0, 0]), [2, 2], MaskEncoding.CHANNEL)).toThrow(/not constant along/);
+    expect(() => encodeMaskAs(bits([1]), [1], 42 as MaskEncoding)).toThrow(/unknown mask encoding 42/);
   });
 });
 
@@ -336,7 +344,7 @@ describe('value encodings', () => {
   });
 });
 
-describe('sparse tensors, gather and scatter', () => {
+describe('sparse tensors', () => {
   it('round-trips a tensor and scatters back the kept values', () => {
     fc.assert(
       fc.property(
@@ -348,13 +356,13 @@ describe('sparse tensors, gather and scatter', () => {
           const r = new SeededRandom(seed);
           const dense = new Float32Array(n).map(() => r.next() * 2 - 1);
           const mask = randomMask(n, density, seed);
-          const msg = encodeSparseTensor('layer/kernel', dense, mask, [n], { values });
+          const msg = encodeSparseTensor('layer/kernel', { mask, kept: mask.gather(dense) }, [n], { values });
           const { mask: m, kept } = decodeSparseTensor(msg, [n]);
           expect(m).toEqual(mask);
-          const rebuilt = scatter(kept, m);
+          const rebuilt = m.scatter(kept);
           const tolerance = values === 'f32' ? 0 : values === 'f16' ? 1e-3 : 1 / 127;
           for (let i = 0; i < n; i++) {
-            if (mask[i]) expect(Math.abs(rebuilt[i] - dense[i])).toBeLessThanOrEqual(tolerance);
+            if (mask.has(i)) expect(Math.abs(rebuilt[i] - dense[i])).toBeLessThanOrEqual(tolerance);
             else expect(rebuilt[i]).toBe(0);
           }
         },
@@ -363,24 +371,17 @@ describe('sparse tensors, gather and scatter', () => {
     );
   });
 
-  it('gathers and scatters at kept positions only', () => {
-    const mask = new Uint8Array([0, 1, 1, 0, 1]);
-    expect(Array.from(keptIndices(mask))).toEqual([1, 2, 4]);
-    expect(gather(new Float32Array([9, 1, 2, 9, 3]), mask)).toEqual(new Float32Array([1, 2, 3]));
-    const into = new Float32Array([5, 5, 5, 5, 5]);
-    expect(scatter(new Float32Array([1, 2, 3]), mask, into)).toEqual(new Float32Array([5, 1, 2, 5, 3]));
-    expect(() => gather(new Float32Array(4), mask)).toThrow(/gather: tensor has 4 elements, mask has 5/);
-    expect(() => scatter(new Float32Array(2), mask)).toThrow(/scatter: 2 values for 3 kept positions/);
-    expect(() => scatter(new Float32Array(3), mask, new Float32Array(4))).toThrow(/scatter: target has 4 elements/);
-  });
-
-  it('names the tensor in decode errors', () => {
-    const msg = encodeSparseTensor('conv1/kernel', new Float32Array(4), new Uint8Array([1, 0, 1, 1]), [4], { values: 'f32' });
+  it('names the tensor in decode and encode errors', () => {
+    const mask = bits([1, 0, 1, 1]);
+    const msg = encodeSparseTensor('conv1/kernel', { mask, kept: new Float32Array(3) }, [4], { values: 'f32' });
     expect(() => decodeSparseTensor({ ...msg, values: { ...msg.values!, data: new Uint8Array(8) } }, [4])).toThrow(
       /tensor "conv1\/kernel": F32 values: 8 bytes hold 2 values, the mask keeps 3/,
     );
-    expect(() => encodeSparseTensor('b', new Float32Array(3), new Uint8Array(4), [4], { values: 'f32' })).toThrow(
-      /tensor "b" has 3 elements/,
+    expect(() => encodeSparseTensor('b', { mask: none(3), kept: new Float32Array(0) }, [4], { values: 'f32' })).toThrow(
+      /tensor "b": mask has 3 elements, shape \[4\] needs 4/,
+    );
+    expect(() => encodeSparseTensor('c', { mask, kept: new Float32Array(4) }, [4], { values: 'f32' })).toThrow(
+      /tensor "c": 4 values for 3 kept positions/,
     );
   });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { IntersectionAggregator } from '../../server/aggregate.js';
-import { keptIndices } from '../../proto/codec.js';
+import { Mask } from '../../proto/mask.js';
 import type { TensorMap, TensorSpec } from '../../server/model.js';
 
 const toyManifest: TensorSpec[] = [{ name: 'w', shape: [3], prunable: true }];
@@ -22,8 +22,7 @@ describe('IntersectionAggregator', () => {
       { weights: [3, 5, 0], mask: [1, 1, 0] },
     ];
     for (const c of clients) {
-      const mask = Uint8Array.from(c.mask);
-      agg.foldTensor('w', gatherDelta(c.weights, c.mask, globalInit), keptIndices(mask), 1);
+      agg.foldTensor('w', gatherDelta(c.weights, c.mask, globalInit), Mask.fromBytes(c.mask).keptIndices(), 1);
     }
     agg.commit(global);
     expect(Array.from(global.get('w')!)).toEqual([2, 5, 9]);
@@ -45,7 +44,7 @@ describe('IntersectionAggregator', () => {
     const global: TensorMap = new Map([['w', Float32Array.from(globalInit)]]);
     const agg = new IntersectionAggregator(toyManifest);
     for (const c of clients) {
-      agg.foldTensor('w', gatherDelta(c.weights, c.mask, globalInit), keptIndices(Uint8Array.from(c.mask)), 1);
+      agg.foldTensor('w', gatherDelta(c.weights, c.mask, globalInit), Mask.fromBytes(c.mask).keptIndices(), 1);
     }
     agg.commit(global);
     expect(Array.from(global.get('w')!)).toEqual(reference);
@@ -56,7 +55,7 @@ describe('IntersectionAggregator', () => {
     const agg = new IntersectionAggregator(toyManifest);
     // client A (n=1) keeps all: delta [4,4,4]; client B (n=3) keeps [1,1,0]: delta [8,0]
     agg.foldTensor('w', Float32Array.from([4, 4, 4]), null, 1);
-    agg.foldTensor('w', Float32Array.from([8, 0]), keptIndices(Uint8Array.from([1, 1, 0])), 3);
+    agg.foldTensor('w', Float32Array.from([8, 0]), Mask.fromBytes([1, 1, 0]).keptIndices(), 3);
     agg.commit(global);
     // pos0: (1*4 + 3*8)/4 = 7; pos1: (4 + 0)/4 = 1; pos2: only A -> 4
     expect(Array.from(global.get('w')!)).toEqual([7, 1, 4]);
@@ -74,7 +73,7 @@ describe('IntersectionAggregator', () => {
       ['b', b.slice()],
     ]);
     const agg = new IntersectionAggregator(manifest);
-    agg.foldTensor('a', Float32Array.from([1]), keptIndices(Uint8Array.from([0, 1, 0, 0])), 2);
+    agg.foldTensor('a', Float32Array.from([1]), Mask.fromBytes([0, 1, 0, 0]).keptIndices(), 2);
     const touched = agg.commit(global);
     expect(touched).toBe(1);
     const ga = global.get('a')!;
@@ -118,8 +117,7 @@ describe('IntersectionAggregator', () => {
           const wsum = new Float64Array(size);
           for (const [n, s] of clients) {
             seed = s >>> 0;
-            const mask = Uint8Array.from({ length: size }, () => (rand() < 0.5 ? 1 : 0));
-            const kept = keptIndices(mask);
+            const kept = Mask.fromBytes(Uint8Array.from({ length: size }, () => (rand() < 0.5 ? 1 : 0))).keptIndices();
             const vals = Float32Array.from(kept, () => rand() * 2 - 1);
             agg.foldTensor('t', vals, kept, n);
             kept.forEach((j, i) => {

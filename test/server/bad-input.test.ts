@@ -5,6 +5,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { encodeSparseTensor, encodeValues } from '../../proto/codec.js';
+import { Mask } from '../../proto/mask.js';
 import {
   MaskEncoding,
   PROTOCOL_VERSION,
@@ -71,17 +72,10 @@ async function finish(s: Scenario): Promise<Buffer[]> {
   return [...s.server.coordinator.globalModel().values()].map((t) => Buffer.from(t.buffer));
 }
 
+/** The kernel tensor: `values` at the kept positions of `mask` (default: all six kept). */
 function kernel(values: number[], mask?: number[]): SparseTensor {
-  const m = Uint8Array.from(mask ?? values.map(() => 1));
-  return encodeSparseTensor('dense/kernel', Float32Array.from(mask ? fill(values, m) : values), m, [2, 3], { values: 'f32' });
-}
-
-/** Dense tensor from kept values (for encodeSparseTensor, which gathers). */
-function fill(kept: number[], mask: Uint8Array): number[] {
-  const out: number[] = [];
-  let k = 0;
-  for (const bit of mask) out.push(bit ? kept[k++] : 0);
-  return out;
+  const m = mask === undefined ? Mask.full(values.length) : Mask.fromBytes(mask);
+  return encodeSparseTensor('dense/kernel', { mask: m, kept: Float32Array.from(values) }, [2, 3], { values: 'f32' });
 }
 
 let clean: Buffer[];
@@ -129,7 +123,9 @@ const cases: BadCase[] = [
   {
     name: 'unknown tensor name',
     send: (s) =>
-      member(s).push(1, [encodeSparseTensor('dense/nope', Float32Array.from([1]), Uint8Array.from([1]), [1], { values: 'f32' })]),
+      member(s).push(1, [
+        encodeSparseTensor('dense/nope', { mask: Mask.full(1), kept: Float32Array.from([1]) }, [1], { values: 'f32' }),
+      ]),
     code: grpc.status.INVALID_ARGUMENT,
     message: /unknown tensor "dense\/nope"/,
     reason: 'unknown_tensor',
@@ -138,7 +134,9 @@ const cases: BadCase[] = [
     name: 'wrong shape (values for a [4, 5] tensor under a [2, 3] name)',
     send: (s) =>
       member(s).push(1, [
-        encodeSparseTensor('dense/kernel', new Float32Array(20).fill(0.1), new Uint8Array(20).fill(1), [4, 5], { values: 'f32' }),
+        encodeSparseTensor('dense/kernel', { mask: Mask.full(20), kept: new Float32Array(20).fill(0.1) }, [4, 5], {
+          values: 'f32',
+        }),
       ]),
     code: grpc.status.INVALID_ARGUMENT,
     message: /tensor "dense\/kernel" \(shape \[2, 3\]\): F32 values: 80 bytes hold 20 values, the mask keeps 6/,

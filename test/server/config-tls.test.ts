@@ -44,6 +44,31 @@ describe('config', () => {
     expect(() => parseConfig({ rounds: 1, frac: 1, enrollmentToken: 't', colour: 1 })).toThrow(/unknown field\(s\) colour/);
   });
 
+  it('validates the training config it sends clients with the shared strict schema', () => {
+    const base = { rounds: 1, frac: 1, enrollmentToken: 't' };
+    const training = { epochs: 5, batchSize: 10, lr: 0.01, momentum: 0.5 };
+    expect(parseConfig({ ...base, training }).training).toEqual(training);
+    expect(parseConfig({ ...base, training: { lr: 0.1 } }).training).toEqual({ lr: 0.1 });
+    // a typo is an error at start-up, not a setting silently dropped
+    expect(() => parseConfig({ ...base, training: { epoch: 5 } })).toThrow('config: training: unknown field(s) epoch');
+    expect(() => parseConfig({ ...base, training: { batchsize: 10 } })).toThrow(/training: unknown field\(s\) batchsize/);
+    // a bad value fails here instead of crashing every client on its first task
+    expect(() => parseConfig({ ...base, training: { epochs: 0 } })).toThrow(
+      'config: training.epochs: expected a positive integer, got 0',
+    );
+    expect(() => parseConfig({ ...base, training: { epochs: 2.5 } })).toThrow(
+      /training\.epochs: expected a positive integer, got 2\.5/,
+    );
+    expect(() => parseConfig({ ...base, training: { batchSize: -1 } })).toThrow(
+      /training\.batchSize: expected a positive integer, got -1/,
+    );
+    expect(() => parseConfig({ ...base, training: { lr: 0 } })).toThrow(/training\.lr: expected a positive number, got 0/);
+    expect(() => parseConfig({ ...base, training: { momentum: 1 } })).toThrow(
+      /training\.momentum: expected a number in \[0, 1\), got 1/,
+    );
+    expect(() => parseConfig({ ...base, training: 'fast' })).toThrow(/training: expected a JSON object, got "fast"/);
+  });
+
   it('reads a config file, resolving paths next to it, and names the file on error', () => {
     const path = join(dir, 'server.json');
     writeFileSync(path, JSON.stringify({ rounds: 2, frac: 1, enrollmentToken: 't', model: 'm.json', sqlite: 'db/state.db' }));

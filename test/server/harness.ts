@@ -2,7 +2,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
-import { decodeSparseTensor, encodeSparseTensor } from '../../proto/codec.js';
+import { decodeSparseTensor, elementCount, encodeSparseTensor, type SparseValues } from '../../proto/codec.js';
+import { Mask } from '../../proto/mask.js';
 import { codecs } from '../../proto/schema.js';
 import {
   PROTOCOL_VERSION,
@@ -76,7 +77,7 @@ export async function expectCallError(fn: () => Promise<unknown>): Promise<CallE
 
 export interface PulledTask {
   header: TaskHeader;
-  tensors: Map<string, { mask: Uint8Array; kept: Float32Array }>;
+  tensors: Map<string, SparseValues>;
 }
 
 export class ScriptedClient {
@@ -162,7 +163,7 @@ export class ScriptedClient {
       else if (c.piece) pieces.set(c.piece.name, [...(pieces.get(c.piece.name) ?? []), c.piece.data]);
     }
     if (header === undefined) throw new Error('task had no header');
-    const tensors = new Map<string, { mask: Uint8Array; kept: Float32Array }>();
+    const tensors = new Map<string, SparseValues>();
     for (const [name, parts] of pieces) {
       const msg = codecs.SparseTensor.decode(Buffer.concat(parts));
       if (isMalformed(msg)) throw new Error(msg.error);
@@ -173,19 +174,20 @@ export class ScriptedClient {
   }
 
   /** Masks this client keeps (all ones unless set). */
-  masks = new Map<string, Uint8Array>();
+  masks = new Map<string, Mask>();
 
-  maskFor(name: string): Uint8Array {
+  maskFor(name: string): Mask {
     const spec = this.manifest.find((s) => s.name === name) as TensorSpec;
-    return this.masks.get(name) ?? new Uint8Array(spec.shape.reduce((a, b) => a * b, 1)).fill(1);
+    return this.masks.get(name) ?? Mask.full(elementCount(spec.shape));
   }
 
   /** Encodes dense deltas at this client's masks as SparseTensors. */
-  encode(deltas: Record<string, number[]>, previous?: Map<string, Uint8Array>): SparseTensor[] {
+  encode(deltas: Record<string, number[]>, previous?: Map<string, Mask>): SparseTensor[] {
     return Object.entries(deltas).map(([name, d]) => {
       const spec = this.manifest.find((s) => s.name === name);
       const shape = spec?.shape ?? [d.length];
-      return encodeSparseTensor(name, Float32Array.from(d), this.maskFor(name), shape, {
+      const mask = this.maskFor(name);
+      return encodeSparseTensor(name, { mask, kept: mask.gather(Float32Array.from(d)) }, shape, {
         values: 'f32',
         previousMask: previous?.get(name),
       });

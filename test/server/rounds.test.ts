@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { encodeSparseTensor } from '../../proto/codec.js';
+import { Mask } from '../../proto/mask.js';
 import { PROTOCOL_VERSION, type SparseTensor, type UpdateHeader } from '../../proto/rpc.js';
 import { parseConfig, type CoordinatorConfigInput } from '../../server/config.js';
 import { Coordinator } from '../../server/coordinator.js';
@@ -90,14 +91,11 @@ function header(c: Joined, round: number, o: Partial<UpdateHeader> = {}, tensorC
   };
 }
 
+/** The kernel delta: `values` at the kept positions of `mask`. */
 function kernelDelta(values: number[], mask = [1, 1, 1, 1, 1, 1], previous?: number[]): SparseTensor {
-  const m = Uint8Array.from(mask);
-  const dense: number[] = [];
-  let k = 0;
-  for (const bit of m) dense.push(bit ? values[k++] : 0);
-  return encodeSparseTensor('dense/kernel', Float32Array.from(dense), m, [2, 3], {
+  return encodeSparseTensor('dense/kernel', { mask: Mask.fromBytes(mask), kept: Float32Array.from(values) }, [2, 3], {
     values: 'f32',
-    previousMask: previous ? Uint8Array.from(previous) : undefined,
+    previousMask: previous ? Mask.fromBytes(previous) : undefined,
   });
 }
 
@@ -336,7 +334,7 @@ describe('round lifecycle', () => {
       expect(again.status()).toMatchObject({ lastCommittedRound: 1, clientsRegistered: 4, round: { id: 2 } });
       expect(again.clientMasks(a.id)).toEqual({
         version: 1,
-        masks: new Map([['dense/kernel', Uint8Array.from([1, 1, 1, 0, 0, 0])]]),
+        masks: new Map([['dense/kernel', Mask.fromBytes([1, 1, 1, 0, 0, 0])]]),
       });
       expect(again.heartbeat({ protocolVersion: PROTOCOL_VERSION, clientId: a.id, clientToken: a.token }).currentRound).toBe(2);
       expect(again.rounds(10).map((r) => r.round)).toEqual([1]);

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { PRESETS, SimConfigError, membersPerRound, modelFor, resolveSimConfig, validateSimConfig } from '../../sim/presets.js';
+import {
+  PRESETS,
+  SimConfigError,
+  algorithmConfig,
+  membersPerRound,
+  modelFor,
+  resolveSimConfig,
+  validateSimConfig,
+} from '../../sim/presets.js';
 
 describe('presets', () => {
   it('paper reproduces the reference setting', () => {
@@ -8,22 +16,26 @@ describe('presets', () => {
       clients: 100,
       partition: { kind: 'shards', shardSize: 250, shardsPerClient: 2 },
       fraction: 0.1,
-      localEpochs: 5,
-      batchSize: 10,
-      learningRate: 0.01,
-      momentum: 0.5,
+      training: { epochs: 5, batchSize: 10, lr: 0.01, momentum: 0.5 },
       weighting: 'unweighted',
       rounds: 50,
       model: 'lenet5-mnist',
-      hybridModel: 'lenet5-bn-mnist',
+      batchNormModel: 'lenet5-bn-mnist',
     });
-    expect(paper.pruning).toMatchObject({
+    expect(algorithmConfig(paper, 'subfedavg-un')).toMatchObject({
       p: 10,
-      targetUn: 30,
-      targetHy: 50,
-      distThreshUn: 1e-4,
-      distThreshHy: 5e-4,
+      target: 30,
+      distThresh: 1e-4,
+      accThresh: 0.5,
+      gateOn: 'test',
+    });
+    expect(algorithmConfig(paper, 'subfedavg-hy')).toMatchObject({
+      p: 10,
+      target: 50,
+      distThresh: 5e-4,
       q: 0.45,
+      l1: 1e-4,
+      channelDistThresh: 0.01,
       accThresh: 0.5,
       gateOn: 'test',
     });
@@ -35,9 +47,13 @@ describe('presets', () => {
   it('quick is the default and is smaller than paper', () => {
     const quick = resolveSimConfig({});
     expect(quick.preset).toBe('quick');
-    expect(quick.clients * quick.rounds * quick.localEpochs).toBeLessThan(
-      PRESETS.paper.clients * PRESETS.paper.rounds * PRESETS.paper.localEpochs,
+    expect(quick.clients * quick.rounds * quick.training.epochs).toBeLessThan(
+      PRESETS.paper.clients * PRESETS.paper.rounds * PRESETS.paper.training.epochs,
     );
+    // A larger prune step than the paper's, gated on a validation split.
+    expect(algorithmConfig(quick, 'subfedavg-un')).toMatchObject({ p: 15, target: 30, gateOn: 'val' });
+    expect(algorithmConfig(quick, 'subfedavg-hy')).toMatchObject({ p: 15, target: 50, gateOn: 'val' });
+    expect(algorithmConfig(quick, 'fedavg-ft')).toMatchObject({ ftEpochs: 1, epochs: 2 });
   });
 
   it('flags override preset fields and leave the preset itself untouched', () => {
@@ -101,8 +117,38 @@ describe('flag validation names the flag and the value', () => {
     expect(() =>
       validateSimConfig({ ...PRESETS.quick, partition: { kind: 'shards', shardSize: 0, shardsPerClient: 2 } }),
     ).toThrow(/^partition\.shardSize: /);
-    expect(() => validateSimConfig({ ...PRESETS.quick, algorithms: ['subfedavg-hy'], hybridModel: 'lenet5-mnist' })).toThrow(
-      /hybridModel: .*'lenet5-mnist' has none/,
+    expect(() => validateSimConfig({ ...PRESETS.quick, algorithms: ['subfedavg-hy'], batchNormModel: 'lenet5-mnist' })).toThrow(
+      /^batchNormModel: subfedavg-hy needs a model with BatchNorm .*'lenet5-mnist' has none$/,
     );
+    expect(() => validateSimConfig({ ...PRESETS.quick, localEpochs: 3 })).toThrow(/^\(config\): unknown field\(s\) localEpochs$/);
+  });
+
+  it("checks each algorithm's block with that algorithm's own schema, naming the field", () => {
+    const withConfigs =
+      (algorithmConfigs: unknown, extra: object = {}) =>
+      () =>
+        validateSimConfig({ ...PRESETS.quick, algorithmConfigs, ...extra });
+    expect(withConfigs({ 'subfedavg-un': { p: 150 } })).toThrow(/^algorithmConfigs\.subfedavg-un\.p: .*, got 150$/);
+    // configured but not run: still checked
+    expect(withConfigs({ 'subfedavg-hy': { q: 2 } })).toThrow(/^algorithmConfigs\.subfedavg-hy\.q: .*, got 2$/);
+    expect(withConfigs({ fedavg: { ftEpochs: 2 } })).toThrow(/^algorithmConfigs\.fedavg: unknown field\(s\) ftEpochs$/);
+    expect(withConfigs({ fedprox: {} })).toThrow(/^algorithmConfigs: unknown field\(s\) fedprox$/);
+    expect(withConfigs({ 'subfedavg-un': { epochs: 3 } })).toThrow(
+      /^algorithmConfigs\.subfedavg-un\.epochs: set training\.epochs instead/,
+    );
+  });
+
+  it('refuses one local epoch for a pruning algorithm that runs, naming the training field', () => {
+    const oneEpoch = { ...PRESETS.quick, training: { ...PRESETS.quick.training, epochs: 1 } };
+    expect(() => validateSimConfig(oneEpoch)).toThrow(
+      /^training\.epochs: expected at least 2: Sub-FedAvg compares the masks .*, got 1$/,
+    );
+    expect(() => validateSimConfig({ ...oneEpoch, algorithms: ['subfedavg-hy'] })).toThrow(
+      /^training\.epochs: expected at least 2/,
+    );
+    // the dense baselines train fine for one epoch, even with Sub-FedAvg configured but not run
+    expect(validateSimConfig({ ...oneEpoch, algorithms: ['fedavg', 'fedavg-ft', 'local'] }).training.epochs).toBe(1);
+    expect(() => resolveSimConfig({ localEpochs: '1' })).toThrow(/^--local-epochs '1': training\.epochs: expected at least 2/);
+    expect(resolveSimConfig({ localEpochs: '1', compare: 'fedavg,local' }).training.epochs).toBe(1);
   });
 });
