@@ -10,7 +10,7 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, type BackendChoice } from '../client/backend.js';
-import type { Dataset } from '../client/data/dataset.js';
+import type { ImageDataset } from '../client/data/dataset.js';
 import { SeededRandom } from '../proto/random.js';
 import { createModel, type ModelName } from '../client/model.js';
 import { trainLocal } from '../client/train.js';
@@ -32,15 +32,15 @@ interface StepProfile {
   kernels: KernelRow[];
 }
 
-function syntheticImages(count: number, side: number, channels: number, seed: number): Dataset {
+function syntheticImages(count: number, side: number, channels: number, seed: number): ImageDataset {
   const rng = new SeededRandom(seed);
   const images = new Uint8Array(count * side * side * channels);
   for (let i = 0; i < images.length; i++) images[i] = rng.int(256);
   const labels = new Uint8Array(count).map(() => rng.int(10));
-  return { images, labels, count, height: side, width: side, channels, numClasses: 10, name: 'synthetic' };
+  return { kind: 'images', images, labels, count, height: side, width: side, channels, numClasses: 10, name: 'synthetic' };
 }
 
-function datasetFor(model: ModelName, count: number, seed: number): Dataset {
+function datasetFor(model: ModelName, count: number, seed: number): ImageDataset {
   return model.endsWith('cifar') ? syntheticImages(count, 32, 3, seed) : syntheticImages(count, 28, 1, seed);
 }
 

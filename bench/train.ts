@@ -49,7 +49,17 @@ function synthetic(model: ModelName, count: number, seed: number): Dataset {
   const images = new Uint8Array(count * side * side * channels);
   for (let i = 0; i < images.length; i++) images[i] = rng.int(256);
   const labels = new Uint8Array(count).map(() => rng.int(10));
-  return { images, labels, count, height: side, width: side, channels, numClasses: 10, name: `${model}/synthetic` };
+  return {
+    kind: 'images',
+    images,
+    labels,
+    count,
+    height: side,
+    width: side,
+    channels,
+    numClasses: 10,
+    name: `${model}/synthetic`,
+  };
 }
 
 /**

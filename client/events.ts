@@ -7,7 +7,8 @@
 import type { UpdateAck, ValueEncodingName } from '../proto/messages.js';
 import type { AlgorithmName } from './algorithms/registry.js';
 import type { BackendName } from './backend.js';
-import type { DataFolderLayout } from './data/folder.js';
+import type { ExampleShape } from './data/dataset.js';
+import type { DataFolderLayout, DataFormat } from './data/folder.js';
 import type { ModelName } from './model.js';
 import type { RoundMetrics } from './participant.js';
 
@@ -21,16 +22,21 @@ export interface Traffic {
 }
 
 export type ClientEvent =
+  /** Something to fix that does not stop the run (a token file others can read). */
+  | { readonly kind: 'warning'; readonly text: string }
   | { readonly kind: 'backend-ready'; readonly backend: BackendName }
   | {
       readonly kind: 'data-loaded';
       readonly folder: string;
       readonly layout: DataFolderLayout['kind'];
+      readonly format: DataFormat;
       readonly trainExamples: number;
       readonly testExamples: number;
-      /** height x width x channels of one example. */
-      readonly shape: readonly [number, number, number];
+      /** One example: an image's height, width and channels, or a number of features. */
+      readonly shape: ExampleShape;
     }
+  /** The images' channels were converted to the model's (grey <-> RGB). */
+  | { readonly kind: 'data-converted'; readonly model: ModelName; readonly fromChannels: number; readonly toChannels: number }
   /** A fresh identity from the coordinator (no saved one, or the saved one belongs to another model). */
   | {
       readonly kind: 'joined';
@@ -61,6 +67,10 @@ export type ClientEvent =
       readonly previousClientId: string;
       readonly reason: string;
     }
+  /** A heartbeat failed after working (or at first); said once until one works again. It never stops a round. */
+  | { readonly kind: 'heartbeat-failed'; readonly reason: string }
+  /** Heartbeats work again after `failed` failures in a row. */
+  | { readonly kind: 'heartbeat-restored'; readonly failed: number }
   /** No task for this client yet; `consecutive` counts the pulls in a row that found none. */
   | { readonly kind: 'waiting'; readonly retryAfterMs: number; readonly consecutive: number }
   /** A round begins: a task arrived (the global model, dense or at this client's kept positions), or a local round. */

@@ -15,8 +15,11 @@ import { deriveSeed } from '../proto/random.js';
 import { describeAlgorithm } from './algorithms/registry.js';
 import { initBackend } from './backend.js';
 import { DataFolderError } from './data/errors.js';
-import { loadClientData, type ClientDataSplits } from './data/folder.js';
+import { describeShape, exampleShape } from './data/dataset.js';
+import { fitDataToModel } from './data/fit.js';
+import { layoutFormat, loadClientData, type ClientDataSplits } from './data/folder.js';
 import type { ClientEvent, Traffic } from './events.js';
+import { createModel, MODEL_NAMES } from './model.js';
 import { trainOnTask } from './federated-round.js';
 import type { ReceivedTask } from './participant.js';
 import { ClientCommandError, type ClientOptions } from './options.js';
@@ -67,19 +70,21 @@ export async function* clientRun(options: ClientOptions, context: ClientRunConte
   algorithm.parseConfig(options.algorithmConfig);
   const communicates = algorithm.kind === 'federated';
   if (!communicates) requireModel(options);
+  for (const text of options.warnings) yield { kind: 'warning', text };
 
   const backend = await initBackend(options.backend, { logger: { info: () => {} } });
   yield { kind: 'backend-ready', backend };
-  const data = await readDataFlag(options.data, seed);
-  const { train } = data;
+  const data = await readDataFolderOption(options, seed);
   yield {
     kind: 'data-loaded',
     folder: options.data,
     layout: data.layout.kind,
-    trainExamples: train.count,
+    format: layoutFormat(data.layout),
+    trainExamples: data.train.count,
     testExamples: data.test.count,
-    shape: [train.height, train.width, train.channels],
+    shape: exampleShape(data.train),
   };
+  checkDataFitsSomeModel(options, data);
 
   const sessionContext = { data, name, seed, signal: context.signal, retry: context.retry };
   const session = communicates
@@ -107,7 +112,22 @@ export async function* clientRounds(session: ClientSession, limits: RoundLimits)
 }
 
 async function* federatedRounds(session: FederatedSession, limits: RoundLimits): AsyncGenerator<ClientEvent, void> {
-  const { remote, participant } = session;
+  session.heartbeats.start();
+  try {
+    yield* federatedRoundsBeating(session, limits);
+  } finally {
+    session.heartbeats.stop();
+  }
+}
+
+/** Bytes moved so far: the rounds' calls and the heartbeats. */
+function traffic(session: FederatedSession): Traffic {
+  const { remote, heartbeats } = session;
+  return { bytesUp: remote.bytesUp + heartbeats.bytesUp, bytesDown: remote.bytesDown + heartbeats.bytesDown };
+}
+
+async function* federatedRoundsBeating(session: FederatedSession, limits: RoundLimits): AsyncGenerator<ClientEvent, void> {
+  const { remote, participant, events } = session;
   const stopped = (): boolean => limits.signal?.aborted === true;
   let roundsTrained = 0;
   let rejoins = 0;
@@ -115,6 +135,7 @@ async function* federatedRounds(session: FederatedSession, limits: RoundLimits):
   /** The coordinator's last round, once it says training is over. */
   let lastRound: number | undefined;
   rounds: while (!stopped() && (limits.maxRounds === undefined || roundsTrained < limits.maxRounds)) {
+    yield* events.drain();
     let pulled: PullOutcome | undefined;
     try {
       pulled = yield* untilConnected('pull', () => remote.pullTask(participant.maskVersion, participant.masks), limits.signal);
@@ -125,7 +146,7 @@ async function* federatedRounds(session: FederatedSession, limits: RoundLimits):
       const previousClientId = session.identity.clientId;
       const joined = yield* joinCoordinator(remote, session.enrollment, participant.numExamples, limits.signal);
       if (joined === undefined) break;
-      checkManifest(participant.model, joined.manifest);
+      checkManifest(participant.model, joined.manifest, 'joining again');
       yield { kind: 'rejoined', server: session.server, clientId: joined.clientId, previousClientId, reason: err.details };
       continue;
     }
@@ -139,7 +160,7 @@ async function* federatedRounds(session: FederatedSession, limits: RoundLimits):
         waits++;
         const retryAfterMs = Math.max(pulled.retryAfterMs, MIN_WAIT_MS);
         yield { kind: 'waiting', retryAfterMs, consecutive: waits };
-        await pause(retryAfterMs, limits.signal);
+        yield* events.during(pause(retryAfterMs, limits.signal));
         break;
       }
       case 'task':
@@ -150,7 +171,10 @@ async function* federatedRounds(session: FederatedSession, limits: RoundLimits):
     }
   }
   let identity: CoordinatorIdentity | undefined = session.identity;
+  yield* events.drain();
   if (limits.leave) {
+    // A heartbeat after leaving would only be refused.
+    session.heartbeats.stop();
     // Leaving ends this identity for good: the next start joins afresh (personal state kept).
     const failure = await remote.leave('done').then(
       () => undefined,
@@ -162,10 +186,10 @@ async function* federatedRounds(session: FederatedSession, limits: RoundLimits):
     identity = undefined;
   }
   await saveSession(session, identity);
-  const traffic = { bytesUp: remote.bytesUp, bytesDown: remote.bytesDown };
+  const moved = traffic(session);
   yield lastRound !== undefined
-    ? { kind: 'finished', lastRound, roundsTrained, stateDir: session.stateDir, ...traffic }
-    : { kind: 'stopped', reason: stopped() ? 'signal' : 'round-limit', roundsTrained, stateDir: session.stateDir, ...traffic };
+    ? { kind: 'finished', lastRound, roundsTrained, stateDir: session.stateDir, ...moved }
+    : { kind: 'stopped', reason: stopped() ? 'signal' : 'round-limit', roundsTrained, stateDir: session.stateDir, ...moved };
 }
 
 /** Train on a delivered task, push the update, save the state. */
@@ -177,7 +201,7 @@ async function* federatedRound(
   const { remote, participant } = session;
   const round = task.round;
   yield { kind: 'round-started', round, received: task.kind };
-  const trained = await trainOnTask(participant, task);
+  const trained = yield* session.events.during(trainOnTask(participant, task));
   yield* drainNotes(session, round);
   yield { kind: 'trained', round, metrics: trained.metrics };
   let outcome: ClientEvent | undefined;
@@ -185,13 +209,16 @@ async function* federatedRound(
     const ack = yield* untilConnected('push', () => remote.pushUpdate(trained.upload.fields, trained.upload.tensors), signal);
     if (ack !== undefined) {
       outcome = ack.accepted
-        ? { kind: 'pushed', round, ack, bytesUp: remote.bytesUp, bytesDown: remote.bytesDown }
+        ? { kind: 'pushed', round, ack, ...traffic(session) }
         : { kind: 'refused', round, reason: ack.message };
     }
   } catch (err) {
     // The round closed or our mask view went stale while we trained: the next
-    // pull re-synchronises (dense model, full masks). Anything else is fatal.
-    if (!(err instanceof RemoteError && err.code === grpc.status.FAILED_PRECONDITION)) throw err;
+    // pull re-synchronises (dense model, full masks). A coordinator that forgot
+    // us meanwhile (restarted without its store): the next pull joins again.
+    // Anything else is fatal.
+    const recoverable = [grpc.status.FAILED_PRECONDITION, grpc.status.UNAUTHENTICATED];
+    if (!(err instanceof RemoteError && recoverable.includes(err.code))) throw err;
     outcome = { kind: 'refused', round, reason: err.details };
   }
   await saveSession(session, session.identity);
@@ -225,14 +252,43 @@ function* drainNotes(session: ClientSession, round: number): Generator<ClientEve
   for (const text of session.notes.splice(0)) yield { kind: 'note', round, text };
 }
 
-/** The data folder of --data; a folder that cannot be used is an error naming the flag. */
-async function readDataFlag(folder: string, seed: number): Promise<ClientDataSplits> {
+/** The data folder; one that cannot be used is an error naming the option (`--data`, `client.json: data`). */
+async function readDataFolderOption(options: ClientOptions, seed: number): Promise<ClientDataSplits> {
   try {
-    return await loadClientData(folder, seed);
+    return await loadClientData(options.data, seed, { labelColumn: options.labelColumn });
   } catch (err) {
-    if (err instanceof DataFolderError) throw new ClientCommandError(`--data: ${err.message}`);
+    if (err instanceof DataFolderError) throw new ClientCommandError(`${options.nameOf('data')}: ${err.message}`);
     throw err;
   }
+}
+
+/**
+ * Data that the named model (or, unnamed, every zoo model) cannot take fails
+ * here, before joining: a device that enrolls and then cannot train is a member
+ * that never reports. The session fits the data to the actual model later.
+ */
+function checkDataFitsSomeModel(options: ClientOptions, data: ClientDataSplits): void {
+  const candidates = options.model !== undefined ? [options.model] : MODEL_NAMES;
+  const misfits: string[] = [];
+  for (const name of candidates) {
+    const model = createModel(name, 0);
+    try {
+      fitDataToModel(data, model);
+      return;
+    } catch (err) {
+      if (!(err instanceof DataFolderError)) throw err;
+      const [h, w, c] = model.inputShape;
+      misfits.push(candidates.length === 1 ? err.message : `${name} takes ${h}x${w}x${c} = ${h * w * c} values`);
+    } finally {
+      model.dispose();
+    }
+  }
+  const what = describeShape(exampleShape(data.train));
+  const message =
+    candidates.length === 1
+      ? misfits[0]
+      : `'${data.layout.folder}' holds ${what}, which no zoo model takes (${[...new Set(misfits)].join(', ')})`;
+  throw new ClientCommandError(`${options.nameOf('data')}: ${message}`);
 }
 
 function hashString(text: string): number {

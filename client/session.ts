@@ -17,7 +17,11 @@ import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { AlgorithmName } from './algorithms/registry.js';
+import { fitDataToModel } from './data/fit.js';
+import { DataFolderError } from './data/errors.js';
+import { EventQueue } from './event-queue.js';
 import type { ClientEvent, CoordinatorCall } from './events.js';
+import { Heartbeats } from './heartbeat.js';
 import { createModel, isModelName, MODEL_NAMES, type Model, type ModelName, type TensorSpec } from './model.js';
 import { ClientCommandError, type ClientOptions } from './options.js';
 import { Participant } from './participant.js';
@@ -46,6 +50,10 @@ export interface FederatedSession extends SessionParts {
   readonly enrollment: { readonly token: string; readonly name: string };
   /** Who the coordinator knows us as now: read from the connection, which a re-join updates. */
   readonly identity: CoordinatorIdentity;
+  /** Sent while the session is open; their failures arrive through `events`. */
+  readonly heartbeats: Heartbeats;
+  /** Events from beside the rounds loop (heartbeats), yielded by it. */
+  readonly events: EventQueue;
 }
 
 export type ClientSession = FederatedSession | LocalSession;
@@ -70,7 +78,7 @@ export async function* openFederatedSession(
   options: ClientOptions,
   context: SessionContext,
 ): AsyncGenerator<ClientEvent, FederatedSession | undefined> {
-  const tls = options.tlsCa === undefined ? undefined : { ca: await readCa(options.tlsCa) };
+  const tls = options.tlsCa === undefined ? undefined : { ca: await readCa(options.tlsCa, options.nameOf('tlsCa')) };
   const remote = CoordinatorClient.connect(options.server, {
     valueEncoding: options.valueEncoding,
     ...(tls !== undefined ? { tls } : {}),
@@ -94,10 +102,18 @@ export async function* openFederatedSession(
       if (joined === undefined) return undefined;
       model =
         options.model !== undefined ? createModel(options.model, context.seed) : modelForManifest(joined.manifest, context.seed);
-      checkManifest(model, joined.manifest);
+      checkManifest(model, joined.manifest, options.model !== undefined ? options.nameOf('model') : 'the zoo');
       yield { kind: 'joined', clientId: joined.clientId, ...described };
     }
     const { participant, notes } = yield* restoreParticipant(options, context, model, saved);
+    const events = new EventQueue();
+    const heartbeats = new Heartbeats({
+      server: options.server,
+      intervalMs: options.heartbeatMs,
+      connect: tls !== undefined ? { tls } : {},
+      identity: () => remote.identity,
+      report: (event) => events.push(event),
+    });
     const session: FederatedSession = {
       kind: 'federated',
       server: options.server,
@@ -107,6 +123,8 @@ export async function* openFederatedSession(
       algorithm: options.algorithm,
       stateDir: options.stateDir,
       notes,
+      heartbeats,
+      events,
       get identity(): CoordinatorIdentity {
         const identity = remote.identity;
         if (identity === undefined) throw new Error('a federated session always holds an identity');
@@ -147,10 +165,12 @@ export async function* openLocalSession(
   }
 }
 
-/** The `--model` a local session needs, or an error saying why it is needed. */
+/** The model a local session needs (`--model`), or an error saying why it is needed. */
 export function requireModel(options: ClientOptions): ModelName {
   if (options.model === undefined) {
-    throw new ClientCommandError('--model: the local algorithm never contacts a coordinator, so name the model');
+    throw new ClientCommandError(
+      `${options.nameOf('model')}: the local algorithm never contacts a coordinator, so name the model`,
+    );
   }
   return options.model;
 }
@@ -158,7 +178,10 @@ export function requireModel(options: ClientOptions): ModelName {
 /** Ends a session: releases the model and the connection. */
 export function closeSession(session: ClientSession): void {
   session.participant.model.dispose();
-  if (session.kind === 'federated') session.remote.close();
+  if (session.kind === 'federated') {
+    session.heartbeats.close();
+    session.remote.close();
+  }
 }
 
 /** Saves the personal state with `identity` (undefined once the client has left, and always for a local session). */
@@ -240,10 +263,12 @@ export function modelForManifest(manifest: readonly TensorSpec[], seed: number):
   );
 }
 
-/** Throws naming --model when the coordinator's model is another one. */
-export function checkManifest(model: Model, manifest: readonly TensorSpec[]): void {
+/** Throws when the coordinator's model is another one; `chosenBy` says where ours came from (`--model`, the saved state). */
+export function checkManifest(model: Model, manifest: readonly TensorSpec[], chosenBy: string): void {
   if (!sameManifest(model.manifest, manifest)) {
-    throw new ClientCommandError(`--model ${model.name} does not match the coordinator's model (${manifest.length} tensors)`);
+    throw new ClientCommandError(
+      `${chosenBy}: model ${model.name} does not match the coordinator's model (${manifest.length} tensors)`,
+    );
   }
 }
 
@@ -262,13 +287,22 @@ function* restoreParticipant(
     assertStateMatches(saved, { model: model.name, manifest: model.manifest }, stateFilePath(options.stateDir));
     yield { kind: 'state-restored', stateDir: options.stateDir, round: saved.round, maskVersion: saved.maskVersion };
   }
+  const data = fitData(options, context, model);
+  if (data.converted !== undefined) {
+    yield {
+      kind: 'data-converted',
+      model: model.name,
+      fromChannels: data.converted.from,
+      toChannels: data.converted.to,
+    };
+  }
   const notes: string[] = [];
   const participant = new Participant({
     model,
     algorithm: options.algorithm,
     config: options.algorithmConfig,
-    train: context.data.train,
-    test: context.data.test,
+    train: data.train,
+    test: data.test,
     seed: context.seed,
     log: (line) => notes.push(line),
     ...(saved !== undefined ? { restore: saved } : {}),
@@ -276,10 +310,20 @@ function* restoreParticipant(
   return { participant, notes };
 }
 
-async function readCa(path: string): Promise<Buffer> {
+/** The data folder as the model takes it (image channels converted), or an error naming the data option. */
+function fitData(options: ClientOptions, context: SessionContext, model: Model): ReturnType<typeof fitDataToModel> {
+  try {
+    return fitDataToModel(context.data, model);
+  } catch (err) {
+    if (err instanceof DataFolderError) throw new ClientCommandError(`${options.nameOf('data')}: ${err.message}`);
+    throw err;
+  }
+}
+
+async function readCa(path: string, option: string): Promise<Buffer> {
   try {
     return await readFile(path);
   } catch (err) {
-    throw new ClientCommandError(`--tls-ca: cannot read '${path}' (${(err as Error).message})`);
+    throw new ClientCommandError(`${option}: cannot read '${path}' (${(err as Error).message})`);
   }
 }

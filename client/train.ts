@@ -4,9 +4,10 @@
  * reference exactly: PyTorch SGD with momentum, recreated for every call.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import type { Dataset, Normalization } from './data/dataset.js';
+import type { Dataset, ImageDataset, Normalization } from './data/dataset.js';
 import { deriveSeed, SeededRandom } from '../proto/random.js';
 import type { MaskMap } from '../proto/codec.js';
+import { eventLoopYielder } from './event-loop.js';
 import { compactPlan, nativePlan, openSession, type EngineChoice, type NetPlan } from './kernels/engine/index.js';
 import { contentKey, lookupImages, lookupModel, memoEnabled, rememberImages, rememberModel } from './kernels/engine/memo.js';
 import { registerGradients } from './kernels/gradients.js';
@@ -53,7 +54,7 @@ export interface EpochStats {
 }
 
 /** The dataset's own standardisation, else 0.5/0.5 per channel (values in [-1, 1]). */
-export function normalizationFor(data: Pick<Dataset, 'normalization' | 'channels' | 'name'>): Normalization {
+export function normalizationFor(data: Pick<ImageDataset, 'normalization' | 'channels' | 'name'>): Normalization {
   const norm = data.normalization;
   if (norm === undefined)
     return { mean: new Array<number>(data.channels).fill(0.5), std: new Array<number>(data.channels).fill(0.5) };
@@ -79,29 +80,54 @@ interface Batch {
   labelValues: Int32Array;
 }
 
-/** The normalised images and the labels at `order[start..end)`. */
-function makeBatch(data: Dataset, tables: Float32Array[], order: ArrayLike<number>, start: number, end: number): Batch {
-  const pixels = data.height * data.width;
-  const size = pixels * data.channels;
+/** An image dataset's byte -> float tables per channel; none for features (standardised as the batch is built). */
+function inputTables(data: Dataset): Float32Array[] {
+  return data.kind === 'images' ? normalizationTable(normalizationFor(data)) : [];
+}
+
+/**
+ * The normalised examples and the labels at `order[start..end)`, shaped as the
+ * model's input: images as they are, a row of features laid out over
+ * `inputShape` (checkCompatible made sure the sizes agree).
+ */
+function makeBatch(
+  data: Dataset,
+  tables: Float32Array[],
+  order: ArrayLike<number>,
+  start: number,
+  end: number,
+  inputShape: readonly [number, number, number],
+): Batch {
   const count = end - start;
-  const values = new Float32Array(count * size);
   const labels = new Int32Array(count);
-  const channels = data.channels;
-  for (let i = 0; i < count; i++) {
-    const src = order[start + i] * size;
-    const dst = i * size;
-    labels[i] = data.labels[order[start + i]];
-    if (channels === 1) {
-      const table = tables[0];
-      for (let p = 0; p < size; p++) values[dst + p] = table[data.images[src + p]];
-    } else {
-      for (let p = 0; p < size; p++) values[dst + p] = tables[p % channels][data.images[src + p]];
+  for (let i = 0; i < count; i++) labels[i] = data.labels[order[start + i]];
+  const [height, width, channels] = inputShape;
+  const size = height * width * channels;
+  const values = new Float32Array(count * size);
+  switch (data.kind) {
+    case 'images':
+      for (let i = 0; i < count; i++) {
+        const src = order[start + i] * size;
+        const dst = i * size;
+        if (channels === 1) {
+          const table = tables[0];
+          for (let p = 0; p < size; p++) values[dst + p] = table[data.images[src + p]];
+        } else {
+          for (let p = 0; p < size; p++) values[dst + p] = tables[p % channels][data.images[src + p]];
+        }
+      }
+      break;
+    case 'features': {
+      const { mean, std } = data.normalization;
+      for (let i = 0; i < count; i++) {
+        const src = order[start + i] * size;
+        const dst = i * size;
+        for (let f = 0; f < size; f++) values[dst + f] = (data.features[src + f] - mean[f]) / std[f];
+      }
+      break;
     }
   }
-  return {
-    x: tf.tensor4d(values, [count, data.height, data.width, channels], 'float32'),
-    labelValues: labels,
-  };
+  return { x: tf.tensor4d(values, [count, height, width, channels], 'float32'), labelValues: labels };
 }
 
 /** Mean softmax cross-entropy of `logits` against integer labels. */
@@ -116,10 +142,21 @@ function correctCount(logits: tf.Tensor2D, labels: tf.Tensor1D): tf.Scalar {
 
 function checkCompatible(model: Model, data: Dataset, where: string): void {
   const [h, w, c] = model.inputShape;
-  if (data.height !== h || data.width !== w || data.channels !== c) {
-    throw new Error(
-      `${where}: dataset ${data.name} has ${data.height}x${data.width}x${data.channels} images, model ${model.name} expects ${h}x${w}x${c}`,
-    );
+  switch (data.kind) {
+    case 'images':
+      if (data.height !== h || data.width !== w || data.channels !== c) {
+        throw new Error(
+          `${where}: dataset ${data.name} has ${data.height}x${data.width}x${data.channels} images, model ${model.name} expects ${h}x${w}x${c}`,
+        );
+      }
+      break;
+    case 'features':
+      if (data.featureCount !== h * w * c) {
+        throw new Error(
+          `${where}: dataset ${data.name} has ${data.featureCount} features, model ${model.name} takes ${h * w * c} inputs (${h}x${w}x${c})`,
+        );
+      }
+      break;
   }
   if (data.numClasses > model.numClasses) {
     throw new Error(
@@ -185,12 +222,14 @@ export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions
   if (opts.gradTransform !== undefined && opts.engine === 'native') {
     throw new Error('trainLocal: a gradTransform needs the tfjs engine (the native engine runs no tf code)');
   }
-  const plan = opts.gradTransform === undefined ? nativePlan(model, opts.engine) : null;
-  if (plan !== null) return trainNative(model, data, opts, plan);
+  // The native engine covers image data; float features (CSV) train on the tfjs path.
+  const plan = opts.gradTransform === undefined && data.kind === 'images' ? nativePlan(model, opts.engine) : null;
+  if (plan !== null && data.kind === 'images') return trainNative(model, data, opts, plan);
   registerGradients();
-  const tables = normalizationTable(normalizationFor(data));
+  const tables = inputTables(data);
   const optimizer = new SgdMomentum(opts.lr, opts.momentum);
   const rule = GradientRule.create(model, opts);
+  const breathe = eventLoopYielder();
   const history: EpochStats[] = [];
   try {
     for (let epoch = 1; epoch <= opts.epochs; epoch++) {
@@ -199,9 +238,16 @@ export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions
       let correct = 0;
       for (let start = 0; start < data.count; start += opts.batchSize) {
         const end = Math.min(start + opts.batchSize, data.count);
-        const step = trainStep(model, optimizer, rule, opts.gradTransform, makeBatch(data, tables, order, start, end));
+        const step = trainStep(
+          model,
+          optimizer,
+          rule,
+          opts.gradTransform,
+          makeBatch(data, tables, order, start, end, model.inputShape),
+        );
         lossSum += step.loss * (end - start);
         correct += step.correct;
+        await breathe();
       }
       const stats: EpochStats = { loss: lossSum / data.count, accuracy: correct / data.count, samples: data.count };
       history.push(stats);
@@ -261,7 +307,7 @@ class GradientRule {
  * epoch callback revives one, training continues in a session for the new plan with the
  * optimiser state carried over.
  */
-async function trainNative(model: Model, data: Dataset, opts: TrainOptions, base: NetPlan): Promise<EpochStats[]> {
+async function trainNative(model: Model, data: ImageDataset, opts: TrainOptions, base: NetPlan): Promise<EpochStats[]> {
   const batch = Math.min(opts.batchSize, data.count);
   const tables = normalizationTable(normalizationFor(data));
   // The engine reads masks as 0/1 bytes in its own layout; one copy per training call.
@@ -281,6 +327,7 @@ async function trainNative(model: Model, data: Dataset, opts: TrainOptions, base
     }
   };
   let session = open(model.getWeights(), model.getPersonal());
+  const breathe = eventLoopYielder();
   const history: EpochStats[] = [];
   try {
     for (let epoch = 1; epoch <= opts.epochs; epoch++) {
@@ -293,6 +340,7 @@ async function trainNative(model: Model, data: Dataset, opts: TrainOptions, base
         const step = session.trainStep(count, opts.lr, opts.momentum);
         lossSum += step.loss * count;
         correct += step.correct;
+        await breathe();
       }
       const stats: EpochStats = { loss: lossSum / data.count, accuracy: correct / data.count, samples: data.count };
       history.push(stats);
@@ -324,7 +372,7 @@ async function trainNative(model: Model, data: Dataset, opts: TrainOptions, base
 /** Images per native evaluation chunk: activations stay in the core's cache. */
 const NATIVE_EVAL_CHUNK = 32;
 
-function evaluateNative(model: Model, data: Dataset, plan: NetPlan): { loss: number; accuracy: number } {
+function evaluateNative(model: Model, data: ImageDataset, plan: NetPlan): { loss: number; accuracy: number } {
   const weights = model.getWeights();
   const personal = model.getPersonal();
   const memo = memoEnabled();
@@ -470,15 +518,15 @@ export function evaluate(
   if (!Number.isInteger(batchSize) || batchSize < 1)
     throw new Error(`evaluate: batchSize must be a positive integer, got ${batchSize}`);
   checkCompatible(model, data, 'evaluate');
-  const plan = nativePlan(model, engine);
-  if (plan !== null) return evaluateNative(model, data, plan);
-  const tables = normalizationTable(normalizationFor(data));
+  const plan = data.kind === 'images' ? nativePlan(model, engine) : null;
+  if (plan !== null && data.kind === 'images') return evaluateNative(model, data, plan);
+  const tables = inputTables(data);
   const identity = new Int32Array(data.count).map((_, i) => i);
   let lossSum = 0;
   let correct = 0;
   for (let start = 0; start < data.count; start += batchSize) {
     const end = Math.min(start + batchSize, data.count);
-    const batch = makeBatch(data, tables, identity, start, end);
+    const batch = makeBatch(data, tables, identity, start, end, model.inputShape);
     const labels = tf.tensor1d(batch.labelValues, 'int32');
     const [loss, hits] = tf.tidy(() => {
       const logits = model.forward(batch.x, false);

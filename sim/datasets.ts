@@ -1,6 +1,6 @@
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { KNOWN_NORMALIZATION, subset, type Dataset } from '../client/data/dataset.js';
+import { KNOWN_NORMALIZATION, subset, type ImageDataset } from '../client/data/dataset.js';
 import { DatasetNotFoundError } from '../client/data/errors.js';
 import { readIdx } from '../client/data/idx.js';
 import { readCifar10 } from '../client/data/cifar10.js';
@@ -38,8 +38,8 @@ export interface LoadDatasetOptions {
 }
 
 export interface LoadedDataset {
-  train: Dataset;
-  test: Dataset;
+  train: ImageDataset;
+  test: ImageDataset;
   /** Human-readable: where the data came from and how it was split. */
   source: string;
   /** True when the data is the copy shipped in the repository, not a full dataset. */

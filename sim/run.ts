@@ -10,7 +10,7 @@
  * clients in the same (join) order: every algorithm sees the same members.
  */
 import { randomBytes } from 'node:crypto';
-import type { Dataset } from '../client/data/dataset.js';
+import type { ImageDataset } from '../client/data/dataset.js';
 import { SeededRandom, deriveSeed } from '../proto/random.js';
 import { sampleMembers } from '../server/rounds.js';
 import { startCoordinator, type CoordinatorHandle } from '../server/main.js';
@@ -39,7 +39,7 @@ export interface SimulationOptions {
 }
 
 /** A copy of the dataset whose arrays live in SharedArrayBuffers, so workers read it without a copy each. */
-function shareDataset(ds: Dataset): Dataset {
+function shareDataset(ds: ImageDataset): ImageDataset {
   const images = new Uint8Array(new SharedArrayBuffer(ds.images.length));
   images.set(ds.images);
   const labels = new Uint8Array(new SharedArrayBuffer(ds.labels.length));

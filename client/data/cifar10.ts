@@ -1,4 +1,4 @@
-import type { Dataset } from './dataset.js';
+import type { ImageDataset } from './dataset.js';
 import { DataFileError } from './errors.js';
 import { readMaybeGzip, type FileBytes } from './files.js';
 
@@ -13,14 +13,14 @@ export const CIFAR10_CLASSES = 10;
  * Reads CIFAR-10 binary batches (data_batch_N.bin, test_batch.bin; gzip or
  * raw) into one NHWC dataset, in the order the paths are given.
  */
-export async function readCifar10(paths: readonly string[], name?: string): Promise<Dataset> {
+export async function readCifar10(paths: readonly string[], name?: string): Promise<ImageDataset> {
   if (paths.length === 0) throw new RangeError('readCifar10: no batch files given');
   const files = await Promise.all(paths.map(async (file) => ({ file, bytes: await readMaybeGzip(file) })));
   return cifar10Dataset(files, name);
 }
 
 /** Builds one dataset from the inflated bytes of CIFAR-10 binary batches, in the order given. */
-export function cifar10Dataset(files: readonly FileBytes[], name?: string): Dataset {
+export function cifar10Dataset(files: readonly FileBytes[], name?: string): ImageDataset {
   if (files.length === 0) throw new RangeError('readCifar10: no batch files given');
   const parsed = files.map(({ file, bytes }) => parseCifar10(file, bytes));
   const count = parsed.reduce((n, p) => n + p.labels.length, 0);
@@ -33,6 +33,7 @@ export function cifar10Dataset(files: readonly FileBytes[], name?: string): Data
     offset += p.labels.length;
   }
   return {
+    kind: 'images',
     images,
     labels,
     count,

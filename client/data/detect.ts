@@ -1,8 +1,9 @@
-import type { Dataset } from './dataset.js';
+import type { ImageDataset } from './dataset.js';
 import { DataFileError } from './errors.js';
 import { readMaybeGzip, type FileBytes } from './files.js';
 import { IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, idxDataset, idxMagic } from './idx.js';
 import { CIFAR10_RECORD_BYTES, cifar10Dataset } from './cifar10.js';
+import { isPng } from './png.js';
 
 export type DataFormat = 'idx' | 'cifar10';
 
@@ -19,7 +20,7 @@ export interface ReadDataOptions {
  * from the content: an IDX images + labels pair (in either order) or CIFAR-10
  * binary batches. This is what lets `--data a,b` work without a format flag.
  */
-export async function readDatasetFiles(paths: readonly string[], opts: ReadDataOptions = {}): Promise<Dataset> {
+export async function readDatasetFiles(paths: readonly string[], opts: ReadDataOptions = {}): Promise<ImageDataset> {
   if (paths.length === 0) throw new RangeError('readDatasetFiles: no data files given');
   const files = await Promise.all(paths.map(async (file) => ({ file, bytes: await readMaybeGzip(file) })));
   const format = opts.format ?? detectFormat(files);
@@ -53,6 +54,13 @@ export function detectFormat(files: readonly FileBytes[]): DataFormat {
   if (files.some(isIdx)) return 'idx';
   if (files.every((f) => f.bytes.length > 0 && f.bytes.length % CIFAR10_RECORD_BYTES === 0)) return 'cifar10';
   const odd = files.find((f) => f.bytes.length === 0 || f.bytes.length % CIFAR10_RECORD_BYTES !== 0)!;
+  if (isPng(odd.bytes)) {
+    throw new DataFileError(
+      odd.file,
+      'unknown-format',
+      'is a PNG image: images go in one folder per class (<data>/<label>/*.png, or train/<label>/ and test/<label>/)',
+    );
+  }
   const magic = idxMagic(odd.bytes);
   throw new DataFileError(
     odd.file,

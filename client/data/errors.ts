@@ -8,7 +8,21 @@ export type DataFileProblem =
   | 'bad-length'
   | 'count-mismatch'
   | 'label-out-of-range'
-  | 'unknown-format';
+  | 'unknown-format'
+  /** An image folder's file that does not start with the PNG signature. */
+  | 'not-png'
+  /** A PNG that does not decode: truncated, bad checksum, bad chunk. */
+  | 'corrupt-png'
+  /** An image whose size differs from the folder's first image. */
+  | 'wrong-size'
+  /** A CSV header without the label column, or with empty or repeated names, or different from the first file's. */
+  | 'bad-header'
+  /** A CSV cell that is not a finite number (a feature) or a class number (the label). */
+  | 'bad-cell'
+  /** A CSV row with more or fewer fields than the header, or a quoting error. */
+  | 'ragged-row'
+  /** A CSV with a header and no data rows. */
+  | 'no-rows';
 
 /**
  * A data file that cannot be used. The message always starts with the file's
@@ -37,7 +51,17 @@ export class DatasetNotFoundError extends Error {
 }
 
 /** What is wrong with a data folder as a whole (as opposed to one of its files). */
-export type DataFolderProblem = 'not-a-folder' | 'no-data-files' | 'half-split' | 'too-few-examples';
+export type DataFolderProblem =
+  | 'not-a-folder'
+  | 'no-data-files'
+  | 'half-split'
+  | 'too-few-examples'
+  /** Two formats where one is expected: CSV next to other files, or train/ and test/ in different formats. */
+  | 'mixed-formats'
+  /** A class folder whose name gives no usable label, or that holds a folder. */
+  | 'bad-class-folder'
+  /** The data does not fit the model: image size, channels, feature count, classes. */
+  | 'does-not-fit-model';
 
 /** A data folder whose layout cannot be used; the message quotes the folder. */
 export class DataFolderError extends Error {

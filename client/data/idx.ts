@@ -1,4 +1,4 @@
-import type { Dataset } from './dataset.js';
+import type { ImageDataset } from './dataset.js';
 import { DataFileError } from './errors.js';
 import { readMaybeGzip, type FileBytes } from './files.js';
 
@@ -19,13 +19,13 @@ export interface IdxOptions {
  * Reads an IDX pair (MNIST, Fashion-MNIST, EMNIST...): 3-D unsigned-byte
  * images and 1-D unsigned-byte labels, each gzip-compressed or raw.
  */
-export async function readIdx(imagesPath: string, labelsPath: string, opts: IdxOptions = {}): Promise<Dataset> {
+export async function readIdx(imagesPath: string, labelsPath: string, opts: IdxOptions = {}): Promise<ImageDataset> {
   const [imageBytes, labelBytes] = await Promise.all([readMaybeGzip(imagesPath), readMaybeGzip(labelsPath)]);
   return idxDataset({ file: imagesPath, bytes: imageBytes }, { file: labelsPath, bytes: labelBytes }, opts);
 }
 
 /** Builds a dataset from the inflated bytes of an IDX images file and its labels file. */
-export function idxDataset(images: FileBytes, labels: FileBytes, opts: IdxOptions = {}): Dataset {
+export function idxDataset(images: FileBytes, labels: FileBytes, opts: IdxOptions = {}): ImageDataset {
   const numClasses = opts.numClasses ?? 10;
   if (!Number.isInteger(numClasses) || numClasses < 1 || numClasses > 256) {
     throw new RangeError(`readIdx: numClasses must be an integer in 1..256, got ${numClasses}`);
@@ -36,6 +36,7 @@ export function idxDataset(images: FileBytes, labels: FileBytes, opts: IdxOption
     throw new DataFileError(labels.file, 'count-mismatch', `has ${labelValues.length} labels but ${images.file} has ${parsed.count} images`);
   }
   return {
+    kind: 'images',
     images: parsed.pixels,
     labels: labelValues,
     count: parsed.count,

@@ -1,4 +1,4 @@
-import type { Dataset } from './dataset.js';
+import type { ImageDataset } from './dataset.js';
 import { SeededRandom, deriveSeed } from '../../proto/random.js';
 
 export interface SyntheticOptions {
@@ -29,7 +29,7 @@ const BLOBS_PER_CLASS = 3;
  * Classes are balanced (count/classes each, the remainder to the first ones)
  * and shuffled; the same options give the same bytes.
  */
-export function syntheticDataset(opts: SyntheticOptions): Dataset {
+export function syntheticDataset(opts: SyntheticOptions): ImageDataset {
   const { count, classes, height, width, channels, seed } = opts;
   const noise = opts.noise ?? 0.2;
   for (const [key, v, min] of [
@@ -71,7 +71,7 @@ export function syntheticDataset(opts: SyntheticOptions): Dataset {
       }
     }
   }
-  return { images, labels, count, height, width, channels, numClasses: classes, name: opts.name ?? 'synthetic' };
+  return { kind: 'images', images, labels, count, height, width, channels, numClasses: classes, name: opts.name ?? 'synthetic' };
 }
 
 /** One class's pattern in [0, 0.8]: a sum of Gaussian blobs at seeded positions, per channel. */

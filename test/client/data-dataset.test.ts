@@ -1,9 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { DatasetError, labelCounts, subset, validateDataset, type Dataset } from '../../client/data/dataset.js';
+import { DatasetError, labelCounts, subset, validateDataset, type ImageDataset } from '../../client/data/dataset.js';
 
-function tiny(): Dataset {
+function tiny(): ImageDataset {
   // 3 images of 1x2x1: pixel values encode the image index so copies are traceable.
   return {
+    kind: 'images',
     images: Uint8Array.from([10, 11, 20, 21, 30, 31]),
     labels: Uint8Array.from([2, 0, 2]),
     count: 3,

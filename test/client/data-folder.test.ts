@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
+import type { Dataset } from '../../client/data/dataset.js';
 import { DataFolderError, type DataFolderProblem } from '../../client/data/errors.js';
 import { POOLED_TEST_FRACTION, detectDataFolder, loadClientData } from '../../client/data/folder.js';
 import { cifarBatch, idxImages, idxLabels, tempDir } from '../fixtures/data-files.js';
@@ -32,12 +33,23 @@ describe('client data folder', () => {
     expect(layout).toEqual({
       kind: 'split',
       folder,
-      train: [`${folder}/train/images-idx3-ubyte`, `${folder}/train/labels-idx1-ubyte`],
-      test: [`${folder}/test/batch.bin`],
+      train: {
+        kind: 'binary',
+        folder: `${folder}/train`,
+        files: [`${folder}/train/images-idx3-ubyte`, `${folder}/train/labels-idx1-ubyte`],
+      },
+      test: { kind: 'binary', folder: `${folder}/test`, files: [`${folder}/test/batch.bin`] },
     });
+    // train/ and test/ must agree on the example size: a 2x2 IDX train split and CIFAR-10 test are refused
+    expect(await problemOf(loadClientData(folder, 1))).toEqual({
+      problem: 'mixed-formats',
+      message: `'${folder}': train/ holds 2x2 images but test/ holds 32x32 images`,
+    });
+    tmp.write('split/test/batch.bin', idxImages(2, 2, 2));
+    tmp.write('split/test/labels', idxLabels([3, 4]));
     const { train, test } = await loadClientData(folder, 1);
-    expect([train.count, train.height, train.name]).toEqual([6, 2, `${folder}/train`]);
-    expect([test.count, test.channels, test.name]).toEqual([2, 3, `${folder}/test`]);
+    expect(train.kind === 'images' && [train.count, train.height, train.name]).toEqual([6, 2, `${folder}/train`]);
+    expect(test.kind === 'images' && [test.count, test.channels, test.name]).toEqual([2, 1, `${folder}/test`]);
   });
 
   it('holds out a seeded share of a pooled folder as the test split, the same for the same seed', async () => {
@@ -46,7 +58,7 @@ describe('client data folder', () => {
     const folder = `${tmp.dir}/pooled`;
     expect(await detectDataFolder(folder)).toMatchObject({
       kind: 'pooled',
-      files: [expect.stringMatching(/images/), expect.stringMatching(/labels/)],
+      source: { kind: 'binary', files: [expect.stringMatching(/images/), expect.stringMatching(/labels/)] },
     });
     const a = await loadClientData(folder, 7);
     expect([a.train.count, a.test.count]).toEqual([20 * (1 - POOLED_TEST_FRACTION), 20 * POOLED_TEST_FRACTION]);
@@ -55,7 +67,8 @@ describe('client data folder', () => {
     const again = await loadClientData(folder, 7);
     expect([...again.test.labels]).toEqual([...a.test.labels]);
     const other = await loadClientData(folder, 8);
-    expect([...other.test.images]).not.toEqual([...a.test.images]);
+    const pixels = (ds: Dataset): number[] => (ds.kind === 'images' ? [...ds.images] : []);
+    expect(pixels(other.test)).not.toEqual(pixels(a.test));
   });
 
   it('names the folder and the problem when the layout cannot be used', async () => {

@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { labelCounts, validateDataset, type Dataset } from '../../client/data/dataset.js';
+import { labelCounts, validateDataset, type ImageDataset } from '../../client/data/dataset.js';
 import { syntheticDataset, type SyntheticOptions } from '../../client/data/synthetic.js';
 
 const base: SyntheticOptions = { count: 600, classes: 6, height: 12, width: 12, channels: 1, seed: 3 };
 
 /** Accuracy of a nearest-class-mean classifier fit on `train`: a stand-in for "a small model can learn it". */
-function nearestMeanAccuracy(train: Dataset, test: Dataset): number {
+function nearestMeanAccuracy(train: ImageDataset, test: ImageDataset): number {
   const size = train.height * train.width * train.channels;
   const means = Array.from({ length: train.numClasses }, () => new Float64Array(size));
   const counts = labelCounts(train);

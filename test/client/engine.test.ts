@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
-import type { Dataset } from '../../client/data/dataset.js';
+import type { ImageDataset } from '../../client/data/dataset.js';
 import { openSession } from '../../client/kernels/engine/index.js';
 import { engine } from '../../client/kernels/engine/native.js';
 import { NetPlan, type Session } from '../../client/kernels/engine/net.js';
@@ -22,14 +22,14 @@ beforeAll(async () => {
   await initBackend('wasm', { logger: { info: () => {} } });
 });
 
-function randomImages(rng: SeededRandom, count: number, side: number, channels: number, classes = 10): Dataset {
+function randomImages(rng: SeededRandom, count: number, side: number, channels: number, classes = 10): ImageDataset {
   const images = new Uint8Array(count * side * side * channels);
   for (let i = 0; i < images.length; i++) images[i] = rng.int(256);
   const labels = new Uint8Array(count).map(() => rng.int(classes));
-  return { images, labels, count, height: side, width: side, channels, numClasses: classes, name: 'random' };
+  return { kind: 'images', images, labels, count, height: side, width: side, channels, numClasses: classes, name: 'random' };
 }
 
-function tablesOf(data: Dataset): Float32Array[] {
+function tablesOf(data: ImageDataset): Float32Array[] {
   const norm = normalizationFor(data);
   return norm.mean.map((mean, c) => Float32Array.from({ length: 256 }, (_, v) => (v / 255 - mean) / norm.std[c]));
 }
@@ -132,7 +132,7 @@ function referenceLogits(
   return act as tf.Tensor2D;
 }
 
-function normalizedBatch(data: Dataset): tf.Tensor4D {
+function normalizedBatch(data: ImageDataset): tf.Tensor4D {
   const tables = tablesOf(data);
   const values = Float32Array.from(data.images, (v, i) => tables[i % data.channels][v]);
   return tf.tensor4d(values, [data.count, data.height, data.width, data.channels]);
@@ -246,7 +246,7 @@ describe('native kernels against tf ops on random architectures', () => {
 });
 
 /** A learnable toy task: class k lights up a band of rows (as in train.test.ts). */
-function bandDataset(count: number, seed: number, side: number, channels: number, numClasses = 4): Dataset {
+function bandDataset(count: number, seed: number, side: number, channels: number, numClasses = 4): ImageDataset {
   const rng = new SeededRandom(seed);
   const size = side * side * channels;
   const images = new Uint8Array(count * size);
@@ -260,10 +260,10 @@ function bandDataset(count: number, seed: number, side: number, channels: number
       images[i * size + p] = lit ? 200 + rng.int(56) : rng.int(60);
     }
   }
-  return { images, labels, count, height: side, width: side, channels, numClasses, name: 'synthetic-bands' };
+  return { kind: 'images', images, labels, count, height: side, width: side, channels, numClasses, name: 'synthetic-bands' };
 }
 
-const dataFor = (name: ModelName, count: number, seed: number): Dataset =>
+const dataFor = (name: ModelName, count: number, seed: number): ImageDataset =>
   name.endsWith('cifar') ? bandDataset(count, seed, 32, 3) : bandDataset(count, seed, 28, 1);
 
 describe('native trainLocal and evaluate against the tfjs path on the zoo', () => {
@@ -512,7 +512,7 @@ describe('evaluation memo', () => {
     );
     const a = createModel(name, 1);
     const b = createModel(name, 1);
-    const fresh = (m: ReturnType<typeof createModel>, d: Dataset) => {
+    const fresh = (m: ReturnType<typeof createModel>, d: ImageDataset) => {
       const saved = process.env.SUBFED_EVAL_MEMO;
       process.env.SUBFED_EVAL_MEMO = 'off';
       try {

@@ -1,6 +1,6 @@
 /** Test helpers: a one-client in-memory "coordinator" around a Participant, and tiny datasets. */
 import { syntheticDataset } from '../../client/data/synthetic.js';
-import type { Dataset } from '../../client/data/dataset.js';
+import type { ImageDataset } from '../../client/data/dataset.js';
 import type { LocalUpdate, Participant, ReceivedTask, RoundResult } from '../../client/participant.js';
 import type { MaskMap, TensorMap } from '../../client/prune.js';
 
@@ -11,7 +11,7 @@ export function tinyData(
   testCount = 60,
   classes = 2,
   noise = 0.25,
-): { train: Dataset; test: Dataset } {
+): { train: ImageDataset; test: ImageDataset } {
   const common = { classes, height: 28, width: 28, channels: 1, seed, noise };
   return {
     train: syntheticDataset({ ...common, count: trainCount, sampleStream: 0, name: 'synthetic/train' }),

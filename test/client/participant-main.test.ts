@@ -4,30 +4,30 @@
  * resumes from it, and reports bad input clearly. The tests assert on the
  * run's events; one checks the log lines they become.
  */
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
 import type { ClientEvent, ClientEventKind } from '../../client/events.js';
 import { logLine, runClient, type ClientRunHooks, type ClientRunSummary } from '../../client/main.js';
-import { createModel } from '../../client/model.js';
 import {
   ClientCommandError,
   clientOptions,
   clientOptionsFromFlags,
+  envSource,
   flagSource,
   resolveClientOptions,
   type ClientOptionsInput,
 } from '../../client/options.js';
 import { loadState } from '../../client/state.js';
-import type { Dataset } from '../../client/data/dataset.js';
-import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
+import { unauthenticated } from '../../server/errors.js';
+import type { CoordinatorHandle } from '../../server/main.js';
+import { memoryLogger, startMlpCoordinator, TOKEN, writeIdxFolder } from './client-run-helpers.js';
 import type { TrainingOverrides } from '../../proto/training-config.js';
-import { tinyData } from './participant-helpers.js';
 
-const TOKEN = 'enroll-secret';
+const startServer = (rounds: number, training?: TrainingOverrides): Promise<CoordinatorHandle> =>
+  startMlpCoordinator(rounds, training);
 
 interface Run {
   summary: ClientRunSummary;
@@ -35,19 +35,19 @@ interface Run {
   lines: string[];
 }
 
-/** runClient on validated options, recording its events and log lines. */
-async function run(input: ClientOptionsInput, hooks: Omit<ClientRunHooks, 'log'> = {}): Promise<Run> {
+/** runClient on validated options, recording its events and log lines (the records' messages). */
+async function run(input: ClientOptionsInput, hooks: Omit<ClientRunHooks, 'logger'> = {}): Promise<Run> {
   const events: ClientEvent[] = [];
-  const lines: string[] = [];
+  const { logger, records } = memoryLogger();
   const summary = await runClient(clientOptions(input), {
     ...hooks,
-    log: (line) => lines.push(line),
+    logger,
     onEvent: (event) => {
       events.push(event);
       hooks.onEvent?.(event);
     },
   });
-  return { summary, events, lines };
+  return { summary, events, lines: records.map((r) => r.msg as string) };
 }
 
 /** The events of one kind, typed. */
@@ -60,40 +60,6 @@ function milestones(events: readonly ClientEvent[]): ClientEventKind[] {
   return events.map((e) => e.kind).filter((k) => k !== 'waiting' && k !== 'note');
 }
 
-function idxFiles(ds: Dataset): { images: Buffer; labels: Buffer } {
-  const images = Buffer.alloc(16 + ds.images.length);
-  images.writeUInt32BE(0x00000803, 0);
-  images.writeUInt32BE(ds.count, 4);
-  images.writeUInt32BE(ds.height, 8);
-  images.writeUInt32BE(ds.width, 12);
-  images.set(ds.images, 16);
-  const labels = Buffer.alloc(8 + ds.count);
-  labels.writeUInt32BE(0x00000801, 0);
-  labels.writeUInt32BE(ds.count, 4);
-  labels.set(ds.labels, 8);
-  return { images, labels };
-}
-
-async function startServer(rounds: number, training: TrainingOverrides = { epochs: 2, lr: 0.05 }): Promise<CoordinatorHandle> {
-  const model = createModel('mlp', 0);
-  const manifest = model.manifest.map((s) => ({ ...s, shape: [...s.shape] }));
-  const initial = model.getWeights();
-  model.dispose();
-  return startCoordinator(
-    {
-      rounds,
-      frac: 1,
-      minClients: 1,
-      enrollmentToken: TOKEN,
-      http: { enabled: false },
-      training,
-      logLevel: 'silent',
-    },
-    { manifest, initial },
-    { logger: pino({ level: 'silent' }) },
-  );
-}
-
 describe('runClient', () => {
   let dir: string;
   let dataDir: string;
@@ -102,16 +68,7 @@ describe('runClient', () => {
     await initBackend('wasm', { logger: { info: () => {} } });
     dir = await mkdtemp(join(tmpdir(), 'subfed-client-'));
     dataDir = join(dir, 'data');
-    const { train, test } = tinyData(21, 80, 30);
-    for (const [split, ds] of [
-      ['train', train],
-      ['test', test],
-    ] as const) {
-      await mkdir(join(dataDir, split), { recursive: true });
-      const { images, labels } = idxFiles(ds);
-      await writeFile(join(dataDir, split, 'images-idx3-ubyte'), images);
-      await writeFile(join(dataDir, split, 'labels-idx1-ubyte'), labels);
-    }
+    await writeIdxFolder(dataDir, 21, 80, 30);
   });
 
   afterAll(async () => {
@@ -152,9 +109,10 @@ describe('runClient', () => {
       ]);
       expect(ofKind(events, 'data-loaded')[0]).toMatchObject({
         layout: 'split',
+        format: 'binary',
         trainExamples: 80,
         testExamples: 30,
-        shape: [28, 28, 1],
+        shape: { kind: 'images', height: 28, width: 28, channels: 1 },
       });
       expect(ofKind(events, 'joined')[0]).toEqual({
         kind: 'joined',
@@ -189,7 +147,7 @@ describe('runClient', () => {
           bytesDown: summary.bytesDown,
         },
       ]);
-      // one log line per event (a stretch of waiting is one line)
+      // one log record per event at info (a stretch of waiting is one record; the rest are debug)
       expect(lines).toHaveLength(events.filter((e) => !(e.kind === 'waiting' && e.consecutive > 1)).length);
       expect(lines).toContain(`joined ${server.grpcAddress} as c1 (algorithm subfedavg-un, values f32)`);
       expect(
@@ -322,6 +280,32 @@ describe('runClient', () => {
     }
   });
 
+  it('an upload refused as from an unknown client (a coordinator restarted meanwhile) is pulled again, not fatal', async () => {
+    const server = await startServer(1);
+    const coordinator = server.coordinator;
+    const original = coordinator.checkUpdateHeader.bind(coordinator);
+    let refusals = 0;
+    coordinator.checkUpdateHeader = (header) => {
+      if (refusals++ === 0) throw unauthenticated('unknown_client', `unknown client "${header.clientId}"`);
+      return original(header);
+    };
+    try {
+      const { summary, events } = await run({
+        server: server.grpcAddress,
+        enrollmentToken: TOKEN,
+        data: dataDir,
+        stateDir: join(dir, 'state-forgotten'),
+        algorithm: 'fedavg',
+        backend: 'wasm',
+      });
+      expect(ofKind(events, 'refused')).toEqual([{ kind: 'refused', round: 1, reason: 'unknown client "c1"' }]);
+      expect(ofKind(events, 'pushed').map((e) => e.round)).toEqual([1]);
+      expect(summary).toMatchObject({ finished: true, rounds: 2 }); // round 1 trained twice
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('leaves when asked: the saved state forgets the identity and the next start joins afresh', async () => {
     // One round: a member that leaves an open round would keep it waiting for its deadline.
     const server = await startServer(1);
@@ -390,9 +374,24 @@ describe('runClient', () => {
     } as const;
     const missing = { ...base, data: join(dir, 'missing') };
     await expect(run(missing)).rejects.toThrow(ClientCommandError);
-    await expect(run(missing)).rejects.toThrow(/--data: '.*missing' is not a folder/);
+    // options written in code name their fields as written; the CLI's name them as flags or config fields
+    await expect(run(missing)).rejects.toThrow(/^data: '.*missing' is not a folder/);
     await expect(run({ ...base, algorithm: 'subfedavg-un', algorithmConfig: { p: -1 } })).rejects.toThrow(/config: p:/);
-    await expect(run({ ...base, algorithm: 'local', backend: 'wasm' })).rejects.toThrow(/--model/);
+    await expect(run({ ...base, algorithm: 'local', backend: 'wasm' })).rejects.toThrow(
+      /^model: the local algorithm never contacts/,
+    );
+    // data no model takes fails before the coordinator is contacted (no reconnecting, no join)
+    const narrow = join(dir, 'narrow');
+    await mkdir(narrow, { recursive: true });
+    await writeFile(join(narrow, 'r.csv'), 'temp,humidity,label\n21.5,40,0\n22.1,38,1\n19,55,0\n');
+    const events: ClientEvent[] = [];
+    await expect(run({ ...base, data: narrow, backend: 'wasm' }, { onEvent: (e) => events.push(e) })).rejects.toThrow(
+      `data: '${narrow}' holds 2 features, which no zoo model takes (mlp takes 28x28x1 = 784 values, lenet5-mnist takes 28x28x1 = 784 values, lenet5-cifar takes 32x32x3 = 3072 values, lenet5-bn-mnist takes 28x28x1 = 784 values, lenet5-bn-cifar takes 32x32x3 = 3072 values)`,
+    );
+    expect(events.map((e) => e.kind)).toEqual(['backend-ready', 'data-loaded']);
+    await expect(run({ ...base, data: narrow, backend: 'wasm', model: 'mlp' })).rejects.toThrow(
+      `data: '${narrow}': has 2 feature column(s) besides the label, model mlp takes 784 inputs (28x28x1)`,
+    );
   });
 
   it("refuses a coordinator's one-epoch task with Sub-FedAvg, naming the field, instead of training without pruning", async () => {
@@ -410,12 +409,15 @@ describe('runClient', () => {
   });
 
   it('turns CLI flags into options, naming each bad flag and the value it held', async () => {
-    const flags = { server: '127.0.0.1:5000', token: TOKEN, data: dataDir };
+    const tokenFile = join(dir, 'token');
+    await writeFile(tokenFile, `${TOKEN}\n`, { mode: 0o600 });
+    const flags = { server: '127.0.0.1:5000', tokenFile, data: dataDir };
     const cfgFile = join(dir, 'algo.json');
     await writeFile(cfgFile, '{"target": 40}');
-    expect(await clientOptionsFromFlags({ ...flags, config: cfgFile, seed: '7', rounds: '3', values: 'int8' })).toEqual({
+    const options = await clientOptionsFromFlags({ ...flags, algorithmConfig: cfgFile, seed: '7', rounds: '3', values: 'int8' });
+    expect(options).toMatchObject({
       server: '127.0.0.1:5000',
-      enrollmentToken: TOKEN,
+      enrollmentToken: TOKEN, // the file's trailing newline dropped
       data: dataDir,
       stateDir: '.subfed-client',
       algorithm: 'subfedavg-un',
@@ -424,13 +426,23 @@ describe('runClient', () => {
       maxRounds: 3,
       valueEncoding: 'int8',
       leave: false,
+      logLevel: 'info',
+      heartbeatMs: 5000,
+      labelColumn: 'label',
+      warnings: [],
     });
-    expect((await clientOptionsFromFlags({ ...flags, config: '{"p": 5}' })).algorithmConfig).toEqual({ p: 5 });
-    expect(await clientOptionsFromFlags({ ...flags, leave: true, model: 'lenet5-mnist', backend: 'cpu' })).toMatchObject({
-      leave: true,
-      model: 'lenet5-mnist',
-      backend: 'cpu',
-    });
+    expect(options.nameOf('maxRounds')).toBe('--rounds');
+    expect((await clientOptionsFromFlags({ ...flags, algorithmConfig: '{"p": 5}' })).algorithmConfig).toEqual({ p: 5 });
+    expect(
+      await clientOptionsFromFlags({
+        ...flags,
+        leave: true,
+        model: 'lenet5-mnist',
+        backend: 'cpu',
+        logLevel: 'debug',
+        heartbeatMs: '250',
+      }),
+    ).toMatchObject({ leave: true, model: 'lenet5-mnist', backend: 'cpu', logLevel: 'debug', heartbeatMs: 250 });
     expect((await clientOptionsFromFlags({ ...flags, server: '[::1]:50051' })).server).toBe('[::1]:50051');
     const bad = async (extra: Record<string, string>) => clientOptionsFromFlags({ ...flags, ...extra });
     await expect(bad({ rounds: '0' })).rejects.toThrow(/^--rounds: expected a positive integer, got 0$/);
@@ -441,11 +453,16 @@ describe('runClient', () => {
     await expect(bad({ model: 'resnet' })).rejects.toThrow(/^--model: expected one of mlp, .*, got "resnet"$/);
     await expect(bad({ server: 'nohost' })).rejects.toThrow(/^--server: expected host:port, got "nohost"$/);
     await expect(bad({ algorithm: 'fedprox' })).rejects.toThrow(/^--algorithm: expected one of subfedavg-un, .*, got "fedprox"$/);
-    await expect(bad({ config: '{oops' })).rejects.toThrow(/--config: not valid JSON/);
-    await expect(bad({ config: join(dir, 'nope.json') })).rejects.toThrow(/--config: cannot read/);
-    await expect(bad({ token: '' })).rejects.toThrow(/^--token: expected the coordinator's enrollment token, got ""$/);
+    await expect(bad({ logLevel: 'loud' })).rejects.toThrow(/^--log-level: expected one of fatal, .*, got "loud"$/);
+    await expect(bad({ heartbeatMs: '0' })).rejects.toThrow(/^--heartbeat-ms: expected a positive integer, got 0$/);
+    await expect(bad({ algorithmConfig: '{oops' })).rejects.toThrow(/--algorithm-config: not valid JSON/);
+    await expect(bad({ algorithmConfig: join(dir, 'nope.json') })).rejects.toThrow(/--algorithm-config: cannot read/);
+    await expect(bad({ algorithmConfig: '{"p": -1}' })).rejects.toThrow(/^--algorithm-config: invalid subfedavg-un config: p: /);
+    await expect(bad({ tokenFile: join(dir, 'no-token') })).rejects.toThrow(/^--token-file: cannot read '.*no-token'/);
+    await writeFile(join(dir, 'empty-token'), '\n');
+    await expect(bad({ tokenFile: join(dir, 'empty-token') })).rejects.toThrow(/^--token-file: '.*empty-token' is empty/);
     await expect(clientOptionsFromFlags({ server: '127.0.0.1:5000', data: dataDir })).rejects.toThrow(
-      /^--token: expected the coordinator's enrollment token, got nothing$/,
+      /^no enrollment token: set SUBFED_TOKEN, or give a file holding it with --token-file/,
     );
     // every bad flag at once, each named
     await expect(bad({ rounds: '-1', values: 'f8' })).rejects.toThrow(/--values: .*; --rounds: |--rounds: .*; --values: /);
@@ -453,20 +470,23 @@ describe('runClient', () => {
   });
 
   it('layers option sources: a later one overrides, and an error names the source that set the value', async () => {
-    // A config file as a later issue may add it, under the command line.
     const file = {
       fieldName: (key: string) => `client.json: ${key}`,
       values: { server: 'coord:50051', maxRounds: 5, stateDir: '/var/subfed' },
     };
-    const cli = await flagSource({ token: TOKEN, data: dataDir, rounds: '2' });
-    expect(resolveClientOptions([file, cli])).toMatchObject({ server: 'coord:50051', maxRounds: 2, stateDir: '/var/subfed' });
-    expect(() => resolveClientOptions([{ ...file, values: { ...file.values, server: 'coord' } }, cli])).toThrow(
+    const cli = await flagSource({ data: dataDir, rounds: '2' });
+    const env = envSource({ SUBFED_TOKEN: TOKEN });
+    const merged = resolveClientOptions([file, env, cli]);
+    expect(merged).toMatchObject({ server: 'coord:50051', maxRounds: 2, stateDir: '/var/subfed', enrollmentToken: TOKEN });
+    expect([merged.nameOf('server'), merged.nameOf('maxRounds'), merged.nameOf('enrollmentToken')]).toEqual([
+      'client.json: server',
+      '--rounds',
+      'SUBFED_TOKEN',
+    ]);
+    expect(() => resolveClientOptions([{ ...file, values: { ...file.values, server: 'coord' } }, env, cli])).toThrow(
       /^client\.json: server: expected host:port, got "coord"$/,
     );
-    const noToken = await flagSource({ data: dataDir });
-    expect(() => resolveClientOptions([file, noToken])).toThrow(
-      /^--token: expected the coordinator's enrollment token, got nothing$/,
-    );
+    expect(() => resolveClientOptions([file, cli])).toThrow(/^no enrollment token: set SUBFED_TOKEN/);
     // programmatic options are validated too, naming the field
     expect(() => clientOptions({ server: 'nohost', enrollmentToken: TOKEN, data: dataDir })).toThrow(
       /^server: expected host:port/,
@@ -510,13 +530,13 @@ describe('runClient', () => {
 
 describe('logLine', () => {
   it('writes one line per event, naming what a reader needs', () => {
-    const cases: [ClientEvent, string | undefined][] = [
+    const cases: [ClientEvent, string][] = [
       [
         { kind: 'reconnecting', call: 'push', reason: 'No connection established', delayMs: 1500 },
         'push: coordinator unavailable (No connection established); retrying in 1.5 s',
       ],
       [{ kind: 'waiting', retryAfterMs: 500, consecutive: 1 }, 'no task yet; asking again every 500 ms'],
-      [{ kind: 'waiting', retryAfterMs: 500, consecutive: 2 }, undefined],
+      [{ kind: 'waiting', retryAfterMs: 500, consecutive: 2 }, 'no task yet (2 asks in a row)'],
       [{ kind: 'refused', round: 4, reason: 'round 4 is closed' }, 'round 4: update refused (round 4 is closed); pulling again'],
       [
         { kind: 'rejoined', server: 'h:1', clientId: 'c9', previousClientId: 'c2', reason: 'unknown client c2' },

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
-import { KNOWN_NORMALIZATION, type Dataset } from '../../client/data/dataset.js';
+import { KNOWN_NORMALIZATION, type ImageDataset } from '../../client/data/dataset.js';
 import { SeededRandom } from '../../proto/random.js';
 import { createModel, type ModelName } from '../../client/model.js';
 import { crossEntropyWithStats, evaluate, normalizationFor, trainLocal } from '../../client/train.js';
@@ -11,7 +11,7 @@ beforeAll(async () => {
 });
 
 /** A learnable toy task: class k lights up a 5-row band at rows 2k..2k+4 (plus noise). */
-function bandDataset(count: number, seed: number, side = 28, channels = 1, numClasses = 4): Dataset {
+function bandDataset(count: number, seed: number, side = 28, channels = 1, numClasses = 4): ImageDataset {
   const rng = new SeededRandom(seed);
   const size = side * side * channels;
   const images = new Uint8Array(count * size);
@@ -25,7 +25,7 @@ function bandDataset(count: number, seed: number, side = 28, channels = 1, numCl
       images[i * size + p] = lit ? 200 + rng.int(56) : rng.int(60);
     }
   }
-  return { images, labels, count, height: side, width: side, channels, numClasses, name: 'synthetic-bands' };
+  return { kind: 'images', images, labels, count, height: side, width: side, channels, numClasses, name: 'synthetic-bands' };
 }
 
 const base = { epochs: 3, batchSize: 10, lr: 0.01, momentum: 0.5, seed: 1 };

@@ -16,7 +16,7 @@
  * object (datasets are treated as immutable values) and its images by a hash of their
  * bytes and label. SUBFED_EVAL_MEMO=off turns both off.
  */
-import type { Dataset } from '../../data/dataset.js';
+import type { ImageDataset } from '../../data/dataset.js';
 
 export interface EvalResult {
   readonly loss: number;
@@ -25,7 +25,7 @@ export interface EvalResult {
 
 interface ModelEntry {
   readonly key: string;
-  readonly data: Dataset;
+  readonly data: ImageDataset;
   readonly result: EvalResult;
 }
 
@@ -44,7 +44,7 @@ interface Prediction {
 const PREDICTION_MODELS = 4;
 
 const byModel = new WeakMap<object, ModelEntry>();
-const imageKeys = new WeakMap<Dataset, ImageKeys>();
+const imageKeys = new WeakMap<ImageDataset, ImageKeys>();
 /** Insertion order is recency order (a hit moves the entry to the end). */
 const predictions = new Map<string, Map<number, Prediction>>();
 
@@ -75,7 +75,7 @@ export function contentKey(name: string, ...tensors: ReadonlyMap<string, Float32
   return `${name}:${h1 >>> 0}:${h2 >>> 0}:${n}`;
 }
 
-function keysOf(data: Dataset): ImageKeys {
+function keysOf(data: ImageDataset): ImageKeys {
   let keys = imageKeys.get(data);
   if (keys !== undefined && keys.key.length === data.count) return keys;
   const size = data.height * data.width * data.channels;
@@ -105,12 +105,12 @@ function keysOf(data: Dataset): ImageKeys {
 }
 
 /** The remembered result of `model` holding content `key` on `data`, if any. */
-export function lookupModel(model: object, key: string, data: Dataset): EvalResult | undefined {
+export function lookupModel(model: object, key: string, data: ImageDataset): EvalResult | undefined {
   const entry = byModel.get(model);
   return entry !== undefined && entry.key === key && entry.data === data ? entry.result : undefined;
 }
 
-export function rememberModel(model: object, key: string, data: Dataset, result: EvalResult): void {
+export function rememberModel(model: object, key: string, data: ImageDataset, result: EvalResult): void {
   byModel.set(model, { key, data, result });
 }
 
@@ -118,7 +118,7 @@ export function rememberModel(model: object, key: string, data: Dataset, result:
  * Per-image results of content `key` on `data`: fills losses/correct for the images it
  * knows and returns the indices of those it does not, in index order.
  */
-export function lookupImages(key: string, data: Dataset, losses: Float64Array, correct: Uint8Array): Int32Array {
+export function lookupImages(key: string, data: ImageDataset, losses: Float64Array, correct: Uint8Array): Int32Array {
   const known = predictions.get(key);
   if (known === undefined) return Int32Array.from({ length: data.count }, (_, i) => i);
   predictions.delete(key);
@@ -136,7 +136,13 @@ export function lookupImages(key: string, data: Dataset, losses: Float64Array, c
 }
 
 /** Records the per-image results of `indices` of `data` for content `key`. */
-export function rememberImages(key: string, data: Dataset, indices: Int32Array, losses: Float64Array, correct: Uint8Array): void {
+export function rememberImages(
+  key: string,
+  data: ImageDataset,
+  indices: Int32Array,
+  losses: Float64Array,
+  correct: Uint8Array,
+): void {
   let known = predictions.get(key);
   if (known === undefined) {
     known = new Map();

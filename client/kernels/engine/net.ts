@@ -8,7 +8,7 @@
  * the padding); every parameter as [rows][cols padded to 4] with the rows in tfjs order
  * (conv kernel [kh*kw*inC][outC], dense [in][out], vectors [1][C]).
  */
-import type { Dataset } from '../../data/dataset.js';
+import type { ImageDataset } from '../../data/dataset.js';
 import { architectureOf, BN_EPSILON, BN_MOMENTUM, type Architecture, type Model } from '../../model.js';
 import type { Engine } from './native.js';
 
@@ -754,7 +754,7 @@ export class Session {
   }
 
   /** Loads images order[start..start+count) of `data`, normalised, and their labels. */
-  loadBatch(data: Dataset, order: ArrayLike<number>, start: number, count: number): void {
+  loadBatch(data: ImageDataset, order: ArrayLike<number>, start: number, count: number): void {
     if (count > this.batch) throw new Error(`native engine: batch of ${count} in a session for ${this.batch}`);
     const [h, w, c] = this.plan.inputShape;
     const size = h * w * c;

@@ -3,7 +3,7 @@
  * of `model` on `data` with a mark after every stage and reports the time per stage and
  * step. The marks cost a performance.now() each (~0.1 µs), which the step time includes.
  */
-import type { Dataset } from '../../data/dataset.js';
+import type { ImageDataset } from '../../data/dataset.js';
 import { createModel, type ModelName } from '../../model.js';
 import { normalizationFor } from '../../train.js';
 import { nativePlan, openSession } from './index.js';
@@ -21,7 +21,7 @@ export interface NativeProfile {
   kernels: StageRow[];
 }
 
-function tablesOf(data: Dataset): Float32Array[] {
+function tablesOf(data: ImageDataset): Float32Array[] {
   const norm = normalizationFor(data);
   return norm.mean.map((mean, c) => {
     const table = new Float32Array(256);
@@ -31,7 +31,7 @@ function tablesOf(data: Dataset): Float32Array[] {
 }
 
 /** Null when the engine does not cover the model. */
-export function nativeStepProfile(modelName: ModelName, batch: number, data: Dataset, steps = 200): NativeProfile | null {
+export function nativeStepProfile(modelName: ModelName, batch: number, data: ImageDataset, steps = 200): NativeProfile | null {
   const model = createModel(modelName, 1);
   try {
     const plan = nativePlan(model, 'auto');
