@@ -71,7 +71,7 @@ async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
             baseMaskVersion: 0,
             maskChanged: true,
             newMaskVersion: 1,
-            metrics: { loss: 1, localAccuracy: 0.5, sparsity: 0.5, receivedAccuracy: 0.4 },
+            metrics: { loss: 1, localAccuracy: 0.5, sparsity: 0.5, receivedAccuracy: 0.4, channelsKept: [] },
           },
           tensors,
         );

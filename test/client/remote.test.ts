@@ -278,7 +278,7 @@ describe('CoordinatorClient', () => {
         baseMaskVersion: 2,
         maskChanged: true,
         newMaskVersion: 3,
-        metrics: { loss: 0.5, localAccuracy: 0.9, sparsity: 0.4, receivedAccuracy: 0.6 },
+        metrics: { loss: 0.5, localAccuracy: 0.9, sparsity: 0.4, receivedAccuracy: 0.6, channelsKept: [] },
       },
       new Map([
         ['dense/kernel', { dense: delta, mask: newMask, previousMask: clientMask }],
