@@ -71,9 +71,10 @@ let reflectedProtos: protoLoader.PackageDefinition | undefined;
 
 /** subfed.v1 and grpc.health.v1 as descriptors, for server reflection (parsed once per process). */
 function reflectedDefinitions(): protoLoader.PackageDefinition {
+  // keepCase: the descriptors carry the .proto's own field names (snake_case), as a generic client expects.
   reflectedProtos ??= {
-    ...protoLoader.loadSync(protoFilePath()),
-    ...protoLoader.loadSync(healthProtoPath),
+    ...protoLoader.loadSync(protoFilePath(), { keepCase: true }),
+    ...protoLoader.loadSync(healthProtoPath, { keepCase: true }),
   };
   return reflectedProtos;
 }
