@@ -140,7 +140,7 @@ export async function runSimCommand(flags: SimCommandFlags, options: SimCommandO
       case 'setup':
         notes = event.notes;
         for (const note of event.notes) log.info({ event: 'setup' }, note);
-        log.info({ event: 'split', labelTable: event.labelTable }, `label counts per client:\n${event.labelTable}`);
+        log.info({ event: 'split' }, `label counts per client:\n${event.labelTable}`);
         return;
       case 'coordinator':
         feed.attach(event.coordinator.coordinator, `simulation · ${event.algorithm}`);
