@@ -147,12 +147,12 @@ export async function startCoordinator(
   const feed = new DashboardFeed();
   if (config.http.enabled) {
     feed.attach(coordinator, 'coordinator');
-    http = await createHttpServer(coordinator, metrics, feed, logger);
     try {
+      http = await createHttpServer(coordinator, metrics, feed, logger);
       await http.listen({ host: config.http.host, port: config.http.port });
     } catch (err) {
       server.forceShutdown();
-      await http.close();
+      await http?.close();
       coordinator.stop();
       throw new Error(`http: cannot listen on ${config.http.host}:${config.http.port} (${(err as Error).message})`);
     }
