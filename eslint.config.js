@@ -1,4 +1,5 @@
 import js from '@eslint/js';
+import globals from 'globals';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import tseslint from 'typescript-eslint';
@@ -85,5 +86,11 @@ export default tseslint.config(
     },
   },
   { files: ['**/*.js'], extends: [tseslint.configs.disableTypeChecked] },
+  { files: ['scripts/**/*.js'], languageOptions: { globals: globals.node } },
+  // The dashboard page's script runs in the browser, with chart.js loaded before it.
+  {
+    files: ['server/dashboard/**/*.js'],
+    languageOptions: { sourceType: 'script', globals: { ...globals.browser, Chart: 'readonly' } },
+  },
   layerBoundaries,
 );

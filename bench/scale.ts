@@ -73,7 +73,7 @@ async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
             numExamples: 10 + (i % 7),
             baseMaskVersion: 0,
             maskChange: { kind: 'changed', version: 1 },
-            metrics: { loss: 1, localAccuracy: 0.5, sparsity: 0.5, receivedAccuracy: 0.4 },
+            metrics: { loss: 1, localAccuracy: 0.5, sparsity: 0.5, receivedAccuracy: 0.4, channelsKept: [] },
           },
           tensors,
         );

@@ -112,6 +112,8 @@ export interface UpdateMetrics {
   localAccuracy: number;
   sparsity: number;
   receivedAccuracy: number;
+  /** Channels kept per BatchNorm layer (channel pruning); empty otherwise. */
+  channelsKept: number[];
 }
 
 export interface UpdateHeader extends Credentials {

@@ -80,13 +80,18 @@ export const coordinatorConfigSchema = z
   .strict();
 
 export type CoordinatorConfig = z.output<typeof coordinatorConfigSchema>;
+
+/** A config or model file the coordinator cannot use; the message names the file and field. `subfed server` exits 2. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
 export type CoordinatorConfigInput = z.input<typeof coordinatorConfigSchema>;
 
 /** Parses a config object; a bad one throws naming each field: `rounds: expected a positive integer, got -3`. */
 export function parseConfig(data: unknown, source = 'config'): CoordinatorConfig {
   const result = coordinatorConfigSchema.safeParse(data);
   if (result.success) return result.data;
-  throw new Error(`${source}: ${formatZodIssues(result.error, { input: data }).join('; ')}`);
+  throw new ConfigError(`${source}: ${formatZodIssues(result.error, { input: data }).join('; ')}`);
 }
 
 /** Reads and validates a config file; relative paths inside it are resolved against its folder. */
@@ -95,13 +100,13 @@ export function loadConfigFile(path: string): CoordinatorConfig {
   try {
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    throw new Error(`${path}: cannot read config file (${(err as Error).message})`);
+    throw new ConfigError(`${path}: cannot read config file (${(err as Error).message})`);
   }
   let data: unknown;
   try {
     data = JSON.parse(text);
   } catch (err) {
-    throw new Error(`${path}: not valid JSON (${(err as Error).message})`);
+    throw new ConfigError(`${path}: not valid JSON (${(err as Error).message})`);
   }
   const config = parseConfig(data, path);
   const base = dirname(resolve(path));
@@ -112,6 +117,18 @@ export function loadConfigFile(path: string): CoordinatorConfig {
     sqlite: config.sqlite === undefined || config.sqlite === ':memory:' ? config.sqlite : rel(config.sqlite),
     tls: config.tls === undefined ? undefined : { cert: rel(config.tls.cert), key: rel(config.tls.key) },
   };
+}
+
+/** The PEM files `tls` names; a file that cannot be read is named with its field (`tls.cert: cannot read ...`). */
+export function readTlsFiles(tls: { cert: string; key: string }): { cert: Buffer; key: Buffer } {
+  const read = (field: 'cert' | 'key'): Buffer => {
+    try {
+      return readFileSync(tls[field]);
+    } catch (err) {
+      throw new ConfigError(`tls.${field}: cannot read '${tls[field]}' (${(err as Error).message})`);
+    }
+  };
+  return { cert: read('cert'), key: read('key') };
 }
 
 // ------------------------------------------------------------------ model file
@@ -155,7 +172,7 @@ function decodeValues(name: string, raw: number[] | string): Float32Array {
 export function parseModelFile(data: unknown, source = 'model'): InitialModel {
   const result = modelFileSchema.safeParse(data);
   if (!result.success) {
-    throw new Error(`${source}: ${formatZodIssues(result.error, { input: data }).join('; ')}`);
+    throw new ConfigError(`${source}: ${formatZodIssues(result.error, { input: data }).join('; ')}`);
   }
   const manifest: TensorSpec[] = result.data.manifest.map((t) => ({ name: t.name, shape: [...t.shape], prunable: t.prunable }));
   const initial: TensorMap = new Map();
@@ -163,7 +180,7 @@ export function parseModelFile(data: unknown, source = 'model'): InitialModel {
     for (const [name, raw] of Object.entries(result.data.values)) initial.set(name, decodeValues(name, raw));
     validateInitialModel(manifest, initial);
   } catch (err) {
-    throw new Error(`${source}: ${(err as Error).message}`);
+    throw new ConfigError(`${source}: ${(err as Error).message}`);
   }
   return { manifest, initial };
 }
@@ -173,7 +190,7 @@ export function loadModelFile(path: string): InitialModel {
   try {
     data = JSON.parse(readFileSync(path, 'utf8'));
   } catch (err) {
-    throw new Error(`${path}: cannot read model file (${(err as Error).message})`);
+    throw new ConfigError(`${path}: cannot read model file (${(err as Error).message})`);
   }
   return parseModelFile(data, path);
 }

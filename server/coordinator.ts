@@ -39,6 +39,15 @@ interface PendingMasks {
 
 type RoundListener = (summary: RoundSummary) => void;
 
+/** A registered client, as the dashboard's table lists it. */
+export interface ClientInfo {
+  readonly id: string;
+  readonly name: string;
+  readonly numExamples: number;
+  /** false once it left. */
+  readonly active: boolean;
+}
+
 /**
  * The coordinator's state machine, independent of the transport: registry,
  * round lifecycle (sample, deadline, quorum, commit or abandon), validation of
@@ -58,6 +67,7 @@ export class Coordinator {
   readonly #denseBytes: number;
   readonly #configJson: string;
   readonly #listeners = new Set<RoundListener>();
+  readonly #changeListeners = new Set<() => void>();
   #lastRound: number;
   #round: Round | null = null;
   #pending = new Map<string, PendingMasks>();
@@ -93,6 +103,7 @@ export class Coordinator {
     for (const c of state.clients) this.#registry.restore(c);
     this.#aggregator = new IntersectionAggregator(this.manifest);
     this.#metrics.clientsRegistered.set(this.#registry.activeCount());
+    this.#metrics.lastCommittedRound.set(state.lastRound);
     if (state.lastRound > 0 || state.clients.length > 0) {
       this.#log.info(
         { event: 'resume', lastRound: state.lastRound, clients: state.clients.length },
@@ -147,6 +158,27 @@ export class Coordinator {
     return this.#store.listRounds(limit, before);
   }
 
+  /** Every registered client, in join order. */
+  clients(): ClientInfo[] {
+    return [...this.#registry.all()]
+      .sort((a, b) => a.seq - b.seq)
+      .map((c) => ({ id: c.id, name: c.name, numExamples: c.numExamples, active: c.active }));
+  }
+
+  /**
+   * Called after anything status() or clients() report may have changed: a
+   * join or leave, a round opened, an update accepted, a round committed or
+   * abandoned (after onRoundCommitted's listeners).
+   */
+  onChange(listener: () => void): () => void {
+    this.#changeListeners.add(listener);
+    return () => this.#changeListeners.delete(listener);
+  }
+
+  #changed(): void {
+    for (const listener of this.#changeListeners) listener();
+  }
+
   /** Called after every commit, inside the call that completed the round. */
   onRoundCommitted(listener: RoundListener): () => void {
     this.#listeners.add(listener);
@@ -181,6 +213,7 @@ export class Coordinator {
     this.#metrics.clientsRegistered.set(this.#registry.activeCount());
     this.#log.info({ event: 'join', clientId: record.id, name: req.clientName }, `client ${record.id} joined`);
     this.#maybeOpenRound();
+    this.#changed();
     return {
       protocolVersion: PROTOCOL_VERSION,
       clientId: record.id,
@@ -206,6 +239,7 @@ export class Coordinator {
     this.#store.saveClient(client);
     this.#metrics.clientsRegistered.set(this.#registry.activeCount());
     this.#log.info({ event: 'leave', clientId: client.id, reason: req.reason }, `client ${client.id} left`);
+    this.#changed();
     return {};
   }
 
@@ -317,11 +351,14 @@ export class Coordinator {
       localAccuracy: m?.localAccuracy ?? 0,
       sparsity: m?.sparsity ?? 0,
       receivedAccuracy: m?.receivedAccuracy ?? 0,
+      ...(m !== null && m.channelsKept.length > 0 ? { channelsKept: [...m.channelsKept] } : {}),
     });
     r.denseBytesUp += this.#denseBytes;
     this.#metrics.denseEquivalentBytes.inc({ direction: 'up' }, this.#denseBytes);
     this.#metrics.updatesAccepted.inc();
+    this.#metrics.roundReporters.set(r.reported);
     if (r.complete) this.#commit(r);
+    else this.#changed();
     return { ...ack };
   }
 
@@ -334,6 +371,10 @@ export class Coordinator {
     }
     if (header.numExamples > this.#config.maxExamples) {
       throw invalid('num_examples', `num_examples ${header.numExamples} exceeds the limit of ${this.#config.maxExamples}`);
+    }
+    const channels = header.metrics?.channelsKept.length ?? 0;
+    if (channels > this.manifest.length) {
+      throw invalid('metrics', `metrics.channels_kept has ${channels} entries; the model has ${this.manifest.length} tensors`);
     }
     if (header.maskChanged && header.newMaskVersion <= client.maskVersion) {
       throw invalid(
@@ -414,6 +455,9 @@ export class Coordinator {
     this.#aggregator.reset();
     this.#pending = new Map();
     this.#timer = setTimeout(() => this.#onDeadline(r), this.#config.roundDeadlineMs);
+    this.#metrics.openRound.set(id);
+    this.#metrics.roundMembers.set(members.length);
+    this.#metrics.roundReporters.set(0);
     this.#log.info(
       { event: 'round_open', round: id, attempt, members: members.length },
       `round ${id} open (attempt ${attempt}) with ${members.length} members`,
@@ -432,11 +476,19 @@ export class Coordinator {
     this.#store.saveMasks(changes);
     this.#aggregator.reset();
     this.#metrics.roundsAbandoned.inc();
+    this.#clearRoundGauges();
     this.#log.warn(
       { event: 'round_abandoned', round: r.id, attempt: r.attempt, reported: r.reported, quorum: need },
       `round ${r.id} attempt ${r.attempt} abandoned: ${r.reported} of ${r.members.size} reported, quorum ${need}; resampling`,
     );
     this.#maybeOpenRound(r.attempt + 1);
+    this.#changed();
+  }
+
+  #clearRoundGauges(): void {
+    this.#metrics.openRound.set(0);
+    this.#metrics.roundMembers.set(0);
+    this.#metrics.roundReporters.set(0);
   }
 
   #applyPendingMasks(): MaskChange[] {
@@ -478,6 +530,20 @@ export class Coordinator {
     this.#round = null;
     this.#metrics.roundsCommitted.inc();
     this.#metrics.aggregationSeconds.observe(aggregationSeconds);
+    this.#metrics.lastCommittedRound.set(r.id);
+    this.#clearRoundGauges();
+    const reports = [...r.metrics.values()];
+    if (reports.length > 0) {
+      const mean = (f: (m: (typeof reports)[number]) => number) => reports.reduce((sum, m) => sum + f(m), 0) / reports.length;
+      this.#metrics.accuracy.set(
+        { model: 'trained' },
+        mean((m) => m.localAccuracy),
+      );
+      this.#metrics.accuracy.set(
+        { model: 'received' },
+        mean((m) => m.receivedAccuracy),
+      );
+    }
     this.#log.info(
       {
         event: 'round_commit',
@@ -498,6 +564,7 @@ export class Coordinator {
       this.#log.info({ event: 'finished', rounds: this.#lastRound }, `all ${this.#lastRound} rounds committed`);
     }
     this.#maybeOpenRound();
+    this.#changed();
   }
 
   stop(): void {

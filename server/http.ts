@@ -2,68 +2,15 @@ import Fastify, { LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { Coordinator } from './coordinator.js';
 import type { CoordinatorMetrics } from './metrics.js';
-
-const roundSummarySchema = {
-  type: 'object',
-  properties: {
-    round: { type: 'integer' },
-    attempts: { type: 'integer' },
-    committedAt: { type: 'integer' },
-    members: { type: 'array', items: { type: 'string' } },
-    reporters: { type: 'array', items: { type: 'string' } },
-    metrics: {
-      type: 'object',
-      additionalProperties: {
-        type: 'object',
-        properties: {
-          numExamples: { type: 'number' },
-          loss: { type: 'number' },
-          localAccuracy: { type: 'number' },
-          sparsity: { type: 'number' },
-          receivedAccuracy: { type: 'number' },
-        },
-      },
-    },
-    bytesUp: { type: 'integer' },
-    bytesDown: { type: 'integer' },
-    traffic: {
-      type: 'object',
-      additionalProperties: { type: 'object', properties: { up: { type: 'integer' }, down: { type: 'integer' } } },
-    },
-    denseBytesUp: { type: 'integer' },
-    denseBytesDown: { type: 'integer' },
-    aggregationSeconds: { type: 'number' },
-  },
-} as const;
-
-const statusSchema = {
-  type: 'object',
-  properties: {
-    phase: { type: 'string', enum: ['waiting', 'open', 'finished'] },
-    lastCommittedRound: { type: 'integer' },
-    totalRounds: { type: 'integer' },
-    round: {
-      type: ['object', 'null'],
-      properties: {
-        id: { type: 'integer' },
-        attempt: { type: 'integer' },
-        members: { type: 'integer' },
-        reported: { type: 'integer' },
-        quorum: { type: 'integer' },
-        deadlineAt: { type: 'integer' },
-      },
-    },
-    clientsRegistered: { type: 'integer' },
-    clientsActive: { type: 'integer' },
-  },
-} as const;
+import { registerDashboard, type DashboardFeed } from './dashboard.js';
+import { roundSummarySchema, statusSchema } from './http-schemas.js';
 
 /**
- * Health, Prometheus metrics and a read-only JSON API, on a port of its own
- * (127.0.0.1 unless configured). Every route declares its schema, so a bad
- * query is a 400 naming the field.
+ * Health, Prometheus metrics, a read-only JSON API and the live dashboard (at
+ * `/`), on a port of its own (127.0.0.1 unless configured). Every route
+ * declares its schema, so a bad query is a 400 naming the field.
  */
-export function createHttpServer(coord: Coordinator, metrics: CoordinatorMetrics, logger: Logger) {
+export async function createHttpServer(coord: Coordinator, metrics: CoordinatorMetrics, feed: DashboardFeed, logger: Logger) {
   const app = Fastify({
     loggerInstance: logger,
     // Rounds and refusals are logged by the coordinator; one line per HTTP request would drown them.
@@ -105,5 +52,6 @@ export function createHttpServer(coord: Coordinator, metrics: CoordinatorMetrics
     (req, reply) => reply.send({ rounds: coord.rounds(req.query.limit, req.query.before) }),
   );
 
+  await registerDashboard(app, feed);
   return app;
 }

@@ -1,9 +1,21 @@
-import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus } from 'grpc-health-check';
 import { pino, type Logger } from 'pino';
 import { DEFAULT_CHUNK_BYTES, createCoordinatorDefinition, messageLimitOptions, type AssemblyLimits } from '../proto/rpc.js';
-import { loadConfigFile, loadModelFile, parseConfig, type CoordinatorConfig, type CoordinatorConfigInput } from './config.js';
+import { protoFilePath } from '../proto/schema.js';
+import {
+  ConfigError,
+  loadConfigFile,
+  loadModelFile,
+  parseConfig,
+  readTlsFiles,
+  type CoordinatorConfig,
+  type CoordinatorConfigInput,
+} from './config.js';
 import { Coordinator } from './coordinator.js';
+import { DashboardFeed } from './dashboard.js';
 import { createGrpcHandlers, limitMessageSizes } from './grpc.js';
 import { createHttpServer } from './http.js';
 import { CoordinatorMetrics } from './metrics.js';
@@ -16,6 +28,8 @@ export interface CoordinatorHandle {
   readonly grpcAddress: string;
   /** null when HTTP is disabled. */
   readonly httpPort: number | null;
+  /** `host:port` of the HTTP API and dashboard; null when HTTP is disabled. */
+  readonly httpAddress: string | null;
   readonly coordinator: Coordinator;
   readonly metrics: CoordinatorMetrics;
   /** Resolves once `round` is committed (immediately if it already is). */
@@ -50,6 +64,21 @@ export function uploadLimits(manifest: readonly TensorSpec[]): AssemblyLimits {
   };
 }
 
+/** The full name of the coordinator's gRPC service, as health checks and reflection name it. */
+export const COORDINATOR_SERVICE = 'subfed.v1.Coordinator';
+
+let reflectedProtos: protoLoader.PackageDefinition | undefined;
+
+/** subfed.v1 and grpc.health.v1 as descriptors, for server reflection (parsed once per process). */
+function reflectedDefinitions(): protoLoader.PackageDefinition {
+  // keepCase: the descriptors carry the .proto's own field names (snake_case), as a generic client expects.
+  reflectedProtos ??= {
+    ...protoLoader.loadSync(protoFilePath(), { keepCase: true }),
+    ...protoLoader.loadSync(healthProtoPath, { keepCase: true }),
+  };
+  return reflectedProtos;
+}
+
 /** Starts a coordinator (gRPC + HTTP) in this process. The sim and tests use this; the CLI uses runServer. */
 export async function startCoordinator(
   configInput: CoordinatorConfigInput | CoordinatorConfig,
@@ -58,7 +87,9 @@ export async function startCoordinator(
 ): Promise<CoordinatorHandle> {
   const config = parseConfig(configInput);
   const logger = options.logger ?? pino({ level: config.logLevel, base: { service: 'subfed-coordinator' } });
-  const metrics = new CoordinatorMetrics();
+  // Read before anything starts, so a missing file is one clear error.
+  const tls = config.tls === undefined ? undefined : readTlsFiles(config.tls);
+  const metrics = new CoordinatorMetrics({ processMetrics: config.http.enabled });
   const coordinator = new Coordinator(config, model, { logger, metrics });
 
   const counted = createCoordinatorDefinition((direction, clientId, bytes) => {
@@ -78,14 +109,27 @@ export async function startCoordinator(
       chunkBytes: Math.min(DEFAULT_CHUNK_BYTES, Math.max(1024, config.grpc.maxMessageBytes - 4096)),
     }),
   );
+  // The standard probes: grpc.health.v1 (SERVING while clients are taken, NOT_SERVING once
+  // training is finished or the server is shutting down) and server reflection.
+  const health = new HealthImplementation();
+  let serving: ServingStatus | undefined;
+  const setServing = (status: ServingStatus): void => {
+    if (status === serving) return;
+    serving = status;
+    health.setStatus('', status);
+    health.setStatus(COORDINATOR_SERVICE, status);
+  };
+  setServing(coordinator.status().phase === 'finished' ? 'NOT_SERVING' : 'SERVING');
+  const offHealth = coordinator.onChange(() => {
+    if (coordinator.status().phase === 'finished') setServing('NOT_SERVING');
+  });
+  health.addToServer(server);
+  new ReflectionService(reflectedDefinitions()).addToServer(server);
+
   const credentials =
-    config.tls === undefined
+    tls === undefined
       ? grpc.ServerCredentials.createInsecure()
-      : grpc.ServerCredentials.createSsl(
-          null,
-          [{ private_key: readFileSync(config.tls.key), cert_chain: readFileSync(config.tls.cert) }],
-          false,
-        );
+      : grpc.ServerCredentials.createSsl(null, [{ private_key: tls.key, cert_chain: tls.cert }], false);
   let grpcPort: number;
   try {
     grpcPort = await new Promise<number>((resolve, reject) =>
@@ -98,14 +142,17 @@ export async function startCoordinator(
     throw new Error(`grpc: cannot listen on ${config.grpc.host}:${config.grpc.port} (${(err as Error).message})`);
   }
 
-  let http: ReturnType<typeof createHttpServer> | null = null;
+  let http: Awaited<ReturnType<typeof createHttpServer>> | null = null;
   let httpPort: number | null = null;
+  const feed = new DashboardFeed();
   if (config.http.enabled) {
-    http = createHttpServer(coordinator, metrics, logger);
+    feed.attach(coordinator, 'coordinator');
     try {
+      http = await createHttpServer(coordinator, metrics, feed, logger);
       await http.listen({ host: config.http.host, port: config.http.port });
     } catch (err) {
       server.forceShutdown();
+      await http?.close();
       coordinator.stop();
       throw new Error(`http: cannot listen on ${config.http.host}:${config.http.port} (${(err as Error).message})`);
     }
@@ -122,6 +169,7 @@ export async function startCoordinator(
     grpcPort,
     grpcAddress: `${config.grpc.host}:${grpcPort}`,
     httpPort,
+    httpAddress: httpPort === null ? null : `${config.http.host}:${httpPort}`,
     coordinator,
     metrics,
     waitForRound(round: number): Promise<void> {
@@ -137,6 +185,8 @@ export async function startCoordinator(
     },
     stop(): Promise<void> {
       stopped ??= (async () => {
+        offHealth();
+        setServing('NOT_SERVING');
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
             server.forceShutdown();
@@ -148,7 +198,13 @@ export async function startCoordinator(
           });
         });
         if (http !== null) await http.close();
+        feed.detach();
         coordinator.stop();
+        const s = coordinator.status();
+        logger.info(
+          { event: 'shutdown', lastCommittedRound: s.lastCommittedRound, totalRounds: s.totalRounds, phase: s.phase },
+          `coordinator stopped after round ${s.lastCommittedRound} of ${s.totalRounds}`,
+        );
       })();
       return stopped;
     },
@@ -162,11 +218,13 @@ export async function startCoordinator(
 export async function runServer(configPath: string): Promise<CoordinatorHandle> {
   const config = loadConfigFile(configPath);
   if (config.model === undefined) {
-    throw new Error(`${configPath}: model: expected a path to a model JSON file, got nothing`);
+    throw new ConfigError(`${configPath}: model: expected a path to a model JSON file, got nothing`);
   }
   const model = loadModelFile(config.model);
-  const handle = await startCoordinator(config, model);
-  const shutdown = () => {
+  const logger = pino({ level: config.logLevel, base: { service: 'subfed-coordinator' } });
+  const handle = await startCoordinator(config, model, { logger });
+  const shutdown = (signal: NodeJS.Signals) => {
+    logger.info({ event: 'signal', signal }, `${signal}: shutting down`);
     void handle.stop().then(() => process.exit(0));
   };
   process.once('SIGINT', shutdown);

@@ -1,8 +1,43 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** The coordinator's Prometheus metrics, on a registry of its own (several coordinators may share a process). */
 export class CoordinatorMetrics {
   readonly registry = new Registry();
+
+  /**
+   * @param processMetrics also export prom-client's default process metrics (CPU, memory,
+   *   event loop, GC): for a coordinator that serves /metrics, not for the many a simulation starts.
+   */
+  constructor(options: { processMetrics?: boolean } = {}) {
+    if (options.processMetrics === true) collectDefaultMetrics({ register: this.registry });
+  }
+
+  readonly lastCommittedRound = new Gauge({
+    name: 'subfed_round_committed',
+    help: 'Last committed round (0 before the first commit)',
+    registers: [this.registry],
+  });
+  readonly openRound = new Gauge({
+    name: 'subfed_round_open',
+    help: 'The round open now (0 when none is)',
+    registers: [this.registry],
+  });
+  readonly roundMembers = new Gauge({
+    name: 'subfed_round_members',
+    help: 'Members sampled for the open round',
+    registers: [this.registry],
+  });
+  readonly roundReporters = new Gauge({
+    name: 'subfed_round_reporters',
+    help: 'Members of the open round whose update was accepted',
+    registers: [this.registry],
+  });
+  readonly accuracy = new Gauge({
+    name: 'subfed_accuracy',
+    help: "Mean over the last committed round's reporters of their accuracy on their own test data: of the model as received (model=received) or after local training (model=trained)",
+    labelNames: ['model'] as const,
+    registers: [this.registry],
+  });
   readonly roundsCommitted = new Counter({
     name: 'subfed_rounds_committed_total',
     help: 'Rounds committed',

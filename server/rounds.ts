@@ -50,6 +50,8 @@ export interface ReportMetrics {
   localAccuracy: number;
   sparsity: number;
   receivedAccuracy: number;
+  /** Channels kept per BatchNorm layer; absent for models without channel pruning (and in rounds stored before it was sent). */
+  channelsKept?: number[];
 }
 
 /** One attempt at one round: who is in it, who has reported, and the traffic it caused. */

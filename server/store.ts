@@ -66,6 +66,110 @@ function manifestKey(manifest: readonly TensorSpec[]): string {
   return JSON.stringify(manifest.map((t) => [t.name, [...t.shape], t.prunable]));
 }
 
+/** Written into the file header (PRAGMA application_id): 'SFED'. A SQLite file with another id is not ours. */
+const APPLICATION_ID = 0x53464544;
+
+/**
+ * The schema, one step per version: MIGRATIONS[v] turns version v into v + 1,
+ * and the file's PRAGMA user_version says which version it holds. Version 0 is
+ * an empty file or one written before versions were recorded (the same tables
+ * as version 1, hence IF NOT EXISTS). A new version appends a step here.
+ */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+   CREATE TABLE IF NOT EXISTS clients (
+     id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, name TEXT NOT NULL, token_hash BLOB NOT NULL,
+     num_examples INTEGER NOT NULL, mask_version INTEGER NOT NULL, active INTEGER NOT NULL);
+   CREATE TABLE IF NOT EXISTS masks (
+     client_id TEXT NOT NULL, name TEXT NOT NULL, bits BLOB NOT NULL, PRIMARY KEY (client_id, name));
+   CREATE TABLE IF NOT EXISTS global (name TEXT PRIMARY KEY, data BLOB NOT NULL);
+   CREATE TABLE IF NOT EXISTS rounds (
+     id INTEGER PRIMARY KEY, attempts INTEGER NOT NULL, committed_at INTEGER NOT NULL,
+     members TEXT NOT NULL, reporters TEXT NOT NULL, metrics TEXT NOT NULL,
+     bytes_up INTEGER NOT NULL, bytes_down INTEGER NOT NULL, traffic TEXT NOT NULL,
+     dense_bytes_up INTEGER NOT NULL, dense_bytes_down INTEGER NOT NULL, aggregation_seconds REAL NOT NULL);`,
+];
+
+/** The schema version this code reads and writes. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** The tables of the version-0 layout; a file without versions holding anything else is not ours. */
+const V0_TABLES = new Set(['meta', 'clients', 'masks', 'global', 'rounds']);
+
+/**
+ * Opens (or creates) the coordinator's database and holds it: in EXCLUSIVE
+ * locking mode the file lock taken here is kept until close (or the process
+ * dies), so a second coordinator on the same file fails at start instead of
+ * interleaving rounds with this one. Then checks the file is ours and brings
+ * its schema to SCHEMA_VERSION; a newer schema is refused.
+ */
+function openDatabase(path: string | undefined): Database.Database {
+  const file = path ?? ':memory:';
+  const inMemory = file === ':memory:';
+  let db: Database.Database;
+  try {
+    if (!inMemory) mkdirSync(dirname(file), { recursive: true });
+    // A short busy wait covers a predecessor still closing (a quick restart); a live one keeps the lock.
+    db = new Database(file, { timeout: 1000 });
+  } catch (err) {
+    const message = (err as Error).message;
+    const hint = /bindings file/.test(message)
+      ? ": better-sqlite3's native module is not built (npm skips install scripts unless allowed: npm rebuild better-sqlite3)"
+      : '';
+    throw new Error(`sqlite: cannot open ${file} (${message})${hint}`);
+  }
+  try {
+    if (!inMemory) {
+      db.pragma('locking_mode = EXCLUSIVE');
+      // The first write takes the exclusive lock, and EXCLUSIVE mode keeps it.
+      db.exec('BEGIN EXCLUSIVE; COMMIT');
+      db.pragma('journal_mode = WAL');
+    }
+    // Durable commits: a round the log says is committed survives power loss.
+    db.pragma('synchronous = FULL');
+    migrate(db, file);
+    return db;
+  } catch (err) {
+    db.close();
+    const code = (err as { code?: unknown }).code;
+    if (code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED') {
+      throw new Error(
+        `sqlite: ${file} is in use by another coordinator (it holds the file's lock); stop that one, or configure another sqlite file`,
+      );
+    }
+    if (code === 'SQLITE_NOTADB') throw new Error(`sqlite: ${file} is not a SQLite database`);
+    throw err;
+  }
+}
+
+function migrate(db: Database.Database, file: string): void {
+  const applicationId = db.pragma('application_id', { simple: true }) as number;
+  const version = db.pragma('user_version', { simple: true }) as number;
+  if (applicationId !== APPLICATION_ID) {
+    const tables = (db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all() as { name: string }[]).map(
+      (t) => t.name,
+    );
+    const foreign = tables.filter((t) => !V0_TABLES.has(t));
+    if (applicationId !== 0 || version !== 0 || foreign.length > 0 || (tables.length > 0 && !tables.includes('meta'))) {
+      throw new Error(
+        `sqlite: ${file} is not a subfed coordinator database (tables: ${tables.join(', ') || 'none'}); configure another sqlite file`,
+      );
+    }
+  }
+  if (version > SCHEMA_VERSION) {
+    throw new Error(
+      `sqlite: ${file} has schema version ${version}, written by a newer subfed; this one reads version ${SCHEMA_VERSION} ` +
+        '(upgrade subfed, or configure another sqlite file)',
+    );
+  }
+  if (version === SCHEMA_VERSION) return;
+  db.transaction(() => {
+    for (let v = version; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v]);
+    db.pragma(`application_id = ${APPLICATION_ID}`);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  })();
+}
+
 /**
  * Everything the coordinator must not lose: registry, masks, global model and
  * round history. One transaction per committed round, so a kill -9 leaves
@@ -76,31 +180,8 @@ export class CoordinatorStore {
   readonly #manifest: readonly TensorSpec[];
 
   constructor(path: string | undefined, manifest: readonly TensorSpec[]) {
-    const file = path ?? ':memory:';
-    try {
-      if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
-      this.#db = new Database(file);
-    } catch (err) {
-      throw new Error(`sqlite: cannot open ${file} (${(err as Error).message})`);
-    }
+    this.#db = openDatabase(path);
     this.#manifest = manifest;
-    if (path !== undefined && path !== ':memory:') this.#db.pragma('journal_mode = WAL');
-    // Durable commits: a round the log says is committed survives power loss.
-    this.#db.pragma('synchronous = FULL');
-    this.#db.exec(`
-      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-      CREATE TABLE IF NOT EXISTS clients (
-        id TEXT PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, name TEXT NOT NULL, token_hash BLOB NOT NULL,
-        num_examples INTEGER NOT NULL, mask_version INTEGER NOT NULL, active INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS masks (
-        client_id TEXT NOT NULL, name TEXT NOT NULL, bits BLOB NOT NULL, PRIMARY KEY (client_id, name));
-      CREATE TABLE IF NOT EXISTS global (name TEXT PRIMARY KEY, data BLOB NOT NULL);
-      CREATE TABLE IF NOT EXISTS rounds (
-        id INTEGER PRIMARY KEY, attempts INTEGER NOT NULL, committed_at INTEGER NOT NULL,
-        members TEXT NOT NULL, reporters TEXT NOT NULL, metrics TEXT NOT NULL,
-        bytes_up INTEGER NOT NULL, bytes_down INTEGER NOT NULL, traffic TEXT NOT NULL,
-        dense_bytes_up INTEGER NOT NULL, dense_bytes_down INTEGER NOT NULL, aggregation_seconds REAL NOT NULL);
-    `);
   }
 
   /** Loads the persisted state, or writes `initial` as round 0 on a fresh database. */

@@ -1,21 +1,43 @@
 /**
- * `subfed sim`: flags -> validated config -> runSimulation, with a progress bar,
- * the run folder written as rounds complete, and the final table. Ctrl-C once
- * lets the current round finish and writes what is done; twice exits at once.
+ * `subfed sim`: flags -> validated config -> runSimulation, with a progress bar
+ * (on a terminal) or one log line per round, the run folder written as rounds
+ * complete, and the final table on stdout. The log (pino, on stderr) is
+ * readable on a terminal and JSON lines otherwise. `--dashboard [port]`
+ * serves the coordinator's live dashboard while the simulation runs. Ctrl-C
+ * once lets the current round finish and writes what is done; twice exits at once.
  */
 import { Command } from 'commander';
 import cliProgress from 'cli-progress';
 import path from 'node:path';
+import type { Logger } from 'pino';
 import { algorithmNames, allAlgorithms } from '../client/algorithms/registry.js';
+import { DashboardFeed, startDashboardServer, type DashboardServer } from '../server/dashboard.js';
+import { createSimLogger, isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 import { resolveSimConfig, SimConfigError, type SimFlags } from './presets.js';
 import { RunWriter, defaultRunFolder, formatSummaryTable } from './report.js';
 import { runSimulation, type SimulationEvent } from './run.js';
+
+/** The dashboard's port when `--dashboard` is given without one. */
+export const DEFAULT_DASHBOARD_PORT = 8090;
+
+/** `subfed sim`'s flags: the experiment's (SimFlags) plus how this run is watched. */
+export interface SimCommandFlags extends SimFlags {
+  /** `--dashboard` alone is true; `--dashboard 0` picks a free port. */
+  dashboard?: string | true | undefined;
+  logLevel?: string | undefined;
+}
+
+export interface SimCommandOptions {
+  /** Default: createSimLogger at --log-level. */
+  logger?: Logger;
+  /** Told the dashboard's address once it listens. */
+  onDashboard?: (address: string) => void;
+}
 
 /** Adds the `sim` subcommand to the root program. */
 export function registerSimCommand(program: Command): Command {
   return program
     .command('sim')
-    .description('simulate federated training: a real coordinator and many clients over loopback gRPC')
     .option('--preset <name>', 'quick | paper (default quick)')
     .option('--compare <list>', 'comma-separated algorithms run on the identical split and seeds')
     .option('--algorithm <name>', `one algorithm: ${algorithmNames().join(' | ')}`)
@@ -31,22 +53,43 @@ export function registerSimCommand(program: Command): Command {
     .option('--values <enc>', 'value encoding on the wire: f32 | f16 | int8')
     .option('--seed <n>', 'seed of the split, the models and the sampling')
     .option('--backend <name>', 'tfjs backend: auto | node | wasm | cpu')
+    .option('--dashboard [port]', `serve the live dashboard on 127.0.0.1 (default port ${DEFAULT_DASHBOARD_PORT}) while it runs`)
+    .option('--log-level <level>', `${LOG_LEVELS.join(' | ')} (default info)`)
     .addHelpText(
       'after',
       `\nAlgorithms:\n${allAlgorithms()
         .map((a) => `  ${a.name.padEnd(14)}${a.summary}`)
         .join('\n')}`,
     )
-    .action(async (flags: SimFlags) => {
+    .action(async (flags: SimCommandFlags) => {
       process.exitCode = await runSimCommand(flags);
     });
 }
 
+/** `--dashboard [port]` -> the port to listen on, or undefined without the flag. */
+function dashboardPort(value: string | true | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (value === true) return DEFAULT_DASHBOARD_PORT;
+  const port = Number(value);
+  if (!/^\d+$/.test(value) || port > 65535)
+    throw new SimConfigError(`--dashboard: expected a port number (0..65535), got '${value}'`);
+  return port;
+}
+
 /** Runs `subfed sim` with commander's parsed flags; resolves to the process exit code. */
-export async function runSimCommand(flags: SimFlags): Promise<number> {
+export async function runSimCommand(flags: SimCommandFlags, options: SimCommandOptions = {}): Promise<number> {
   let config;
+  let port;
+  let level: LogLevel = 'info';
   try {
+    if (flags.logLevel !== undefined) {
+      if (!isLogLevel(flags.logLevel)) {
+        throw new SimConfigError(`--log-level: expected one of ${LOG_LEVELS.join(', ')}, got '${flags.logLevel}'`);
+      }
+      level = flags.logLevel;
+    }
     config = resolveSimConfig(flags);
+    port = dashboardPort(flags.dashboard);
   } catch (error) {
     if (error instanceof SimConfigError) {
       process.stderr.write(`subfed sim: ${error.message}\n`);
@@ -54,18 +97,34 @@ export async function runSimCommand(flags: SimFlags): Promise<number> {
     }
     throw error;
   }
+  const log = options.logger ?? createSimLogger(level);
+  // The coordinators' own lines (joins, rounds) would drown the run's: warnings only, unless debugging.
+  const coordinatorLog = log.child({ part: 'coordinator' }, { level: level === 'debug' || level === 'trace' ? level : 'warn' });
   const folder = config.out ?? defaultRunFolder(config);
   const writer = new RunWriter(folder, config);
+
+  const feed = new DashboardFeed('simulation');
+  let dashboard: DashboardServer | undefined;
+  if (port !== undefined) {
+    try {
+      dashboard = await startDashboardServer(feed, { host: '127.0.0.1', port, logger: log.child({ part: 'dashboard' }) });
+    } catch (error) {
+      log.error({ event: 'dashboard', err: error }, (error as Error).message);
+      return 1;
+    }
+    log.info({ event: 'dashboard', url: `http://${dashboard.address}/` }, `dashboard: http://${dashboard.address}/`);
+    options.onDashboard?.(dashboard.address);
+  }
 
   const stop = new AbortController();
   let interrupts = 0;
   const onSigint = (): void => {
     interrupts += 1;
     if (interrupts > 1) {
-      process.stderr.write('\nsubfed sim: second Ctrl-C, exiting now\n');
+      log.warn({ event: 'interrupt' }, 'second Ctrl-C, exiting now');
       process.exit(130);
     }
-    process.stderr.write('\nsubfed sim: stopping after the current round (Ctrl-C again to exit now)\n');
+    log.warn({ event: 'interrupt' }, 'stopping after the current round (Ctrl-C again to exit now)');
     stop.abort();
   };
   process.on('SIGINT', onSigint);
@@ -87,7 +146,11 @@ export async function runSimCommand(flags: SimFlags): Promise<number> {
     switch (event.kind) {
       case 'setup':
         notes = event.notes;
-        process.stderr.write(`${[...event.notes, event.labelTable].join('\n')}\n`);
+        for (const note of event.notes) log.info({ event: 'setup' }, note);
+        log.info({ event: 'split' }, `label counts per client:\n${event.labelTable}`);
+        return;
+      case 'coordinator':
+        feed.attach(event.coordinator.coordinator, `simulation · ${event.algorithm}`);
         return;
       case 'round-start':
         if (interactive) bar.start(event.members, 0, { algorithm: event.algorithm, round: event.round, rounds, status: '' });
@@ -102,7 +165,7 @@ export async function runSimCommand(flags: SimFlags): Promise<number> {
   };
 
   try {
-    for await (const report of runSimulation(config, { signal: stop.signal, onEvent })) {
+    for await (const report of runSimulation(config, { signal: stop.signal, onEvent, logger: coordinatorLog })) {
       writer.appendRound(report);
       const acc = report.allClientsAccuracy ?? report.membersAccuracy;
       const status = `acc ${(acc.mean * 100).toFixed(1)}% (${report.allClientsAccuracy ? 'all clients' : 'members'}) | ${report.wallSeconds.toFixed(1)} s`;
@@ -110,16 +173,29 @@ export async function runSimCommand(flags: SimFlags): Promise<number> {
         bar.update({ status: `| ${status}` });
         bar.stop();
       } else {
-        process.stderr.write(`${report.algorithm} round ${report.round}/${rounds}: ${status}\n`);
+        log.info(
+          {
+            event: 'round',
+            algorithm: report.algorithm,
+            round: report.round,
+            rounds,
+            accuracy: acc.mean,
+            scope: report.allClientsAccuracy ? 'all' : 'members',
+            wallSeconds: report.wallSeconds,
+          },
+          `${report.algorithm} round ${report.round}/${rounds}: ${status}`,
+        );
       }
     }
   } catch (error) {
     bar.stop();
-    process.stderr.write(`subfed sim: ${error instanceof Error ? error.message : String(error)}\n`);
+    log.error({ event: 'failed', err: error }, error instanceof Error ? error.message : String(error));
     writer.finish(notes);
     return 1;
   } finally {
     process.off('SIGINT', onSigint);
+    feed.detach();
+    await dashboard?.close();
   }
   const summaries = writer.finish(notes);
   process.stdout.write(`\n${formatSummaryTable(summaries)}\n\n`);

@@ -21,6 +21,7 @@ import { describeAlgorithm } from '../client/algorithms/registry.js';
 import { algorithmConfig, modelFor, type AlgorithmName, type SimConfig } from './presets.js';
 import { accuracyStats, type AccuracyStats, type ByteCounts, type RoundReport } from './report.js';
 import type { InitialModel } from '../server/config.js';
+import type { Logger } from 'pino';
 import type { ClientEvaluation, MemberResult, WorkerRequest, WorkerResponses, WorkerSetup } from './worker-protocol.js';
 
 export type SimulationEvent =
@@ -28,7 +29,9 @@ export type SimulationEvent =
   | { readonly kind: 'setup'; readonly notes: string[]; readonly labelTable: string }
   | { readonly kind: 'round-start'; readonly algorithm: AlgorithmName; readonly round: number; readonly members: number }
   | { readonly kind: 'member-done'; readonly algorithm: AlgorithmName; readonly round: number; readonly done: number }
-  | { readonly kind: 'evaluating'; readonly algorithm: AlgorithmName; readonly round: number; readonly scope: 'all' | 'global' };
+  | { readonly kind: 'evaluating'; readonly algorithm: AlgorithmName; readonly round: number; readonly scope: 'all' | 'global' }
+  /** An algorithm's coordinator is up (every algorithm but local): the dashboard follows it. */
+  | { readonly kind: 'coordinator'; readonly algorithm: AlgorithmName; readonly coordinator: CoordinatorHandle };
 
 export interface SimulationOptions {
   /** Aborting lets the current round finish, evaluates everyone, and ends the run. */
@@ -36,6 +39,8 @@ export interface SimulationOptions {
   readonly onEvent?: (event: SimulationEvent) => void;
   /** Use these data instead of loading `config.dataset` (tests, benchmarks). */
   readonly data?: LoadedDataset;
+  /** The coordinators' log (default: JSON on stdout, warnings and errors only). */
+  readonly logger?: Logger;
 }
 
 /** A copy of the dataset whose arrays live in SharedArrayBuffers, so workers read it without a copy each. */
@@ -161,7 +166,8 @@ async function* runAlgorithm(
         seed: config.seed,
       });
       const enrollmentToken = randomBytes(16).toString('hex');
-      coordinator = await startSimCoordinator(config, initial, enrollmentToken);
+      coordinator = await startSimCoordinator(config, initial, enrollmentToken, options.logger);
+      emit({ kind: 'coordinator', algorithm, coordinator });
       const address = coordinator.grpcAddress;
       // One by one, so the registry hands out ids in client order and sampling is reproducible.
       for (const client of clients) {
@@ -232,7 +238,12 @@ async function* runAlgorithm(
  * before round 1 opens, members have all the time they need (workers train
  * them one after another), and every member must report.
  */
-function startSimCoordinator(config: SimConfig, initial: InitialModel, enrollmentToken: string): Promise<CoordinatorHandle> {
+function startSimCoordinator(
+  config: SimConfig,
+  initial: InitialModel,
+  enrollmentToken: string,
+  logger: Logger | undefined,
+): Promise<CoordinatorHandle> {
   return startCoordinator(
     {
       rounds: config.rounds,
@@ -249,6 +260,7 @@ function startSimCoordinator(config: SimConfig, initial: InitialModel, enrollmen
       training: config.training,
     },
     initial,
+    logger === undefined ? {} : { logger },
   );
 }
 

@@ -297,7 +297,7 @@ describe('CoordinatorClient', () => {
         numExamples: 10,
         baseMaskVersion: 2,
         maskChange: { kind: 'changed', version: 3 },
-        metrics: { loss: 0.5, localAccuracy: 0.9, sparsity: 0.4, receivedAccuracy: 0.6 },
+        metrics: { loss: 0.5, localAccuracy: 0.9, sparsity: 0.4, receivedAccuracy: 0.6, channelsKept: [] },
       },
       new Map([
         ['dense/kernel', { mask: newMask, kept: newMask.gather(delta), previousMask: clientMask }],

@@ -16,6 +16,8 @@ import { ENROLL, ScriptedClient, toyModel } from '../server/harness.js';
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'subfed-resume-'));
 const children: ChildProcess[] = [];
+/** Every JSON log line the children printed. */
+const logs: Record<string, unknown>[] = [];
 
 interface Running {
   child: ChildProcess;
@@ -38,6 +40,7 @@ function startChild(configPath: string): Promise<Running> {
     lines.on('line', (line) => {
       try {
         const entry = JSON.parse(line) as { event?: string; grpcPort?: number; httpPort?: number };
+        logs.push(entry);
         if (entry.event === 'listening') resolve({ child, grpcPort: entry.grpcPort!, httpPort: entry.httpPort! });
       } catch {
         // not a log line
@@ -45,6 +48,18 @@ function startChild(configPath: string): Promise<Running> {
     });
     child.once('exit', (code) => reject(new Error(`coordinator exited with ${code} before listening: ${stderr}`)));
   });
+}
+
+/** `subfed server --config <file>` (the CLI, from the sources) until it exits. */
+function runCli(configPath: string): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', 'server', '--config', configPath], {
+    cwd: root,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  children.push(child);
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, stderr })));
 }
 
 function kill9(r: Running): Promise<void> {
@@ -131,5 +146,26 @@ describe('coordinator resume after kill -9', () => {
     a.close();
     b.close();
     await kill9(server);
+  });
+
+  it('refuses a second coordinator on the same SQLite file, and logs its shutdown on SIGTERM', async () => {
+    const { manifest, initial } = toyModel();
+    writeFileSync(join(dir, 'model.json'), modelFileJson(manifest, initial));
+    const configPath = join(dir, 'locked.json');
+    writeFileSync(
+      configPath,
+      JSON.stringify({ model: 'model.json', sqlite: 'locked.db', rounds: 3, frac: 1, enrollmentToken: ENROLL, logLevel: 'info' }),
+    );
+    const first = await startChild(configPath);
+    const second = await runCli(configPath);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toContain(`sqlite: ${join(dir, 'locked.db')} is in use by another coordinator`);
+
+    const exited = new Promise<number | null>((resolve) => first.child.once('exit', (code) => resolve(code)));
+    first.child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const lastLines = logs.slice(-2);
+    expect(lastLines.map((l) => l.event)).toEqual(['signal', 'shutdown']);
+    expect(lastLines[1]).toMatchObject({ lastCommittedRound: 0, totalRounds: 3, msg: 'coordinator stopped after round 0 of 3' });
   });
 });

@@ -137,5 +137,55 @@ describe('coordinator end to end over loopback gRPC', () => {
     expect(metrics).toMatch(/subfed_rounds_committed_total 3/);
     expect(metrics).toMatch(/subfed_clients_registered 3/);
     expect(metrics).toMatch(/subfed_wire_bytes_total\{direction="up"\} [1-9]/);
+    // Round gauges after the last commit, and prom-client's default process metrics.
+    expect(metrics).toMatch(/^subfed_round_committed 3$/m);
+    expect(metrics).toMatch(/^subfed_round_open 0$/m);
+    expect(metrics).toMatch(/^subfed_round_members 0$/m);
+    expect(metrics).toMatch(/^subfed_round_reporters 0$/m);
+    expect(metrics).toMatch(/^subfed_accuracy\{model="trained"\} 0\.5$/m);
+    expect(metrics).toMatch(/^subfed_accuracy\{model="received"\} 0\.(4|39999)\d*$/m);
+    expect(metrics).toMatch(/^process_cpu_user_seconds_total [0-9.]+$/m);
+    expect(metrics).toMatch(/^process_resident_memory_bytes [1-9]/m);
+    expect(metrics).toMatch(/^nodejs_eventloop_lag_seconds /m);
+  });
+
+  it('serves the dashboard page, its assets and its snapshot, and refuses unknown query fields', async () => {
+    const base = `http://127.0.0.1:${server.httpPort}`;
+    const page = await fetch(`${base}/`);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    const html = await page.text();
+    for (const asset of ['dashboard.css', 'chart.umd.min.js', 'dashboard.js']) {
+      expect(html).toContain(asset);
+      const res = await fetch(`${base}/${asset}`);
+      expect(res.status).toBe(200);
+      expect((await res.text()).length).toBeGreaterThan(1000);
+    }
+    expect(html).not.toMatch(/https?:\/\/(?!www\.w3\.org)/); // no CDN: everything comes from the coordinator
+    const snapshot = (await (await fetch(`${base}/api/dashboard`)).json()) as {
+      status: { phase: string };
+      model: { tensors: number; parameters: number };
+      rounds: { round: number; members: number; reporters: number; cumulativeBytes: number }[];
+      clients: { id: string; rounds: number; bytesUp: number }[];
+    };
+    expect(snapshot.status.phase).toBe('finished');
+    expect(snapshot.model).toEqual({ tensors: 2, parameters: 9 });
+    expect(snapshot.rounds.map((r) => [r.round, r.members, r.reporters])).toEqual([
+      [1, 3, 3],
+      [2, 3, 3],
+      [3, 3, 3],
+    ]);
+    expect(snapshot.clients.map((c) => [c.id, c.rounds])).toEqual([
+      [a.id, 3],
+      [b.id, 3],
+      [c.id, 3],
+    ]);
+    expect(snapshot.clients.every((c) => c.bytesUp > 0)).toBe(true);
+    for (const path of ['/api/dashboard?x=1', '/api/events?since=3', '/?debug=1']) {
+      const res = await fetch(`${base}${path}`);
+      expect(res.status, path).toBe(400);
+      await res.body?.cancel();
+    }
+    expect((await fetch(`${base}/api/events`, { headers: { accept: 'application/json' } })).status).toBe(406);
+    expect((await fetch(`${base}/secrets.json`)).status).toBe(404);
   });
 });

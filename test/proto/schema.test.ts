@@ -50,7 +50,7 @@ const samples: { [K in keyof typeof codecs]: M.TensorSpec | object } = {
       baseMaskVersion: 3,
       maskChanged: true,
       newMaskVersion: 4,
-      metrics: { loss: 0.25, localAccuracy: 0.5, sparsity: 0.125, receivedAccuracy: 0.75 },
+      metrics: { loss: 0.25, localAccuracy: 0.5, sparsity: 0.125, receivedAccuracy: 0.75, channelsKept: [6, 12] },
       tensorCount: 6,
     },
   } satisfies M.UpdateChunk,

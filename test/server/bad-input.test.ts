@@ -192,6 +192,16 @@ const cases: BadCase[] = [
     reason: 'norm_bound',
   },
   {
+    name: 'more channels_kept entries than the model has tensors',
+    send: (s) =>
+      member(s).push(1, [kernel([1, 1, 1, 1, 1, 1])], {
+        metrics: { loss: 1, localAccuracy: 0.5, sparsity: 0, receivedAccuracy: 0.4, channelsKept: [1, 2, 3] },
+      }),
+    code: grpc.status.INVALID_ARGUMENT,
+    message: /metrics\.channels_kept has 3 entries; the model has 2 tensors/,
+    reason: 'metrics',
+  },
+  {
     name: 'oversized message',
     send: (s) =>
       member(s).pushChunks([

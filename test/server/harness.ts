@@ -129,11 +129,11 @@ export class ScriptedClient {
     });
   }
 
-  async join(enrollmentToken = ENROLL, numExamples = 10): Promise<void> {
+  async join(enrollmentToken = ENROLL, numExamples = 10, clientName = 'scripted'): Promise<void> {
     const res = await this.unary<JoinRequest, JoinResponse>(def.join, {
       protocolVersion: PROTOCOL_VERSION,
       enrollmentToken,
-      clientName: 'scripted',
+      clientName,
       numExamples,
     });
     this.id = res.clientId;
@@ -202,7 +202,7 @@ export class ScriptedClient {
       baseMaskVersion: this.maskVersion,
       maskChanged: false,
       newMaskVersion: this.maskVersion,
-      metrics: { loss: 1, localAccuracy: 0.5, sparsity: 0, receivedAccuracy: 0.4 },
+      metrics: { loss: 1, localAccuracy: 0.5, sparsity: 0, receivedAccuracy: 0.4, channelsKept: [] },
       tensorCount,
       ...overrides,
     };

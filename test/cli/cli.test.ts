@@ -1,0 +1,128 @@
+// The `subfed` command as a user runs it (from the sources, with tsx): every
+// subcommand listed, suggestions for a typo, exit code 2 for usage errors and
+// 1 for runtime failures, and `subfed client` loading nothing of the server.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { packageRoot } from '../../proto/package-root.js';
+import { modelFileJson } from '../../server/config.js';
+import { ENROLL, toyModel } from '../server/harness.js';
+import { moduleLog, serverModules } from './module-log.js';
+
+const root = packageRoot();
+const dir = mkdtempSync(join(tmpdir(), 'subfed-cli-'));
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** `subfed <args>` from the sources; resolves when it exits. */
+function subfed(args: string[], options: { nodeArgs?: string[]; env?: Record<string, string> } = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', 'cli.ts', ...args], {
+      cwd: root,
+      env: { ...process.env, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.once('error', reject);
+    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+const COMMANDS = ['sim', 'server', 'client', 'model'];
+const listsEveryCommand = (help: string) => {
+  for (const c of COMMANDS) expect(help).toMatch(new RegExp(`^\\s+${c}\\b`, 'm'));
+};
+
+function writeConfig(name: string, fields: Record<string, unknown>): string {
+  const path = join(dir, name);
+  writeFileSync(path, JSON.stringify({ model: 'model.json', rounds: 1, frac: 1, enrollmentToken: ENROLL, ...fields }));
+  return path;
+}
+
+let busy: Server;
+let busyPort: number;
+
+beforeAll(async () => {
+  const { manifest, initial } = toyModel();
+  writeFileSync(join(dir, 'model.json'), modelFileJson(manifest, initial));
+  busy = createServer();
+  await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+  busyPort = (busy.address() as { port: number }).port;
+});
+
+afterAll(() => {
+  busy?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('subfed (cli.ts)', () => {
+  it('lists every subcommand in its help, exit code 0', async () => {
+    const run = await subfed(['--help']);
+    expect(run.code).toBe(0);
+    listsEveryCommand(run.stdout);
+  });
+
+  it('answers an unknown command with a suggestion and every subcommand, exit code 2', async () => {
+    const run = await subfed(['simm']);
+    expect(run.code).toBe(2);
+    expect(run.stderr).toMatch(/unknown command 'simm'/);
+    expect(run.stderr).toMatch(/Did you mean sim\?/);
+    listsEveryCommand(run.stderr);
+    const none = await subfed([]);
+    expect(none.code).toBe(2);
+    listsEveryCommand(none.stderr);
+  });
+
+  it('exits 2 for usage errors: a missing flag, a bad value, an unreadable or invalid config, a missing TLS file', async () => {
+    const runs = await Promise.all([
+      subfed(['server']),
+      subfed(['model', '--name', 'resnet', '--out', join(dir, 'x.json')]),
+      subfed(['server', '--config', join(dir, 'missing.json')]),
+      subfed(['server', '--config', writeConfig('bad.json', { rounds: 0 })]),
+      subfed(['server', '--config', writeConfig('tls.json', { tls: { cert: 'nope/cert.pem', key: 'nope/key.pem' } })]),
+      subfed(['sim', '--rounds', '0']),
+    ]);
+    expect(runs.map((r) => r.code)).toEqual([2, 2, 2, 2, 2, 2]);
+    expect(runs[0].stderr).toMatch(/required option '--config <file>' not specified/);
+    expect(runs[1].stderr).toMatch(/--name: expected one of mlp, .*got 'resnet'/);
+    expect(runs[2].stderr).toMatch(/missing\.json: cannot read config file/);
+    expect(runs[3].stderr).toMatch(/bad\.json: rounds: expected a positive integer, got 0/);
+    expect(runs[4].stderr).toContain(`subfed: tls.cert: cannot read '${join(dir, 'nope', 'cert.pem')}' (ENOENT`);
+    expect(runs[5].stderr).toMatch(/--rounds: expected a positive integer, got '0'/);
+  });
+
+  it('exits 1 for a runtime failure (the HTTP port is taken)', async () => {
+    const run = await subfed(['server', '--config', writeConfig('busy.json', { http: { port: busyPort }, logLevel: 'silent' })]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(new RegExp(`http: cannot listen on 127\\.0\\.0\\.1:${busyPort}`));
+  });
+
+  it('subfed client loads no server/ or sim/ module and no server-only package', async () => {
+    const modules = moduleLog();
+    const run = await subfed(['client', '--help'], { nodeArgs: modules.nodeArgs, env: modules.env });
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/--server <host:port>/);
+    const urls = modules.urls();
+    // The check sees the client's modules at all: its own entry and gRPC.
+    expect(urls.some((u) => u.endsWith('/client/main.ts'))).toBe(true);
+    expect(urls.some((u) => u.includes('/node_modules/@grpc/grpc-js/'))).toBe(true);
+    expect(serverModules(urls, root)).toEqual([]);
+
+    // The same check does see them where they belong.
+    const simModules = moduleLog();
+    expect((await subfed(['sim', '--help'], { nodeArgs: simModules.nodeArgs, env: simModules.env })).code).toBe(0);
+    const seen = serverModules(simModules.urls(), root);
+    expect(seen.some((u) => u.endsWith('/sim/main.ts'))).toBe(true);
+    expect(seen.some((u) => u.includes('/node_modules/better-sqlite3/'))).toBe(true);
+  });
+});
