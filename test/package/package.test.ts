@@ -192,14 +192,13 @@ describe('the packed tarball', () => {
         'client',
         '--server',
         `127.0.0.1:${server.grpcPort}`,
-        '--token',
-        TOKEN,
         '--data',
         join(work, 'data'),
         '--state-dir',
         join(work, 'state'),
       ],
-      { cwd: work, env: { ...process.env, ...modules.env } },
+      // The token comes from the environment: the client refuses it on the command line.
+      { cwd: work, env: { ...process.env, ...modules.env, SUBFED_TOKEN: TOKEN } },
     );
     expect(client.code, client.stderr).toBe(0);
     expect(client.stderr).toMatch(/training finished after round 1/);
