@@ -2,16 +2,17 @@
 // next to a plain dense Float32Array add loop measured in the same run.
 //
 // Model: 1M parameters in four tensors; 100 updates at mask density 0.5, each
-// with its own random mask. The server derives a client's kept-index list once
-// per mask (a Mask keeps it) and reuses it every round the mask is unchanged,
-// so the fold is timed with derived lists; the one-off derivation is reported
-// separately. elementsPerSec counts kept
+// with its own random mask, folded one whole update per add() call. The server
+// derives a client's kept-index list once per mask (a Mask keeps it) and reuses
+// it every round the mask is unchanged, so the fold is timed with derived lists;
+// the one-off derivation is reported separately. elementsPerSec counts kept
 // elements folded; denseAddElementsPerSec counts `acc[i] += v[i]` elements.
 // Writes bench/results/aggregate.json and prints a table.
 import { writeBenchResult } from './results.js';
 import { SeededRandom } from '../proto/random.js';
-import { Mask, type KeptIndices } from '../proto/mask.js';
+import { Mask } from '../proto/mask.js';
 import { IntersectionAggregator } from '../server/aggregate.js';
+import type { ValidatedTensor, ValidatedUpdate } from '../server/validate.js';
 import type { TensorMap, TensorSpec } from '../server/model.js';
 import { elementCount } from '../server/model.js';
 
@@ -25,17 +26,11 @@ const UPDATES = 100;
 const DENSITY = 0.5;
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
 
-interface Update {
-  tensors: { name: string; kept: KeptIndices; values: Float32Array }[];
-  masks: Mask[];
-}
-
-function makeUpdates(): Update[] {
+function makeUpdates(): ValidatedUpdate[] {
   const rand = new SeededRandom(42);
-  const updates: Update[] = [];
+  const updates: ValidatedUpdate[] = [];
   for (let u = 0; u < UPDATES; u++) {
-    const tensors: Update['tensors'] = [];
-    const masks: Mask[] = [];
+    const tensors: ValidatedTensor[] = [];
     for (const spec of MANIFEST) {
       const n = elementCount(spec.shape);
       // Counted here, not with mask.keptCount, so the timed derivation below still includes the count.
@@ -46,12 +41,18 @@ function makeUpdates(): Update[] {
           count += bits[i];
         }
       });
-      masks.push(mask);
-      const values = new Float32Array(count);
-      for (let i = 0; i < count; i++) values[i] = rand.next() * 0.02 - 0.01;
-      tensors.push({ name: spec.name, kept: new Int32Array(0), values });
+      const deltas = new Float32Array(count);
+      for (let i = 0; i < count; i++) deltas[i] = rand.next() * 0.02 - 0.01;
+      tensors.push({ name: spec.name, mask, deltas });
     }
-    updates.push({ tensors, masks });
+    updates.push({
+      clientId: `c${u + 1}`,
+      round: 1,
+      weight: 10,
+      metrics: { numExamples: 10, loss: 0, localAccuracy: 0, sparsity: 1 - DENSITY, receivedAccuracy: 0 },
+      maskChange: { kind: 'changed', version: 1 },
+      tensors,
+    });
   }
   return updates;
 }
@@ -66,11 +67,11 @@ function main(): void {
   const total = MANIFEST.reduce((a, s) => a + elementCount(s.shape), 0);
   const updates = makeUpdates();
 
-  // One-off per mask: the kept-index lists (kept on the Mask afterwards).
+  // One-off per mask: the kept-index lists (kept on the Mask afterwards, which the fold then reads).
   const indexSeconds = seconds(() => {
-    for (const u of updates) u.tensors.forEach((t, i) => (t.kept = u.masks[i].keptIndices()));
+    for (const u of updates) for (const t of u.tensors) t.mask.keptIndices();
   });
-  const keptElements = updates.reduce((a, u) => a + u.tensors.reduce((b, t) => b + t.kept.length, 0), 0);
+  const keptElements = updates.reduce((a, u) => a + u.tensors.reduce((b, t) => b + t.deltas.length, 0), 0);
 
   const agg = new IntersectionAggregator(MANIFEST);
   const global: TensorMap = new Map(MANIFEST.map((s) => [s.name, new Float32Array(elementCount(s.shape))]));
@@ -80,10 +81,7 @@ function main(): void {
   const denseAcc = MANIFEST.map((s) => new Float32Array(elementCount(s.shape)));
 
   const foldAll = () => {
-    for (const u of updates) {
-      for (const t of u.tensors) agg.foldTensor(t.name, t.values, t.kept, 10);
-      agg.countUpdate();
-    }
+    for (const u of updates) agg.add(u);
   };
   const denseAll = () => {
     for (const d of dense) {

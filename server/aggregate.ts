@@ -1,6 +1,6 @@
-import type { KeptIndices } from '../proto/mask.js';
 import type { TensorMap, TensorSpec } from './model.js';
 import { elementCount } from './model.js';
+import type { ValidatedTensor, ValidatedUpdate } from './validate.js';
 
 /**
  * Sub-FedAvg's intersection average, streamed in O(model) memory.
@@ -35,41 +35,30 @@ export class IntersectionAggregator {
   }
 
   /**
-   * Folds one tensor of one update. `values[i]` is the delta at position
-   * `kept[i]` (a mask's kept-index list); `kept === null` means every position
-   * is kept (dense tensor).
-   * Callers validate first; this only guards against programming errors.
+   * Folds one whole update: for every tensor, `deltas[i]` is the delta at the
+   * mask's i-th kept position. Callers validate first (validateUpdate); these
+   * checks only guard against programming errors, and all of them run before
+   * anything is folded, so even a bug never leaves half an update in the sums.
    */
-  foldTensor(name: string, values: Float32Array, kept: KeptIndices | null, weight: number): void {
-    const acc = this.#acc.get(name);
-    const size = this.#sizes.get(name);
-    if (acc === undefined || size === undefined) throw new Error(`aggregate: unknown tensor "${name}"`);
+  add(update: ValidatedUpdate): void {
+    const weight = update.weight;
     if (!(weight > 0) || !Number.isFinite(weight)) throw new Error(`aggregate: weight must be positive, got ${weight}`);
-    if (kept === null) {
-      if (values.length !== size) {
-        throw new Error(`aggregate: dense tensor "${name}" needs ${size} values, got ${values.length}`);
+    const folds: { acc: Float64Array; tensor: ValidatedTensor }[] = [];
+    const names = new Set<string>();
+    for (const tensor of update.tensors) {
+      const { name, mask, deltas } = tensor;
+      const acc = this.#acc.get(name);
+      const size = this.#sizes.get(name);
+      if (acc === undefined || size === undefined) throw new Error(`aggregate: unknown tensor "${name}"`);
+      if (names.has(name)) throw new Error(`aggregate: tensor "${name}" appears twice in one update`);
+      names.add(name);
+      if (mask.length !== size) throw new Error(`aggregate: tensor "${name}" has a mask of ${mask.length} for size ${size}`);
+      if (deltas.length !== mask.keptCount) {
+        throw new Error(`aggregate: tensor "${name}" has ${deltas.length} values for ${mask.keptCount} kept positions`);
       }
-      for (let j = 0, a = 0; j < size; j++, a += 2) {
-        acc[a] += weight * values[j];
-        acc[a + 1] += weight;
-      }
-      return;
+      folds.push({ acc, tensor });
     }
-    if (values.length !== kept.length) {
-      throw new Error(`aggregate: tensor "${name}" has ${values.length} values for ${kept.length} kept positions`);
-    }
-    if (kept.length > 0 && kept[kept.length - 1] >= size) {
-      throw new Error(`aggregate: tensor "${name}" keeps position ${kept[kept.length - 1]} beyond size ${size}`);
-    }
-    for (let i = 0; i < kept.length; i++) {
-      const a = kept[i] << 1;
-      acc[a] += weight * values[i];
-      acc[a + 1] += weight;
-    }
-  }
-
-  /** Marks one whole update as folded (for counting only). */
-  countUpdate(): void {
+    for (const { acc, tensor } of folds) fold(acc, tensor, weight);
     this.#updates++;
   }
 
@@ -98,5 +87,23 @@ export class IntersectionAggregator {
   reset(): void {
     for (const acc of this.#acc.values()) acc.fill(0);
     this.#updates = 0;
+  }
+}
+
+/** sum[j] += weight * delta and weight[j] += weight at every kept position j (interleaved, see the class comment). */
+function fold(acc: Float64Array, { mask, deltas }: ValidatedTensor, weight: number): void {
+  if (mask.isFull) {
+    // No index list to walk: a dense tensor is the common case of FedAvg and of every first contact.
+    for (let j = 0, a = 0; j < deltas.length; j++, a += 2) {
+      acc[a] += weight * deltas[j];
+      acc[a + 1] += weight;
+    }
+    return;
+  }
+  const kept = mask.keptIndices();
+  for (let i = 0; i < kept.length; i++) {
+    const a = kept[i] << 1;
+    acc[a] += weight * deltas[i];
+    acc[a + 1] += weight;
   }
 }

@@ -13,6 +13,29 @@ const port = z
   .max(65535, { error: 'expected a port number (0..65535)' });
 const nonEmpty = (what: string) => z.string({ error: `expected ${what}` }).min(1, { error: `expected ${what}` });
 
+// Node timers cap at 2^31-1 ms (~24.8 days); a longer one would fire at once.
+const timerMs = positiveInt.max(2 ** 31 - 1, { error: 'expected at most 2147483647 ms' });
+
+/** Defaults sized for clients that heartbeat every 5 s: stale after 6 missed beats, gone after 5 minutes of silence. */
+export const DEFAULT_LIVENESS = { staleAfterMs: 30_000, goneAfterMs: 300_000 } as const;
+
+const livenessSchema = z.union(
+  [
+    z.literal('off'),
+    z
+      .object({
+        staleAfterMs: timerMs.default(DEFAULT_LIVENESS.staleAfterMs),
+        goneAfterMs: timerMs.default(DEFAULT_LIVENESS.goneAfterMs),
+      })
+      .strict()
+      .refine((t) => t.goneAfterMs > t.staleAfterMs, {
+        error: 'expected more than staleAfterMs (a client is stale before it is gone)',
+        path: ['goneAfterMs'],
+      }),
+  ],
+  { error: 'expected "off" or { "staleAfterMs": ms, "goneAfterMs": ms }' },
+);
+
 export const coordinatorConfigSchema = z
   .object({
     /** Model file (JSON: manifest + initial values), relative to the config file. The sim passes the model in-process instead. */
@@ -47,8 +70,13 @@ export const coordinatorConfigSchema = z
       .gt(0, { error: 'expected a fraction in (0, 1]' })
       .max(1, { error: 'expected a fraction in (0, 1]' })
       .default(0.5),
-    // Node timers cap at 2^31-1 ms (~24.8 days); a longer one would fire at once.
-    roundDeadlineMs: positiveInt.max(2 ** 31 - 1, { error: 'expected at most 2147483647 ms' }).default(60_000),
+    roundDeadlineMs: timerMs.default(60_000),
+    /**
+     * When a silent client turns stale (not sampled) and gone (not sampled, and
+     * no longer awaited by its round); "off" = every enrolled client is alive.
+     * See liveness.ts.
+     */
+    liveness: livenessSchema.default(DEFAULT_LIVENESS),
     /** How long a client without a task waits before pulling again. */
     retryAfterMs: positiveInt.default(500),
     seed: z.int({ error: 'expected an integer' }).min(0, { error: 'expected a non-negative integer' }).default(0),

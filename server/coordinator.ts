@@ -1,17 +1,18 @@
 import type { Logger } from 'pino';
 import type * as M from '../proto/messages.js';
-import { PROTOCOL_VERSION } from '../proto/rpc.js';
+import { PROTOCOL_VERSION, type WireDirection } from '../proto/rpc.js';
 import type { CoordinatorConfig } from './config.js';
-import { CoordinatorError, invalid, precondition } from './errors.js';
+import { CoordinatorError, precondition } from './errors.js';
 import { IntersectionAggregator } from './aggregate.js';
-import type { Mask } from '../proto/mask.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { MaskMap, TensorMap, TensorSpec } from './model.js';
 import { cloneTensors, totalElements, validateInitialModel } from './model.js';
-import { Registry, type ClientRecord } from './registry.js';
+import type { ClientState } from './liveness.js';
+import { Registry, type ClientRecord, type ClientView } from './registry.js';
 import { Round, quorumCount, sampleMembers, type UploadReceipt } from './rounds.js';
 import { CoordinatorStore, type MaskChange, type RoundSummary } from './store.js';
-import { decodeUpdateTensor, encodeTaskTensor, requestedValueEncoding, type DecodedUpdateTensor } from './wire.js';
+import { masksAfter, validateUpdate } from './validate.js';
+import { encodeTaskTensor, requestedValueEncoding } from './wire.js';
 
 export type CoordinatorPhase = 'waiting' | 'open' | 'finished';
 
@@ -32,11 +33,6 @@ export interface PreparedTask {
   tensors: M.SparseTensor[];
 }
 
-interface PendingMasks {
-  version: number;
-  masks: MaskMap;
-}
-
 type RoundListener = (summary: RoundSummary) => void;
 
 /** A registered client, as the dashboard's table lists it. */
@@ -46,13 +42,33 @@ export interface ClientInfo {
   readonly numExamples: number;
   /** false once it left. */
   readonly active: boolean;
+  readonly state: ClientState;
+  readonly lastSeenAt: number | null;
 }
+
+export interface CoordinatorDeps {
+  logger: Logger;
+  metrics: CoordinatorMetrics;
+  /** The clock (epoch ms) for liveness and round times; Date.now unless a test drives it. */
+  now?: (() => number) | undefined;
+}
+
+/** Node timers cap at 2^31-1 ms; a longer delay would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * The coordinator's state machine, independent of the transport: registry,
- * round lifecycle (sample, deadline, quorum, commit or abandon), validation of
- * whole updates and the intersection aggregate. gRPC and HTTP are thin layers
- * over this class; tests drive it directly too.
+ * round lifecycle (sample, deadline, quorum, commit or abandon) and the
+ * intersection aggregate. It delegates: validateUpdate checks an update,
+ * IntersectionAggregator folds it, and Registry and Round change their own
+ * records. gRPC and HTTP are thin layers over this class; tests drive it
+ * directly too.
+ *
+ * Liveness (see liveness.ts): a round samples only alive clients. A member
+ * that goes stale during its round stays awaited (it may be training, or
+ * training slowly); a member that leaves or goes gone is no longer awaited, so
+ * the round commits as soon as every member still awaited has reported, and
+ * the deadline's quorum counts the reporters plus the members still awaited.
  */
 export class Coordinator {
   readonly manifest: readonly TensorSpec[];
@@ -60,6 +76,7 @@ export class Coordinator {
   readonly #config: CoordinatorConfig;
   readonly #log: Logger;
   readonly #metrics: CoordinatorMetrics;
+  readonly #now: () => number;
   readonly #store: CoordinatorStore;
   readonly #registry: Registry;
   readonly #aggregator: IntersectionAggregator;
@@ -70,23 +87,24 @@ export class Coordinator {
   readonly #changeListeners = new Set<() => void>();
   #lastRound: number;
   #round: Round | null = null;
-  #pending = new Map<string, PendingMasks>();
+  /** Attempt number of the next round to open: counts abandoned attempts of the current round id. */
+  #nextAttempt = 0;
   /** Receipts of the last committed round, so a retry after the commit gets its ack again. */
   #lastReceipts: ReadonlyMap<string, UploadReceipt> = new Map();
   #timer: NodeJS.Timeout | undefined;
+  /** Fires when the open round's first awaited member would turn gone. */
+  #livenessTimer: NodeJS.Timeout | undefined;
   #stopped = false;
 
-  constructor(
-    config: CoordinatorConfig,
-    model: { manifest: readonly TensorSpec[]; initial: TensorMap },
-    deps: { logger: Logger; metrics: CoordinatorMetrics },
-  ) {
+  constructor(config: CoordinatorConfig, model: { manifest: readonly TensorSpec[]; initial: TensorMap }, deps: CoordinatorDeps) {
     validateInitialModel(model.manifest, model.initial);
     this.manifest = model.manifest.map((t) => ({ name: t.name, shape: [...t.shape], prunable: t.prunable }));
     this.#specs = new Map(this.manifest.map((t) => [t.name, t]));
     this.#config = config;
     this.#log = deps.logger;
     this.#metrics = deps.metrics;
+    // Looked up at each call, so a test that fakes Date after construction still drives it.
+    this.#now = deps.now ?? (() => Date.now());
     this.#denseBytes = 4 * totalElements(this.manifest);
     this.#configJson = JSON.stringify(config.training);
     this.#store = new CoordinatorStore(config.sqlite, this.manifest);
@@ -99,10 +117,12 @@ export class Coordinator {
     }
     this.#global = state.global;
     this.#lastRound = state.lastRound;
-    this.#registry = new Registry(config.enrollmentToken);
+    this.#registry = new Registry(config.enrollmentToken, config.liveness, this.#now());
     for (const c of state.clients) this.#registry.restore(c);
+    this.#restoreHistory();
     this.#aggregator = new IntersectionAggregator(this.manifest);
     this.#metrics.clientsRegistered.set(this.#registry.activeCount());
+    this.#metrics.observeClientStates(() => this.#registry.countByState(this.#now()));
     this.#metrics.lastCommittedRound.set(state.lastRound);
     if (state.lastRound > 0 || state.clients.length > 0) {
       this.#log.info(
@@ -111,6 +131,17 @@ export class Coordinator {
       );
     }
     this.#maybeOpenRound();
+  }
+
+  /** Rebuilds each client's history from the stored rounds, a page at a time (newest first). */
+  #restoreHistory(): void {
+    const page = 1000;
+    for (let before: number | undefined; ;) {
+      const rounds = this.#store.listRounds(page, before);
+      for (const summary of rounds) this.#registry.recordCommitted(summary);
+      if (rounds.length < page) return;
+      before = rounds[rounds.length - 1].round;
+    }
   }
 
   // ------------------------------------------------------------------ queries
@@ -129,12 +160,44 @@ export class Coordinator {
               attempt: r.attempt,
               members: r.members.size,
               reported: r.reported,
-              quorum: quorumCount(this.#config.quorum, r.members.size),
+              quorum: this.#quorum(r, this.#now()),
               deadlineAt: r.deadlineAt,
             },
       clientsRegistered: this.#registry.size,
       clientsActive: this.#registry.activeCount(),
     };
+  }
+
+  /** Every registered client in join order, with its state at `now` (also returned, so callers can tell "seen ago"). */
+  listClients(): { now: number; clients: ClientView[] } {
+    const now = this.#now();
+    return { now, clients: this.#registry.views(now) };
+  }
+
+  /** Every registered client in join order, for the dashboard's table. */
+  clients(): ClientInfo[] {
+    return this.listClients().clients.map((c) => ({
+      id: c.id,
+      name: c.name,
+      numExamples: c.numExamples,
+      active: c.state !== 'left',
+      state: c.state,
+      lastSeenAt: c.lastSeenAt,
+    }));
+  }
+
+  /**
+   * Called after anything status() or clients() report may have changed: a
+   * join or leave, a round opened, an update accepted, a round committed or
+   * abandoned (after onRoundCommitted's listeners).
+   */
+  onChange(listener: () => void): () => void {
+    this.#changeListeners.add(listener);
+    return () => this.#changeListeners.delete(listener);
+  }
+
+  #changed(): void {
+    for (const listener of this.#changeListeners) listener();
   }
 
   /** A copy of the global model. */
@@ -158,27 +221,6 @@ export class Coordinator {
     return this.#store.listRounds(limit, before);
   }
 
-  /** Every registered client, in join order. */
-  clients(): ClientInfo[] {
-    return [...this.#registry.all()]
-      .sort((a, b) => a.seq - b.seq)
-      .map((c) => ({ id: c.id, name: c.name, numExamples: c.numExamples, active: c.active }));
-  }
-
-  /**
-   * Called after anything status() or clients() report may have changed: a
-   * join or leave, a round opened, an update accepted, a round committed or
-   * abandoned (after onRoundCommitted's listeners).
-   */
-  onChange(listener: () => void): () => void {
-    this.#changeListeners.add(listener);
-    return () => this.#changeListeners.delete(listener);
-  }
-
-  #changed(): void {
-    for (const listener of this.#changeListeners) listener();
-  }
-
   /** Called after every commit, inside the call that completed the round. */
   onRoundCommitted(listener: RoundListener): () => void {
     this.#listeners.add(listener);
@@ -188,6 +230,16 @@ export class Coordinator {
   #phase(): CoordinatorPhase {
     if (this.#round !== null) return 'open';
     return this.#lastRound >= this.#config.rounds ? 'finished' : 'waiting';
+  }
+
+  /** Members of `r` it still waits for: not reported, not left, not gone. */
+  #awaited(r: Round, now: number): string[] {
+    return r.awaited((id) => this.#registry.awaits(id, now));
+  }
+
+  /** Reports needed at the deadline: the quorum fraction of the reporters plus the members still awaited. */
+  #quorum(r: Round, now: number): number {
+    return quorumCount(this.#config.quorum, r.reported + this.#awaited(r, now).length);
   }
 
   // ------------------------------------------------------------------ calls
@@ -201,14 +253,28 @@ export class Coordinator {
     }
   }
 
+  /**
+   * Identifies the caller and records that it is alive. Every call is also a
+   * moment to act on what the clock now says about the others (an open round
+   * whose awaited members all went gone closes here, not only on its timer).
+   */
   #authenticate(req: M.Credentials): ClientRecord {
     this.#checkProtocol(req.protocolVersion);
-    return this.#registry.authenticate(req.clientId, req.clientToken);
+    const client = this.#registry.authenticate(req.clientId, req.clientToken);
+    const now = this.#now();
+    const before = this.#registry.touch(client.id, now);
+    if (before !== 'alive') {
+      this.#log.info({ event: 'client_back', clientId: client.id, was: before }, `client ${client.id} is back (was ${before})`);
+      // One more alive client may be what a round needs to open.
+      this.#maybeOpenRound();
+    }
+    if (this.#round !== null) this.#settle(this.#round);
+    return client;
   }
 
   join(req: M.JoinRequest): M.JoinResponse {
     this.#checkProtocol(req.protocolVersion);
-    const { record, token } = this.#registry.enroll(req.enrollmentToken, req.clientName, req.numExamples);
+    const { record, token } = this.#registry.enroll(req.enrollmentToken, req.clientName, req.numExamples, this.#now());
     this.#store.saveClient(record);
     this.#metrics.clientsRegistered.set(this.#registry.activeCount());
     this.#log.info({ event: 'join', clientId: record.id, name: req.clientName }, `client ${record.id} joined`);
@@ -228,17 +294,21 @@ export class Coordinator {
     const r = this.#round;
     return {
       currentRound: r?.id ?? this.#lastRound,
-      taskAvailable: r !== null && r.members.has(client.id) && !r.receipts.has(client.id),
+      taskAvailable: r !== null && r.members.has(client.id) && !r.hasReported(client.id),
       finished: this.#phase() === 'finished',
     };
   }
 
+  /**
+   * A client leaves for good. If it was awaited in the open round, the round
+   * stops waiting for it: it may commit now, with the members that reported.
+   */
   leave(req: M.LeaveRequest): M.LeaveResponse {
     const client = this.#authenticate(req);
-    client.active = false;
-    this.#store.saveClient(client);
+    this.#store.saveClient(this.#registry.leave(client.id));
     this.#metrics.clientsRegistered.set(this.#registry.activeCount());
     this.#log.info({ event: 'leave', clientId: client.id, reason: req.reason }, `client ${client.id} left`);
+    if (this.#round !== null) this.#settle(this.#round);
     this.#changed();
     return {};
   }
@@ -267,7 +337,7 @@ export class Coordinator {
       },
       tensors: [],
     });
-    if (r === null || !r.members.has(client.id) || r.receipts.has(client.id)) return noTask();
+    if (r === null || !r.members.has(client.id) || r.hasReported(client.id)) return noTask();
     const encoding = requestedValueEncoding(req.valueEncoding);
     const dense = req.maskVersion === 0 || req.maskVersion !== client.maskVersion;
     const tensors: M.SparseTensor[] = [];
@@ -275,7 +345,7 @@ export class Coordinator {
       const values = this.#global.get(spec.name) as Float32Array;
       tensors.push(encodeTaskTensor(spec, values, dense, client.masks.get(spec.name) ?? null, encoding));
     }
-    r.denseBytesDown += this.#denseBytes;
+    r.countDense('down', this.#denseBytes);
     this.#metrics.denseEquivalentBytes.inc({ direction: 'down' }, this.#denseBytes);
     return {
       header: {
@@ -316,116 +386,47 @@ export class Coordinator {
     if (!r.members.has(client.id)) {
       throw precondition('not_member', `client ${client.id} is not a member of round ${r.id}`);
     }
-    return { client, receipt: r.receipts.get(client.id) };
+    return { client, receipt: r.receiptOf(client.id) };
   }
 
   /**
-   * Validates a whole update, then folds it. Nothing is applied unless every
-   * check passes. A retry of an accepted upload gets the same receipt and is
-   * not folded again.
+   * Validates a whole update (validateUpdate), then folds it. Nothing is
+   * applied unless every check passes. A retry of an accepted upload gets the
+   * same receipt and is not folded again.
    */
   pushUpdate(header: M.UpdateHeader, tensors: readonly M.SparseTensor[]): M.UpdateAck {
     const { client, receipt } = this.checkUpdateHeader(header);
     if (receipt !== undefined) return { ...receipt };
     const r = this.#round as Round;
-    const decoded = this.#validate(client, header, tensors);
-
-    const weight = this.#config.weighting === 'examples' ? header.numExamples : 1;
-    const newMasks = new Map<string, Mask>(client.masks);
-    for (const t of decoded) {
-      if (t.mask === null) newMasks.delete(t.name);
-      else newMasks.set(t.name, t.mask);
-      this.#aggregator.foldTensor(t.name, t.values, t.mask === null ? null : t.mask.keptIndices(), weight);
-    }
-    this.#aggregator.countUpdate();
-    const maskVersion = header.maskChanged ? header.newMaskVersion : client.maskVersion;
-    if (header.maskChanged) {
-      this.#pending.set(client.id, { version: maskVersion, masks: newMasks });
-    }
-    const ack: UploadReceipt = { accepted: true, message: `update for round ${r.id} accepted`, maskVersion };
-    r.receipts.set(client.id, ack);
-    const m = header.metrics;
-    r.metrics.set(client.id, {
-      numExamples: header.numExamples,
-      loss: m?.loss ?? 0,
-      localAccuracy: m?.localAccuracy ?? 0,
-      sparsity: m?.sparsity ?? 0,
-      receivedAccuracy: m?.receivedAccuracy ?? 0,
-      ...(m !== null && m.channelsKept.length > 0 ? { channelsKept: [...m.channelsKept] } : {}),
+    const update = validateUpdate(header, tensors, {
+      specs: this.#specs,
+      limits: this.#config,
+      held: { maskVersion: client.maskVersion, masks: client.masks },
     });
-    r.denseBytesUp += this.#denseBytes;
+    this.#aggregator.add(update);
+    const change = update.maskChange;
+    const maskVersion = change.kind === 'changed' ? change.version : client.maskVersion;
+    const ack: UploadReceipt = { accepted: true, message: `update for round ${r.id} accepted`, maskVersion };
+    r.accept(
+      client.id,
+      ack,
+      update.metrics,
+      change.kind === 'changed' ? { version: change.version, masks: masksAfter(client.masks, update) } : undefined,
+    );
+    r.countDense('up', this.#denseBytes);
     this.#metrics.denseEquivalentBytes.inc({ direction: 'up' }, this.#denseBytes);
     this.#metrics.updatesAccepted.inc();
     this.#metrics.roundReporters.set(r.reported);
-    if (r.complete) this.#commit(r);
-    else this.#changed();
+    this.#settle(r);
+    // A commit inside settle already told the listeners.
+    if (this.#round === r) this.#changed();
     return { ...ack };
-  }
-
-  #validate(client: ClientRecord, header: M.UpdateHeader, tensors: readonly M.SparseTensor[]): DecodedUpdateTensor[] {
-    if (header.tensorCount !== tensors.length) {
-      throw invalid('tensor_count', `header announces ${header.tensorCount} tensors, the stream carried ${tensors.length}`);
-    }
-    if (this.#config.weighting === 'examples' && header.numExamples < 1) {
-      throw invalid('num_examples', `num_examples must be at least 1, got ${header.numExamples}`);
-    }
-    if (header.numExamples > this.#config.maxExamples) {
-      throw invalid('num_examples', `num_examples ${header.numExamples} exceeds the limit of ${this.#config.maxExamples}`);
-    }
-    const channels = header.metrics?.channelsKept.length ?? 0;
-    if (channels > this.manifest.length) {
-      throw invalid('metrics', `metrics.channels_kept has ${channels} entries; the model has ${this.manifest.length} tensors`);
-    }
-    if (header.maskChanged && header.newMaskVersion <= client.maskVersion) {
-      throw invalid(
-        'mask_version',
-        `new_mask_version ${header.newMaskVersion} must be greater than the held mask version ${client.maskVersion}`,
-      );
-    }
-    const baseMatches = header.baseMaskVersion === client.maskVersion;
-    const seen = new Set<string>();
-    const out: DecodedUpdateTensor[] = [];
-    let squares = 0;
-    for (const t of tensors) {
-      const spec = this.#specs.get(t.name);
-      if (spec === undefined) throw invalid('unknown_tensor', `unknown tensor "${t.name}"`);
-      if (seen.has(t.name)) throw invalid('duplicate_tensor', `tensor "${t.name}" appears more than once`);
-      seen.add(t.name);
-      const reference = client.masks.get(t.name) ?? null;
-      const d = decodeUpdateTensor(t, spec, reference);
-      if (d.usesReference && !baseMatches) {
-        throw precondition(
-          'mask_version_mismatch',
-          `tensor "${t.name}" refers to mask version ${header.baseMaskVersion}, the server holds ${client.maskVersion}; pull again`,
-        );
-      }
-      const mask = d.mask === null || d.mask.isFull ? null : d.mask;
-      const unchanged = mask === null ? reference === null : reference !== null && mask.equals(reference);
-      if (!header.maskChanged && !unchanged) {
-        throw invalid('mask_changed', `tensor "${t.name}" carries a new mask but mask_changed is false`);
-      }
-      const v = d.values;
-      for (let i = 0; i < v.length; i++) {
-        const x = v[i];
-        if (!Number.isFinite(x)) {
-          throw invalid('non_finite', `tensor "${t.name}" has a non-finite value (${x}) at kept entry ${i}`);
-        }
-        squares += x * x;
-      }
-      // An unchanged mask keeps the held object, whose kept-index list is derived already.
-      out.push({ ...d, mask: unchanged ? reference : mask });
-    }
-    const norm = Math.sqrt(squares);
-    if (norm > this.#config.updateNormBound) {
-      throw invalid('norm_bound', `update L2 norm ${norm.toPrecision(6)} exceeds the bound ${this.#config.updateNormBound}`);
-    }
-    return out;
   }
 
   // ------------------------------------------------------------------ wire accounting
 
   /** Bytes a client moved; counted into the open round when the client is a member. */
-  recordWire(direction: 'up' | 'down', clientId: string | undefined, bytes: number): void {
+  recordWire(direction: WireDirection, clientId: string | undefined, bytes: number): void {
     const r = this.#round;
     if (clientId === undefined || r === null || !r.members.has(clientId)) return;
     r.addTraffic(clientId, direction, bytes);
@@ -443,45 +444,93 @@ export class Coordinator {
 
   // ------------------------------------------------------------------ round lifecycle
 
-  #maybeOpenRound(attempt = 0): void {
+  #maybeOpenRound(): void {
     if (this.#stopped || this.#round !== null) return;
     if (this.#lastRound >= this.#config.rounds) return;
-    const active = this.#registry.activeIds();
-    if (active.length < this.#config.minClients) return;
+    // minClients gates the start on enrolments, as it always did; liveness only narrows whom a round samples.
+    if (this.#registry.activeCount() < this.#config.minClients) return;
+    const now = this.#now();
+    const alive = this.#registry.sampleable(now);
+    // Nobody to sample: the next client to call (and so turn alive) opens the round.
+    if (alive.length === 0) return;
     const id = this.#lastRound + 1;
-    const members = sampleMembers(active, this.#config.frac, this.#config.seed, id, attempt);
-    const r = new Round(id, attempt, members, Date.now(), this.#config.roundDeadlineMs);
+    const attempt = this.#nextAttempt;
+    const members = sampleMembers(alive, this.#config.frac, this.#config.seed, id, attempt);
+    const r = new Round(id, attempt, members, now, this.#config.roundDeadlineMs);
     this.#round = r;
     this.#aggregator.reset();
-    this.#pending = new Map();
     this.#timer = setTimeout(() => this.#onDeadline(r), this.#config.roundDeadlineMs);
+    this.#watchAwaited(r, members, now);
     this.#metrics.openRound.set(id);
     this.#metrics.roundMembers.set(members.length);
     this.#metrics.roundReporters.set(0);
+    const { stale, gone } = this.#registry.countByState(now);
     this.#log.info(
-      { event: 'round_open', round: id, attempt, members: members.length },
-      `round ${id} open (attempt ${attempt}) with ${members.length} members`,
+      { event: 'round_open', round: id, attempt, members: members.length, stale, gone },
+      `round ${id} open (attempt ${attempt}) with ${members.length} members` +
+        (stale + gone > 0 ? `; ${stale} stale and ${gone} gone clients not sampled` : ''),
     );
+  }
+
+  /**
+   * Closes `r` early when it waits for nobody: commits when someone reported,
+   * abandons (and resamples) when every member left or went gone without a
+   * report. Otherwise arms the check for the next member that could go gone.
+   */
+  #settle(r: Round): void {
+    if (this.#round !== r || this.#stopped) return;
+    const now = this.#now();
+    const awaited = this.#awaited(r, now);
+    if (awaited.length > 0) {
+      this.#watchAwaited(r, awaited, now);
+      return;
+    }
+    if (r.reported > 0) this.#commit(r);
+    else this.#abandon(r, 0);
+  }
+
+  /**
+   * Arms one timer at the moment the first of `awaited` would turn gone (if
+   * that comes before the deadline, which decides otherwise). A member that
+   * calls in the meantime only makes the timer early: it finds nobody gone and
+   * re-arms.
+   */
+  #watchAwaited(r: Round, awaited: readonly string[], now: number): void {
+    clearTimeout(this.#livenessTimer);
+    this.#livenessTimer = undefined;
+    let first = Infinity;
+    for (const id of awaited) first = Math.min(first, this.#registry.goneAt(id));
+    if (first >= r.deadlineAt) return;
+    const delay = Math.min(Math.max(first - now, 1), MAX_TIMER_MS);
+    this.#livenessTimer = setTimeout(() => this.#settle(r), delay);
   }
 
   #onDeadline(r: Round): void {
     if (this.#round !== r || this.#stopped) return;
-    const need = quorumCount(this.#config.quorum, r.members.size);
+    const need = this.#quorum(r, this.#now());
     if (r.reported >= need) {
       this.#commit(r);
       return;
     }
-    this.#round = null;
-    const changes = this.#applyPendingMasks();
-    this.#store.saveMasks(changes);
+    this.#abandon(r, need);
+  }
+
+  #abandon(r: Round, need: number): void {
+    this.#closeRound();
+    this.#store.saveMasks(this.#adoptMasks(r));
     this.#aggregator.reset();
     this.#metrics.roundsAbandoned.inc();
     this.#clearRoundGauges();
+    const why =
+      need === 0
+        ? `every member left or is gone, ${r.reported} of ${r.members.size} reported`
+        : `${r.reported} of ${r.members.size} reported, quorum ${need}`;
     this.#log.warn(
       { event: 'round_abandoned', round: r.id, attempt: r.attempt, reported: r.reported, quorum: need },
-      `round ${r.id} attempt ${r.attempt} abandoned: ${r.reported} of ${r.members.size} reported, quorum ${need}; resampling`,
+      `round ${r.id} attempt ${r.attempt} abandoned: ${why}; resampling`,
     );
-    this.#maybeOpenRound(r.attempt + 1);
+    this.#nextAttempt = r.attempt + 1;
+    this.#maybeOpenRound();
     this.#changed();
   }
 
@@ -491,43 +540,49 @@ export class Coordinator {
     this.#metrics.roundReporters.set(0);
   }
 
-  #applyPendingMasks(): MaskChange[] {
+  #closeRound(): void {
+    clearTimeout(this.#timer);
+    clearTimeout(this.#livenessTimer);
+    this.#livenessTimer = undefined;
+    this.#round = null;
+  }
+
+  /** The reporters' new masks become the registry's; returns them for the store. */
+  #adoptMasks(r: Round): MaskChange[] {
     const changes: MaskChange[] = [];
-    for (const [clientId, p] of this.#pending) {
-      const c = this.#registry.get(clientId);
-      if (c === undefined) continue;
-      c.maskVersion = p.version;
-      c.masks = p.masks;
-      changes.push({ clientId, version: p.version, masks: p.masks });
+    for (const change of r.adoptedMasks) {
+      if (this.#registry.get(change.clientId) === undefined) continue;
+      this.#registry.adoptMasks(change.clientId, change.version, change.masks);
+      changes.push(change);
     }
-    this.#pending = new Map();
     return changes;
   }
 
   #commit(r: Round): void {
-    clearTimeout(this.#timer);
+    this.#closeRound();
     const t0 = process.hrtime.bigint();
     this.#aggregator.commit(this.#global);
     const aggregationSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
-    const changes = this.#applyPendingMasks();
+    const changes = this.#adoptMasks(r);
     const summary: RoundSummary = {
       round: r.id,
       attempts: r.attempt + 1,
-      committedAt: Date.now(),
+      committedAt: this.#now(),
       members: [...r.members],
       reporters: [...r.receipts.keys()],
       metrics: Object.fromEntries(r.metrics),
       bytesUp: r.bytesUp,
       bytesDown: r.bytesDown,
-      traffic: Object.fromEntries(r.traffic),
+      traffic: Object.fromEntries([...r.traffic].map(([id, t]) => [id, { up: t.up, down: t.down }])),
       denseBytesUp: r.denseBytesUp,
       denseBytesDown: r.denseBytesDown,
       aggregationSeconds,
     };
     this.#store.commitRound(summary, this.#global, changes);
+    this.#registry.recordCommitted(summary);
     this.#lastRound = r.id;
     this.#lastReceipts = r.receipts;
-    this.#round = null;
+    this.#nextAttempt = 0;
     this.#metrics.roundsCommitted.inc();
     this.#metrics.aggregationSeconds.observe(aggregationSeconds);
     this.#metrics.lastCommittedRound.set(r.id);
@@ -570,6 +625,7 @@ export class Coordinator {
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    clearTimeout(this.#livenessTimer);
     this.#store.close();
   }
 }

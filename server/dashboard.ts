@@ -15,6 +15,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Logger } from 'pino';
 import { packageRoot } from '../proto/package-root.js';
 import type { ClientInfo, Coordinator, CoordinatorStatus } from './coordinator.js';
+import type { ClientState } from './liveness.js';
 import { snapshotSchema } from './http-schemas.js';
 import { totalElements } from './model.js';
 import type { RoundSummary } from './store.js';
@@ -54,6 +55,10 @@ export interface ClientRow {
   readonly id: string;
   readonly name: string;
   readonly active: boolean;
+  /** Liveness when the feed last looked (see server/liveness.ts). */
+  readonly state: ClientState;
+  /** Its last call to the coordinator (epoch ms); null = none since the coordinator started. */
+  readonly lastSeenAt: number | null;
   readonly numExamples: number;
   /** Rounds it reported in. */
   rounds: number;
@@ -83,6 +88,9 @@ export type DashboardEvent =
 
 /** Oldest points beyond this are dropped (a run of weeks must not grow the page without bound). */
 export const MAX_ROUND_POINTS = 5000;
+
+/** How often the feed looks for clients whose silence changed their state (alive, stale, gone). */
+export const LIVENESS_POLL_MS = 2000;
 
 const mean = (values: readonly number[]): number | null =>
   values.length === 0 ? null : values.reduce((s, v) => s + v, 0) / values.length;
@@ -120,6 +128,8 @@ function emptyRow(c: ClientInfo): ClientRow {
     id: c.id,
     name: c.name,
     active: c.active,
+    state: c.state,
+    lastSeenAt: c.lastSeenAt,
     numExamples: c.numExamples,
     rounds: 0,
     lastRound: null,
@@ -173,6 +183,7 @@ export class DashboardFeed {
         this.#emit({ kind: 'round', round: this.#rounds[this.#rounds.length - 1], clients: changed });
       }),
       coordinator.onChange(() => this.#onChange(coordinator)),
+      this.#watchLiveness(coordinator),
     ];
     this.#emit({ kind: 'snapshot', snapshot: this.snapshot() });
   }
@@ -233,16 +244,49 @@ export class DashboardFeed {
 
   #onChange(coordinator: Coordinator): void {
     const status = coordinator.status();
-    if (status.clientsRegistered !== this.#registered || status.clientsActive !== this.#active) {
-      this.#registered = status.clientsRegistered;
-      this.#active = status.clientsActive;
-      for (const c of coordinator.clients()) {
-        const known = this.#clients.get(c.id);
-        this.#clients.set(c.id, known === undefined ? emptyRow(c) : { ...known, active: c.active });
-      }
-      this.#emit({ kind: 'clients', clients: [...this.#clients.values()].map((r) => ({ ...r })) });
-    }
+    const enrolments = status.clientsRegistered !== this.#registered || status.clientsActive !== this.#active;
+    this.#registered = status.clientsRegistered;
+    this.#active = status.clientsActive;
+    if (this.#refreshClients(coordinator) || enrolments) this.#emitClients();
     this.#emit({ kind: 'status', status });
+  }
+
+  /**
+   * Re-reads every client's state and last-seen time. Returns whether a row
+   * appeared or changed state: a new last-seen time alone is kept, not sent,
+   * because every accepted update would otherwise resend the whole table
+   * (O(clients) per update); it travels with the next table that is sent.
+   */
+  #refreshClients(coordinator: Coordinator): boolean {
+    let changed = false;
+    for (const c of coordinator.clients()) {
+      const known = this.#clients.get(c.id);
+      if (known === undefined) {
+        this.#clients.set(c.id, emptyRow(c));
+        changed = true;
+        continue;
+      }
+      if (known.active !== c.active || known.state !== c.state) changed = true;
+      this.#clients.set(c.id, { ...known, active: c.active, state: c.state, lastSeenAt: c.lastSeenAt });
+    }
+    return changed;
+  }
+
+  #emitClients(): void {
+    this.#emit({ kind: 'clients', clients: [...this.#clients.values()].map((r) => ({ ...r })) });
+  }
+
+  /**
+   * Liveness moves with the clock, with no call to the coordinator: a silent
+   * client turns stale, then gone. A periodic look catches that.
+   */
+  #watchLiveness(coordinator: Coordinator): () => void {
+    const timer = setInterval(() => {
+      if (this.#refreshClients(coordinator)) this.#emitClients();
+    }, LIVENESS_POLL_MS);
+    // The dashboard never keeps a process alive by itself.
+    timer.unref();
+    return () => clearInterval(timer);
   }
 }
 

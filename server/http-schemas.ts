@@ -85,6 +85,8 @@ export const clientRowSchema = {
     id: { type: 'string' },
     name: { type: 'string' },
     active: { type: 'boolean' },
+    state: { type: 'string', enum: ['alive', 'stale', 'gone', 'left'] },
+    lastSeenAt: { type: ['integer', 'null'] },
     numExamples: { type: 'integer' },
     rounds: { type: 'integer' },
     lastRound: { type: ['integer', 'null'] },

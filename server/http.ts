@@ -2,6 +2,7 @@ import Fastify, { LogController } from 'fastify';
 import type { Logger } from 'pino';
 import type { Coordinator } from './coordinator.js';
 import type { CoordinatorMetrics } from './metrics.js';
+import { clientRoutes } from './http-clients.js';
 import { registerDashboard, type DashboardFeed } from './dashboard.js';
 import { roundSummarySchema, statusSchema } from './http-schemas.js';
 
@@ -53,5 +54,6 @@ export async function createHttpServer(coord: Coordinator, metrics: CoordinatorM
   );
 
   await registerDashboard(app, feed);
+  await app.register(clientRoutes, { coordinator: coord });
   return app;
 }

@@ -40,6 +40,8 @@ export interface CoordinatorHandle {
 export interface StartOptions {
   /** Defaults to a pino logger at the configured level, on stdout. */
   logger?: Logger;
+  /** The coordinator's clock (epoch ms); tests drive liveness with it. */
+  now?: () => number;
 }
 
 /**
@@ -90,7 +92,7 @@ export async function startCoordinator(
   // Read before anything starts, so a missing file is one clear error.
   const tls = config.tls === undefined ? undefined : readTlsFiles(config.tls);
   const metrics = new CoordinatorMetrics({ processMetrics: config.http.enabled });
-  const coordinator = new Coordinator(config, model, { logger, metrics });
+  const coordinator = new Coordinator(config, model, { logger, metrics, now: options.now });
 
   const counted = createCoordinatorDefinition((direction, clientId, bytes) => {
     metrics.bytes.inc({ direction }, bytes);

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { CLIENT_STATES, type ClientState } from './liveness.js';
 
 /** The coordinator's Prometheus metrics, on a registry of its own (several coordinators may share a process). */
 export class CoordinatorMetrics {
@@ -82,4 +83,23 @@ export class CoordinatorMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+
+  #clientStates: (() => Record<ClientState, number>) | undefined;
+  /** Read at every scrape: states follow the clock, so a value set at the last event would go stale itself. */
+  readonly clients = new Gauge({
+    name: 'subfed_clients',
+    help: 'Registered clients by state: alive, stale (silent, not sampled), gone (silent longer, not awaited), left',
+    labelNames: ['state'] as const,
+    registers: [this.registry],
+    collect: () => {
+      const counts = this.#clientStates?.();
+      if (counts === undefined) return;
+      for (const state of CLIENT_STATES) this.clients.set({ state }, counts[state]);
+    },
+  });
+
+  /** Where the `subfed_clients` gauge reads its counts (the coordinator's registry). */
+  observeClientStates(source: () => Record<ClientState, number>): void {
+    this.#clientStates = source;
+  }
 }

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
 import { SeededRandom } from '../proto/random.js';
+import type { WireDirection } from '../proto/rpc.js';
+import type { MaskMap } from './model.js';
 
 /** Members to sample from N active clients: K = max(round(frac * N), 1), never more than N. */
 export function sampleSize(frac: number, active: number): number {
@@ -54,21 +56,32 @@ export interface ReportMetrics {
   channelsKept?: number[];
 }
 
-/** One attempt at one round: who is in it, who has reported, and the traffic it caused. */
+/** A reporter's new masks: applied when its round commits, or when the attempt is abandoned (it moved on to them). */
+export interface AdoptedMasks {
+  readonly clientId: string;
+  readonly version: number;
+  /** The client's complete set of non-all-ones masks after the change. */
+  readonly masks: MaskMap;
+}
+
+/**
+ * One attempt at one round: who is in it, who has reported, and the traffic
+ * it caused. Changed only through its methods; the coordinator reads it
+ * through read-only views.
+ */
 export class Round {
   readonly id: number;
   readonly attempt: number;
   readonly members: ReadonlySet<string>;
   readonly openedAt: number;
   readonly deadlineAt: number;
-  readonly receipts = new Map<string, UploadReceipt>();
-  readonly metrics = new Map<string, ReportMetrics>();
-  bytesUp = 0;
-  bytesDown = 0;
+  readonly #receipts = new Map<string, UploadReceipt>();
+  readonly #metrics = new Map<string, ReportMetrics>();
+  readonly #masks = new Map<string, AdoptedMasks>();
   /** Wire bytes per member, per direction. */
-  readonly traffic = new Map<string, { up: number; down: number }>();
-  denseBytesUp = 0;
-  denseBytesDown = 0;
+  readonly #traffic = new Map<string, { up: number; down: number }>();
+  readonly #bytes = { up: 0, down: 0 };
+  readonly #denseBytes = { up: 0, down: 0 };
 
   constructor(id: number, attempt: number, members: readonly string[], openedAt: number, deadlineMs: number) {
     this.id = id;
@@ -78,19 +91,79 @@ export class Round {
     this.deadlineAt = openedAt + deadlineMs;
   }
 
-  addTraffic(clientId: string, direction: 'up' | 'down', bytes: number): void {
-    let t = this.traffic.get(clientId);
-    if (t === undefined) this.traffic.set(clientId, (t = { up: 0, down: 0 }));
+  /** Records a member's accepted update: its receipt (for retries), its metrics and, if it sent one, its new masks. */
+  accept(
+    clientId: string,
+    receipt: UploadReceipt,
+    metrics: ReportMetrics,
+    newMasks?: { readonly version: number; readonly masks: MaskMap },
+  ): void {
+    // The coordinator checks both before validating; reaching here otherwise is a bug, not a client's fault.
+    if (!this.members.has(clientId)) throw new Error(`round ${this.id}: ${clientId} is not a member`);
+    if (this.#receipts.has(clientId)) throw new Error(`round ${this.id}: ${clientId} reported already`);
+    this.#receipts.set(clientId, receipt);
+    this.#metrics.set(clientId, metrics);
+    if (newMasks !== undefined) this.#masks.set(clientId, { clientId, ...newMasks });
+  }
+
+  addTraffic(clientId: string, direction: WireDirection, bytes: number): void {
+    let t = this.#traffic.get(clientId);
+    if (t === undefined) this.#traffic.set(clientId, (t = { up: 0, down: 0 }));
     t[direction] += bytes;
-    if (direction === 'up') this.bytesUp += bytes;
-    else this.bytesDown += bytes;
+    this.#bytes[direction] += bytes;
+  }
+
+  /** What dense float32 FedAvg would have moved for one task (down) or one update (up). */
+  countDense(direction: WireDirection, bytes: number): void {
+    this.#denseBytes[direction] += bytes;
+  }
+
+  receiptOf(clientId: string): UploadReceipt | undefined {
+    return this.#receipts.get(clientId);
+  }
+
+  hasReported(clientId: string): boolean {
+    return this.#receipts.has(clientId);
+  }
+
+  get receipts(): ReadonlyMap<string, UploadReceipt> {
+    return this.#receipts;
+  }
+
+  get metrics(): ReadonlyMap<string, ReportMetrics> {
+    return this.#metrics;
+  }
+
+  get traffic(): ReadonlyMap<string, Readonly<{ up: number; down: number }>> {
+    return this.#traffic;
+  }
+
+  get adoptedMasks(): readonly AdoptedMasks[] {
+    return [...this.#masks.values()];
+  }
+
+  get bytesUp(): number {
+    return this.#bytes.up;
+  }
+
+  get bytesDown(): number {
+    return this.#bytes.down;
+  }
+
+  get denseBytesUp(): number {
+    return this.#denseBytes.up;
+  }
+
+  get denseBytesDown(): number {
+    return this.#denseBytes.down;
   }
 
   get reported(): number {
-    return this.receipts.size;
+    return this.#receipts.size;
   }
 
-  get complete(): boolean {
-    return this.receipts.size === this.members.size;
+  /** Members that have not reported and that the round still waits for (`awaits`: not left, not gone). */
+  awaited(awaits: (clientId: string) => boolean): string[] {
+    return [...this.members].filter((id) => !this.#receipts.has(id) && awaits(id));
   }
 }

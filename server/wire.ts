@@ -7,8 +7,8 @@ import { elementCount } from './model.js';
 
 export interface DecodedUpdateTensor {
   name: string;
-  /** The client's mask after this update; null = every position kept. */
-  mask: Mask | null;
+  /** The client's mask after this update (full = every position kept). */
+  mask: Mask;
   /** Deltas at the kept positions, in index order. */
   values: Float32Array;
   /** The mask was given relative to the server's copy (UNCHANGED or DIFF). */

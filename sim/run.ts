@@ -251,6 +251,8 @@ function startSimCoordinator(
       minClients: config.clients,
       quorum: 1,
       roundDeadlineMs: 24 * 3600 * 1000,
+      // Idle simulated clients never call between the rounds they are sampled for; liveness would drop them.
+      liveness: 'off',
       retryAfterMs: 20,
       seed: config.seed,
       weighting: config.weighting,

@@ -31,6 +31,14 @@
     }
     return `${v.toFixed(u === 0 ? 0 : v < 10 ? 2 : 1)} ${units[u]}`;
   };
+  /** "12 s ago" from an epoch-ms time, by this browser's clock; '–' for never (null: not since the coordinator started). */
+  const ago = (t) => {
+    if (t === null || t === undefined) return '–';
+    const s = Math.max(0, Math.round((Date.now() - t) / 1000));
+    if (s < 90) return `${s} s ago`;
+    if (s < 5400) return `${Math.round(s / 60)} min ago`;
+    return `${Math.round(s / 3600)} h ago`;
+  };
   const int = (n) => (n === null || n === undefined ? '–' : Number(n).toLocaleString('en-US'));
   const mib = (n) => n / (1024 * 1024);
 
@@ -236,19 +244,20 @@
 
   // ------------------------------------------------------------------ client table
 
-  // One entry per column; liveness (state, last seen) adds entries here.
+  // One entry per column.
   const columns = [
     { label: 'Client', cell: (r) => r.id, className: 'id' },
     { label: 'Name', cell: (r) => r.name },
     {
-      label: 'Enrolment',
+      label: 'State',
       cell: (r) => {
         const b = document.createElement('span');
-        b.className = r.active ? 'badge' : 'badge left';
-        b.textContent = r.active ? 'enrolled' : 'left';
+        b.className = r.state === 'alive' ? 'badge' : `badge ${r.state === 'left' ? 'left' : r.state}`;
+        b.textContent = r.state;
         return b;
       },
     },
+    { label: 'Last seen', cell: (r) => ago(r.lastSeenAt), num: true },
     { label: 'Examples', cell: (r) => int(r.numExamples), num: true },
     { label: 'Rounds taken', cell: (r) => int(r.rounds), num: true, key: 'rounds' },
     { label: 'Last round', cell: (r) => (r.lastRound === null ? '–' : String(r.lastRound)), num: true },

@@ -43,7 +43,7 @@ describe('client heartbeats', () => {
   });
 
   it('heartbeats while it trains a long local round', async () => {
-    const server = await startMlpCoordinator(1, { epochs: 3, batchSize: 10 });
+    const server = await startMlpCoordinator(1, { epochs: 6, batchSize: 10 });
     const beats = countHeartbeats(server.coordinator);
     const marks: Partial<Record<ClientEvent['kind'], number>> = {};
     try {
@@ -63,8 +63,10 @@ describe('client heartbeats', () => {
       expect(summary).toMatchObject({ rounds: 1, finished: true });
       const [start, end] = [marks['round-started']!, marks.trained!];
       const duringTraining = beats.times.filter((t) => t > start && t < end);
-      // 3 epochs of 120 batches: a timer of 10 ms fires many times if the loop yields; never if it does not.
-      expect(duringTraining.length).toBeGreaterThanOrEqual(3);
+      // 6 epochs of 120 batches take hundreds of ms: a loop that never yields lets no heartbeat through.
+      // How many get through depends on the machine's speed (one at a time, each needing the loop
+      // to yield on both ends), so the count asserted is the one that tells the two apart.
+      expect(duringTraining.length).toBeGreaterThanOrEqual(1);
       expect(records.filter((r) => r.event === 'heartbeat-failed')).toEqual([]);
     } finally {
       beats.restore();

@@ -143,6 +143,14 @@ describe('coordinator resume after kill -9', () => {
     };
     expect(rounds.rounds.map((r) => r.round)).toEqual([2, 1]);
     expect(rounds.rounds[0].reporters.sort()).toEqual([ids.a[0], ids.b[0]].sort());
+    // Each client's history spans the crash: round 1 comes from the database, round 2 from this process.
+    const listed = (await (await fetch(`http://127.0.0.1:${server.httpPort}/api/clients`)).json()) as {
+      clients: { id: string; state: string; roundsTaken: number; lastRound: number | null }[];
+    };
+    expect(listed.clients.map((c) => [c.id, c.state, c.roundsTaken, c.lastRound])).toEqual([
+      [ids.a[0], 'alive', 2, 2],
+      [ids.b[0], 'alive', 2, 2],
+    ]);
     a.close();
     b.close();
     await kill9(server);

@@ -128,6 +128,22 @@ describe('coordinator end to end over loopback gRPC', () => {
     expect(traffic[a.id].down).toBeLessThan(traffic[b.id].down);
     expect(r3.denseBytesUp).toBe(3 * 4 * 9);
     expect(r3.denseBytesDown).toBe(3 * 4 * 9);
+    // Per client, /api/clients adds up the traffic of every committed round.
+    const all = (await (await fetch(`${base}/api/rounds`)).json()) as {
+      rounds: { traffic: Record<string, { up: number; down: number }> }[];
+    };
+    const listed = (await (await fetch(`${base}/api/clients`)).json()) as {
+      clients: { id: string; state: string; roundsTaken: number; bytesUp: number; bytesDown: number }[];
+    };
+    expect(listed.clients.map((x) => [x.id, x.state, x.roundsTaken])).toEqual([
+      [a.id, 'alive', 3],
+      [b.id, 'alive', 3],
+      [c.id, 'alive', 3],
+    ]);
+    for (const x of listed.clients) {
+      expect(x.bytesUp).toBe(all.rounds.reduce((sum, r) => sum + r.traffic[x.id].up, 0));
+      expect(x.bytesDown).toBe(all.rounds.reduce((sum, r) => sum + r.traffic[x.id].down, 0));
+    }
     const bad = await fetch(`${base}/api/rounds?limit=0`);
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { message: string }).message).toMatch(/limit/);
@@ -136,6 +152,7 @@ describe('coordinator end to end over loopback gRPC', () => {
     const metrics = await (await fetch(`${base}/metrics`)).text();
     expect(metrics).toMatch(/subfed_rounds_committed_total 3/);
     expect(metrics).toMatch(/subfed_clients_registered 3/);
+    expect(metrics).toContain('subfed_clients{state="alive"} 3');
     expect(metrics).toMatch(/subfed_wire_bytes_total\{direction="up"\} [1-9]/);
     // Round gauges after the last commit, and prom-client's default process metrics.
     expect(metrics).toMatch(/^subfed_round_committed 3$/m);

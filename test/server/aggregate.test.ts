@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { IntersectionAggregator } from '../../server/aggregate.js';
 import { Mask } from '../../proto/mask.js';
 import type { TensorMap, TensorSpec } from '../../server/model.js';
+import type { ValidatedTensor, ValidatedUpdate } from '../../server/validate.js';
 
 const toyManifest: TensorSpec[] = [{ name: 'w', shape: [3], prunable: true }];
 
@@ -10,6 +11,24 @@ function gatherDelta(weights: number[], mask: number[], global: number[]): Float
   const out: number[] = [];
   for (let j = 0; j < mask.length; j++) if (mask[j]) out.push(weights[j] - global[j]);
   return Float32Array.from(out);
+}
+
+/** A hand-made validated update (the aggregator trusts its caller, so tests build them directly). */
+function update(tensors: ValidatedTensor[], weight = 1): ValidatedUpdate {
+  return {
+    clientId: 'c1',
+    round: 1,
+    weight,
+    metrics: { numExamples: weight, loss: 0, localAccuracy: 0, sparsity: 0, receivedAccuracy: 0 },
+    maskChange: { kind: 'unchanged' },
+    tensors,
+  };
+}
+
+/** `deltas` at the kept positions of `mask` (0/1 entries; default all kept). */
+function tensor(name: string, deltas: number[] | Float32Array, mask?: number[] | Mask): ValidatedTensor {
+  const m = mask instanceof Mask ? mask : mask === undefined ? Mask.full(deltas.length) : Mask.fromBytes(mask);
+  return { name, mask: m, deltas: Float32Array.from(deltas) };
 }
 
 describe('IntersectionAggregator', () => {
@@ -22,7 +41,7 @@ describe('IntersectionAggregator', () => {
       { weights: [3, 5, 0], mask: [1, 1, 0] },
     ];
     for (const c of clients) {
-      agg.foldTensor('w', gatherDelta(c.weights, c.mask, globalInit), Mask.fromBytes(c.mask).keptIndices(), 1);
+      agg.add(update([tensor('w', gatherDelta(c.weights, c.mask, globalInit), c.mask)]));
     }
     agg.commit(global);
     expect(Array.from(global.get('w')!)).toEqual([2, 5, 9]);
@@ -44,7 +63,7 @@ describe('IntersectionAggregator', () => {
     const global: TensorMap = new Map([['w', Float32Array.from(globalInit)]]);
     const agg = new IntersectionAggregator(toyManifest);
     for (const c of clients) {
-      agg.foldTensor('w', gatherDelta(c.weights, c.mask, globalInit), Mask.fromBytes(c.mask).keptIndices(), 1);
+      agg.add(update([tensor('w', gatherDelta(c.weights, c.mask, globalInit), c.mask)]));
     }
     agg.commit(global);
     expect(Array.from(global.get('w')!)).toEqual(reference);
@@ -54,8 +73,8 @@ describe('IntersectionAggregator', () => {
     const global: TensorMap = new Map([['w', Float32Array.from([0, 0, 0])]]);
     const agg = new IntersectionAggregator(toyManifest);
     // client A (n=1) keeps all: delta [4,4,4]; client B (n=3) keeps [1,1,0]: delta [8,0]
-    agg.foldTensor('w', Float32Array.from([4, 4, 4]), null, 1);
-    agg.foldTensor('w', Float32Array.from([8, 0]), Mask.fromBytes([1, 1, 0]).keptIndices(), 3);
+    agg.add(update([tensor('w', [4, 4, 4])], 1));
+    agg.add(update([tensor('w', [8, 0], [1, 1, 0])], 3));
     agg.commit(global);
     // pos0: (1*4 + 3*8)/4 = 7; pos1: (4 + 0)/4 = 1; pos2: only A -> 4
     expect(Array.from(global.get('w')!)).toEqual([7, 1, 4]);
@@ -73,7 +92,7 @@ describe('IntersectionAggregator', () => {
       ['b', b.slice()],
     ]);
     const agg = new IntersectionAggregator(manifest);
-    agg.foldTensor('a', Float32Array.from([1]), Mask.fromBytes([0, 1, 0, 0]).keptIndices(), 2);
+    agg.add(update([tensor('a', [1], [0, 1, 0, 0])], 2));
     const touched = agg.commit(global);
     expect(touched).toBe(1);
     const ga = global.get('a')!;
@@ -86,19 +105,57 @@ describe('IntersectionAggregator', () => {
   it('resets after commit so the next round starts from zero', () => {
     const global: TensorMap = new Map([['w', Float32Array.from([0, 0, 0])]]);
     const agg = new IntersectionAggregator(toyManifest);
-    agg.foldTensor('w', Float32Array.from([1, 1, 1]), null, 1);
+    agg.add(update([tensor('w', [1, 1, 1])]));
+    expect(agg.updates).toBe(1);
     agg.commit(global);
+    expect(agg.updates).toBe(0);
     agg.commit(global);
     expect(Array.from(global.get('w')!)).toEqual([1, 1, 1]);
   });
 
-  it('rejects mismatched lengths and unknown tensors', () => {
-    const agg = new IntersectionAggregator(toyManifest);
-    expect(() => agg.foldTensor('nope', Float32Array.from([1]), null, 1)).toThrow(/unknown tensor "nope"/);
-    expect(() => agg.foldTensor('w', Float32Array.from([1]), null, 1)).toThrow(/needs 3 values/);
-    expect(() => agg.foldTensor('w', Float32Array.from([1]), Int32Array.from([0, 1]), 1)).toThrow(/1 values for 2/);
-    expect(() => agg.foldTensor('w', Float32Array.from([1]), Int32Array.from([5]), 1)).toThrow(/beyond size 3/);
-    expect(() => agg.foldTensor('w', Float32Array.from([1, 1, 1]), null, 0)).toThrow(/positive/);
+  it('rejects mismatched lengths, unknown and repeated tensors, and bad weights, folding nothing of such an update', () => {
+    const manifest: TensorSpec[] = [...toyManifest, { name: 'v', shape: [2], prunable: false }];
+    const agg = new IntersectionAggregator(manifest);
+    const good = tensor('w', [1, 1, 1]);
+    const refused =
+      (tensors: ValidatedTensor[], weight = 1) =>
+      () =>
+        agg.add(update(tensors, weight));
+    expect(refused([good, tensor('nope', [1])])).toThrow(/unknown tensor "nope"/);
+    expect(refused([good, tensor('v', [1])])).toThrow(/tensor "v" has a mask of 1 for size 2/);
+    expect(refused([good, { name: 'v', mask: Mask.full(2), deltas: Float32Array.from([1]) }])).toThrow(
+      /tensor "v" has 1 values for 2 kept positions/,
+    );
+    expect(refused([good, { name: 'v', mask: Mask.fromBytes([0, 1]), deltas: Float32Array.from([1, 1]) }])).toThrow(
+      /tensor "v" has 2 values for 1 kept positions/,
+    );
+    expect(refused([good, good])).toThrow(/tensor "w" appears twice/);
+    expect(refused([good], 0)).toThrow(/positive/);
+    expect(refused([good], Number.NaN)).toThrow(/positive/);
+    // Every refusal came before any fold: the sums are still empty.
+    expect(agg.updates).toBe(0);
+    const global: TensorMap = new Map([
+      ['w', Float32Array.from([5, 5, 5])],
+      ['v', Float32Array.from([5, 5])],
+    ]);
+    expect(agg.commit(global)).toBe(0);
+    expect(Array.from(global.get('w')!)).toEqual([5, 5, 5]);
+  });
+
+  it('folds every tensor of one update with the same weight, and counts the update once', () => {
+    const manifest: TensorSpec[] = [...toyManifest, { name: 'v', shape: [2], prunable: false }];
+    const agg = new IntersectionAggregator(manifest);
+    agg.add(update([tensor('w', [3, 3], [1, 0, 1]), tensor('v', [6, 6])], 3));
+    agg.add(update([tensor('w', [1, 1, 1]), tensor('v', [0, 0])], 1));
+    expect(agg.updates).toBe(2);
+    const global: TensorMap = new Map([
+      ['w', new Float32Array(3)],
+      ['v', new Float32Array(2)],
+    ]);
+    expect(agg.commit(global)).toBe(5);
+    // w: (3*3 + 1)/4 at kept 0 and 2, 1 at 1; v: (3*6 + 0)/4.
+    expect(Array.from(global.get('w')!)).toEqual([2.5, 1, 2.5]);
+    expect(Array.from(global.get('v')!)).toEqual([4.5, 4.5]);
   });
 
   it('equals a naive per-position average for random masks, weights and deltas', () => {
@@ -117,9 +174,10 @@ describe('IntersectionAggregator', () => {
           const wsum = new Float64Array(size);
           for (const [n, s] of clients) {
             seed = s >>> 0;
-            const kept = Mask.fromBytes(Uint8Array.from({ length: size }, () => (rand() < 0.5 ? 1 : 0))).keptIndices();
+            const mask = Mask.fromBytes(Uint8Array.from({ length: size }, () => (rand() < 0.5 ? 1 : 0)));
+            const kept = mask.keptIndices();
             const vals = Float32Array.from(kept, () => rand() * 2 - 1);
-            agg.foldTensor('t', vals, kept, n);
+            agg.add(update([{ name: 't', mask, deltas: vals }], n));
             kept.forEach((j, i) => {
               sum[j] += n * vals[i];
               wsum[j] += n;

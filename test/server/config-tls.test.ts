@@ -44,6 +44,34 @@ describe('config', () => {
     expect(() => parseConfig({ rounds: 1, frac: 1, enrollmentToken: 't', colour: 1 })).toThrow(/unknown field\(s\) colour/);
   });
 
+  it('reads the liveness timeouts, with defaults, "off", and field-named errors', () => {
+    const base = { rounds: 1, frac: 1, enrollmentToken: 't' };
+    expect(parseConfig(base).liveness).toEqual({ staleAfterMs: 30_000, goneAfterMs: 300_000 });
+    expect(parseConfig({ ...base, liveness: 'off' }).liveness).toBe('off');
+    expect(parseConfig({ ...base, liveness: { staleAfterMs: 10_000 } }).liveness).toEqual({
+      staleAfterMs: 10_000,
+      goneAfterMs: 300_000,
+    });
+    expect(parseConfig({ ...base, liveness: { staleAfterMs: 5, goneAfterMs: 6 } }).liveness).toEqual({
+      staleAfterMs: 5,
+      goneAfterMs: 6,
+    });
+    expect(() => parseConfig({ ...base, liveness: { staleAfterMs: 0 } })).toThrow(
+      'config: liveness.staleAfterMs: expected a positive integer, got 0',
+    );
+    expect(() => parseConfig({ ...base, liveness: { goneAfterMs: 2 ** 31 } })).toThrow(
+      'config: liveness.goneAfterMs: expected at most 2147483647 ms, got 2147483648',
+    );
+    expect(() => parseConfig({ ...base, liveness: { staleAfterMs: 60_000, goneAfterMs: 60_000 } })).toThrow(
+      'config: liveness.goneAfterMs: expected more than staleAfterMs (a client is stale before it is gone), got 60000',
+    );
+    expect(() => parseConfig({ ...base, liveness: { staleMs: 1 } })).toThrow('config: liveness: unknown field(s) staleMs');
+    expect(() => parseConfig({ ...base, liveness: 'on' })).toThrow(
+      'config: liveness: expected "off" or { "staleAfterMs": ms, "goneAfterMs": ms }, got "on"',
+    );
+    expect(() => parseConfig({ ...base, liveness: false })).toThrow(/liveness: expected "off" or/);
+  });
+
   it('validates the training config it sends clients with the shared strict schema', () => {
     const base = { rounds: 1, frac: 1, enrollmentToken: 't' };
     const training = { epochs: 5, batchSize: 10, lr: 0.01, momentum: 0.5 };

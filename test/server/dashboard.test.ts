@@ -4,13 +4,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { encodeSparseTensor } from '../../proto/codec.js';
 import { Mask } from '../../proto/mask.js';
 import { PROTOCOL_VERSION, type UpdateMetrics } from '../../proto/rpc.js';
 import { parseConfig } from '../../server/config.js';
 import { Coordinator } from '../../server/coordinator.js';
-import { DashboardFeed, roundPoint, type DashboardEvent } from '../../server/dashboard.js';
+import { DashboardFeed, LIVENESS_POLL_MS, roundPoint, type DashboardEvent } from '../../server/dashboard.js';
 import { CoordinatorMetrics } from '../../server/metrics.js';
 import type { RoundSummary } from '../../server/store.js';
 import { ENROLL, memoryLogger, toyModel } from './harness.js';
@@ -18,16 +18,17 @@ import { ENROLL, memoryLogger, toyModel } from './harness.js';
 const dir = mkdtempSync(join(tmpdir(), 'subfed-dashboard-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function coordinator(sqlite?: string): Coordinator {
+function coordinator(sqlite?: string, now?: () => number): Coordinator {
   const config = parseConfig({
     rounds: 3,
     frac: 1,
     minClients: 2,
     enrollmentToken: ENROLL,
     roundDeadlineMs: 600_000,
+    liveness: { staleAfterMs: 10_000, goneAfterMs: 60_000 },
     ...(sqlite !== undefined ? { sqlite } : {}),
   });
-  return new Coordinator(config, toyModel(), { logger: memoryLogger().logger, metrics: new CoordinatorMetrics() });
+  return new Coordinator(config, toyModel(), { logger: memoryLogger().logger, metrics: new CoordinatorMetrics(), now });
 }
 
 function join2(coord: Coordinator, names: string[]) {
@@ -127,6 +128,7 @@ describe('DashboardFeed', () => {
 
     events.length = 0;
     push(coord, a, 1, metrics(0.9, 0.2, [3, 5]));
+    // A new last-seen time alone does not resend the table.
     expect(kinds()).toEqual(['status']);
     push(coord, b, 1, metrics(0.7, 0.4, [5, 7]));
     expect(kinds()).toEqual(['status', 'round', 'status']);
@@ -176,5 +178,48 @@ describe('DashboardFeed', () => {
       ['beta', 2, 2],
     ]);
     resumed.stop();
+  });
+
+  it('sends the table when a silent client turns stale, then gone, with no call to the coordinator', () => {
+    vi.useFakeTimers();
+    let clock = 1_000_000;
+    const coord = coordinator(undefined, () => clock);
+    const feed = new DashboardFeed();
+    try {
+      const [a] = join2(coord, ['alpha', 'beta']);
+      feed.attach(coord, 'liveness');
+      const tables: string[][] = [];
+      feed.subscribe((e) => {
+        if (e.kind === 'clients') tables.push(e.clients.map((c) => `${c.name}:${c.state}`));
+      });
+      const poll = () => vi.advanceTimersByTime(LIVENESS_POLL_MS);
+
+      poll();
+      expect(tables).toEqual([]); // nothing changed: nothing sent
+
+      clock += 5_000;
+      coord.heartbeat({ protocolVersion: PROTOCOL_VERSION, clientId: a.id, clientToken: a.token });
+      clock += 6_000; // beta silent for 11 s: stale; alpha heard from 6 s ago
+      poll();
+      expect(tables).toEqual([['alpha:alive', 'beta:stale']]);
+      const seen = feed.snapshot().clients.map((c) => c.lastSeenAt);
+      expect(seen).toEqual([1_005_000, 1_000_000]);
+
+      clock += 60_000;
+      poll();
+      expect(tables.at(-1)).toEqual(['alpha:gone', 'beta:gone']);
+      const count = tables.length;
+      poll();
+      expect(tables).toHaveLength(count); // states unchanged since: nothing sent
+
+      feed.detach();
+      coord.heartbeat({ protocolVersion: PROTOCOL_VERSION, clientId: a.id, clientToken: a.token });
+      poll();
+      expect(tables).toHaveLength(count); // a detached feed stops looking
+    } finally {
+      feed.detach();
+      coord.stop();
+      vi.useRealTimers();
+    }
   });
 });

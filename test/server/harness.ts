@@ -19,6 +19,10 @@ import {
   type UpdateChunk,
   type UpdateHeader,
 } from '../../proto/rpc.js';
+import { parseConfig, type CoordinatorConfigInput } from '../../server/config.js';
+import { Coordinator } from '../../server/coordinator.js';
+import { CoordinatorError } from '../../server/errors.js';
+import { CoordinatorMetrics } from '../../server/metrics.js';
 import type { TensorMap, TensorSpec } from '../../server/model.js';
 
 export const ENROLL = 'enroll-secret';
@@ -54,6 +58,84 @@ export function memoryLogger(): { logger: pino.Logger; lines: () => Record<strin
   });
   return { logger: pino({ level: 'info' }, sink), lines: () => out.map((l) => JSON.parse(l) as Record<string, unknown>) };
 }
+
+// ---------------------------------------------------------------- in-process calls (no gRPC)
+
+/** A client joined by calling Coordinator.join directly. */
+export interface Joined {
+  id: string;
+  token: string;
+}
+
+/** Joins `n` clients in order (named n0, n1, ...), each with 10 examples. */
+export function joinClients(coord: Coordinator, n: number): Joined[] {
+  const clients: Joined[] = [];
+  for (let i = 0; i < n; i++) {
+    const res = coord.join({ protocolVersion: PROTOCOL_VERSION, enrollmentToken: ENROLL, clientName: `n${i}`, numExamples: 10 });
+    clients.push({ id: res.clientId, token: res.clientToken });
+  }
+  return clients;
+}
+
+/**
+ * A coordinator on the toy model, called directly, with `clients` joined
+ * (default minClients). Defaults: 3 rounds, everyone sampled, 4 clients
+ * needed, quorum 0.5, a 1 s deadline, unweighted averaging.
+ */
+export function inProcessCoordinator(overrides: Partial<CoordinatorConfigInput> = {}, clients?: number) {
+  const log = memoryLogger();
+  const metrics = new CoordinatorMetrics();
+  const config = parseConfig({
+    rounds: 3,
+    frac: 1,
+    minClients: 4,
+    quorum: 0.5,
+    roundDeadlineMs: 1000,
+    enrollmentToken: ENROLL,
+    weighting: 'unweighted',
+    ...overrides,
+  });
+  const coord = new Coordinator(config, toyModel(), { logger: log.logger, metrics });
+  return { coord, clients: joinClients(coord, clients ?? config.minClients), log, metrics };
+}
+
+/** An update header for an in-process push: 10 examples, no mask change, no metrics, one tensor unless told. */
+export function updateHeader(c: Joined, round: number, o: Partial<UpdateHeader> = {}, tensorCount = 1): UpdateHeader {
+  return {
+    protocolVersion: PROTOCOL_VERSION,
+    clientId: c.id,
+    clientToken: c.token,
+    roundId: round,
+    numExamples: 10,
+    baseMaskVersion: 0,
+    maskChanged: false,
+    newMaskVersion: 0,
+    metrics: null,
+    tensorCount,
+    ...o,
+  };
+}
+
+/** The toy model's kernel delta: `values` at the kept positions of `mask`, relative to `previous` if given. */
+export function kernelDelta(values: number[], mask = [1, 1, 1, 1, 1, 1], previous?: number[]): SparseTensor {
+  return encodeSparseTensor('dense/kernel', { mask: Mask.fromBytes(mask), kept: Float32Array.from(values) }, [2, 3], {
+    values: 'f32',
+    previousMask: previous ? Mask.fromBytes(previous) : undefined,
+  });
+}
+
+/** The CoordinatorError `fn` throws (fails the test if it throws nothing, or something else). */
+export function refusal(fn: () => unknown): CoordinatorError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof CoordinatorError) return err;
+    throw err;
+  }
+  throw new Error('expected a CoordinatorError');
+}
+
+// ---------------------------------------------------------------- over gRPC
 
 export interface CallError {
   code: grpc.status;

@@ -2,15 +2,22 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { encodeSparseTensor } from '../../proto/codec.js';
 import { Mask } from '../../proto/mask.js';
-import { PROTOCOL_VERSION, type SparseTensor, type UpdateHeader } from '../../proto/rpc.js';
-import { parseConfig, type CoordinatorConfigInput } from '../../server/config.js';
+import { PROTOCOL_VERSION } from '../../proto/rpc.js';
+import { parseConfig } from '../../server/config.js';
 import { Coordinator } from '../../server/coordinator.js';
-import { CoordinatorError } from '../../server/errors.js';
 import { CoordinatorMetrics } from '../../server/metrics.js';
 import { quorumCount, sampleMembers, sampleSize } from '../../server/rounds.js';
-import { ENROLL, memoryLogger, toyModel } from './harness.js';
+import {
+  ENROLL,
+  inProcessCoordinator,
+  kernelDelta,
+  memoryLogger,
+  refusal,
+  toyModel,
+  updateHeader as header,
+  type Joined,
+} from './harness.js';
 
 describe('sampling', () => {
   const ids = Array.from({ length: 20 }, (_, i) => `c${i + 1}`);
@@ -48,66 +55,7 @@ describe('sampling', () => {
   });
 });
 
-interface Joined {
-  id: string;
-  token: string;
-}
-
-function setup(overrides: Partial<CoordinatorConfigInput> = {}) {
-  const log = memoryLogger();
-  const metrics = new CoordinatorMetrics();
-  const config = parseConfig({
-    rounds: 3,
-    frac: 1,
-    minClients: 4,
-    quorum: 0.5,
-    roundDeadlineMs: 1000,
-    enrollmentToken: ENROLL,
-    weighting: 'unweighted',
-    ...overrides,
-  });
-  const coord = new Coordinator(config, toyModel(), { logger: log.logger, metrics });
-  const clients: Joined[] = [];
-  for (let i = 0; i < (config.minClients ?? 1); i++) {
-    const res = coord.join({ protocolVersion: PROTOCOL_VERSION, enrollmentToken: ENROLL, clientName: `n${i}`, numExamples: 10 });
-    clients.push({ id: res.clientId, token: res.clientToken });
-  }
-  return { coord, clients, log, metrics };
-}
-
-function header(c: Joined, round: number, o: Partial<UpdateHeader> = {}, tensorCount = 1): UpdateHeader {
-  return {
-    protocolVersion: PROTOCOL_VERSION,
-    clientId: c.id,
-    clientToken: c.token,
-    roundId: round,
-    numExamples: 10,
-    baseMaskVersion: 0,
-    maskChanged: false,
-    newMaskVersion: 0,
-    metrics: null,
-    tensorCount,
-    ...o,
-  };
-}
-
-/** The kernel delta: `values` at the kept positions of `mask`. */
-function kernelDelta(values: number[], mask = [1, 1, 1, 1, 1, 1], previous?: number[]): SparseTensor {
-  return encodeSparseTensor('dense/kernel', { mask: Mask.fromBytes(mask), kept: Float32Array.from(values) }, [2, 3], {
-    values: 'f32',
-    previousMask: previous ? Mask.fromBytes(previous) : undefined,
-  });
-}
-
-function refusal(fn: () => unknown): CoordinatorError {
-  try {
-    fn();
-  } catch (err) {
-    if (err instanceof CoordinatorError) return err;
-    throw err;
-  }
-  throw new Error('expected a CoordinatorError');
-}
+const setup = inProcessCoordinator;
 
 const kernelOf = (coord: Coordinator) => Array.from(coord.globalModel().get('dense/kernel')!);
 const K0 = [0.5, -0.25, 1, 2, -3, 0.125];
@@ -294,7 +242,7 @@ describe('round lifecycle', () => {
   });
 
   it('answers heartbeats and lets a client leave (it is sampled no more)', () => {
-    const { coord, clients } = setup({ rounds: 2 });
+    const { coord, clients } = setup({ rounds: 2, minClients: 4 });
     const [a, b] = clients;
     const cred = (c: Joined) => ({ protocolVersion: PROTOCOL_VERSION, clientId: c.id, clientToken: c.token });
     expect(coord.heartbeat(cred(a))).toEqual({ currentRound: 1, taskAvailable: true, finished: false });
@@ -302,10 +250,103 @@ describe('round lifecycle', () => {
     expect(coord.heartbeat(cred(a))).toEqual({ currentRound: 1, taskAvailable: false, finished: false });
     coord.leave({ ...cred(b), reason: 'battery low' });
     expect(refusal(() => coord.heartbeat(cred(b)))).toMatchObject({ code: 'UNAUTHENTICATED', reason: 'client_left' });
-    for (const c of clients.slice(2)) coord.pushUpdate(header(c, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
-    // b left mid-round, so round 1 waits for the deadline; round 2 would not include b.
+    expect(refusal(() => coord.pushUpdate(header(b, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]))).toMatchObject({
+      code: 'UNAUTHENTICATED',
+      reason: 'client_left',
+    });
     expect(coord.status()).toMatchObject({ clientsRegistered: 4, clientsActive: 3 });
+    for (const c of clients.slice(2)) coord.pushUpdate(header(c, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    // b left mid-round: round 1 no longer waits for it (it commits at once, before any deadline)...
+    expect(coord.status()).toMatchObject({ lastCommittedRound: 1, phase: 'waiting', round: null });
+    expect(coord.rounds(1)[0]).toMatchObject({
+      members: clients.map((c) => c.id),
+      reporters: [a.id, clients[2].id, clients[3].id],
+    });
+    // ...and round 2 needs a fourth client besides the three left (minClients 4), then does not sample b.
+    coord.join({ protocolVersion: PROTOCOL_VERSION, enrollmentToken: ENROLL, clientName: 'new', numExamples: 10 });
+    expect(coord.status()).toMatchObject({ round: { id: 2, members: 4 } });
+    expect(coord.members()).not.toContain(b.id);
     coord.stop();
+  });
+
+  describe('a member that leaves during its round', () => {
+    const cred = (c: Joined) => ({ protocolVersion: PROTOCOL_VERSION, clientId: c.id, clientToken: c.token });
+    const zero = () => [kernelDelta([0, 0, 0, 0, 0, 0])];
+
+    it('is no longer awaited: the round commits as soon as the others reported, before the deadline', () => {
+      vi.useFakeTimers();
+      const { coord, clients, log } = setup({ roundDeadlineMs: 60_000 });
+      const [a, b, c, d] = clients;
+      coord.pushUpdate(header(a, 1), [kernelDelta([4, 4, 4, 4, 4, 4])]);
+      coord.pushUpdate(header(b, 1), zero());
+      coord.leave({ ...cred(c), reason: 'done' });
+      expect(coord.status()).toMatchObject({ lastCommittedRound: 0, round: { id: 1, members: 4, reported: 2 } });
+      coord.pushUpdate(header(d, 1), zero());
+      expect(coord.status().lastCommittedRound).toBe(1);
+      expect(kernelOf(coord)).toEqual(K0.map((x) => Math.fround(x + 4 / 3)));
+      expect(log.lines().filter((l) => l.event === 'round_commit')).toEqual([
+        expect.objectContaining({ round: 1, members: 4, reported: 3 }),
+      ]);
+      coord.stop();
+    });
+
+    it('commits at once when it was the last one awaited', () => {
+      const { coord, clients } = setup();
+      for (const c of clients.slice(0, 3)) coord.pushUpdate(header(c, 1), zero());
+      expect(coord.status().lastCommittedRound).toBe(0);
+      coord.leave({ ...cred(clients[3]), reason: 'done' });
+      expect(coord.status().lastCommittedRound).toBe(1);
+      expect(coord.rounds(1)[0].reporters).toHaveLength(3);
+      coord.stop();
+    });
+
+    it('commits without waiting for its deadline once every unreported member left', () => {
+      vi.useFakeTimers();
+      // Four members, quorum 0.75: three reports were needed; once c and d left, the two in hand are all there can be.
+      const { coord, clients } = setup({ quorum: 0.75 });
+      const [a, b, c, d] = clients;
+      coord.pushUpdate(header(a, 1), zero());
+      coord.pushUpdate(header(b, 1), zero());
+      expect(coord.status().round?.quorum).toBe(3);
+      coord.leave({ ...cred(c), reason: 'done' });
+      coord.leave({ ...cred(d), reason: 'done' });
+      // c and d left unreported, so nobody is awaited any more: the round committed without its deadline.
+      expect(coord.status().lastCommittedRound).toBe(1);
+      coord.stop();
+    });
+
+    it('at the deadline, holds the reports to the quorum of the reporters plus the members still awaited', () => {
+      vi.useFakeTimers();
+      // Quorum 0.6 of four members is 3 reports; once c left, 0.6 of a, b (reported) and d (awaited) is 2.
+      const { coord, clients } = setup({ quorum: 0.6 });
+      const [a, b, c] = clients;
+      coord.pushUpdate(header(a, 1), zero());
+      coord.pushUpdate(header(b, 1), zero());
+      expect(coord.status().round).toMatchObject({ reported: 2, quorum: 3 });
+      coord.leave({ ...cred(c), reason: 'done' });
+      expect(coord.status().round).toMatchObject({ reported: 2, quorum: 2 });
+      vi.advanceTimersByTime(1000);
+      expect(coord.status().lastCommittedRound).toBe(1);
+      expect(coord.rounds(1)[0]).toMatchObject({ attempts: 1, reporters: [a.id, b.id] });
+      coord.stop();
+    });
+
+    it('abandons the attempt at once when every member left without a report, and resamples the others', () => {
+      vi.useFakeTimers();
+      const { coord, clients, log } = setup({ frac: 0.5, minClients: 4, seed: 3 });
+      const first = coord.members();
+      expect(first).toHaveLength(2);
+      for (const id of first) coord.leave({ ...cred(clients.find((c) => c.id === id)!), reason: 'done' });
+      // Two enrolled clients remain, fewer than minClients: the attempt is abandoned, and the next waits for a client.
+      expect(log.lines().find((l) => l.event === 'round_abandoned')).toMatchObject({ round: 1, attempt: 0, reported: 0 });
+      expect(coord.status()).toMatchObject({ phase: 'waiting', round: null, lastCommittedRound: 0 });
+      coord.join({ protocolVersion: PROTOCOL_VERSION, enrollmentToken: ENROLL, clientName: 'x', numExamples: 10 });
+      coord.join({ protocolVersion: PROTOCOL_VERSION, enrollmentToken: ENROLL, clientName: 'y', numExamples: 10 });
+      // The next attempt of round 1 is attempt 1, sampled from the clients that are still here.
+      expect(coord.status().round).toMatchObject({ id: 1, attempt: 1, members: 2 });
+      for (const id of coord.members()) expect(first).not.toContain(id);
+      coord.stop();
+    });
   });
 
   it('persists registry, masks and rounds in SQLite and resumes from them', () => {

@@ -1,0 +1,137 @@
+import type { Mask } from '../proto/mask.js';
+import type { MaskChange, SparseTensor, UpdateHeader } from '../proto/rpc.js';
+import type { CoordinatorConfig } from './config.js';
+import { invalid, precondition } from './errors.js';
+import type { MaskMap, TensorSpec } from './model.js';
+import type { ReportMetrics } from './rounds.js';
+import { decodeUpdateTensor } from './wire.js';
+
+/** One tensor of a validated update. */
+export interface ValidatedTensor {
+  readonly name: string;
+  /** The client's mask of this tensor after the update (full = every position kept). */
+  readonly mask: Mask;
+  /** Deltas at the mask's kept positions, in index order; all finite. */
+  readonly deltas: Float32Array;
+}
+
+/** An update that passed every check: all an aggregator or a round record needs, nothing left to doubt. */
+export interface ValidatedUpdate {
+  readonly clientId: string;
+  readonly round: number;
+  /** num_examples under `examples` weighting, 1 under `unweighted`; always > 0. */
+  readonly weight: number;
+  readonly metrics: ReportMetrics;
+  readonly maskChange: MaskChange;
+  readonly tensors: readonly ValidatedTensor[];
+}
+
+/** What an update is checked against: the model, the limits, and the server's copy of the sender's masks. */
+export interface ValidationContext {
+  readonly specs: ReadonlyMap<string, TensorSpec>;
+  readonly limits: Pick<CoordinatorConfig, 'weighting' | 'maxExamples' | 'updateNormBound'>;
+  /** The masks the server holds for the sender (tensors absent = all kept) and their version. */
+  readonly held: { readonly maskVersion: number; readonly masks: MaskMap };
+}
+
+/** The header's two mask fields as one value; new_mask_version means nothing when mask_changed is false. */
+export function maskChangeOf(header: Pick<UpdateHeader, 'maskChanged' | 'newMaskVersion'>): MaskChange {
+  return header.maskChanged ? { kind: 'changed', version: header.newMaskVersion } : { kind: 'unchanged' };
+}
+
+/**
+ * Checks a whole update (header already authenticated and placed in its
+ * round by the caller) and returns it decoded. Pure: no I/O, no state read
+ * beyond `context`, nothing changed; a bad update throws the CoordinatorError
+ * that names its first fault, so nothing of it is ever applied.
+ */
+export function validateUpdate(
+  header: UpdateHeader,
+  tensors: readonly SparseTensor[],
+  context: ValidationContext,
+): ValidatedUpdate {
+  const { limits, held, specs } = context;
+  if (header.tensorCount !== tensors.length) {
+    throw invalid('tensor_count', `header announces ${header.tensorCount} tensors, the stream carried ${tensors.length}`);
+  }
+  if (limits.weighting === 'examples' && header.numExamples < 1) {
+    throw invalid('num_examples', `num_examples must be at least 1, got ${header.numExamples}`);
+  }
+  if (header.numExamples > limits.maxExamples) {
+    throw invalid('num_examples', `num_examples ${header.numExamples} exceeds the limit of ${limits.maxExamples}`);
+  }
+  // channels_kept has one entry per BatchNorm'd layer at most, so never more than the model has tensors.
+  const channels = header.metrics?.channelsKept.length ?? 0;
+  if (channels > specs.size) {
+    throw invalid('metrics', `metrics.channels_kept has ${channels} entries; the model has ${specs.size} tensors`);
+  }
+  const maskChange = maskChangeOf(header);
+  if (maskChange.kind === 'changed' && maskChange.version <= held.maskVersion) {
+    throw invalid(
+      'mask_version',
+      `new_mask_version ${maskChange.version} must be greater than the held mask version ${held.maskVersion}`,
+    );
+  }
+  const baseMatches = header.baseMaskVersion === held.maskVersion;
+  const seen = new Set<string>();
+  const out: ValidatedTensor[] = [];
+  let squares = 0;
+  for (const t of tensors) {
+    const spec = specs.get(t.name);
+    if (spec === undefined) throw invalid('unknown_tensor', `unknown tensor "${t.name}"`);
+    if (seen.has(t.name)) throw invalid('duplicate_tensor', `tensor "${t.name}" appears more than once`);
+    seen.add(t.name);
+    const reference = held.masks.get(t.name) ?? null;
+    const d = decodeUpdateTensor(t, spec, reference);
+    if (d.usesReference && !baseMatches) {
+      throw precondition(
+        'mask_version_mismatch',
+        `tensor "${t.name}" refers to mask version ${header.baseMaskVersion}, the server holds ${held.maskVersion}; pull again`,
+      );
+    }
+    const unchanged = d.mask.isFull ? reference === null : reference !== null && d.mask.equals(reference);
+    if (maskChange.kind === 'unchanged' && !unchanged) {
+      throw invalid('mask_changed', `tensor "${t.name}" carries a new mask but mask_changed is false`);
+    }
+    const v = d.values;
+    for (let i = 0; i < v.length; i++) {
+      const x = v[i];
+      if (!Number.isFinite(x)) {
+        throw invalid('non_finite', `tensor "${t.name}" has a non-finite value (${x}) at kept entry ${i}`);
+      }
+      squares += x * x;
+    }
+    // An unchanged mask keeps the held object, whose kept-index list is derived already.
+    out.push({ name: t.name, mask: unchanged && reference !== null ? reference : d.mask, deltas: v });
+  }
+  const norm = Math.sqrt(squares);
+  if (norm > limits.updateNormBound) {
+    throw invalid('norm_bound', `update L2 norm ${norm.toPrecision(6)} exceeds the bound ${limits.updateNormBound}`);
+  }
+  const m = header.metrics;
+  return {
+    clientId: header.clientId,
+    round: header.roundId,
+    weight: limits.weighting === 'examples' ? header.numExamples : 1,
+    metrics: {
+      numExamples: header.numExamples,
+      loss: m?.loss ?? 0,
+      localAccuracy: m?.localAccuracy ?? 0,
+      sparsity: m?.sparsity ?? 0,
+      receivedAccuracy: m?.receivedAccuracy ?? 0,
+      ...(m !== null && m.channelsKept.length > 0 ? { channelsKept: [...m.channelsKept] } : {}),
+    },
+    maskChange,
+    tensors: out,
+  };
+}
+
+/** The sender's complete set of non-all-ones masks once `update` is adopted (tensors it did not send keep theirs). */
+export function masksAfter(held: MaskMap, update: ValidatedUpdate): MaskMap {
+  const masks = new Map(held);
+  for (const t of update.tensors) {
+    if (t.mask.isFull) masks.delete(t.name);
+    else masks.set(t.name, t.mask);
+  }
+  return masks;
+}
