@@ -29,7 +29,8 @@ import type { ClientAlgorithm, ClientData, EvalResult, MaskDecisionReport, Round
 import { subset, type Dataset } from './data/dataset.js';
 import { SeededRandom, deriveSeed } from '../proto/random.js';
 import type { Model } from './model.js';
-import { elementCount, fullMasks, prunedFraction, type MaskMap, type TensorMap } from './prune.js';
+import { elementCount } from '../proto/shape.js';
+import { fullMasks, prunedFraction, type MaskMap, type TensorMap } from './prune.js';
 import { evaluate } from './train.js';
 
 interface TaskBase {

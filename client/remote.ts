@@ -6,7 +6,8 @@
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import { decodeSparseTensor, elementCount, encodeSparseTensor, type MaskMap, type SparseValues } from '../proto/codec.js';
+import { decodeSparseTensor, encodeSparseTensor, type MaskMap, type SparseValues } from '../proto/codec.js';
+import { elementCount } from '../proto/shape.js';
 import type { Mask } from '../proto/mask.js';
 import type { ReceivedTask } from './participant.js';
 import {

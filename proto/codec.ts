@@ -15,7 +15,7 @@ import { CodecError } from './errors.js';
 import { Mask, type KeptIndices } from './mask.js';
 import { elementCount } from './shape.js';
 
-export { CodecError, elementCount };
+export { CodecError };
 
 const EMPTY = new Uint8Array(0);
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;

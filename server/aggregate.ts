@@ -1,5 +1,5 @@
 import type { TensorMap, TensorSpec } from './model.js';
-import { elementCount } from './model.js';
+import { elementCount } from '../proto/shape.js';
 import type { ValidatedTensor, ValidatedUpdate } from './validate.js';
 
 /**

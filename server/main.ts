@@ -20,7 +20,7 @@ import { createGrpcHandlers, limitMessageSizes } from './grpc.js';
 import { createHttpServer } from './http.js';
 import { CoordinatorMetrics } from './metrics.js';
 import type { TensorMap, TensorSpec } from './model.js';
-import { elementCount } from './model.js';
+import { elementCount } from '../proto/shape.js';
 
 export interface CoordinatorHandle {
   readonly grpcPort: number;

@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import { CodecError } from '../proto/codec.js';
 import { Mask } from '../proto/mask.js';
 import type { MaskMap, TensorMap, TensorSpec } from './model.js';
-import { elementCount } from './model.js';
+import { elementCount } from '../proto/shape.js';
 import type { ClientRecord } from './registry.js';
 import type { ReportMetrics } from './rounds.js';
 

@@ -3,7 +3,7 @@ import { Mask } from '../proto/mask.js';
 import { MaskEncoding, ValueEncoding, type SparseTensor, type ValueEncodingName } from '../proto/messages.js';
 import { invalid } from './errors.js';
 import type { TensorSpec } from './model.js';
-import { elementCount } from './model.js';
+import { elementCount } from '../proto/shape.js';
 
 export interface DecodedUpdateTensor {
   name: string;

@@ -2,7 +2,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
-import { decodeSparseTensor, elementCount, encodeSparseTensor, type SparseValues } from '../../proto/codec.js';
+import { decodeSparseTensor, encodeSparseTensor, type SparseValues } from '../../proto/codec.js';
+import { elementCount } from '../../proto/shape.js';
 import { Mask } from '../../proto/mask.js';
 import { codecs } from '../../proto/schema.js';
 import {
