@@ -9,7 +9,7 @@ import type { AlgorithmName } from './algorithms/registry.js';
 import type { BackendName } from './backend.js';
 import type { ExampleShape } from './data/dataset.js';
 import type { DataFolderLayout, DataFormat } from './data/folder.js';
-import type { ModelName } from './model.js';
+import type { ModelName } from './model-names.js';
 import type { RoundMetrics } from './participant.js';
 
 /** A call that waits for the coordinator to come back. */

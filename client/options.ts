@@ -23,7 +23,7 @@ import { AlgorithmConfigError } from './algorithms/config.js';
 import { algorithmNames, describeAlgorithm } from './algorithms/registry.js';
 import { BACKEND_CHOICES } from './backend.js';
 import { DEFAULT_LABEL_COLUMN } from './data/csv.js';
-import { MODEL_NAMES } from './model.js';
+import { MODEL_NAMES } from './model-names.js';
 
 /** Bad command input (flags, config file, data folder, the coordinator's model); the message names what is wrong. */
 export class ClientCommandError extends Error {

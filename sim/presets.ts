@@ -18,7 +18,8 @@ import {
   type AlgorithmName,
 } from '../client/algorithms/registry.js';
 import type { BackendChoice } from '../client/backend.js';
-import { MODEL_NAMES, modelStructure, type ModelName } from '../client/model.js';
+import { modelStructure } from '../client/model.js';
+import { MODEL_NAMES, type ModelName } from '../client/model-names.js';
 import type { ValueEncodingName } from '../proto/messages.js';
 import { DATASET_NAMES } from './datasets.js';
 

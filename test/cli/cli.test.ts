@@ -7,6 +7,7 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MODEL_NAMES } from '../../client/model-names.js';
 import { packageRoot } from '../../proto/package-root.js';
 import { modelFileJson } from '../../server/config.js';
 import { ENROLL, toyModel } from '../server/harness.js';
@@ -70,6 +71,13 @@ describe('subfed (cli.ts)', () => {
     const run = await subfed(['--help']);
     expect(run.code).toBe(0);
     listsEveryCommand(run.stdout);
+  });
+
+  it("lists the zoo's models in `subfed model --help`, from the zoo's own list", async () => {
+    const run = await subfed(['model', '--help']);
+    expect(run.code).toBe(0);
+    // commander wraps the help at 80 columns
+    expect(run.stdout.replace(/\s+/g, ' ')).toContain(`--name <model> ${MODEL_NAMES.join(' | ')}`);
   });
 
   it('answers an unknown command with a suggestion and every subcommand, exit code 2', async () => {
