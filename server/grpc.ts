@@ -166,11 +166,11 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
                 call.once('close', done);
                 call.once('cancelled', done);
               });
-        await write({ header: task.header });
+        await write({ kind: 'header', header: task.header });
         for (const tensor of task.tensors) {
           for (const piece of splitTensor(tensor, options.chunkBytes)) {
             if (call.cancelled) return;
-            await write({ piece });
+            await write({ kind: 'piece', piece });
           }
         }
         call.end();
@@ -186,7 +186,7 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
         for await (const chunk of call as AsyncIterable<M.UpdateChunk | Malformed>) {
           if (isMalformed(chunk)) throw malformed('UpdateChunk', chunk);
           if (header === undefined) {
-            if (chunk.header === undefined || chunk.header === null) {
+            if (chunk.kind !== 'header') {
               throw new CoordinatorError('INVALID_ARGUMENT', 'missing_header', 'the first UpdateChunk must be a header');
             }
             header = chunk.header;
@@ -196,7 +196,7 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
             if (receipt !== undefined) return { ...receipt };
             continue;
           }
-          if (chunk.piece === undefined || chunk.piece === null) {
+          if (chunk.kind !== 'piece') {
             throw new CoordinatorError('INVALID_ARGUMENT', 'duplicate_header', 'only the first UpdateChunk may be a header');
           }
           coord.recordWire('up', clientId, wireSize(chunk.piece) ?? 0);

@@ -314,8 +314,8 @@ export class ScriptedClient {
 
   /** A normal upload: header + tensors (pieces of at most chunkBytes). */
   push(round: number, tensors: SparseTensor[], overrides: Partial<UpdateHeader> = {}, chunkBytes?: number): Promise<UpdateAck> {
-    const chunks: UpdateChunk[] = [{ header: this.header(round, overrides, tensors.length) }];
-    for (const t of tensors) for (const piece of splitTensor(t, chunkBytes)) chunks.push({ piece });
+    const chunks: UpdateChunk[] = [{ kind: 'header', header: this.header(round, overrides, tensors.length) }];
+    for (const t of tensors) for (const piece of splitTensor(t, chunkBytes)) chunks.push({ kind: 'piece', piece });
     return this.pushChunks(chunks);
   }
 }
