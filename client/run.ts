@@ -14,6 +14,7 @@ import * as grpc from '@grpc/grpc-js';
 import { deriveSeed } from '../proto/random.js';
 import { describeAlgorithm } from './algorithms/registry.js';
 import { initBackend } from './backend.js';
+import { engineChoice } from './kernels/engine/index.js';
 import { DataFolderError } from './data/errors.js';
 import { describeShape, exampleShape } from './data/dataset.js';
 import { fitDataToModel } from './data/fit.js';
@@ -69,6 +70,8 @@ export async function* clientRun(options: ClientOptions, context: ClientRunConte
   // Bad input fails before the data is read or the coordinator contacted.
   const algorithm = describeAlgorithm(options.algorithm);
   algorithm.parseConfig(options.algorithmConfig);
+  // SUBFED_ENGINE is read at each training step: a bad value fails now, not after joining.
+  engineChoice();
   const communicates = algorithm.kind === 'federated';
   if (!communicates) requireModel(options);
   for (const text of options.warnings) yield { kind: 'warning', text };
