@@ -7,7 +7,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { envChoice } from './env.js';
+import { EnvironmentError, envChoice } from './env.js';
 import { registerGradients } from './kernels/gradients.js';
 import { registerFastKernels } from './kernels/index.js';
 
@@ -41,7 +41,9 @@ export function initBackend(choice?: BackendChoice, options: BackendOptions = {}
   try {
     chosen = choice ?? envChoice('SUBFED_BACKEND', BACKEND_CHOICES) ?? 'auto';
   } catch (err) {
-    return Promise.reject(err as Error);
+    // Rejected like any other failure to start the backend.
+    if (err instanceof EnvironmentError) return Promise.reject(err);
+    throw err;
   }
   const customKernels = options.customKernels ?? true;
   const key = `${chosen}:${customKernels}`;

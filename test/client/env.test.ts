@@ -68,7 +68,10 @@ describe('SUBFED_BACKEND and SUBFED_ENGINE', () => {
       { env: { SUBFED_TOKEN: 'token' }, stream },
     );
     expect(code).toBe(2);
-    const records = output.trim().split('\n').map((line) => JSON.parse(line) as { event?: string; msg?: string });
+    const records = output
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { event?: string; msg?: string });
     expect(records).toHaveLength(1);
     expect(records[0]).toMatchObject({ event: 'failed', error: 'EnvironmentError', exitCode: 2 });
     expect(records[0].msg).toMatch(message);
