@@ -56,6 +56,13 @@ export interface ReportMetrics {
   channelsKept?: number[];
 }
 
+/**
+ * What a reporter's update did to its masks: nothing, or a change to `version`
+ * with `masks`, its complete set of non-all-ones masks after the change.
+ */
+export type ReportedMasks =
+  { readonly kind: 'unchanged' } | { readonly kind: 'changed'; readonly version: number; readonly masks: MaskMap };
+
 /** A reporter's new masks: applied when its round commits, or when the attempt is abandoned (it moved on to them). */
 export interface AdoptedMasks {
   readonly clientId: string;
@@ -91,19 +98,14 @@ export class Round {
     this.deadlineAt = openedAt + deadlineMs;
   }
 
-  /** Records a member's accepted update: its receipt (for retries), its metrics and, if it sent one, its new masks. */
-  accept(
-    clientId: string,
-    receipt: UploadReceipt,
-    metrics: ReportMetrics,
-    newMasks?: { readonly version: number; readonly masks: MaskMap },
-  ): void {
+  /** Records a member's accepted update: its receipt (for retries), its metrics and what it did to its masks. */
+  accept(clientId: string, receipt: UploadReceipt, metrics: ReportMetrics, masks: ReportedMasks): void {
     // The coordinator checks both before validating; reaching here otherwise is a bug, not a client's fault.
     if (!this.members.has(clientId)) throw new Error(`round ${this.id}: ${clientId} is not a member`);
     if (this.#receipts.has(clientId)) throw new Error(`round ${this.id}: ${clientId} reported already`);
     this.#receipts.set(clientId, receipt);
     this.#metrics.set(clientId, metrics);
-    if (newMasks !== undefined) this.#masks.set(clientId, { clientId, ...newMasks });
+    if (masks.kind === 'changed') this.#masks.set(clientId, { clientId, version: masks.version, masks: masks.masks });
   }
 
   addTraffic(clientId: string, direction: WireDirection, bytes: number): void {
