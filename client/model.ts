@@ -12,7 +12,6 @@ import { elementCount } from '../proto/shape.js';
 import type { TensorSpec } from '../proto/messages.js';
 import { isModelName, MODEL_NAMES, type ModelName } from './model-names.js';
 
-
 // One trainable tensor of a model (prunable = conv kernels and dense weight matrices): the manifest entry the wire carries.
 export type { TensorSpec };
 

@@ -4,7 +4,7 @@
  * (client/session.ts), then run its rounds until the coordinator says training
  * is finished, the run is stopped (signal, round limit) or a non-retryable error.
  *
- * A federated round: pull a task -> Participant.localRound -> push the update ->
+ * A federated round: pull a task -> FederatedParticipant.localRound -> push the update ->
  * save the personal state. With no task it waits; while the coordinator is
  * unreachable it retries with exponential backoff; a coordinator that forgot
  * this client is joined again. A local round: train, save.
@@ -12,7 +12,7 @@
 import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { deriveSeed } from '../proto/random.js';
-import { describeAlgorithm } from './algorithms/registry.js';
+import { createAlgorithm } from './algorithms/registry.js';
 import { initBackend } from './backend.js';
 import { engineChoice } from './kernels/engine/index.js';
 import { DataFolderError } from './data/errors.js';
@@ -68,12 +68,10 @@ export async function* clientRun(options: ClientOptions, context: ClientRunConte
   const name = options.name ?? `${hostname()}-${process.pid}`;
   const seed = options.seed ?? deriveSeed(hashString(name));
   // Bad input fails before the data is read or the coordinator contacted.
-  const algorithm = describeAlgorithm(options.algorithm);
-  algorithm.parseConfig(options.algorithmConfig);
+  const algorithm = createAlgorithm(options.algorithm, options.algorithmConfig);
   // SUBFED_ENGINE is read at each training step: a bad value fails now, not after joining.
   engineChoice();
-  const communicates = algorithm.kind === 'federated';
-  if (!communicates) requireModel(options);
+  if (algorithm.kind === 'local') requireModel(options);
   for (const text of options.warnings) yield { kind: 'warning', text };
 
   const backend = await initBackend(options.backend, { logger: { info: () => {} } });
@@ -91,9 +89,10 @@ export async function* clientRun(options: ClientOptions, context: ClientRunConte
   checkDataFitsSomeModel(options, data);
 
   const sessionContext = { data, name, seed, signal: context.signal, retry: context.retry };
-  const session = communicates
-    ? yield* openFederatedSession(options, sessionContext)
-    : yield* openLocalSession(options, sessionContext);
+  const session =
+    algorithm.kind === 'federated'
+      ? yield* openFederatedSession(options, sessionContext, algorithm)
+      : yield* openLocalSession(options, sessionContext, algorithm);
   if (session === undefined) {
     yield { kind: 'stopped', reason: 'signal', roundsTrained: 0, stateDir: undefined, ...NO_TRAFFIC };
     return;
@@ -237,7 +236,7 @@ async function* localRounds(session: LocalSession, limits: RoundLimits): AsyncGe
   while (!stopped() && roundsTrained < maxRounds) {
     const round = participant.round + 1;
     yield { kind: 'round-started', round, received: 'nothing' };
-    const { metrics } = await participant.localRound(null);
+    const { metrics } = await participant.localRound();
     roundsTrained++;
     yield* drainNotes(session, round);
     yield { kind: 'trained', round, metrics };

@@ -17,6 +17,7 @@ import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { AlgorithmName } from './algorithms/registry.js';
+import type { FederatedAlgorithm, LocalAlgorithm } from './algorithms/types.js';
 import { fitDataToModel } from './data/fit.js';
 import { DataFolderError } from './data/errors.js';
 import { EventQueue } from './event-queue.js';
@@ -25,24 +26,24 @@ import { Heartbeats } from './heartbeat.js';
 import { createModel, type Model, type TensorSpec } from './model.js';
 import { isModelName, MODEL_NAMES, type ModelName } from './model-names.js';
 import { ClientCommandError, type ClientOptions } from './options.js';
-import { Participant } from './participant.js';
+import { FederatedParticipant, LocalParticipant, type Participant, type ParticipantSetup } from './participant.js';
 import { RemoteError, backoffDelay, CoordinatorClient, type JoinResult, type RetryPolicy } from './remote.js';
 import { assertStateMatches, loadState, saveState, stateFilePath, type ClientState, type CoordinatorIdentity } from './state.js';
 import type { ClientDataSplits } from './data/folder.js';
 
-interface SessionParts {
-  readonly participant: Participant;
+interface SessionParts<P extends Participant> {
+  readonly participant: P;
   readonly algorithm: AlgorithmName;
   readonly stateDir: string;
   /** Lines the algorithm wrote during the current round (its pruning decisions); the rounds loop drains them into `note` events. */
   readonly notes: string[];
 }
 
-export interface LocalSession extends SessionParts {
+export interface LocalSession extends SessionParts<LocalParticipant> {
   readonly kind: 'local';
 }
 
-export interface FederatedSession extends SessionParts {
+export interface FederatedSession extends SessionParts<FederatedParticipant> {
   readonly kind: 'federated';
   /** Coordinator address, host:port. */
   readonly server: string;
@@ -78,6 +79,7 @@ export interface SessionContext {
 export async function* openFederatedSession(
   options: ClientOptions,
   context: SessionContext,
+  algorithm: FederatedAlgorithm,
 ): AsyncGenerator<ClientEvent, FederatedSession | undefined> {
   const tls = options.tlsCa === undefined ? undefined : { ca: await readCa(options.tlsCa, options.nameOf('tlsCa')) };
   const remote = CoordinatorClient.connect(options.server, {
@@ -106,7 +108,8 @@ export async function* openFederatedSession(
       checkManifest(model, joined.manifest, options.model !== undefined ? options.nameOf('model') : 'the zoo');
       yield { kind: 'joined', clientId: joined.clientId, ...described };
     }
-    const { participant, notes } = yield* restoreParticipant(options, context, model, saved);
+    const { setup, notes } = yield* participantSetup(options, context, model, saved);
+    const participant = new FederatedParticipant(setup, algorithm);
     const events = new EventQueue();
     const heartbeats = new Heartbeats({
       server: options.server,
@@ -147,6 +150,7 @@ export async function* openFederatedSession(
 export async function* openLocalSession(
   options: ClientOptions,
   context: SessionContext,
+  algorithm: LocalAlgorithm,
 ): AsyncGenerator<ClientEvent, LocalSession> {
   const modelName = requireModel(options);
   const model = createModel(modelName, context.seed);
@@ -158,7 +162,8 @@ export async function* openLocalSession(
       manifest: model.manifest,
     });
     yield { kind: 'training-locally', model: modelName, algorithm: options.algorithm };
-    const { participant, notes } = yield* restoreParticipant(options, context, model, saved);
+    const { setup, notes } = yield* participantSetup(options, context, model, saved);
+    const participant = new LocalParticipant(setup, algorithm);
     opened = true;
     return { kind: 'local', participant, algorithm: options.algorithm, stateDir: options.stateDir, notes };
   } finally {
@@ -277,13 +282,13 @@ function sameManifest(a: readonly TensorSpec[], b: readonly TensorSpec[]): boole
   return a.length === b.length && a.every((s, i) => s.name === b[i].name && s.shape.join(',') === b[i].shape.join(','));
 }
 
-/** The participant, resumed from the saved state when there is one (checked against the model first). */
-function* restoreParticipant(
+/** What the participant starts from: the data fitted to the model, and the saved state when there is one (checked against the model first). */
+function* participantSetup(
   options: ClientOptions,
   context: SessionContext,
   model: Model,
   saved: ClientState | undefined,
-): Generator<ClientEvent, { participant: Participant; notes: string[] }> {
+): Generator<ClientEvent, { setup: ParticipantSetup; notes: string[] }> {
   if (saved !== undefined) {
     assertStateMatches(saved, { model: model.name, manifest: model.manifest }, stateFilePath(options.stateDir));
     yield { kind: 'state-restored', stateDir: options.stateDir, round: saved.round, maskVersion: saved.maskVersion };
@@ -298,17 +303,15 @@ function* restoreParticipant(
     };
   }
   const notes: string[] = [];
-  const participant = new Participant({
+  const setup: ParticipantSetup = {
     model,
-    algorithm: options.algorithm,
-    config: options.algorithmConfig,
     train: data.train,
     test: data.test,
     seed: context.seed,
     log: (line) => notes.push(line),
     ...(saved !== undefined ? { restore: saved } : {}),
-  });
-  return { participant, notes };
+  };
+  return { setup, notes };
 }
 
 /** The data folder as the model takes it (image channels converted), or an error naming the data option. */

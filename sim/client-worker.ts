@@ -11,7 +11,13 @@ import { subset } from '../client/data/dataset.js';
 import { deriveSeed } from '../proto/random.js';
 import { createModel, type Model } from '../client/model.js';
 import type { ModelName } from '../client/model-names.js';
-import { Participant, type ReceivedTask, type RoundMetrics } from '../client/participant.js';
+import {
+  createParticipant,
+  type FederatedParticipant,
+  type Participant,
+  type ReceivedTask,
+  type RoundMetrics,
+} from '../client/participant.js';
 import { CoordinatorClient } from '../client/remote.js';
 import { trainOnTask } from '../client/federated-round.js';
 import { evaluate } from '../client/train.js';
@@ -26,6 +32,7 @@ const backendReady = initBackend(config.backend, { logger: { info: () => {} } })
 
 interface HostedClient {
   readonly participant: Participant;
+  /** A federated client's connection, from its join on. */
   remote?: CoordinatorClient;
 }
 
@@ -53,8 +60,12 @@ function memberResult(client: number, metrics: RoundMetrics, receivedSparsity: n
 }
 
 /** Pull (waiting while the round is not open for us), train, push. */
-async function federatedRound(client: number, h: HostedClient, remote: CoordinatorClient, round: number): Promise<MemberResult> {
-  const p = h.participant;
+async function federatedRound(
+  client: number,
+  p: FederatedParticipant,
+  remote: CoordinatorClient,
+  round: number,
+): Promise<MemberResult> {
   const task = await pullUntilTask(client, remote, p, round);
   if (task.round !== round) {
     throw new Error(`client ${client}: expected a task for round ${round}, the coordinator sent round ${task.round}`);
@@ -65,7 +76,28 @@ async function federatedRound(client: number, h: HostedClient, remote: Coordinat
   return memberResult(client, trained.metrics, trained.receivedSparsity, true);
 }
 
-async function pullUntilTask(client: number, remote: CoordinatorClient, p: Participant, round: number): Promise<ReceivedTask> {
+/** A hosted client's round: federated (pull, train, push) or local. */
+async function trainRound(client: number, round: number): Promise<MemberResult> {
+  const { participant: p, remote } = hostedClient(client);
+  switch (p.kind) {
+    case 'federated':
+      // The driver joins every federated client before its first round.
+      if (remote === undefined) throw new Error(`client ${client} trains before it joined`);
+      return federatedRound(client, p, remote, round);
+    case 'local': {
+      const before = p.sparsity;
+      const result = await p.localRound();
+      return memberResult(client, result.metrics, before, false);
+    }
+  }
+}
+
+async function pullUntilTask(
+  client: number,
+  remote: CoordinatorClient,
+  p: FederatedParticipant,
+  round: number,
+): Promise<ReceivedTask> {
   for (;;) {
     const pulled = await remote.pullTask(p.maskVersion, p.masks);
     switch (pulled.kind) {
@@ -96,7 +128,7 @@ async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof Wor
       return result;
     }
     case 'host': {
-      const participant = new Participant({
+      const participant = createParticipant({
         model: createModel(modelFor(config, request.algorithm), config.seed),
         algorithm: request.algorithm,
         config: algorithmConfig(config, request.algorithm),
@@ -115,11 +147,7 @@ async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof Wor
       return { clientId };
     }
     case 'train': {
-      const h = hostedClient(request.client);
-      if (h.remote) return federatedRound(request.client, h, h.remote, request.round);
-      const before = h.participant.sparsity;
-      const result = await h.participant.localRound(null);
-      return memberResult(request.client, result.metrics, before, false);
+      return trainRound(request.client, request.round);
     }
     case 'evaluate': {
       const out: ClientEvaluation[] = [];
