@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
-import { trainingOverridesSchema } from '../proto/training-config.js';
+import { PRUNING_EPOCHS_REASON, PRUNING_MIN_EPOCHS, trainingOverridesSchema } from '../proto/training-config.js';
 import { formatZodIssues } from '../proto/zod-issues.js';
 import type { TensorMap, TensorSpec } from './model.js';
 import { validateInitialModel } from './model.js';
@@ -120,6 +120,21 @@ export function parseConfig(data: unknown, source = 'config'): CoordinatorConfig
   const result = coordinatorConfigSchema.safeParse(data);
   if (result.success) return result.data;
   throw new ConfigError(`${source}: ${formatZodIssues(result.error, { input: data }).join('; ')}`);
+}
+
+/**
+ * What a valid config may still get wrong, said once at start-up. The
+ * coordinator does not know its clients' algorithms, so it cannot refuse:
+ * `training.epochs` below PRUNING_MIN_EPOCHS suits dense clients, while every
+ * Sub-FedAvg client refuses each task with it (proto/training-config.ts).
+ */
+export function configWarnings(config: CoordinatorConfig): string[] {
+  const epochs = config.training.epochs;
+  if (epochs === undefined || epochs >= PRUNING_MIN_EPOCHS) return [];
+  return [
+    `training.epochs is ${epochs}: every Sub-FedAvg client will refuse its tasks (${PRUNING_EPOCHS_REASON}); ` +
+      `set at least ${PRUNING_MIN_EPOCHS} unless every client runs an algorithm without pruning`,
+  ];
 }
 
 /** Reads and validates a config file; relative paths inside it are resolved against its folder. */

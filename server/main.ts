@@ -7,6 +7,7 @@ import { DEFAULT_CHUNK_BYTES, createCoordinatorDefinition, messageLimitOptions, 
 import { protoFilePath } from '../proto/schema.js';
 import {
   ConfigError,
+  configWarnings,
   loadConfigFile,
   loadModelFile,
   parseConfig,
@@ -224,6 +225,8 @@ export async function runServer(configPath: string): Promise<CoordinatorHandle> 
   }
   const model = loadModelFile(config.model);
   const logger = pino({ level: config.logLevel, base: { service: 'subfed-coordinator' } });
+  for (const warning of configWarnings(config))
+    logger.warn({ event: 'config-warning', config: configPath }, `${configPath}: ${warning}`);
   const handle = await startCoordinator(config, model, { logger });
   const shutdown = (signal: NodeJS.Signals) => {
     logger.info({ event: 'signal', signal }, `${signal}: shutting down`);

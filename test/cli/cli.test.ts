@@ -109,6 +109,39 @@ describe('subfed (cli.ts)', () => {
     expect(runs[5].stderr).toMatch(/--rounds: expected a positive integer, got '0'/);
   });
 
+  it('subfed server starts with training.epochs 1 and warns, naming the file and the field, before it listens', async () => {
+    const config = writeConfig('epochs1.json', { training: { epochs: 1 } });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', 'server', '--config', config], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const records: { level: number; event?: string; msg: string }[] = [];
+    let pending = '';
+    const listening = new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => {
+        pending += d.toString();
+        const lines = pending.split('\n');
+        pending = lines.pop() ?? '';
+        for (const line of lines) {
+          const record = JSON.parse(line) as { level: number; event?: string; msg: string };
+          records.push(record);
+          if (record.event === 'listening') resolve();
+        }
+      });
+      child.once('exit', (code) => reject(new Error(`subfed server exited (${code}) before listening`)));
+    });
+    await listening;
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const warnings = records.filter((r) => r.level === 40);
+    expect(warnings.map((r) => r.event)).toEqual(['config-warning']);
+    expect(warnings[0].msg.startsWith(`${config}: training.epochs is 1: every Sub-FedAvg client will refuse its tasks`)).toBe(
+      true,
+    );
+    expect(records.indexOf(warnings[0])).toBeLessThan(records.findIndex((r) => r.event === 'listening'));
+  });
+
   it('exits 1 for a runtime failure (the HTTP port is taken)', async () => {
     const run = await subfed(['server', '--config', writeConfig('busy.json', { http: { port: busyPort }, logLevel: 'silent' })]);
     expect(run.code).toBe(1);

@@ -4,7 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadConfigFile, loadModelFile, modelFileJson, parseConfig, parseModelFile } from '../../server/config.js';
+import {
+  configWarnings,
+  loadConfigFile,
+  loadModelFile,
+  modelFileJson,
+  parseConfig,
+  parseModelFile,
+} from '../../server/config.js';
 import { startCoordinator } from '../../server/main.js';
 import { ENROLL, ScriptedClient, expectCallError, memoryLogger, toyModel } from './harness.js';
 
@@ -95,6 +102,15 @@ describe('config', () => {
       /training\.momentum: expected a number in \[0, 1\), got 1/,
     );
     expect(() => parseConfig({ ...base, training: 'fast' })).toThrow(/training: expected a JSON object, got "fast"/);
+  });
+
+  it('warns at start-up about training.epochs 1, which every Sub-FedAvg client refuses (it cannot refuse: it does not know their algorithm)', () => {
+    const base = { rounds: 1, frac: 1, enrollmentToken: 't' };
+    expect(configWarnings(parseConfig({ ...base, training: { epochs: 1 } }))).toEqual([
+      'training.epochs is 1: every Sub-FedAvg client will refuse its tasks (Sub-FedAvg compares the masks after epoch 1 and the last epoch, so 1 epoch never prunes); set at least 2 unless every client runs an algorithm without pruning',
+    ]);
+    for (const training of [{}, { epochs: 2 }, { lr: 0.1 }])
+      expect(configWarnings(parseConfig({ ...base, training }))).toEqual([]);
   });
 
   it('reads a config file, resolving paths next to it, and names the file on error', () => {
