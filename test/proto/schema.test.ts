@@ -96,7 +96,10 @@ describe('counted service definition', () => {
     const req = { ...cred, maskVersion: 0, valueEncoding: ValueEncoding.F32 };
     const up = def.pullTask.requestSerialize(req);
     def.pullTask.requestDeserialize(up);
-    const chunk = attributeTo<M.TaskChunk>({ kind: 'piece', piece: { name: 'w', index: 0, total: 1, data: bytes(1, 2, 3) } }, 'c-9');
+    const chunk = attributeTo<M.TaskChunk>(
+      { kind: 'piece', piece: { name: 'w', index: 0, total: 1, data: bytes(1, 2, 3) } },
+      'c-9',
+    );
     const down = def.pullTask.responseSerialize(chunk);
     const header: M.UpdateChunk = { kind: 'header', header: (samples.UpdateChunk as { header: M.UpdateHeader }).header };
     const headerBytes = def.pushUpdate.requestSerialize(header);
