@@ -43,7 +43,7 @@ export type ClientEvent =
       readonly server: string;
       readonly clientId: string;
       readonly algorithm: AlgorithmName;
-      readonly valueEncoding: ValueEncodingName;
+      readonly values: ValueEncodingName;
     }
   /** The saved identity, used without joining: the coordinator still holds this client's mask. */
   | {
@@ -51,7 +51,7 @@ export type ClientEvent =
       readonly server: string;
       readonly clientId: string;
       readonly algorithm: AlgorithmName;
-      readonly valueEncoding: ValueEncodingName;
+      readonly values: ValueEncodingName;
     }
   /** An algorithm that never communicates: no coordinator at all. */
   | { readonly kind: 'training-locally'; readonly model: ModelName; readonly algorithm: AlgorithmName }

@@ -47,7 +47,7 @@ export interface ClientRunSummary {
 
 /**
  * Runs `subfed client` until the coordinator says training is finished, it is
- * stopped (signal, maxRounds) or a non-retryable error; logs every event.
+ * stopped (signal, `rounds`) or a non-retryable error; logs every event.
  */
 export async function runClient(options: ClientOptions, hooks: ClientRunHooks = {}): Promise<ClientRunSummary> {
   const logger = hooks.logger ?? (await createClientLogger(options.logLevel));

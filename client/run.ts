@@ -98,7 +98,7 @@ export async function* clientRun(options: ClientOptions, context: ClientRunConte
     return;
   }
   try {
-    yield* clientRounds(session, { maxRounds: options.maxRounds, signal: context.signal, leave: options.leave });
+    yield* clientRounds(session, { maxRounds: options.rounds, signal: context.signal, leave: options.leave });
   } finally {
     closeSession(session);
   }

@@ -83,7 +83,7 @@ export async function* openFederatedSession(
 ): AsyncGenerator<ClientEvent, FederatedSession | undefined> {
   const tls = options.tlsCa === undefined ? undefined : { ca: await readCa(options.tlsCa, options.nameOf('tlsCa')) };
   const remote = CoordinatorClient.connect(options.server, {
-    valueEncoding: options.valueEncoding,
+    valueEncoding: options.values,
     ...(tls !== undefined ? { tls } : {}),
     ...(context.retry !== undefined ? { retry: context.retry } : {}),
   });
@@ -95,7 +95,7 @@ export async function* openFederatedSession(
       algorithm: options.algorithm,
       ...(options.model !== undefined ? { model: options.model } : {}),
     });
-    const described = { server: options.server, algorithm: options.algorithm, valueEncoding: options.valueEncoding };
+    const described = { server: options.server, algorithm: options.algorithm, values: options.values };
     if (saved?.identity !== undefined && isModelName(saved.model)) {
       model = createModel(saved.model, context.seed);
       remote.resume({ ...saved.identity, manifest: model.manifest.map((t) => ({ ...t, shape: [...t.shape] })) });
