@@ -34,7 +34,7 @@ async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
   const server = await startCoordinator(
     {
       rounds: 1,
-      frac: 1,
+      fraction: 1,
       minClients: n,
       quorum: 1,
       enrollmentToken: TOKEN,

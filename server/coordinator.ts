@@ -460,7 +460,7 @@ export class Coordinator {
     if (alive.length === 0) return;
     const id = this.#lastRound + 1;
     const attempt = this.#nextAttempt;
-    const members = sampleMembers(alive, this.#config.frac, this.#config.seed, id, attempt);
+    const members = sampleMembers(alive, this.#config.fraction, this.#config.seed, id, attempt);
     const r = new Round(id, attempt, members, now, this.#config.roundDeadlineMs);
     this.#round = r;
     this.#aggregator.reset();

@@ -3,9 +3,9 @@ import { SeededRandom } from '../proto/random.js';
 import type { WireDirection } from '../proto/rpc.js';
 import type { MaskMap } from './model.js';
 
-/** Members to sample from N active clients: K = max(round(frac * N), 1), never more than N. */
-export function sampleSize(frac: number, active: number): number {
-  return Math.min(active, Math.max(Math.round(frac * active), 1));
+/** Members to sample from N active clients: K = max(round(fraction * N), 1), never more than N. */
+export function sampleSize(fraction: number, active: number): number {
+  return Math.min(active, Math.max(Math.round(fraction * active), 1));
 }
 
 /** Reports needed to commit at the deadline: ceil(quorum * members), at least one. */
@@ -21,12 +21,12 @@ export function quorumCount(quorum: number, members: number): number {
  */
 export function sampleMembers(
   clientIds: readonly string[],
-  frac: number,
+  fraction: number,
   seed: number,
   round: number,
   attempt: number,
 ): string[] {
-  const k = sampleSize(frac, clientIds.length);
+  const k = sampleSize(fraction, clientIds.length);
   if (clientIds.length === 0) return [];
   const digest = createHash('sha256').update(`subfed-sample:${seed}:${round}:${attempt}`).digest();
   const rand = new SeededRandom(digest.readUInt32LE(0));

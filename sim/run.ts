@@ -113,7 +113,7 @@ function describeRun(config: SimConfig, data: LoadedDataset, split: Partition): 
 
 export async function* runSimulation(config: SimConfig, options: SimulationOptions = {}): AsyncGenerator<RoundReport> {
   const emit = options.onEvent ?? (() => {});
-  const data = options.data ?? (await loadDataset(config.dataset, { dataDir: config.dataDir, seed: config.seed }));
+  const data = options.data ?? (await loadDataset(config.dataset, { data: config.data, seed: config.seed }));
   const uncapped = partition(config.partition, data.train, data.test, { clients: config.clients, seed: config.seed });
   const testData = uncapped.testSource === 'test' ? data.test : data.train;
   const split = capTestSets(uncapped, testData.labels, config);
@@ -247,7 +247,7 @@ function startSimCoordinator(
   return startCoordinator(
     {
       rounds: config.rounds,
-      frac: config.fraction,
+      fraction: config.fraction,
       minClients: config.clients,
       quorum: 1,
       roundDeadlineMs: 24 * 3600 * 1000,

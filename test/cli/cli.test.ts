@@ -46,7 +46,7 @@ const listsEveryCommand = (help: string) => {
 
 function writeConfig(name: string, fields: Record<string, unknown>): string {
   const path = join(dir, name);
-  writeFileSync(path, JSON.stringify({ model: 'model.json', rounds: 1, frac: 1, enrollmentToken: ENROLL, ...fields }));
+  writeFileSync(path, JSON.stringify({ model: 'model.json', rounds: 1, fraction: 1, enrollmentToken: ENROLL, ...fields }));
   return path;
 }
 
@@ -71,6 +71,13 @@ describe('subfed (cli.ts)', () => {
     const run = await subfed(['--help']);
     expect(run.code).toBe(0);
     listsEveryCommand(run.stdout);
+  });
+
+  it('names each concept once: subfed sim --help shows --data, --epochs and --fraction, not the old spellings', async () => {
+    const run = await subfed(['sim', '--help']);
+    expect(run.code).toBe(0);
+    for (const flag of ['--data <dir>', '--epochs <n>', '--fraction <f>']) expect(run.stdout).toContain(flag);
+    for (const old of ['--data-dir', '--local-epochs']) expect(run.stdout).not.toContain(old);
   });
 
   it("lists the zoo's models in `subfed model --help`, from the zoo's own list", async () => {
@@ -99,14 +106,18 @@ describe('subfed (cli.ts)', () => {
       subfed(['server', '--config', writeConfig('bad.json', { rounds: 0 })]),
       subfed(['server', '--config', writeConfig('tls.json', { tls: { cert: 'nope/cert.pem', key: 'nope/key.pem' } })]),
       subfed(['sim', '--rounds', '0']),
+      subfed(['server', '--config', writeConfig('renamed.json', { frac: 1 })]),
+      subfed(['sim', '--local-epochs', '2']),
     ]);
-    expect(runs.map((r) => r.code)).toEqual([2, 2, 2, 2, 2, 2]);
+    expect(runs.map((r) => r.code)).toEqual([2, 2, 2, 2, 2, 2, 2, 2]);
     expect(runs[0].stderr).toMatch(/required option '--config <file>' not specified/);
     expect(runs[1].stderr).toMatch(/--name: expected one of mlp, .*got 'resnet'/);
     expect(runs[2].stderr).toMatch(/missing\.json: cannot read config file/);
     expect(runs[3].stderr).toMatch(/bad\.json: rounds: expected a positive integer, got 0/);
     expect(runs[4].stderr).toContain(`subfed: tls.cert: cannot read '${join(dir, 'nope', 'cert.pem')}' (ENOENT`);
     expect(runs[5].stderr).toMatch(/--rounds: expected a positive integer, got '0'/);
+    expect(runs[6].stderr).toContain(`subfed: ${join(dir, 'renamed.json')}: frac: renamed to "fraction"\n`);
+    expect(runs[7].stderr).toBe('subfed sim: --local-epochs: renamed to --epochs\n');
   });
 
   it('subfed server starts with training.epochs 1 and warns, naming the file and the field, before it listens', async () => {

@@ -165,7 +165,7 @@ describe('the packed tarball', () => {
         model: 'model.json',
         sqlite: 'coordinator.db',
         rounds: 1,
-        frac: 1,
+        fraction: 1,
         enrollmentToken: TOKEN,
         training: { epochs: 1, batchSize: 10, lr: 0.05 },
       }),

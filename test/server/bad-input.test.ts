@@ -30,13 +30,13 @@ interface Scenario {
 
 let open: Scenario | undefined;
 
-/** Three clients, two sampled members in round 1 (frac 0.67), norm bound 100, 64 KiB messages. */
+/** Three clients, two sampled members in round 1 (fraction 0.67), norm bound 100, 64 KiB messages. */
 async function scenario(): Promise<Scenario> {
   const log = memoryLogger();
   const server = await startCoordinator(
     {
       rounds: 1,
-      frac: 0.67,
+      fraction: 0.67,
       minClients: 3,
       enrollmentToken: ENROLL,
       updateNormBound: 100,
@@ -115,7 +115,8 @@ const cases: BadCase[] = [
   },
   {
     name: 'malformed protobuf bytes inside an update stream',
-    send: (s) => member(s).pushChunks([{ kind: 'header', header: member(s).header(1, {}, 1) }], [Buffer.from([0x12, 0x09, 0x0a])]),
+    send: (s) =>
+      member(s).pushChunks([{ kind: 'header', header: member(s).header(1, {}, 1) }], [Buffer.from([0x12, 0x09, 0x0a])]),
     code: grpc.status.INVALID_ARGUMENT,
     message: /malformed UpdateChunk/,
     reason: 'malformed',

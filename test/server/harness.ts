@@ -88,7 +88,7 @@ export function inProcessCoordinator(overrides: Partial<CoordinatorConfigInput> 
   const metrics = new CoordinatorMetrics();
   const config = parseConfig({
     rounds: 3,
-    frac: 1,
+    fraction: 1,
     minClients: 4,
     quorum: 0.5,
     roundDeadlineMs: 1000,
