@@ -17,16 +17,14 @@ import {
   type AlgorithmConfigInput,
   type AlgorithmName,
 } from '../client/algorithms/registry.js';
-import type { BackendChoice } from '../client/backend.js';
+import { BACKEND_CHOICES } from '../client/backend.js';
 import { modelStructure } from '../client/model.js';
 import { MODEL_NAMES, type ModelName } from '../client/model-names.js';
-import type { ValueEncodingName } from '../proto/messages.js';
+import { VALUE_ENCODING_NAMES } from '../proto/messages.js';
 import { DATASET_NAMES } from './datasets.js';
 
 export type { AlgorithmName };
 
-const VALUE_ENCODINGS = ['f32', 'f16', 'int8'] as const satisfies readonly ValueEncodingName[];
-const BACKENDS = ['auto', 'node', 'wasm', 'cpu'] as const satisfies readonly BackendChoice[];
 export const PRESET_NAMES = ['quick', 'paper'] as const;
 export type PresetName = (typeof PRESET_NAMES)[number];
 
@@ -76,9 +74,9 @@ export const simConfigSchema = z.strictObject({
   batchNormModel: z.enum(MODEL_NAMES),
   evalEvery: positiveInt,
   workers: positiveInt,
-  values: z.enum(VALUE_ENCODINGS),
+  values: z.enum(VALUE_ENCODING_NAMES),
   seed: z.number().int().min(0),
-  backend: z.enum(BACKENDS),
+  backend: z.enum(BACKEND_CHOICES),
   out: z.string().min(1).optional(),
 });
 export type SimConfig = Omit<z.infer<typeof simConfigSchema>, 'algorithmConfigs'> & {
@@ -256,9 +254,9 @@ export function resolveSimConfig(flags: SimFlags): SimConfig {
   if (flags.out !== undefined) config.out = parseNonEmpty('--out', flags.out);
   if (flags.evalEvery !== undefined) config.evalEvery = parsePositiveInt('--eval-every', flags.evalEvery);
   if (flags.workers !== undefined) config.workers = parsePositiveInt('--workers', flags.workers);
-  if (flags.values !== undefined) config.values = parseChoice('--values', flags.values, VALUE_ENCODINGS);
+  if (flags.values !== undefined) config.values = parseChoice('--values', flags.values, VALUE_ENCODING_NAMES);
   if (flags.seed !== undefined) config.seed = parseNonNegativeInt('--seed', flags.seed);
-  if (flags.backend !== undefined) config.backend = parseChoice('--backend', flags.backend, BACKENDS);
+  if (flags.backend !== undefined) config.backend = parseChoice('--backend', flags.backend, BACKEND_CHOICES);
   if (flags.epochs !== undefined) config.training.epochs = parsePositiveInt('--epochs', flags.epochs);
   if (flags.fraction !== undefined) config.fraction = parseFraction('--fraction', flags.fraction);
 
