@@ -167,7 +167,7 @@ describe('the packed tarball', () => {
         rounds: 1,
         frac: 1,
         enrollmentToken: TOKEN,
-        training: { epochs: 1, batchSize: 10, lr: 0.05 },
+        training: { epochs: 2, batchSize: 10, lr: 0.05 },
       }),
     );
     const server = await startServer(join(full, 'node_modules', '.bin', 'subfed'), join(work, 'server.json'), work);
