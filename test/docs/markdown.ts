@@ -84,10 +84,15 @@ export function toHex(bytes: Uint8Array): string {
   return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join(' ');
 }
 
-/** Repository paths the document names in backticks (`proto/codec.ts`, `client/data/`). */
+/** The text outside fenced code blocks, where inline `code` spans can be paired up. */
+export function prose(text: string): string {
+  return text.replace(/^```[^\n]*\n[\s\S]*?^```\s*$/gm, '');
+}
+
+/** Repository paths the document names in backticks (`proto/codec.ts`, `client/data/`), outside code blocks. */
 export function namedPaths(text: string, roots: readonly string[]): string[] {
   const found = new Set<string>();
-  for (const quoted of backticked(text)) {
+  for (const quoted of backticked(prose(text))) {
     const path = quoted.trim();
     if (/\s/.test(path) || path.includes('*') || path.includes('<')) continue;
     if (roots.some((root) => path.startsWith(`${root}/`) || path === root)) found.add(path);
