@@ -43,12 +43,55 @@ const numbers = (cell: string): number[] => (cell.trim() === '' ? [] : cell.spli
 const shapeOf = (cell: string): number[] => JSON.parse(cell) as number[];
 const product = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
-/** Evaluates a formula cell of the limits table (`min(...)`, `ceil(...)`, `9 * n + 1024`) with the given variables. */
+/**
+ * Evaluates a formula cell of the limits table (`min(1048576, max(1024, M - 4096))`,
+ * `9 * n + 1024`): numbers, the given variables, + - * / and parentheses, and the
+ * functions min, max and ceil. A small recursive-descent parser, so no eval.
+ */
 function evaluate(formula: string, vars: Record<string, number>): number {
-  if (!/^[\w\s+\-*/(),.]+$/.test(formula)) throw new Error(`not a formula: ${formula}`);
-  const names = ['min', 'max', 'ceil', ...Object.keys(vars)];
-  const fn = new Function(...names, `return (${formula});`) as (...args: unknown[]) => number;
-  return fn(Math.min, Math.max, Math.ceil, ...Object.values(vars));
+  const tokens = formula.match(/\d+(?:\.\d+)?|[A-Za-z_]\w*|[-+*/(),]/g) ?? [];
+  if (tokens.join('') !== formula.replace(/\s+/g, '')) throw new Error(`not a formula: ${formula}`);
+  let at = 0;
+  const next = () => tokens[at++];
+  const expect = (t: string) => {
+    if (next() !== t) throw new Error(`formula ${formula}: expected '${t}' at token ${at}`);
+  };
+  const functions: Record<string, (...args: number[]) => number> = { min: Math.min, max: Math.max, ceil: Math.ceil };
+  const primary = (): number => {
+    const t = next();
+    if (t === '(') {
+      const v = expression();
+      expect(')');
+      return v;
+    }
+    if (t === '-') return -primary();
+    if (/^\d/.test(t)) return Number(t);
+    if (t in functions) {
+      expect('(');
+      const args = [expression()];
+      while (tokens[at] === ',') {
+        at++;
+        args.push(expression());
+      }
+      expect(')');
+      return functions[t](...args);
+    }
+    if (t in vars) return vars[t];
+    throw new Error(`formula ${formula}: unknown '${t}'`);
+  };
+  const term = (): number => {
+    let v = primary();
+    while (tokens[at] === '*' || tokens[at] === '/') v = next() === '*' ? v * primary() : v / primary();
+    return v;
+  };
+  const expression = (): number => {
+    let v = term();
+    while (tokens[at] === '+' || tokens[at] === '-') v = next() === '+' ? v + term() : v - term();
+    return v;
+  };
+  const value = expression();
+  if (at !== tokens.length) throw new Error(`formula ${formula}: unexpected '${tokens[at]}'`);
+  return value;
 }
 
 describe('PROTOCOL.md: the service', () => {
