@@ -141,6 +141,9 @@ describe('the packed tarball', () => {
       'package/server/dashboard/index.html',
       'package/data/fashion-mnist-test/t10k-images-idx3-ubyte.gz',
       'package/LICENSE',
+      'package/README.md',
+      'package/ARCHITECTURE.md',
+      'package/proto/PROTOCOL.md',
     ]) {
       expect(files).toContain(f);
     }
