@@ -1,5 +1,5 @@
 import type { Mask } from '../proto/mask.js';
-import type { MaskChange, SparseTensor, UpdateHeader } from '../proto/rpc.js';
+import type { MaskChange, SparseTensor, UpdateHeader, UpdateMetrics } from '../proto/rpc.js';
 import type { CoordinatorConfig } from './config.js';
 import { invalid, precondition } from './errors.js';
 import type { MaskMap, TensorSpec } from './model.js';
@@ -60,11 +60,7 @@ export function validateUpdate(
   if (header.numExamples > limits.maxExamples) {
     throw invalid('num_examples', `num_examples ${header.numExamples} exceeds the limit of ${limits.maxExamples}`);
   }
-  // channels_kept has one entry per BatchNorm'd layer at most, so never more than the model has tensors.
-  const channels = header.metrics?.channelsKept.length ?? 0;
-  if (channels > specs.size) {
-    throw invalid('metrics', `metrics.channels_kept has ${channels} entries; the model has ${specs.size} tensors`);
-  }
+  checkMetrics(header.metrics, specs.size);
   const maskChange = maskChangeOf(header);
   if (maskChange.kind === 'changed' && maskChange.version <= held.maskVersion) {
     throw invalid(
@@ -83,6 +79,11 @@ export function validateUpdate(
     seen.add(t.name);
     const reference = held.masks.get(t.name) ?? null;
     const d = decodeUpdateTensor(t, spec, reference);
+    if (d.mask.keptCount === 0) {
+      // A layer with no weight left passes no signal (for a bias or BatchNorm tensor: every channel is gone), so the
+      // client's network no longer depends on its input. No Sub-FedAvg client prunes that far (see proto/PROTOCOL.md).
+      throw invalid('empty_mask', `tensor "${t.name}" keeps no position; a layer pruned entirely cuts the network`);
+    }
     if (d.usesReference && !baseMatches) {
       throw precondition(
         'mask_version_mismatch',
@@ -103,6 +104,14 @@ export function validateUpdate(
     }
     // An unchanged mask keeps the held object, whose kept-index list is derived already.
     out.push({ name: t.name, mask: unchanged && reference !== null ? reference : d.mask, deltas: v });
+  }
+  if (seen.size < specs.size) {
+    const missing = [...specs.keys()].filter((name) => !seen.has(name));
+    throw invalid(
+      'missing_tensor',
+      `the update lacks ${missing.length} of the model's ${specs.size} tensors (first: "${missing[0]}"); ` +
+        'an update carries every tensor, with its delta at the kept positions',
+    );
   }
   const norm = Math.sqrt(squares);
   if (norm > limits.updateNormBound) {
@@ -126,7 +135,35 @@ export function validateUpdate(
   };
 }
 
-/** The sender's complete set of non-all-ones masks once `update` is adopted (tensors it did not send keep theirs). */
+/** Fractions a client reports (accuracies on its own data, its pruned share); the proto's field names. */
+const FRACTION_METRICS = [
+  ['localAccuracy', 'local_accuracy'],
+  ['receivedAccuracy', 'received_accuracy'],
+  ['sparsity', 'sparsity'],
+] as const;
+
+/**
+ * The metrics land in the round history and on the dashboard, so a value
+ * that cannot be what it claims is refused like a bad tensor: NaN or an
+ * infinity (JSON would show it as 0 or null), a negative loss, a fraction
+ * outside [0, 1]. Absent metrics (null) stay allowed and read as zeros.
+ */
+function checkMetrics(m: UpdateMetrics | null, tensors: number): void {
+  if (m === null) return;
+  if (!Number.isFinite(m.loss) || m.loss < 0) {
+    throw invalid('metrics', `metrics.loss is ${m.loss}; expected a finite number >= 0`);
+  }
+  for (const [field, wire] of FRACTION_METRICS) {
+    const v = m[field];
+    if (!(v >= 0 && v <= 1)) throw invalid('metrics', `metrics.${wire} is ${v}; expected a fraction in [0, 1]`);
+  }
+  // channels_kept has one entry per BatchNorm'd layer at most, so never more than the model has tensors.
+  if (m.channelsKept.length > tensors) {
+    throw invalid('metrics', `metrics.channels_kept has ${m.channelsKept.length} entries; the model has ${tensors} tensors`);
+  }
+}
+
+/** The sender's complete set of non-all-ones masks once `update` is adopted. */
 export function masksAfter(held: MaskMap, update: ValidatedUpdate): MaskMap {
   const masks = new Map(held);
   for (const t of update.tensors) {

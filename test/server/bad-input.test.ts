@@ -15,7 +15,7 @@ import {
   type SparseTensor,
 } from '../../proto/rpc.js';
 import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
-import { ENROLL, ScriptedClient, expectCallError, memoryLogger, toyModel, type CallError } from './harness.js';
+import { ENROLL, ScriptedClient, expectCallError, memoryLogger, toyModel, withBias, type CallError } from './harness.js';
 
 const def = createCoordinatorDefinition();
 const MAX_MESSAGE = 64 * 1024;
@@ -186,7 +186,7 @@ const cases: BadCase[] = [
   },
   {
     name: 'L2 norm over the bound',
-    send: (s) => member(s).push(1, [kernel([60, 60, 60, 0, 0, 0])]),
+    send: (s) => member(s).push(1, withBias(kernel([60, 60, 60, 0, 0, 0]))),
     code: grpc.status.INVALID_ARGUMENT,
     message: /update L2 norm 103\.923 exceeds the bound 100/,
     reason: 'norm_bound',
@@ -323,6 +323,40 @@ const cases: BadCase[] = [
     code: grpc.status.INVALID_ARGUMENT,
     message: /header announces 3 tensors, the stream carried 1/,
     reason: 'tensor_count',
+  },
+  {
+    name: 'NaN in the update metrics',
+    send: (s) =>
+      member(s).push(1, member(s).encode({}), {
+        metrics: { loss: Number.NaN, localAccuracy: 0.5, sparsity: 0, receivedAccuracy: 0.4, channelsKept: [] },
+      }),
+    code: grpc.status.INVALID_ARGUMENT,
+    message: /metrics\.loss is NaN; expected a finite number >= 0/,
+    reason: 'metrics',
+  },
+  {
+    name: 'Infinity in the update metrics',
+    send: (s) =>
+      member(s).push(1, member(s).encode({}), {
+        metrics: { loss: 1, localAccuracy: Infinity, sparsity: 0, receivedAccuracy: 0.4, channelsKept: [] },
+      }),
+    code: grpc.status.INVALID_ARGUMENT,
+    message: /metrics\.local_accuracy is Infinity; expected a fraction in \[0, 1\]/,
+    reason: 'metrics',
+  },
+  {
+    name: 'an update with no tensors',
+    send: (s) => member(s).push(1, []),
+    code: grpc.status.INVALID_ARGUMENT,
+    message: /the update lacks 2 of the model's 2 tensors/,
+    reason: 'missing_tensor',
+  },
+  {
+    name: 'a mask that keeps no position',
+    send: (s) => member(s).push(1, withBias(kernel([], [0, 0, 0, 0, 0, 0])), { maskChanged: true, newMaskVersion: 1 }),
+    code: grpc.status.INVALID_ARGUMENT,
+    message: /tensor "dense\/kernel" keeps no position/,
+    reason: 'empty_mask',
   },
   {
     name: 'an unknown value encoding',
