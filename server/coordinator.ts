@@ -11,7 +11,7 @@ import type { ClientState } from './liveness.js';
 import { Registry, type ClientRecord, type ClientView } from './registry.js';
 import { Round, quorumCount, sampleMembers, type UploadReceipt } from './rounds.js';
 import { CoordinatorStore, type MaskChange, type RoundSummary } from './store.js';
-import { masksAfter, validateUpdate } from './validate.js';
+import { masksAfter, uploadDigest, validateUpdate } from './validate.js';
 import { encodeTaskTensor, requestedValueEncoding } from './wire.js';
 
 export type CoordinatorPhase = 'waiting' | 'open' | 'finished';
@@ -365,7 +365,9 @@ export class Coordinator {
 
   /**
    * Checks the header before any tensor is read: protocol, identity, round,
-   * membership. Returns the receipt of an earlier identical upload (retry).
+   * membership. Returns the receipt of the client's upload accepted earlier
+   * for this round, if any: this upload is then a retry, acknowledged only if
+   * it is the same update (pushUpdate compares them).
    */
   checkUpdateHeader(header: M.UpdateHeader): { client: ClientRecord; receipt: UploadReceipt | undefined } {
     const client = this.#authenticate(header);
@@ -391,12 +393,24 @@ export class Coordinator {
 
   /**
    * Validates a whole update (validateUpdate), then folds it. Nothing is
-   * applied unless every check passes. A retry of an accepted upload gets the
-   * same receipt and is not folded again.
+   * applied unless every check passes. A retry of an accepted upload (the ack
+   * was lost) gets the same ack and is not folded again, but only when it is
+   * the same update (uploadDigest): one with other content is refused with
+   * FAILED_PRECONDITION, since it would never be applied.
    */
   pushUpdate(header: M.UpdateHeader, tensors: readonly M.SparseTensor[]): M.UpdateAck {
     const { client, receipt } = this.checkUpdateHeader(header);
-    if (receipt !== undefined) return { ...receipt };
+    const digest = uploadDigest(header, tensors);
+    if (receipt !== undefined) {
+      if (receipt.digest !== digest) {
+        throw precondition(
+          'retry_mismatch',
+          `client ${client.id} already reported an update for round ${header.roundId}, and this one differs from it; ` +
+            'a retry must resend the same update',
+        );
+      }
+      return { ...receipt.ack };
+    }
     const r = this.#round as Round;
     const update = validateUpdate(header, tensors, {
       specs: this.#specs,
@@ -406,10 +420,10 @@ export class Coordinator {
     this.#aggregator.add(update);
     const change = update.maskChange;
     const maskVersion = change.kind === 'changed' ? change.version : client.maskVersion;
-    const ack: UploadReceipt = { accepted: true, message: `update for round ${r.id} accepted`, maskVersion };
+    const ack = { accepted: true as const, message: `update for round ${r.id} accepted`, maskVersion };
     r.accept(
       client.id,
-      ack,
+      { ack, digest },
       update.metrics,
       change.kind === 'changed' ? { version: change.version, masks: masksAfter(client.masks, update) } : undefined,
     );

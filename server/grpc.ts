@@ -191,9 +191,9 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
             }
             header = chunk.header;
             clientId = header.clientId;
-            // Identity, round and membership are refused before any tensor is read.
-            const { receipt } = coord.checkUpdateHeader(header);
-            if (receipt !== undefined) return { ...receipt };
+            // Identity, round and membership are refused before any tensor is read. A retry of an
+            // accepted upload is read whole too: pushUpdate acknowledges it only if it is the same update.
+            coord.checkUpdateHeader(header);
             continue;
           }
           if (chunk.piece === undefined || chunk.piece === null) {

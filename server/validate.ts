@@ -1,4 +1,6 @@
+import { createHash } from 'node:crypto';
 import type { Mask } from '../proto/mask.js';
+import { codecs } from '../proto/schema.js';
 import type { MaskChange, SparseTensor, UpdateHeader, UpdateMetrics } from '../proto/rpc.js';
 import type { CoordinatorConfig } from './config.js';
 import { invalid, precondition } from './errors.js';
@@ -37,6 +39,37 @@ export interface ValidationContext {
 /** The header's two mask fields as one value; new_mask_version means nothing when mask_changed is false. */
 export function maskChangeOf(header: Pick<UpdateHeader, 'maskChanged' | 'newMaskVersion'>): MaskChange {
   return header.maskChanged ? { kind: 'changed', version: header.newMaskVersion } : { kind: 'unchanged' };
+}
+
+/**
+ * A digest of what an upload says: the header fields that decide what is
+ * folded and recorded (round, num_examples, mask versions, metrics, tensor
+ * count; not the credentials) and every tensor as it travelled (its
+ * serialized SparseTensor). An honest retry resends the same header and the
+ * same encoded tensors, so it has the same digest; any other content does not.
+ * The tensors are compared as sent rather than decoded because a retry after
+ * the commit would decode against masks that have moved on since.
+ */
+export function uploadDigest(header: UpdateHeader, tensors: readonly SparseTensor[]): string {
+  const m = header.metrics;
+  const fields = {
+    roundId: header.roundId,
+    numExamples: header.numExamples,
+    baseMaskVersion: header.baseMaskVersion,
+    maskChange: maskChangeOf(header),
+    tensorCount: header.tensorCount,
+    // JSON would write NaN and the infinities as null; their text keeps them apart.
+    metrics:
+      m === null
+        ? null
+        : [m.loss, m.localAccuracy, m.sparsity, m.receivedAccuracy].map((x) => String(x)).concat(m.channelsKept.join(',')),
+  };
+  const hash = createHash('sha256').update(JSON.stringify(fields));
+  for (const t of tensors) {
+    const bytes = codecs.SparseTensor.encode(t);
+    hash.update(`${bytes.length}:`).update(bytes);
+  }
+  return hash.digest('hex');
 }
 
 /**

@@ -359,6 +359,27 @@ const cases: BadCase[] = [
     reason: 'empty_mask',
   },
   {
+    name: 'a retry with other content while the round is open',
+    send: async (s) => {
+      await member(s).push(1, member(s).encode(good[0]), { numExamples: 5 });
+      return member(s).push(1, member(s).encode(good[1]), { numExamples: 5 });
+    },
+    code: grpc.status.FAILED_PRECONDITION,
+    message: /already reported an update for round 1, and this one differs from it/,
+    reason: 'retry_mismatch',
+  },
+  {
+    name: 'a retry with other content after the round committed',
+    send: async (s) => {
+      for (const [i, m] of s.members.entries()) await m.push(1, m.encode(good[i]), { numExamples: 5 + i });
+      await s.server.waitForRound(1);
+      return member(s).push(1, member(s).encode(good[0]), { numExamples: 6 });
+    },
+    code: grpc.status.FAILED_PRECONDITION,
+    message: /already reported an update for round 1, and this one differs from it/,
+    reason: 'retry_mismatch',
+  },
+  {
     name: 'an unknown value encoding',
     send: (s) =>
       member(s).push(1, [

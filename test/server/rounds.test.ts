@@ -171,6 +171,49 @@ describe('round lifecycle', () => {
     coord.stop();
   });
 
+  it('refuses a retry whose content differs from the accepted update, in the open round and after its commit', async () => {
+    const { coord, clients, metrics } = setup();
+    const accepted = () => withBias(kernelDelta([4, 4, 4, 4, 4, 4]));
+    coord.pushUpdate(header(clients[0], 1), accepted());
+    const changed: [string, () => unknown][] = [
+      ['other values', () => coord.pushUpdate(header(clients[0], 1), withBias(kernelDelta([4, 4, 4, 4, 4, 5])))],
+      ['other num_examples', () => coord.pushUpdate(header(clients[0], 1, { numExamples: 11 }), accepted())],
+      [
+        'other metrics',
+        () =>
+          coord.pushUpdate(
+            header(clients[0], 1, {
+              metrics: { loss: 1, localAccuracy: 0.5, sparsity: 0, receivedAccuracy: 0.5, channelsKept: [] },
+            }),
+            accepted(),
+          ),
+      ],
+      // The same content with another mask encoding (BITMAP instead of FULL) is not the upload that was accepted.
+      ['another encoding', () => coord.pushUpdate(header(clients[0], 1), withBias(kernelDelta([4, 4, 4], [1, 1, 1, 0, 0, 0])))],
+    ];
+    for (const [what, push] of changed) {
+      const err = refusal(push);
+      expect({ what, code: err.code, reason: err.reason }).toEqual({
+        what,
+        code: 'FAILED_PRECONDITION',
+        reason: 'retry_mismatch',
+      });
+      expect(err.message).toMatch(/already reported an update for round 1, and this one differs from it/);
+    }
+    expect(coord.status().round?.reported).toBe(1);
+    for (const c of clients.slice(1)) coord.pushUpdate(header(c, 1), withBias(kernelDelta([0, 0, 0, 0, 0, 0])));
+    expect(kernelOf(coord)).toEqual(K0.map((x) => x + 1));
+    // After the commit: the same update is acknowledged again, another one is refused and applies nothing.
+    expect(coord.pushUpdate(header(clients[0], 1), accepted())).toMatchObject({ accepted: true });
+    expect(refusal(() => coord.pushUpdate(header(clients[0], 1), withBias(kernelDelta([9, 9, 9, 9, 9, 9]))))).toMatchObject({
+      code: 'FAILED_PRECONDITION',
+      reason: 'retry_mismatch',
+    });
+    expect(kernelOf(coord)).toEqual(K0.map((x) => x + 1));
+    expect((await metrics.updatesAccepted.get()).values[0].value).toBe(4);
+    coord.stop();
+  });
+
   it('serves sparse tasks at the held mask version and dense ones to resynchronise', () => {
     const { coord, clients } = setup();
     const [a] = clients;
