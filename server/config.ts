@@ -36,6 +36,49 @@ const livenessSchema = z.union(
   { error: 'expected "off" or { "staleAfterMs": ms, "goneAfterMs": ms }' },
 );
 
+const positiveNumber = z.number({ error: 'expected a positive number' }).positive({ error: 'expected a positive number' });
+
+/** Joins: a token bucket per peer address (burst, then perSecond), and a cap on enrolled clients. */
+export const DEFAULT_JOINS = { maxClients: 10_000, perPeer: { burst: 20, perSecond: 1 } } as const;
+
+const joinsSchema = z
+  .object({
+    /** Enrolled clients that have not left; a join beyond it is RESOURCE_EXHAUSTED. */
+    maxClients: positiveInt.default(DEFAULT_JOINS.maxClients),
+    /** Join attempts per peer address (token bucket); "off" for a simulation whose clients all join from one process. */
+    perPeer: z
+      .union(
+        [
+          z.literal('off'),
+          z
+            .object({
+              burst: positiveInt.default(DEFAULT_JOINS.perPeer.burst),
+              perSecond: positiveNumber.default(DEFAULT_JOINS.perPeer.perSecond),
+            })
+            .strict(),
+        ],
+        { error: 'expected "off" or { "burst": n, "perSecond": n }' },
+      )
+      .default(DEFAULT_JOINS.perPeer),
+  })
+  .strict();
+
+/**
+ * Open gRPC streams (PullTask and PushUpdate): how many a client may hold and
+ * all clients together, how long one may sit without progress, and how many
+ * bytes of tensor pieces and prepared tasks they may buffer together.
+ */
+export const DEFAULT_STREAMS = { perClient: 4, total: 2048, idleMs: 30_000, maxBufferedBytes: 256 * 1024 * 1024 } as const;
+
+const streamsSchema = z
+  .object({
+    perClient: positiveInt.default(DEFAULT_STREAMS.perClient),
+    total: positiveInt.default(DEFAULT_STREAMS.total),
+    idleMs: timerMs.default(DEFAULT_STREAMS.idleMs),
+    maxBufferedBytes: positiveInt.default(DEFAULT_STREAMS.maxBufferedBytes),
+  })
+  .strict();
+
 export const coordinatorConfigSchema = z
   .object({
     /** Model file (JSON: manifest + initial values), relative to the config file. The sim passes the model in-process instead. */
@@ -89,6 +132,8 @@ export const coordinatorConfigSchema = z
     /** Largest accepted num_examples of one update, so one client cannot outweigh the rest at will. */
     maxExamples: positiveInt.default(1_000_000),
     enrollmentToken: nonEmpty('a non-empty enrollment token'),
+    joins: joinsSchema.prefault({}),
+    streams: streamsSchema.prefault({}),
     tls: z
       .object({ cert: nonEmpty('a path to a PEM certificate'), key: nonEmpty('a path to a PEM private key') })
       .strict()

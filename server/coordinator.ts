@@ -2,12 +2,13 @@ import type { Logger } from 'pino';
 import type * as M from '../proto/messages.js';
 import { PROTOCOL_VERSION, type WireDirection } from '../proto/rpc.js';
 import type { CoordinatorConfig } from './config.js';
-import { CoordinatorError, precondition } from './errors.js';
+import { CoordinatorError, exhausted, precondition } from './errors.js';
 import { IntersectionAggregator } from './aggregate.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { MaskMap, TensorMap, TensorSpec } from './model.js';
 import { cloneTensors, totalElements, validateInitialModel } from './model.js';
 import type { ClientState } from './liveness.js';
+import { PeerRateLimiter } from './limits.js';
 import { Registry, type ClientRecord, type ClientView } from './registry.js';
 import { Round, quorumCount, sampleMembers, type UploadReceipt } from './rounds.js';
 import { CoordinatorStore, type MaskChange, type RoundSummary } from './store.js';
@@ -85,6 +86,8 @@ export class Coordinator {
   readonly #configJson: string;
   readonly #listeners = new Set<RoundListener>();
   readonly #changeListeners = new Set<() => void>();
+  /** Join attempts per peer address; undefined when `joins.perPeer` is off. */
+  readonly #joinRate: PeerRateLimiter | undefined;
   #lastRound: number;
   #round: Round | null = null;
   /** Attempt number of the next round to open: counts abandoned attempts of the current round id. */
@@ -107,6 +110,7 @@ export class Coordinator {
     this.#now = deps.now ?? (() => Date.now());
     this.#denseBytes = 4 * totalElements(this.manifest);
     this.#configJson = JSON.stringify(config.training);
+    this.#joinRate = config.joins.perPeer === 'off' ? undefined : new PeerRateLimiter(config.joins.perPeer);
     this.#store = new CoordinatorStore(config.sqlite, this.manifest);
     let state;
     try {
@@ -272,9 +276,30 @@ export class Coordinator {
     return client;
   }
 
-  join(req: M.JoinRequest): M.JoinResponse {
+  /**
+   * Enrolls a client. `peer` is the caller's address (gRPC): its join
+   * attempts, good token or not, are rate-limited per address (joins.perPeer);
+   * in-process callers pass none. Then the token, then joins.maxClients.
+   */
+  join(req: M.JoinRequest, peer?: string): M.JoinResponse {
     this.#checkProtocol(req.protocolVersion);
-    const { record, token } = this.#registry.enroll(req.enrollmentToken, req.clientName, req.numExamples, this.#now());
+    const now = this.#now();
+    const perPeer = this.#config.joins.perPeer;
+    const wait = peer === undefined || this.#joinRate === undefined ? 0 : this.#joinRate.take(peer, now);
+    if (wait > 0 && perPeer !== 'off') {
+      throw exhausted(
+        'join_rate',
+        `too many joins from ${peer}: at most ${perPeer.burst} at once, then ${perPeer.perSecond} per second (joins.perPeer); retry in ${wait} ms`,
+        wait,
+      );
+    }
+    const { record, token } = this.#registry.enroll(
+      req.enrollmentToken,
+      req.clientName,
+      req.numExamples,
+      now,
+      this.#config.joins.maxClients,
+    );
     this.#store.saveClient(record);
     this.#metrics.clientsRegistered.set(this.#registry.activeCount());
     this.#log.info({ event: 'join', clientId: record.id, name: req.clientName }, `client ${record.id} joined`);

@@ -15,6 +15,7 @@ import {
 } from '../proto/rpc.js';
 import type { Coordinator } from './coordinator.js';
 import { CoordinatorError, type RejectCode } from './errors.js';
+import { peerAddress } from './limits.js';
 
 const STATUS: Record<RejectCode, grpc.status> = {
   INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
@@ -28,10 +29,18 @@ const WIRE_REASON: Partial<Record<grpc.status, string>> = {
   [grpc.status.RESOURCE_EXHAUSTED]: 'too_large',
 };
 
+/** Trailer saying how long to wait before retrying a refusal that passes (gRFC A6). */
+export const RETRY_PUSHBACK = 'grpc-retry-pushback-ms';
+
 /** A refusal as a gRPC error object; unexpected errors become INTERNAL without leaking details. */
 function toServiceError(err: unknown): Partial<grpc.StatusObject> & { reason: string; message: string } {
   if (err instanceof CoordinatorError) {
-    return { code: STATUS[err.code], details: err.message, message: err.message, reason: err.reason };
+    const e = { code: STATUS[err.code], details: err.message, message: err.message, reason: err.reason };
+    if (err.retryAfterMs === undefined) return e;
+    // gRFC A6's pushback: when to try again (subfed's client honours it for RESOURCE_EXHAUSTED).
+    const metadata = new grpc.Metadata();
+    metadata.set(RETRY_PUSHBACK, String(err.retryAfterMs));
+    return { ...e, metadata };
   }
   if (err instanceof WireError) {
     return { code: err.code, details: err.message, message: err.message, reason: WIRE_REASON[err.code] ?? 'bad_stream' };
@@ -112,7 +121,7 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
       const req = call.request;
       try {
         if (isMalformed(req)) throw malformed('JoinRequest', req);
-        callback(null, coord.join(req));
+        callback(null, coord.join(req, peerAddress(call.getPeer())));
       } catch (err) {
         callback(refuse(undefined, err));
       }

@@ -257,6 +257,8 @@ function startSimCoordinator(
       seed: config.seed,
       weighting: config.weighting,
       enrollmentToken,
+      // Every simulated client joins from this one process: no per-address join limit.
+      joins: { perPeer: 'off', maxClients: config.clients },
       http: { enabled: false },
       logLevel: 'warn',
       training: config.training,

@@ -14,6 +14,7 @@ import {
   splitTensor,
   type SparseTensor,
 } from '../../proto/rpc.js';
+import type { CoordinatorConfigInput } from '../../server/config.js';
 import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
 import { ENROLL, ScriptedClient, expectCallError, memoryLogger, toyModel, withBias, type CallError } from './harness.js';
 
@@ -30,11 +31,12 @@ interface Scenario {
 
 let open: Scenario | undefined;
 
-/** Three clients, two sampled members in round 1 (frac 0.67), norm bound 100, 64 KiB messages. */
-async function scenario(): Promise<Scenario> {
+/** Three clients, two sampled members in round 1 (frac 0.67), norm bound 100, 64 KiB messages; a case may add config. */
+async function scenario(config: Partial<CoordinatorConfigInput> = {}): Promise<Scenario> {
   const log = memoryLogger();
   const server = await startCoordinator(
     {
+      ...config,
       rounds: 1,
       frac: 0.67,
       minClients: 3,
@@ -97,6 +99,8 @@ afterEach(close);
 
 interface BadCase {
   name: string;
+  /** Added to the scenario's config. */
+  config?: Partial<CoordinatorConfigInput>;
   send: (s: Scenario) => Promise<unknown>;
   code: grpc.status;
   message: RegExp;
@@ -104,6 +108,13 @@ interface BadCase {
 }
 
 const member = (s: Scenario) => s.members[0];
+
+/** Another client of the scenario (closed with it), not joined yet. */
+function newcomer(s: Scenario): ScriptedClient {
+  const c = new ScriptedClient(s.server.grpcAddress);
+  s.clients.push(c);
+  return c;
+}
 
 const cases: BadCase[] = [
   {
@@ -272,6 +283,25 @@ const cases: BadCase[] = [
     reason: 'bad_enrollment_token',
   },
   {
+    name: 'joins from one address beyond its rate',
+    config: { joins: { perPeer: { burst: 4, perSecond: 0.001 } } },
+    send: async (s) => {
+      await newcomer(s).join(); // the fourth join of this address
+      return newcomer(s).join();
+    },
+    code: grpc.status.RESOURCE_EXHAUSTED,
+    message: /too many joins from 127\.0\.0\.1: at most 4 at once, then 0\.001 per second \(joins\.perPeer\); retry in \d+ ms/,
+    reason: 'join_rate',
+  },
+  {
+    name: 'a join beyond the maximum number of clients',
+    config: { joins: { maxClients: 3 } },
+    send: (s) => newcomer(s).join(),
+    code: grpc.status.RESOURCE_EXHAUSTED,
+    message: /the coordinator has 3 clients enrolled, its limit \(joins\.maxClients\)/,
+    reason: 'max_clients',
+  },
+  {
     name: 'wrong protocol version',
     send: (s) => member(s).push(1, [kernel([0, 0, 0, 0, 0, 0])], { protocolVersion: PROTOCOL_VERSION + 1 }),
     code: grpc.status.FAILED_PRECONDITION,
@@ -403,7 +433,7 @@ describe('bad input over loopback gRPC', () => {
 
   for (const c of cases) {
     it(`${c.name} -> ${grpc.status[c.code]}, model unchanged`, async () => {
-      const s = await scenario();
+      const s = await scenario(c.config);
       const err: CallError = await expectCallError(() => c.send(s));
       expect(grpc.status[err.code]).toBe(grpc.status[c.code]);
       expect(err.details).toMatch(c.message);
