@@ -2,7 +2,13 @@
  * Why the coordinator refused a request. Transport-neutral: the gRPC layer maps
  * `code` to a status, metrics count `reason`, and `message` names the problem.
  */
-export type RejectCode = 'INVALID_ARGUMENT' | 'UNAUTHENTICATED' | 'FAILED_PRECONDITION' | 'RESOURCE_EXHAUSTED';
+export type RejectCode =
+  | 'INVALID_ARGUMENT'
+  | 'UNAUTHENTICATED'
+  | 'FAILED_PRECONDITION'
+  | 'RESOURCE_EXHAUSTED'
+  /** A stream that made no progress for streams.idleMs. */
+  | 'DEADLINE_EXCEEDED';
 
 export class CoordinatorError extends Error {
   readonly code: RejectCode;

@@ -1,3 +1,4 @@
+import * as http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import type * as M from '../proto/messages.js';
 import {
@@ -16,8 +17,10 @@ import {
 import type { Coordinator } from './coordinator.js';
 import { CoordinatorError, type RejectCode } from './errors.js';
 import { peerAddress } from './limits.js';
+import type { StreamGuard, StreamTicket } from './streams.js';
 
 const STATUS: Record<RejectCode, grpc.status> = {
+  DEADLINE_EXCEEDED: grpc.status.DEADLINE_EXCEEDED,
   INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
   UNAUTHENTICATED: grpc.status.UNAUTHENTICATED,
   FAILED_PRECONDITION: grpc.status.FAILED_PRECONDITION,
@@ -99,6 +102,86 @@ export interface GrpcServiceOptions {
   limits: AssemblyLimits;
   /** Serialized bytes per tensor piece on the downlink. */
   chunkBytes: number;
+  /** Admits PullTask and PushUpdate streams and accounts for what they buffer (streams.*). */
+  streams: StreamGuard;
+}
+
+/** Serialized size of a SparseTensor without serializing it: its byte fields dominate, the rest is a few dozen bytes. */
+function encodedSize(t: M.SparseTensor): number {
+  return t.name.length + (t.mask?.data.length ?? 0) + (t.values?.data.length ?? 0) + 32;
+}
+
+/** A download whose client stopped reading: no write completed within idleMs. */
+class StalledError extends Error {}
+
+/** Writes one message and waits until the transport took it (the client read enough of what came before). */
+function send(call: grpc.ServerWritableStream<unknown, M.TaskChunk>, chunk: M.TaskChunk, idleMs: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (call.cancelled) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      call.off('cancelled', done);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      call.off('cancelled', done);
+      reject(new StalledError());
+    }, idleMs);
+    call.once('cancelled', done);
+    call.write(chunk, done);
+  });
+}
+
+/** The next chunk of an upload, or DEADLINE_EXCEEDED idle_upload when none comes within idleMs. */
+async function nextWithin<T>(chunks: AsyncIterator<T>, idleMs: number): Promise<IteratorResult<T>> {
+  const next = chunks.next();
+  let timer: NodeJS.Timeout | undefined;
+  const idle = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(new CoordinatorError('DEADLINE_EXCEEDED', 'idle_upload', `upload sent nothing for ${idleMs} ms (streams.idleMs)`)),
+      idleMs,
+    );
+  });
+  try {
+    return await Promise.race([next, idle]);
+  } finally {
+    clearTimeout(timer);
+    // When the timer won, `next` settles later (the stream is destroyed): nobody awaits it any more.
+    next.catch(() => undefined);
+  }
+}
+
+/**
+ * Resets the call's HTTP/2 stream. grpc-js has no public way to drop a
+ * server stream: a status waits behind unsent data (a download the client
+ * stopped reading) and does not stop a client that is still sending (an
+ * upload refused mid-way), and either way the stream's buffers stay. Its
+ * innermost call object holds the stream (server-interceptors.ts,
+ * BaseServerInterceptingCall.stream); test/server/streams.test.ts fails if a
+ * grpc-js update moves it.
+ */
+export function resetStream(call: object, code: number): boolean {
+  let node: unknown = (call as { call?: unknown }).call;
+  for (let depth = 0; depth < 8 && typeof node === 'object' && node !== null; depth++) {
+    const stream = (node as { stream?: unknown }).stream;
+    if (isHttp2Stream(stream)) {
+      if (!stream.closed && !stream.destroyed) stream.close(code);
+      return true;
+    }
+    node = (node as { nextCall?: unknown }).nextCall;
+  }
+  return false;
+}
+
+function isHttp2Stream(value: unknown): value is http2.ServerHttp2Stream {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as { close?: unknown }).close === 'function' &&
+    'rstCode' in value &&
+    'session' in value
+  );
 }
 
 /**
@@ -106,6 +189,8 @@ export interface GrpcServiceOptions {
  * refusals to status codes and logs each one. All decisions live in Coordinator.
  */
 export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptions): CoordinatorHandlers {
+  const { streams } = options;
+  const idleMs = streams.limits.idleMs;
   const refuse = (clientId: string | undefined, err: unknown) => {
     const e = toServiceError(err);
     coord.recordReject(clientId, {
@@ -149,50 +234,63 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
 
     pullTask(call) {
       const req = call.request;
-      const clientId = isMalformed(req) ? undefined : req.clientId;
+      let clientId = isMalformed(req) ? undefined : req.clientId;
+      let ticket: StreamTicket | undefined;
       let task;
       try {
+        ticket = streams.open('download');
         if (isMalformed(req)) throw malformed('TaskRequest', req);
         task = coord.task(req);
+        ticket.claim(req.clientId);
+        ticket.hold(task.tensors.reduce((sum, t) => sum + encodedSize(t), 0));
       } catch (err) {
+        ticket?.release();
         call.emit('error', refuse(clientId, err));
         return;
       }
-      const id = req.clientId;
+      const id = (clientId = req.clientId);
+      const open = ticket;
       void (async () => {
-        // Wait for 'drain' under back-pressure, but not forever: a client that went away never drains.
-        const write = (chunk: M.TaskChunk) =>
-          call.write(attributeTo(chunk, id))
-            ? Promise.resolve()
-            : new Promise<void>((resolve) => {
-                const done = () => {
-                  call.off('drain', done);
-                  call.off('close', done);
-                  call.off('cancelled', done);
-                  resolve();
-                };
-                call.once('drain', done);
-                call.once('close', done);
-                call.once('cancelled', done);
-              });
-        await write({ header: task.header });
+        // One piece in flight at a time, so "no progress for idleMs" means the client stopped reading.
+        await send(call, attributeTo({ header: task.header }, id), idleMs);
         for (const tensor of task.tensors) {
           for (const piece of splitTensor(tensor, options.chunkBytes)) {
             if (call.cancelled) return;
-            await write({ piece });
+            await send(call, attributeTo({ piece }, id), idleMs);
           }
         }
+        open.release();
         call.end();
-      })().catch((err: unknown) => call.emit('error', refuse(id, err)));
+      })()
+        .catch((err: unknown) => {
+          if (err instanceof StalledError) {
+            // Flow control holds the status back behind the unsent data, so the stream is reset instead.
+            coord.recordReject(id, {
+              code: 'CANCELLED',
+              reason: 'idle_download',
+              message: `task download made no progress for ${idleMs} ms (streams.idleMs); stream reset`,
+            });
+            resetStream(call, http2.constants.NGHTTP2_CANCEL);
+            return;
+          }
+          call.emit('error', refuse(id, err));
+        })
+        .finally(() => open.release());
     },
 
     pushUpdate(call, callback) {
       let clientId: string | undefined;
+      let ticket: StreamTicket | undefined;
+      const chunks = (call as AsyncIterable<M.UpdateChunk | Malformed>)[Symbol.asyncIterator]();
       void (async () => {
+        ticket = streams.open('upload');
         let header: M.UpdateHeader | undefined;
         const tensors: M.SparseTensor[] = [];
         const assembler = new TensorAssembler(options.limits);
-        for await (const chunk of call as AsyncIterable<M.UpdateChunk | Malformed>) {
+        for (;;) {
+          const next = await nextWithin(chunks, idleMs);
+          if (next.done === true) break;
+          const chunk = next.value;
           if (isMalformed(chunk)) throw malformed('UpdateChunk', chunk);
           if (header === undefined) {
             if (chunk.header === undefined || chunk.header === null) {
@@ -203,12 +301,14 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
             // Identity, round and membership are refused before any tensor is read. A retry of an
             // accepted upload is read whole too: pushUpdate acknowledges it only if it is the same update.
             coord.checkUpdateHeader(header);
+            ticket.claim(header.clientId);
             continue;
           }
           if (chunk.piece === undefined || chunk.piece === null) {
             throw new CoordinatorError('INVALID_ARGUMENT', 'duplicate_header', 'only the first UpdateChunk may be a header');
           }
           coord.recordWire('up', clientId, wireSize(chunk.piece) ?? 0);
+          ticket.hold(chunk.piece.data.length);
           const tensor = assembler.push(chunk.piece);
           if (tensor !== undefined) tensors.push(tensor);
         }
@@ -217,22 +317,27 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
         }
         assembler.finish();
         return coord.pushUpdate(header, tensors);
-      })().then(
-        (ack) => callback(null, ack),
-        (err: unknown) => {
-          if ((err as { code?: unknown }).code === 'ERR_STREAM_PREMATURE_CLOSE') {
-            // The call ended outside this handler: the client cancelled, or grpc-js
-            // refused a message beyond its hard cap and already sent the status.
-            coord.recordReject(clientId, {
-              code: 'CANCELLED',
-              reason: 'stream_closed',
-              message: 'upload stream closed before its end (client cancelled or transport size cap)',
-            });
-            return;
-          }
-          callback(refuse(clientId, err));
-        },
-      );
+      })()
+        .finally(() => ticket?.release())
+        .then(
+          (ack) => callback(null, ack),
+          (err: unknown) => {
+            if ((err as { code?: unknown }).code === 'ERR_STREAM_PREMATURE_CLOSE') {
+              // The call ended outside this handler: the client cancelled, or grpc-js
+              // refused a message beyond its hard cap and already sent the status.
+              coord.recordReject(clientId, {
+                code: 'CANCELLED',
+                reason: 'stream_closed',
+                message: 'upload stream closed before its end (client cancelled or transport size cap)',
+              });
+              return;
+            }
+            callback(refuse(clientId, err));
+            // The client may still be sending: stop it, so that nothing more of it is buffered (RFC 9113 8.1).
+            setImmediate(() => resetStream(call, http2.constants.NGHTTP2_NO_ERROR));
+            void chunks.return?.();
+          },
+        );
     },
   };
 }

@@ -84,6 +84,17 @@ export class CoordinatorMetrics {
     registers: [this.registry],
   });
 
+  readonly streamsOpen = new Gauge({
+    name: 'subfed_streams_open',
+    help: 'PullTask and PushUpdate streams open now (streams.total caps them)',
+    registers: [this.registry],
+  });
+  readonly streamBufferedBytes = new Gauge({
+    name: 'subfed_stream_buffered_bytes',
+    help: 'Bytes the open streams hold: upload pieces until the update is folded, prepared tasks until sent (streams.maxBufferedBytes caps them)',
+    registers: [this.registry],
+  });
+
   #clientStates: (() => Record<ClientState, number>) | undefined;
   /** Read at every scrape: states follow the clock, so a value set at the last event would go stale itself. */
   readonly clients = new Gauge({
