@@ -1,8 +1,12 @@
 // The client's gRPC connection to the coordinator: join, pull a task, push an
 // update, heartbeat, leave. Tensors travel through proto/codec and are chunked
-// with proto/rpc; every byte is counted at the message layer. Calls failing with
-// UNAVAILABLE are retried with exponential backoff and jitter; every other
-// failure surfaces as a RemoteError carrying the gRPC code and message.
+// with proto/rpc; every byte is counted at the message layer, per attempt: the
+// attempts that succeed are the accepted traffic, the others (retried or given
+// up) are counted apart, so an outage does not multiply the traffic reported.
+// Calls failing with UNAVAILABLE, or with RESOURCE_EXHAUSTED and a retry
+// pushback (a limit that passes), are retried with exponential backoff and
+// jitter; every other failure surfaces as a RemoteError carrying the gRPC code
+// and message.
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
@@ -153,6 +157,22 @@ function checkManifest(manifest: TensorSpec[]): void {
   }
 }
 
+/** Bytes of serialized messages, per direction. */
+export interface WireBytes {
+  up: number;
+  down: number;
+}
+
+/** Trailer of a refusal that passes: wait this long, then retry (gRFC A6; the coordinator sets it on its limits). */
+const RETRY_PUSHBACK = 'grpc-retry-pushback-ms';
+
+/** The pushback of a refusal in milliseconds, when the server sent one. */
+export function retryPushback(err: grpc.ServiceError): number | undefined {
+  const value = err.metadata?.get(RETRY_PUSHBACK)[0];
+  const ms = typeof value === 'string' ? Number(value) : NaN;
+  return Number.isFinite(ms) && ms >= 0 ? ms : undefined;
+}
+
 function isServiceError(err: unknown): err is grpc.ServiceError {
   return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number' && 'details' in err;
 }
@@ -165,18 +185,18 @@ export class CoordinatorClient {
   readonly #limits: Partial<AssemblyLimits>;
   readonly #retry: RetryPolicy;
   readonly #callTimeoutMs: number | undefined;
-  #bytesUp = 0;
-  #bytesDown = 0;
+  readonly #onWire: WireCounter | undefined;
+  /** Bytes of the attempts that succeeded. */
+  readonly #accepted: WireBytes = { up: 0, down: 0 };
+  /** Bytes of the attempts that failed: retried, or given up. */
+  readonly #failed: WireBytes = { up: 0, down: 0 };
   #identity: { clientId: string; clientToken: string } | undefined;
   #manifest = new Map<string, TensorSpec>();
 
   private constructor(address: string, options: ConnectOptions) {
-    const onWire = options.onWire;
-    this.#def = createCoordinatorDefinition((direction, clientId, bytes) => {
-      if (direction === 'up') this.#bytesUp += bytes;
-      else this.#bytesDown += bytes;
-      onWire?.(direction, clientId ?? this.#identity?.clientId, bytes);
-    });
+    this.#onWire = options.onWire;
+    // Counted per attempt (#counted), not here: a call's bytes are accepted or failed as its attempt turns out.
+    this.#def = createCoordinatorDefinition();
     const credentials =
       options.tls === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(Buffer.from(options.tls.ca));
     this.#client = new grpc.Client(
@@ -202,14 +222,23 @@ export class CoordinatorClient {
     return new CoordinatorClient(address, options);
   }
 
-  /** Bytes of serialized messages sent to the server so far. */
+  /** Bytes of serialized messages sent to the server so far, in calls that succeeded (each counted once). */
   get bytesUp(): number {
-    return this.#bytesUp;
+    return this.#accepted.up;
   }
 
-  /** Bytes of serialized messages received from the server so far. */
+  /** Bytes of serialized messages received from the server so far, in calls that succeeded. */
   get bytesDown(): number {
-    return this.#bytesDown;
+    return this.#accepted.down;
+  }
+
+  /**
+   * Bytes of attempts that failed, per direction: retried after UNAVAILABLE
+   * (an outage) or a pushback, or refused. Serialized is not necessarily sent:
+   * during an outage the messages of an attempt may never leave.
+   */
+  get failedBytes(): Readonly<WireBytes> {
+    return { ...this.#failed };
   }
 
   get clientId(): string | undefined {
@@ -234,8 +263,8 @@ export class CoordinatorClient {
   }
 
   async join(enrollmentToken: string, name: string, numExamples: number): Promise<JoinResult> {
-    const res = await this.#withRetry('Join', () =>
-      this.#unary(this.#def.join, { protocolVersion: PROTOCOL_VERSION, enrollmentToken, clientName: name, numExamples }),
+    const res = await this.#withRetry('Join', (tally) =>
+      this.#unary(this.#def.join, { protocolVersion: PROTOCOL_VERSION, enrollmentToken, clientName: name, numExamples }, tally),
     );
     if (res.protocolVersion !== PROTOCOL_VERSION) {
       throw new Error(`Join: server speaks protocol version ${res.protocolVersion}, this client ${PROTOCOL_VERSION}`);
@@ -258,11 +287,12 @@ export class CoordinatorClient {
       maskVersion,
       valueEncoding: VALUE_ENCODING_BY_NAME[this.#valueEncoding],
     };
-    return this.#withRetry('PullTask', async () => {
+    return this.#withRetry('PullTask', async (tally) => {
+      const method = this.#counted(this.#def.pullTask, tally);
       const call = this.#client.makeServerStreamRequest(
-        this.#def.pullTask.path,
-        this.#def.pullTask.requestSerialize,
-        this.#def.pullTask.responseDeserialize,
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
         request,
         this.#callOptions(),
       );
@@ -337,8 +367,8 @@ export class CoordinatorClient {
     for (const name of tensors.keys()) {
       if (!this.#manifest.has(name)) throw new Error(`PushUpdate: tensor "${name}" is not in the manifest`);
     }
-    return this.#withRetry('PushUpdate', async () => {
-      const method = this.#def.pushUpdate;
+    return this.#withRetry('PushUpdate', async (tally) => {
+      const method = this.#counted(this.#def.pushUpdate, tally);
       let settle!: (result: { err: grpc.ServiceError | null; ack: UpdateAck | Malformed | undefined }) => void;
       const response = new Promise<{ err: grpc.ServiceError | null; ack: UpdateAck | Malformed | undefined }>(
         (r) => (settle = r),
@@ -379,11 +409,11 @@ export class CoordinatorClient {
   }
 
   async heartbeat() {
-    return this.#withRetry('Heartbeat', () => this.#unary(this.#def.heartbeat, this.#credentials('Heartbeat')));
+    return this.#withRetry('Heartbeat', (tally) => this.#unary(this.#def.heartbeat, this.#credentials('Heartbeat'), tally));
   }
 
   async leave(reason = ''): Promise<void> {
-    await this.#withRetry('Leave', () => this.#unary(this.#def.leave, { ...this.#credentials('Leave'), reason }));
+    await this.#withRetry('Leave', (tally) => this.#unary(this.#def.leave, { ...this.#credentials('Leave'), reason }, tally));
   }
 
   close(): void {
@@ -399,7 +429,29 @@ export class CoordinatorClient {
     return this.#callTimeoutMs === undefined ? {} : { deadline: Date.now() + this.#callTimeoutMs };
   }
 
-  #unary<Req, Res>(method: CoordinatorMethod<Req, Res>, request: Req): Promise<Res> {
+  /** `method` with its messages counted into one attempt's tally (and told to onWire). */
+  #counted<Req, Res>(method: CoordinatorMethod<Req, Res>, tally: WireBytes): CoordinatorMethod<Req, Res> {
+    const told = (direction: 'up' | 'down', bytes: number, clientId: unknown) => {
+      tally[direction] += bytes;
+      this.#onWire?.(direction, typeof clientId === 'string' && clientId !== '' ? clientId : this.#identity?.clientId, bytes);
+    };
+    return {
+      ...method,
+      requestSerialize: (value: Req) => {
+        const bytes = method.requestSerialize(value);
+        told('up', bytes.length, (value as { clientId?: unknown }).clientId);
+        return bytes;
+      },
+      responseDeserialize: (bytes: Buffer) => {
+        const value = method.responseDeserialize(bytes);
+        told('down', bytes.length, (value as { clientId?: unknown }).clientId);
+        return value;
+      },
+    };
+  }
+
+  #unary<Req, Res>(m: CoordinatorMethod<Req, Res>, request: Req, tally: WireBytes): Promise<Res> {
+    const method = this.#counted(m, tally);
     return new Promise((resolve, reject) => {
       this.#client.makeUnaryRequest(
         method.path,
@@ -419,18 +471,31 @@ export class CoordinatorClient {
     });
   }
 
-  /** Runs a call, retrying on UNAVAILABLE; gRPC failures become RemoteError. */
-  async #withRetry<T>(method: string, attempt: () => Promise<T>): Promise<T> {
+  /**
+   * Runs a call, retrying on UNAVAILABLE and on a RESOURCE_EXHAUSTED that
+   * carries a pushback (waiting at least that long); gRPC failures become
+   * RemoteError. Each attempt counts its own bytes: into the accepted traffic
+   * when it succeeds, into failedBytes when it does not.
+   */
+  async #withRetry<T>(method: string, attempt: (tally: WireBytes) => Promise<T>): Promise<T> {
     for (let n = 1; ; n++) {
+      const tally: WireBytes = { up: 0, down: 0 };
       try {
-        return await attempt();
+        const result = await attempt(tally);
+        this.#accepted.up += tally.up;
+        this.#accepted.down += tally.down;
+        return result;
       } catch (err) {
+        this.#failed.up += tally.up;
+        this.#failed.down += tally.down;
         if (err instanceof RemoteError || !isServiceError(err)) throw err;
-        if (err.code === grpc.status.UNAVAILABLE && n < this.#retry.maxAttempts) {
-          await sleep(backoffDelay(n, this.#retry));
+        const pushback = err.code === grpc.status.RESOURCE_EXHAUSTED ? retryPushback(err) : undefined;
+        const retryable = err.code === grpc.status.UNAVAILABLE || pushback !== undefined;
+        if (retryable && n < this.#retry.maxAttempts) {
+          await sleep(Math.max(pushback ?? 0, backoffDelay(n, this.#retry)));
           continue;
         }
-        const suffix = err.code === grpc.status.UNAVAILABLE ? ` (after ${n} attempts)` : '';
+        const suffix = retryable ? ` (after ${n} attempts)` : '';
         throw new RemoteError(method, err.code, err.details + suffix);
       }
     }

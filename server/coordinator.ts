@@ -17,6 +17,9 @@ import { encodeTaskTensor, requestedValueEncoding } from './wire.js';
 
 export type CoordinatorPhase = 'waiting' | 'open' | 'finished';
 
+/** How a call ended, for the byte accounting: see recordCall. */
+export type CallOutcome = 'accepted' | 'retry' | 'refused';
+
 export interface CoordinatorStatus {
   phase: CoordinatorPhase;
   /** Last committed round (0 = none yet). */
@@ -464,10 +467,26 @@ export class Coordinator {
 
   // ------------------------------------------------------------------ wire accounting
 
+  /**
+   * The bytes of one finished call, by outcome. Only accepted calls count as
+   * a round member's traffic (what the round reports as moved): the repeat of
+   * an accepted upload and a refused or cut-off call are counted apart, in
+   * `subfed_call_bytes_total`, so retries do not inflate the traffic.
+   */
+  recordCall(clientId: string | undefined, outcome: CallOutcome, bytes: { up: number; down: number }): void {
+    for (const direction of ['up', 'down'] as const) {
+      if (bytes[direction] > 0) this.#metrics.callBytes.inc({ direction, outcome }, bytes[direction]);
+    }
+    if (outcome === 'accepted') {
+      this.#recordTraffic('up', clientId, bytes.up);
+      this.#recordTraffic('down', clientId, bytes.down);
+    }
+  }
+
   /** Bytes a client moved; counted into the open round when the client is a member. */
-  recordWire(direction: WireDirection, clientId: string | undefined, bytes: number): void {
+  #recordTraffic(direction: WireDirection, clientId: string | undefined, bytes: number): void {
     const r = this.#round;
-    if (clientId === undefined || r === null || !r.members.has(clientId)) return;
+    if (clientId === undefined || bytes === 0 || r === null || !r.members.has(clientId)) return;
     r.addTraffic(clientId, direction, bytes);
   }
 

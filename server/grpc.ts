@@ -201,35 +201,58 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
     return e;
   };
 
+  /** Size of a message that went through the definition (0 when grpc-js has not serialized it yet). */
+  const size = (message: object | undefined) => (message === undefined ? 0 : (wireSize(message) ?? 0));
+
+  /** A unary call: answers, then accounts its bytes as accepted, or refuses and accounts them as refused. */
+  const unary = <Req extends object, Res extends object>(
+    request: Req | Malformed,
+    what: string,
+    callback: grpc.sendUnaryData<Res>,
+    answer: (req: Req) => Res,
+    clientOf: (req: Req, res: Res) => string,
+  ) => {
+    const clientId = isMalformed(request) ? undefined : (request as { clientId?: string }).clientId;
+    try {
+      if (isMalformed(request)) throw malformed(what, request);
+      const res = answer(request);
+      callback(null, res);
+      coord.recordCall(clientOf(request, res), 'accepted', { up: size(request), down: size(res) });
+    } catch (err) {
+      callback(refuse(clientId, err));
+      coord.recordCall(clientId, 'refused', { up: size(request), down: 0 });
+    }
+  };
+
   return {
     join(call, callback) {
-      const req = call.request;
-      try {
-        if (isMalformed(req)) throw malformed('JoinRequest', req);
-        callback(null, coord.join(req, peerAddress(call.getPeer())));
-      } catch (err) {
-        callback(refuse(undefined, err));
-      }
+      unary(
+        call.request,
+        'JoinRequest',
+        callback,
+        (req) => coord.join(req, peerAddress(call.getPeer())),
+        (_, res) => res.clientId,
+      );
     },
 
     heartbeat(call, callback) {
-      const req = call.request;
-      try {
-        if (isMalformed(req)) throw malformed('HeartbeatRequest', req);
-        callback(null, coord.heartbeat(req));
-      } catch (err) {
-        callback(refuse(isMalformed(req) ? undefined : req.clientId, err));
-      }
+      unary(
+        call.request,
+        'HeartbeatRequest',
+        callback,
+        (req) => coord.heartbeat(req),
+        (req) => req.clientId,
+      );
     },
 
     leave(call, callback) {
-      const req = call.request;
-      try {
-        if (isMalformed(req)) throw malformed('LeaveRequest', req);
-        callback(null, coord.leave(req));
-      } catch (err) {
-        callback(refuse(isMalformed(req) ? undefined : req.clientId, err));
-      }
+      unary(
+        call.request,
+        'LeaveRequest',
+        callback,
+        (req) => coord.leave(req),
+        (req) => req.clientId,
+      );
     },
 
     pullTask(call) {
@@ -246,22 +269,31 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
       } catch (err) {
         ticket?.release();
         call.emit('error', refuse(clientId, err));
+        coord.recordCall(clientId, 'refused', { up: size(req), down: 0 });
         return;
       }
       const id = (clientId = req.clientId);
       const open = ticket;
+      let down = 0;
+      let sent = false;
       void (async () => {
         // One piece in flight at a time, so "no progress for idleMs" means the client stopped reading.
-        await send(call, attributeTo({ header: task.header }, id), idleMs);
+        const write = async (chunk: M.TaskChunk) => {
+          await send(call, attributeTo(chunk, id), idleMs);
+          down += size(chunk);
+        };
+        await write({ header: task.header });
         for (const tensor of task.tensors) {
           for (const piece of splitTensor(tensor, options.chunkBytes)) {
             if (call.cancelled) return;
-            await send(call, attributeTo({ piece }, id), idleMs);
+            await write({ piece });
           }
         }
         open.release();
         call.end();
+        sent = true;
       })()
+        .finally(() => coord.recordCall(id, sent ? 'accepted' : 'refused', { up: size(req), down }))
         .catch((err: unknown) => {
           if (err instanceof StalledError) {
             // Flow control holds the status back behind the unsent data, so the stream is reset instead.
@@ -281,6 +313,9 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
     pushUpdate(call, callback) {
       let clientId: string | undefined;
       let ticket: StreamTicket | undefined;
+      /** Bytes received on this stream; a repeat of an accepted upload is counted as a retry, not as traffic. */
+      let up = 0;
+      let retry = false;
       const chunks = (call as AsyncIterable<M.UpdateChunk | Malformed>)[Symbol.asyncIterator]();
       void (async () => {
         ticket = streams.open('upload');
@@ -291,6 +326,7 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
           const next = await nextWithin(chunks, idleMs);
           if (next.done === true) break;
           const chunk = next.value;
+          up += size(chunk);
           if (isMalformed(chunk)) throw malformed('UpdateChunk', chunk);
           if (header === undefined) {
             if (chunk.header === undefined || chunk.header === null) {
@@ -300,14 +336,13 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
             clientId = header.clientId;
             // Identity, round and membership are refused before any tensor is read. A retry of an
             // accepted upload is read whole too: pushUpdate acknowledges it only if it is the same update.
-            coord.checkUpdateHeader(header);
+            retry = coord.checkUpdateHeader(header).receipt !== undefined;
             ticket.claim(header.clientId);
             continue;
           }
           if (chunk.piece === undefined || chunk.piece === null) {
             throw new CoordinatorError('INVALID_ARGUMENT', 'duplicate_header', 'only the first UpdateChunk may be a header');
           }
-          coord.recordWire('up', clientId, wireSize(chunk.piece) ?? 0);
           ticket.hold(chunk.piece.data.length);
           const tensor = assembler.push(chunk.piece);
           if (tensor !== undefined) tensors.push(tensor);
@@ -320,8 +355,12 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
       })()
         .finally(() => ticket?.release())
         .then(
-          (ack) => callback(null, ack),
+          (ack) => {
+            callback(null, ack);
+            coord.recordCall(clientId, retry ? 'retry' : 'accepted', { up, down: size(ack) });
+          },
           (err: unknown) => {
+            coord.recordCall(clientId, 'refused', { up, down: 0 });
             if ((err as { code?: unknown }).code === 'ERR_STREAM_PREMATURE_CLOSE') {
               // The call ended outside this handler: the client cancelled, or grpc-js
               // refused a message beyond its hard cap and already sent the status.

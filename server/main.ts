@@ -104,10 +104,8 @@ export async function startCoordinator(
   const metrics = new CoordinatorMetrics({ processMetrics: config.http.enabled });
   const coordinator = new Coordinator(config, model, { logger, metrics, now: options.now });
 
-  const counted = createCoordinatorDefinition((direction, clientId, bytes) => {
-    metrics.bytes.inc({ direction }, bytes);
-    coordinator.recordWire(direction, clientId, bytes);
-  });
+  // Every message, whatever became of its call; the handlers count each call's bytes by outcome (recordCall).
+  const counted = createCoordinatorDefinition((direction, _clientId, bytes) => metrics.bytes.inc({ direction }, bytes));
   const definition = limitMessageSizes(counted, config.grpc.maxMessageBytes);
   const server = new grpc.Server({
     ...messageLimitOptions(config.grpc.maxMessageBytes),

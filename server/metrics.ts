@@ -60,6 +60,12 @@ export class CoordinatorMetrics {
     labelNames: ['direction'] as const,
     registers: [this.registry],
   });
+  readonly callBytes = new Counter({
+    name: 'subfed_call_bytes_total',
+    help: 'Bytes of calls by outcome: accepted (the call succeeded, the first time), retry (the repeat of an upload accepted before), refused (refused, failed or cut off)',
+    labelNames: ['direction', 'outcome'] as const,
+    registers: [this.registry],
+  });
   readonly denseEquivalentBytes = new Counter({
     name: 'subfed_dense_equivalent_bytes_total',
     help: 'Bytes dense float32 FedAvg would have moved for the same tasks and updates',

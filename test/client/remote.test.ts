@@ -53,6 +53,11 @@ class FakeCoordinator {
   received: Received[] = [];
   /** Status codes to fail the next heartbeats with. */
   heartbeatFailures: grpc.status[] = [];
+  /** Refusals of the next uploads, each after reading the whole stream (an outage, or a limit with a pushback). */
+  pushFailures: { code: grpc.status; pushbackMs?: number }[] = [];
+  pushCalls = 0;
+  /** Bytes of each upload received, in order. */
+  pushBytes: number[] = [];
   heartbeatCalls = 0;
   hasTask = true;
   /** With hasTask false: answer that training is finished. */
@@ -144,6 +149,8 @@ class FakeCoordinator {
         call.end();
       },
       pushUpdate: (call, cb) => {
+        this.pushCalls++;
+        const upBefore = this.upBytes;
         let header: UpdateHeader | undefined;
         const tensors: SparseTensor[] = [];
         const assembler = new TensorAssembler({ maxPieces: 64 });
@@ -165,6 +172,13 @@ class FakeCoordinator {
           }
         });
         call.on('end', () => {
+          this.pushBytes.push(this.upBytes - upBefore);
+          const failure = this.pushFailures.shift();
+          if (failure !== undefined) {
+            const metadata = new grpc.Metadata();
+            if (failure.pushbackMs !== undefined) metadata.set('grpc-retry-pushback-ms', String(failure.pushbackMs));
+            return cb({ code: failure.code, details: 'not now', metadata });
+          }
           this.received.push({ header: header!, tensors });
           cb(null, { accepted: true, message: 'ok', maskVersion: header!.newMaskVersion });
         });
@@ -195,6 +209,7 @@ afterAll(() => fake.server.forceShutdown());
 afterEach(() => {
   for (const c of clients.splice(0)) c.close();
   fake.heartbeatFailures = [];
+  fake.pushFailures = [];
   fake.hasTask = true;
   fake.finished = false;
   fake.denseButMasked = false;
@@ -356,6 +371,48 @@ describe('CoordinatorClient', () => {
     fake.heartbeatFailures = [grpc.status.UNAVAILABLE, grpc.status.UNAVAILABLE];
     expect(await client.heartbeat()).toEqual({ currentRound: 3, taskAvailable: true, finished: false });
     expect(fake.heartbeatCalls).toBe(3);
+  });
+
+  it('counts an upload retried through an outage once as traffic, and the failed attempts apart', async () => {
+    const client = connect();
+    await client.join('enroll', 'olga', 1);
+    const joined = { up: client.bytesUp, down: client.bytesDown };
+    fake.pushCalls = 0;
+    fake.pushBytes = [];
+    // The coordinator reads the whole upload twice and answers UNAVAILABLE, then accepts the third attempt.
+    fake.pushFailures = [{ code: grpc.status.UNAVAILABLE }, { code: grpc.status.UNAVAILABLE }];
+    const ack = await client.pushUpdate(
+      { roundId: 7, numExamples: 1, baseMaskVersion: 0, maskChange: { kind: 'unchanged' }, metrics: null },
+      new Map([['dense/bias', { mask: Mask.full(400), kept: globalBias }]]),
+    );
+    expect(ack.accepted).toBe(true);
+    expect(fake.pushCalls).toBe(3);
+    const [first, second, third] = fake.pushBytes;
+    expect(first).toBeGreaterThan(400 * 4);
+    expect([second, third]).toEqual([first, first]);
+    // One upload's bytes in the traffic, not three; the two failed attempts counted apart.
+    expect(client.bytesUp - joined.up).toBe(first);
+    expect(client.failedBytes).toEqual({ up: 2 * first, down: 0 });
+    expect(client.bytesDown - joined.down).toBeGreaterThan(0); // the ack
+  });
+
+  it('retries RESOURCE_EXHAUSTED only when it carries a pushback', async () => {
+    const client = connect();
+    await client.join('enroll', 'pia', 1);
+    const update = () =>
+      client.pushUpdate(
+        { roundId: 7, numExamples: 1, baseMaskVersion: 0, maskChange: { kind: 'unchanged' }, metrics: null },
+        new Map([['dense/bias', { mask: Mask.full(400), kept: globalBias }]]),
+      );
+    fake.pushCalls = 0;
+    fake.pushFailures = [{ code: grpc.status.RESOURCE_EXHAUSTED, pushbackMs: 50 }];
+    expect((await update()).accepted).toBe(true);
+    expect(fake.pushCalls).toBe(2);
+    // Without a pushback it is a limit that does not pass (e.g. too large): no retry.
+    fake.pushCalls = 0;
+    fake.pushFailures = [{ code: grpc.status.RESOURCE_EXHAUSTED }];
+    await expect(update()).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: 'not now' });
+    expect(fake.pushCalls).toBe(1);
   });
 
   it('gives up after the configured number of attempts', async () => {
