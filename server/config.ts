@@ -79,6 +79,24 @@ const streamsSchema = z
   })
   .strict();
 
+const aggregationSchema = z.union(
+  [
+    z.literal('mean'),
+    z
+      .object({
+        kind: z.literal('trimmed-mean', { error: 'expected "trimmed-mean"' }),
+        /** Share of the values of a position dropped at each end, in [0, 0.5). */
+        trim: z
+          .number({ error: 'expected a fraction in [0, 0.5)' })
+          .min(0, { error: 'expected a fraction in [0, 0.5)' })
+          .lt(0.5, { error: 'expected a fraction in [0, 0.5)' }),
+      })
+      .strict(),
+  ],
+  { error: 'expected "mean" or { "kind": "trimmed-mean", "trim": fraction }' },
+);
+export type AggregationConfig = z.output<typeof aggregationSchema>;
+
 export const coordinatorConfigSchema = z
   .object({
     /** Model file (JSON: manifest + initial values), relative to the config file. The sim passes the model in-process instead. */
@@ -124,11 +142,19 @@ export const coordinatorConfigSchema = z
     retryAfterMs: positiveInt.default(500),
     seed: z.int({ error: 'expected an integer' }).min(0, { error: 'expected a non-negative integer' }).default(0),
     weighting: z.enum(['examples', 'unweighted'], { error: 'expected "examples" or "unweighted"' }).default('examples'),
-    /** Largest accepted L2 norm of one update's delta (all tensors together). */
+    /** Largest L2 norm of one update's delta (all tensors together). */
     updateNormBound: z
       .number({ error: 'expected a positive number' })
       .positive({ error: 'expected a positive number' })
       .default(1000),
+    /** Beyond updateNormBound: refuse the update (INVALID_ARGUMENT), or scale its delta down to the bound. */
+    updateNormMode: z.enum(['reject', 'clip'], { error: 'expected "reject" or "clip"' }).default('reject'),
+    /**
+     * How the reporters' deltas become one per position: the (weighted)
+     * intersection mean, or a coordinate-wise trimmed mean over the reporters
+     * that keep each position (aggregate.ts).
+     */
+    aggregation: aggregationSchema.default('mean'),
     /** Largest accepted num_examples of one update, so one client cannot outweigh the rest at will. */
     maxExamples: positiveInt.default(1_000_000),
     enrollmentToken: nonEmpty('a non-empty enrollment token'),

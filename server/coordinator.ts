@@ -3,7 +3,7 @@ import type * as M from '../proto/messages.js';
 import { PROTOCOL_VERSION, type WireDirection } from '../proto/rpc.js';
 import type { CoordinatorConfig } from './config.js';
 import { CoordinatorError, exhausted, precondition } from './errors.js';
-import { IntersectionAggregator } from './aggregate.js';
+import { createAggregator, type Aggregator } from './aggregate.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { MaskMap, TensorMap, TensorSpec } from './model.js';
 import { cloneTensors, totalElements, validateInitialModel } from './model.js';
@@ -83,7 +83,7 @@ export class Coordinator {
   readonly #now: () => number;
   readonly #store: CoordinatorStore;
   readonly #registry: Registry;
-  readonly #aggregator: IntersectionAggregator;
+  readonly #aggregator: Aggregator;
   readonly #global: TensorMap;
   readonly #denseBytes: number;
   readonly #configJson: string;
@@ -127,7 +127,7 @@ export class Coordinator {
     this.#registry = new Registry(config.enrollmentToken, config.liveness, this.#now());
     for (const c of state.clients) this.#registry.restore(c);
     this.#restoreHistory();
-    this.#aggregator = new IntersectionAggregator(this.manifest);
+    this.#aggregator = createAggregator(this.manifest, config.aggregation);
     this.#metrics.clientsRegistered.set(this.#registry.activeCount());
     this.#metrics.observeClientStates(() => this.#registry.countByState(this.#now()));
     this.#metrics.lastCommittedRound.set(state.lastRound);
@@ -446,6 +446,13 @@ export class Coordinator {
       held: { maskVersion: client.maskVersion, masks: client.masks },
     });
     this.#aggregator.add(update);
+    if (update.clippedFrom !== null) {
+      this.#metrics.updatesClipped.inc();
+      this.#log.warn(
+        { event: 'clipped', clientId: client.id, round: r.id, norm: update.clippedFrom, bound: this.#config.updateNormBound },
+        `update of ${client.id} for round ${r.id} clipped from L2 norm ${update.clippedFrom.toPrecision(6)} to ${this.#config.updateNormBound}`,
+      );
+    }
     const change = update.maskChange;
     const maskVersion = change.kind === 'changed' ? change.version : client.maskVersion;
     const ack = { accepted: true as const, message: `update for round ${r.id} accepted`, maskVersion };

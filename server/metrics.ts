@@ -83,6 +83,11 @@ export class CoordinatorMetrics {
     help: 'Updates folded into a round',
     registers: [this.registry],
   });
+  readonly updatesClipped = new Counter({
+    name: 'subfed_updates_clipped_total',
+    help: 'Accepted updates whose delta was scaled down to updateNormBound (updateNormMode clip)',
+    registers: [this.registry],
+  });
   readonly rejected = new Counter({
     name: 'subfed_rejected_requests_total',
     help: 'Requests refused, by reason',

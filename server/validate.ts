@@ -26,12 +26,14 @@ export interface ValidatedUpdate {
   readonly metrics: ReportMetrics;
   readonly maskChange: MaskChange;
   readonly tensors: readonly ValidatedTensor[];
+  /** The L2 norm the delta had when it was scaled down to updateNormBound (mode `clip`); null when it was within. */
+  readonly clippedFrom: number | null;
 }
 
 /** What an update is checked against: the model, the limits, and the server's copy of the sender's masks. */
 export interface ValidationContext {
   readonly specs: ReadonlyMap<string, TensorSpec>;
-  readonly limits: Pick<CoordinatorConfig, 'weighting' | 'maxExamples' | 'updateNormBound'>;
+  readonly limits: Pick<CoordinatorConfig, 'weighting' | 'maxExamples' | 'updateNormBound' | 'updateNormMode'>;
   /** The masks the server holds for the sender (tensors absent = all kept) and their version. */
   readonly held: { readonly maskVersion: number; readonly masks: MaskMap };
 }
@@ -147,9 +149,11 @@ export function validateUpdate(
     );
   }
   const norm = Math.sqrt(squares);
-  if (norm > limits.updateNormBound) {
-    throw invalid('norm_bound', `update L2 norm ${norm.toPrecision(6)} exceeds the bound ${limits.updateNormBound}`);
+  const bound = limits.updateNormBound;
+  if (norm > bound && limits.updateNormMode === 'reject') {
+    throw invalid('norm_bound', `update L2 norm ${norm.toPrecision(6)} exceeds the bound ${bound}`);
   }
+  if (norm > bound) clip(out, bound / norm);
   const m = header.metrics;
   return {
     clientId: header.clientId,
@@ -165,7 +169,21 @@ export function validateUpdate(
     },
     maskChange,
     tensors: out,
+    clippedFrom: norm > bound ? norm : null,
   };
+}
+
+/**
+ * Scales every delta by `factor` in place (the decoded arrays are the
+ * update's own). Float32 rounding can lift each value by a relative 2^-24, so
+ * the factor is shortened by 2^-22: the clipped norm never exceeds the bound.
+ */
+function clip(tensors: readonly ValidatedTensor[], factor: number): void {
+  const f = factor * (1 - 2 ** -22);
+  for (const t of tensors) {
+    const v = t.deltas;
+    for (let i = 0; i < v.length; i++) v[i] *= f;
+  }
 }
 
 /** Fractions a client reports (accuracies on its own data, its pruned share); the proto's field names. */

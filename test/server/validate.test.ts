@@ -17,10 +17,17 @@ const specs: ReadonlyMap<string, TensorSpec> = new Map([
 
 const HELD = Mask.fromBytes([1, 1, 0, 1, 1, 1]);
 
-function context(o: { maskVersion?: number; masks?: MaskMap; weighting?: 'examples' | 'unweighted' } = {}): ValidationContext {
+function context(
+  o: { maskVersion?: number; masks?: MaskMap; weighting?: 'examples' | 'unweighted'; normMode?: 'reject' | 'clip' } = {},
+): ValidationContext {
   return {
     specs,
-    limits: { weighting: o.weighting ?? 'examples', maxExamples: 1000, updateNormBound: 100 },
+    limits: {
+      weighting: o.weighting ?? 'examples',
+      maxExamples: 1000,
+      updateNormBound: 100,
+      updateNormMode: o.normMode ?? 'reject',
+    },
     held: { maskVersion: o.maskVersion ?? 0, masks: o.masks ?? new Map() },
   };
 }
@@ -378,6 +385,26 @@ describe('validateUpdate returns', () => {
     );
     expect(u.maskChange).toEqual({ kind: 'changed', version: 8 });
     expect(u.tensors[0].mask).toEqual(Mask.fromBytes([1, 1, 0, 0, 0, 0]));
+  });
+
+  it('under updateNormMode clip, the delta scaled down to the bound (never past it) instead of a refusal', () => {
+    const u = validateUpdate(header(), [kernel([60, 60, 0, 0, 0, 0]), bias([60, 0, 0])], context({ normMode: 'clip' }));
+    expect(u.clippedFrom).toBeCloseTo(Math.sqrt(3 * 3600), 6);
+    const norm = Math.hypot(...u.tensors.flatMap((t) => Array.from(t.deltas)));
+    expect(norm).toBeLessThanOrEqual(100);
+    expect(norm).toBeGreaterThan(100 * (1 - 1e-6));
+    // The largest finite float32 everywhere: clipped to the bound all the same.
+    const max = 3.4028234663852886e38;
+    const huge = validateUpdate(
+      header(),
+      [kernel(new Array<number>(6).fill(max)), bias([-max, max, -max])],
+      context({ normMode: 'clip' }),
+    );
+    expect(Math.hypot(...huge.tensors.flatMap((t) => Array.from(t.deltas)))).toBeLessThanOrEqual(100);
+    // Within the bound: untouched, not marked.
+    const small = validateUpdate(header(), [kernel([1, 2, 3, 4, 5, 6]), bias()], context({ normMode: 'clip' }));
+    expect(small.clippedFrom).toBeNull();
+    expect(Array.from(small.tensors[0].deltas)).toEqual([1, 2, 3, 4, 5, 6]);
   });
 
   it('reads the wire mask fields as one value', () => {
