@@ -15,6 +15,7 @@ import type { Mask } from '../proto/mask.js';
 import type { ReceivedTask } from './participant.js';
 import {
   createCoordinatorDefinition,
+  DEFAULT_ASSEMBLY_LIMITS,
   DEFAULT_CHUNK_BYTES,
   DEFAULT_MAX_MESSAGE_BYTES,
   isMalformed,
@@ -147,13 +148,25 @@ function parseConfig(json: string, where: string): unknown {
   }
 }
 
-function checkManifest(manifest: TensorSpec[]): void {
+/**
+ * Checks a manifest the coordinator sent before anything is sized by it: names
+ * unique and non-empty, shapes valid, and no tensor larger than a dense f32
+ * task of it could be under the client's own limit (the first task is
+ * always dense), so a hostile or broken manifest cannot make the client
+ * allocate a mask of billions of elements.
+ */
+function checkManifest(manifest: TensorSpec[], maxTensorBytes: number): void {
   const names = new Set<string>();
   for (const spec of manifest) {
     if (spec.name === '' || names.has(spec.name))
       throw new Error(`manifest has an empty or duplicate tensor name "${spec.name}"`);
     names.add(spec.name);
-    elementCount(spec.shape);
+    const n = elementCount(spec.shape);
+    if (4 * n > maxTensorBytes) {
+      throw new Error(
+        `manifest tensor "${spec.name}" has ${n} elements; as f32 that is more than this client's limit of ${maxTensorBytes} bytes per tensor`,
+      );
+    }
   }
 }
 
@@ -183,6 +196,7 @@ export class CoordinatorClient {
   readonly #valueEncoding: ValueEncodingName;
   readonly #chunkBytes: number;
   readonly #limits: Partial<AssemblyLimits>;
+  readonly #maxTensorBytes: number;
   readonly #retry: RetryPolicy;
   readonly #callTimeoutMs: number | undefined;
   readonly #onWire: WireCounter | undefined;
@@ -210,6 +224,7 @@ export class CoordinatorClient {
     }
     this.#chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     this.#limits = options.limits ?? {};
+    this.#maxTensorBytes = this.#limits.maxTensorBytes ?? DEFAULT_ASSEMBLY_LIMITS.maxTensorBytes;
     this.#retry = { ...DEFAULT_RETRY, ...options.retry };
     if (!Number.isInteger(this.#retry.maxAttempts) || this.#retry.maxAttempts < 1) {
       throw new Error(`retry.maxAttempts must be a positive integer, got ${this.#retry.maxAttempts}`);
@@ -257,7 +272,7 @@ export class CoordinatorClient {
   /** Resumes a saved identity instead of joining; the server checks the token on the next call. */
   resume(identity: ClientIdentity): void {
     if (identity.clientId === '' || identity.clientToken === '') throw new Error('resume: client id and token must not be empty');
-    checkManifest(identity.manifest);
+    checkManifest(identity.manifest, this.#maxTensorBytes);
     this.#identity = { clientId: identity.clientId, clientToken: identity.clientToken };
     this.#manifest = new Map(identity.manifest.map((spec) => [spec.name, spec]));
   }
@@ -270,7 +285,7 @@ export class CoordinatorClient {
       throw new Error(`Join: server speaks protocol version ${res.protocolVersion}, this client ${PROTOCOL_VERSION}`);
     }
     if (res.clientId === '') throw new Error('Join: server returned an empty client id');
-    checkManifest(res.manifest);
+    checkManifest(res.manifest, this.#maxTensorBytes);
     this.#identity = { clientId: res.clientId, clientToken: res.clientToken };
     this.#manifest = new Map(res.manifest.map((spec) => [spec.name, spec]));
     return { clientId: res.clientId, manifest: res.manifest, config: parseConfig(res.configJson, 'Join') };

@@ -237,6 +237,13 @@ describe('CoordinatorClient', () => {
     forged.resume({ ...saved, clientToken: 'guess' });
     await expect(forged.heartbeat()).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED, details: 'bad client token' });
     expect(() => connect().resume({ ...saved, clientToken: '' })).toThrow(/client id and token must not be empty/);
+    // A manifest no dense task could carry within the client's limits is refused before anything is sized by it.
+    expect(() => connect().resume({ ...saved, manifest: [{ name: 'w', shape: [100_000, 100_000], prunable: true }] })).toThrow(
+      'manifest tensor "w" has 10000000000 elements; as f32 that is more than this client\'s limit of 536870912 bytes per tensor',
+    );
+    expect(() =>
+      connect({ limits: { maxTensorBytes: 1000 } }).resume({ ...saved, manifest: [{ name: 'w', shape: [251], prunable: true }] }),
+    ).toThrow(/has 251 elements/);
   });
 
   it('counts the same bytes as the server sees', async () => {
