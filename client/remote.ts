@@ -8,6 +8,8 @@
 // jitter; every other failure surfaces as a RemoteError carrying the gRPC code
 // and message.
 import { once } from 'node:events';
+import { isIP } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { decodeSparseTensor, elementCount, encodeSparseTensor, type MaskMap, type SparseValues } from '../proto/codec.js';
@@ -53,6 +55,56 @@ export class RemoteError extends Error {
     this.name = 'RemoteError';
     this.codeName = codeName;
   }
+}
+
+/**
+ * The coordinator cannot be reached because the two sides disagree on TLS
+ * (a plaintext client at a TLS coordinator, or the other way round). Retrying
+ * cannot help, so callers that wait for an unreachable coordinator stop on it;
+ * the message says what to change.
+ */
+export class TransportMismatchError extends RemoteError {
+  constructor(method: string, details: string) {
+    super(method, grpc.status.UNAVAILABLE, details);
+    this.name = 'TransportMismatchError';
+  }
+}
+
+/** What answers at host:port, as a TLS handshake tells: TLS, something that is not TLS, or nothing known. */
+export type TransportProbe = 'tls' | 'not-tls' | 'unknown';
+
+/**
+ * Opens a TLS handshake to `address` (host:port, [v6]:port, dns:host:port),
+ * not checking the certificate: 'tls' when it completes, 'not-tls' when the
+ * TCP connection opened but the answer was not TLS (a plaintext HTTP/2
+ * server answers a ClientHello with a frame), 'unknown' when nothing answered
+ * within `timeoutMs`.
+ */
+export function probeTransport(address: string, timeoutMs = 2000): Promise<TransportProbe> {
+  const target = address.replace(/^dns:(\/\/[^/]*\/)?/, '');
+  const m = target.match(/^\[([^\]]+)\]:(\d+)$/) ?? target.match(/^([^:]+):(\d+)$/);
+  if (m === null) return Promise.resolve('unknown');
+  const [host, port] = [m[1], Number(m[2])];
+  return new Promise((resolve) => {
+    let connected = false;
+    const socket = tlsConnect({
+      host,
+      port,
+      rejectUnauthorized: false,
+      ALPNProtocols: ['h2'],
+      ...(isIP(host) === 0 ? { servername: host } : {}),
+    });
+    const done = (result: TransportProbe) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(result);
+    };
+    const timer = setTimeout(() => done('unknown'), timeoutMs);
+    socket.once('connect', () => (connected = true));
+    socket.once('secureConnect', () => done('tls'));
+    socket.once('error', () => done(connected ? 'not-tls' : 'unknown'));
+    socket.once('close', () => done(connected ? 'not-tls' : 'unknown'));
+  });
 }
 
 export interface RetryPolicy {
@@ -200,6 +252,8 @@ export class CoordinatorClient {
   readonly #retry: RetryPolicy;
   readonly #callTimeoutMs: number | undefined;
   readonly #onWire: WireCounter | undefined;
+  readonly #address: string;
+  readonly #usesTls: boolean;
   /** Bytes of the attempts that succeeded. */
   readonly #accepted: WireBytes = { up: 0, down: 0 };
   /** Bytes of the attempts that failed: retried, or given up. */
@@ -209,6 +263,8 @@ export class CoordinatorClient {
 
   private constructor(address: string, options: ConnectOptions) {
     this.#onWire = options.onWire;
+    this.#address = address;
+    this.#usesTls = options.tls !== undefined;
     // Counted per attempt (#counted), not here: a call's bytes are accepted or failed as its attempt turns out.
     this.#def = createCoordinatorDefinition();
     const credentials =
@@ -444,6 +500,28 @@ export class CoordinatorClient {
     return this.#callTimeoutMs === undefined ? {} : { deadline: Date.now() + this.#callTimeoutMs };
   }
 
+  /**
+   * Why the coordinator is unreachable when it is a TLS disagreement, else
+   * undefined. Asked after each UNAVAILABLE (a coordinator that was down may
+   * come back as either), it costs one TCP connection.
+   */
+  async #transportMismatch(): Promise<string | undefined> {
+    const probe = await probeTransport(this.#address);
+    if (!this.#usesTls && probe === 'tls') {
+      return (
+        `the coordinator at ${this.#address} speaks TLS and this client connects in plaintext: ` +
+        "give the coordinator's CA certificate (--tls-ca, or tlsCa in the config file)"
+      );
+    }
+    if (this.#usesTls && probe === 'not-tls') {
+      return (
+        `the coordinator at ${this.#address} does not answer TLS (a plaintext coordinator?): ` +
+        'drop --tls-ca (tlsCa), or give the coordinator a certificate (tls in its config)'
+      );
+    }
+    return undefined;
+  }
+
   /** `method` with its messages counted into one attempt's tally (and told to onWire). */
   #counted<Req, Res>(method: CoordinatorMethod<Req, Res>, tally: WireBytes): CoordinatorMethod<Req, Res> {
     const told = (direction: 'up' | 'down', bytes: number, clientId: unknown) => {
@@ -504,6 +582,10 @@ export class CoordinatorClient {
         this.#failed.up += tally.up;
         this.#failed.down += tally.down;
         if (err instanceof RemoteError || !isServiceError(err)) throw err;
+        if (err.code === grpc.status.UNAVAILABLE) {
+          const mismatch = await this.#transportMismatch();
+          if (mismatch !== undefined) throw new TransportMismatchError(method, `${err.details}; ${mismatch}`);
+        }
         const pushback = err.code === grpc.status.RESOURCE_EXHAUSTED ? retryPushback(err) : undefined;
         const retryable = err.code === grpc.status.UNAVAILABLE || pushback !== undefined;
         if (retryable && n < this.#retry.maxAttempts) {

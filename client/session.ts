@@ -25,7 +25,14 @@ import { Heartbeats } from './heartbeat.js';
 import { createModel, isModelName, MODEL_NAMES, type Model, type ModelName, type TensorSpec } from './model.js';
 import { ClientCommandError, type ClientOptions } from './options.js';
 import { Participant } from './participant.js';
-import { RemoteError, backoffDelay, CoordinatorClient, type JoinResult, type RetryPolicy } from './remote.js';
+import {
+  RemoteError,
+  TransportMismatchError,
+  backoffDelay,
+  CoordinatorClient,
+  type JoinResult,
+  type RetryPolicy,
+} from './remote.js';
 import { assertStateMatches, loadState, saveState, stateFilePath, type ClientState, type CoordinatorIdentity } from './state.js';
 import type { ClientDataSplits } from './data/folder.js';
 
@@ -229,7 +236,9 @@ export async function* untilConnected<T>(
     try {
       return await attempt();
     } catch (err) {
-      if (!(err instanceof RemoteError && err.code === grpc.status.UNAVAILABLE)) throw err;
+      // A TLS disagreement is not an outage: waiting cannot fix it.
+      if (!(err instanceof RemoteError && err.code === grpc.status.UNAVAILABLE) || err instanceof TransportMismatchError)
+        throw err;
       if (signal?.aborted) return undefined;
       const delayMs = backoffDelay(n, RECONNECT);
       yield { kind: 'reconnecting', call, reason: err.details, delayMs };

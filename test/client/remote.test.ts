@@ -4,7 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { backoffDelay, CoordinatorClient, DEFAULT_RETRY, RemoteError } from '../../client/remote.js';
+import {
+  backoffDelay,
+  CoordinatorClient,
+  DEFAULT_RETRY,
+  probeTransport,
+  RemoteError,
+  TransportMismatchError,
+} from '../../client/remote.js';
 import { decodeSparseTensor, encodeSparseTensor } from '../../proto/codec.js';
 import { Mask } from '../../proto/mask.js';
 import {
@@ -431,7 +438,7 @@ describe('CoordinatorClient', () => {
     expect(fake.heartbeatCalls).toBe(3);
   });
 
-  it('reports UNAVAILABLE when nothing listens', async () => {
+  it('reports UNAVAILABLE when nothing listens (nothing to probe: no transport hint)', async () => {
     const closed = new grpc.Server();
     const port = await new Promise<number>((resolve, reject) =>
       closed.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
@@ -518,9 +525,25 @@ describe.skipIf(!hasOpenssl())('TLS', () => {
       const secure = CoordinatorClient.connect(`localhost:${port}`, { tls: { ca: cert } });
       clients.push(secure);
       expect(await secure.join('any', 'tls', 1)).toEqual({ clientId: 'tls-1', manifest: [], config: {} });
-      const plain = CoordinatorClient.connect(`localhost:${port}`, { retry: { maxAttempts: 1 } });
+      // A plaintext client is told what is wrong at its first failure, instead of retrying "Failed to connect".
+      const plain = CoordinatorClient.connect(`localhost:${port}`);
       clients.push(plain);
-      await expect(plain.join('any', 'plain', 1)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
+      const err = await plain.join('any', 'plain', 1).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TransportMismatchError);
+      expect(err).toMatchObject({ code: grpc.status.UNAVAILABLE });
+      expect((err as Error).message).toMatch(
+        new RegExp(
+          `the coordinator at localhost:${port} speaks TLS and this client connects in plaintext: give the coordinator's CA certificate \\(--tls-ca, or tlsCa in the config file\\)$`,
+        ),
+      );
+      expect(await probeTransport(`127.0.0.1:${port}`)).toBe('tls');
+      // And a TLS client at a plaintext coordinator (the fake one) is told the other way round.
+      const wrongWay = CoordinatorClient.connect(`127.0.0.1:${fake.port}`, { tls: { ca: cert } });
+      clients.push(wrongWay);
+      await expect(wrongWay.join('enroll', 'tls', 1)).rejects.toThrow(
+        new RegExp(`the coordinator at 127\\.0\\.0\\.1:${fake.port} does not answer TLS \\(a plaintext coordinator\\?\\)`),
+      );
+      expect(await probeTransport(`127.0.0.1:${fake.port}`)).toBe('not-tls');
     } finally {
       server.forceShutdown();
       rmSync(dir, { recursive: true, force: true });

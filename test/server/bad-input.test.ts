@@ -302,6 +302,31 @@ const cases: BadCase[] = [
     reason: 'max_clients',
   },
   {
+    name: 'a push for another client id (own token)',
+    send: (s) => s.outsider.push(1, s.outsider.encode(good[0]), { clientId: member(s).id }),
+    code: grpc.status.UNAUTHENTICATED,
+    message: /wrong client_token for client "c\d+"/,
+    reason: 'wrong_token',
+  },
+  {
+    name: "a token replayed after its client's Leave",
+    send: async (s) => {
+      const token = s.outsider.token;
+      await s.outsider.unary(def.leave, { ...s.outsider.credentials(), reason: 'done' });
+      return s.outsider.unary(def.heartbeat, { ...s.outsider.credentials(), clientToken: token });
+    },
+    code: grpc.status.UNAUTHENTICATED,
+    message: /client "c\d+" has left/,
+    reason: 'client_left',
+  },
+  {
+    name: 'a join without the enrollment token',
+    send: (s) => newcomer(s).join(''),
+    code: grpc.status.UNAUTHENTICATED,
+    message: /enrollment token is not valid/,
+    reason: 'bad_enrollment_token',
+  },
+  {
     name: 'wrong protocol version',
     send: (s) => member(s).push(1, [kernel([0, 0, 0, 0, 0, 0])], { protocolVersion: PROTOCOL_VERSION + 1 }),
     code: grpc.status.FAILED_PRECONDITION,
