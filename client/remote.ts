@@ -128,8 +128,11 @@ export function backoffDelay(retry: number, policy: RetryPolicy, random: () => n
 }
 
 export interface ConnectOptions {
-  /** PEM root certificate(s) to verify the server with; omitted = plaintext. */
-  tls?: { ca: Buffer | string };
+  /**
+   * PEM root certificate(s) to verify the server with; omitted = plaintext.
+   * `cert` and `key`: this client's certificate, for a coordinator that requires one (mutual TLS).
+   */
+  tls?: { ca: Buffer | string; client?: { cert: Buffer | string; key: Buffer | string } };
   /** Encoding of uploaded values, and the one asked for downloads. Default f32. */
   valueEncoding?: ValueEncodingName;
   /** Serialized bytes per tensor piece on the uplink. Default 1 MiB. */
@@ -268,7 +271,13 @@ export class CoordinatorClient {
     // Counted per attempt (#counted), not here: a call's bytes are accepted or failed as its attempt turns out.
     this.#def = createCoordinatorDefinition();
     const credentials =
-      options.tls === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(Buffer.from(options.tls.ca));
+      options.tls === undefined
+        ? grpc.credentials.createInsecure()
+        : grpc.credentials.createSsl(
+            Buffer.from(options.tls.ca),
+            options.tls.client === undefined ? null : Buffer.from(options.tls.client.key),
+            options.tls.client === undefined ? null : Buffer.from(options.tls.client.cert),
+          );
     this.#client = new grpc.Client(
       address,
       credentials,

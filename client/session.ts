@@ -30,6 +30,7 @@ import {
   TransportMismatchError,
   backoffDelay,
   CoordinatorClient,
+  type ConnectOptions,
   type JoinResult,
   type RetryPolicy,
 } from './remote.js';
@@ -85,7 +86,7 @@ export async function* openFederatedSession(
   options: ClientOptions,
   context: SessionContext,
 ): AsyncGenerator<ClientEvent, FederatedSession | undefined> {
-  const tls = options.tlsCa === undefined ? undefined : { ca: await readCa(options.tlsCa, options.nameOf('tlsCa')) };
+  const tls = await tlsOptions(options);
   const remote = CoordinatorClient.connect(options.server, {
     valueEncoding: options.valueEncoding,
     ...(tls !== undefined ? { tls } : {}),
@@ -327,6 +328,32 @@ function fitData(options: ClientOptions, context: SessionContext, model: Model):
     if (err instanceof DataFolderError) throw new ClientCommandError(`${options.nameOf('data')}: ${err.message}`);
     throw err;
   }
+}
+
+/** The TLS material the options name: a CA to verify the coordinator, and this client's certificate and key if given. */
+async function tlsOptions(options: ClientOptions): Promise<ConnectOptions['tls']> {
+  const { tlsCa, tlsCert, tlsKey } = options;
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    const given = tlsCert === undefined ? 'tlsKey' : 'tlsCert';
+    const missing = tlsCert === undefined ? 'tlsCert' : 'tlsKey';
+    throw new ClientCommandError(
+      `${options.nameOf(given)} needs ${options.nameOf(missing)} too (a client certificate and its key)`,
+    );
+  }
+  if (tlsCa === undefined) {
+    if (tlsCert !== undefined) {
+      throw new ClientCommandError(
+        `${options.nameOf('tlsCert')}: a client certificate is for TLS; give the coordinator's CA with ${options.nameOf('tlsCa')}`,
+      );
+    }
+    return undefined;
+  }
+  const ca = await readCa(tlsCa, options.nameOf('tlsCa'));
+  if (tlsCert === undefined || tlsKey === undefined) return { ca };
+  return {
+    ca,
+    client: { cert: await readCa(tlsCert, options.nameOf('tlsCert')), key: await readCa(tlsKey, options.nameOf('tlsKey')) },
+  };
 }
 
 async function readCa(path: string, option: string): Promise<Buffer> {

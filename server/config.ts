@@ -161,7 +161,15 @@ export const coordinatorConfigSchema = z
     joins: joinsSchema.prefault({}),
     streams: streamsSchema.prefault({}),
     tls: z
-      .object({ cert: nonEmpty('a path to a PEM certificate'), key: nonEmpty('a path to a PEM private key') })
+      .object({
+        cert: nonEmpty('a path to a PEM certificate'),
+        key: nonEmpty('a path to a PEM private key'),
+        /**
+         * Mutual TLS: a PEM CA certificate; every client must present a certificate it signed, and the
+         * certificate's subject CN is the client's name: joining records it, every later call must present it.
+         */
+        clientCa: nonEmpty('a path to a PEM CA certificate').optional(),
+      })
       .strict()
       .optional(),
     /** SQLite file; omitted = in memory (nothing survives a restart). */
@@ -214,20 +222,35 @@ export function loadConfigFile(path: string): CoordinatorConfig {
     ...config,
     model: config.model === undefined ? undefined : rel(config.model),
     sqlite: config.sqlite === undefined || config.sqlite === ':memory:' ? config.sqlite : rel(config.sqlite),
-    tls: config.tls === undefined ? undefined : { cert: rel(config.tls.cert), key: rel(config.tls.key) },
+    tls:
+      config.tls === undefined
+        ? undefined
+        : {
+            cert: rel(config.tls.cert),
+            key: rel(config.tls.key),
+            ...(config.tls.clientCa !== undefined ? { clientCa: rel(config.tls.clientCa) } : {}),
+          },
   };
 }
 
 /** The PEM files `tls` names; a file that cannot be read is named with its field (`tls.cert: cannot read ...`). */
-export function readTlsFiles(tls: { cert: string; key: string }): { cert: Buffer; key: Buffer } {
-  const read = (field: 'cert' | 'key'): Buffer => {
+export function readTlsFiles(tls: { cert: string; key: string; clientCa?: string | undefined }): {
+  cert: Buffer;
+  key: Buffer;
+  clientCa: Buffer | undefined;
+} {
+  const read = (field: 'cert' | 'key' | 'clientCa', path: string): Buffer => {
     try {
-      return readFileSync(tls[field]);
+      return readFileSync(path);
     } catch (err) {
-      throw new ConfigError(`tls.${field}: cannot read '${tls[field]}' (${(err as Error).message})`);
+      throw new ConfigError(`tls.${field}: cannot read '${path}' (${(err as Error).message})`);
     }
   };
-  return { cert: read('cert'), key: read('key') };
+  return {
+    cert: read('cert', tls.cert),
+    key: read('key', tls.key),
+    clientCa: tls.clientCa === undefined ? undefined : read('clientCa', tls.clientCa),
+  };
 }
 
 // ------------------------------------------------------------------ model file

@@ -212,6 +212,11 @@ export class Coordinator {
     return cloneTensors(this.#global);
   }
 
+  /** The name a client joined under (under mutual TLS, its certificate's CN); undefined for an unknown id. */
+  clientName(clientId: string): string | undefined {
+    return this.#registry.get(clientId)?.name;
+  }
+
   /** The masks the server holds for a client (tensors absent = all kept). */
   clientMasks(clientId: string): { version: number; masks: MaskMap } | undefined {
     const c = this.#registry.get(clientId);

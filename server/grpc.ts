@@ -15,7 +15,7 @@ import {
   type Malformed,
 } from '../proto/rpc.js';
 import type { Coordinator } from './coordinator.js';
-import { CoordinatorError, type RejectCode } from './errors.js';
+import { CoordinatorError, unauthenticated, type RejectCode } from './errors.js';
 import { peerAddress } from './limits.js';
 import type { StreamGuard, StreamTicket } from './streams.js';
 
@@ -104,6 +104,22 @@ export interface GrpcServiceOptions {
   chunkBytes: number;
   /** Admits PullTask and PushUpdate streams and accounts for what they buffer (streams.*). */
   streams: StreamGuard;
+  /**
+   * Mutual TLS (tls.clientCa): the client certificate's subject CN is the
+   * client's name. Join records it as the name; every later call must come
+   * with a certificate naming the client whose id it carries.
+   */
+  clientCertificates?: boolean;
+}
+
+/** A call that can tell the TLS peer's certificate (every grpc-js server call can). */
+type AuthenticatedCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, 'getAuthContext'>;
+
+/** The subject CN of the client certificate a call came with, if any. */
+function certificateName(call: AuthenticatedCall): string | undefined {
+  const cn = call.getAuthContext()?.sslPeerCertificate?.subject?.CN;
+  const name = Array.isArray(cn) ? cn[0] : cn;
+  return typeof name === 'string' && name !== '' ? name : undefined;
 }
 
 /** Serialized size of a SparseTensor without serializing it: its byte fields dominate, the rest is a few dozen bytes. */
@@ -191,6 +207,26 @@ function isHttp2Stream(value: unknown): value is http2.ServerHttp2Stream {
 export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptions): CoordinatorHandlers {
   const { streams } = options;
   const idleMs = streams.limits.idleMs;
+  const mutualTls = options.clientCertificates === true;
+
+  /** Under mutual TLS: the call's certificate must name the client whose id it carries (before anything happens). */
+  const checkCertificate = (call: AuthenticatedCall, clientId: string) => {
+    if (!mutualTls) return;
+    const name = certificateName(call);
+    if (name === undefined || coord.clientName(clientId) !== name) {
+      throw unauthenticated(
+        'certificate_mismatch',
+        `the client certificate ${name === undefined ? 'names no one' : `names "${name}"`}, not client "${clientId}"`,
+      );
+    }
+  };
+  /** Under mutual TLS, the name a client joins under is its certificate's. */
+  const joinName = (call: AuthenticatedCall, asked: string): string => {
+    if (!mutualTls) return asked;
+    const name = certificateName(call);
+    if (name === undefined) throw unauthenticated('certificate_mismatch', 'the client certificate names no one (no subject CN)');
+    return name;
+  };
   const refuse = (clientId: string | undefined, err: unknown) => {
     const e = toServiceError(err);
     coord.recordReject(clientId, {
@@ -230,7 +266,7 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
         call.request,
         'JoinRequest',
         callback,
-        (req) => coord.join(req, peerAddress(call.getPeer())),
+        (req) => coord.join({ ...req, clientName: joinName(call, req.clientName) }, peerAddress(call.getPeer())),
         (_, res) => res.clientId,
       );
     },
@@ -240,7 +276,10 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
         call.request,
         'HeartbeatRequest',
         callback,
-        (req) => coord.heartbeat(req),
+        (req) => {
+          checkCertificate(call, req.clientId);
+          return coord.heartbeat(req);
+        },
         (req) => req.clientId,
       );
     },
@@ -250,7 +289,10 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
         call.request,
         'LeaveRequest',
         callback,
-        (req) => coord.leave(req),
+        (req) => {
+          checkCertificate(call, req.clientId);
+          return coord.leave(req);
+        },
         (req) => req.clientId,
       );
     },
@@ -263,6 +305,7 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
       try {
         ticket = streams.open('download');
         if (isMalformed(req)) throw malformed('TaskRequest', req);
+        checkCertificate(call, req.clientId);
         task = coord.task(req);
         ticket.claim(req.clientId);
         ticket.hold(task.tensors.reduce((sum, t) => sum + encodedSize(t), 0));
@@ -336,6 +379,7 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
             clientId = header.clientId;
             // Identity, round and membership are refused before any tensor is read. A retry of an
             // accepted upload is read whole too: pushUpdate acknowledges it only if it is the same update.
+            checkCertificate(call, header.clientId);
             retry = coord.checkUpdateHeader(header).receipt !== undefined;
             ticket.claim(header.clientId);
             continue;

@@ -123,6 +123,7 @@ export async function startCoordinator(
       limits,
       chunkBytes: Math.min(DEFAULT_CHUNK_BYTES, Math.max(1024, config.grpc.maxMessageBytes - 4096)),
       streams,
+      clientCertificates: tls?.clientCa !== undefined,
     }),
   );
   // The standard probes: grpc.health.v1 (SERVING while clients are taken, NOT_SERVING once
@@ -145,7 +146,12 @@ export async function startCoordinator(
   const credentials =
     tls === undefined
       ? grpc.ServerCredentials.createInsecure()
-      : grpc.ServerCredentials.createSsl(null, [{ private_key: tls.key, cert_chain: tls.cert }], false);
+      : // With clientCa, grpc-js refuses a client without a certificate that CA signed (mutual TLS).
+        grpc.ServerCredentials.createSsl(
+          tls.clientCa ?? null,
+          [{ private_key: tls.key, cert_chain: tls.cert }],
+          tls.clientCa !== undefined,
+        );
   let grpcPort: number;
   try {
     grpcPort = await new Promise<number>((resolve, reject) =>
