@@ -51,7 +51,7 @@ export function trackAllocations<T>(fn: () => T): Tracked<T> {
         return value instanceof Original;
       }
     }
-    globals[name] = Counted as unknown as TypedArrayConstructor;
+    globals[name] = Counted;
   }
   try {
     return { result: fn(), error: undefined, largest };

@@ -314,7 +314,7 @@ describe.skipIf(!hasOpenssl)('mutual TLS (tls.clientCa): the client certificate 
     }
   });
 
-  it('reads tls.clientCa next to the config file and names it when it cannot be read', async () => {
+  it('reads tls.clientCa next to the config file and names it when it cannot be read', () => {
     const path = join(dir, 'mtls.json');
     writeFileSync(
       path,

@@ -142,14 +142,15 @@ describe('server stream handling, in process', () => {
     chunks: (UpdateChunk | Malformed)[],
   ): Promise<{ err: Partial<grpc.StatusObject> | null; ack: UpdateAck | undefined }> {
     return new Promise((resolve) => {
+      // An async iterable of the chunks, as grpc-js's readable call is.
+      const items = chunks[Symbol.iterator]();
       const call = {
-        async *[Symbol.asyncIterator]() {
-          yield* chunks;
-        },
+        [Symbol.asyncIterator]: () => ({
+          next: () => Promise.resolve(items.next()),
+          return: () => Promise.resolve({ done: true as const, value: undefined }),
+        }),
       };
-      handlers.pushUpdate(call as never, (err, ack) =>
-        resolve({ err: err as Partial<grpc.StatusObject> | null, ack: ack ?? undefined }),
-      );
+      handlers.pushUpdate(call as never, (err, ack) => resolve({ err, ack: ack ?? undefined }));
     });
   }
 
