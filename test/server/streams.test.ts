@@ -1,7 +1,7 @@
 // Half-open stream floods over loopback gRPC, as the independent client sent
-// them: one member opens 2,000 PushUpdate streams on one connection, each a
-// valid header plus 128 KB of tensor pieces and never finished, or 2,000
-// PullTask streams it never reads. The coordinator's stream limits must
+// them: one member opens 2,000 PushUpdate streams (on one connection, and
+// over 20), each a valid header plus 128 KB of tensor pieces and never
+// finished, or 2,000 PullTask streams it never reads. The coordinator's stream limits must
 // refuse or close every one of them with the right code, and what it buffers
 // (its own counter, not the RSS) must stay within the configured budget. The
 // round then finishes as if nothing happened: the model is bit-identical to
@@ -129,14 +129,22 @@ function hangingUpload(client: grpc.Client, header: UpdateHeader): Promise<grpc.
   });
 }
 
-/** One hostile download: a task request whose answer is never read. Resolves with the status the call ends with. */
+/**
+ * One hostile download: a task request whose answer is never read. Resolves
+ * with the status the call ends with. The call has a deadline of its own: a
+ * client that reads nothing stalls its own connection (its flow-control
+ * window fills), and grpc-js may then hold some of its later requests back on
+ * its side; those end DEADLINE_EXCEEDED without the server ever seeing them.
+ */
 function unreadDownload(client: grpc.Client, c: ScriptedClient): Promise<grpc.status> {
   return new Promise((resolve) => {
-    const call = client.makeServerStreamRequest(def.pullTask.path, def.pullTask.requestSerialize, (b: Buffer) => b, {
-      ...c.credentials(),
-      maskVersion: 0,
-      valueEncoding: 1,
-    });
+    const call = client.makeServerStreamRequest(
+      def.pullTask.path,
+      def.pullTask.requestSerialize,
+      (b: Buffer) => b,
+      { ...c.credentials(), maskVersion: 0, valueEncoding: 1 },
+      { deadline: Date.now() + 10_000 },
+    );
     call.on('status', (s: grpc.StatusObject) => resolve(s.code));
     call.on('error', () => undefined);
     // No 'data' listener: the stream stays paused, nothing is read.
@@ -233,21 +241,29 @@ describe('half-open stream floods', () => {
     expect(await finishRound(r)).toEqual(clean);
   });
 
-  it(`${FLOOD} task downloads never read, on one connection: 4 per client, the rest refused; the unread ones reset once idle`, async () => {
+  it(`${FLOOD} task downloads never read, over 20 connections: 4 per client, the rest refused; the unread ones reset once idle`, async () => {
     const r = await start({ perClient: 4, total: 64, idleMs: IDLE_MS, maxBufferedBytes: BUDGET });
     const rss = rssMB();
-    const codes = await Promise.all(Array.from({ length: FLOOD }, () => unreadDownload(r.attacker.grpc, r.attacker)));
+    // Several connections: on one, the unread data of the first admitted streams exhausts the connection's
+    // flow-control window, and grpc-js then holds the client's later requests back on its side.
+    const channels = connections(r, 20);
+    const codes = await Promise.all(Array.from({ length: FLOOD }, (_, i) => unreadDownload(channels[i % 20], r.attacker)));
     const stats = r.server.streams.stats();
     const reasons = await rejectReasons(r);
     console.log(
       `download flood: ${JSON.stringify(count(codes))}; server peak ${stats.peakOpen} open, ${stats.peakPerClient} per client, ` +
         `${stats.peakBuffered} bytes buffered; process RSS ${rss} -> ${rssMB()} MB; reasons ${JSON.stringify(reasons)}`,
     );
-    // A reset stream reaches the client as CANCELLED: its status could not pass the unread data.
-    expect(Object.keys(count(codes)).sort()).toEqual(['CANCELLED', 'RESOURCE_EXHAUSTED']);
+    // A reset stream reaches the client as CANCELLED (its status could not pass the unread data), a refused one as
+    // RESOURCE_EXHAUSTED; DEADLINE_EXCEEDED only for requests the client's own transport held back (see unreadDownload).
+    for (const code of Object.keys(count(codes)))
+      expect(['CANCELLED', 'RESOURCE_EXHAUSTED', 'DEADLINE_EXCEEDED']).toContain(code);
     const reset = codes.filter((c) => c === grpc.status.CANCELLED).length;
+    const refused = codes.filter((c) => c === grpc.status.RESOURCE_EXHAUSTED).length;
     expect(reset).toBeGreaterThanOrEqual(4);
     expect(reasons.idle_download).toBe(reset);
+    expect((reasons.streams_per_client ?? 0) + (reasons.streams_total ?? 0)).toBe(refused);
+    expect(refused).toBeGreaterThan(FLOOD / 2);
     expect(stats.peakPerClient).toBe(4);
     // Each admitted download holds its prepared task (the model, ~88 KB), four at once at most.
     expect(stats.peakBuffered).toBeLessThanOrEqual(BUDGET);
