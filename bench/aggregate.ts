@@ -52,6 +52,7 @@ function makeUpdates(): ValidatedUpdate[] {
       metrics: { numExamples: 10, loss: 0, localAccuracy: 0, sparsity: 1 - DENSITY, receivedAccuracy: 0 },
       maskChange: { kind: 'changed', version: 1 },
       tensors,
+      clippedFrom: null,
     });
   }
   return updates;

@@ -41,6 +41,8 @@ async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
       roundDeadlineMs: 600_000,
       http: { enabled: false },
       updateNormBound: 1e6,
+      // Every client joins from this one process: no per-address join limit.
+      joins: { perPeer: 'off', maxClients: n },
     },
     { manifest: MANIFEST, initial },
     { logger: pino({ level: 'warn' }) },

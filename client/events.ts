@@ -15,10 +15,17 @@ import type { RoundMetrics } from './participant.js';
 /** A call that waits for the coordinator to come back. */
 export type CoordinatorCall = 'join' | 'pull' | 'push';
 
-/** Bytes of serialized messages moved so far by this process, per direction. */
+/**
+ * Bytes of serialized messages moved so far by this process, per direction:
+ * `bytesUp`/`bytesDown` in calls that succeeded (each counted once however
+ * often it was retried), `failedBytes*` in attempts that failed (retried
+ * during an outage, or refused).
+ */
 export interface Traffic {
   readonly bytesUp: number;
   readonly bytesDown: number;
+  readonly failedBytesUp: number;
+  readonly failedBytesDown: number;
 }
 
 export type ClientEvent =

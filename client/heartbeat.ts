@@ -65,6 +65,11 @@ export class Heartbeats {
     return this.#client.bytesDown;
   }
 
+  /** Bytes of heartbeats that failed. */
+  get failedBytes(): { readonly up: number; readonly down: number } {
+    return this.#client.failedBytes;
+  }
+
   start(): void {
     if (this.#timer !== undefined) return;
     this.#timer = setInterval(() => this.#beat(), this.#options.intervalMs);

@@ -7,7 +7,7 @@
  */
 import { pino, type DestinationStream, type Level, type Logger } from 'pino';
 import type { LogLevel } from '../proto/log-levels.js';
-import type { ClientEvent } from './events.js';
+import type { ClientEvent, Traffic } from './events.js';
 
 export type { Logger };
 
@@ -151,7 +151,7 @@ export function eventMessage(event: ClientEvent): string {
       );
     }
     case 'pushed':
-      return `round ${event.round}: update accepted (mask version ${event.ack.maskVersion}); up ${event.bytesUp} B, down ${event.bytesDown} B so far`;
+      return `round ${event.round}: update accepted (mask version ${event.ack.maskVersion}); up ${event.bytesUp} B, down ${event.bytesDown} B so far${failedAttempts(event)}`;
     case 'refused':
       return `round ${event.round}: update refused (${event.reason}); pulling again`;
     case 'left':
@@ -161,7 +161,7 @@ export function eventMessage(event: ClientEvent): string {
     case 'finished':
       return (
         `training finished after round ${event.lastRound} (${event.roundsTrained} round(s) trained here); ` +
-        `state saved in ${event.stateDir}; up ${event.bytesUp} B, down ${event.bytesDown} B`
+        `state saved in ${event.stateDir}; up ${event.bytesUp} B, down ${event.bytesDown} B${failedAttempts(event)}`
       );
     case 'stopped': {
       const why = event.reason === 'signal' ? 'stopped' : 'round limit reached';
@@ -192,4 +192,10 @@ function channelWords(channels: number): string {
 
 function pct(x: number): string {
   return `${(100 * x).toFixed(1)}%`;
+}
+
+/** What failed attempts moved besides (retries during an outage, refusals), when anything. */
+function failedAttempts(t: Traffic): string {
+  if (t.failedBytesUp === 0 && t.failedBytesDown === 0) return '';
+  return ` (and up ${t.failedBytesUp} B, down ${t.failedBytesDown} B in failed attempts)`;
 }

@@ -73,6 +73,10 @@ export const clientOptionsSchema = z.strictObject({
   seed: z.int({ error: 'expected a non-negative integer' }).min(0, { error: 'expected a non-negative integer' }).optional(),
   /** PEM CA certificate file to verify a TLS coordinator. */
   tlsCa: nonEmpty('a PEM certificate file').optional(),
+  /** PEM certificate naming this client, for a coordinator that asks for one (mutual TLS); with tlsKey. */
+  tlsCert: nonEmpty('a PEM certificate file').optional(),
+  /** The private key of tlsCert. */
+  tlsKey: nonEmpty('a PEM private key file').optional(),
   /** Stop after this many rounds (default: until the coordinator says training is finished, or stopped; for `local`, 1). */
   rounds: positiveInt.optional(),
   /** Leave the federation when done (the next start joins under a new id). Default: stay enrolled and resume. */
@@ -231,6 +235,12 @@ export const CLIENT_FLAGS = {
     description: "PEM CA certificate to verify the coordinator's TLS certificate",
     reading: 'path',
   },
+  tlsCert: {
+    flags: '--tls-cert <file>',
+    description: 'PEM certificate naming this client, for a coordinator that requires client certificates (with --tls-key)',
+    reading: 'path',
+  },
+  tlsKey: { flags: '--tls-key <file>', description: 'PEM private key of --tls-cert', reading: 'path' },
   rounds: { flags: '--rounds <n>', description: 'stop after this many rounds', reading: 'number' },
   leave: {
     flags: '--leave',

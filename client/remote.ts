@@ -1,9 +1,15 @@
 // The client's gRPC connection to the coordinator: join, pull a task, push an
 // update, heartbeat, leave. Tensors travel through proto/codec and are chunked
-// with proto/rpc; every byte is counted at the message layer. Calls failing with
-// UNAVAILABLE are retried with exponential backoff and jitter; every other
-// failure surfaces as a RemoteError carrying the gRPC code and message.
+// with proto/rpc; every byte is counted at the message layer, per attempt: the
+// attempts that succeed are the accepted traffic, the others (retried or given
+// up) are counted apart, so an outage does not multiply the traffic reported.
+// Calls failing with UNAVAILABLE, or with RESOURCE_EXHAUSTED and a retry
+// pushback (a limit that passes), are retried with exponential backoff and
+// jitter; every other failure surfaces as a RemoteError carrying the gRPC code
+// and message.
 import { once } from 'node:events';
+import { isIP } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { decodeSparseTensor, encodeSparseTensor, type MaskMap, type SparseValues } from '../proto/codec.js';
@@ -12,6 +18,7 @@ import type { Mask } from '../proto/mask.js';
 import type { ReceivedTask } from './participant.js';
 import {
   createCoordinatorDefinition,
+  DEFAULT_ASSEMBLY_LIMITS,
   DEFAULT_CHUNK_BYTES,
   DEFAULT_MAX_MESSAGE_BYTES,
   isMalformed,
@@ -51,6 +58,56 @@ export class RemoteError extends Error {
   }
 }
 
+/**
+ * The coordinator cannot be reached because the two sides disagree on TLS
+ * (a plaintext client at a TLS coordinator, or the other way round). Retrying
+ * cannot help, so callers that wait for an unreachable coordinator stop on it;
+ * the message says what to change.
+ */
+export class TransportMismatchError extends RemoteError {
+  constructor(method: string, details: string) {
+    super(method, grpc.status.UNAVAILABLE, details);
+    this.name = 'TransportMismatchError';
+  }
+}
+
+/** What answers at host:port, as a TLS handshake tells: TLS, something that is not TLS, or nothing known. */
+export type TransportProbe = 'tls' | 'not-tls' | 'unknown';
+
+/**
+ * Opens a TLS handshake to `address` (host:port, [v6]:port, dns:host:port),
+ * not checking the certificate: 'tls' when it completes, 'not-tls' when the
+ * TCP connection opened but the answer was not TLS (a plaintext HTTP/2
+ * server answers a ClientHello with a frame), 'unknown' when nothing answered
+ * within `timeoutMs`.
+ */
+export function probeTransport(address: string, timeoutMs = 2000): Promise<TransportProbe> {
+  const target = address.replace(/^dns:(\/\/[^/]*\/)?/, '');
+  const m = target.match(/^\[([^\]]+)\]:(\d+)$/) ?? target.match(/^([^:]+):(\d+)$/);
+  if (m === null) return Promise.resolve('unknown');
+  const [host, port] = [m[1], Number(m[2])];
+  return new Promise((resolve) => {
+    let connected = false;
+    const socket = tlsConnect({
+      host,
+      port,
+      rejectUnauthorized: false,
+      ALPNProtocols: ['h2'],
+      ...(isIP(host) === 0 ? { servername: host } : {}),
+    });
+    const done = (result: TransportProbe) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(result);
+    };
+    const timer = setTimeout(() => done('unknown'), timeoutMs);
+    socket.once('connect', () => (connected = true));
+    socket.once('secureConnect', () => done('tls'));
+    socket.once('error', () => done(connected ? 'not-tls' : 'unknown'));
+    socket.once('close', () => done(connected ? 'not-tls' : 'unknown'));
+  });
+}
+
 export interface RetryPolicy {
   /** Total attempts per call, the first included (1 = no retry). */
   readonly maxAttempts: number;
@@ -72,8 +129,11 @@ export function backoffDelay(retry: number, policy: RetryPolicy, random: () => n
 }
 
 export interface ConnectOptions {
-  /** PEM root certificate(s) to verify the server with; omitted = plaintext. */
-  tls?: { ca: Buffer | string };
+  /**
+   * PEM root certificate(s) to verify the server with; omitted = plaintext.
+   * `cert` and `key`: this client's certificate, for a coordinator that requires one (mutual TLS).
+   */
+  tls?: { ca: Buffer | string; client?: { cert: Buffer | string; key: Buffer | string } };
   /** Encoding of uploaded values, and the one asked for downloads. Default f32. */
   valueEncoding?: ValueEncodingName;
   /** Serialized bytes per tensor piece on the uplink. Default 1 MiB. */
@@ -144,14 +204,42 @@ function parseConfig(json: string, where: string): unknown {
   }
 }
 
-function checkManifest(manifest: TensorSpec[]): void {
+/**
+ * Checks a manifest the coordinator sent before anything is sized by it: names
+ * unique and non-empty, shapes valid, and no tensor larger than a dense f32
+ * task of it could be under the client's own limit (the first task is
+ * always dense), so a hostile or broken manifest cannot make the client
+ * allocate a mask of billions of elements.
+ */
+function checkManifest(manifest: TensorSpec[], maxTensorBytes: number): void {
   const names = new Set<string>();
   for (const spec of manifest) {
     if (spec.name === '' || names.has(spec.name))
       throw new Error(`manifest has an empty or duplicate tensor name "${spec.name}"`);
     names.add(spec.name);
-    elementCount(spec.shape);
+    const n = elementCount(spec.shape);
+    if (4 * n > maxTensorBytes) {
+      throw new Error(
+        `manifest tensor "${spec.name}" has ${n} elements; as f32 that is more than this client's limit of ${maxTensorBytes} bytes per tensor`,
+      );
+    }
   }
+}
+
+/** Bytes of serialized messages, per direction. */
+export interface WireBytes {
+  up: number;
+  down: number;
+}
+
+/** Trailer of a refusal that passes: wait this long, then retry (gRFC A6; the coordinator sets it on its limits). */
+const RETRY_PUSHBACK = 'grpc-retry-pushback-ms';
+
+/** The pushback of a refusal in milliseconds, when the server sent one. */
+export function retryPushback(err: grpc.ServiceError): number | undefined {
+  const value = err.metadata?.get(RETRY_PUSHBACK)[0];
+  const ms = typeof value === 'string' ? Number(value) : NaN;
+  return Number.isFinite(ms) && ms >= 0 ? ms : undefined;
 }
 
 function isServiceError(err: unknown): err is grpc.ServiceError {
@@ -164,22 +252,33 @@ export class CoordinatorClient {
   readonly #valueEncoding: ValueEncodingName;
   readonly #chunkBytes: number;
   readonly #limits: Partial<AssemblyLimits>;
+  readonly #maxTensorBytes: number;
   readonly #retry: RetryPolicy;
   readonly #callTimeoutMs: number | undefined;
-  #bytesUp = 0;
-  #bytesDown = 0;
+  readonly #onWire: WireCounter | undefined;
+  readonly #address: string;
+  readonly #usesTls: boolean;
+  /** Bytes of the attempts that succeeded. */
+  readonly #accepted: WireBytes = { up: 0, down: 0 };
+  /** Bytes of the attempts that failed: retried, or given up. */
+  readonly #failed: WireBytes = { up: 0, down: 0 };
   #identity: { clientId: string; clientToken: string } | undefined;
   #manifest = new Map<string, TensorSpec>();
 
   private constructor(address: string, options: ConnectOptions) {
-    const onWire = options.onWire;
-    this.#def = createCoordinatorDefinition((direction, clientId, bytes) => {
-      if (direction === 'up') this.#bytesUp += bytes;
-      else this.#bytesDown += bytes;
-      onWire?.(direction, clientId ?? this.#identity?.clientId, bytes);
-    });
+    this.#onWire = options.onWire;
+    this.#address = address;
+    this.#usesTls = options.tls !== undefined;
+    // Counted per attempt (#counted), not here: a call's bytes are accepted or failed as its attempt turns out.
+    this.#def = createCoordinatorDefinition();
     const credentials =
-      options.tls === undefined ? grpc.credentials.createInsecure() : grpc.credentials.createSsl(Buffer.from(options.tls.ca));
+      options.tls === undefined
+        ? grpc.credentials.createInsecure()
+        : grpc.credentials.createSsl(
+            Buffer.from(options.tls.ca),
+            options.tls.client === undefined ? null : Buffer.from(options.tls.client.key),
+            options.tls.client === undefined ? null : Buffer.from(options.tls.client.cert),
+          );
     this.#client = new grpc.Client(
       address,
       credentials,
@@ -191,6 +290,7 @@ export class CoordinatorClient {
     }
     this.#chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     this.#limits = options.limits ?? {};
+    this.#maxTensorBytes = this.#limits.maxTensorBytes ?? DEFAULT_ASSEMBLY_LIMITS.maxTensorBytes;
     this.#retry = { ...DEFAULT_RETRY, ...options.retry };
     if (!Number.isInteger(this.#retry.maxAttempts) || this.#retry.maxAttempts < 1) {
       throw new Error(`retry.maxAttempts must be a positive integer, got ${this.#retry.maxAttempts}`);
@@ -203,14 +303,23 @@ export class CoordinatorClient {
     return new CoordinatorClient(address, options);
   }
 
-  /** Bytes of serialized messages sent to the server so far. */
+  /** Bytes of serialized messages sent to the server so far, in calls that succeeded (each counted once). */
   get bytesUp(): number {
-    return this.#bytesUp;
+    return this.#accepted.up;
   }
 
-  /** Bytes of serialized messages received from the server so far. */
+  /** Bytes of serialized messages received from the server so far, in calls that succeeded. */
   get bytesDown(): number {
-    return this.#bytesDown;
+    return this.#accepted.down;
+  }
+
+  /**
+   * Bytes of attempts that failed, per direction: retried after UNAVAILABLE
+   * (an outage) or a pushback, or refused. Serialized is not necessarily sent:
+   * during an outage the messages of an attempt may never leave.
+   */
+  get failedBytes(): Readonly<WireBytes> {
+    return { ...this.#failed };
   }
 
   get clientId(): string | undefined {
@@ -229,20 +338,20 @@ export class CoordinatorClient {
   /** Resumes a saved identity instead of joining; the server checks the token on the next call. */
   resume(identity: ClientIdentity): void {
     if (identity.clientId === '' || identity.clientToken === '') throw new Error('resume: client id and token must not be empty');
-    checkManifest(identity.manifest);
+    checkManifest(identity.manifest, this.#maxTensorBytes);
     this.#identity = { clientId: identity.clientId, clientToken: identity.clientToken };
     this.#manifest = new Map(identity.manifest.map((spec) => [spec.name, spec]));
   }
 
   async join(enrollmentToken: string, name: string, numExamples: number): Promise<JoinResult> {
-    const res = await this.#withRetry('Join', () =>
-      this.#unary(this.#def.join, { protocolVersion: PROTOCOL_VERSION, enrollmentToken, clientName: name, numExamples }),
+    const res = await this.#withRetry('Join', (tally) =>
+      this.#unary(this.#def.join, { protocolVersion: PROTOCOL_VERSION, enrollmentToken, clientName: name, numExamples }, tally),
     );
     if (res.protocolVersion !== PROTOCOL_VERSION) {
       throw new Error(`Join: server speaks protocol version ${res.protocolVersion}, this client ${PROTOCOL_VERSION}`);
     }
     if (res.clientId === '') throw new Error('Join: server returned an empty client id');
-    checkManifest(res.manifest);
+    checkManifest(res.manifest, this.#maxTensorBytes);
     this.#identity = { clientId: res.clientId, clientToken: res.clientToken };
     this.#manifest = new Map(res.manifest.map((spec) => [spec.name, spec]));
     return { clientId: res.clientId, manifest: res.manifest, config: parseConfig(res.configJson, 'Join') };
@@ -259,11 +368,12 @@ export class CoordinatorClient {
       maskVersion,
       valueEncoding: VALUE_ENCODING_BY_NAME[this.#valueEncoding],
     };
-    return this.#withRetry('PullTask', async () => {
+    return this.#withRetry('PullTask', async (tally) => {
+      const method = this.#counted(this.#def.pullTask, tally);
       const call = this.#client.makeServerStreamRequest(
-        this.#def.pullTask.path,
-        this.#def.pullTask.requestSerialize,
-        this.#def.pullTask.responseDeserialize,
+        method.path,
+        method.requestSerialize,
+        method.responseDeserialize,
         request,
         this.#callOptions(),
       );
@@ -338,8 +448,8 @@ export class CoordinatorClient {
     for (const name of tensors.keys()) {
       if (!this.#manifest.has(name)) throw new Error(`PushUpdate: tensor "${name}" is not in the manifest`);
     }
-    return this.#withRetry('PushUpdate', async () => {
-      const method = this.#def.pushUpdate;
+    return this.#withRetry('PushUpdate', async (tally) => {
+      const method = this.#counted(this.#def.pushUpdate, tally);
       let settle!: (result: { err: grpc.ServiceError | null; ack: UpdateAck | Malformed | undefined }) => void;
       const response = new Promise<{ err: grpc.ServiceError | null; ack: UpdateAck | Malformed | undefined }>(
         (r) => (settle = r),
@@ -380,11 +490,11 @@ export class CoordinatorClient {
   }
 
   async heartbeat() {
-    return this.#withRetry('Heartbeat', () => this.#unary(this.#def.heartbeat, this.#credentials('Heartbeat')));
+    return this.#withRetry('Heartbeat', (tally) => this.#unary(this.#def.heartbeat, this.#credentials('Heartbeat'), tally));
   }
 
   async leave(reason = ''): Promise<void> {
-    await this.#withRetry('Leave', () => this.#unary(this.#def.leave, { ...this.#credentials('Leave'), reason }));
+    await this.#withRetry('Leave', (tally) => this.#unary(this.#def.leave, { ...this.#credentials('Leave'), reason }, tally));
   }
 
   close(): void {
@@ -400,7 +510,51 @@ export class CoordinatorClient {
     return this.#callTimeoutMs === undefined ? {} : { deadline: Date.now() + this.#callTimeoutMs };
   }
 
-  #unary<Req, Res>(method: CoordinatorMethod<Req, Res>, request: Req): Promise<Res> {
+  /**
+   * Why the coordinator is unreachable when it is a TLS disagreement, else
+   * undefined. Asked after each UNAVAILABLE (a coordinator that was down may
+   * come back as either), it costs one TCP connection.
+   */
+  async #transportMismatch(): Promise<string | undefined> {
+    const probe = await probeTransport(this.#address);
+    if (!this.#usesTls && probe === 'tls') {
+      return (
+        `the coordinator at ${this.#address} speaks TLS and this client connects in plaintext: ` +
+        "give the coordinator's CA certificate (--tls-ca, or tlsCa in the config file)"
+      );
+    }
+    if (this.#usesTls && probe === 'not-tls') {
+      return (
+        `the coordinator at ${this.#address} does not answer TLS (a plaintext coordinator?): ` +
+        'drop --tls-ca (tlsCa), or give the coordinator a certificate (tls in its config)'
+      );
+    }
+    return undefined;
+  }
+
+  /** `method` with its messages counted into one attempt's tally (and told to onWire). */
+  #counted<Req, Res>(method: CoordinatorMethod<Req, Res>, tally: WireBytes): CoordinatorMethod<Req, Res> {
+    const told = (direction: 'up' | 'down', bytes: number, clientId: unknown) => {
+      tally[direction] += bytes;
+      this.#onWire?.(direction, typeof clientId === 'string' && clientId !== '' ? clientId : this.#identity?.clientId, bytes);
+    };
+    return {
+      ...method,
+      requestSerialize: (value: Req) => {
+        const bytes = method.requestSerialize(value);
+        told('up', bytes.length, (value as { clientId?: unknown }).clientId);
+        return bytes;
+      },
+      responseDeserialize: (bytes: Buffer) => {
+        const value = method.responseDeserialize(bytes);
+        told('down', bytes.length, (value as { clientId?: unknown }).clientId);
+        return value;
+      },
+    };
+  }
+
+  #unary<Req, Res>(m: CoordinatorMethod<Req, Res>, request: Req, tally: WireBytes): Promise<Res> {
+    const method = this.#counted(m, tally);
     return new Promise((resolve, reject) => {
       this.#client.makeUnaryRequest(
         method.path,
@@ -420,18 +574,35 @@ export class CoordinatorClient {
     });
   }
 
-  /** Runs a call, retrying on UNAVAILABLE; gRPC failures become RemoteError. */
-  async #withRetry<T>(method: string, attempt: () => Promise<T>): Promise<T> {
+  /**
+   * Runs a call, retrying on UNAVAILABLE and on a RESOURCE_EXHAUSTED that
+   * carries a pushback (waiting at least that long); gRPC failures become
+   * RemoteError. Each attempt counts its own bytes: into the accepted traffic
+   * when it succeeds, into failedBytes when it does not.
+   */
+  async #withRetry<T>(method: string, attempt: (tally: WireBytes) => Promise<T>): Promise<T> {
     for (let n = 1; ; n++) {
+      const tally: WireBytes = { up: 0, down: 0 };
       try {
-        return await attempt();
+        const result = await attempt(tally);
+        this.#accepted.up += tally.up;
+        this.#accepted.down += tally.down;
+        return result;
       } catch (err) {
+        this.#failed.up += tally.up;
+        this.#failed.down += tally.down;
         if (err instanceof RemoteError || !isServiceError(err)) throw err;
-        if (err.code === grpc.status.UNAVAILABLE && n < this.#retry.maxAttempts) {
-          await sleep(backoffDelay(n, this.#retry));
+        if (err.code === grpc.status.UNAVAILABLE) {
+          const mismatch = await this.#transportMismatch();
+          if (mismatch !== undefined) throw new TransportMismatchError(method, `${err.details}; ${mismatch}`);
+        }
+        const pushback = err.code === grpc.status.RESOURCE_EXHAUSTED ? retryPushback(err) : undefined;
+        const retryable = err.code === grpc.status.UNAVAILABLE || pushback !== undefined;
+        if (retryable && n < this.#retry.maxAttempts) {
+          await sleep(Math.max(pushback ?? 0, backoffDelay(n, this.#retry)));
           continue;
         }
-        const suffix = err.code === grpc.status.UNAVAILABLE ? ` (after ${n} attempts)` : '';
+        const suffix = retryable ? ` (after ${n} attempts)` : '';
         throw new RemoteError(method, err.code, err.details + suffix);
       }
     }

@@ -62,7 +62,7 @@ export interface RoundLimits {
 const MAX_REJOINS = 3;
 /** Shortest pause between pulls that found no task, whatever the coordinator asks. */
 const MIN_WAIT_MS = 50;
-const NO_TRAFFIC: Traffic = { bytesUp: 0, bytesDown: 0 };
+const NO_TRAFFIC: Traffic = { bytesUp: 0, bytesDown: 0, failedBytesUp: 0, failedBytesDown: 0 };
 
 export async function* clientRun(options: ClientOptions, context: ClientRunContext = {}): AsyncGenerator<ClientEvent, void> {
   const name = options.name ?? `${hostname()}-${process.pid}`;
@@ -126,7 +126,13 @@ async function* federatedRounds(session: FederatedSession, limits: RoundLimits):
 /** Bytes moved so far: the rounds' calls and the heartbeats. */
 function traffic(session: FederatedSession): Traffic {
   const { remote, heartbeats } = session;
-  return { bytesUp: remote.bytesUp + heartbeats.bytesUp, bytesDown: remote.bytesDown + heartbeats.bytesDown };
+  const failed = [remote.failedBytes, heartbeats.failedBytes];
+  return {
+    bytesUp: remote.bytesUp + heartbeats.bytesUp,
+    bytesDown: remote.bytesDown + heartbeats.bytesDown,
+    failedBytesUp: failed[0].up + failed[1].up,
+    failedBytesDown: failed[0].down + failed[1].down,
+  };
 }
 
 async function* federatedRoundsBeating(session: FederatedSession, limits: RoundLimits): AsyncGenerator<ClientEvent, void> {

@@ -27,7 +27,15 @@ import { createModel, type Model, type TensorSpec } from './model.js';
 import { isModelName, MODEL_NAMES, type ModelName } from './model-names.js';
 import { ClientCommandError, type ClientOptions } from './options.js';
 import { FederatedParticipant, LocalParticipant, type Participant, type ParticipantSetup } from './participant.js';
-import { RemoteError, backoffDelay, CoordinatorClient, type JoinResult, type RetryPolicy } from './remote.js';
+import {
+  RemoteError,
+  TransportMismatchError,
+  backoffDelay,
+  CoordinatorClient,
+  type ConnectOptions,
+  type JoinResult,
+  type RetryPolicy,
+} from './remote.js';
 import { assertStateMatches, loadState, saveState, stateFilePath, type ClientState, type CoordinatorIdentity } from './state.js';
 import type { ClientDataSplits } from './data/folder.js';
 
@@ -81,7 +89,7 @@ export async function* openFederatedSession(
   context: SessionContext,
   algorithm: FederatedAlgorithm,
 ): AsyncGenerator<ClientEvent, FederatedSession | undefined> {
-  const tls = options.tlsCa === undefined ? undefined : { ca: await readCa(options.tlsCa, options.nameOf('tlsCa')) };
+  const tls = await tlsOptions(options);
   const remote = CoordinatorClient.connect(options.server, {
     valueEncoding: options.values,
     ...(tls !== undefined ? { tls } : {}),
@@ -235,7 +243,9 @@ export async function* untilConnected<T>(
     try {
       return await attempt();
     } catch (err) {
-      if (!(err instanceof RemoteError && err.code === grpc.status.UNAVAILABLE)) throw err;
+      // A TLS disagreement is not an outage: waiting cannot fix it.
+      if (!(err instanceof RemoteError && err.code === grpc.status.UNAVAILABLE) || err instanceof TransportMismatchError)
+        throw err;
       if (signal?.aborted) return undefined;
       const delayMs = backoffDelay(n, RECONNECT);
       yield { kind: 'reconnecting', call, reason: err.details, delayMs };
@@ -322,6 +332,32 @@ function fitData(options: ClientOptions, context: SessionContext, model: Model):
     if (err instanceof DataFolderError) throw new ClientCommandError(`${options.nameOf('data')}: ${err.message}`);
     throw err;
   }
+}
+
+/** The TLS material the options name: a CA to verify the coordinator, and this client's certificate and key if given. */
+async function tlsOptions(options: ClientOptions): Promise<ConnectOptions['tls']> {
+  const { tlsCa, tlsCert, tlsKey } = options;
+  if ((tlsCert === undefined) !== (tlsKey === undefined)) {
+    const given = tlsCert === undefined ? 'tlsKey' : 'tlsCert';
+    const missing = tlsCert === undefined ? 'tlsCert' : 'tlsKey';
+    throw new ClientCommandError(
+      `${options.nameOf(given)} needs ${options.nameOf(missing)} too (a client certificate and its key)`,
+    );
+  }
+  if (tlsCa === undefined) {
+    if (tlsCert !== undefined) {
+      throw new ClientCommandError(
+        `${options.nameOf('tlsCert')}: a client certificate is for TLS; give the coordinator's CA with ${options.nameOf('tlsCa')}`,
+      );
+    }
+    return undefined;
+  }
+  const ca = await readCa(tlsCa, options.nameOf('tlsCa'));
+  if (tlsCert === undefined || tlsKey === undefined) return { ca };
+  return {
+    ca,
+    client: { cert: await readCa(tlsCert, options.nameOf('tlsCert')), key: await readCa(tlsKey, options.nameOf('tlsKey')) },
+  };
 }
 
 async function readCa(path: string, option: string): Promise<Buffer> {

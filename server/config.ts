@@ -36,6 +36,67 @@ const livenessSchema = z.union(
   { error: 'expected "off" or { "staleAfterMs": ms, "goneAfterMs": ms }' },
 );
 
+const positiveNumber = z.number({ error: 'expected a positive number' }).positive({ error: 'expected a positive number' });
+
+/** Joins: a token bucket per peer address (burst, then perSecond), and a cap on enrolled clients. */
+export const DEFAULT_JOINS = { maxClients: 10_000, perPeer: { burst: 20, perSecond: 1 } } as const;
+
+const joinsSchema = z
+  .object({
+    /** Enrolled clients that have not left; a join beyond it is RESOURCE_EXHAUSTED. */
+    maxClients: positiveInt.default(DEFAULT_JOINS.maxClients),
+    /** Join attempts per peer address (token bucket); "off" for a simulation whose clients all join from one process. */
+    perPeer: z
+      .union(
+        [
+          z.literal('off'),
+          z
+            .object({
+              burst: positiveInt.default(DEFAULT_JOINS.perPeer.burst),
+              perSecond: positiveNumber.default(DEFAULT_JOINS.perPeer.perSecond),
+            })
+            .strict(),
+        ],
+        { error: 'expected "off" or { "burst": n, "perSecond": n }' },
+      )
+      .default(DEFAULT_JOINS.perPeer),
+  })
+  .strict();
+
+/**
+ * Open gRPC streams (PullTask and PushUpdate): how many a client may hold and
+ * all clients together, how long one may sit without progress, and how many
+ * bytes of tensor pieces and prepared tasks they may buffer together.
+ */
+export const DEFAULT_STREAMS = { perClient: 4, total: 2048, idleMs: 30_000, maxBufferedBytes: 256 * 1024 * 1024 } as const;
+
+const streamsSchema = z
+  .object({
+    perClient: positiveInt.default(DEFAULT_STREAMS.perClient),
+    total: positiveInt.default(DEFAULT_STREAMS.total),
+    idleMs: timerMs.default(DEFAULT_STREAMS.idleMs),
+    maxBufferedBytes: positiveInt.default(DEFAULT_STREAMS.maxBufferedBytes),
+  })
+  .strict();
+
+const aggregationSchema = z.union(
+  [
+    z.literal('mean'),
+    z
+      .object({
+        kind: z.literal('trimmed-mean', { error: 'expected "trimmed-mean"' }),
+        /** Share of the values of a position dropped at each end, in [0, 0.5). */
+        trim: z
+          .number({ error: 'expected a fraction in [0, 0.5)' })
+          .min(0, { error: 'expected a fraction in [0, 0.5)' })
+          .lt(0.5, { error: 'expected a fraction in [0, 0.5)' }),
+      })
+      .strict(),
+  ],
+  { error: 'expected "mean" or { "kind": "trimmed-mean", "trim": fraction }' },
+);
+export type AggregationConfig = z.output<typeof aggregationSchema>;
+
 export const coordinatorConfigSchema = z
   .object({
     /** Model file (JSON: manifest + initial values), relative to the config file. The sim passes the model in-process instead. */
@@ -82,16 +143,34 @@ export const coordinatorConfigSchema = z
     retryAfterMs: positiveInt.default(500),
     seed: z.int({ error: 'expected an integer' }).min(0, { error: 'expected a non-negative integer' }).default(0),
     weighting: z.enum(['examples', 'unweighted'], { error: 'expected "examples" or "unweighted"' }).default('examples'),
-    /** Largest accepted L2 norm of one update's delta (all tensors together). */
+    /** Largest L2 norm of one update's delta (all tensors together). */
     updateNormBound: z
       .number({ error: 'expected a positive number' })
       .positive({ error: 'expected a positive number' })
       .default(1000),
+    /** Beyond updateNormBound: refuse the update (INVALID_ARGUMENT), or scale its delta down to the bound. */
+    updateNormMode: z.enum(['reject', 'clip'], { error: 'expected "reject" or "clip"' }).default('reject'),
+    /**
+     * How the reporters' deltas become one per position: the (weighted)
+     * intersection mean, or a coordinate-wise trimmed mean over the reporters
+     * that keep each position (aggregate.ts).
+     */
+    aggregation: aggregationSchema.default('mean'),
     /** Largest accepted num_examples of one update, so one client cannot outweigh the rest at will. */
     maxExamples: positiveInt.default(1_000_000),
     enrollmentToken: nonEmpty('a non-empty enrollment token'),
+    joins: joinsSchema.prefault({}),
+    streams: streamsSchema.prefault({}),
     tls: z
-      .object({ cert: nonEmpty('a path to a PEM certificate'), key: nonEmpty('a path to a PEM private key') })
+      .object({
+        cert: nonEmpty('a path to a PEM certificate'),
+        key: nonEmpty('a path to a PEM private key'),
+        /**
+         * Mutual TLS: a PEM CA certificate; every client must present a certificate it signed, and the
+         * certificate's subject CN is the client's name: joining records it, every later call must present it.
+         */
+        clientCa: nonEmpty('a path to a PEM CA certificate').optional(),
+      })
       .strict()
       .optional(),
     /** SQLite file; omitted = in memory (nothing survives a restart). */
@@ -182,20 +261,35 @@ export function loadConfigFile(path: string): CoordinatorConfig {
     ...config,
     model: config.model === undefined ? undefined : rel(config.model),
     sqlite: config.sqlite === undefined || config.sqlite === ':memory:' ? config.sqlite : rel(config.sqlite),
-    tls: config.tls === undefined ? undefined : { cert: rel(config.tls.cert), key: rel(config.tls.key) },
+    tls:
+      config.tls === undefined
+        ? undefined
+        : {
+            cert: rel(config.tls.cert),
+            key: rel(config.tls.key),
+            ...(config.tls.clientCa !== undefined ? { clientCa: rel(config.tls.clientCa) } : {}),
+          },
   };
 }
 
 /** The PEM files `tls` names; a file that cannot be read is named with its field (`tls.cert: cannot read ...`). */
-export function readTlsFiles(tls: { cert: string; key: string }): { cert: Buffer; key: Buffer } {
-  const read = (field: 'cert' | 'key'): Buffer => {
+export function readTlsFiles(tls: { cert: string; key: string; clientCa?: string | undefined }): {
+  cert: Buffer;
+  key: Buffer;
+  clientCa: Buffer | undefined;
+} {
+  const read = (field: 'cert' | 'key' | 'clientCa', path: string): Buffer => {
     try {
-      return readFileSync(tls[field]);
+      return readFileSync(path);
     } catch (err) {
-      throw new ConfigError(`tls.${field}: cannot read '${tls[field]}' (${(err as Error).message})`);
+      throw new ConfigError(`tls.${field}: cannot read '${path}' (${(err as Error).message})`);
     }
   };
-  return { cert: read('cert'), key: read('key') };
+  return {
+    cert: read('cert', tls.cert),
+    key: read('key', tls.key),
+    clientCa: tls.clientCa === undefined ? undefined : read('clientCa', tls.clientCa),
+  };
 }
 
 // ------------------------------------------------------------------ model file

@@ -2,19 +2,23 @@ import type { Logger } from 'pino';
 import type * as M from '../proto/messages.js';
 import { PROTOCOL_VERSION, type WireDirection } from '../proto/rpc.js';
 import type { CoordinatorConfig } from './config.js';
-import { CoordinatorError, precondition } from './errors.js';
-import { IntersectionAggregator } from './aggregate.js';
+import { CoordinatorError, exhausted, precondition } from './errors.js';
+import { createAggregator, type Aggregator } from './aggregate.js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { MaskMap, TensorMap, TensorSpec } from './model.js';
 import { cloneTensors, totalElements, validateInitialModel } from './model.js';
 import type { ClientState } from './liveness.js';
+import { PeerRateLimiter } from './limits.js';
 import { Registry, type ClientRecord, type ClientView } from './registry.js';
 import { Round, quorumCount, sampleMembers, type AdoptedMasks, type UploadReceipt } from './rounds.js';
 import { CoordinatorStore, type RoundSummary } from './store.js';
-import { masksAfter, validateUpdate } from './validate.js';
+import { masksAfter, uploadDigest, validateUpdate } from './validate.js';
 import { encodeTaskTensor, requestedValueEncoding, type TaskLayout } from './wire.js';
 
 export type CoordinatorPhase = 'waiting' | 'open' | 'finished';
+
+/** How a call ended, for the byte accounting: see recordCall. */
+export type CallOutcome = 'accepted' | 'retry' | 'refused';
 
 export interface CoordinatorStatus {
   phase: CoordinatorPhase;
@@ -79,12 +83,14 @@ export class Coordinator {
   readonly #now: () => number;
   readonly #store: CoordinatorStore;
   readonly #registry: Registry;
-  readonly #aggregator: IntersectionAggregator;
+  readonly #aggregator: Aggregator;
   readonly #global: TensorMap;
   readonly #denseBytes: number;
   readonly #configJson: string;
   readonly #listeners = new Set<RoundListener>();
   readonly #changeListeners = new Set<() => void>();
+  /** Join attempts per peer address; undefined when `joins.perPeer` is off. */
+  readonly #joinRate: PeerRateLimiter | undefined;
   #lastRound: number;
   #round: Round | null = null;
   /** Attempt number of the next round to open: counts abandoned attempts of the current round id. */
@@ -107,6 +113,7 @@ export class Coordinator {
     this.#now = deps.now ?? (() => Date.now());
     this.#denseBytes = 4 * totalElements(this.manifest);
     this.#configJson = JSON.stringify(config.training);
+    this.#joinRate = config.joins.perPeer === 'off' ? undefined : new PeerRateLimiter(config.joins.perPeer);
     this.#store = new CoordinatorStore(config.sqlite, this.manifest);
     let state;
     try {
@@ -120,7 +127,7 @@ export class Coordinator {
     this.#registry = new Registry(config.enrollmentToken, config.liveness, this.#now());
     for (const c of state.clients) this.#registry.restore(c);
     this.#restoreHistory();
-    this.#aggregator = new IntersectionAggregator(this.manifest);
+    this.#aggregator = createAggregator(this.manifest, config.aggregation);
     this.#metrics.clientsRegistered.set(this.#registry.activeCount());
     this.#metrics.observeClientStates(() => this.#registry.countByState(this.#now()));
     this.#metrics.lastCommittedRound.set(state.lastRound);
@@ -205,6 +212,11 @@ export class Coordinator {
     return cloneTensors(this.#global);
   }
 
+  /** The name a client joined under (under mutual TLS, its certificate's CN); undefined for an unknown id. */
+  clientName(clientId: string): string | undefined {
+    return this.#registry.get(clientId)?.name;
+  }
+
   /** The masks the server holds for a client (tensors absent = all kept). */
   clientMasks(clientId: string): { version: number; masks: MaskMap } | undefined {
     const c = this.#registry.get(clientId);
@@ -272,9 +284,30 @@ export class Coordinator {
     return client;
   }
 
-  join(req: M.JoinRequest): M.JoinResponse {
+  /**
+   * Enrolls a client. `peer` is the caller's address (gRPC): its join
+   * attempts, good token or not, are rate-limited per address (joins.perPeer);
+   * in-process callers pass none. Then the token, then joins.maxClients.
+   */
+  join(req: M.JoinRequest, peer?: string): M.JoinResponse {
     this.#checkProtocol(req.protocolVersion);
-    const { record, token } = this.#registry.enroll(req.enrollmentToken, req.clientName, req.numExamples, this.#now());
+    const now = this.#now();
+    const perPeer = this.#config.joins.perPeer;
+    const wait = peer === undefined || this.#joinRate === undefined ? 0 : this.#joinRate.take(peer, now);
+    if (wait > 0 && perPeer !== 'off') {
+      throw exhausted(
+        'join_rate',
+        `too many joins from ${peer}: at most ${perPeer.burst} at once, then ${perPeer.perSecond} per second (joins.perPeer); retry in ${wait} ms`,
+        wait,
+      );
+    }
+    const { record, token } = this.#registry.enroll(
+      req.enrollmentToken,
+      req.clientName,
+      req.numExamples,
+      now,
+      this.#config.joins.maxClients,
+    );
     this.#store.saveClient(record);
     this.#metrics.clientsRegistered.set(this.#registry.activeCount());
     this.#log.info({ event: 'join', clientId: record.id, name: req.clientName }, `client ${record.id} joined`);
@@ -368,7 +401,9 @@ export class Coordinator {
 
   /**
    * Checks the header before any tensor is read: protocol, identity, round,
-   * membership. Returns the receipt of an earlier identical upload (retry).
+   * membership. Returns the receipt of the client's upload accepted earlier
+   * for this round, if any: this upload is then a retry, acknowledged only if
+   * it is the same update (pushUpdate compares them).
    */
   checkUpdateHeader(header: M.UpdateHeader): { client: ClientRecord; receipt: UploadReceipt | undefined } {
     const client = this.#authenticate(header);
@@ -394,12 +429,24 @@ export class Coordinator {
 
   /**
    * Validates a whole update (validateUpdate), then folds it. Nothing is
-   * applied unless every check passes. A retry of an accepted upload gets the
-   * same receipt and is not folded again.
+   * applied unless every check passes. A retry of an accepted upload (the ack
+   * was lost) gets the same ack and is not folded again, but only when it is
+   * the same update (uploadDigest): one with other content is refused with
+   * FAILED_PRECONDITION, since it would never be applied.
    */
   pushUpdate(header: M.UpdateHeader, tensors: readonly M.SparseTensor[]): M.UpdateAck {
     const { client, receipt } = this.checkUpdateHeader(header);
-    if (receipt !== undefined) return { ...receipt };
+    const digest = uploadDigest(header, tensors);
+    if (receipt !== undefined) {
+      if (receipt.digest !== digest) {
+        throw precondition(
+          'retry_mismatch',
+          `client ${client.id} already reported an update for round ${header.roundId}, and this one differs from it; ` +
+            'a retry must resend the same update',
+        );
+      }
+      return { ...receipt.ack };
+    }
     const r = this.#round as Round;
     const update = validateUpdate(header, tensors, {
       specs: this.#specs,
@@ -407,12 +454,19 @@ export class Coordinator {
       held: { maskVersion: client.maskVersion, masks: client.masks },
     });
     this.#aggregator.add(update);
+    if (update.clippedFrom !== null) {
+      this.#metrics.updatesClipped.inc();
+      this.#log.warn(
+        { event: 'clipped', clientId: client.id, round: r.id, norm: update.clippedFrom, bound: this.#config.updateNormBound },
+        `update of ${client.id} for round ${r.id} clipped from L2 norm ${update.clippedFrom.toPrecision(6)} to ${this.#config.updateNormBound}`,
+      );
+    }
     const change = update.maskChange;
     const maskVersion = change.kind === 'changed' ? change.version : client.maskVersion;
-    const ack: UploadReceipt = { accepted: true, message: `update for round ${r.id} accepted`, maskVersion };
+    const ack = { accepted: true as const, message: `update for round ${r.id} accepted`, maskVersion };
     r.accept(
       client.id,
-      ack,
+      { ack, digest },
       update.metrics,
       change.kind === 'changed'
         ? { kind: 'changed', version: change.version, masks: masksAfter(client.masks, update) }
@@ -430,10 +484,26 @@ export class Coordinator {
 
   // ------------------------------------------------------------------ wire accounting
 
+  /**
+   * The bytes of one finished call, by outcome. Only accepted calls count as
+   * a round member's traffic (what the round reports as moved): the repeat of
+   * an accepted upload and a refused or cut-off call are counted apart, in
+   * `subfed_call_bytes_total`, so retries do not inflate the traffic.
+   */
+  recordCall(clientId: string | undefined, outcome: CallOutcome, bytes: { up: number; down: number }): void {
+    for (const direction of ['up', 'down'] as const) {
+      if (bytes[direction] > 0) this.#metrics.callBytes.inc({ direction, outcome }, bytes[direction]);
+    }
+    if (outcome === 'accepted') {
+      this.#recordTraffic('up', clientId, bytes.up);
+      this.#recordTraffic('down', clientId, bytes.down);
+    }
+  }
+
   /** Bytes a client moved; counted into the open round when the client is a member. */
-  recordWire(direction: WireDirection, clientId: string | undefined, bytes: number): void {
+  #recordTraffic(direction: WireDirection, clientId: string | undefined, bytes: number): void {
     const r = this.#round;
-    if (clientId === undefined || r === null || !r.members.has(clientId)) return;
+    if (clientId === undefined || bytes === 0 || r === null || !r.members.has(clientId)) return;
     r.addTraffic(clientId, direction, bytes);
   }
 

@@ -22,6 +22,7 @@ import { createHttpServer } from './http.js';
 import { CoordinatorMetrics } from './metrics.js';
 import type { TensorMap, TensorSpec } from './model.js';
 import { elementCount } from '../proto/shape.js';
+import { StreamGuard } from './streams.js';
 
 export interface CoordinatorHandle {
   readonly grpcPort: number;
@@ -33,6 +34,8 @@ export interface CoordinatorHandle {
   readonly httpAddress: string | null;
   readonly coordinator: Coordinator;
   readonly metrics: CoordinatorMetrics;
+  /** Open PullTask/PushUpdate streams and the bytes they hold (the limits of `streams`). */
+  readonly streams: StreamGuard;
   /** Resolves once `round` is committed (immediately if it already is). */
   waitForRound(round: number): Promise<void>;
   stop(): Promise<void>;
@@ -92,24 +95,36 @@ export async function startCoordinator(
   const logger = options.logger ?? pino({ level: config.logLevel, base: { service: 'subfed-coordinator' } });
   // Read before anything starts, so a missing file is one clear error.
   const tls = config.tls === undefined ? undefined : readTlsFiles(config.tls);
+  const uploadBytes = uploadLimits(model.manifest).maxTotalBytes;
+  if (config.streams.maxBufferedBytes < uploadBytes) {
+    throw new ConfigError(
+      `streams.maxBufferedBytes: ${config.streams.maxBufferedBytes} bytes cannot hold one upload of this model ` +
+        `(up to ${uploadBytes} bytes); raise it`,
+    );
+  }
   const metrics = new CoordinatorMetrics({ processMetrics: config.http.enabled });
   const coordinator = new Coordinator(config, model, { logger, metrics, now: options.now });
 
-  const counted = createCoordinatorDefinition((direction, clientId, bytes) => {
-    metrics.bytes.inc({ direction }, bytes);
-    coordinator.recordWire(direction, clientId, bytes);
-  });
+  // Every message, whatever became of its call; the handlers count each call's bytes by outcome (recordCall).
+  const counted = createCoordinatorDefinition((direction, _clientId, bytes) => metrics.bytes.inc({ direction }, bytes));
   const definition = limitMessageSizes(counted, config.grpc.maxMessageBytes);
   const server = new grpc.Server({
     ...messageLimitOptions(config.grpc.maxMessageBytes),
     // Hard cap; the configured limit is enforced (and logged) by limitMessageSizes.
     'grpc.max_receive_message_length': 2 * config.grpc.maxMessageBytes,
   });
+  const limits = uploadLimits(coordinator.manifest);
+  const streams = new StreamGuard(config.streams, (s) => {
+    metrics.streamsOpen.set(s.open);
+    metrics.streamBufferedBytes.set(s.buffered);
+  });
   server.addService(
     definition,
     createGrpcHandlers(coordinator, {
-      limits: uploadLimits(coordinator.manifest),
+      limits,
       chunkBytes: Math.min(DEFAULT_CHUNK_BYTES, Math.max(1024, config.grpc.maxMessageBytes - 4096)),
+      streams,
+      clientCertificates: tls?.clientCa !== undefined,
     }),
   );
   // The standard probes: grpc.health.v1 (SERVING while clients are taken, NOT_SERVING once
@@ -132,7 +147,12 @@ export async function startCoordinator(
   const credentials =
     tls === undefined
       ? grpc.ServerCredentials.createInsecure()
-      : grpc.ServerCredentials.createSsl(null, [{ private_key: tls.key, cert_chain: tls.cert }], false);
+      : // With clientCa, grpc-js refuses a client without a certificate that CA signed (mutual TLS).
+        grpc.ServerCredentials.createSsl(
+          tls.clientCa ?? null,
+          [{ private_key: tls.key, cert_chain: tls.cert }],
+          tls.clientCa !== undefined,
+        );
   let grpcPort: number;
   try {
     grpcPort = await new Promise<number>((resolve, reject) =>
@@ -175,6 +195,7 @@ export async function startCoordinator(
     httpAddress: httpPort === null ? null : `${config.http.host}:${httpPort}`,
     coordinator,
     metrics,
+    streams,
     waitForRound(round: number): Promise<void> {
       if (coordinator.status().lastCommittedRound >= round) return Promise.resolve();
       return new Promise((resolve) => {

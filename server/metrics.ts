@@ -60,6 +60,12 @@ export class CoordinatorMetrics {
     labelNames: ['direction'] as const,
     registers: [this.registry],
   });
+  readonly callBytes = new Counter({
+    name: 'subfed_call_bytes_total',
+    help: 'Bytes of calls by outcome: accepted (the call succeeded, the first time), retry (the repeat of an upload accepted before), refused (refused, failed or cut off)',
+    labelNames: ['direction', 'outcome'] as const,
+    registers: [this.registry],
+  });
   readonly denseEquivalentBytes = new Counter({
     name: 'subfed_dense_equivalent_bytes_total',
     help: 'Bytes dense float32 FedAvg would have moved for the same tasks and updates',
@@ -77,10 +83,26 @@ export class CoordinatorMetrics {
     help: 'Updates folded into a round',
     registers: [this.registry],
   });
+  readonly updatesClipped = new Counter({
+    name: 'subfed_updates_clipped_total',
+    help: 'Accepted updates whose delta was scaled down to updateNormBound (updateNormMode clip)',
+    registers: [this.registry],
+  });
   readonly rejected = new Counter({
     name: 'subfed_rejected_requests_total',
     help: 'Requests refused, by reason',
     labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly streamsOpen = new Gauge({
+    name: 'subfed_streams_open',
+    help: 'PullTask and PushUpdate streams open now (streams.total caps them)',
+    registers: [this.registry],
+  });
+  readonly streamBufferedBytes = new Gauge({
+    name: 'subfed_stream_buffered_bytes',
+    help: 'Bytes the open streams hold: upload pieces until the update is folded, prepared tasks until sent (streams.maxBufferedBytes caps them)',
     registers: [this.registry],
   });
 

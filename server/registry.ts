@@ -2,7 +2,7 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { livenessAfter, type ClientState, type Liveness, type LivenessPolicy } from './liveness.js';
 import type { MaskMap } from './model.js';
 import type { RoundSummary } from './store.js';
-import { unauthenticated } from './errors.js';
+import { exhausted, unauthenticated } from './errors.js';
 
 /** What is persisted of a client, and what the coordinator reads; only the Registry's methods change it. */
 export interface ClientRecord {
@@ -176,10 +176,23 @@ export class Registry {
     }));
   }
 
-  /** Checks the enrollment token and creates a client; returns the record and its token (shown once). */
-  enroll(enrollmentToken: string, name: string, numExamples: number, now: number): { record: ClientRecord; token: string } {
+  /**
+   * Checks the enrollment token and creates a client; returns the record and
+   * its token (shown once). Refused once `maxClients` clients are enrolled and
+   * have not left.
+   */
+  enroll(
+    enrollmentToken: string,
+    name: string,
+    numExamples: number,
+    now: number,
+    maxClients: number = Infinity,
+  ): { record: ClientRecord; token: string } {
     if (!secretsEqual(enrollmentToken, this.#enrollmentHash)) {
       throw unauthenticated('bad_enrollment_token', 'enrollment token is not valid');
+    }
+    if (this.activeCount() >= maxClients) {
+      throw exhausted('max_clients', `the coordinator has ${maxClients} clients enrolled, its limit (joins.maxClients)`);
     }
     const seq = this.#nextSeq++;
     const token = randomBytes(32).toString('base64url');

@@ -39,10 +39,12 @@ export function sampleMembers(
   return pool.slice(0, k);
 }
 
+/** What the coordinator keeps of an accepted upload, so that a retry of it is answered without folding it again. */
 export interface UploadReceipt {
-  readonly accepted: true;
-  readonly message: string;
-  readonly maskVersion: number;
+  /** The ack sent; a retry of the same upload gets it again. */
+  readonly ack: { readonly accepted: true; readonly message: string; readonly maskVersion: number };
+  /** uploadDigest of the accepted upload: a retry is acknowledged only when its digest is this one. */
+  readonly digest: string;
 }
 
 /** What a reporter said about its round, kept in the round history. */

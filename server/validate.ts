@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import type { Mask } from '../proto/mask.js';
-import type { MaskChange, SparseTensor, UpdateHeader } from '../proto/rpc.js';
+import { codecs } from '../proto/schema.js';
+import type { MaskChange, SparseTensor, UpdateHeader, UpdateMetrics } from '../proto/rpc.js';
 import type { CoordinatorConfig } from './config.js';
 import { invalid, precondition } from './errors.js';
 import type { MaskMap, TensorSpec } from './model.js';
@@ -24,12 +26,14 @@ export interface ValidatedUpdate {
   readonly metrics: ReportMetrics;
   readonly maskChange: MaskChange;
   readonly tensors: readonly ValidatedTensor[];
+  /** The L2 norm the delta had when it was scaled down to updateNormBound (mode `clip`); null when it was within. */
+  readonly clippedFrom: number | null;
 }
 
 /** What an update is checked against: the model, the limits, and the server's copy of the sender's masks. */
 export interface ValidationContext {
   readonly specs: ReadonlyMap<string, TensorSpec>;
-  readonly limits: Pick<CoordinatorConfig, 'weighting' | 'maxExamples' | 'updateNormBound'>;
+  readonly limits: Pick<CoordinatorConfig, 'weighting' | 'maxExamples' | 'updateNormBound' | 'updateNormMode'>;
   /** The masks the server holds for the sender (tensors absent = all kept) and their version. */
   readonly held: { readonly maskVersion: number; readonly masks: MaskMap };
 }
@@ -37,6 +41,37 @@ export interface ValidationContext {
 /** The header's two mask fields as one value; new_mask_version means nothing when mask_changed is false. */
 export function maskChangeOf(header: Pick<UpdateHeader, 'maskChanged' | 'newMaskVersion'>): MaskChange {
   return header.maskChanged ? { kind: 'changed', version: header.newMaskVersion } : { kind: 'unchanged' };
+}
+
+/**
+ * A digest of what an upload says: the header fields that decide what is
+ * folded and recorded (round, num_examples, mask versions, metrics, tensor
+ * count; not the credentials) and every tensor as it travelled (its
+ * serialized SparseTensor). An honest retry resends the same header and the
+ * same encoded tensors, so it has the same digest; any other content does not.
+ * The tensors are compared as sent rather than decoded because a retry after
+ * the commit would decode against masks that have moved on since.
+ */
+export function uploadDigest(header: UpdateHeader, tensors: readonly SparseTensor[]): string {
+  const m = header.metrics;
+  const fields = {
+    roundId: header.roundId,
+    numExamples: header.numExamples,
+    baseMaskVersion: header.baseMaskVersion,
+    maskChange: maskChangeOf(header),
+    tensorCount: header.tensorCount,
+    // JSON would write NaN and the infinities as null; their text keeps them apart.
+    metrics:
+      m === null
+        ? null
+        : [m.loss, m.localAccuracy, m.sparsity, m.receivedAccuracy].map((x) => String(x)).concat(m.channelsKept.join(',')),
+  };
+  const hash = createHash('sha256').update(JSON.stringify(fields));
+  for (const t of tensors) {
+    const bytes = codecs.SparseTensor.encode(t);
+    hash.update(`${bytes.length}:`).update(bytes);
+  }
+  return hash.digest('hex');
 }
 
 /**
@@ -60,11 +95,7 @@ export function validateUpdate(
   if (header.numExamples > limits.maxExamples) {
     throw invalid('num_examples', `num_examples ${header.numExamples} exceeds the limit of ${limits.maxExamples}`);
   }
-  // channels_kept has one entry per BatchNorm'd layer at most, so never more than the model has tensors.
-  const channels = header.metrics?.channelsKept.length ?? 0;
-  if (channels > specs.size) {
-    throw invalid('metrics', `metrics.channels_kept has ${channels} entries; the model has ${specs.size} tensors`);
-  }
+  checkMetrics(header.metrics, specs.size);
   const maskChange = maskChangeOf(header);
   if (maskChange.kind === 'changed' && maskChange.version <= held.maskVersion) {
     throw invalid(
@@ -83,6 +114,11 @@ export function validateUpdate(
     seen.add(t.name);
     const reference = held.masks.get(t.name) ?? null;
     const d = decodeUpdateTensor(t, spec, reference);
+    if (d.mask.keptCount === 0) {
+      // A layer with no weight left passes no signal (for a bias or BatchNorm tensor: every channel is gone), so the
+      // client's network no longer depends on its input. No Sub-FedAvg client prunes that far (see proto/PROTOCOL.md).
+      throw invalid('empty_mask', `tensor "${t.name}" keeps no position; a layer pruned entirely cuts the network`);
+    }
     if (d.usesReference && !baseMatches) {
       throw precondition(
         'mask_version_mismatch',
@@ -104,10 +140,20 @@ export function validateUpdate(
     // An unchanged mask keeps the held object, whose kept-index list is derived already.
     out.push({ name: t.name, mask: unchanged && reference !== null ? reference : d.mask, deltas: v });
   }
-  const norm = Math.sqrt(squares);
-  if (norm > limits.updateNormBound) {
-    throw invalid('norm_bound', `update L2 norm ${norm.toPrecision(6)} exceeds the bound ${limits.updateNormBound}`);
+  if (seen.size < specs.size) {
+    const missing = [...specs.keys()].filter((name) => !seen.has(name));
+    throw invalid(
+      'missing_tensor',
+      `the update lacks ${missing.length} of the model's ${specs.size} tensors (first: "${missing[0]}"); ` +
+        'an update carries every tensor, with its delta at the kept positions',
+    );
   }
+  const norm = Math.sqrt(squares);
+  const bound = limits.updateNormBound;
+  if (norm > bound && limits.updateNormMode === 'reject') {
+    throw invalid('norm_bound', `update L2 norm ${norm.toPrecision(6)} exceeds the bound ${bound}`);
+  }
+  if (norm > bound) clip(out, bound / norm);
   const m = header.metrics;
   return {
     clientId: header.clientId,
@@ -123,10 +169,52 @@ export function validateUpdate(
     },
     maskChange,
     tensors: out,
+    clippedFrom: norm > bound ? norm : null,
   };
 }
 
-/** The sender's complete set of non-all-ones masks once `update` is adopted (tensors it did not send keep theirs). */
+/**
+ * Scales every delta by `factor` in place (the decoded arrays are the
+ * update's own). Float32 rounding can lift each value by a relative 2^-24, so
+ * the factor is shortened by 2^-22: the clipped norm never exceeds the bound.
+ */
+function clip(tensors: readonly ValidatedTensor[], factor: number): void {
+  const f = factor * (1 - 2 ** -22);
+  for (const t of tensors) {
+    const v = t.deltas;
+    for (let i = 0; i < v.length; i++) v[i] *= f;
+  }
+}
+
+/** Fractions a client reports (accuracies on its own data, its pruned share); the proto's field names. */
+const FRACTION_METRICS = [
+  ['localAccuracy', 'local_accuracy'],
+  ['receivedAccuracy', 'received_accuracy'],
+  ['sparsity', 'sparsity'],
+] as const;
+
+/**
+ * The metrics land in the round history and on the dashboard, so a value
+ * that cannot be what it claims is refused like a bad tensor: NaN or an
+ * infinity (JSON would show it as 0 or null), a negative loss, a fraction
+ * outside [0, 1]. Absent metrics (null) stay allowed and read as zeros.
+ */
+function checkMetrics(m: UpdateMetrics | null, tensors: number): void {
+  if (m === null) return;
+  if (!Number.isFinite(m.loss) || m.loss < 0) {
+    throw invalid('metrics', `metrics.loss is ${m.loss}; expected a finite number >= 0`);
+  }
+  for (const [field, wire] of FRACTION_METRICS) {
+    const v = m[field];
+    if (!(v >= 0 && v <= 1)) throw invalid('metrics', `metrics.${wire} is ${v}; expected a fraction in [0, 1]`);
+  }
+  // channels_kept has one entry per BatchNorm'd layer at most, so never more than the model has tensors.
+  if (m.channelsKept.length > tensors) {
+    throw invalid('metrics', `metrics.channels_kept has ${m.channelsKept.length} entries; the model has ${tensors} tensors`);
+  }
+}
+
+/** The sender's complete set of non-all-ones masks once `update` is adopted. */
 export function masksAfter(held: MaskMap, update: ValidatedUpdate): MaskMap {
   const masks = new Map(held);
   for (const t of update.tensors) {

@@ -18,11 +18,11 @@ import {
   type ReceivedTask,
   type RoundMetrics,
 } from '../client/participant.js';
-import { CoordinatorClient } from '../client/remote.js';
+import { CoordinatorClient, type OutgoingTensor } from '../client/remote.js';
 import { trainOnTask } from '../client/federated-round.js';
 import { evaluate } from '../client/train.js';
 import { serveWorkerRequests } from './pool.js';
-import { algorithmConfig, modelFor } from './presets.js';
+import { algorithmConfig, attackers, modelFor } from './presets.js';
 import type { InitialModel } from '../server/config.js';
 import type { ClientEvaluation, MemberResult, WorkerRequest, WorkerResponses, WorkerSetup } from './worker-protocol.js';
 
@@ -71,7 +71,8 @@ async function federatedRound(
     throw new Error(`client ${client}: expected a task for round ${round}, the coordinator sent round ${task.round}`);
   }
   const trained = await trainOnTask(p, task);
-  const ack = await remote.pushUpdate(trained.upload.fields, trained.upload.tensors);
+  const tensors = malicious.has(client) ? signFlipped(trained.upload.tensors) : trained.upload.tensors;
+  const ack = await remote.pushUpdate(trained.upload.fields, tensors);
   if (!ack.accepted) throw new Error(`client ${client}: round ${round} update refused: ${ack.message}`);
   return memberResult(client, trained.metrics, trained.receivedSparsity, true);
 }
@@ -90,6 +91,15 @@ async function trainRound(client: number, round: number): Promise<MemberResult> 
       return memberResult(client, result.metrics, before, false);
     }
   }
+}
+
+/** The clients that attack (SimConfig.attack, an attack simulation); empty for an honest run. */
+const malicious = attackers(config);
+
+/** The upload of a sign-flipping attacker: every delta times -scale, masks as trained. */
+function signFlipped(tensors: ReadonlyMap<string, OutgoingTensor>): ReadonlyMap<string, OutgoingTensor> {
+  const scale = -(config.attack?.scale ?? 1);
+  return new Map([...tensors].map(([name, t]) => [name, { ...t, kept: t.kept.map((x) => x * scale) }]));
 }
 
 async function pullUntilTask(

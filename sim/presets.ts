@@ -22,6 +22,7 @@ import { modelStructure } from '../client/model.js';
 import { MODEL_NAMES, type ModelName } from '../client/model-names.js';
 import { VALUE_ENCODING_NAMES } from '../proto/messages.js';
 import { DATASET_NAMES } from './datasets.js';
+import { SeededRandom, deriveSeed } from '../proto/random.js';
 
 export type { AlgorithmName };
 
@@ -78,6 +79,19 @@ export const simConfigSchema = z.strictObject({
   seed: z.number().int().min(0),
   backend: z.enum(BACKEND_CHOICES),
   out: z.string().min(1).optional(),
+  /** How the coordinator aggregates (server.json's `aggregation`); absent = the intersection mean. */
+  aggregation: z
+    .union([z.literal('mean'), z.strictObject({ kind: z.literal('trimmed-mean'), trim: z.number().min(0).lt(0.5) })])
+    .optional(),
+  /** The coordinator's updateNormBound and updateNormMode; absent = the server's defaults. */
+  updateNorm: z.strictObject({ bound: z.number().positive(), mode: z.enum(['reject', 'clip']) }).optional(),
+  /**
+   * ATTACK SIMULATION, for robustness experiments only: a seeded share of the
+   * clients (attackers(), at least one) upload their delta negated and scaled
+   * by `scale` (sign flipping). Lives in sim/ only: no coordinator or
+   * `subfed client` code knows of it. Absent = every client is honest.
+   */
+  attack: z.strictObject({ kind: z.literal('sign-flip'), fraction: fraction, scale: z.number().positive() }).optional(),
 });
 export type SimConfig = Omit<z.infer<typeof simConfigSchema>, 'algorithmConfigs'> & {
   readonly algorithmConfigs: AlgorithmConfigs;
@@ -344,4 +358,12 @@ export function algorithmConfig(config: SimConfig, algorithm: AlgorithmName): Tr
 /** Number of members per round, the coordinator's rule: K = max(round(fraction*N), 1). */
 export function membersPerRound(config: Pick<SimConfig, 'fraction' | 'clients'>): number {
   return Math.max(Math.round(config.fraction * config.clients), 1);
+}
+
+/** The clients that attack under `config.attack` (seeded; round(fraction * clients), at least one); none without it. */
+export function attackers(config: Pick<SimConfig, 'attack' | 'clients' | 'seed'>): ReadonlySet<number> {
+  if (config.attack === undefined) return new Set();
+  const count = Math.max(1, Math.round(config.attack.fraction * config.clients));
+  const order = new SeededRandom(deriveSeed(config.seed, 0xa77ac)).permutation(config.clients);
+  return new Set(order.subarray(0, count));
 }

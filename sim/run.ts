@@ -18,7 +18,7 @@ import { loadDataset, type LoadedDataset } from './datasets.js';
 import { formatLabelCounts, partition, type Partition } from './partition.js';
 import { WorkerPool, workerEntry } from './pool.js';
 import { describeAlgorithm } from '../client/algorithms/registry.js';
-import { algorithmConfig, modelFor, type AlgorithmName, type SimConfig } from './presets.js';
+import { algorithmConfig, attackers, modelFor, type AlgorithmName, type SimConfig } from './presets.js';
 import { accuracyStats, type AccuracyStats, type ByteCounts, type RoundReport } from './report.js';
 import type { InitialModel } from '../server/config.js';
 import type { Logger } from 'pino';
@@ -103,9 +103,24 @@ function describeRun(config: SimConfig, data: LoadedDataset, split: Partition): 
       ? [`pruning accuracy gate (${gatedOn.val.join(', ')}): measured on a validation split of each client's training data`]
       : []),
   ];
+  const attack = config.attack;
+  const attackNote =
+    attack === undefined
+      ? []
+      : [
+          `ATTACK SIMULATION: clients ${[...attackers(config)].sort((a, b) => a - b).join(', ')} upload their delta x ${-attack.scale} (sign flipping)`,
+        ];
+  const robust = [
+    ...(config.aggregation !== undefined && config.aggregation !== 'mean'
+      ? [`aggregation: coordinate-wise trimmed mean, ${config.aggregation.trim} cut at each end`]
+      : []),
+    ...(config.updateNorm !== undefined ? [`update norm bound ${config.updateNorm.bound} (${config.updateNorm.mode})`] : []),
+  ];
   return [
     `data: ${data.source}`,
     `split: ${split.description}`,
+    ...attackNote,
+    ...robust,
     ...gateNotes,
     `accuracy: members are evaluated every round after local training; every client every ${config.evalEvery} rounds and at the end ("all clients")`,
   ];
@@ -256,7 +271,13 @@ function startSimCoordinator(
       retryAfterMs: 20,
       seed: config.seed,
       weighting: config.weighting,
+      ...(config.aggregation !== undefined ? { aggregation: config.aggregation } : {}),
+      ...(config.updateNorm !== undefined
+        ? { updateNormBound: config.updateNorm.bound, updateNormMode: config.updateNorm.mode }
+        : {}),
       enrollmentToken,
+      // Every simulated client joins from this one process: no per-address join limit.
+      joins: { perPeer: 'off', maxClients: config.clients },
       http: { enabled: false },
       logLevel: 'warn',
       training: config.training,

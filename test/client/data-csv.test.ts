@@ -214,9 +214,10 @@ describe('CSV data', () => {
         [1, 0],
       ]),
     );
-    tmp.write('mixed/notes.txt', new TextEncoder().encode('hi'));
+    tmp.write('mixed/notes.txt', new TextEncoder().encode('hi')); // a document: not data, no conflict
+    tmp.write('mixed/batch.bin', new Uint8Array(8));
     await expect(detectDataFolder(`${tmp.dir}/mixed`)).rejects.toThrow(
-      `'${tmp.dir}/mixed' holds CSV files (${tmp.dir}/mixed/a.csv) and other files (${tmp.dir}/mixed/notes.txt): keep one format per folder`,
+      `'${tmp.dir}/mixed' holds CSV files (${tmp.dir}/mixed/a.csv) and other files (${tmp.dir}/mixed/batch.bin): keep one format per folder`,
     );
     // train/ as CSV, test/ as images
     tmp.write(

@@ -145,6 +145,8 @@ describe('runClient', () => {
           stateDir,
           bytesUp: summary.bytesUp,
           bytesDown: summary.bytesDown,
+          failedBytesUp: 0,
+          failedBytesDown: 0,
         },
       ]);
       // one log record per event at info (a stretch of waiting is one record; the rest are debug)
@@ -239,6 +241,8 @@ describe('runClient', () => {
           stateDir,
           bytesUp: first.summary.bytesUp,
           bytesDown: first.summary.bytesDown,
+          failedBytesUp: 0,
+          failedBytesDown: 0,
         },
       ]);
       expect(first.events.at(-1)?.kind).toBe('finished');
@@ -543,16 +547,56 @@ describe('logLine', () => {
         'unknown client c2: joined h:1 again as c9 (was c2), personal state kept',
       ],
       [
-        { kind: 'stopped', reason: 'signal', roundsTrained: 3, stateDir: '/s', bytesUp: 1, bytesDown: 2 },
+        {
+          kind: 'stopped',
+          reason: 'signal',
+          roundsTrained: 3,
+          stateDir: '/s',
+          bytesUp: 1,
+          bytesDown: 2,
+          failedBytesUp: 0,
+          failedBytesDown: 0,
+        },
         'stopped after 3 round(s); state saved in /s',
       ],
       [
-        { kind: 'stopped', reason: 'signal', roundsTrained: 0, stateDir: undefined, bytesUp: 0, bytesDown: 0 },
+        {
+          kind: 'stopped',
+          reason: 'signal',
+          roundsTrained: 0,
+          stateDir: undefined,
+          bytesUp: 0,
+          bytesDown: 0,
+          failedBytesUp: 0,
+          failedBytesDown: 0,
+        },
         'stopped after 0 round(s); nothing to save',
       ],
       [
-        { kind: 'finished', lastRound: 9, roundsTrained: 4, stateDir: '/s', bytesUp: 10, bytesDown: 20 },
+        {
+          kind: 'finished',
+          lastRound: 9,
+          roundsTrained: 4,
+          stateDir: '/s',
+          bytesUp: 10,
+          bytesDown: 20,
+          failedBytesUp: 0,
+          failedBytesDown: 0,
+        },
         'training finished after round 9 (4 round(s) trained here); state saved in /s; up 10 B, down 20 B',
+      ],
+      [
+        {
+          kind: 'finished',
+          lastRound: 9,
+          roundsTrained: 4,
+          stateDir: '/s',
+          bytesUp: 10,
+          bytesDown: 20,
+          failedBytesUp: 62000,
+          failedBytesDown: 0,
+        },
+        'training finished after round 9 (4 round(s) trained here); state saved in /s; up 10 B, down 20 B (and up 62000 B, down 0 B in failed attempts)',
       ],
     ];
     for (const [event, line] of cases) expect(logLine(event)).toBe(line);

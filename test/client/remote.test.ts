@@ -4,7 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { backoffDelay, CoordinatorClient, DEFAULT_RETRY, RemoteError } from '../../client/remote.js';
+import {
+  backoffDelay,
+  CoordinatorClient,
+  DEFAULT_RETRY,
+  probeTransport,
+  RemoteError,
+  TransportMismatchError,
+} from '../../client/remote.js';
 import { decodeSparseTensor, encodeSparseTensor } from '../../proto/codec.js';
 import { Mask } from '../../proto/mask.js';
 import {
@@ -53,6 +60,11 @@ class FakeCoordinator {
   received: Received[] = [];
   /** Status codes to fail the next heartbeats with. */
   heartbeatFailures: grpc.status[] = [];
+  /** Refusals of the next uploads, each after reading the whole stream (an outage, or a limit with a pushback). */
+  pushFailures: { code: grpc.status; pushbackMs?: number }[] = [];
+  pushCalls = 0;
+  /** Bytes of each upload received, in order. */
+  pushBytes: number[] = [];
   heartbeatCalls = 0;
   hasTask = true;
   /** With hasTask false: answer that training is finished. */
@@ -146,6 +158,8 @@ class FakeCoordinator {
         call.end();
       },
       pushUpdate: (call, cb) => {
+        this.pushCalls++;
+        const upBefore = this.upBytes;
         let header: UpdateHeader | undefined;
         const tensors: SparseTensor[] = [];
         const assembler = new TensorAssembler({ maxPieces: 64 });
@@ -167,6 +181,13 @@ class FakeCoordinator {
           }
         });
         call.on('end', () => {
+          this.pushBytes.push(this.upBytes - upBefore);
+          const failure = this.pushFailures.shift();
+          if (failure !== undefined) {
+            const metadata = new grpc.Metadata();
+            if (failure.pushbackMs !== undefined) metadata.set('grpc-retry-pushback-ms', String(failure.pushbackMs));
+            return cb({ code: failure.code, details: 'not now', metadata });
+          }
           this.received.push({ header: header!, tensors });
           cb(null, { accepted: true, message: 'ok', maskVersion: header!.newMaskVersion });
         });
@@ -197,6 +218,7 @@ afterAll(() => fake.server.forceShutdown());
 afterEach(() => {
   for (const c of clients.splice(0)) c.close();
   fake.heartbeatFailures = [];
+  fake.pushFailures = [];
   fake.hasTask = true;
   fake.finished = false;
   fake.denseButMasked = false;
@@ -224,6 +246,13 @@ describe('CoordinatorClient', () => {
     forged.resume({ ...saved, clientToken: 'guess' });
     await expect(forged.heartbeat()).rejects.toMatchObject({ code: grpc.status.UNAUTHENTICATED, details: 'bad client token' });
     expect(() => connect().resume({ ...saved, clientToken: '' })).toThrow(/client id and token must not be empty/);
+    // A manifest no dense task could carry within the client's limits is refused before anything is sized by it.
+    expect(() => connect().resume({ ...saved, manifest: [{ name: 'w', shape: [100_000, 100_000], prunable: true }] })).toThrow(
+      'manifest tensor "w" has 10000000000 elements; as f32 that is more than this client\'s limit of 536870912 bytes per tensor',
+    );
+    expect(() =>
+      connect({ limits: { maxTensorBytes: 1000 } }).resume({ ...saved, manifest: [{ name: 'w', shape: [251], prunable: true }] }),
+    ).toThrow(/has 251 elements/);
   });
 
   it('counts the same bytes as the server sees', async () => {
@@ -360,6 +389,48 @@ describe('CoordinatorClient', () => {
     expect(fake.heartbeatCalls).toBe(3);
   });
 
+  it('counts an upload retried through an outage once as traffic, and the failed attempts apart', async () => {
+    const client = connect();
+    await client.join('enroll', 'olga', 1);
+    const joined = { up: client.bytesUp, down: client.bytesDown };
+    fake.pushCalls = 0;
+    fake.pushBytes = [];
+    // The coordinator reads the whole upload twice and answers UNAVAILABLE, then accepts the third attempt.
+    fake.pushFailures = [{ code: grpc.status.UNAVAILABLE }, { code: grpc.status.UNAVAILABLE }];
+    const ack = await client.pushUpdate(
+      { roundId: 7, numExamples: 1, baseMaskVersion: 0, maskChange: { kind: 'unchanged' }, metrics: null },
+      new Map([['dense/bias', { mask: Mask.full(400), kept: globalBias }]]),
+    );
+    expect(ack.accepted).toBe(true);
+    expect(fake.pushCalls).toBe(3);
+    const [first, second, third] = fake.pushBytes;
+    expect(first).toBeGreaterThan(400 * 4);
+    expect([second, third]).toEqual([first, first]);
+    // One upload's bytes in the traffic, not three; the two failed attempts counted apart.
+    expect(client.bytesUp - joined.up).toBe(first);
+    expect(client.failedBytes).toEqual({ up: 2 * first, down: 0 });
+    expect(client.bytesDown - joined.down).toBeGreaterThan(0); // the ack
+  });
+
+  it('retries RESOURCE_EXHAUSTED only when it carries a pushback', async () => {
+    const client = connect();
+    await client.join('enroll', 'pia', 1);
+    const update = () =>
+      client.pushUpdate(
+        { roundId: 7, numExamples: 1, baseMaskVersion: 0, maskChange: { kind: 'unchanged' }, metrics: null },
+        new Map([['dense/bias', { mask: Mask.full(400), kept: globalBias }]]),
+      );
+    fake.pushCalls = 0;
+    fake.pushFailures = [{ code: grpc.status.RESOURCE_EXHAUSTED, pushbackMs: 50 }];
+    expect((await update()).accepted).toBe(true);
+    expect(fake.pushCalls).toBe(2);
+    // Without a pushback it is a limit that does not pass (e.g. too large): no retry.
+    fake.pushCalls = 0;
+    fake.pushFailures = [{ code: grpc.status.RESOURCE_EXHAUSTED }];
+    await expect(update()).rejects.toMatchObject({ code: grpc.status.RESOURCE_EXHAUSTED, details: 'not now' });
+    expect(fake.pushCalls).toBe(1);
+  });
+
   it('gives up after the configured number of attempts', async () => {
     const client = connect({ retry: { maxAttempts: 3, initialDelayMs: 1, maxDelayMs: 2 } });
     await client.join('enroll', 'judy', 1);
@@ -369,7 +440,7 @@ describe('CoordinatorClient', () => {
     expect(fake.heartbeatCalls).toBe(3);
   });
 
-  it('reports UNAVAILABLE when nothing listens', async () => {
+  it('reports UNAVAILABLE when nothing listens (nothing to probe: no transport hint)', async () => {
     const closed = new grpc.Server();
     const port = await new Promise<number>((resolve, reject) =>
       closed.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
@@ -456,9 +527,25 @@ describe.skipIf(!hasOpenssl())('TLS', () => {
       const secure = CoordinatorClient.connect(`localhost:${port}`, { tls: { ca: cert } });
       clients.push(secure);
       expect(await secure.join('any', 'tls', 1)).toEqual({ clientId: 'tls-1', manifest: [], config: {} });
-      const plain = CoordinatorClient.connect(`localhost:${port}`, { retry: { maxAttempts: 1 } });
+      // A plaintext client is told what is wrong at its first failure, instead of retrying "Failed to connect".
+      const plain = CoordinatorClient.connect(`localhost:${port}`);
       clients.push(plain);
-      await expect(plain.join('any', 'plain', 1)).rejects.toMatchObject({ code: grpc.status.UNAVAILABLE });
+      const err = await plain.join('any', 'plain', 1).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(TransportMismatchError);
+      expect(err).toMatchObject({ code: grpc.status.UNAVAILABLE });
+      expect((err as Error).message).toMatch(
+        new RegExp(
+          `the coordinator at localhost:${port} speaks TLS and this client connects in plaintext: give the coordinator's CA certificate \\(--tls-ca, or tlsCa in the config file\\)$`,
+        ),
+      );
+      expect(await probeTransport(`127.0.0.1:${port}`)).toBe('tls');
+      // And a TLS client at a plaintext coordinator (the fake one) is told the other way round.
+      const wrongWay = CoordinatorClient.connect(`127.0.0.1:${fake.port}`, { tls: { ca: cert } });
+      clients.push(wrongWay);
+      await expect(wrongWay.join('enroll', 'tls', 1)).rejects.toThrow(
+        new RegExp(`the coordinator at 127\\.0\\.0\\.1:${fake.port} does not answer TLS \\(a plaintext coordinator\\?\\)`),
+      );
+      expect(await probeTransport(`127.0.0.1:${fake.port}`)).toBe('not-tls');
     } finally {
       server.forceShutdown();
       rmSync(dir, { recursive: true, force: true });

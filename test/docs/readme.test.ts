@@ -63,10 +63,12 @@ describe('README: JSON examples', () => {
   });
 
   it('names only coordinator fields that exist (`grpc.host`, `tls.cert`, ...)', () => {
-    const config = parseConfig({ rounds: 1, fraction: 1, enrollmentToken: 'x', tls: { cert: 'c', key: 'k' } }) as Record<
-      string,
-      unknown
-    >;
+    const config = parseConfig({
+      rounds: 1,
+      fraction: 1,
+      enrollmentToken: 'x',
+      tls: { cert: 'c', key: 'k', clientCa: 'ca' },
+    }) as Record<string, unknown>;
     const fields = backticked(prose(README)).filter((t) => /^(grpc|http|tls|liveness)\.\w+$/.test(t));
     expect(fields.length).toBeGreaterThan(5);
     for (const field of fields) {

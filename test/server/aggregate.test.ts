@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { IntersectionAggregator } from '../../server/aggregate.js';
+import { IntersectionAggregator, TrimmedMeanAggregator } from '../../server/aggregate.js';
 import { Mask } from '../../proto/mask.js';
 import type { TensorMap, TensorSpec } from '../../server/model.js';
 import type { ValidatedTensor, ValidatedUpdate } from '../../server/validate.js';
@@ -14,14 +14,15 @@ function gatherDelta(weights: number[], mask: number[], global: number[]): Float
 }
 
 /** A hand-made validated update (the aggregator trusts its caller, so tests build them directly). */
-function update(tensors: ValidatedTensor[], weight = 1): ValidatedUpdate {
+function update(tensors: ValidatedTensor[], weight = 1, clientId = 'c1'): ValidatedUpdate {
   return {
-    clientId: 'c1',
+    clientId,
     round: 1,
     weight,
     metrics: { numExamples: weight, loss: 0, localAccuracy: 0, sparsity: 0, receivedAccuracy: 0 },
     maskChange: { kind: 'unchanged' },
     tensors,
+    clippedFrom: null,
   };
 }
 
@@ -193,5 +194,94 @@ describe('IntersectionAggregator', () => {
       ),
       { numRuns: 200 },
     );
+  });
+});
+
+describe('TrimmedMeanAggregator', () => {
+  it('drops floor(trim * K) values at each end of each position, over the reporters that keep it', () => {
+    const manifest: TensorSpec[] = [{ name: 'w', shape: [3], prunable: true }];
+    const global: TensorMap = new Map([['w', Float32Array.from([0, 0, 0])]]);
+    const agg = new TrimmedMeanAggregator(manifest, 0.25);
+    // Position 0: five reporters (cut 1 each end): 1e6 and -50 go, mean of 1, 2, 3 = 2.
+    // Position 1: three reporters (cut 0): plain mean of 4, 5, 6 = 5. Position 2: nobody.
+    const rows: [number[], number[]][] = [
+      [
+        [1e6, 4],
+        [1, 1, 0],
+      ],
+      [
+        [1, 5],
+        [1, 1, 0],
+      ],
+      [
+        [2, 6],
+        [1, 1, 0],
+      ],
+      [[3], [1, 0, 0]],
+      [[-50], [1, 0, 0]],
+    ];
+    rows.forEach(([deltas, mask], i) => agg.add(update([tensor('w', deltas, mask)], 1, `c${i}`)));
+    expect(agg.updates).toBe(5);
+    expect(agg.commit(global)).toBe(2);
+    expect(Array.from(global.get('w')!)).toEqual([2, 5, 0]);
+    expect(agg.updates).toBe(0);
+  });
+
+  it('weights what is left by num_examples, and breaks ties the same whatever the arrival order', () => {
+    const manifest: TensorSpec[] = [{ name: 'w', shape: [1], prunable: true }];
+    const run = (order: number[]) => {
+      const global: TensorMap = new Map([['w', Float32Array.from([0])]]);
+      const agg = new TrimmedMeanAggregator(manifest, 0.2);
+      const all = [
+        update([tensor('w', [1])], 10, 'a'),
+        update([tensor('w', [1])], 1, 'b'),
+        update([tensor('w', [3])], 5, 'c'),
+        update([tensor('w', [7])], 1, 'd'),
+        update([tensor('w', [-9])], 2, 'e'),
+      ];
+      for (const i of order) agg.add(all[i]);
+      agg.commit(global);
+      return global.get('w')![0];
+    };
+    // Sorted: -9 (e), 1 (b, weight 1), 1 (a, weight 10), 3 (c), 7 (d); cut 1 each end: (1*1 + 10*1 + 5*3) / 16.
+    const expected = Math.fround((1 + 10 + 15) / 16);
+    expect(run([0, 1, 2, 3, 4])).toBe(expected);
+    expect(run([4, 3, 2, 1, 0])).toBe(expected);
+    expect(run([2, 0, 4, 1, 3])).toBe(expected);
+  });
+
+  it('with trim 0 equals the intersection mean; refuses a trim outside [0, 0.5)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 30 }),
+        fc.array(fc.tuple(fc.integer({ min: 1, max: 9 }), fc.integer()), { minLength: 1, maxLength: 6 }),
+        (size, clients) => {
+          const manifest: TensorSpec[] = [{ name: 't', shape: [size], prunable: true }];
+          const mean = new IntersectionAggregator(manifest);
+          const trimmed = new TrimmedMeanAggregator(manifest, 0);
+          clients.forEach(([n, s], i) => {
+            let seed = s >>> 0;
+            const rand = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+            const mask = Mask.fromBytes(Uint8Array.from({ length: size }, () => (rand() < 0.6 ? 1 : 0)));
+            const u = update(
+              [{ name: 't', mask, deltas: Float32Array.from(mask.keptIndices(), () => rand() - 0.5) }],
+              n,
+              `c${i}`,
+            );
+            mean.add(u);
+            trimmed.add(u);
+          });
+          const a: TensorMap = new Map([['t', new Float32Array(size)]]);
+          const b: TensorMap = new Map([['t', new Float32Array(size)]]);
+          mean.commit(a);
+          trimmed.commit(b);
+          const x = a.get('t')!;
+          const y = b.get('t')!;
+          for (let j = 0; j < size; j++) expect(y[j]).toBeCloseTo(x[j], 6);
+        },
+      ),
+      { numRuns: 200 },
+    );
+    expect(() => new TrimmedMeanAggregator(toyManifest, 0.5)).toThrow(/trim must be in \[0, 0\.5\)/);
   });
 });

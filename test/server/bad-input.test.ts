@@ -14,8 +14,9 @@ import {
   splitTensor,
   type SparseTensor,
 } from '../../proto/rpc.js';
+import type { CoordinatorConfigInput } from '../../server/config.js';
 import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
-import { ENROLL, ScriptedClient, expectCallError, memoryLogger, toyModel, type CallError } from './harness.js';
+import { ENROLL, ScriptedClient, expectCallError, memoryLogger, toyModel, withBias, type CallError } from './harness.js';
 
 const def = createCoordinatorDefinition();
 const MAX_MESSAGE = 64 * 1024;
@@ -30,11 +31,12 @@ interface Scenario {
 
 let open: Scenario | undefined;
 
-/** Three clients, two sampled members in round 1 (fraction 0.67), norm bound 100, 64 KiB messages. */
-async function scenario(): Promise<Scenario> {
+/** Three clients, two sampled members in round 1 (fraction 0.67), norm bound 100, 64 KiB messages; a case may add config. */
+async function scenario(config: Partial<CoordinatorConfigInput> = {}): Promise<Scenario> {
   const log = memoryLogger();
   const server = await startCoordinator(
     {
+      ...config,
       rounds: 1,
       fraction: 0.67,
       minClients: 3,
@@ -97,6 +99,8 @@ afterEach(close);
 
 interface BadCase {
   name: string;
+  /** Added to the scenario's config. */
+  config?: Partial<CoordinatorConfigInput>;
   send: (s: Scenario) => Promise<unknown>;
   code: grpc.status;
   message: RegExp;
@@ -104,6 +108,13 @@ interface BadCase {
 }
 
 const member = (s: Scenario) => s.members[0];
+
+/** Another client of the scenario (closed with it), not joined yet. */
+function newcomer(s: Scenario): ScriptedClient {
+  const c = new ScriptedClient(s.server.grpcAddress);
+  s.clients.push(c);
+  return c;
+}
 
 const cases: BadCase[] = [
   {
@@ -187,7 +198,7 @@ const cases: BadCase[] = [
   },
   {
     name: 'L2 norm over the bound',
-    send: (s) => member(s).push(1, [kernel([60, 60, 60, 0, 0, 0])]),
+    send: (s) => member(s).push(1, withBias(kernel([60, 60, 60, 0, 0, 0]))),
     code: grpc.status.INVALID_ARGUMENT,
     message: /update L2 norm 103\.923 exceeds the bound 100/,
     reason: 'norm_bound',
@@ -274,6 +285,50 @@ const cases: BadCase[] = [
     reason: 'bad_enrollment_token',
   },
   {
+    name: 'joins from one address beyond its rate',
+    config: { joins: { perPeer: { burst: 4, perSecond: 0.001 } } },
+    send: async (s) => {
+      await newcomer(s).join(); // the fourth join of this address
+      return newcomer(s).join();
+    },
+    code: grpc.status.RESOURCE_EXHAUSTED,
+    message: /too many joins from 127\.0\.0\.1: at most 4 at once, then 0\.001 per second \(joins\.perPeer\); retry in \d+ ms/,
+    reason: 'join_rate',
+  },
+  {
+    name: 'a join beyond the maximum number of clients',
+    config: { joins: { maxClients: 3 } },
+    send: (s) => newcomer(s).join(),
+    code: grpc.status.RESOURCE_EXHAUSTED,
+    message: /the coordinator has 3 clients enrolled, its limit \(joins\.maxClients\)/,
+    reason: 'max_clients',
+  },
+  {
+    name: 'a push for another client id (own token)',
+    send: (s) => s.outsider.push(1, s.outsider.encode(good[0]), { clientId: member(s).id }),
+    code: grpc.status.UNAUTHENTICATED,
+    message: /wrong client_token for client "c\d+"/,
+    reason: 'wrong_token',
+  },
+  {
+    name: "a token replayed after its client's Leave",
+    send: async (s) => {
+      const token = s.outsider.token;
+      await s.outsider.unary(def.leave, { ...s.outsider.credentials(), reason: 'done' });
+      return s.outsider.unary(def.heartbeat, { ...s.outsider.credentials(), clientToken: token });
+    },
+    code: grpc.status.UNAUTHENTICATED,
+    message: /client "c\d+" has left/,
+    reason: 'client_left',
+  },
+  {
+    name: 'a join without the enrollment token',
+    send: (s) => newcomer(s).join(''),
+    code: grpc.status.UNAUTHENTICATED,
+    message: /enrollment token is not valid/,
+    reason: 'bad_enrollment_token',
+  },
+  {
     name: 'wrong protocol version',
     send: (s) => member(s).push(1, [kernel([0, 0, 0, 0, 0, 0])], { protocolVersion: PROTOCOL_VERSION + 1 }),
     code: grpc.status.FAILED_PRECONDITION,
@@ -327,6 +382,61 @@ const cases: BadCase[] = [
     reason: 'tensor_count',
   },
   {
+    name: 'NaN in the update metrics',
+    send: (s) =>
+      member(s).push(1, member(s).encode({}), {
+        metrics: { loss: Number.NaN, localAccuracy: 0.5, sparsity: 0, receivedAccuracy: 0.4, channelsKept: [] },
+      }),
+    code: grpc.status.INVALID_ARGUMENT,
+    message: /metrics\.loss is NaN; expected a finite number >= 0/,
+    reason: 'metrics',
+  },
+  {
+    name: 'Infinity in the update metrics',
+    send: (s) =>
+      member(s).push(1, member(s).encode({}), {
+        metrics: { loss: 1, localAccuracy: Infinity, sparsity: 0, receivedAccuracy: 0.4, channelsKept: [] },
+      }),
+    code: grpc.status.INVALID_ARGUMENT,
+    message: /metrics\.local_accuracy is Infinity; expected a fraction in \[0, 1\]/,
+    reason: 'metrics',
+  },
+  {
+    name: 'an update with no tensors',
+    send: (s) => member(s).push(1, []),
+    code: grpc.status.INVALID_ARGUMENT,
+    message: /the update lacks 2 of the model's 2 tensors/,
+    reason: 'missing_tensor',
+  },
+  {
+    name: 'a mask that keeps no position',
+    send: (s) => member(s).push(1, withBias(kernel([], [0, 0, 0, 0, 0, 0])), { maskChanged: true, newMaskVersion: 1 }),
+    code: grpc.status.INVALID_ARGUMENT,
+    message: /tensor "dense\/kernel" keeps no position/,
+    reason: 'empty_mask',
+  },
+  {
+    name: 'a retry with other content while the round is open',
+    send: async (s) => {
+      await member(s).push(1, member(s).encode(good[0]), { numExamples: 5 });
+      return member(s).push(1, member(s).encode(good[1]), { numExamples: 5 });
+    },
+    code: grpc.status.FAILED_PRECONDITION,
+    message: /already reported an update for round 1, and this one differs from it/,
+    reason: 'retry_mismatch',
+  },
+  {
+    name: 'a retry with other content after the round committed',
+    send: async (s) => {
+      for (const [i, m] of s.members.entries()) await m.push(1, m.encode(good[i]), { numExamples: 5 + i });
+      await s.server.waitForRound(1);
+      return member(s).push(1, member(s).encode(good[0]), { numExamples: 6 });
+    },
+    code: grpc.status.FAILED_PRECONDITION,
+    message: /already reported an update for round 1, and this one differs from it/,
+    reason: 'retry_mismatch',
+  },
+  {
     name: 'an unknown value encoding',
     send: (s) =>
       member(s).push(1, [
@@ -350,7 +460,7 @@ describe('bad input over loopback gRPC', () => {
 
   for (const c of cases) {
     it(`${c.name} -> ${grpc.status[c.code]}, model unchanged`, async () => {
-      const s = await scenario();
+      const s = await scenario(c.config);
       const err: CallError = await expectCallError(() => c.send(s));
       expect(grpc.status[err.code]).toBe(grpc.status[c.code]);
       expect(err.details).toMatch(c.message);

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
+import { CoordinatorClient } from '../../client/remote.js';
+import { createCoordinatorDefinition } from '../../proto/rpc.js';
 import {
   ConfigError,
   configWarnings,
@@ -12,11 +14,13 @@ import {
   modelFileJson,
   parseConfig,
   parseModelFile,
+  readTlsFiles,
 } from '../../server/config.js';
 import { startCoordinator } from '../../server/main.js';
 import { ENROLL, ScriptedClient, expectCallError, memoryLogger, toyModel } from './harness.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'subfed-config-'));
+const def = createCoordinatorDefinition();
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('config', () => {
@@ -216,3 +220,149 @@ describe.skipIf(!hasOpenssl)('TLS (self-signed certificate made with openssl)', 
 });
 
 if (!hasOpenssl) console.warn('openssl not found: the TLS test is skipped');
+
+describe.skipIf(!hasOpenssl)('mutual TLS (tls.clientCa): the client certificate names the client', () => {
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'ignore', cwd: dir });
+  /** A key and a certificate for CN=name, signed by the test CA (or self-signed when `signed` is false). */
+  function clientCertificate(name: string, signed = true): { cert: Buffer; key: Buffer } {
+    if (signed) {
+      openssl('req', ...ec, '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`);
+      openssl(
+        'x509',
+        '-req',
+        '-in',
+        `${name}.csr`,
+        '-CA',
+        'client-ca.pem',
+        '-CAkey',
+        'client-ca.key',
+        '-CAcreateserial',
+        '-out',
+        `${name}.pem`,
+        '-days',
+        '1',
+      );
+    } else {
+      openssl('req', '-x509', ...ec, '-keyout', `${name}.key`, '-out', `${name}.pem`, '-days', '1', '-subj', `/CN=${name}`);
+    }
+    return { cert: readFileSync(join(dir, `${name}.pem`)), key: readFileSync(join(dir, `${name}.key`)) };
+  }
+
+  it('records the certificate name on join, and refuses another certificate for that client, no certificate, or a foreign CA', async () => {
+    openssl(
+      'req',
+      '-x509',
+      ...ec,
+      '-keyout',
+      'mtls-server.key',
+      '-out',
+      'mtls-server.pem',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    );
+    openssl(
+      'req',
+      '-x509',
+      ...ec,
+      '-keyout',
+      'client-ca.key',
+      '-out',
+      'client-ca.pem',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=subfed test client CA',
+    );
+    const serverCert = readFileSync(join(dir, 'mtls-server.pem'));
+    const log = memoryLogger();
+    const server = await startCoordinator(
+      {
+        rounds: 1,
+        fraction: 1,
+        minClients: 2,
+        enrollmentToken: ENROLL,
+        http: { enabled: false },
+        tls: { cert: join(dir, 'mtls-server.pem'), key: join(dir, 'mtls-server.key'), clientCa: join(dir, 'client-ca.pem') },
+      },
+      toyModel(),
+      { logger: log.logger },
+    );
+    const opened: ScriptedClient[] = [];
+    const connect = (id?: { cert: Buffer; key: Buffer }) => {
+      const c = new ScriptedClient(
+        `localhost:${server.grpcPort}`,
+        grpc.credentials.createSsl(serverCert, id?.key ?? null, id?.cert ?? null),
+        { 'grpc.use_local_subchannel_pool': 1 },
+      );
+      opened.push(c);
+      return c;
+    };
+    try {
+      const alice = connect(clientCertificate('alice'));
+      await alice.join(ENROLL, 10, 'not-alice');
+      // The certificate names the client, whatever the request said.
+      expect(server.coordinator.clientName(alice.id)).toBe('alice');
+      expect((await alice.pull()).header.hasTask).toBe(false); // round 1 waits for a second client
+      const before = server.coordinator.globalModel();
+
+      // Bob, with a certificate of the same CA, holding alice's id and token.
+      const bob = connect(clientCertificate('bob'));
+      Object.assign(bob, { id: alice.id, token: alice.token, manifest: alice.manifest });
+      for (const call of [
+        () => bob.unary(def.heartbeat, bob.credentials()),
+        () => bob.pull(),
+        () => bob.push(1, bob.encode({})),
+        () => bob.unary(def.leave, { ...bob.credentials(), reason: 'gone' }),
+      ]) {
+        const err = await expectCallError(call);
+        expect({ code: grpc.status[err.code], details: err.details }).toEqual({
+          code: 'UNAUTHENTICATED',
+          details: `the client certificate names "bob", not client "${alice.id}"`,
+        });
+      }
+      expect(log.lines().filter((l) => l.reason === 'certificate_mismatch')).toHaveLength(4);
+      // No certificate, or one the client CA did not sign: the TLS handshake itself fails.
+      for (const stranger of [connect(), connect(clientCertificate('mallory', false))]) {
+        const err = await expectCallError(() => stranger.join());
+        expect(grpc.status[err.code]).toBe('UNAVAILABLE');
+      }
+      // Alice is untouched (still enrolled, same model), and subfed's own client presents its certificate too.
+      expect(server.coordinator.globalModel()).toEqual(before);
+      const carol = CoordinatorClient.connect(`localhost:${server.grpcPort}`, {
+        tls: { ca: serverCert, client: clientCertificate('carol') },
+      });
+      try {
+        const joined = await carol.join(ENROLL, 'carol-laptop', 5);
+        expect(server.coordinator.clientName(joined.clientId)).toBe('carol');
+        expect(await carol.heartbeat()).toMatchObject({ currentRound: 1 });
+      } finally {
+        carol.close();
+      }
+      expect((await alice.pull()).header.hasTask).toBe(true);
+    } finally {
+      for (const c of opened) c.close();
+      await server.stop();
+    }
+  });
+
+  it('reads tls.clientCa next to the config file and names it when it cannot be read', () => {
+    const path = join(dir, 'mtls.json');
+    writeFileSync(
+      path,
+      JSON.stringify({ rounds: 1, frac: 1, enrollmentToken: 't', tls: { cert: 'a.pem', key: 'a.key', clientCa: 'ca.pem' } }),
+    );
+    expect(loadConfigFile(path).tls).toEqual({
+      cert: join(dir, 'a.pem'),
+      key: join(dir, 'a.key'),
+      clientCa: join(dir, 'ca.pem'),
+    });
+    expect(() => readTlsFiles({ cert: path, key: path, clientCa: join(dir, 'missing.pem') })).toThrow(
+      /^tls\.clientCa: cannot read '.*missing\.pem'/,
+    );
+  });
+});

@@ -47,6 +47,7 @@ function push(coord: Coordinator, c: { id: string; token: string }, round: numbe
   const tensor = encodeSparseTensor('dense/kernel', { mask: Mask.full(6), kept: new Float32Array(6) }, [2, 3], {
     values: 'f32',
   });
+  const bias = encodeSparseTensor('dense/bias', { mask: Mask.full(3), kept: new Float32Array(3) }, [3], { values: 'f32' });
   coord.task({ protocolVersion: PROTOCOL_VERSION, clientId: c.id, clientToken: c.token, maskVersion: 0, valueEncoding: 1 });
   coord.pushUpdate(
     {
@@ -59,9 +60,9 @@ function push(coord: Coordinator, c: { id: string; token: string }, round: numbe
       maskChanged: false,
       newMaskVersion: 0,
       metrics,
-      tensorCount: 1,
+      tensorCount: 2,
     },
-    [tensor],
+    [tensor, bias],
   );
 }
 

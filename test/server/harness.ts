@@ -100,8 +100,8 @@ export function inProcessCoordinator(overrides: Partial<CoordinatorConfigInput> 
   return { coord, clients: joinClients(coord, clients ?? config.minClients), log, metrics };
 }
 
-/** An update header for an in-process push: 10 examples, no mask change, no metrics, one tensor unless told. */
-export function updateHeader(c: Joined, round: number, o: Partial<UpdateHeader> = {}, tensorCount = 1): UpdateHeader {
+/** An update header for an in-process push: 10 examples, no mask change, no metrics, both toy tensors unless told. */
+export function updateHeader(c: Joined, round: number, o: Partial<UpdateHeader> = {}, tensorCount = 2): UpdateHeader {
   return {
     protocolVersion: PROTOCOL_VERSION,
     clientId: c.id,
@@ -123,6 +123,12 @@ export function kernelDelta(values: number[], mask = [1, 1, 1, 1, 1, 1], previou
     values: 'f32',
     previousMask: previous ? Mask.fromBytes(previous) : undefined,
   });
+}
+
+/** A whole toy-model update: `kernel`, and a zero delta for the bias (an update carries every tensor). */
+export function withBias(kernel: SparseTensor): SparseTensor[] {
+  const bias = encodeSparseTensor('dense/bias', { mask: Mask.full(3), kept: new Float32Array(3) }, [3], { values: 'f32' });
+  return [kernel, bias];
 }
 
 /** The CoordinatorError `fn` throws (fails the test if it throws nothing, or something else). */
@@ -264,8 +270,13 @@ export class ScriptedClient {
     return this.masks.get(name) ?? Mask.full(elementCount(spec.shape));
   }
 
-  /** Encodes dense deltas at this client's masks as SparseTensors. */
-  encode(deltas: Record<string, number[]>, previous?: Map<string, Mask>): SparseTensor[] {
+  /**
+   * Encodes dense deltas at this client's masks as SparseTensors; a manifest
+   * tensor not given goes as a zero delta (an update carries every tensor).
+   */
+  encode(given: Record<string, number[]>, previous?: Map<string, Mask>): SparseTensor[] {
+    const deltas: Record<string, number[]> = { ...given };
+    for (const spec of this.manifest) deltas[spec.name] ??= new Array<number>(elementCount(spec.shape)).fill(0);
     return Object.entries(deltas).map(([name, d]) => {
       const spec = this.manifest.find((s) => s.name === name);
       const shape = spec?.shape ?? [d.length];

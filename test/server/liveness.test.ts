@@ -15,6 +15,7 @@ import {
   ScriptedClient,
   inProcessCoordinator,
   kernelDelta,
+  withBias,
   memoryLogger,
   toyModel,
   updateHeader,
@@ -34,7 +35,7 @@ function start(overrides: Partial<CoordinatorConfigInput> = {}, clients = 3) {
   } = inProcessCoordinator({ rounds: 5, minClients: 3, roundDeadlineMs: 600 * S, liveness: LIVENESS, ...overrides }, clients);
   const cred = (c: Joined) => ({ protocolVersion: PROTOCOL_VERSION, clientId: c.id, clientToken: c.token });
   const beat = (...cs: Joined[]) => cs.map((c) => coord.heartbeat(cred(c)));
-  const push = (c: Joined, round: number) => coord.pushUpdate(updateHeader(c, round), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+  const push = (c: Joined, round: number) => coord.pushUpdate(updateHeader(c, round), withBias(kernelDelta([0, 0, 0, 0, 0, 0])));
   const pull = (c: Joined) => coord.task({ ...cred(c), maskVersion: 0, valueEncoding: 0 }).header;
   const state = (c: Joined) => coord.listClients().clients.find((v) => v.id === c.id)?.state;
   /** Advances the clock `ms` in steps of `step`, heartbeating `alive` after each, as live clients do. */

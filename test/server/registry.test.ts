@@ -114,7 +114,7 @@ describe('Registry', () => {
 
 describe('Round', () => {
   const metrics: ReportMetrics = { numExamples: 1, loss: 0, localAccuracy: 0, sparsity: 0, receivedAccuracy: 0 };
-  const receipt = { accepted: true, message: 'ok', maskVersion: 0 } as const;
+  const receipt = { ack: { accepted: true, message: 'ok', maskVersion: 0 }, digest: 'd' } as const;
 
   it('accepts one report per member and keeps the masks it adopts', () => {
     const r = new Round(1, 0, ['c1', 'c2', 'c3'], 0, 1000);

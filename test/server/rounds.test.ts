@@ -12,6 +12,7 @@ import {
   ENROLL,
   inProcessCoordinator,
   kernelDelta,
+  withBias,
   memoryLogger,
   refusal,
   toyModel,
@@ -81,7 +82,7 @@ describe('round lifecycle', () => {
 
   it('commits as soon as every member reported', () => {
     const { coord, clients } = setup();
-    for (const c of clients) coord.pushUpdate(header(c, 1), [kernelDelta([1, 1, 1, 1, 1, 1])]);
+    for (const c of clients) coord.pushUpdate(header(c, 1), withBias(kernelDelta([1, 1, 1, 1, 1, 1])));
     expect(coord.status().lastCommittedRound).toBe(1);
     expect(kernelOf(coord)).toEqual(K0.map((x) => x + 1));
     expect(coord.status().round).toMatchObject({ id: 2, reported: 0 });
@@ -91,8 +92,8 @@ describe('round lifecycle', () => {
   it('commits at the deadline with a quorum', () => {
     vi.useFakeTimers();
     const { coord, clients, log } = setup();
-    coord.pushUpdate(header(clients[0], 1), [kernelDelta([2, 2, 2, 2, 2, 2])]);
-    coord.pushUpdate(header(clients[1], 1), [kernelDelta([4, 4, 4, 4, 4, 4])]);
+    coord.pushUpdate(header(clients[0], 1), withBias(kernelDelta([2, 2, 2, 2, 2, 2])));
+    coord.pushUpdate(header(clients[1], 1), withBias(kernelDelta([4, 4, 4, 4, 4, 4])));
     expect(coord.status().lastCommittedRound).toBe(0);
     vi.advanceTimersByTime(1000);
     expect(coord.status().lastCommittedRound).toBe(1);
@@ -110,7 +111,7 @@ describe('round lifecycle', () => {
     const s = setup({ fraction: 0.5, quorum: 1, seed: 3 });
     const members1 = s.coord.members();
     const r = s.clients.find((c) => c.id === members1[0])!;
-    s.coord.pushUpdate(header(r, 1), [kernelDelta([9, 9, 9, 9, 9, 9])]);
+    s.coord.pushUpdate(header(r, 1), withBias(kernelDelta([9, 9, 9, 9, 9, 9])));
     vi.advanceTimersByTime(1000);
     expect(s.coord.status()).toMatchObject({ lastCommittedRound: 0, round: { id: 1, attempt: 1 } });
     expect(kernelOf(s.coord)).toEqual(K0);
@@ -128,7 +129,7 @@ describe('round lifecycle', () => {
           s.clients.find((c) => c.id === id)!,
           1,
         ),
-        [kernelDelta([1, 1, 1, 1, 1, 1])],
+        withBias(kernelDelta([1, 1, 1, 1, 1, 1])),
       );
     expect(s.coord.status().lastCommittedRound).toBe(1);
     expect(kernelOf(s.coord)).toEqual(K0.map((x) => x + 1));
@@ -139,10 +140,10 @@ describe('round lifecycle', () => {
   it('refuses a late upload for a closed round with FAILED_PRECONDITION', () => {
     vi.useFakeTimers();
     const { coord, clients } = setup();
-    for (const c of clients.slice(0, 2)) coord.pushUpdate(header(c, 1), [kernelDelta([1, 1, 1, 1, 1, 1])]);
+    for (const c of clients.slice(0, 2)) coord.pushUpdate(header(c, 1), withBias(kernelDelta([1, 1, 1, 1, 1, 1])));
     vi.advanceTimersByTime(1000); // deadline: 2 of 4 is the quorum, round 1 commits without clients 3 and 4
     expect(coord.status().lastCommittedRound).toBe(1);
-    const err = refusal(() => coord.pushUpdate(header(clients[3], 1), [kernelDelta([1, 1, 1, 1, 1, 1])]));
+    const err = refusal(() => coord.pushUpdate(header(clients[3], 1), withBias(kernelDelta([1, 1, 1, 1, 1, 1]))));
     expect(err).toMatchObject({ code: 'FAILED_PRECONDITION', reason: 'round_closed' });
     expect(err.message).toMatch(/round 1 is closed/);
     coord.stop();
@@ -150,11 +151,11 @@ describe('round lifecycle', () => {
 
   it('treats a retried upload as idempotent: same ack, folded once', () => {
     const { coord, clients } = setup();
-    const first = coord.pushUpdate(header(clients[0], 1), [kernelDelta([4, 4, 4, 4, 4, 4])]);
-    const again = coord.pushUpdate(header(clients[0], 1), [kernelDelta([4, 4, 4, 4, 4, 4])]);
+    const first = coord.pushUpdate(header(clients[0], 1), withBias(kernelDelta([4, 4, 4, 4, 4, 4])));
+    const again = coord.pushUpdate(header(clients[0], 1), withBias(kernelDelta([4, 4, 4, 4, 4, 4])));
     expect(again).toEqual(first);
     expect(coord.status().round?.reported).toBe(1);
-    for (const c of clients.slice(1)) coord.pushUpdate(header(c, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    for (const c of clients.slice(1)) coord.pushUpdate(header(c, 1), withBias(kernelDelta([0, 0, 0, 0, 0, 0])));
     // (4 + 0 + 0 + 0) / 4 = 1; a double fold would give 8 / 5.
     expect(kernelOf(coord)).toEqual(K0.map((x) => x + 1));
     coord.stop();
@@ -162,11 +163,54 @@ describe('round lifecycle', () => {
 
   it('answers a retry that arrives after its round committed with the same ack', () => {
     const { coord, clients } = setup();
-    const acks = clients.map((c) => coord.pushUpdate(header(c, 1), [kernelDelta([1, 1, 1, 1, 1, 1])]));
+    const acks = clients.map((c) => coord.pushUpdate(header(c, 1), withBias(kernelDelta([1, 1, 1, 1, 1, 1]))));
     expect(coord.status().lastCommittedRound).toBe(1);
-    const retry = coord.pushUpdate(header(clients[3], 1), [kernelDelta([1, 1, 1, 1, 1, 1])]);
+    const retry = coord.pushUpdate(header(clients[3], 1), withBias(kernelDelta([1, 1, 1, 1, 1, 1])));
     expect(retry).toEqual(acks[3]);
     expect(kernelOf(coord)).toEqual(K0.map((x) => x + 1));
+    coord.stop();
+  });
+
+  it('refuses a retry whose content differs from the accepted update, in the open round and after its commit', async () => {
+    const { coord, clients, metrics } = setup();
+    const accepted = () => withBias(kernelDelta([4, 4, 4, 4, 4, 4]));
+    coord.pushUpdate(header(clients[0], 1), accepted());
+    const changed: [string, () => unknown][] = [
+      ['other values', () => coord.pushUpdate(header(clients[0], 1), withBias(kernelDelta([4, 4, 4, 4, 4, 5])))],
+      ['other num_examples', () => coord.pushUpdate(header(clients[0], 1, { numExamples: 11 }), accepted())],
+      [
+        'other metrics',
+        () =>
+          coord.pushUpdate(
+            header(clients[0], 1, {
+              metrics: { loss: 1, localAccuracy: 0.5, sparsity: 0, receivedAccuracy: 0.5, channelsKept: [] },
+            }),
+            accepted(),
+          ),
+      ],
+      // The same content with another mask encoding (BITMAP instead of FULL) is not the upload that was accepted.
+      ['another encoding', () => coord.pushUpdate(header(clients[0], 1), withBias(kernelDelta([4, 4, 4], [1, 1, 1, 0, 0, 0])))],
+    ];
+    for (const [what, push] of changed) {
+      const err = refusal(push);
+      expect({ what, code: err.code, reason: err.reason }).toEqual({
+        what,
+        code: 'FAILED_PRECONDITION',
+        reason: 'retry_mismatch',
+      });
+      expect(err.message).toMatch(/already reported an update for round 1, and this one differs from it/);
+    }
+    expect(coord.status().round?.reported).toBe(1);
+    for (const c of clients.slice(1)) coord.pushUpdate(header(c, 1), withBias(kernelDelta([0, 0, 0, 0, 0, 0])));
+    expect(kernelOf(coord)).toEqual(K0.map((x) => x + 1));
+    // After the commit: the same update is acknowledged again, another one is refused and applies nothing.
+    expect(coord.pushUpdate(header(clients[0], 1), accepted())).toMatchObject({ accepted: true });
+    expect(refusal(() => coord.pushUpdate(header(clients[0], 1), withBias(kernelDelta([9, 9, 9, 9, 9, 9]))))).toMatchObject({
+      code: 'FAILED_PRECONDITION',
+      reason: 'retry_mismatch',
+    });
+    expect(kernelOf(coord)).toEqual(K0.map((x) => x + 1));
+    expect((await metrics.updatesAccepted.get()).values[0].value).toBe(4);
     coord.stop();
   });
 
@@ -174,9 +218,9 @@ describe('round lifecycle', () => {
     const { coord, clients } = setup();
     const [a] = clients;
     const mask = [1, 0, 1, 0, 1, 0];
-    const ack = coord.pushUpdate(header(a, 1, { maskChanged: true, newMaskVersion: 1 }), [kernelDelta([0, 0, 0], mask)]);
+    const ack = coord.pushUpdate(header(a, 1, { maskChanged: true, newMaskVersion: 1 }), withBias(kernelDelta([0, 0, 0], mask)));
     expect(ack.maskVersion).toBe(1);
-    for (const c of clients.slice(1)) coord.pushUpdate(header(c, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    for (const c of clients.slice(1)) coord.pushUpdate(header(c, 1), withBias(kernelDelta([0, 0, 0, 0, 0, 0])));
     const cred = { protocolVersion: PROTOCOL_VERSION, clientId: a.id, clientToken: a.token, valueEncoding: 0 as const };
     const sparse = coord.task({ ...cred, maskVersion: 1 });
     expect(sparse.header).toMatchObject({ hasTask: true, dense: false, maskVersion: 1, roundId: 2 });
@@ -186,20 +230,22 @@ describe('round lifecycle', () => {
     expect(dense.tensors[0].values!.data.length).toBe(6 * 4);
     // A mask given relative to a version the server does not hold is refused.
     const err = refusal(() =>
-      coord.pushUpdate(header(a, 2, { baseMaskVersion: 7 }), [
-        {
+      coord.pushUpdate(
+        header(a, 2, { baseMaskVersion: 7 }),
+        withBias({
           name: 'dense/kernel',
           mask: { encoding: 2, data: new Uint8Array(0) },
           values: { encoding: 1, data: new Uint8Array(12), scale: 0 },
-        },
-      ]),
+        }),
+      ),
     );
     expect(err).toMatchObject({ code: 'FAILED_PRECONDITION', reason: 'mask_version_mismatch' });
     expect(err.message).toMatch(/refers to mask version 7, the server holds 1/);
     // Sending the whole mask explicitly is the resync path.
-    const resync = coord.pushUpdate(header(a, 2, { baseMaskVersion: 7, maskChanged: true, newMaskVersion: 8 }), [
-      kernelDelta([0, 0], [1, 1, 0, 0, 0, 0]),
-    ]);
+    const resync = coord.pushUpdate(
+      header(a, 2, { baseMaskVersion: 7, maskChanged: true, newMaskVersion: 8 }),
+      withBias(kernelDelta([0, 0], [1, 1, 0, 0, 0, 0])),
+    );
     expect(resync.maskVersion).toBe(8);
     coord.stop();
   });
@@ -223,13 +269,13 @@ describe('round lifecycle', () => {
     const cred = (c: Joined) => ({ protocolVersion: PROTOCOL_VERSION, clientId: c.id, clientToken: c.token });
     const pull = (c: Joined) => coord.task({ ...cred(c), maskVersion: 0, valueEncoding: 0 }).header;
     const [a, b] = clients;
-    for (const c of clients) coord.pushUpdate(header(c, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    for (const c of clients) coord.pushUpdate(header(c, 1), withBias(kernelDelta([0, 0, 0, 0, 0, 0])));
     expect(pull(a)).toMatchObject({ hasTask: true, roundId: 2, finished: false });
-    coord.pushUpdate(header(a, 2), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    coord.pushUpdate(header(a, 2), withBias(kernelDelta([0, 0, 0, 0, 0, 0])));
     // Reported, but round 2 is still open: wait, not finished.
     expect(pull(a)).toMatchObject({ hasTask: false, roundId: 2, finished: false });
     expect(coord.heartbeat(cred(a))).toMatchObject({ currentRound: 2, finished: false });
-    for (const c of clients.slice(1)) coord.pushUpdate(header(c, 2), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    for (const c of clients.slice(1)) coord.pushUpdate(header(c, 2), withBias(kernelDelta([0, 0, 0, 0, 0, 0])));
     expect(coord.status()).toMatchObject({ phase: 'finished', lastCommittedRound: 2 });
     for (const c of [a, b]) {
       expect(pull(c)).toMatchObject({ hasTask: false, roundId: 2, finished: true, tensorCount: 0 });
@@ -246,16 +292,16 @@ describe('round lifecycle', () => {
     const [a, b] = clients;
     const cred = (c: Joined) => ({ protocolVersion: PROTOCOL_VERSION, clientId: c.id, clientToken: c.token });
     expect(coord.heartbeat(cred(a))).toEqual({ currentRound: 1, taskAvailable: true, finished: false });
-    coord.pushUpdate(header(a, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    coord.pushUpdate(header(a, 1), withBias(kernelDelta([0, 0, 0, 0, 0, 0])));
     expect(coord.heartbeat(cred(a))).toEqual({ currentRound: 1, taskAvailable: false, finished: false });
     coord.leave({ ...cred(b), reason: 'battery low' });
     expect(refusal(() => coord.heartbeat(cred(b)))).toMatchObject({ code: 'UNAUTHENTICATED', reason: 'client_left' });
-    expect(refusal(() => coord.pushUpdate(header(b, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]))).toMatchObject({
+    expect(refusal(() => coord.pushUpdate(header(b, 1), withBias(kernelDelta([0, 0, 0, 0, 0, 0]))))).toMatchObject({
       code: 'UNAUTHENTICATED',
       reason: 'client_left',
     });
     expect(coord.status()).toMatchObject({ clientsRegistered: 4, clientsActive: 3 });
-    for (const c of clients.slice(2)) coord.pushUpdate(header(c, 1), [kernelDelta([0, 0, 0, 0, 0, 0])]);
+    for (const c of clients.slice(2)) coord.pushUpdate(header(c, 1), withBias(kernelDelta([0, 0, 0, 0, 0, 0])));
     // b left mid-round: round 1 no longer waits for it (it commits at once, before any deadline)...
     expect(coord.status()).toMatchObject({ lastCommittedRound: 1, phase: 'waiting', round: null });
     expect(coord.rounds(1)[0]).toMatchObject({
@@ -271,13 +317,13 @@ describe('round lifecycle', () => {
 
   describe('a member that leaves during its round', () => {
     const cred = (c: Joined) => ({ protocolVersion: PROTOCOL_VERSION, clientId: c.id, clientToken: c.token });
-    const zero = () => [kernelDelta([0, 0, 0, 0, 0, 0])];
+    const zero = () => withBias(kernelDelta([0, 0, 0, 0, 0, 0]));
 
     it('is no longer awaited: the round commits as soon as the others reported, before the deadline', () => {
       vi.useFakeTimers();
       const { coord, clients, log } = setup({ roundDeadlineMs: 60_000 });
       const [a, b, c, d] = clients;
-      coord.pushUpdate(header(a, 1), [kernelDelta([4, 4, 4, 4, 4, 4])]);
+      coord.pushUpdate(header(a, 1), withBias(kernelDelta([4, 4, 4, 4, 4, 4])));
       coord.pushUpdate(header(b, 1), zero());
       coord.leave({ ...cred(c), reason: 'done' });
       expect(coord.status()).toMatchObject({ lastCommittedRound: 0, round: { id: 1, members: 4, reported: 2 } });
@@ -355,10 +401,11 @@ describe('round lifecycle', () => {
       const sqlite = join(dir, 'nested', 'state.db');
       const first = setup({ sqlite, rounds: 2 });
       const [a] = first.clients;
-      first.coord.pushUpdate(header(a, 1, { maskChanged: true, newMaskVersion: 1 }), [
-        kernelDelta([1, 1, 1], [1, 1, 1, 0, 0, 0]),
-      ]);
-      for (const c of first.clients.slice(1)) first.coord.pushUpdate(header(c, 1), [kernelDelta([1, 1, 1, 1, 1, 1])]);
+      first.coord.pushUpdate(
+        header(a, 1, { maskChanged: true, newMaskVersion: 1 }),
+        withBias(kernelDelta([1, 1, 1], [1, 1, 1, 0, 0, 0])),
+      );
+      for (const c of first.clients.slice(1)) first.coord.pushUpdate(header(c, 1), withBias(kernelDelta([1, 1, 1, 1, 1, 1])));
       const model = first.coord.globalModel();
       first.coord.stop();
 

@@ -17,10 +17,17 @@ const specs: ReadonlyMap<string, TensorSpec> = new Map([
 
 const HELD = Mask.fromBytes([1, 1, 0, 1, 1, 1]);
 
-function context(o: { maskVersion?: number; masks?: MaskMap; weighting?: 'examples' | 'unweighted' } = {}): ValidationContext {
+function context(
+  o: { maskVersion?: number; masks?: MaskMap; weighting?: 'examples' | 'unweighted'; normMode?: 'reject' | 'clip' } = {},
+): ValidationContext {
   return {
     specs,
-    limits: { weighting: o.weighting ?? 'examples', maxExamples: 1000, updateNormBound: 100 },
+    limits: {
+      weighting: o.weighting ?? 'examples',
+      maxExamples: 1000,
+      updateNormBound: 100,
+      updateNormMode: o.normMode ?? 'reject',
+    },
     held: { maskVersion: o.maskVersion ?? 0, masks: o.masks ?? new Map() },
   };
 }
@@ -28,7 +35,7 @@ function context(o: { maskVersion?: number; masks?: MaskMap; weighting?: 'exampl
 /** The held state of a client at mask version 3 that pruned kernel position 2. */
 const pruned = () => context({ maskVersion: 3, masks: new Map([['dense/kernel', HELD]]) });
 
-function header(o: Partial<UpdateHeader> = {}, tensorCount = 1): UpdateHeader {
+function header(o: Partial<UpdateHeader> = {}, tensorCount = 2): UpdateHeader {
   return {
     protocolVersion: PROTOCOL_VERSION,
     clientId: 'c7',
@@ -64,7 +71,7 @@ function kernelWith(encoding: MaskEncoding, data: number[], values: number[]): S
 const bias = (values = [0, 0, 0]) =>
   encodeSparseTensor('dense/bias', { mask: Mask.full(3), kept: Float32Array.from(values) }, [3], { values: 'f32' });
 
-/** One refused update; header, tensors and context default to a valid header, an all-zero dense kernel and a fresh client. */
+/** One refused update; header, tensors and context default to a valid header, all-zero dense tensors and a fresh client. */
 interface Refused {
   name: string;
   header?: UpdateHeader;
@@ -83,7 +90,7 @@ const refused: Refused[] = [
     header: header({}, 3),
     code: 'INVALID_ARGUMENT',
     reason: 'tensor_count',
-    message: 'header announces 3 tensors, the stream carried 1',
+    message: 'header announces 3 tensors, the stream carried 2',
   },
   {
     name: 'no examples under examples weighting',
@@ -109,6 +116,7 @@ const refused: Refused[] = [
   },
   {
     name: 'an unknown tensor name',
+    header: header({}, 1),
     tensors: [encodeSparseTensor('dense/nope', { mask: Mask.full(1), kept: Float32Array.from([1]) }, [1], { values: 'f32' })],
     code: 'INVALID_ARGUMENT',
     reason: 'unknown_tensor',
@@ -124,6 +132,7 @@ const refused: Refused[] = [
   },
   {
     name: 'values for another shape',
+    header: header({}, 1),
     tensors: [encodeSparseTensor('dense/kernel', { mask: Mask.full(20), kept: new Float32Array(20) }, [4, 5], { values: 'f32' })],
     code: 'INVALID_ARGUMENT',
     reason: 'bad_values',
@@ -131,6 +140,7 @@ const refused: Refused[] = [
   },
   {
     name: 'a bitmap of the wrong length',
+    header: header({}, 1),
     tensors: [kernelWith(MaskEncoding.BITMAP, [0xff, 0x03], new Array<number>(10).fill(0))],
     code: 'INVALID_ARGUMENT',
     reason: 'bad_mask',
@@ -138,6 +148,7 @@ const refused: Refused[] = [
   },
   {
     name: 'fewer values than kept positions',
+    header: header({}, 1),
     tensors: [kernelWith(MaskEncoding.BITMAP, [0b000111], [0, 0])],
     code: 'INVALID_ARGUMENT',
     reason: 'bad_values',
@@ -145,6 +156,7 @@ const refused: Refused[] = [
   },
   {
     name: 'an unknown value encoding',
+    header: header({}, 1),
     tensors: [
       {
         name: 'dense/kernel',
@@ -158,7 +170,7 @@ const refused: Refused[] = [
   },
   {
     name: 'DIFF pruning a position the held mask pruned already',
-    header: header({ baseMaskVersion: 3, maskChanged: true, newMaskVersion: 4 }),
+    header: header({ baseMaskVersion: 3, maskChanged: true, newMaskVersion: 4 }, 1),
     tensors: [kernelWith(MaskEncoding.DIFF, [2], [0, 0, 0, 0])],
     context: pruned(),
     code: 'INVALID_ARGUMENT',
@@ -167,6 +179,7 @@ const refused: Refused[] = [
   },
   {
     name: 'a new mask while mask_changed is false',
+    header: header({}, 1),
     tensors: [kernel([1, 1], [1, 1, 0, 0, 0, 0])],
     code: 'INVALID_ARGUMENT',
     reason: 'mask_changed',
@@ -182,6 +195,7 @@ const refused: Refused[] = [
   },
   {
     name: 'NaN',
+    header: header({}, 1),
     tensors: [kernel([0, 0, Number.NaN, 0, 0, 0])],
     code: 'INVALID_ARGUMENT',
     reason: 'non_finite',
@@ -203,6 +217,67 @@ const refused: Refused[] = [
     reason: 'norm_bound',
     message: 'update L2 norm 103.923 exceeds the bound 100',
   },
+  {
+    name: 'an update with no tensors',
+    header: header({}, 0),
+    tensors: [],
+    code: 'INVALID_ARGUMENT',
+    reason: 'missing_tensor',
+    message:
+      'the update lacks 2 of the model\'s 2 tensors (first: "dense/kernel"); an update carries every tensor, with its delta at the kept positions',
+  },
+  {
+    name: 'an update without one of the tensors',
+    header: header({}, 1),
+    tensors: [bias()],
+    code: 'INVALID_ARGUMENT',
+    reason: 'missing_tensor',
+    message:
+      'the update lacks 1 of the model\'s 2 tensors (first: "dense/kernel"); an update carries every tensor, with its delta at the kept positions',
+  },
+  {
+    name: 'a prunable tensor with every position pruned',
+    header: header({ maskChanged: true, newMaskVersion: 1 }),
+    tensors: [kernel([], [0, 0, 0, 0, 0, 0]), bias()],
+    code: 'INVALID_ARGUMENT',
+    reason: 'empty_mask',
+    message: 'tensor "dense/kernel" keeps no position; a layer pruned entirely cuts the network',
+  },
+  {
+    name: 'a bias with every channel pruned (CHANNEL mask of zeros)',
+    header: header({ maskChanged: true, newMaskVersion: 1 }),
+    tensors: [
+      kernel(zeros),
+      {
+        name: 'dense/bias',
+        mask: { encoding: MaskEncoding.CHANNEL, data: Uint8Array.from([0]) },
+        values: encodeValues(new Float32Array(0), 'f32'),
+      },
+    ],
+    code: 'INVALID_ARGUMENT',
+    reason: 'empty_mask',
+    message: 'tensor "dense/bias" keeps no position; a layer pruned entirely cuts the network',
+  },
+  ...(
+    [
+      ['loss', Number.NaN, 'metrics.loss is NaN; expected a finite number >= 0'],
+      ['loss', Infinity, 'metrics.loss is Infinity; expected a finite number >= 0'],
+      ['loss', -0.5, 'metrics.loss is -0.5; expected a finite number >= 0'],
+      ['localAccuracy', Number.NaN, 'metrics.local_accuracy is NaN; expected a fraction in [0, 1]'],
+      ['localAccuracy', 1.5, 'metrics.local_accuracy is 1.5; expected a fraction in [0, 1]'],
+      ['receivedAccuracy', -Infinity, 'metrics.received_accuracy is -Infinity; expected a fraction in [0, 1]'],
+      ['sparsity', Infinity, 'metrics.sparsity is Infinity; expected a fraction in [0, 1]'],
+      ['sparsity', -0.1, 'metrics.sparsity is -0.1; expected a fraction in [0, 1]'],
+    ] as const
+  ).map(([field, value, message]): Refused => ({
+    name: `metrics.${field} ${value}`,
+    header: header({
+      metrics: { loss: 0.5, localAccuracy: 0.75, sparsity: 0.25, receivedAccuracy: 0.5, channelsKept: [], [field]: value },
+    }),
+    code: 'INVALID_ARGUMENT',
+    reason: 'metrics',
+    message,
+  })),
 ];
 
 describe('validateUpdate refuses', () => {
@@ -210,7 +285,7 @@ describe('validateUpdate refuses', () => {
     it(`${c.name}: ${c.code} ${c.reason}`, () => {
       const ctx = c.context ?? context();
       const heldBefore = new Map(ctx.held.masks);
-      const err = refusal(() => validateUpdate(c.header ?? header(), c.tensors ?? [kernel(zeros)], ctx));
+      const err = refusal(() => validateUpdate(c.header ?? header(), c.tensors ?? [kernel(zeros), bias()], ctx));
       expect({ code: err.code, reason: err.reason, message: err.message }).toEqual({
         code: c.code,
         reason: c.reason,
@@ -229,7 +304,7 @@ describe('validateUpdate refuses', () => {
       { base: 1, change: { maskChanged: true, newMaskVersion: 4 }, tensor: kernelWith(MaskEncoding.DIFF, [5], [0, 0, 0, 0]) },
     ];
     for (const { base, change, tensor } of stale) {
-      const err = refusal(() => validateUpdate(header({ baseMaskVersion: base, ...change }), [tensor], pruned()));
+      const err = refusal(() => validateUpdate(header({ baseMaskVersion: base, ...change }), [tensor, bias()], pruned()));
       expect({ code: err.code, reason: err.reason, message: err.message }).toEqual({
         code: 'FAILED_PRECONDITION',
         reason: 'mask_version_mismatch',
@@ -243,6 +318,8 @@ describe('validateUpdate refuses', () => {
     expect(refusal(() => validateUpdate(header({}, 3), bad, context())).reason).toBe('tensor_count');
     expect(refusal(() => validateUpdate(header({}, 2), bad, context())).reason).toBe('duplicate_tensor');
     expect(refusal(() => validateUpdate(header({}, 1), bad.slice(1), context())).reason).toBe('non_finite');
+    // A missing tensor is found after every tensor sent was read, before the norm.
+    expect(refusal(() => validateUpdate(header({}, 1), [kernel([1e6, 0, 0, 0, 0, 0])], context())).reason).toBe('missing_tensor');
   });
 });
 
@@ -263,17 +340,25 @@ describe('validateUpdate returns', () => {
   });
 
   it('weight 1 under unweighted averaging (num_examples 0 allowed), zero metrics when none were sent', () => {
-    const u = validateUpdate(header({ numExamples: 0, metrics: null }), [kernel(zeros)], context({ weighting: 'unweighted' }));
+    const u = validateUpdate(
+      header({ numExamples: 0, metrics: null }),
+      [kernel(zeros), bias()],
+      context({ weighting: 'unweighted' }),
+    );
     expect(u.weight).toBe(1);
     expect(u.metrics).toEqual({ numExamples: 0, loss: 0, localAccuracy: 0, sparsity: 0, receivedAccuracy: 0 });
   });
 
   it('the held mask object for an unchanged mask (UNCHANGED at the held version), so its kept-index list is reused', () => {
-    const u = validateUpdate(header({ baseMaskVersion: 3 }), [kernelWith(MaskEncoding.UNCHANGED, [], [1, 2, 3, 4, 5])], pruned());
+    const u = validateUpdate(
+      header({ baseMaskVersion: 3 }),
+      [kernelWith(MaskEncoding.UNCHANGED, [], [1, 2, 3, 4, 5]), bias()],
+      pruned(),
+    );
     expect(u.tensors[0].mask).toBe(HELD);
     expect(Array.from(u.tensors[0].deltas)).toEqual([1, 2, 3, 4, 5]);
     // The same mask sent whole (a bitmap) is the held mask too.
-    const whole = validateUpdate(header({ baseMaskVersion: 3 }), [kernel([1, 2, 3, 4, 5], [1, 1, 0, 1, 1, 1])], pruned());
+    const whole = validateUpdate(header({ baseMaskVersion: 3 }), [kernel([1, 2, 3, 4, 5], [1, 1, 0, 1, 1, 1]), bias()], pruned());
     expect(whole.tensors[0].mask).toBe(HELD);
   });
 
@@ -284,18 +369,42 @@ describe('validateUpdate returns', () => {
     expect(u.tensors[0].mask).toEqual(Mask.fromBytes([1, 1, 0, 1, 1, 0]));
     expect(masksAfter(pruned().held.masks, u)).toEqual(new Map([['dense/kernel', Mask.fromBytes([1, 1, 0, 1, 1, 0])]]));
     // Back to dense: the full mask is not held (absent = all kept).
-    const dense = validateUpdate(header({ baseMaskVersion: 3, maskChanged: true, newMaskVersion: 5 }), [kernel(zeros)], pruned());
+    const dense = validateUpdate(
+      header({ baseMaskVersion: 3, maskChanged: true, newMaskVersion: 5 }),
+      [kernel(zeros), bias()],
+      pruned(),
+    );
     expect(masksAfter(pruned().held.masks, dense)).toEqual(new Map());
   });
 
   it('a resync: the whole mask sent explicitly against a stale base version is accepted', () => {
     const u = validateUpdate(
       header({ baseMaskVersion: 1, maskChanged: true, newMaskVersion: 8 }),
-      [kernel([1, 1], [1, 1, 0, 0, 0, 0])],
+      [kernel([1, 1], [1, 1, 0, 0, 0, 0]), bias()],
       pruned(),
     );
     expect(u.maskChange).toEqual({ kind: 'changed', version: 8 });
     expect(u.tensors[0].mask).toEqual(Mask.fromBytes([1, 1, 0, 0, 0, 0]));
+  });
+
+  it('under updateNormMode clip, the delta scaled down to the bound (never past it) instead of a refusal', () => {
+    const u = validateUpdate(header(), [kernel([60, 60, 0, 0, 0, 0]), bias([60, 0, 0])], context({ normMode: 'clip' }));
+    expect(u.clippedFrom).toBeCloseTo(Math.sqrt(3 * 3600), 6);
+    const norm = Math.hypot(...u.tensors.flatMap((t) => Array.from(t.deltas)));
+    expect(norm).toBeLessThanOrEqual(100);
+    expect(norm).toBeGreaterThan(100 * (1 - 1e-6));
+    // The largest finite float32 everywhere: clipped to the bound all the same.
+    const max = 3.4028234663852886e38;
+    const huge = validateUpdate(
+      header(),
+      [kernel(new Array<number>(6).fill(max)), bias([-max, max, -max])],
+      context({ normMode: 'clip' }),
+    );
+    expect(Math.hypot(...huge.tensors.flatMap((t) => Array.from(t.deltas)))).toBeLessThanOrEqual(100);
+    // Within the bound: untouched, not marked.
+    const small = validateUpdate(header(), [kernel([1, 2, 3, 4, 5, 6]), bias()], context({ normMode: 'clip' }));
+    expect(small.clippedFrom).toBeNull();
+    expect(Array.from(small.tensors[0].deltas)).toEqual([1, 2, 3, 4, 5, 6]);
   });
 
   it('reads the wire mask fields as one value', () => {
