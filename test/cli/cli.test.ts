@@ -106,7 +106,7 @@ describe('subfed (cli.ts)', () => {
       subfed(['server', '--config', writeConfig('bad.json', { rounds: 0 })]),
       subfed(['server', '--config', writeConfig('tls.json', { tls: { cert: 'nope/cert.pem', key: 'nope/key.pem' } })]),
       subfed(['sim', '--rounds', '0']),
-      subfed(['server', '--config', writeConfig('renamed.json', { fraction: 1 })]),
+      subfed(['server', '--config', writeConfig('renamed.json', { frac: 1 })]),
       subfed(['sim', '--local-epochs', '2']),
     ]);
     expect(runs.map((r) => r.code)).toEqual([2, 2, 2, 2, 2, 2, 2, 2]);
@@ -116,7 +116,7 @@ describe('subfed (cli.ts)', () => {
     expect(runs[3].stderr).toMatch(/bad\.json: rounds: expected a positive integer, got 0/);
     expect(runs[4].stderr).toContain(`subfed: tls.cert: cannot read '${join(dir, 'nope', 'cert.pem')}' (ENOENT`);
     expect(runs[5].stderr).toMatch(/--rounds: expected a positive integer, got '0'/);
-    expect(runs[6].stderr).toContain(`subfed: ${join(dir, 'renamed.json')}: fraction: renamed to "fraction"\n`);
+    expect(runs[6].stderr).toContain(`subfed: ${join(dir, 'renamed.json')}: frac: renamed to "fraction"\n`);
     expect(runs[7].stderr).toBe('subfed sim: --local-epochs: renamed to --epochs\n');
   });
 

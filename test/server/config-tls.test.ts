@@ -354,7 +354,7 @@ describe.skipIf(!hasOpenssl)('mutual TLS (tls.clientCa): the client certificate 
     const path = join(dir, 'mtls.json');
     writeFileSync(
       path,
-      JSON.stringify({ rounds: 1, frac: 1, enrollmentToken: 't', tls: { cert: 'a.pem', key: 'a.key', clientCa: 'ca.pem' } }),
+      JSON.stringify({ rounds: 1, fraction: 1, enrollmentToken: 't', tls: { cert: 'a.pem', key: 'a.key', clientCa: 'ca.pem' } }),
     );
     expect(loadConfigFile(path).tls).toEqual({
       cert: join(dir, 'a.pem'),
