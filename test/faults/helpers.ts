@@ -119,13 +119,17 @@ export class TcpProxy {
 
 // ---------------------------------------------------------------- child processes
 
-/** A child process and every line it printed, JSON lines parsed. */
+/** A child process and every line it printed. */
 export interface Child {
   readonly process: ChildProcess;
   readonly stdout: string[];
   readonly stderr: string[];
-  /** Resolves with the first JSON line (stdout or stderr) that `match` accepts. */
+  /** Resolves with the first line (stdout or stderr, so far or to come) that `match` accepts; rejects if the child exits first. */
+  until(match: (line: string) => boolean): Promise<string>;
+  /** The same for the first JSON line (an object) that `match` accepts. */
   line(match: (record: Record<string, unknown>) => boolean): Promise<Record<string, unknown>>;
+  /** Writes a line to the child's standard input (see spawnTsx's `stdin`). */
+  send(line: string): void;
   /** Resolves once the process has exited and its output is read to the end. */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   kill9(): Promise<void>;
@@ -133,34 +137,28 @@ export interface Child {
 
 const children = new Set<ChildProcess>();
 
-/** `node --import tsx <args>` from the package root. */
-export function spawnTsx(args: readonly string[], env: Record<string, string> = {}): Child {
+/** The line as a JSON object, or undefined. */
+export function jsonRecord(line: string): Record<string, unknown> | undefined {
+  try {
+    const value = JSON.parse(line) as unknown;
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `node --import tsx <args>` from the package root; `stdin: true` keeps a pipe to its standard input open. */
+export function spawnTsx(args: readonly string[], env: Record<string, string> = {}, options: { stdin?: boolean } = {}): Child {
   const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
     cwd: root,
     env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [options.stdin === true ? 'pipe' : 'ignore', 'pipe', 'pipe'],
   });
   children.add(child);
   const stdout: string[] = [];
   const stderr: string[] = [];
-  const waiters: { match: (r: Record<string, unknown>) => boolean; resolve: (r: Record<string, unknown>) => void }[] = [];
-  const records: Record<string, unknown>[] = [];
-  const onLine = (line: string) => {
-    let record: unknown;
-    try {
-      record = JSON.parse(line);
-    } catch {
-      return;
-    }
-    if (typeof record !== 'object' || record === null) return;
-    records.push(record as Record<string, unknown>);
-    for (const w of [...waiters]) {
-      if (w.match(record as Record<string, unknown>)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(record as Record<string, unknown>);
-      }
-    }
-  };
+  const all: string[] = [];
+  const waiters = new Set<{ match: (line: string) => boolean; resolve: (line: string) => void }>();
   const readers = [
     [child.stdout, stdout],
     [child.stderr, stderr],
@@ -168,7 +166,13 @@ export function spawnTsx(args: readonly string[], env: Record<string, string> = 
     const rl = createInterface({ input: stream as NodeJS.ReadableStream });
     rl.on('line', (line) => {
       (lines as string[]).push(line);
-      onLine(line);
+      all.push(line);
+      for (const w of waiters) {
+        if (w.match(line)) {
+          waiters.delete(w);
+          w.resolve(line);
+        }
+      }
     });
     return new Promise<void>((resolve) => rl.once('close', resolve));
   });
@@ -178,20 +182,33 @@ export function spawnTsx(args: readonly string[], env: Record<string, string> = 
       void Promise.all(readers).then(() => resolve({ code, signal }));
     }),
   );
+  const until = (match: (line: string) => boolean): Promise<string> => {
+    const found = all.find(match);
+    if (found !== undefined) return Promise.resolve(found);
+    return new Promise((resolve, reject) => {
+      waiters.add({ match, resolve });
+      void exited.then(({ code, signal }) =>
+        reject(new Error(`child exited (${signal ?? code}) before the line; stderr: ${stderr.join('\n').slice(-2000)}`)),
+      );
+    });
+  };
   return {
     process: child,
     stdout,
     stderr,
     exited,
-    line(match) {
-      const found = records.find(match);
-      if (found !== undefined) return Promise.resolve(found);
-      return new Promise((resolve, reject) => {
-        waiters.push({ match, resolve });
-        void exited.then(({ code, signal }) =>
-          reject(new Error(`child exited (${signal ?? code}) before the line; stderr: ${stderr.join('\n').slice(-2000)}`)),
-        );
-      });
+    until,
+    send(line) {
+      if (child.stdin === null) throw new Error('spawnTsx: started without { stdin: true }');
+      child.stdin.write(`${line}\n`);
+    },
+    async line(match) {
+      return jsonRecord(
+        await until((line) => {
+          const record = jsonRecord(line);
+          return record !== undefined && match(record);
+        }),
+      )!;
     },
     async kill9() {
       child.kill('SIGKILL');
