@@ -125,5 +125,5 @@ describe('a client whose local state was wiped', () => {
       [oldId, 'gone'],
       [newId, expect.stringMatching(/alive|stale|gone/)],
     ]);
-  });
+  }, 120_000);
 });
