@@ -48,6 +48,8 @@ const MANIFEST: TensorSpec[] = [
   { name: 'fc/kernel', shape: [16, 8], prunable: true },
   { name: 'fc/bias', shape: [8], prunable: false },
 ]; // 136 parameters
+/** How long a client without a task waits before pulling again (the coordinator's retryAfterMs). */
+const RETRY_MS = 1000;
 /** Clients join spread over this long. */
 const JOIN_SPREAD_MS = 2000;
 /** Bytes per uploaded piece of a dropping upload: small, so its update is several pieces and it stops after one. */
@@ -137,8 +139,8 @@ class Dropper {
     );
   }
 
-  /** Starts PullTask and cancels it once the header came: true when the header announced a task. */
-  async cancelDownload(identity: ClientIdentity): Promise<boolean> {
+  /** Starts PullTask and cancels it once the header came; returns what the header said. */
+  async cancelDownload(identity: ClientIdentity): Promise<'task' | 'wait' | 'finished'> {
     const call = this.#channel.makeServerStreamRequest(
       this.#def.pullTask.path,
       this.#def.pullTask.requestSerialize,
@@ -154,9 +156,10 @@ class Dropper {
     call.on('error', () => undefined); // CANCELLED: ours
     for await (const chunk of call as AsyncIterable<TaskChunk>) {
       call.cancel();
-      return chunk.header?.hasTask === true;
+      const header = chunk.header;
+      return header?.hasTask === true ? 'task' : header?.finished === true ? 'finished' : 'wait';
     }
-    return false;
+    return 'wait';
   }
 
   /** Sends an update's header and first piece, then cancels the stream; resolves once the call is over. */
@@ -209,7 +212,7 @@ async function run(n: number, dropFraction: number, onSample: () => void): Promi
       // A waiting client pulls again every second; one silent for 8 s is gone (far more than a busy
       // process delays a pull), and its round stops waiting for it.
       liveness: { staleAfterMs: 4000, goneAfterMs: 8000 },
-      retryAfterMs: 1000,
+      retryAfterMs: RETRY_MS,
       enrollmentToken: TOKEN,
       updateNormBound: 1e6,
     },
@@ -259,8 +262,19 @@ async function run(n: number, dropFraction: number, onSample: () => void): Promi
       // Every client is a member of every round, so its next round is the one after the last it took part in.
       let next = 1;
       for (;;) {
-        if (drop?.point === 'before-pull' && drop.round === next) {
-          await vanish(next, 'before-pull');
+        if (drop?.round === next && (drop.point === 'before-pull' || drop.point === 'mid-download')) {
+          if (drop.point === 'mid-download') {
+            // Its download of round `next` starts, the header arrives, and the device is gone.
+            const dropper = new Dropper(server.grpcAddress, i);
+            await dropper.ready();
+            for (let said = await dropper.cancelDownload(client.identity!); said !== 'task';) {
+              if (said === 'finished') throw new Error(`client ${i}: training finished before its drop in round ${next}`);
+              await sleep(RETRY_MS);
+              said = await dropper.cancelDownload(client.identity!);
+            }
+            dropper.close();
+          }
+          await vanish(next, drop.point);
           next++;
           continue;
         }
@@ -273,12 +287,14 @@ async function run(n: number, dropFraction: number, onSample: () => void): Promi
         const round = pulled.task.round;
         next = round + 1;
         const tensors = update(data);
-        if (drop?.round === round && drop.point !== 'before-pull') {
-          const dropper = new Dropper(server.grpcAddress, i);
-          await dropper.ready();
-          if (drop.point === 'mid-download') await dropper.cancelDownload(client.identity!);
-          if (drop.point === 'mid-upload') await dropper.cancelUpload(client.identity!, round, tensors);
-          dropper.close();
+        if (drop?.round === round) {
+          // after-download: it never pushes (killed while training); mid-upload: its upload is cut.
+          if (drop.point === 'mid-upload') {
+            const dropper = new Dropper(server.grpcAddress, i);
+            await dropper.ready();
+            await dropper.cancelUpload(client.identity!, round, tensors);
+            dropper.close();
+          }
           await vanish(round, drop.point);
           continue;
         }

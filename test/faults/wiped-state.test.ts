@@ -11,6 +11,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
 import { createModel } from '../../client/model.js';
@@ -77,7 +78,7 @@ describe('a client whose local state was wiped', () => {
         training: { epochs: 2, lr: 0.05 },
       },
       { manifest, initial },
-      { logger: (await import('pino')).pino({ level: 'silent' }) },
+      { logger: pino({ level: 'silent' }) },
     );
     const coord = server.coordinator;
 
