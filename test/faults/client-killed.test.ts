@@ -126,7 +126,7 @@ describe('clients killed mid-download, mid-upload and mid-training', () => {
     const [download, upload] = await Promise.all([
       killAt(downloader, 'stopped-downloading'),
       (async () => {
-        const record = await uploader.line((r) => r.event === 'stopped-uploading');
+        await uploader.line((r) => r.event === 'stopped-uploading');
         // Kill once the server holds the header and the three pieces of 4 KiB.
         // (Only its upload is open now: the reporters push later.)
         while (!uploads.some((t) => t.held >= 3 * 4096)) await new Promise((r) => setTimeout(r, 10));
