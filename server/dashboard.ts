@@ -244,18 +244,22 @@ export class DashboardFeed {
 
   #onChange(coordinator: Coordinator): void {
     const status = coordinator.status();
-    const enrolments = status.clientsRegistered !== this.#registered || status.clientsActive !== this.#active;
-    this.#registered = status.clientsRegistered;
-    this.#active = status.clientsActive;
-    if (this.#refreshClients(coordinator) || enrolments) this.#emitClients();
+    // Only a join or a leave re-reads the table here: the coordinator calls this after every
+    // accepted update, and reading every client each time would cost O(clients) per update.
+    // States and last-seen times that move without a join or leave come with the periodic look.
+    if (status.clientsRegistered !== this.#registered || status.clientsActive !== this.#active) {
+      this.#registered = status.clientsRegistered;
+      this.#active = status.clientsActive;
+      this.#refreshClients(coordinator);
+      this.#emitClients();
+    }
     this.#emit({ kind: 'status', status });
   }
 
   /**
    * Re-reads every client's state and last-seen time. Returns whether a row
-   * appeared or changed state: a new last-seen time alone is kept, not sent,
-   * because every accepted update would otherwise resend the whole table
-   * (O(clients) per update); it travels with the next table that is sent.
+   * appeared or changed state: a new last-seen time alone is kept, not sent
+   * (it travels with the next table that is sent).
    */
   #refreshClients(coordinator: Coordinator): boolean {
     let changed = false;

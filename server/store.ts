@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { CodecError } from '../proto/codec.js';
@@ -164,6 +164,36 @@ function migrate(db: Database.Database, file: string): void {
 }
 
 /**
+ * Test hook of the fault tests (test/faults/coordinator-kill.test.ts), which
+ * SIGKILL the coordinator in the middle of commits: with the environment
+ * variable SUBFED_TEST_COMMIT_DELAY_MS=n (n > 0), commitRound stops for n ms
+ * at each of its steps inside the transaction (begin, global, masks, history;
+ * then COMMIT), announcing each step on stderr first as one line
+ * `subfed-test-commit <round> <step>`, and `... committed` once COMMIT
+ * returned. A test that kills the process then knows how far the transaction
+ * got. Unset, as everywhere else, the hook does nothing.
+ */
+const TEST_COMMIT_DELAY_MS = testCommitDelay(process.env.SUBFED_TEST_COMMIT_DELAY_MS);
+
+function testCommitDelay(value: string | undefined): number {
+  if (value === undefined || value === '') return 0;
+  const ms = Number(value);
+  if (!Number.isInteger(ms) || ms < 0) {
+    throw new Error(`SUBFED_TEST_COMMIT_DELAY_MS: expected a whole number of milliseconds, got '${value}'`);
+  }
+  return ms;
+}
+
+type CommitStep = 'begin' | 'global' | 'masks' | 'history' | 'committed';
+
+function commitStep(round: number, step: CommitStep): void {
+  if (TEST_COMMIT_DELAY_MS === 0) return;
+  writeSync(2, `subfed-test-commit ${round} ${step}\n`);
+  // Sleeps the thread: the transaction stays open, exactly as a slow disk would keep it.
+  if (step !== 'committed') Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, TEST_COMMIT_DELAY_MS);
+}
+
+/**
  * Everything the coordinator must not lose: registry, masks, global model and
  * round history. One transaction per committed round, so a kill -9 leaves
  * either the previous round or the new one, never a mix.
@@ -251,9 +281,12 @@ export class CoordinatorStore {
   commitRound(summary: RoundSummary, global: TensorMap, maskChanges: readonly AdoptedMasks[]): void {
     const db = this.#db;
     db.transaction(() => {
+      commitStep(summary.round, 'begin');
       const put = db.prepare('UPDATE global SET data = ? WHERE name = ?');
       for (const [name, values] of global) put.run(tensorBytes(values), name);
+      commitStep(summary.round, 'global');
       this.#writeMasks(maskChanges);
+      commitStep(summary.round, 'masks');
       db.prepare(
         `INSERT INTO rounds (id, attempts, committed_at, members, reporters, metrics, bytes_up, bytes_down, traffic,
            dense_bytes_up, dense_bytes_down, aggregation_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -272,7 +305,9 @@ export class CoordinatorStore {
         summary.aggregationSeconds,
       );
       db.prepare('UPDATE meta SET value = ? WHERE key = ?').run(String(summary.round), 'last_round');
+      commitStep(summary.round, 'history');
     })();
+    commitStep(summary.round, 'committed');
   }
 
   /** Masks of an abandoned attempt's reporters: the clients did move on to them. */
