@@ -21,6 +21,7 @@ import { CodecError, elementCount } from '../proto/codec.js';
 import { Mask } from '../proto/mask.js';
 import { formatZodIssues } from '../proto/zod-issues.js';
 import type { MaskMap, TensorMap } from './prune.js';
+import type { InputEncoding } from './export/portable.js';
 
 export const STATE_FORMAT_VERSION = 1;
 export const STATE_FILE_NAME = 'client-state.bin';
@@ -45,6 +46,11 @@ export interface ClientState {
   masks: MaskMap;
   /** BatchNorm running statistics: personal, never uploaded. */
   personal: TensorMap;
+  /**
+   * The input standardisation the weights were trained with, so that an export
+   * of the model needs no data; undefined in files written before it was recorded.
+   */
+  input?: InputEncoding | undefined;
 }
 
 /** A state file that cannot be used: unreadable, corrupt, or for another setup. */
@@ -71,6 +77,13 @@ const headerSchema = z.object({
   model: z.string(),
   payloadBytes: z.number().int().nonnegative(),
   payloadSha256: z.string().regex(/^[0-9a-f]{64}$/),
+  // Optional within format 1: older files lack it, and older readers ignore it.
+  input: z
+    .discriminatedUnion('kind', [
+      z.object({ kind: z.literal('images'), mean: z.array(z.number()), std: z.array(z.number().positive()) }),
+      z.object({ kind: z.literal('features'), mean: z.array(z.number()), std: z.array(z.number().positive()) }),
+    ])
+    .optional(),
   tensors: z.array(
     z.object({
       section: z.enum(['weights', 'masks', 'personal']),
@@ -116,6 +129,7 @@ export function encodeState(state: ClientState): Buffer {
     model: state.model,
     payloadBytes: payload.length,
     payloadSha256: createHash('sha256').update(payload).digest('hex'),
+    ...(state.input !== undefined ? { input: state.input } : {}),
     tensors,
   };
   const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
@@ -164,6 +178,7 @@ export function decodeState(bytes: Buffer, file: string): ClientState {
     weights: new Map(),
     masks,
     personal: new Map(),
+    ...(header.input !== undefined ? { input: header.input } : {}),
   };
   for (const t of header.tensors) {
     const byteLength = t.length * bytesPerElement(t.section);
