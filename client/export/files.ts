@@ -139,7 +139,7 @@ export async function readExport(path: string): Promise<ReadExport> {
   if (basename(file) === SPARSE_FILE || bytes.subarray(0, 8).toString('latin1') === 'SUBFEDSM') {
     const artifacts = decodeSparseModel(bytes, file);
     const read = portableFromArtifacts(artifacts, file);
-    return { ...read, format: 'sparse', bytes: bytes.length, artifacts: artifacts as unknown as tf.io.ModelArtifacts };
+    return { ...read, format: 'sparse', bytes: bytes.length, artifacts: artifacts };
   }
   return readLayersModel(file, bytes);
 }

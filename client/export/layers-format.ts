@@ -219,7 +219,7 @@ export function parseTopology(topology: unknown, file: string): Architecture {
         let next = i + 1;
         if (keras[next]?.class_name === 'BatchNormalization') {
           const bn = keras[next].config;
-          const bnWhere = `layer ${next + 1} (${String(bn.name)})`;
+          const bnWhere = `layer ${next + 1} (${JSON.stringify(bn.name ?? null)})`;
           if (typeof bn.name !== 'string') fail(`${bnWhere}: name must be a string`);
           if (bn.axis !== -1 && bn.axis !== 3) fail(`${bnWhere}: axis must be -1 (channels), got ${JSON.stringify(bn.axis)}`);
           if (bn.epsilon !== BN_EPSILON) fail(`${bnWhere}: epsilon must be ${BN_EPSILON}, got ${JSON.stringify(bn.epsilon)}`);

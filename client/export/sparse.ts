@@ -15,6 +15,7 @@
  * `tf.loadLayersModel(sparseModelHandler(bytes))` gives the model, and subfed's
  * own engine reads the same artifacts.
  */
+import type * as tf from '@tensorflow/tfjs-core';
 import { z } from 'zod';
 import { CodecError, decodeSparseTensor, encodeSparseTensor } from '../../proto/codec.js';
 import { Mask } from '../../proto/mask.js';
@@ -45,7 +46,7 @@ export interface DenseArtifacts {
   readonly modelTopology: object;
   readonly weightSpecs: WeightSpec[];
   readonly weightData: ArrayBuffer;
-  readonly userDefinedMetadata: { subfed: unknown };
+  readonly userDefinedMetadata: { [key: string]: object };
   readonly format: 'layers-model';
 }
 
@@ -144,7 +145,7 @@ export function decodeSparseModel(bytes: Uint8Array, file: string): DenseArtifac
     modelTopology: header.modelTopology,
     weightSpecs,
     weightData,
-    userDefinedMetadata: { subfed: (header.userDefinedMetadata as { subfed: unknown }).subfed },
+    userDefinedMetadata: { subfed: (header.userDefinedMetadata as { subfed: object }).subfed },
     format: 'layers-model',
   };
 }
@@ -153,6 +154,6 @@ export function decodeSparseModel(bytes: Uint8Array, file: string): DenseArtifac
  * An IOHandler for tf.loadLayersModel that reads a sparse container from memory:
  * `await tf.loadLayersModel(sparseModelHandler(bytes))`.
  */
-export function sparseModelHandler(bytes: Uint8Array, file = SPARSE_FILE): { load: () => Promise<DenseArtifacts> } {
-  return { load: () => Promise.resolve(decodeSparseModel(bytes, file)) };
+export function sparseModelHandler(bytes: Uint8Array, file = SPARSE_FILE): tf.io.IOHandler {
+  return { load: () => Promise.resolve(decodeSparseModel(bytes, file) as tf.io.ModelArtifacts) };
 }
