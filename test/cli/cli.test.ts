@@ -38,7 +38,7 @@ function subfed(args: string[], options: { nodeArgs?: string[]; env?: Record<str
   });
 }
 
-const COMMANDS = ['sim', 'server', 'client', 'model'];
+const COMMANDS = ['sim', 'server', 'client', 'export', 'distill', 'predict', 'model'];
 const listsEveryCommand = (help: string) => {
   for (const c of COMMANDS) expect(help).toMatch(new RegExp(`^\\s+${c}\\b`, 'm'));
 };
