@@ -25,6 +25,11 @@ export async function serveFiles(routes: ReadonlyMap<string, string>): Promise<S
     const path = new URL(req.url ?? '/', 'http://localhost').pathname;
     requests.push(path);
     const file = routes.get(path);
+    if (path === '/favicon.ico' && file === undefined) {
+      // Browsers ask for it on their own; no content rather than a 404 in the page's console.
+      res.writeHead(204).end();
+      return;
+    }
     if (file === undefined) {
       res.writeHead(404).end();
       return;
