@@ -131,12 +131,21 @@ function describeRun(config: SimConfig, data: LoadedDataset, split: Partition): 
   ];
 }
 
+/**
+ * The run's non-IID split (test sets capped as configured) and the dataset its test
+ * indices point into: client k trains on data.train at split.clients[k].train and tests
+ * on testData at split.clients[k].test. Deterministic by the config's seed.
+ */
+export function splitForRun(config: SimConfig, data: LoadedDataset): { split: Partition; testData: ImageDataset } {
+  const uncapped = partition(config.partition, data.train, data.test, { clients: config.clients, seed: config.seed });
+  const testData = uncapped.testSource === 'test' ? data.test : data.train;
+  return { split: capTestSets(uncapped, testData.labels, config), testData };
+}
+
 export async function* runSimulation(config: SimConfig, options: SimulationOptions = {}): AsyncGenerator<RoundReport> {
   const emit = options.onEvent ?? (() => {});
   const data = options.data ?? (await loadDataset(config.dataset, { dataDir: config.dataDir, seed: config.seed }));
-  const uncapped = partition(config.partition, data.train, data.test, { clients: config.clients, seed: config.seed });
-  const testData = uncapped.testSource === 'test' ? data.test : data.train;
-  const split = capTestSets(uncapped, testData.labels, config);
+  const { split, testData } = splitForRun(config, data);
   emit({ kind: 'setup', notes: describeRun(config, data, split), labelTable: formatLabelCounts(split, { maxRows: 10 }) });
 
   const setup: WorkerSetup = {

@@ -12,13 +12,13 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { ClientDataSplits } from '../data/folder.js';
+import type { DataToFit } from '../data/fit.js';
 import { createModelFromArchitecture, scaleArchitecture, zooArchitecture, type Architecture, type ModelName } from '../model.js';
 import { DISTILLATION_DEFAULTS } from '../objective.js';
 import { fullMasks } from '../prune.js';
 import { predictLogits, trainLocal } from '../train.js';
 import { compactModel } from './compact.js';
-import { accuracyOf, clientTraining, loadClientModel } from './export.js';
+import { accuracyOf, clientTraining, loadClientModel, type ExportData } from './export.js';
 import { encodeExport, exportBytes, writeExport, type ExportFormat, type WrittenExport } from './files.js';
 import { instantiate, parameterTotal, type PortableModel } from './portable.js';
 import type { Quantization } from './quantize.js';
@@ -37,7 +37,7 @@ export function describeStudent(spec: StudentSpec): string {
 
 export interface DistillOptions {
   readonly stateDir: string;
-  readonly data: ClientDataSplits;
+  readonly data: DataToFit;
   readonly student: StudentSpec;
   readonly out: string;
   readonly format: ExportFormat;
@@ -95,7 +95,21 @@ function studentArchitecture(spec: StudentSpec, teacher: PortableModel): { famil
   return { family: spec.name, architecture };
 }
 
-export async function runDistill(options: DistillOptions): Promise<DistillReport> {
+/** The teacher and the two students of one distillation run (the students trained on the same data, epochs, seed). */
+export interface DistilledModels {
+  readonly teacher: PortableModel;
+  readonly scratch: PortableModel;
+  readonly distilled: PortableModel;
+  /** The client state's algorithm and round. */
+  readonly algorithm: string;
+  readonly round: number;
+  readonly data: ExportData;
+}
+
+/** Trains the student from scratch and distilled from the client's compact model; writes nothing. */
+export async function distillStudents(
+  options: Omit<DistillOptions, 'out' | 'format' | 'quantization'>,
+): Promise<DistilledModels> {
   const { state, portable: masked, data } = await loadClientModel(options.stateDir, options.data);
   if (data === undefined) throw new Error('distillation needs the client data');
   const teacher = compactModel(masked).model;
@@ -131,9 +145,13 @@ export async function runDistill(options: DistillOptions): Promise<DistillReport
   };
   const scratch = await train(false);
   const distilled = await train(true);
+  return { teacher, scratch, distilled, algorithm: state.algorithm, round: state.round, data };
+}
 
+export async function runDistill(options: DistillOptions): Promise<DistillReport> {
+  const { teacher, scratch, distilled, algorithm, round, data } = await distillStudents(options);
   const origin =
-    `student ${describeStudent(options.student)} distilled from the ${state.algorithm} client model after round ${state.round} ` +
+    `student ${describeStudent(options.student)} distilled from the ${algorithm} client model after round ${round} ` +
     `(T ${options.temperature}, alpha ${options.alpha}, ${options.epochs} epochs)`;
   const entry = (name: string, portable: PortableModel): DistillEntry => ({
     model: name,

@@ -13,8 +13,7 @@ import { assertStateMatches, loadState, stateFilePath, StateFileError, type Clie
 import { evaluate, trainLocal } from '../train.js';
 import { compactModel, type LayerReduction } from './compact.js';
 import { decodeExport, encodeExport, exportBytes, writeExport, type ExportFormat, type WrittenExport } from './files.js';
-import { fitDataToModel, type ModelInput } from '../data/fit.js';
-import type { ClientDataSplits } from '../data/folder.js';
+import { fitDataToModel, type DataToFit, type ModelInput } from '../data/fit.js';
 import {
   inputEncodingOf,
   instantiate,
@@ -47,7 +46,7 @@ const DEFAULT_IMAGE_INPUT = (channels: number): InputEncoding => ({
  */
 export async function loadClientModel(
   stateDir: string,
-  data: ClientDataSplits | undefined,
+  data: DataToFit | undefined,
 ): Promise<{ state: ClientState; portable: PortableModel; data: ExportData | undefined }> {
   const file = stateFilePath(stateDir);
   const state = await loadState(stateDir);
@@ -155,7 +154,7 @@ export interface ExportCommandOptions {
   readonly format: ExportFormat;
   readonly quantization: Quantization;
   /** The client's data folder, read, for accuracies and fine-tuning. */
-  readonly data: ClientDataSplits | undefined;
+  readonly data: DataToFit | undefined;
   /** Epochs of fine-tuning the compact model before it is written (0: none). */
   readonly fineTuneEpochs: number;
   readonly seed: number;
