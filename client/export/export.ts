@@ -245,18 +245,23 @@ export function formatExportReport(r: ExportReport): string {
     );
   }
   const reference = r.variants.find((v) => v.compact && v.format === 'layers' && v.quantization === 'f32');
-  const rows = r.variants.map((v) => [
-    v.name,
-    int(v.bytes),
-    pct(v.accuracy),
+  const measured = r.variants.some((v) => v.accuracy !== undefined);
+  const points = (v: VariantReport): string =>
     v.accuracy !== undefined && reference?.accuracy !== undefined && v !== reference && v.compact
-      ? `${(v.accuracy - reference.accuracy) * 100 >= 0 ? '+' : ''}${((v.accuracy - reference.accuracy) * 100).toFixed(2)}`
-      : '',
-  ]);
-  const header = ['variant', 'bytes', 'test accuracy', 'vs compact f32 (points)'];
+      ? `${v.accuracy >= reference.accuracy ? '+' : ''}${((v.accuracy - reference.accuracy) * 100).toFixed(2)}`
+      : '';
+  const rows = r.variants.map((v) => [v.name, int(v.bytes), ...(measured ? [pct(v.accuracy), points(v)] : [])]);
+  const header = ['variant', 'bytes', ...(measured ? ['test accuracy', 'vs compact f32 (points)'] : [])];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const line = (cells: string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+    cells
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i])))
+      .join('  ')
+      .trimEnd();
+  if (r.fineTune !== undefined) {
+    lines.push('the compact and sparse variants are the fine-tuned model; the masked model is the client state as it was');
+  }
+  if (!measured) lines.push("(no accuracies: give the client's data folder, --data)");
   lines.push('', line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line), '');
   lines.push(`wrote ${r.written.files.map((f) => `${f.name} (${int(f.bytes)} bytes)`).join(', ')} to ${r.written.dir}`);
   return lines.join('\n');
