@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { CodecError, elementCount } from '../proto/codec.js';
 import { Mask } from '../proto/mask.js';
-import { formatZodIssues } from '../proto/zod-issues.js';
+import { decodeFramed, encodeFramed } from './framed-file.js';
 import type { MaskMap, TensorMap } from './prune.js';
 import type { InputEncoding } from './export/portable.js';
 
@@ -94,6 +94,13 @@ const headerSchema = z.object({
   ),
 });
 
+const STATE_FILE = {
+  magic: MAGIC,
+  what: 'a subfed client state file',
+  schema: headerSchema,
+  version: STATE_FORMAT_VERSION,
+} as const;
+
 export function stateFilePath(dir: string): string {
   return join(dir, STATE_FILE_NAME);
 }
@@ -132,10 +139,7 @@ export function encodeState(state: ClientState): Buffer {
     ...(state.input !== undefined ? { input: state.input } : {}),
     tensors,
   };
-  const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
-  const length = Buffer.alloc(4);
-  length.writeUInt32LE(headerBytes.length, 0);
-  return Buffer.concat([MAGIC, length, headerBytes, payload]);
+  return encodeFramed(MAGIC, header, [payload]);
 }
 
 /** Parse the bytes of a state file; `file` only names it in errors. */
@@ -143,25 +147,7 @@ export function decodeState(bytes: Buffer, file: string): ClientState {
   const fail = (reason: string): never => {
     throw new StateFileError(file, reason);
   };
-  if (bytes.length < MAGIC.length + 4 || !bytes.subarray(0, MAGIC.length).equals(MAGIC)) {
-    fail('not a subfed client state file (bad magic bytes)');
-  }
-  const headerLength = bytes.readUInt32LE(MAGIC.length);
-  const headerStart = MAGIC.length + 4;
-  if (headerStart + headerLength > bytes.length) fail('truncated header');
-  let raw: unknown;
-  try {
-    raw = JSON.parse(bytes.subarray(headerStart, headerStart + headerLength).toString('utf8'));
-  } catch (err) {
-    fail(`header is not valid JSON (${(err as Error).message})`);
-  }
-  const parsed = headerSchema.safeParse(raw);
-  if (!parsed.success) fail(`invalid header: ${formatZodIssues(parsed.error).join('; ')}`);
-  const header = parsed.data!;
-  if (header.formatVersion !== STATE_FORMAT_VERSION) {
-    fail(`format version ${header.formatVersion} is not supported (this build reads version ${STATE_FORMAT_VERSION})`);
-  }
-  const payload = bytes.subarray(headerStart + headerLength);
+  const { header, payload } = decodeFramed(bytes, STATE_FILE, fail);
   if (payload.length !== header.payloadBytes) {
     fail(`payload is ${payload.length} bytes, header says ${header.payloadBytes} (truncated or padded file)`);
   }

@@ -8,7 +8,7 @@
  * - `f16`: IEEE half, manifest `quantization: {dtype: 'float16'}` (bits from the wire
  *   codec's converter, proto/codec.ts).
  */
-import { f32BitsToF16Bits } from '../../proto/codec.js';
+import { encodeValues } from '../../proto/codec.js';
 
 export const QUANTIZATIONS = ['f32', 'f16', 'int8'] as const;
 export type Quantization = (typeof QUANTIZATIONS)[number];
@@ -41,16 +41,9 @@ export function quantizeAffineUint8(values: Float32Array): QuantizedTensor {
   return { bytes, quantization: { dtype: 'uint8', scale, min } };
 }
 
-/** IEEE half, little-endian. */
+/** IEEE half, little-endian: the wire codec's f16 values. */
 export function quantizeFloat16(values: Float32Array): QuantizedTensor {
-  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const bytes = new Uint8Array(values.length * 2);
-  for (let i = 0; i < values.length; i++) {
-    const h = f32BitsToF16Bits(bits[i]);
-    bytes[2 * i] = h & 0xff;
-    bytes[2 * i + 1] = h >>> 8;
-  }
-  return { bytes, quantization: { dtype: 'float16' } };
+  return { bytes: encodeValues(values, 'f16').data, quantization: { dtype: 'float16' } };
 }
 
 /** Little-endian float32 bytes (a copy). */

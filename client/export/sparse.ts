@@ -20,7 +20,7 @@ import { z } from 'zod';
 import { CodecError, decodeSparseTensor, encodeSparseTensor } from '../../proto/codec.js';
 import { Mask } from '../../proto/mask.js';
 import { codecs, isMalformed } from '../../proto/schema.js';
-import { formatZodIssues } from '../../proto/zod-issues.js';
+import { decodeFramed, encodeFramed } from '../framed-file.js';
 import { ExportFormatError, parseMetadata, type LayersArtifacts, type WeightSpec } from './layers-format.js';
 import type { Quantization } from './quantize.js';
 
@@ -40,6 +40,13 @@ const headerSchema = z.object({
     }),
   ),
 });
+
+const SPARSE_FILE_KIND = {
+  magic: MAGIC,
+  what: 'a subfed sparse model',
+  schema: headerSchema,
+  version: SPARSE_FORMAT_VERSION,
+} as const;
 
 /** What a LayersModel loader takes (tf.io.ModelArtifacts, with the fields we fill). */
 export interface DenseArtifacts {
@@ -77,18 +84,16 @@ export function encodeSparseModel(artifacts: LayersArtifacts, values: Quantizati
     pieces.push(bytes);
   }
   const metadata = { ...artifacts.metadata, quantization: values };
-  const header = Buffer.from(
-    JSON.stringify({
+  return encodeFramed(
+    MAGIC,
+    {
       formatVersion: SPARSE_FORMAT_VERSION,
       modelTopology: artifacts.modelTopology,
       userDefinedMetadata: { subfed: metadata },
       tensors,
-    }),
-    'utf8',
+    },
+    pieces,
   );
-  const length = Buffer.alloc(4);
-  length.writeUInt32LE(header.length, 0);
-  return Buffer.concat([MAGIC, length, header, ...pieces]);
 }
 
 /** Decodes a container into dense float32 LayersModel artifacts; `file` names it in errors. */
@@ -96,27 +101,8 @@ export function decodeSparseModel(bytes: Uint8Array, file: string): DenseArtifac
   const fail = (reason: string): never => {
     throw new ExportFormatError(`${file}: ${reason}`);
   };
-  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (buffer.length < MAGIC.length + 4 || !buffer.subarray(0, MAGIC.length).equals(MAGIC)) {
-    fail('not a subfed sparse model (bad magic bytes)');
-  }
-  const headerLength = buffer.readUInt32LE(MAGIC.length);
-  const start = MAGIC.length + 4;
-  if (start + headerLength > buffer.length) fail('truncated header');
-  let raw: unknown;
-  try {
-    raw = JSON.parse(buffer.subarray(start, start + headerLength).toString('utf8'));
-  } catch (err) {
-    fail(`header is not valid JSON (${(err as Error).message})`);
-  }
-  const parsed = headerSchema.safeParse(raw);
-  if (!parsed.success) fail(`invalid header: ${formatZodIssues(parsed.error).join('; ')}`);
-  const header = parsed.data!;
-  if (header.formatVersion !== SPARSE_FORMAT_VERSION) {
-    fail(`format version ${header.formatVersion} is not supported (this build reads version ${SPARSE_FORMAT_VERSION})`);
-  }
+  const { header, payload } = decodeFramed(bytes, SPARSE_FILE_KIND, fail);
   parseMetadata(header.userDefinedMetadata, file);
-  const payload = buffer.subarray(start + headerLength);
   const total = header.tensors.reduce((n, t) => n + t.bytes, 0);
   if (total !== payload.length) fail(`payload is ${payload.length} bytes, the header lists ${total} (truncated or padded file)`);
   const denseBytes = header.tensors.reduce((n, t) => n + 4 * t.shape.reduce((a, b) => a * b, 1), 0);

@@ -1,6 +1,5 @@
 // subfed export, distill and predict as a user runs them (from the sources, with tsx):
 // their output, exit code 2 for bad input, and no server, simulator or tfjs-layers module loaded.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,33 +7,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
 import { packageRoot } from '../../proto/package-root.js';
 import { moduleLog, serverModules } from '../cli/module-log.js';
+import { subfed as subfedRun } from '../cli/run-subfed.js';
 import { hyClient, type HyClient } from './fixture.js';
 
 const root = packageRoot();
+const subfed = (args: string[], options: { nodeArgs?: string[]; env?: Record<string, string> } = {}) =>
+  subfedRun(args, { ...options, env: { SUBFED_BACKEND: 'wasm', ...options.env } });
 const dir = mkdtempSync(join(tmpdir(), 'subfed-export-cli-'));
 let client: HyClient;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function subfed(args: string[], options: { nodeArgs?: string[]; env?: Record<string, string> } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', 'cli.ts', ...args], {
-      cwd: root,
-      env: { ...process.env, SUBFED_BACKEND: 'wasm', ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 beforeAll(async () => {
   await initBackend('wasm', { logger: { info: () => {} } });
