@@ -1,7 +1,7 @@
 /**
  * Sub-FedAvg (Un): unstructured magnitude pruning of every conv kernel and dense
  * matrix (biases never), decided once per round from the candidate masks of
- * epoch 1 and the last epoch (ARCHITECTURE.md, "Sub-FedAvg, precisely").
+ * epoch 1 and the last epoch ("Sub-FedAvg, as implemented" in ARCHITECTURE.md at the repository root).
  */
 import { z } from 'zod';
 import { prunePercentile, prunedFraction, type MaskMap, type TensorMap } from '../prune.js';

@@ -27,7 +27,9 @@ export async function readDatasetFiles(paths: readonly string[], opts: ReadDataO
   switch (format) {
     case 'idx': {
       if (files.length !== 2) {
-        throw new RangeError(
+        throw new DataFileError(
+          paths[0],
+          'wrong-file-count',
           `IDX data needs exactly 2 files (images and labels), got ${files.length}: ${paths.join(', ')}`,
         );
       }

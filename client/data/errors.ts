@@ -9,6 +9,8 @@ export type DataFileProblem =
   | 'count-mismatch'
   | 'label-out-of-range'
   | 'unknown-format'
+  /** IDX data given as other than one images file and one labels file. */
+  | 'wrong-file-count'
   /** An image folder's file that does not start with the PNG signature. */
   | 'not-png'
   /** A PNG that does not decode: truncated, bad checksum, bad chunk. */

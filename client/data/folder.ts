@@ -5,7 +5,8 @@
  *
  * Layout: `<dir>/train/` and `<dir>/test/` (one source each), or one source
  * directly in `<dir>`, of which a seeded share is held out as the test split.
- * Source, told from a folder's entries:
+ * Source, told from a folder's entries (hidden files and documents such as
+ * LICENSE or README.md left out):
  * - files ending in `.csv`: CSV (client/data/csv.ts);
  * - other files: IDX or CIFAR-10 binaries, the format told from the content
  *   (client/data/detect.ts);
@@ -266,12 +267,21 @@ async function isFolder(path: string): Promise<boolean> {
 }
 
 /** The non-hidden files (full paths, sorted) and folders (names, sorted) of a folder; symbolic links followed. */
+/**
+ * Files that travel with a data set but hold no examples: a licence, a
+ * readme, notes. A folder copied from a data set's distribution has them
+ * (the embedded Fashion-MNIST has a LICENSE), and they are no one's data.
+ */
+export function isDocumentName(name: string): boolean {
+  return /^(licen[cs]e|copying|notice|readme|authors|changelog)(\.[a-z]+)?$/i.test(name) || /\.(md|txt|pdf|html?)$/i.test(name);
+}
+
 async function entriesOf(folder: string): Promise<{ files: string[]; folders: string[] }> {
   const entries = await readdir(folder, { withFileTypes: true });
   const files: string[] = [];
   const folders: string[] = [];
   for (const e of entries) {
-    if (e.name.startsWith('.')) continue;
+    if (e.name.startsWith('.') || isDocumentName(e.name)) continue;
     const path = join(folder, e.name);
     const target = e.isSymbolicLink() ? await stat(path).catch(() => undefined) : e;
     if (target?.isFile() === true) files.push(path);

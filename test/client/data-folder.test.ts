@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Dataset } from '../../client/data/dataset.js';
-import { DataFolderError, type DataFolderProblem } from '../../client/data/errors.js';
-import { POOLED_TEST_FRACTION, detectDataFolder, loadClientData } from '../../client/data/folder.js';
+import { DataFileError, DataFolderError, type DataFolderProblem } from '../../client/data/errors.js';
+import { POOLED_TEST_FRACTION, detectDataFolder, isDocumentName, loadClientData } from '../../client/data/folder.js';
 import { cifarBatch, idxImages, idxLabels, tempDir } from '../fixtures/data-files.js';
 
 const tmp = tempDir('subfed-folder-');
@@ -55,6 +55,8 @@ describe('client data folder', () => {
   it('holds out a seeded share of a pooled folder as the test split, the same for the same seed', async () => {
     writeIdx('pooled', 20);
     tmp.write('pooled/.DS_Store', new Uint8Array([1, 2, 3])); // hidden files are not data
+    tmp.write('pooled/LICENSE', new TextEncoder().encode('MIT')); // nor are a data set's documents
+    tmp.write('pooled/README.md', new TextEncoder().encode('# data'));
     const folder = `${tmp.dir}/pooled`;
     expect(await detectDataFolder(folder)).toMatchObject({
       kind: 'pooled',
@@ -104,5 +106,22 @@ describe('client data folder', () => {
       problem: 'too-few-examples',
       message: `'${tmp.dir}/single' holds 1 example(s); at least 2 are needed`,
     });
+  });
+
+  it('tells documents from data by name, and refuses an IDX folder with a third data file, naming the files', async () => {
+    expect(
+      ['LICENSE', 'licence.txt', 'README', 'README.md', 'NOTICE', 'notes.txt', 'COPYING'].filter(isDocumentName),
+    ).toHaveLength(7);
+    expect(['train-images-idx3-ubyte', 'labels.gz', 'data_batch_1.bin', 'license-plates.csv'].filter(isDocumentName)).toEqual([]);
+    writeIdx('three', 4);
+    tmp.write('three/extra-idx1-ubyte', idxLabels([1, 2, 3, 4]));
+    const err = await loadClientData(`${tmp.dir}/three`, 1).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(DataFileError);
+    expect(err).toMatchObject({ problem: 'wrong-file-count' });
+    expect((err as Error).message).toContain('IDX data needs exactly 2 files (images and labels), got 3');
+    expect((err as Error).message).toContain(`${tmp.dir}/three/extra-idx1-ubyte`);
   });
 });

@@ -141,6 +141,9 @@ describe('the packed tarball', () => {
       'package/server/dashboard/index.html',
       'package/data/fashion-mnist-test/t10k-images-idx3-ubyte.gz',
       'package/LICENSE',
+      'package/README.md',
+      'package/ARCHITECTURE.md',
+      'package/proto/PROTOCOL.md',
     ]) {
       expect(files).toContain(f);
     }
@@ -167,7 +170,7 @@ describe('the packed tarball', () => {
         rounds: 1,
         frac: 1,
         enrollmentToken: TOKEN,
-        training: { epochs: 1, batchSize: 10, lr: 0.05 },
+        training: { epochs: 2, batchSize: 10, lr: 0.05 },
       }),
     );
     const server = await startServer(join(full, 'node_modules', '.bin', 'subfed'), join(work, 'server.json'), work);
