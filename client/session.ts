@@ -24,6 +24,7 @@ import type { ClientEvent, CoordinatorCall } from './events.js';
 import { Heartbeats } from './heartbeat.js';
 import { createModel, isModelName, MODEL_NAMES, type Model, type ModelName, type TensorSpec } from './model.js';
 import { ClientCommandError, type ClientOptions } from './options.js';
+import { inputEncodingOf } from './export/portable.js';
 import { Participant } from './participant.js';
 import {
   RemoteError,
@@ -204,6 +205,7 @@ export async function saveSession(session: ClientSession, identity: CoordinatorI
     weights: s.weights,
     masks: s.masks,
     personal: s.personal,
+    input: inputEncodingOf(session.participant.data.train),
   };
   await saveState(session.stateDir, state);
 }

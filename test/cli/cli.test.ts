@@ -1,7 +1,6 @@
 // The `subfed` command as a user runs it (from the sources, with tsx): every
 // subcommand listed, suggestions for a typo, exit code 2 for usage errors and
 // 1 for runtime failures, and `subfed client` loading nothing of the server.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,34 +10,12 @@ import { packageRoot } from '../../proto/package-root.js';
 import { modelFileJson } from '../../server/config.js';
 import { ENROLL, toyModel } from '../server/harness.js';
 import { moduleLog, serverModules } from './module-log.js';
+import { subfed } from './run-subfed.js';
 
 const root = packageRoot();
 const dir = mkdtempSync(join(tmpdir(), 'subfed-cli-'));
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** `subfed <args>` from the sources; resolves when it exits. */
-function subfed(args: string[], options: { nodeArgs?: string[]; env?: Record<string, string> } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', 'cli.ts', ...args], {
-      cwd: root,
-      env: { ...process.env, ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-const COMMANDS = ['sim', 'server', 'client', 'model'];
+const COMMANDS = ['sim', 'server', 'client', 'export', 'distill', 'predict', 'model'];
 const listsEveryCommand = (help: string) => {
   for (const c of COMMANDS) expect(help).toMatch(new RegExp(`^\\s+${c}\\b`, 'm'));
 };
