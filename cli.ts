@@ -92,6 +92,22 @@ program
 
 await lazyCommand('client');
 
+// export, distill and predict share one part (client/export/): loaded only when one of them is asked for.
+const exportCommands: Record<'export' | 'distill' | 'predict', string> = {
+  export:
+    "write a client's personalized model, compact (pruned channels and neurons removed), as a tfjs LayersModel or sparse container",
+  distill:
+    "train a smaller student on the client's data with its personalized model as teacher; compare with the student trained from scratch",
+  predict: 'classify images with an exported model: PNG files or folders, or an IDX images [+ labels] file',
+};
+if (asked !== undefined && Object.hasOwn(exportCommands, asked)) {
+  const registered = (await import('./client/export/main.js')).registerExportCommands(program);
+  for (const [name, description] of Object.entries(exportCommands))
+    registered[name as keyof typeof exportCommands].description(description);
+} else {
+  for (const [name, description] of Object.entries(exportCommands)) program.command(name).description(description);
+}
+
 program
   .command('model')
   .description("write a zoo model's manifest and seeded initial values as a coordinator model file")

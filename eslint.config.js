@@ -92,5 +92,10 @@ export default tseslint.config(
     files: ['server/dashboard/**/*.js'],
     languageOptions: { sourceType: 'script', globals: { ...globals.browser, Chart: 'readonly' } },
   },
+  // The export's browser page: tfjs (core, cpu backend, layers) is loaded before it.
+  {
+    files: ['client/export/web/**/*.js'],
+    languageOptions: { sourceType: 'script', globals: { ...globals.browser, tf: 'readonly' } },
+  },
   layerBoundaries,
 );

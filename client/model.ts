@@ -101,7 +101,8 @@ function lenet(
   return { inputShape: [side, side, channels], layers };
 }
 
-function architecture(name: ModelName): Architecture {
+/** The architecture of a zoo model. */
+export function zooArchitecture(name: ModelName): Architecture {
   switch (name) {
     case 'mlp':
       return {
@@ -125,7 +126,93 @@ function architecture(name: ModelName): Architecture {
 export function createModel(name: ModelName, seed: number): Model {
   if (!isModelName(name)) throw new Error(`unknown model "${String(name)}": expected one of ${MODEL_NAMES.join(', ')}`);
   if (!Number.isFinite(seed)) throw new Error(`createModel(${name}): seed must be a finite number, got ${seed}`);
-  return new ZooModel(name, architecture(name), seed);
+  return new ZooModel(name, zooArchitecture(name), seed);
+}
+
+/**
+ * A model of the zoo family `name` with other layer widths: a compact export (pruned
+ * channels and neurons removed) or a width-scaled student. `arch` is checked first
+ * (checkArchitecture); the weights are drawn from `seed` as for the zoo's own models.
+ */
+export function createModelFromArchitecture(name: ModelName, arch: Architecture, seed: number): Model {
+  if (!isModelName(name)) throw new Error(`unknown model "${String(name)}": expected one of ${MODEL_NAMES.join(', ')}`);
+  if (!Number.isFinite(seed)) throw new Error(`createModelFromArchitecture(${name}): seed must be a finite number, got ${seed}`);
+  checkArchitecture(arch);
+  return new ZooModel(name, arch, seed);
+}
+
+/**
+ * Throws, naming the layer, unless `arch` is a chain the zoo's forward pass runs: valid
+ * convolutions each followed by a 2x2 pool (even output sides), then dense layers over
+ * the NHWC flatten, ending in a dense layer without ReLU; every width at least 1 and
+ * every layer's input width equal to what the layer before it produces.
+ */
+export function checkArchitecture(arch: Architecture): void {
+  const [h0, w0, c0] = arch.inputShape;
+  const positive = (n: number): boolean => Number.isSafeInteger(n) && n >= 1;
+  if (!arch.inputShape.every(positive))
+    throw new Error(`input shape [${arch.inputShape.join(', ')}]: expected 3 positive integers`);
+  if (arch.layers.length === 0) throw new Error('the architecture has no layers');
+  let side: [number, number] = [h0, w0];
+  let channels = c0;
+  let flat: number | undefined;
+  const names = new Set<string>();
+  arch.layers.forEach((layer, i) => {
+    const where = `layer ${i + 1} (${layer.name})`;
+    if (!/^[A-Za-z][\w-]*$/.test(layer.name)) throw new Error(`${where}: a layer name is letters, digits, '_' and '-'`);
+    if (names.has(layer.name) || (layer.kind === 'conv' && layer.batchNorm !== undefined && names.has(layer.batchNorm))) {
+      throw new Error(`${where}: the name is used twice`);
+    }
+    names.add(layer.name);
+    if (layer.kind === 'conv') {
+      if (layer.batchNorm !== undefined) names.add(layer.batchNorm);
+      if (flat !== undefined) throw new Error(`${where}: a conv layer after a dense layer`);
+      if (!positive(layer.outC) || !positive(layer.size))
+        throw new Error(`${where}: filters and kernel size must be positive integers`);
+      if (layer.inC !== channels) throw new Error(`${where}: takes ${layer.inC} channels, the layer before gives ${channels}`);
+      const out = side.map((s) => s - layer.size + 1);
+      if (out.some((s) => s < 2 || s % 2 !== 0)) {
+        throw new Error(`${where}: output ${out.join('x')} does not tile into 2x2 pools`);
+      }
+      side = [out[0] / 2, out[1] / 2];
+      channels = layer.outC;
+    } else {
+      const inputs = flat ?? side[0] * side[1] * channels;
+      if (!positive(layer.outputs)) throw new Error(`${where}: units must be a positive integer`);
+      if (layer.inputs !== inputs) throw new Error(`${where}: takes ${layer.inputs} inputs, the layer before gives ${inputs}`);
+      flat = layer.outputs;
+    }
+  });
+  const last = arch.layers[arch.layers.length - 1];
+  if (last.kind !== 'dense' || last.relu)
+    throw new Error(`the last layer (${last.name}) must be dense without ReLU (it gives the logits)`);
+}
+
+/**
+ * `arch` with every hidden width (conv channels, dense units but the output layer's)
+ * multiplied by `factor` and rounded, at least 1: e.g. LeNet-5 with half the channels.
+ */
+export function scaleArchitecture(arch: Architecture, factor: number): Architecture {
+  if (!(Number.isFinite(factor) && factor > 0)) throw new RangeError(`width factor must be a positive number, got ${factor}`);
+  const scaled = (n: number): number => Math.max(1, Math.round(n * factor));
+  const layers: Layer[] = [];
+  let channels = arch.inputShape[2];
+  let side: [number, number] = [arch.inputShape[0], arch.inputShape[1]];
+  let flat: number | undefined;
+  arch.layers.forEach((layer, i) => {
+    if (layer.kind === 'conv') {
+      const outC = scaled(layer.outC);
+      layers.push({ ...layer, inC: channels, outC });
+      channels = outC;
+      side = [(side[0] - layer.size + 1) / 2, (side[1] - layer.size + 1) / 2];
+    } else {
+      const inputs = flat ?? side[0] * side[1] * channels;
+      const outputs = i === arch.layers.length - 1 ? layer.outputs : scaled(layer.outputs);
+      layers.push({ ...layer, inputs, outputs });
+      flat = outputs;
+    }
+  });
+  return { inputShape: arch.inputShape, layers };
 }
 
 /**
@@ -133,7 +220,7 @@ export function createModel(name: ModelName, seed: number): Model {
  * from the architecture alone: checking a configuration builds no tensors.
  */
 export function modelStructure(name: ModelName): Pick<Model, 'name' | 'channelGroups'> {
-  return { name, channelGroups: channelGroupsOf(architecture(name)) };
+  return { name, channelGroups: channelGroupsOf(zooArchitecture(name)) };
 }
 
 /** PyTorch's default init for conv and linear layers: U(-1/sqrt(fanIn), 1/sqrt(fanIn)) for weight and bias. */

@@ -26,6 +26,7 @@ import { Heartbeats } from './heartbeat.js';
 import { createModel, type Model, type TensorSpec } from './model.js';
 import { isModelName, MODEL_NAMES, type ModelName } from './model-names.js';
 import { ClientCommandError, type ClientOptions } from './options.js';
+import { inputEncodingOf } from './export/portable.js';
 import { FederatedParticipant, LocalParticipant, type Participant, type ParticipantSetup } from './participant.js';
 import {
   RemoteError,
@@ -210,6 +211,7 @@ export async function saveSession(session: ClientSession, identity: CoordinatorI
     weights: s.weights,
     masks: s.masks,
     personal: s.personal,
+    input: inputEncodingOf(session.participant.data.train),
   };
   await saveState(session.stateDir, state);
 }

@@ -20,8 +20,9 @@ import { z } from 'zod';
 import { CodecError } from '../proto/codec.js';
 import { elementCount } from '../proto/shape.js';
 import { Mask } from '../proto/mask.js';
-import { formatZodIssues } from '../proto/zod-issues.js';
+import { decodeFramed, encodeFramed } from './framed-file.js';
 import type { MaskMap, TensorMap } from './prune.js';
+import type { InputEncoding } from './export/portable.js';
 
 export const STATE_FORMAT_VERSION = 1;
 export const STATE_FILE_NAME = 'client-state.bin';
@@ -46,6 +47,11 @@ export interface ClientState {
   masks: MaskMap;
   /** BatchNorm running statistics: personal, never uploaded. */
   personal: TensorMap;
+  /**
+   * The input standardisation the weights were trained with, so that an export
+   * of the model needs no data; undefined in files written before it was recorded.
+   */
+  input?: InputEncoding | undefined;
 }
 
 /** A state file that cannot be used: unreadable, corrupt, or for another setup. */
@@ -72,6 +78,13 @@ const headerSchema = z.object({
   model: z.string(),
   payloadBytes: z.number().int().nonnegative(),
   payloadSha256: z.string().regex(/^[0-9a-f]{64}$/),
+  // Optional within format 1: older files lack it, and older readers ignore it.
+  input: z
+    .discriminatedUnion('kind', [
+      z.object({ kind: z.literal('images'), mean: z.array(z.number()), std: z.array(z.number().positive()) }),
+      z.object({ kind: z.literal('features'), mean: z.array(z.number()), std: z.array(z.number().positive()) }),
+    ])
+    .optional(),
   tensors: z.array(
     z.object({
       section: z.enum(['weights', 'masks', 'personal']),
@@ -81,6 +94,13 @@ const headerSchema = z.object({
     }),
   ),
 });
+
+const STATE_FILE = {
+  magic: MAGIC,
+  what: 'a subfed client state file',
+  schema: headerSchema,
+  version: STATE_FORMAT_VERSION,
+} as const;
 
 export function stateFilePath(dir: string): string {
   return join(dir, STATE_FILE_NAME);
@@ -117,12 +137,10 @@ export function encodeState(state: ClientState): Buffer {
     model: state.model,
     payloadBytes: payload.length,
     payloadSha256: createHash('sha256').update(payload).digest('hex'),
+    ...(state.input !== undefined ? { input: state.input } : {}),
     tensors,
   };
-  const headerBytes = Buffer.from(JSON.stringify(header), 'utf8');
-  const length = Buffer.alloc(4);
-  length.writeUInt32LE(headerBytes.length, 0);
-  return Buffer.concat([MAGIC, length, headerBytes, payload]);
+  return encodeFramed(MAGIC, header, [payload]);
 }
 
 /** Parse the bytes of a state file; `file` only names it in errors. */
@@ -130,25 +148,7 @@ export function decodeState(bytes: Buffer, file: string): ClientState {
   const fail = (reason: string): never => {
     throw new StateFileError(file, reason);
   };
-  if (bytes.length < MAGIC.length + 4 || !bytes.subarray(0, MAGIC.length).equals(MAGIC)) {
-    fail('not a subfed client state file (bad magic bytes)');
-  }
-  const headerLength = bytes.readUInt32LE(MAGIC.length);
-  const headerStart = MAGIC.length + 4;
-  if (headerStart + headerLength > bytes.length) fail('truncated header');
-  let raw: unknown;
-  try {
-    raw = JSON.parse(bytes.subarray(headerStart, headerStart + headerLength).toString('utf8'));
-  } catch (err) {
-    fail(`header is not valid JSON (${(err as Error).message})`);
-  }
-  const parsed = headerSchema.safeParse(raw);
-  if (!parsed.success) fail(`invalid header: ${formatZodIssues(parsed.error).join('; ')}`);
-  const header = parsed.data!;
-  if (header.formatVersion !== STATE_FORMAT_VERSION) {
-    fail(`format version ${header.formatVersion} is not supported (this build reads version ${STATE_FORMAT_VERSION})`);
-  }
-  const payload = bytes.subarray(headerStart + headerLength);
+  const { header, payload } = decodeFramed(bytes, STATE_FILE, fail);
   if (payload.length !== header.payloadBytes) {
     fail(`payload is ${payload.length} bytes, header says ${header.payloadBytes} (truncated or padded file)`);
   }
@@ -165,6 +165,7 @@ export function decodeState(bytes: Buffer, file: string): ClientState {
     weights: new Map(),
     masks,
     personal: new Map(),
+    ...(header.input !== undefined ? { input: header.input } : {}),
   };
   for (const t of header.tensors) {
     const byteLength = t.length * bytesPerElement(t.section);

@@ -13,8 +13,10 @@ import { contentKey, lookupImages, lookupModel, memoEnabled, rememberImages, rem
 import { registerGradients } from './kernels/gradients.js';
 import { sgdMomentumStep } from './kernels/sgd_momentum.js';
 import type { Model } from './model.js';
+import { checkSoftTargets, logitObjective, teacherRows, type ObjectiveResult, type SoftTargets } from './objective.js';
 
 export type { EngineChoice } from './kernels/engine/index.js';
+export type { SoftTargets } from './objective.js';
 
 export interface TrainOptions {
   epochs: number;
@@ -42,6 +44,11 @@ export interface TrainOptions {
    * Both give the same training curve within float rounding.
    */
   engine?: EngineChoice;
+  /**
+   * Knowledge distillation: the loss mixes the labels with the teacher's softened
+   * predictions (client/objective.ts). Without, softmax cross-entropy with the labels.
+   */
+  softTargets?: SoftTargets;
   /** 1-based epoch. */
   onEpochEnd?: (epoch: number, stats: EpochStats) => void | Promise<void>;
 }
@@ -219,6 +226,7 @@ class SgdMomentum {
 export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions): Promise<EpochStats[]> {
   checkOptions(opts);
   checkCompatible(model, data, 'trainLocal');
+  if (opts.softTargets !== undefined) checkSoftTargets(opts.softTargets, data.count, model.numClasses);
   if (opts.gradTransform !== undefined && opts.engine === 'native') {
     throw new Error('trainLocal: a gradTransform needs the tfjs engine (the native engine runs no tf code)');
   }
@@ -244,6 +252,8 @@ export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions
           rule,
           opts.gradTransform,
           makeBatch(data, tables, order, start, end, model.inputShape),
+          opts.softTargets && teacherRows(opts.softTargets, model.numClasses, order, start, end - start),
+          opts.softTargets,
         );
         lossSum += step.loss * (end - start);
         correct += step.correct;
@@ -337,7 +347,20 @@ async function trainNative(model: Model, data: ImageDataset, opts: TrainOptions,
       for (let start = 0; start < data.count; start += opts.batchSize) {
         const count = Math.min(opts.batchSize, data.count - start);
         session.loadBatch(data, order, start, count);
-        const step = session.trainStep(count, opts.lr, opts.momentum);
+        const soft = opts.softTargets;
+        const step = session.trainStep(
+          count,
+          opts.lr,
+          opts.momentum,
+          soft === undefined
+            ? undefined
+            : (logits) =>
+                logitObjective(logits, count, model.numClasses, labelsAt(data, order, start, count), {
+                  teacher: teacherRows(soft, model.numClasses, order, start, count),
+                  temperature: soft.temperature,
+                  alpha: soft.alpha,
+                }),
+        );
         lossSum += step.loss * count;
         correct += step.correct;
         await breathe();
@@ -467,6 +490,31 @@ export function crossEntropyWithStats(logits: tf.Tensor2D, labels: Int32Array, s
   return loss(logits) as tf.Scalar;
 }
 
+/** A loss computed in TypeScript from the logits' values (client/objective.ts), with its hand-written gradient. */
+function objectiveLoss(
+  logits: tf.Tensor2D,
+  objective: (values: Float32Array, rows: number, classes: number) => ObjectiveResult,
+  stats: (s: StepStats) => void,
+): tf.Scalar {
+  const [rows, classes] = logits.shape;
+  const loss = tf.customGrad((...inputs: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const result = objective((inputs[0] as tf.Tensor).dataSync() as Float32Array, rows, classes);
+    stats({ loss: result.loss, correct: result.correct });
+    return {
+      value: tf.scalar(result.loss),
+      gradFunc: (dy: tf.Tensor) => tf.mul(dy, tf.tensor2d(result.grad, [rows, classes])),
+    };
+  });
+  return loss(logits) as tf.Scalar;
+}
+
+/** The labels of examples order[start .. start+count). */
+function labelsAt(data: Dataset, order: ArrayLike<number>, start: number, count: number): Int32Array {
+  const labels = new Int32Array(count);
+  for (let i = 0; i < count; i++) labels[i] = data.labels[order[start + i]];
+  return labels;
+}
+
 /** One SGD step; returns the batch's mean loss and number of correct predictions. */
 function trainStep(
   model: Model,
@@ -474,14 +522,28 @@ function trainStep(
   rule: GradientRule,
   gradTransform: TrainOptions['gradTransform'],
   batch: Batch,
+  teacher: Float32Array | undefined,
+  soft: SoftTargets | undefined,
 ): StepStats {
   let stats: StepStats = { loss: Number.NaN, correct: 0 };
+  const record = (s: StepStats): void => {
+    stats = s;
+  };
   try {
     const { value, grads } = tf.variableGrads(
       () =>
-        crossEntropyWithStats(model.forward(batch.x, true), batch.labelValues, (s) => {
-          stats = s;
-        }),
+        teacher === undefined || soft === undefined
+          ? crossEntropyWithStats(model.forward(batch.x, true), batch.labelValues, record)
+          : objectiveLoss(
+              model.forward(batch.x, true),
+              (values, rows, classes) =>
+                logitObjective(values, rows, classes, batch.labelValues, {
+                  teacher,
+                  temperature: soft.temperature,
+                  alpha: soft.alpha,
+                }),
+              record,
+            ),
       [...model.params.values()],
     );
     value.dispose();
@@ -537,4 +599,57 @@ export function evaluate(
     tf.dispose([loss, hits, batch.x, labels]);
   }
   return { loss: lossSum / data.count, accuracy: correct / data.count };
+}
+
+/**
+ * The logits of `model` (inference mode) for every example of `data`, in index order:
+ * data.count rows of numClasses. `engine` as in TrainOptions.
+ */
+export function predictLogits(model: Model, data: Dataset, engine?: EngineChoice, batchSize = 256): Float32Array {
+  checkCompatible(model, data, 'predictLogits');
+  const classes = model.numClasses;
+  const out = new Float32Array(data.count * classes);
+  const order = Int32Array.from({ length: data.count }, (_, i) => i);
+  const plan = data.kind === 'images' ? nativePlan(model, engine) : null;
+  if (plan !== null && data.kind === 'images') {
+    const weights = model.getWeights();
+    const session = openSession(compactPlan(model, weights) ?? plan, {
+      batch: Math.min(NATIVE_EVAL_CHUNK, data.count),
+      training: false,
+    });
+    try {
+      session.setNormalization(normalizationTable(normalizationFor(data)));
+      session.load(weights, model.getPersonal());
+      for (let start = 0; start < data.count; start += session.batch) {
+        const count = Math.min(session.batch, data.count - start);
+        session.loadBatch(data, order, start, count);
+        session.forward(count, false);
+        out.set(session.logits(count), start * classes);
+      }
+    } finally {
+      session.dispose();
+    }
+    return out;
+  }
+  const tables = inputTables(data);
+  for (let start = 0; start < data.count; start += batchSize) {
+    const end = Math.min(start + batchSize, data.count);
+    const batch = makeBatch(data, tables, order, start, end, model.inputShape);
+    const logits = model.forward(batch.x, false);
+    out.set(logits.dataSync(), start * classes);
+    tf.dispose([logits, batch.x]);
+  }
+  return out;
+}
+
+/** The predicted class of each row of `logits` (the first maximum). */
+export function argmaxRows(logits: Float32Array, classes: number): Int32Array {
+  const rows = logits.length / classes;
+  const out = new Int32Array(rows);
+  for (let r = 0; r < rows; r++) {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (logits[r * classes + c] > logits[r * classes + best]) best = c;
+    out[r] = best;
+  }
+  return out;
 }

@@ -9,8 +9,20 @@ import { workerData } from 'node:worker_threads';
 import { initBackend } from '../client/backend.js';
 import { subset } from '../client/data/dataset.js';
 import { deriveSeed } from '../proto/random.js';
-import { createModel, type Model } from '../client/model.js';
+import { join } from 'node:path';
+import { createModel, zooArchitecture, type Model } from '../client/model.js';
 import type { ModelName } from '../client/model-names.js';
+import { compactModel } from '../client/export/compact.js';
+import { accuracyOf } from '../client/export/export.js';
+import { encodeExport, exportBytes, writeExport } from '../client/export/files.js';
+import {
+  inputEncodingOf,
+  keptParameterTotal,
+  layerWidths,
+  parameterTotal,
+  type PortableModel,
+} from '../client/export/portable.js';
+import { saveState } from '../client/state.js';
 import {
   createParticipant,
   type FederatedParticipant,
@@ -24,7 +36,14 @@ import { evaluate } from '../client/train.js';
 import { serveWorkerRequests } from './pool.js';
 import { algorithmConfig, attackers, modelFor } from './presets.js';
 import type { InitialModel } from '../server/config.js';
-import type { ClientEvaluation, MemberResult, WorkerRequest, WorkerResponses, WorkerSetup } from './worker-protocol.js';
+import type {
+  ClientEvaluation,
+  ClientExport,
+  MemberResult,
+  WorkerRequest,
+  WorkerResponses,
+  WorkerSetup,
+} from './worker-protocol.js';
 
 const setup = workerData as WorkerSetup;
 const config = setup.config;
@@ -181,10 +200,47 @@ async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof Wor
       }
       return out;
     }
+    case 'export': {
+      const out: ClientExport[] = [];
+      for (const client of request.clients) out.push(await exportClient(client, hostedClient(client).participant, request.dir));
+      return out;
+    }
     case 'release':
       release();
       return null;
   }
+}
+
+/** subfed export of one hosted client: its state and its compact model, under dir/client-<id>/. */
+async function exportClient(client: number, p: Participant, dir: string): Promise<ClientExport> {
+  const s = p.exportState();
+  const family = p.model.name;
+  const input = inputEncodingOf(p.data.train);
+  const portable: PortableModel = {
+    family,
+    architecture: zooArchitecture(family),
+    weights: s.weights,
+    personal: s.personal,
+    masks: s.masks,
+    input,
+  };
+  const clientDir = join(dir, `client-${client}`);
+  const state = { round: s.round, maskVersion: s.maskVersion, algorithm: p.algorithm.name, model: family, input };
+  await saveState(clientDir, { ...state, identity: undefined, weights: s.weights, masks: s.masks, personal: s.personal });
+  const { model: compact } = compactModel(portable);
+  const origin = `${p.algorithm.name} simulated client ${client} after round ${s.round}, compact`;
+  const written = await writeExport(join(clientDir, 'model'), compact, { format: 'layers', quantization: 'f32', origin });
+  const masked = exportBytes(encodeExport(portable, { format: 'layers', quantization: 'f32', origin }).files);
+  return {
+    client,
+    dir: written.dir,
+    bytes: written.bytes,
+    maskedBytes: masked,
+    parameters: parameterTotal(compact),
+    keptParameters: keptParameterTotal(portable),
+    widths: layerWidths(compact.architecture),
+    accuracy: accuracyOf(compact, p.data.test),
+  };
 }
 
 function release(): void {

@@ -14,7 +14,7 @@ import { algorithmNames, allAlgorithms } from '../client/algorithms/registry.js'
 import { DashboardFeed, startDashboardServer, type DashboardServer } from '../server/dashboard.js';
 import { createSimLogger, isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 import { RENAMED_FLAGS, resolveSimConfig, SimConfigError, type SimFlags } from './presets.js';
-import { RunWriter, defaultRunFolder, formatSummaryTable } from './report.js';
+import { RunWriter, defaultRunFolder, formatExportTable, formatSummaryTable } from './report.js';
 import { runSimulation, type SimulationEvent } from './run.js';
 
 /** The dashboard's port when `--dashboard` is given without one. */
@@ -25,6 +25,8 @@ export interface SimCommandFlags extends SimFlags {
   /** `--dashboard` alone is true; `--dashboard 0` picks a free port. */
   dashboard?: string | true | undefined;
   logLevel?: string | undefined;
+  /** Write every client's compact model after each algorithm's last round. */
+  export?: boolean | undefined;
 }
 
 export interface SimCommandOptions {
@@ -54,6 +56,7 @@ export function registerSimCommand(program: Command): Command {
       .option('--values <enc>', 'value encoding on the wire: f32 | f16 | int8')
       .option('--seed <n>', 'seed of the split, the models and the sampling')
       .option('--backend <name>', 'tfjs backend: auto | node | wasm | cpu')
+      .option('--export', "write every client's state and compact model (subfed export) under the run folder's models/")
       .option(
         '--dashboard [port]',
         `serve the live dashboard on 127.0.0.1 (default port ${DEFAULT_DASHBOARD_PORT}) while it runs`,
@@ -160,6 +163,13 @@ export async function runSimCommand(flags: SimCommandFlags, options: SimCommandO
       case 'coordinator':
         feed.attach(event.coordinator.coordinator, `simulation · ${event.algorithm}`);
         return;
+      case 'exported':
+        writer.recordExports(event);
+        log.info(
+          { event: 'exported', algorithm: event.algorithm, dir: event.dir },
+          `${event.algorithm}: wrote ${event.clients.length} compact models under ${event.dir}`,
+        );
+        return;
       case 'round-start':
         if (interactive) bar.start(event.members, 0, { algorithm: event.algorithm, round: event.round, rounds, status: '' });
         return;
@@ -173,7 +183,13 @@ export async function runSimCommand(flags: SimCommandFlags, options: SimCommandO
   };
 
   try {
-    for await (const report of runSimulation(config, { signal: stop.signal, onEvent, logger: coordinatorLog })) {
+    const exportTo = flags.export === true ? path.join(folder, 'models') : undefined;
+    for await (const report of runSimulation(config, {
+      signal: stop.signal,
+      onEvent,
+      logger: coordinatorLog,
+      ...(exportTo !== undefined ? { exportTo } : {}),
+    })) {
       writer.appendRound(report);
       const acc = report.allClientsAccuracy ?? report.membersAccuracy;
       const status = `acc ${(acc.mean * 100).toFixed(1)}% (${report.allClientsAccuracy ? 'all clients' : 'members'}) | ${report.wallSeconds.toFixed(1)} s`;
@@ -207,6 +223,8 @@ export async function runSimCommand(flags: SimCommandFlags, options: SimCommandO
   }
   const summaries = writer.finish(notes);
   process.stdout.write(`\n${formatSummaryTable(summaries)}\n\n`);
+  const exports = writer.exports;
+  if (exports.length > 0) process.stdout.write(`${formatExportTable(exports)}\n\n`);
   for (const note of notes) process.stdout.write(`note: ${note}\n`);
   process.stdout.write(`run folder: ${path.resolve(folder)} (report.html, rounds.jsonl, summary.json, config.json)\n`);
   return stop.signal.aborted ? 130 : 0;

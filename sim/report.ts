@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { describeAlgorithm } from '../client/algorithms/registry.js';
 import type { AlgorithmName, SimConfig } from './presets.js';
+import type { ClientExport } from './worker-protocol.js';
 
 export interface AccuracyStats {
   readonly mean: number;
@@ -140,6 +141,88 @@ function formatBytes(n: number): string {
 
 const pct = (v: number | null): string => (v === null ? '-' : `${(v * 100).toFixed(1)}%`);
 
+/** Every client's compact model of one algorithm (subfed sim --export). */
+export interface AlgorithmExports {
+  readonly algorithm: AlgorithmName;
+  readonly dir: string;
+  readonly clients: readonly ClientExport[];
+}
+
+/** How the compact models' sizes spread over the clients of one algorithm. */
+export interface ExportSummary {
+  readonly algorithm: AlgorithmName;
+  readonly dir: string;
+  readonly clients: number;
+  readonly bytes: { readonly min: number; readonly median: number; readonly max: number };
+  /** The full-size (masked) model's files, the same for every client. */
+  readonly maskedBytes: number;
+  readonly meanAccuracy: number;
+  readonly layers: readonly string[];
+  /** Distinct layer widths, most common first, with how many clients have them. */
+  readonly architectures: readonly { readonly widths: readonly number[]; readonly clients: number }[];
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+export function summarizeExports(e: AlgorithmExports): ExportSummary {
+  if (e.clients.length === 0) throw new RangeError(`summarizeExports: no clients for ${e.algorithm}`);
+  const bytes = e.clients.map((c) => c.bytes);
+  const counts = new Map<string, { widths: number[]; clients: number }>();
+  for (const c of e.clients) {
+    const widths = c.widths.map((w) => w.width);
+    const key = widths.join(',');
+    const entry = counts.get(key) ?? { widths, clients: 0 };
+    entry.clients++;
+    counts.set(key, entry);
+  }
+  return {
+    algorithm: e.algorithm,
+    dir: e.dir,
+    clients: e.clients.length,
+    bytes: { min: Math.min(...bytes), median: median(bytes), max: Math.max(...bytes) },
+    maskedBytes: Math.max(...e.clients.map((c) => c.maskedBytes)),
+    meanAccuracy: e.clients.reduce((s, c) => s + c.accuracy, 0) / e.clients.length,
+    layers: e.clients[0].widths.map((w) => w.name),
+    architectures: [...counts.values()].sort(
+      (a, b) => b.clients - a.clients || a.widths.join(',').localeCompare(b.widths.join(',')),
+    ),
+  };
+}
+
+/** The terminal table of the compact models: sizes over clients, and which layer widths they kept. */
+export function formatExportTable(summaries: readonly ExportSummary[]): string {
+  const header = ['algorithm', 'clients', 'compact min', 'median', 'max', 'full-size model', 'compact accuracy (mean)'];
+  const rows = summaries.map((s) => [
+    s.algorithm,
+    String(s.clients),
+    formatBytes(s.bytes.min),
+    formatBytes(s.bytes.median),
+    formatBytes(s.bytes.max),
+    formatBytes(s.maskedBytes),
+    pct(s.meanAccuracy),
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]): string =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  const shapes = summaries.map(
+    (s) =>
+      `${s.algorithm} widths (${s.layers.join(', ')}): ` +
+      s.architectures.map((a) => `${a.widths.join('-')} x${a.clients}`).join(', '),
+  );
+  return [
+    'compact models (subfed export of every client):',
+    line(header),
+    widths.map((w) => '-'.repeat(w)).join('  '),
+    ...rows.map(line),
+    ...shapes,
+    ...summaries.map((s) => `${s.algorithm}: ${s.dir}/client-<id>/model (and client-state.bin beside it)`),
+  ].join('\n');
+}
+
 /** The final terminal table. */
 export function formatSummaryTable(summaries: readonly AlgorithmSummary[]): string {
   const header = [
@@ -205,6 +288,8 @@ export interface ReportData {
   readonly rounds: readonly RoundReport[];
   readonly summaries: readonly AlgorithmSummary[];
   readonly notes: readonly string[];
+  /** subfed sim --export: the compact models per algorithm; absent without it. */
+  readonly exports?: readonly ExportSummary[];
 }
 
 export const REPORT_DATA_ELEMENT_ID = 'subfed-report-data';
@@ -262,6 +347,33 @@ if (hy.length) {
 }
 `;
 
+/** The compact models' section: sizes over clients, and the layer widths clients kept. */
+function exportSection(exports: readonly ExportSummary[]): string {
+  if (exports.length === 0) return '';
+  const rows = exports
+    .map(
+      (s) =>
+        `<tr><td>${escapeHtml(s.algorithm)}</td><td>${s.clients}</td><td>${formatBytes(s.bytes.min)}</td><td>${formatBytes(s.bytes.median)}</td>` +
+        `<td>${formatBytes(s.bytes.max)}</td><td>${formatBytes(s.maskedBytes)}</td><td>${pct(s.meanAccuracy)}</td></tr>`,
+    )
+    .join('\n');
+  const shapes = exports
+    .map(
+      (s) =>
+        `<h3>${escapeHtml(s.algorithm)}: layer widths (${s.layers.map(escapeHtml).join(', ')})</h3><table><thead><tr><th>widths</th><th>clients</th></tr></thead><tbody>` +
+        s.architectures.map((a) => `<tr><td>${a.widths.join(' - ')}</td><td>${a.clients}</td></tr>`).join('') +
+        '</tbody></table>',
+    )
+    .join('\n');
+  return `<section id="exports-section"><h2>Compact models (subfed export of every client)</h2>
+<table><thead><tr><th>algorithm</th><th>clients</th><th>compact min</th><th>median</th><th>max</th><th>full-size model</th><th>compact accuracy (mean)</th></tr></thead>
+<tbody>
+${rows}
+</tbody></table>
+${shapes}
+</section>`;
+}
+
 export function renderReportHtml(data: ReportData): string {
   const c = data.config;
   const title = `subfed sim — ${c.preset} — ${data.summaries.map((s) => s.algorithm).join(', ')}`;
@@ -308,6 +420,7 @@ ${algorithms}
 <section><h2>Cumulative bytes vs dense FedAvg</h2><canvas id="bytes"></canvas></section>
 <section><h2>Sparsity vs round</h2><canvas id="sparsity"></canvas></section>
 <section id="channels-section"><h2>Channels kept per BatchNorm layer</h2><canvas id="channels"></canvas></section>
+${exportSection(data.exports ?? [])}
 <script id="${REPORT_DATA_ELEMENT_ID}" type="application/json">${scriptJson(data)}</script>
 <script>${chartJsSource()}</script>
 <script>${CHART_SCRIPT}</script>
@@ -319,6 +432,7 @@ ${algorithms}
 /** Writes the run folder as the run goes: rounds.jsonl grows one line per round, so a stopped run keeps what it did. */
 export class RunWriter {
   readonly #rounds: RoundReport[] = [];
+  readonly #exports: AlgorithmExports[] = [];
 
   constructor(
     readonly folder: string,
@@ -338,15 +452,30 @@ export class RunWriter {
     appendFileSync(path.join(this.folder, 'rounds.jsonl'), `${JSON.stringify(report)}\n`);
   }
 
+  /** An algorithm's compact models (subfed sim --export). */
+  recordExports(exports: AlgorithmExports): void {
+    this.#exports.push(exports);
+  }
+
+  /** The compact models' summaries, one per algorithm exported. */
+  get exports(): ExportSummary[] {
+    return this.#exports.filter((e) => e.clients.length > 0).map(summarizeExports);
+  }
+
   /** summary.json and report.html from everything appended so far. */
   finish(notes: readonly string[]): AlgorithmSummary[] {
     const summaries = this.config.algorithms
       .map((a) => summarize(a, this.#rounds, this.config.rounds))
       .filter((s) => s.rounds > 0);
-    writeFileSync(path.join(this.folder, 'summary.json'), `${JSON.stringify({ notes, summaries }, null, 2)}\n`);
+    const exports = this.exports;
+    const clients = this.#exports;
+    writeFileSync(
+      path.join(this.folder, 'summary.json'),
+      `${JSON.stringify({ notes, summaries, ...(exports.length > 0 ? { exports, exportedClients: clients } : {}) }, null, 2)}\n`,
+    );
     writeFileSync(
       path.join(this.folder, 'report.html'),
-      renderReportHtml({ config: this.config, rounds: this.#rounds, summaries, notes }),
+      renderReportHtml({ config: this.config, rounds: this.#rounds, summaries, notes, exports }),
     );
     return summaries;
   }

@@ -10,6 +10,7 @@
  * clients in the same (join) order: every algorithm sees the same members.
  */
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import type { ImageDataset } from '../client/data/dataset.js';
 import { SeededRandom, deriveSeed } from '../proto/random.js';
 import { sampleMembers } from '../server/rounds.js';
@@ -22,7 +23,14 @@ import { algorithmConfig, attackers, modelFor, type AlgorithmName, type SimConfi
 import { accuracyStats, type AccuracyStats, type ByteCounts, type RoundReport } from './report.js';
 import type { InitialModel } from '../server/config.js';
 import type { Logger } from 'pino';
-import type { ClientEvaluation, MemberResult, WorkerRequest, WorkerResponses, WorkerSetup } from './worker-protocol.js';
+import type {
+  ClientEvaluation,
+  ClientExport,
+  MemberResult,
+  WorkerRequest,
+  WorkerResponses,
+  WorkerSetup,
+} from './worker-protocol.js';
 
 export type SimulationEvent =
   /** Once, before training: where the data came from, the split, how accuracy is measured. */
@@ -31,7 +39,14 @@ export type SimulationEvent =
   | { readonly kind: 'member-done'; readonly algorithm: AlgorithmName; readonly round: number; readonly done: number }
   | { readonly kind: 'evaluating'; readonly algorithm: AlgorithmName; readonly round: number; readonly scope: 'all' | 'global' }
   /** An algorithm's coordinator is up (every algorithm but local): the dashboard follows it. */
-  | { readonly kind: 'coordinator'; readonly algorithm: AlgorithmName; readonly coordinator: CoordinatorHandle };
+  | { readonly kind: 'coordinator'; readonly algorithm: AlgorithmName; readonly coordinator: CoordinatorHandle }
+  /** After an algorithm's last round, with `exportTo`: every client's compact model, written under `dir`. */
+  | {
+      readonly kind: 'exported';
+      readonly algorithm: AlgorithmName;
+      readonly dir: string;
+      readonly clients: readonly ClientExport[];
+    };
 
 export interface SimulationOptions {
   /** Aborting lets the current round finish, evaluates everyone, and ends the run. */
@@ -41,6 +56,11 @@ export interface SimulationOptions {
   readonly data?: LoadedDataset;
   /** The coordinators' log (default: JSON on stdout, warnings and errors only). */
   readonly logger?: Logger;
+  /**
+   * After each algorithm's last round, write every client's state and compact model
+   * (subfed export) under `exportTo`/<algorithm>/client-<id>/.
+   */
+  readonly exportTo?: string;
 }
 
 /** A copy of the dataset whose arrays live in SharedArrayBuffers, so workers read it without a copy each. */
@@ -126,12 +146,21 @@ function describeRun(config: SimConfig, data: LoadedDataset, split: Partition): 
   ];
 }
 
+/**
+ * The run's non-IID split (test sets capped as configured) and the dataset its test
+ * indices point into: client k trains on data.train at split.clients[k].train and tests
+ * on testData at split.clients[k].test. Deterministic by the config's seed.
+ */
+export function splitForRun(config: SimConfig, data: LoadedDataset): { split: Partition; testData: ImageDataset } {
+  const uncapped = partition(config.partition, data.train, data.test, { clients: config.clients, seed: config.seed });
+  const testData = uncapped.testSource === 'test' ? data.test : data.train;
+  return { split: capTestSets(uncapped, testData.labels, config), testData };
+}
+
 export async function* runSimulation(config: SimConfig, options: SimulationOptions = {}): AsyncGenerator<RoundReport> {
   const emit = options.onEvent ?? (() => {});
   const data = options.data ?? (await loadDataset(config.dataset, { data: config.data, seed: config.seed }));
-  const uncapped = partition(config.partition, data.train, data.test, { clients: config.clients, seed: config.seed });
-  const testData = uncapped.testSource === 'test' ? data.test : data.train;
-  const split = capTestSets(uncapped, testData.labels, config);
+  const { split, testData } = splitForRun(config, data);
   emit({ kind: 'setup', notes: describeRun(config, data, split), labelTable: formatLabelCounts(split, { maxRows: 10 }) });
 
   const setup: WorkerSetup = {
@@ -241,6 +270,13 @@ async function* runAlgorithm(
       yield roundReport(algorithm, round, results, bytes, allClients, global, (performance.now() - started) / 1000);
       if (options.signal?.aborted) break;
     }
+    if (options.exportTo !== undefined) {
+      const dir = join(options.exportTo, algorithm);
+      const exported = await evaluateEveryone(pool, clients, (worker, list) =>
+        ask<'export'>(pool, worker, { kind: 'export', clients: list, dir }),
+      );
+      emit({ kind: 'exported', algorithm, dir, clients: exported.sort((a, b) => a.client - b.client) });
+    }
   } finally {
     // A crashed worker refuses the release; its error already reached the caller through the round.
     await pool.runOnAll({ kind: 'release' }).catch(() => undefined);
@@ -305,11 +341,11 @@ function roundBytes(handle: CoordinatorHandle, round: number): Promise<ByteCount
 }
 
 /** Asks every worker about its own clients, in parallel. */
-async function evaluateEveryone(
+async function evaluateEveryone<T>(
   pool: Pool,
   clients: readonly number[],
-  request: (worker: number, clients: number[]) => Promise<ClientEvaluation[]>,
-): Promise<ClientEvaluation[]> {
+  request: (worker: number, clients: number[]) => Promise<T[]>,
+): Promise<T[]> {
   const byWorker = new Map<number, number[]>();
   for (const c of clients) {
     const w = pool.workerOf(c);

@@ -34,6 +34,11 @@ export type WorkerRequest =
   | { readonly kind: 'evaluate'; readonly clients: readonly number[] }
   /** A given (global) model on these clients' test data. */
   | { readonly kind: 'evaluate-model'; readonly clients: readonly number[]; readonly weights: Map<string, Float32Array> }
+  /**
+   * Write each client's compact model (and its state) under `dir`/client-<id>/
+   * (subfed sim --export), and measure it on the client's test data.
+   */
+  | { readonly kind: 'export'; readonly clients: readonly number[]; readonly dir: string }
   /** Dispose every hosted client and close its channel (end of an algorithm's run). */
   | { readonly kind: 'release' };
 
@@ -50,6 +55,24 @@ export interface MemberResult {
   readonly channelsKept: number[] | null;
 }
 
+/** One client's compact model, as `subfed sim --export` wrote it. */
+export interface ClientExport {
+  readonly client: number;
+  /** The export folder (model.json + weights.bin); its state folder is the one above. */
+  readonly dir: string;
+  /** Bytes of the compact f32 LayersModel files. */
+  readonly bytes: number;
+  /** Bytes of the same files for the full-size (masked) model. */
+  readonly maskedBytes: number;
+  readonly parameters: number;
+  /** Parameters the client's mask keeps. */
+  readonly keptParameters: number;
+  /** Per layer: name and width after compaction (conv channels, dense units). */
+  readonly widths: readonly { readonly name: string; readonly width: number }[];
+  /** The compact model on the client's test data. */
+  readonly accuracy: number;
+}
+
 export interface ClientEvaluation {
   readonly client: number;
   readonly accuracy: number;
@@ -63,6 +86,7 @@ export interface WorkerResponses {
   train: MemberResult;
   evaluate: ClientEvaluation[];
   'evaluate-model': ClientEvaluation[];
+  export: ClientExport[];
   release: null;
 }
 

@@ -23,7 +23,10 @@ export interface FittedData {
   readonly converted: { readonly from: number; readonly to: number } | undefined;
 }
 
-export function fitDataToModel(data: ClientDataSplits, model: ModelInput): FittedData {
+/** The splits to fit; only the folder of the layout is read (for messages). */
+export type DataToFit = Pick<ClientDataSplits, 'train' | 'test'> & { readonly layout: Pick<ClientDataSplits['layout'], 'folder'> };
+
+export function fitDataToModel(data: DataToFit, model: ModelInput): FittedData {
   const folder = data.layout.folder;
   const [h, w, c] = model.inputShape;
   const train = data.train;

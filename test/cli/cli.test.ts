@@ -12,34 +12,12 @@ import { packageRoot } from '../../proto/package-root.js';
 import { modelFileJson } from '../../server/config.js';
 import { ENROLL, toyModel } from '../server/harness.js';
 import { moduleLog, serverModules } from './module-log.js';
+import { subfed } from './run-subfed.js';
 
 const root = packageRoot();
 const dir = mkdtempSync(join(tmpdir(), 'subfed-cli-'));
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** `subfed <args>` from the sources; resolves when it exits. */
-function subfed(args: string[], options: { nodeArgs?: string[]; env?: Record<string, string> } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...(options.nodeArgs ?? []), '--import', 'tsx', 'cli.ts', ...args], {
-      cwd: root,
-      env: { ...process.env, ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('error', reject);
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
-  });
-}
-
-const COMMANDS = ['sim', 'server', 'client', 'model'];
+const COMMANDS = ['sim', 'server', 'client', 'export', 'distill', 'predict', 'model'];
 const listsEveryCommand = (help: string) => {
   for (const c of COMMANDS) expect(help).toMatch(new RegExp(`^\\s+${c}\\b`, 'm'));
 };

@@ -416,6 +416,13 @@ export interface StepStats {
   correct: number;
 }
 
+/**
+ * A training loss computed outside the engine from a batch's logits (rows of numClasses):
+ * the batch's mean loss, its correct count, and the gradient of the mean loss with
+ * respect to the logits, in the same layout.
+ */
+export type LogitObjective = (logits: Float32Array) => StepStats & { readonly grad: Float32Array };
+
 /** A byte -> normalised float table per channel (256 per channel). */
 export type NormalizationTables = readonly Float32Array[];
 
@@ -956,15 +963,49 @@ export class Session {
     this.#mark('sgd');
   }
 
-  /** One training step on a loaded batch of `count` images. */
-  trainStep(count: number, lr: number, momentum: number): StepStats {
+  /** The logits of the last forward pass: `count` rows of numClasses, copied out. */
+  logits(count: number): Float32Array {
+    const last = this.#layers[this.#layers.length - 1] as DenseBuffers;
+    const { op, outputs } = last.plan;
+    const y = this.#e.f32(last.y, count * op);
+    const out = new Float32Array(count * outputs);
+    for (let r = 0; r < count; r++) out.set(y.subarray(r * op, r * op + outputs), r * outputs);
+    return out;
+  }
+
+  /**
+   * One training step on a loaded batch of `count` images. The loss is softmax
+   * cross-entropy with the loaded labels, or `objective`'s, which maps the logits
+   * (`count` rows of numClasses) to the batch's loss, correct count and the gradient
+   * of the mean loss with respect to the logits.
+   */
+  trainStep(count: number, lr: number, momentum: number, objective?: LogitObjective): StepStats {
     if (!this.#training) throw new Error('native engine: trainStep on an evaluation session');
     this.forward(count, true);
-    const stats = this.loss(count, true);
+    let stats: StepStats;
+    if (objective === undefined) stats = this.loss(count, true);
+    else {
+      const result = objective(this.logits(count));
+      this.#setLogitGradient(count, result.grad);
+      stats = { loss: result.loss, correct: result.correct };
+    }
     this.backward(count);
     this.sgd(lr, momentum);
     this.#steps++;
     return stats;
+  }
+
+  #setLogitGradient(count: number, grad: Float32Array): void {
+    const last = this.#layers[this.#layers.length - 1] as DenseBuffers;
+    const { op, outputs } = last.plan;
+    if (grad.length !== count * outputs) {
+      throw new Error(
+        `native engine: logit gradient has ${grad.length} values, ${count} rows of ${outputs} need ${count * outputs}`,
+      );
+    }
+    const dy = this.#e.f32(last.dy, count * op);
+    dy.fill(0);
+    for (let r = 0; r < count; r++) dy.set(grad.subarray(r * outputs, (r + 1) * outputs), r * op);
   }
 
   #param(name: string): ParamBuffers {
