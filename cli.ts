@@ -10,6 +10,7 @@
 import { Command, CommanderError } from 'commander';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { isModelName, MODEL_NAMES } from './client/model-names.js';
 import { packageRoot } from './proto/package-root.js';
 
 const { version } = JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string };
@@ -110,11 +111,11 @@ if (asked !== undefined && Object.hasOwn(exportCommands, asked)) {
 program
   .command('model')
   .description("write a zoo model's manifest and seeded initial values as a coordinator model file")
-  .requiredOption('--name <model>', 'mlp | lenet5-mnist | lenet5-cifar | lenet5-bn-mnist | lenet5-bn-cifar')
+  .requiredOption('--name <model>', MODEL_NAMES.join(' | '))
   .requiredOption('--out <file>', 'model file to write (JSON)')
   .option('--seed <n>', 'initialisation seed', '1')
   .action(async (flags: { name: string; out: string; seed: string }) => {
-    const { createModel, isModelName, MODEL_NAMES } = await import('./client/model.js');
+    const { createModel } = await import('./client/model.js');
     const { modelFileJson } = await import('./server/config.js');
     if (!isModelName(flags.name)) throw new UsageError(`--name: expected one of ${MODEL_NAMES.join(', ')}, got '${flags.name}'`);
     const seed = Number(flags.seed);

@@ -14,7 +14,7 @@ import { Mask } from '../proto/mask.js';
 import { IntersectionAggregator } from '../server/aggregate.js';
 import type { ValidatedTensor, ValidatedUpdate } from '../server/validate.js';
 import type { TensorMap, TensorSpec } from '../server/model.js';
-import { elementCount } from '../server/model.js';
+import { elementCount } from '../proto/shape.js';
 
 const MANIFEST: TensorSpec[] = [
   { name: 'conv/kernel', shape: [3, 3, 64, 128], prunable: true }, // 73,728

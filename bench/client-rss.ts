@@ -116,7 +116,7 @@ async function main(): Promise<void> {
   const server = await startCoordinator(
     {
       rounds: ROUNDS,
-      frac: 1,
+      fraction: 1,
       minClients: 1,
       enrollmentToken: TOKEN,
       roundDeadlineMs: 600_000,

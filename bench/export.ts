@@ -119,7 +119,7 @@ async function main(): Promise<void> {
       preset: 'quick',
       compare: 'subfedavg-hy,fedavg',
       rounds: arg(argv, '--rounds'),
-      dataDir: process.env.SUBFED_DATA_DIR,
+      data: process.env.SUBFED_DATA_DIR,
     }),
     // FedAvg on the same BatchNorm model: the dense baseline of the same architecture.
     model: 'lenet5-bn-mnist',
@@ -129,7 +129,7 @@ async function main(): Promise<void> {
   });
   const dir = mkdtempSync(join(tmpdir(), 'subfed-bench-export-'));
   try {
-    const data = await loadDataset(config.dataset, { dataDir: config.dataDir, seed: config.seed });
+    const data = await loadDataset(config.dataset, { data: config.data, seed: config.seed });
     const exported = new Map<string, AlgorithmExports>();
     process.stderr.write(
       `simulating ${config.algorithms.join(' and ')}, ${config.rounds} rounds, ${config.clients} clients (${data.source})\n`,

@@ -35,7 +35,8 @@ import {
   type TaskChunk,
   type UpdateChunk,
 } from '../proto/rpc.js';
-import { elementCount, type TensorMap, type TensorSpec } from '../server/model.js';
+import { elementCount } from '../proto/shape.js';
+import type { TensorMap, TensorSpec } from '../server/model.js';
 import { startCoordinatorProcess } from './coordinator-process.js';
 import { writeBenchResult } from './results.js';
 
@@ -156,7 +157,7 @@ class Dropper {
     call.on('error', () => undefined); // CANCELLED: ours
     for await (const chunk of call as AsyncIterable<TaskChunk>) {
       call.cancel();
-      const header = chunk.header;
+      const header = chunk.kind === 'header' ? chunk.header : undefined;
       return header?.hasTask === true ? 'task' : header?.finished === true ? 'finished' : 'wait';
     }
     return 'wait';
@@ -173,6 +174,7 @@ class Dropper {
       () => done(), // CANCELLED: ours
     );
     call.write({
+      kind: 'header',
       header: {
         protocolVersion: PROTOCOL_VERSION,
         clientId: identity.clientId,
@@ -190,7 +192,7 @@ class Dropper {
     const spec = MANIFEST.find((s) => s.name === name)!;
     const [first] = splitTensor(encodeSparseTensor(name, t, spec.shape, { values: 'f32' }), DROP_CHUNK);
     // Sent, then given a moment to arrive, then cut.
-    call.write({ piece: first }, () => setTimeout(() => call.cancel(), 50));
+    call.write({ kind: 'piece', piece: first }, () => setTimeout(() => call.cancel(), 50));
     await over;
   }
 
@@ -204,7 +206,7 @@ async function run(n: number, dropFraction: number, onSample: () => void): Promi
   const server = await startCoordinatorProcess(
     {
       rounds: ROUNDS,
-      frac: 1,
+      fraction: 1,
       minClients: n,
       quorum: 0.5,
       // Far off: a round closes when every member still awaited has reported, the dropped ones gone.

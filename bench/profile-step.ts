@@ -6,13 +6,14 @@
  * tiny tfjs op measured in a loop. For the native engine (client/kernels/engine): its own
  * per-stage timer over many steps. Writes bench/results/profile-step.json.
  *
- *   npm run bench:profile [-- --backend wasm --batch 10 --models lenet5-mnist,lenet5-bn-mnist --engine tfjs|native|both]
+ *   npm run bench:profile [-- --backend wasm --batch-size 10 --models lenet5-mnist,lenet5-bn-mnist --engine tfjs|native|both]
  */
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, type BackendChoice } from '../client/backend.js';
 import type { ImageDataset } from '../client/data/dataset.js';
 import { SeededRandom } from '../proto/random.js';
-import { createModel, type ModelName } from '../client/model.js';
+import { createModel } from '../client/model.js';
+import type { ModelName } from '../client/model-names.js';
 import { trainLocal } from '../client/train.js';
 import { nativeStepProfile } from '../client/kernels/engine/profile.js';
 import { writeBenchResult } from './results.js';
@@ -129,8 +130,10 @@ function arg(argv: string[], name: string, fallback: string): string {
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
+  // The flag is the kebab-case of the training field it sets (batchSize), as everywhere else.
+  if (argv.includes('--batch')) throw new Error('--batch: renamed to --batch-size');
   const backend = arg(argv, '--backend', 'wasm') as BackendChoice;
-  const batch = Number(arg(argv, '--batch', '10'));
+  const batch = Number(arg(argv, '--batch-size', '10'));
   const models = arg(argv, '--models', 'lenet5-mnist,lenet5-bn-mnist').split(',') as ModelName[];
   const engine = arg(argv, '--engine', 'both');
   await initBackend(backend, { logger: { info: () => {} } });

@@ -10,7 +10,8 @@ import { Mask } from '../proto/mask.js';
 import { pino } from 'pino';
 import { CoordinatorClient, type OutgoingTensor } from '../client/remote.js';
 import { startCoordinator } from '../server/main.js';
-import { elementCount, type TensorMap, type TensorSpec } from '../server/model.js';
+import { elementCount } from '../proto/shape.js';
+import type { TensorMap, TensorSpec } from '../server/model.js';
 
 const CLIENTS = Number(process.env.BENCH_CLIENTS ?? 1000);
 const TOKEN = 'bench-enrollment';
@@ -33,7 +34,7 @@ async function oneRound(n: number, onSample: () => void): Promise<RoundResult> {
   const server = await startCoordinator(
     {
       rounds: 1,
-      frac: 1,
+      fraction: 1,
       minClients: n,
       quorum: 1,
       enrollmentToken: TOKEN,

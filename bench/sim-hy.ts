@@ -65,7 +65,7 @@ async function main(): Promise<void> {
     algorithm: 'subfedavg-hy',
     rounds,
     ...(arg(argv, '--workers') !== undefined ? { workers: arg(argv, '--workers') } : {}),
-    dataDir: process.env.SUBFED_DATA_DIR,
+    data: process.env.SUBFED_DATA_DIR,
   });
   const times: RoundTime[] = [];
   const started = Date.now();

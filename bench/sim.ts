@@ -52,7 +52,7 @@ async function main(): Promise<void> {
     preset: 'paper',
     compare: 'subfedavg-un,fedavg,local',
     rounds: process.env.SUBFED_BENCH_ROUNDS,
-    dataDir: process.env.SUBFED_DATA_DIR,
+    data: process.env.SUBFED_DATA_DIR,
     out: path.join('runs', 'bench-sim'),
   });
   const writer = new RunWriter(config.out!, config);

@@ -17,7 +17,8 @@ import { CoordinatorClient, type OutgoingTensor } from '../client/remote.js';
 import { Mask } from '../proto/mask.js';
 import { SeededRandom } from '../proto/random.js';
 import { startCoordinator } from '../server/main.js';
-import { elementCount, type TensorMap, type TensorSpec } from '../server/model.js';
+import { elementCount } from '../proto/shape.js';
+import type { TensorMap, TensorSpec } from '../server/model.js';
 import { writeBenchResult } from './results.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 300);
@@ -85,7 +86,7 @@ async function main(): Promise<void> {
   const server = await startCoordinator(
     {
       rounds: ROUNDS,
-      frac: 1,
+      fraction: 1,
       minClients: CLIENTS,
       quorum: 1,
       roundDeadlineMs: 60_000,

@@ -26,7 +26,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend, type BackendChoice } from '../client/backend.js';
 import type { Dataset } from '../client/data/dataset.js';
 import { SeededRandom } from '../proto/random.js';
-import { createModel, type ModelName } from '../client/model.js';
+import { createModel } from '../client/model.js';
+import type { ModelName } from '../client/model-names.js';
 import { trainLocal, type EngineChoice } from '../client/train.js';
 
 export interface TrainBenchRecord {

@@ -7,6 +7,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
+import { EnvironmentError, envChoice } from './env.js';
 import { registerGradients } from './kernels/gradients.js';
 import { registerFastKernels } from './kernels/index.js';
 
@@ -35,21 +36,19 @@ let active: { key: string; ready: Promise<BackendName> } | undefined;
  * Selects and initialises a backend once; later calls with the same arguments return
  * the same promise. Forcing a backend that cannot load rejects with the reason.
  */
-export function initBackend(
-  choice: BackendChoice = (process.env.SUBFED_BACKEND as BackendChoice | undefined) ?? 'auto',
-  options: BackendOptions = {},
-): Promise<BackendName> {
-  if (!BACKEND_CHOICES.includes(choice)) {
-    return Promise.reject(
-      new Error(
-        `unknown backend "${String(choice)}" (SUBFED_BACKEND or --backend): expected one of ${BACKEND_CHOICES.join(', ')}`,
-      ),
-    );
+export function initBackend(choice?: BackendChoice, options: BackendOptions = {}): Promise<BackendName> {
+  let chosen: BackendChoice;
+  try {
+    chosen = choice ?? envChoice('SUBFED_BACKEND', BACKEND_CHOICES) ?? 'auto';
+  } catch (err) {
+    // Rejected like any other failure to start the backend.
+    if (err instanceof EnvironmentError) return Promise.reject(err);
+    throw err;
   }
   const customKernels = options.customKernels ?? true;
-  const key = `${choice}:${customKernels}`;
+  const key = `${chosen}:${customKernels}`;
   if (active?.key === key) return active.ready;
-  const ready = selectBackend(choice, customKernels).then((name) => {
+  const ready = selectBackend(chosen, customKernels).then((name) => {
     const line = `tfjs backend: ${name}${customKernels ? '' : ' (stock kernels)'}`;
     if (options.logger) options.logger.info(line);
     else process.stderr.write(`${line}\n`);

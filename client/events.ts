@@ -9,7 +9,7 @@ import type { AlgorithmName } from './algorithms/registry.js';
 import type { BackendName } from './backend.js';
 import type { ExampleShape } from './data/dataset.js';
 import type { DataFolderLayout, DataFormat } from './data/folder.js';
-import type { ModelName } from './model.js';
+import type { ModelName } from './model-names.js';
 import type { RoundMetrics } from './participant.js';
 
 /** A call that waits for the coordinator to come back. */
@@ -50,7 +50,7 @@ export type ClientEvent =
       readonly server: string;
       readonly clientId: string;
       readonly algorithm: AlgorithmName;
-      readonly valueEncoding: ValueEncodingName;
+      readonly values: ValueEncodingName;
     }
   /** The saved identity, used without joining: the coordinator still holds this client's mask. */
   | {
@@ -58,7 +58,7 @@ export type ClientEvent =
       readonly server: string;
       readonly clientId: string;
       readonly algorithm: AlgorithmName;
-      readonly valueEncoding: ValueEncodingName;
+      readonly values: ValueEncodingName;
     }
   /** An algorithm that never communicates: no coordinator at all. */
   | { readonly kind: 'training-locally'; readonly model: ModelName; readonly algorithm: AlgorithmName }

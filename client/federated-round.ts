@@ -4,7 +4,7 @@
  * the upload it owes. `subfed client` and the simulator's workers both use it,
  * each with its own retry and logging around the push.
  */
-import type { Participant, ReceivedTask, RoundMetrics } from './participant.js';
+import type { FederatedParticipant, ReceivedTask, RoundMetrics } from './participant.js';
 import type { OutgoingTensor, UpdateFields } from './remote.js';
 
 export interface TrainedRound {
@@ -16,20 +16,17 @@ export interface TrainedRound {
   readonly upload: { readonly fields: UpdateFields; readonly tensors: ReadonlyMap<string, OutgoingTensor> };
 }
 
-export async function trainOnTask(participant: Participant, task: ReceivedTask): Promise<TrainedRound> {
+export async function trainOnTask(participant: FederatedParticipant, task: ReceivedTask): Promise<TrainedRound> {
   // The masks the coordinator holds for us, when it holds our current version; taken
   // before training replaces ours. They let the encoder send UNCHANGED or DIFF masks.
   const heldByServer = task.maskVersion === participant.maskVersion ? participant.masks : undefined;
   const receivedSparsity = participant.sparsity;
-  const result = await participant.localRound(task);
-  const update = result.update;
-  if (update === undefined) throw new Error(`${participant.algorithm.name} produced no update for round ${task.round}`);
+  const { update, metrics: m } = await participant.localRound(task);
   const tensors = new Map<string, OutgoingTensor>();
   for (const [name, t] of update.tensors) {
     const previousMask = heldByServer?.get(name);
     tensors.set(name, { mask: t.mask, kept: t.kept, ...(previousMask !== undefined ? { previousMask } : {}) });
   }
-  const m = result.metrics;
   return {
     round: update.round,
     metrics: m,

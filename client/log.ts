@@ -117,9 +117,9 @@ export function eventMessage(event: ClientEvent): string {
     case 'data-converted':
       return `images converted from ${channelWords(event.fromChannels)} to ${channelWords(event.toChannels)} for model ${event.model}`;
     case 'joined':
-      return `joined ${event.server} as ${event.clientId} (algorithm ${event.algorithm}, values ${event.valueEncoding})`;
+      return `joined ${event.server} as ${event.clientId} (algorithm ${event.algorithm}, values ${event.values})`;
     case 'resumed':
-      return `resuming as ${event.clientId} on ${event.server} (algorithm ${event.algorithm}, values ${event.valueEncoding})`;
+      return `resuming as ${event.clientId} on ${event.server} (algorithm ${event.algorithm}, values ${event.values})`;
     case 'training-locally':
       return `training locally, no coordinator (algorithm ${event.algorithm}, model ${event.model})`;
     case 'state-restored':

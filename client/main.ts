@@ -8,6 +8,7 @@
 import type { Command } from 'commander';
 import { AlgorithmConfigError } from './algorithms/index.js';
 import { DataFileError } from './data/errors.js';
+import { EnvironmentError } from './env.js';
 import type { ClientEvent } from './events.js';
 import { createClientLogger, logEvent, type Logger } from './log.js';
 import {
@@ -46,7 +47,7 @@ export interface ClientRunSummary {
 
 /**
  * Runs `subfed client` until the coordinator says training is finished, it is
- * stopped (signal, maxRounds) or a non-retryable error; logs every event.
+ * stopped (signal, `rounds`) or a non-retryable error; logs every event.
  */
 export async function runClient(options: ClientOptions, hooks: ClientRunHooks = {}): Promise<ClientRunSummary> {
   const logger = hooks.logger ?? (await createClientLogger(options.logLevel));
@@ -127,7 +128,8 @@ function isBadInput(err: unknown): err is Error {
     err instanceof ClientCommandError ||
     err instanceof AlgorithmConfigError ||
     err instanceof StateFileError ||
-    err instanceof DataFileError
+    err instanceof DataFileError ||
+    err instanceof EnvironmentError
   );
 }
 

@@ -10,9 +10,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { SeededRandom } from '../proto/random.js';
 import { elementCount } from '../proto/shape.js';
 import type { TensorSpec } from '../proto/messages.js';
-
-export type ModelName = 'mlp' | 'lenet5-mnist' | 'lenet5-cifar' | 'lenet5-bn-mnist' | 'lenet5-bn-cifar';
-export const MODEL_NAMES: readonly ModelName[] = ['mlp', 'lenet5-mnist', 'lenet5-cifar', 'lenet5-bn-mnist', 'lenet5-bn-cifar'];
+import { isModelName, MODEL_NAMES, type ModelName } from './model-names.js';
 
 // One trainable tensor of a model (prunable = conv kernels and dense weight matrices): the manifest entry the wire carries.
 export type { TensorSpec };
@@ -122,10 +120,6 @@ export function zooArchitecture(name: ModelName): Architecture {
     case 'lenet5-bn-cifar':
       return lenet(3, 32, { conv: [6, 16], dense: [120, 84, 10] }, name === 'lenet5-bn-cifar');
   }
-}
-
-export function isModelName(name: string): name is ModelName {
-  return (MODEL_NAMES as readonly string[]).includes(name);
 }
 
 /** Builds `name` with weights drawn from `seed`: the same seed gives bit-identical weights. */

@@ -23,7 +23,7 @@ import { AlgorithmConfigError } from './algorithms/config.js';
 import { algorithmNames, describeAlgorithm } from './algorithms/registry.js';
 import { BACKEND_CHOICES } from './backend.js';
 import { DEFAULT_LABEL_COLUMN } from './data/csv.js';
-import { MODEL_NAMES } from './model.js';
+import { MODEL_NAMES } from './model-names.js';
 
 /** Bad command input (flags, config file, data folder, the coordinator's model); the message names what is wrong. */
 export class ClientCommandError extends Error {
@@ -36,7 +36,7 @@ export const TOKEN_ENV = 'SUBFED_TOKEN';
 const DEFAULTS = {
   stateDir: '.subfed-client',
   algorithm: 'subfedavg-un',
-  valueEncoding: 'f32',
+  values: 'f32',
   labelColumn: DEFAULT_LABEL_COLUMN,
   logLevel: 'info',
   heartbeatMs: 5000,
@@ -62,7 +62,7 @@ export const clientOptionsSchema = z.strictObject({
   /** The algorithm's config, validated by the algorithm (reference defaults for missing fields). */
   algorithmConfig: z.unknown().optional(),
   /** Value encoding on the wire, both directions. */
-  valueEncoding: oneOf(VALUE_ENCODING_NAMES).default(DEFAULTS.valueEncoding),
+  values: oneOf(VALUE_ENCODING_NAMES).default(DEFAULTS.values),
   /** Default: SUBFED_BACKEND, else auto. */
   backend: oneOf(BACKEND_CHOICES).optional(),
   /** Zoo model; default: the one whose manifest is the coordinator's (`local` needs it named). */
@@ -78,7 +78,7 @@ export const clientOptionsSchema = z.strictObject({
   /** The private key of tlsCert. */
   tlsKey: nonEmpty('a PEM private key file').optional(),
   /** Stop after this many rounds (default: until the coordinator says training is finished, or stopped; for `local`, 1). */
-  maxRounds: positiveInt.optional(),
+  rounds: positiveInt.optional(),
   /** Leave the federation when done (the next start joins under a new id). Default: stay enrolled and resume. */
   leave: z.boolean({ error: 'expected true or false' }).default(false),
   logLevel: oneOf(LOG_LEVELS).default(DEFAULTS.logLevel),
@@ -178,7 +178,12 @@ interface FlagSpec {
   readonly reading?: Reading;
 }
 
-/** The command line of `subfed client`: one flag per option; a config file uses the same names. */
+/**
+ * The command line of `subfed client`: one flag per option, the kebab-case of
+ * the option's name, which is also its field in a config file (`--state-dir`,
+ * `stateDir`). One exception: the enrollment token is read from the file that
+ * `--token-file` (`tokenFile`) names, never given itself.
+ */
 export const CLIENT_FLAGS = {
   server: { flags: '--server <host:port>', description: 'coordinator gRPC address (required)' },
   enrollmentToken: {
@@ -211,9 +216,9 @@ export const CLIENT_FLAGS = {
     description: 'algorithm config as inline JSON or a JSON file, e.g. {"target":50}',
     reading: 'json',
   },
-  valueEncoding: {
+  values: {
     flags: '--values <enc>',
-    description: `value encoding on the wire: ${VALUE_ENCODING_NAMES.join(' | ')} (default ${DEFAULTS.valueEncoding})`,
+    description: `value encoding on the wire: ${VALUE_ENCODING_NAMES.join(' | ')} (default ${DEFAULTS.values})`,
   },
   backend: {
     flags: '--backend <name>',
@@ -236,7 +241,7 @@ export const CLIENT_FLAGS = {
     reading: 'path',
   },
   tlsKey: { flags: '--tls-key <file>', description: 'PEM private key of --tls-cert', reading: 'path' },
-  maxRounds: { flags: '--rounds <n>', description: 'stop after this many rounds', reading: 'number' },
+  rounds: { flags: '--rounds <n>', description: 'stop after this many rounds', reading: 'number' },
   leave: {
     flags: '--leave',
     description: 'leave the federation when done (default: stay enrolled and resume next time)',
@@ -256,7 +261,7 @@ export const CLIENT_FLAGS = {
 const CONFIG_FLAG = { flags: '--config <file>', description: 'client config file (JSON); flags override it' } as const;
 const TOKEN_FLAG = '--token <token>';
 
-/** `--rounds` for maxRounds; `rounds` in a config file. */
+/** `--state-dir` and `stateDir` for stateDir; `--token-file` and `tokenFile` for enrollmentToken. */
 function spelling(key: ClientOptionKey): { flag: string; field: string; reading: Reading } {
   const spec: FlagSpec = CLIENT_FLAGS[key];
   const option = new Option(spec.flags);

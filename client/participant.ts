@@ -4,8 +4,11 @@
  * model (weights + personal BatchNorm statistics), its mask and mask version,
  * its data splits and its algorithm, and turns a received task into an update:
  *
- *   const result = await participant.localRound(task);   // task: ReceivedTask, or null for `local`
- *   if (result.update) push(result.update);
+ *   const participant = createParticipant({ algorithm, model, train, test, seed });
+ *   // federated (participant.kind === 'federated'): a task in, an update out
+ *   const { update, metrics } = await participant.localRound(task);
+ *   // local: no task, no update
+ *   const { metrics } = await participant.localRound();
  *
  * Shapes:
  * - ReceivedTask: `dense` (first contact or mask version mismatch) carries every
@@ -24,12 +27,22 @@ import type { SparseValues } from '../proto/codec.js';
 import type { Mask } from '../proto/mask.js';
 import type { MaskChange } from '../proto/rpc.js';
 import { parseTrainingOverrides, TrainingConfigError, type TrainingConfig } from '../proto/training-config.js';
-import { AlgorithmConfigError, createAlgorithm, type AlgorithmName } from './algorithms/index.js';
-import type { ClientAlgorithm, ClientData, EvalResult, MaskDecisionReport, RoundContext } from './algorithms/types.js';
+import { AlgorithmConfigError, createAlgorithm, type AlgorithmKindOf, type AlgorithmName } from './algorithms/index.js';
+import type {
+  ClientAlgorithm,
+  ClientData,
+  EvalResult,
+  FederatedAlgorithm,
+  LocalAlgorithm,
+  RoundContext,
+  TrainMetrics,
+  TrainOutcome,
+} from './algorithms/types.js';
 import { subset, type Dataset } from './data/dataset.js';
 import { SeededRandom, deriveSeed } from '../proto/random.js';
 import type { Model } from './model.js';
-import { elementCount, fullMasks, prunedFraction, type MaskMap, type TensorMap } from './prune.js';
+import { elementCount } from '../proto/shape.js';
+import { fullMasks, prunedFraction, type MaskMap, type TensorMap } from './prune.js';
 import { evaluate } from './train.js';
 
 interface TaskBase {
@@ -75,24 +88,24 @@ export interface LocalUpdate {
   readonly maskChange: MaskChange;
 }
 
-export interface RoundMetrics {
-  /** Mean training loss over the local epochs. */
-  readonly loss: number;
+/** A round's metrics: what training says of itself, plus accuracy before and after and the sparsity reached. */
+export interface RoundMetrics extends TrainMetrics {
   /** Personalized accuracy on the client's test data after this round (fedavg-ft: after fine-tuning). */
   readonly accuracy: number;
   /** Test accuracy of the model as received, before local training (local: before this round's training). */
   readonly receivedAccuracy: number;
-  /** Training accuracy of the last local epoch. */
-  readonly trainAccuracy: number;
   /** Pruned share of all manifest elements, in [0, 1]. */
   readonly sparsity: number;
-  readonly channelsKept?: number[];
-  readonly decisions: readonly MaskDecisionReport[];
 }
 
-export interface RoundResult {
-  /** Absent for algorithms that never communicate (`local`). */
-  readonly update?: LocalUpdate;
+/** A federated round always owes the coordinator an update. */
+export interface FederatedRoundResult {
+  readonly update: LocalUpdate;
+  readonly metrics: RoundMetrics;
+}
+
+/** A local round has nothing to send. */
+export interface LocalRoundResult {
   readonly metrics: RoundMetrics;
 }
 
@@ -105,11 +118,9 @@ export interface PersonalState {
   readonly round: number;
 }
 
-export interface ParticipantOptions {
+/** A participant's model, data and state, whatever its algorithm. */
+export interface ParticipantSetup {
   readonly model: Model;
-  readonly algorithm: AlgorithmName;
-  /** The algorithm's config (validated; reference defaults for missing fields). */
-  readonly config?: unknown;
   /** The client's training data; a validation split for the pruning gate is held out of it (gateOn 'val'). */
   readonly train: Dataset;
   readonly test: Dataset;
@@ -120,32 +131,45 @@ export interface ParticipantOptions {
   readonly log?: (line: string) => void;
 }
 
+export interface ParticipantOptions<Name extends AlgorithmName = AlgorithmName> extends ParticipantSetup {
+  readonly algorithm: Name;
+  /** The algorithm's config (validated; reference defaults for missing fields). */
+  readonly config?: unknown;
+}
+
 /** A task that does not fit this client (names, lengths, values). */
 export class TaskError extends Error {
   override readonly name = 'TaskError';
 }
 
-export class Participant {
+/** Local training done, before the client moves to its new mask. */
+interface Trained {
+  readonly round: number;
+  readonly ctx: RoundContext;
+  readonly outcome: TrainOutcome;
+  readonly receivedAccuracy: number;
+}
+
+/** What every participant holds and does; the two kinds below add their rounds. */
+abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
   readonly model: Model;
-  readonly algorithm: ClientAlgorithm;
+  readonly algorithm: Algorithm;
   readonly data: ClientData;
   readonly #seed: number;
   readonly #log: ((line: string) => void) | undefined;
   #masks: MaskMap;
   #maskVersion = 0;
   #round = 0;
-  /** The last global model received (dense, as sent), for fedavg-ft's fine-tuning. */
-  #received: TensorMap | undefined;
 
-  constructor(opts: ParticipantOptions) {
-    this.model = opts.model;
-    this.algorithm = createAlgorithm(opts.algorithm, opts.config);
-    this.algorithm.checkModel(opts.model);
-    this.#seed = opts.seed;
-    this.#log = opts.log;
-    this.data = splitData(opts.train, opts.test, this.algorithm, opts.seed);
+  constructor(setup: ParticipantSetup, algorithm: Algorithm) {
+    this.model = setup.model;
+    this.algorithm = algorithm;
+    algorithm.checkModel(setup.model);
+    this.#seed = setup.seed;
+    this.#log = setup.log;
+    this.data = splitData(setup.train, setup.test, algorithm, setup.seed);
     this.#masks = fullMasks(this.model.manifest);
-    if (opts.restore !== undefined) this.#restore(opts.restore);
+    if (setup.restore !== undefined) this.#restore(setup.restore);
   }
 
   get maskVersion(): number {
@@ -176,49 +200,8 @@ export class Participant {
     );
   }
 
-  /** One round: receive (unless `local`), train, decide the mask, build the update. */
-  async localRound(task: ReceivedTask | null): Promise<RoundResult> {
-    const algo = this.algorithm;
-    if (algo.communicates && task === null) throw new TaskError(`${algo.name} needs a task from the coordinator`);
-    if (!algo.communicates && task !== null) throw new TaskError(`${algo.name} never communicates; it takes no task`);
-    const round = task?.round ?? this.#round + 1;
-    const ctx: RoundContext = {
-      model: this.model,
-      masks: this.#masks,
-      data: this.data,
-      training: task === null ? algo.training : withOverrides(algo, task),
-      seed: deriveSeed(this.#seed, round),
-      ...(this.#log !== undefined ? { log: this.#log } : {}),
-    };
-    let baseline: TensorMap | undefined;
-    if (task !== null) {
-      const global = this.#globalFrom(task);
-      algo.prepare(this.model, this.#masks, global);
-      this.#received = global;
-      baseline = this.model.getWeights();
-    }
-    const receivedAccuracy = evaluate(this.model, this.data.test).accuracy;
-    const outcome = await algo.train(ctx);
-    let update: LocalUpdate | undefined;
-    if (task !== null && baseline !== undefined) {
-      update = this.#buildUpdate(task, baseline, outcome.masks);
-    }
-    this.#masks = outcome.masks;
-    this.#round = round;
-    const personalized = await algo.evaluate({ ...ctx, masks: this.#masks }, this.data.test, this.#received);
-    return {
-      ...(update !== undefined ? { update } : {}),
-      metrics: {
-        loss: outcome.loss,
-        accuracy: personalized.accuracy,
-        receivedAccuracy,
-        trainAccuracy: outcome.trainAccuracy,
-        sparsity: this.sparsity,
-        ...(outcome.channelsKept !== undefined ? { channelsKept: outcome.channelsKept } : {}),
-        decisions: outcome.decisions,
-      },
-    };
-  }
+  /** The last global model received (dense, as sent), for fedavg-ft's fine-tuning; a local participant never has one. */
+  protected abstract get received(): TensorMap | undefined;
 
   /** Personalized accuracy and loss on the client's own test data. */
   async evaluate(): Promise<EvalResult> {
@@ -229,7 +212,7 @@ export class Participant {
       training: this.algorithm.training,
       seed: deriveSeed(this.#seed, this.#round, 0xe7a1),
     };
-    return this.algorithm.evaluate(ctx, this.data.test, this.#received);
+    return this.algorithm.evaluate(ctx, this.data.test, this.received);
   }
 
   /** Everything needed to resume this client in another process. */
@@ -241,6 +224,41 @@ export class Participant {
       maskVersion: this.#maskVersion,
       round: this.#round,
     };
+  }
+
+  /** Round `round`'s local training on the model as it stands (received, for a federated round), from our current masks. */
+  protected async trainLocally(round: number, training: TrainingConfig): Promise<Trained> {
+    const ctx: RoundContext = {
+      model: this.model,
+      masks: this.#masks,
+      data: this.data,
+      training,
+      seed: deriveSeed(this.#seed, round),
+      ...(this.#log !== undefined ? { log: this.#log } : {}),
+    };
+    const receivedAccuracy = evaluate(this.model, this.data.test).accuracy;
+    const outcome = await this.algorithm.train(ctx);
+    return { round, ctx, outcome, receivedAccuracy };
+  }
+
+  /** Moves to the new masks and round, and measures the personalized model. */
+  protected async conclude(trained: Trained): Promise<RoundMetrics> {
+    const { masks, ...trainMetrics } = trained.outcome;
+    this.#masks = masks;
+    this.#round = trained.round;
+    const personalized = await this.algorithm.evaluate({ ...trained.ctx, masks }, this.data.test, this.received);
+    return {
+      ...trainMetrics,
+      accuracy: personalized.accuracy,
+      receivedAccuracy: trained.receivedAccuracy,
+      sparsity: this.sparsity,
+    };
+  }
+
+  /** Our next mask version: the one an update that changes a mask moves to. */
+  protected nextMaskVersion(): number {
+    this.#maskVersion += 1;
+    return this.#maskVersion;
   }
 
   #restore(state: PersonalState): void {
@@ -259,12 +277,34 @@ export class Participant {
     this.#maskVersion = state.maskVersion;
     this.#round = state.round;
   }
+}
+
+/** A participant of a federated algorithm: every round starts from a task and ends with an update. */
+export class FederatedParticipant extends ParticipantBase<FederatedAlgorithm> {
+  readonly kind = 'federated' as const;
+  #received: TensorMap | undefined;
+
+  protected get received(): TensorMap | undefined {
+    return this.#received;
+  }
+
+  /** One round: receive the task, train, decide the mask, build the update. */
+  async localRound(task: ReceivedTask): Promise<FederatedRoundResult> {
+    const training = withOverrides(this.algorithm, task);
+    const global = this.#globalFrom(task);
+    this.algorithm.prepare(this.model, this.masks, global);
+    this.#received = global;
+    const baseline = this.model.getWeights();
+    const trained = await this.trainLocally(task.round, training);
+    const update = this.#buildUpdate(task, baseline, trained.outcome.masks);
+    return { update, metrics: await this.conclude(trained) };
+  }
 
   /** Dense global values from the task, validated whole before anything is used. */
   #globalFrom(task: ReceivedTask): TensorMap {
-    if (task.kind === 'sparse' && task.maskVersion !== this.#maskVersion) {
+    if (task.kind === 'sparse' && task.maskVersion !== this.maskVersion) {
       throw new TaskError(
-        `round ${task.round}: sparse task is laid out on mask version ${task.maskVersion}, this client holds ${this.#maskVersion}`,
+        `round ${task.round}: sparse task is laid out on mask version ${task.maskVersion}, this client holds ${this.maskVersion}`,
       );
     }
     const manifestNames = new Set(this.model.manifest.map((s) => s.name));
@@ -283,28 +323,61 @@ export class Participant {
     return global;
   }
 
+  /** The update against `baseline` (the received model), on the new masks; called while ours are still the old ones. */
   #buildUpdate(task: ReceivedTask, baseline: TensorMap, newMasks: MaskMap): LocalUpdate {
     const trained = this.model.getWeights();
-    const resendAll = task.maskVersion !== this.#maskVersion;
+    const resendAll = task.maskVersion !== this.maskVersion;
     const tensors = new Map<string, UpdateTensor>();
     let anyChanged = false;
     for (const spec of this.model.manifest) {
-      const oldMask = this.#masks.get(spec.name) as Mask;
+      const oldMask = this.masks.get(spec.name) as Mask;
       const mask = newMasks.get(spec.name);
       if (mask === undefined) throw new Error(`${this.algorithm.name} returned no mask for '${spec.name}'`);
       const maskChanged = resendAll || !oldMask.equals(mask);
       anyChanged ||= maskChanged;
       tensors.set(spec.name, { mask, maskChanged, kept: updateDelta(trained.get(spec.name)!, baseline.get(spec.name)!, mask) });
     }
-    if (anyChanged) this.#maskVersion += 1;
     return {
       round: task.round,
       tensors,
       numExamples: this.numExamples,
       baseMaskVersion: task.maskVersion,
-      maskChange: anyChanged ? { kind: 'changed', version: this.#maskVersion } : { kind: 'unchanged' },
+      maskChange: anyChanged ? { kind: 'changed', version: this.nextMaskVersion() } : { kind: 'unchanged' },
     };
   }
+}
+
+/** A participant of a local algorithm: it trains on its own, never takes a task and never owes an update. */
+export class LocalParticipant extends ParticipantBase<LocalAlgorithm> {
+  readonly kind = 'local' as const;
+
+  protected get received(): undefined {
+    return undefined;
+  }
+
+  /** One round of local training, on the algorithm's own training config. */
+  async localRound(): Promise<LocalRoundResult> {
+    const trained = await this.trainLocally(this.round + 1, this.algorithm.training);
+    return { metrics: await this.conclude(trained) };
+  }
+}
+
+export type Participant = FederatedParticipant | LocalParticipant;
+
+/** The participant an algorithm runs in, by the kind the registry gives its name. */
+export type ParticipantFor<Name extends AlgorithmName> = Name extends AlgorithmName
+  ? AlgorithmKindOf<Name> extends 'federated'
+    ? FederatedParticipant
+    : LocalParticipant
+  : never;
+
+/** A participant for the named algorithm (created with `config`), of the algorithm's kind. */
+export function createParticipant<Name extends AlgorithmName>(options: ParticipantOptions<Name>): ParticipantFor<Name> {
+  const algorithm = createAlgorithm(options.algorithm, options.config);
+  const participant: Participant =
+    algorithm.kind === 'federated' ? new FederatedParticipant(options, algorithm) : new LocalParticipant(options, algorithm);
+  // The registry's kind for Name is the kind of the object it creates for Name.
+  return participant as ParticipantFor<Name>;
 }
 
 /** One task tensor as a whole new tensor (zero outside the kept positions of a sparse one), checked against its size. */
@@ -351,7 +424,7 @@ export function updateDelta(trained: Float32Array, received: Float32Array, mask:
  * epochs 1 would never prune) refuses the task, naming the field: training it
  * anyway would silently give up every saving the user chose the algorithm for.
  */
-function withOverrides(algorithm: ClientAlgorithm, task: ReceivedTask): TrainingConfig {
+function withOverrides(algorithm: FederatedAlgorithm, task: ReceivedTask): TrainingConfig {
   let overrides;
   try {
     overrides = parseTrainingOverrides(task.config, '(config)');

@@ -12,13 +12,13 @@
  *   whose kept count would fall below its floor is left untouched.
  */
 
-import { elementCount, type MaskMap, type TensorMap } from '../proto/codec.js';
+import type { MaskMap, TensorMap } from '../proto/codec.js';
+import { elementCount } from '../proto/shape.js';
 import { Mask } from '../proto/mask.js';
 // Type-only: the pruning rules stay free of TensorFlow at run time.
 import type { ChannelGroup } from './model.js';
 
 export type { MaskMap, TensorMap };
-export { elementCount };
 
 function requireEntry<V>(map: ReadonlyMap<string, V>, name: string, what: string): V {
   const value = map.get(name);

@@ -12,7 +12,8 @@ import { isIP } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import { decodeSparseTensor, elementCount, encodeSparseTensor, type MaskMap, type SparseValues } from '../proto/codec.js';
+import { decodeSparseTensor, encodeSparseTensor, type MaskMap, type SparseValues } from '../proto/codec.js';
+import { elementCount } from '../proto/shape.js';
 import type { Mask } from '../proto/mask.js';
 import type { ReceivedTask } from './participant.js';
 import {
@@ -384,7 +385,7 @@ export class CoordinatorClient {
         for await (const chunk of call as AsyncIterable<TaskChunk | Malformed>) {
           if (isMalformed(chunk)) throw new RemoteError('PullTask', grpc.status.INTERNAL, `malformed response: ${chunk.error}`);
           if (header === undefined) {
-            if (chunk.header === undefined || chunk.header === null) {
+            if (chunk.kind !== 'header') {
               throw new RemoteError('PullTask', grpc.status.INTERNAL, 'the first TaskChunk is not a header');
             }
             header = chunk.header;
@@ -400,7 +401,7 @@ export class CoordinatorClient {
             }
             continue;
           }
-          if (chunk.piece === undefined || chunk.piece === null) {
+          if (chunk.kind !== 'piece') {
             throw new RemoteError('PullTask', grpc.status.INTERNAL, 'a second header in the task stream');
           }
           const tensor = assembler.push(chunk.piece);
@@ -466,7 +467,7 @@ export class CoordinatorClient {
       const write = async (chunk: UpdateChunk) => {
         if (!call.write(chunk)) await Promise.race([once(call, 'drain'), response]);
       };
-      await write({ header });
+      await write({ kind: 'header', header });
       outer: for (const [name, t] of tensors) {
         const spec = this.#manifest.get(name)!;
         const encoded = encodeSparseTensor(name, t, spec.shape, {
@@ -475,7 +476,7 @@ export class CoordinatorClient {
         });
         for (const piece of splitTensor(encoded, this.#chunkBytes)) {
           if (answered) break outer;
-          await write({ piece });
+          await write({ kind: 'piece', piece });
         }
       }
       call.end();

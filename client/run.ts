@@ -4,7 +4,7 @@
  * (client/session.ts), then run its rounds until the coordinator says training
  * is finished, the run is stopped (signal, round limit) or a non-retryable error.
  *
- * A federated round: pull a task -> Participant.localRound -> push the update ->
+ * A federated round: pull a task -> FederatedParticipant.localRound -> push the update ->
  * save the personal state. With no task it waits; while the coordinator is
  * unreachable it retries with exponential backoff; a coordinator that forgot
  * this client is joined again. A local round: train, save.
@@ -12,14 +12,16 @@
 import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
 import { deriveSeed } from '../proto/random.js';
-import { describeAlgorithm } from './algorithms/registry.js';
+import { createAlgorithm } from './algorithms/registry.js';
 import { initBackend } from './backend.js';
+import { engineChoice } from './kernels/engine/index.js';
 import { DataFolderError } from './data/errors.js';
 import { describeShape, exampleShape } from './data/dataset.js';
 import { fitDataToModel } from './data/fit.js';
 import { layoutFormat, loadClientData, type ClientDataSplits } from './data/folder.js';
 import type { ClientEvent, Traffic } from './events.js';
-import { createModel, MODEL_NAMES } from './model.js';
+import { createModel } from './model.js';
+import { MODEL_NAMES } from './model-names.js';
 import { trainOnTask } from './federated-round.js';
 import type { ReceivedTask } from './participant.js';
 import { ClientCommandError, type ClientOptions } from './options.js';
@@ -66,10 +68,10 @@ export async function* clientRun(options: ClientOptions, context: ClientRunConte
   const name = options.name ?? `${hostname()}-${process.pid}`;
   const seed = options.seed ?? deriveSeed(hashString(name));
   // Bad input fails before the data is read or the coordinator contacted.
-  const algorithm = describeAlgorithm(options.algorithm);
-  algorithm.parseConfig(options.algorithmConfig);
-  const communicates = algorithm.kind === 'federated';
-  if (!communicates) requireModel(options);
+  const algorithm = createAlgorithm(options.algorithm, options.algorithmConfig);
+  // SUBFED_ENGINE is read at each training step: a bad value fails now, not after joining.
+  engineChoice();
+  if (algorithm.kind === 'local') requireModel(options);
   for (const text of options.warnings) yield { kind: 'warning', text };
 
   const backend = await initBackend(options.backend, { logger: { info: () => {} } });
@@ -87,15 +89,16 @@ export async function* clientRun(options: ClientOptions, context: ClientRunConte
   checkDataFitsSomeModel(options, data);
 
   const sessionContext = { data, name, seed, signal: context.signal, retry: context.retry };
-  const session = communicates
-    ? yield* openFederatedSession(options, sessionContext)
-    : yield* openLocalSession(options, sessionContext);
+  const session =
+    algorithm.kind === 'federated'
+      ? yield* openFederatedSession(options, sessionContext, algorithm)
+      : yield* openLocalSession(options, sessionContext, algorithm);
   if (session === undefined) {
     yield { kind: 'stopped', reason: 'signal', roundsTrained: 0, stateDir: undefined, ...NO_TRAFFIC };
     return;
   }
   try {
-    yield* clientRounds(session, { maxRounds: options.maxRounds, signal: context.signal, leave: options.leave });
+    yield* clientRounds(session, { maxRounds: options.rounds, signal: context.signal, leave: options.leave });
   } finally {
     closeSession(session);
   }
@@ -239,7 +242,7 @@ async function* localRounds(session: LocalSession, limits: RoundLimits): AsyncGe
   while (!stopped() && roundsTrained < maxRounds) {
     const round = participant.round + 1;
     yield { kind: 'round-started', round, received: 'nothing' };
-    const { metrics } = await participant.localRound(null);
+    const { metrics } = await participant.localRound();
     roundsTrained++;
     yield* drainNotes(session, round);
     yield { kind: 'trained', round, metrics };

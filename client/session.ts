@@ -17,15 +17,17 @@ import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import type { AlgorithmName } from './algorithms/registry.js';
+import type { FederatedAlgorithm, LocalAlgorithm } from './algorithms/types.js';
 import { fitDataToModel } from './data/fit.js';
 import { DataFolderError } from './data/errors.js';
 import { EventQueue } from './event-queue.js';
 import type { ClientEvent, CoordinatorCall } from './events.js';
 import { Heartbeats } from './heartbeat.js';
-import { createModel, isModelName, MODEL_NAMES, type Model, type ModelName, type TensorSpec } from './model.js';
+import { createModel, type Model, type TensorSpec } from './model.js';
+import { isModelName, MODEL_NAMES, type ModelName } from './model-names.js';
 import { ClientCommandError, type ClientOptions } from './options.js';
 import { inputEncodingOf } from './export/portable.js';
-import { Participant } from './participant.js';
+import { FederatedParticipant, LocalParticipant, type Participant, type ParticipantSetup } from './participant.js';
 import {
   RemoteError,
   TransportMismatchError,
@@ -38,19 +40,19 @@ import {
 import { assertStateMatches, loadState, saveState, stateFilePath, type ClientState, type CoordinatorIdentity } from './state.js';
 import type { ClientDataSplits } from './data/folder.js';
 
-interface SessionParts {
-  readonly participant: Participant;
+interface SessionParts<P extends Participant> {
+  readonly participant: P;
   readonly algorithm: AlgorithmName;
   readonly stateDir: string;
   /** Lines the algorithm wrote during the current round (its pruning decisions); the rounds loop drains them into `note` events. */
   readonly notes: string[];
 }
 
-export interface LocalSession extends SessionParts {
+export interface LocalSession extends SessionParts<LocalParticipant> {
   readonly kind: 'local';
 }
 
-export interface FederatedSession extends SessionParts {
+export interface FederatedSession extends SessionParts<FederatedParticipant> {
   readonly kind: 'federated';
   /** Coordinator address, host:port. */
   readonly server: string;
@@ -86,10 +88,11 @@ export interface SessionContext {
 export async function* openFederatedSession(
   options: ClientOptions,
   context: SessionContext,
+  algorithm: FederatedAlgorithm,
 ): AsyncGenerator<ClientEvent, FederatedSession | undefined> {
   const tls = await tlsOptions(options);
   const remote = CoordinatorClient.connect(options.server, {
-    valueEncoding: options.valueEncoding,
+    valueEncoding: options.values,
     ...(tls !== undefined ? { tls } : {}),
     ...(context.retry !== undefined ? { retry: context.retry } : {}),
   });
@@ -101,7 +104,7 @@ export async function* openFederatedSession(
       algorithm: options.algorithm,
       ...(options.model !== undefined ? { model: options.model } : {}),
     });
-    const described = { server: options.server, algorithm: options.algorithm, valueEncoding: options.valueEncoding };
+    const described = { server: options.server, algorithm: options.algorithm, values: options.values };
     if (saved?.identity !== undefined && isModelName(saved.model)) {
       model = createModel(saved.model, context.seed);
       remote.resume({ ...saved.identity, manifest: model.manifest.map((t) => ({ ...t, shape: [...t.shape] })) });
@@ -114,7 +117,8 @@ export async function* openFederatedSession(
       checkManifest(model, joined.manifest, options.model !== undefined ? options.nameOf('model') : 'the zoo');
       yield { kind: 'joined', clientId: joined.clientId, ...described };
     }
-    const { participant, notes } = yield* restoreParticipant(options, context, model, saved);
+    const { setup, notes } = yield* participantSetup(options, context, model, saved);
+    const participant = new FederatedParticipant(setup, algorithm);
     const events = new EventQueue();
     const heartbeats = new Heartbeats({
       server: options.server,
@@ -155,6 +159,7 @@ export async function* openFederatedSession(
 export async function* openLocalSession(
   options: ClientOptions,
   context: SessionContext,
+  algorithm: LocalAlgorithm,
 ): AsyncGenerator<ClientEvent, LocalSession> {
   const modelName = requireModel(options);
   const model = createModel(modelName, context.seed);
@@ -166,7 +171,8 @@ export async function* openLocalSession(
       manifest: model.manifest,
     });
     yield { kind: 'training-locally', model: modelName, algorithm: options.algorithm };
-    const { participant, notes } = yield* restoreParticipant(options, context, model, saved);
+    const { setup, notes } = yield* participantSetup(options, context, model, saved);
+    const participant = new LocalParticipant(setup, algorithm);
     opened = true;
     return { kind: 'local', participant, algorithm: options.algorithm, stateDir: options.stateDir, notes };
   } finally {
@@ -288,13 +294,13 @@ function sameManifest(a: readonly TensorSpec[], b: readonly TensorSpec[]): boole
   return a.length === b.length && a.every((s, i) => s.name === b[i].name && s.shape.join(',') === b[i].shape.join(','));
 }
 
-/** The participant, resumed from the saved state when there is one (checked against the model first). */
-function* restoreParticipant(
+/** What the participant starts from: the data fitted to the model, and the saved state when there is one (checked against the model first). */
+function* participantSetup(
   options: ClientOptions,
   context: SessionContext,
   model: Model,
   saved: ClientState | undefined,
-): Generator<ClientEvent, { participant: Participant; notes: string[] }> {
+): Generator<ClientEvent, { setup: ParticipantSetup; notes: string[] }> {
   if (saved !== undefined) {
     assertStateMatches(saved, { model: model.name, manifest: model.manifest }, stateFilePath(options.stateDir));
     yield { kind: 'state-restored', stateDir: options.stateDir, round: saved.round, maskVersion: saved.maskVersion };
@@ -309,17 +315,15 @@ function* restoreParticipant(
     };
   }
   const notes: string[] = [];
-  const participant = new Participant({
+  const setup: ParticipantSetup = {
     model,
-    algorithm: options.algorithm,
-    config: options.algorithmConfig,
     train: data.train,
     test: data.test,
     seed: context.seed,
     log: (line) => notes.push(line),
     ...(saved !== undefined ? { restore: saved } : {}),
-  });
-  return { participant, notes };
+  };
+  return { setup, notes };
 }
 
 /** The data folder as the model takes it (image channels converted), or an error naming the data option. */

@@ -15,7 +15,7 @@ import { CodecError } from './errors.js';
 import { Mask, type KeptIndices } from './mask.js';
 import { elementCount } from './shape.js';
 
-export { CodecError, elementCount };
+export { CodecError };
 
 const EMPTY = new Uint8Array(0);
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -167,6 +167,8 @@ export function encodeMaskAs(mask: Mask, shape: readonly number[], encoding: Mas
       if (channels === undefined) throw unusable('not constant along all axes but the last');
       return { encoding, data: channels.pack() };
     }
+    // UNSPECIFIED names no encoding; `default` catches numbers outside the enum, which a wire value may hold.
+    case MaskEncoding.UNSPECIFIED:
     default:
       throw new CodecError(`unknown mask encoding ${encoding}`);
   }
@@ -246,6 +248,8 @@ export function decodeMask(part: MaskPart | null | undefined, shape: readonly nu
       const channels = shape[shape.length - 1];
       return Mask.fromChannels(unpackBitmap(`CHANNEL mask over ${channels} channels`, data, channels), shape);
     }
+    // UNSPECIFIED: the sender set no encoding; `default`: a number outside the enum (a newer or hostile sender).
+    case MaskEncoding.UNSPECIFIED:
     default:
       throw new CodecError(`unknown mask encoding ${part.encoding}`);
   }
@@ -261,6 +265,8 @@ export function valueEncodingName(encoding: ValueEncoding): ValueEncodingName {
       return 'f16';
     case ValueEncoding.INT8:
       return 'int8';
+    // UNSPECIFIED: the sender set no encoding; `default`: a number outside the enum.
+    case ValueEncoding.UNSPECIFIED:
     default:
       throw new CodecError(`unknown value encoding ${encoding}`);
   }
@@ -408,6 +414,8 @@ export function decodeValues(part: ValuePart | null | undefined, expectedCount: 
       for (let i = 0; i < expectedCount; i++) out[i] = q[i] * scale;
       return out;
     }
+    // Unreachable: valueEncodingName above refused any other encoding; the cases stay exhaustive for the type.
+    case ValueEncoding.UNSPECIFIED:
     default:
       throw new CodecError(`unknown value encoding ${part.encoding}`);
   }

@@ -104,8 +104,12 @@ export interface TaskHeader {
   finished: boolean;
 }
 
-export type TaskChunk =
-  { kind?: 'header'; header: TaskHeader; piece?: undefined } | { kind?: 'piece'; piece: TensorPiece; header?: undefined };
+/**
+ * One message of the task stream. `kind` is the proto's oneof: protobufjs
+ * encodes by the field present and ignores `kind`, and the decoder
+ * (proto/schema.ts) sets it and refuses a chunk that holds neither field.
+ */
+export type TaskChunk = { kind: 'header'; header: TaskHeader } | { kind: 'piece'; piece: TensorPiece };
 
 export interface UpdateMetrics {
   loss: number;
@@ -126,8 +130,8 @@ export interface UpdateHeader extends Credentials {
   tensorCount: number;
 }
 
-export type UpdateChunk =
-  { kind?: 'header'; header: UpdateHeader; piece?: undefined } | { kind?: 'piece'; piece: TensorPiece; header?: undefined };
+/** One message of the update stream; `kind` as in TaskChunk. */
+export type UpdateChunk = { kind: 'header'; header: UpdateHeader } | { kind: 'piece'; piece: TensorPiece };
 
 export interface UpdateAck {
   accepted: boolean;

@@ -14,7 +14,8 @@
  * run. Sub-FedAvg needs `epochs` >= 2 (it compares the candidate masks after
  * epoch 1 and after the last epoch, so with one epoch it could never prune);
  * its clients refuse a task whose `epochs` is 1, naming the field, rather than
- * train without ever pruning (client/algorithms/config.ts).
+ * train without ever pruning (client/algorithms/config.ts), and a coordinator
+ * configured with 1 says so when it starts (server/config.ts, configWarnings).
  */
 import { z } from 'zod';
 import { formatZodIssues } from './zod-issues.js';
@@ -34,6 +35,10 @@ export const trainingFields = {
     .min(0, { error: 'expected a number in [0, 1)' })
     .lt(1, { error: 'expected a number in [0, 1)' }),
 };
+
+/** The fewest local epochs Sub-FedAvg trains with, and why: the client's rule, which the coordinator warns about. */
+export const PRUNING_MIN_EPOCHS = 2;
+export const PRUNING_EPOCHS_REASON = 'Sub-FedAvg compares the masks after epoch 1 and the last epoch, so 1 epoch never prunes';
 
 export type TrainingField = keyof typeof trainingFields;
 export const TRAINING_FIELDS: readonly TrainingField[] = ['epochs', 'batchSize', 'lr', 'momentum'];

@@ -10,7 +10,7 @@ export interface IssueFormatOptions {
   readonly root?: string;
   /**
    * How to name a field (a non-empty path) when the user wrote it under another
-   * name, e.g. a command-line flag (`maxRounds` -> `--rounds`); default the dotted path.
+   * name, e.g. a command-line flag (`stateDir` -> `--state-dir`); default the dotted path.
    */
   readonly fieldName?: (path: readonly PropertyKey[]) => string;
 }

@@ -1,7 +1,7 @@
 import type { KeptIndices } from '../proto/mask.js';
 import type { AggregationConfig } from './config.js';
 import type { TensorMap, TensorSpec } from './model.js';
-import { elementCount } from './model.js';
+import { elementCount } from '../proto/shape.js';
 import type { ValidatedTensor, ValidatedUpdate } from './validate.js';
 
 /** Folds a round's validated updates into one delta per position and applies it to the global model. */

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
-import { trainingOverridesSchema } from '../proto/training-config.js';
+import { PRUNING_EPOCHS_REASON, PRUNING_MIN_EPOCHS, trainingOverridesSchema } from '../proto/training-config.js';
 import { formatZodIssues } from '../proto/zod-issues.js';
 import type { TensorMap, TensorSpec } from './model.js';
 import { validateInitialModel } from './model.js';
@@ -119,7 +119,8 @@ export const coordinatorConfigSchema = z
       .strict()
       .prefault({}),
     rounds: positiveInt,
-    frac: z
+    /** Share of the alive clients sampled per round: K = max(round(fraction * alive), 1). */
+    fraction: z
       .number({ error: 'expected a fraction in (0, 1]' })
       .gt(0, { error: 'expected a fraction in (0, 1]' })
       .max(1, { error: 'expected a fraction in (0, 1]' }),
@@ -194,11 +195,49 @@ export class ConfigError extends Error {
 }
 export type CoordinatorConfigInput = z.input<typeof coordinatorConfigSchema>;
 
+/**
+ * Fields that were renamed so that one concept has one name across files and
+ * flags (`subfed sim --fraction`): an old spelling is refused with the new one.
+ */
+const RENAMED_FIELDS: Readonly<Record<string, string>> = { frac: 'fraction' };
+
 /** Parses a config object; a bad one throws naming each field: `rounds: expected a positive integer, got -3`. */
 export function parseConfig(data: unknown, source = 'config'): CoordinatorConfig {
+  const renamed =
+    data !== null && typeof data === 'object' ? Object.keys(data).filter((key) => Object.hasOwn(RENAMED_FIELDS, key)) : [];
   const result = coordinatorConfigSchema.safeParse(data);
   if (result.success) return result.data;
-  throw new ConfigError(`${source}: ${formatZodIssues(result.error, { input: data }).join('; ')}`);
+  // An old spelling is said once, with its new name, not also as an unknown field and a missing one.
+  const newNames = new Set(renamed.map((key) => RENAMED_FIELDS[key]));
+  const issues: typeof result.error.issues = [];
+  for (const issue of result.error.issues) {
+    if (issue.path.length === 1 && newNames.has(String(issue.path[0]))) continue;
+    if (issue.code !== 'unrecognized_keys') issues.push(issue);
+    else {
+      const keys = issue.keys.filter((key) => !renamed.includes(key));
+      if (keys.length > 0) issues.push({ ...issue, keys });
+    }
+  }
+  const problems = [
+    ...renamed.map((key) => `${key}: renamed to "${RENAMED_FIELDS[key]}"`),
+    ...formatZodIssues(new z.ZodError(issues), { input: data }),
+  ];
+  throw new ConfigError(`${source}: ${problems.join('; ')}`);
+}
+
+/**
+ * What a valid config may still get wrong, said once at start-up. The
+ * coordinator does not know its clients' algorithms, so it cannot refuse:
+ * `training.epochs` below PRUNING_MIN_EPOCHS suits dense clients, while every
+ * Sub-FedAvg client refuses each task with it (proto/training-config.ts).
+ */
+export function configWarnings(config: CoordinatorConfig): string[] {
+  const epochs = config.training.epochs;
+  if (epochs === undefined || epochs >= PRUNING_MIN_EPOCHS) return [];
+  return [
+    `training.epochs is ${epochs}: every Sub-FedAvg client will refuse its tasks (${PRUNING_EPOCHS_REASON}); ` +
+      `set at least ${PRUNING_MIN_EPOCHS} unless every client runs an algorithm without pruning`,
+  ];
 }
 
 /** Reads and validates a config file; relative paths inside it are resolved against its folder. */

@@ -10,10 +10,10 @@ import { cloneTensors, totalElements, validateInitialModel } from './model.js';
 import type { ClientState } from './liveness.js';
 import { PeerRateLimiter } from './limits.js';
 import { Registry, type ClientRecord, type ClientView } from './registry.js';
-import { Round, quorumCount, sampleMembers, type UploadReceipt } from './rounds.js';
-import { CoordinatorStore, type MaskChange, type RoundSummary } from './store.js';
+import { Round, quorumCount, sampleMembers, type AdoptedMasks, type UploadReceipt } from './rounds.js';
+import { CoordinatorStore, type RoundSummary } from './store.js';
 import { masksAfter, uploadDigest, validateUpdate } from './validate.js';
-import { encodeTaskTensor, requestedValueEncoding } from './wire.js';
+import { encodeTaskTensor, requestedValueEncoding, type TaskLayout } from './wire.js';
 
 export type CoordinatorPhase = 'waiting' | 'open' | 'finished';
 
@@ -372,11 +372,14 @@ export class Coordinator {
     });
     if (r === null || !r.members.has(client.id) || r.hasReported(client.id)) return noTask();
     const encoding = requestedValueEncoding(req.valueEncoding);
-    const dense = req.maskVersion === 0 || req.maskVersion !== client.maskVersion;
+    const layout: TaskLayout =
+      req.maskVersion === 0 || req.maskVersion !== client.maskVersion
+        ? { kind: 'dense' }
+        : { kind: 'sparse', masks: client.masks };
     const tensors: M.SparseTensor[] = [];
     for (const spec of this.manifest) {
       const values = this.#global.get(spec.name) as Float32Array;
-      tensors.push(encodeTaskTensor(spec, values, dense, client.masks.get(spec.name) ?? null, encoding));
+      tensors.push(encodeTaskTensor(spec, values, layout, encoding));
     }
     r.countDense('down', this.#denseBytes);
     this.#metrics.denseEquivalentBytes.inc({ direction: 'down' }, this.#denseBytes);
@@ -387,7 +390,7 @@ export class Coordinator {
         retryAfterMs: 0,
         roundId: r.id,
         configJson: this.#configJson,
-        dense,
+        dense: layout.kind === 'dense',
         maskVersion: client.maskVersion,
         tensorCount: tensors.length,
         finished: false,
@@ -465,7 +468,9 @@ export class Coordinator {
       client.id,
       { ack, digest },
       update.metrics,
-      change.kind === 'changed' ? { version: change.version, masks: masksAfter(client.masks, update) } : undefined,
+      change.kind === 'changed'
+        ? { kind: 'changed', version: change.version, masks: masksAfter(client.masks, update) }
+        : { kind: 'unchanged' },
     );
     r.countDense('up', this.#denseBytes);
     this.#metrics.denseEquivalentBytes.inc({ direction: 'up' }, this.#denseBytes);
@@ -525,7 +530,7 @@ export class Coordinator {
     if (alive.length === 0) return;
     const id = this.#lastRound + 1;
     const attempt = this.#nextAttempt;
-    const members = sampleMembers(alive, this.#config.frac, this.#config.seed, id, attempt);
+    const members = sampleMembers(alive, this.#config.fraction, this.#config.seed, id, attempt);
     const r = new Round(id, attempt, members, now, this.#config.roundDeadlineMs);
     this.#round = r;
     this.#aggregator.reset();
@@ -618,8 +623,8 @@ export class Coordinator {
   }
 
   /** The reporters' new masks become the registry's; returns them for the store. */
-  #adoptMasks(r: Round): MaskChange[] {
-    const changes: MaskChange[] = [];
+  #adoptMasks(r: Round): AdoptedMasks[] {
+    const changes: AdoptedMasks[] = [];
     for (const change of r.adoptedMasks) {
       if (this.#registry.get(change.clientId) === undefined) continue;
       this.#registry.adoptMasks(change.clientId, change.version, change.masks);

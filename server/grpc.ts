@@ -325,11 +325,11 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
           await send(call, attributeTo(chunk, id), idleMs);
           down += size(chunk);
         };
-        await write({ header: task.header });
+        await write({ kind: 'header', header: task.header });
         for (const tensor of task.tensors) {
           for (const piece of splitTensor(tensor, options.chunkBytes)) {
             if (call.cancelled) return;
-            await write({ piece });
+            await write({ kind: 'piece', piece });
           }
         }
         open.release();
@@ -372,7 +372,7 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
           up += size(chunk);
           if (isMalformed(chunk)) throw malformed('UpdateChunk', chunk);
           if (header === undefined) {
-            if (chunk.header === undefined || chunk.header === null) {
+            if (chunk.kind !== 'header') {
               throw new CoordinatorError('INVALID_ARGUMENT', 'missing_header', 'the first UpdateChunk must be a header');
             }
             header = chunk.header;
@@ -384,7 +384,7 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
             ticket.claim(header.clientId);
             continue;
           }
-          if (chunk.piece === undefined || chunk.piece === null) {
+          if (chunk.kind !== 'piece') {
             throw new CoordinatorError('INVALID_ARGUMENT', 'duplicate_header', 'only the first UpdateChunk may be a header');
           }
           ticket.hold(chunk.piece.data.length);

@@ -7,6 +7,7 @@ import { DEFAULT_CHUNK_BYTES, createCoordinatorDefinition, messageLimitOptions, 
 import { protoFilePath } from '../proto/schema.js';
 import {
   ConfigError,
+  configWarnings,
   loadConfigFile,
   loadModelFile,
   parseConfig,
@@ -20,7 +21,7 @@ import { createGrpcHandlers, limitMessageSizes } from './grpc.js';
 import { createHttpServer } from './http.js';
 import { CoordinatorMetrics } from './metrics.js';
 import type { TensorMap, TensorSpec } from './model.js';
-import { elementCount } from './model.js';
+import { elementCount } from '../proto/shape.js';
 import { StreamGuard } from './streams.js';
 
 export interface CoordinatorHandle {
@@ -245,6 +246,8 @@ export async function runServer(configPath: string): Promise<CoordinatorHandle> 
   }
   const model = loadModelFile(config.model);
   const logger = pino({ level: config.logLevel, base: { service: 'subfed-coordinator' } });
+  for (const warning of configWarnings(config))
+    logger.warn({ event: 'config-warning', config: configPath }, `${configPath}: ${warning}`);
   const handle = await startCoordinator(config, model, { logger });
   const shutdown = (signal: NodeJS.Signals) => {
     logger.info({ event: 'signal', signal }, `${signal}: shutting down`);

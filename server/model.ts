@@ -5,11 +5,10 @@
  */
 
 import type { TensorSpec } from '../proto/messages.js';
-import { elementCount, type MaskMap, type TensorMap } from '../proto/codec.js';
+import type { MaskMap, TensorMap } from '../proto/codec.js';
+import { elementCount } from '../proto/shape.js';
 
 export type { MaskMap, TensorMap, TensorSpec };
-
-export { elementCount };
 
 export function totalElements(manifest: readonly TensorSpec[]): number {
   let n = 0;

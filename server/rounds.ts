@@ -3,9 +3,9 @@ import { SeededRandom } from '../proto/random.js';
 import type { WireDirection } from '../proto/rpc.js';
 import type { MaskMap } from './model.js';
 
-/** Members to sample from N active clients: K = max(round(frac * N), 1), never more than N. */
-export function sampleSize(frac: number, active: number): number {
-  return Math.min(active, Math.max(Math.round(frac * active), 1));
+/** Members to sample from N active clients: K = max(round(fraction * N), 1), never more than N. */
+export function sampleSize(fraction: number, active: number): number {
+  return Math.min(active, Math.max(Math.round(fraction * active), 1));
 }
 
 /** Reports needed to commit at the deadline: ceil(quorum * members), at least one. */
@@ -21,12 +21,12 @@ export function quorumCount(quorum: number, members: number): number {
  */
 export function sampleMembers(
   clientIds: readonly string[],
-  frac: number,
+  fraction: number,
   seed: number,
   round: number,
   attempt: number,
 ): string[] {
-  const k = sampleSize(frac, clientIds.length);
+  const k = sampleSize(fraction, clientIds.length);
   if (clientIds.length === 0) return [];
   const digest = createHash('sha256').update(`subfed-sample:${seed}:${round}:${attempt}`).digest();
   const rand = new SeededRandom(digest.readUInt32LE(0));
@@ -57,6 +57,13 @@ export interface ReportMetrics {
   /** Channels kept per BatchNorm layer; absent for models without channel pruning (and in rounds stored before it was sent). */
   channelsKept?: number[];
 }
+
+/**
+ * What a reporter's update did to its masks: nothing, or a change to `version`
+ * with `masks`, its complete set of non-all-ones masks after the change.
+ */
+export type ReportedMasks =
+  { readonly kind: 'unchanged' } | { readonly kind: 'changed'; readonly version: number; readonly masks: MaskMap };
 
 /** A reporter's new masks: applied when its round commits, or when the attempt is abandoned (it moved on to them). */
 export interface AdoptedMasks {
@@ -93,19 +100,14 @@ export class Round {
     this.deadlineAt = openedAt + deadlineMs;
   }
 
-  /** Records a member's accepted update: its receipt (for retries), its metrics and, if it sent one, its new masks. */
-  accept(
-    clientId: string,
-    receipt: UploadReceipt,
-    metrics: ReportMetrics,
-    newMasks?: { readonly version: number; readonly masks: MaskMap },
-  ): void {
+  /** Records a member's accepted update: its receipt (for retries), its metrics and what it did to its masks. */
+  accept(clientId: string, receipt: UploadReceipt, metrics: ReportMetrics, masks: ReportedMasks): void {
     // The coordinator checks both before validating; reaching here otherwise is a bug, not a client's fault.
     if (!this.members.has(clientId)) throw new Error(`round ${this.id}: ${clientId} is not a member`);
     if (this.#receipts.has(clientId)) throw new Error(`round ${this.id}: ${clientId} reported already`);
     this.#receipts.set(clientId, receipt);
     this.#metrics.set(clientId, metrics);
-    if (newMasks !== undefined) this.#masks.set(clientId, { clientId, ...newMasks });
+    if (masks.kind === 'changed') this.#masks.set(clientId, { clientId, version: masks.version, masks: masks.masks });
   }
 
   addTraffic(clientId: string, direction: WireDirection, bytes: number): void {

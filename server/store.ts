@@ -3,10 +3,10 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { CodecError } from '../proto/codec.js';
 import { Mask } from '../proto/mask.js';
-import type { MaskMap, TensorMap, TensorSpec } from './model.js';
-import { elementCount } from './model.js';
+import type { TensorMap, TensorSpec } from './model.js';
+import { elementCount } from '../proto/shape.js';
 import type { ClientRecord } from './registry.js';
-import type { ReportMetrics } from './rounds.js';
+import type { AdoptedMasks, ReportMetrics } from './rounds.js';
 
 /** What the history keeps of one committed round. */
 export interface RoundSummary {
@@ -24,13 +24,6 @@ export interface RoundSummary {
   denseBytesUp: number;
   denseBytesDown: number;
   aggregationSeconds: number;
-}
-
-export interface MaskChange {
-  clientId: string;
-  version: number;
-  /** The client's complete set of non-all-ones masks after the change. */
-  masks: MaskMap;
 }
 
 export interface PersistedState {
@@ -272,7 +265,7 @@ export class CoordinatorStore {
       .run(c.id, c.seq, c.name, c.tokenHash, c.numExamples, c.maskVersion, c.active ? 1 : 0);
   }
 
-  #writeMasks(changes: readonly MaskChange[]): void {
+  #writeMasks(changes: readonly AdoptedMasks[]): void {
     const del = this.#db.prepare('DELETE FROM masks WHERE client_id = ?');
     const put = this.#db.prepare('INSERT INTO masks (client_id, name, bits) VALUES (?, ?, ?)');
     const ver = this.#db.prepare('UPDATE clients SET mask_version = ? WHERE id = ?');
@@ -285,7 +278,7 @@ export class CoordinatorStore {
   }
 
   /** The round's whole outcome in one transaction. */
-  commitRound(summary: RoundSummary, global: TensorMap, maskChanges: readonly MaskChange[]): void {
+  commitRound(summary: RoundSummary, global: TensorMap, maskChanges: readonly AdoptedMasks[]): void {
     const db = this.#db;
     db.transaction(() => {
       commitStep(summary.round, 'begin');
@@ -318,7 +311,7 @@ export class CoordinatorStore {
   }
 
   /** Masks of an abandoned attempt's reporters: the clients did move on to them. */
-  saveMasks(maskChanges: readonly MaskChange[]): void {
+  saveMasks(maskChanges: readonly AdoptedMasks[]): void {
     this.#db.transaction(() => this.#writeMasks(maskChanges))();
   }
 

@@ -2,8 +2,8 @@ import { CodecError, decodeMask, decodeValues, encodeSparseTensor, valueEncoding
 import { Mask } from '../proto/mask.js';
 import { MaskEncoding, ValueEncoding, type SparseTensor, type ValueEncodingName } from '../proto/messages.js';
 import { invalid } from './errors.js';
-import type { TensorSpec } from './model.js';
-import { elementCount } from './model.js';
+import type { MaskMap, TensorSpec } from './model.js';
+import { elementCount } from '../proto/shape.js';
 
 export interface DecodedUpdateTensor {
   name: string;
@@ -59,18 +59,26 @@ export function requestedValueEncoding(encoding: number): ValueEncodingName {
 }
 
 /**
- * One tensor of a task: the whole tensor (FULL mask) when `dense`, else the
- * global values at the client's kept positions with an UNCHANGED mask (the
- * client holds that mask already; a tensor it keeps whole goes FULL).
+ * How a task is laid out, decided once per task: every tensor whole (`dense`:
+ * the client's first contact, or it declared another mask version than the one
+ * we hold), or the global values at the client's kept positions (`sparse`, on
+ * the masks we hold for it, which it holds too).
+ */
+export type TaskLayout = { readonly kind: 'dense' } | { readonly kind: 'sparse'; readonly masks: MaskMap };
+
+/**
+ * One tensor of a task: the whole tensor (FULL mask) under a dense layout, else
+ * the global values at the client's kept positions with an UNCHANGED mask (a
+ * tensor it keeps whole has no entry in `masks`, and goes FULL).
  */
 export function encodeTaskTensor(
   spec: TensorSpec,
   global: Float32Array,
-  dense: boolean,
-  clientMask: Mask | null,
+  layout: TaskLayout,
   encoding: ValueEncodingName,
 ): SparseTensor {
-  if (dense || clientMask === null) {
+  const clientMask = layout.kind === 'sparse' ? layout.masks.get(spec.name) : undefined;
+  if (clientMask === undefined) {
     // The encoder copies the values out, so the global tensor itself serves as the kept values of a full mask.
     return encodeSparseTensor(spec.name, { mask: Mask.full(global.length), kept: global }, spec.shape, { values: encoding });
   }

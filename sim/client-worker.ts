@@ -10,7 +10,8 @@ import { initBackend } from '../client/backend.js';
 import { subset } from '../client/data/dataset.js';
 import { deriveSeed } from '../proto/random.js';
 import { join } from 'node:path';
-import { createModel, zooArchitecture, type Model, type ModelName } from '../client/model.js';
+import { createModel, zooArchitecture, type Model } from '../client/model.js';
+import type { ModelName } from '../client/model-names.js';
 import { compactModel } from '../client/export/compact.js';
 import { accuracyOf } from '../client/export/export.js';
 import { encodeExport, exportBytes, writeExport } from '../client/export/files.js';
@@ -22,7 +23,13 @@ import {
   type PortableModel,
 } from '../client/export/portable.js';
 import { saveState } from '../client/state.js';
-import { Participant, type ReceivedTask, type RoundMetrics } from '../client/participant.js';
+import {
+  createParticipant,
+  type FederatedParticipant,
+  type Participant,
+  type ReceivedTask,
+  type RoundMetrics,
+} from '../client/participant.js';
 import { CoordinatorClient, type OutgoingTensor } from '../client/remote.js';
 import { trainOnTask } from '../client/federated-round.js';
 import { evaluate } from '../client/train.js';
@@ -44,6 +51,7 @@ const backendReady = initBackend(config.backend, { logger: { info: () => {} } })
 
 interface HostedClient {
   readonly participant: Participant;
+  /** A federated client's connection, from its join on. */
   remote?: CoordinatorClient;
 }
 
@@ -71,8 +79,12 @@ function memberResult(client: number, metrics: RoundMetrics, receivedSparsity: n
 }
 
 /** Pull (waiting while the round is not open for us), train, push. */
-async function federatedRound(client: number, h: HostedClient, remote: CoordinatorClient, round: number): Promise<MemberResult> {
-  const p = h.participant;
+async function federatedRound(
+  client: number,
+  p: FederatedParticipant,
+  remote: CoordinatorClient,
+  round: number,
+): Promise<MemberResult> {
   const task = await pullUntilTask(client, remote, p, round);
   if (task.round !== round) {
     throw new Error(`client ${client}: expected a task for round ${round}, the coordinator sent round ${task.round}`);
@@ -84,6 +96,22 @@ async function federatedRound(client: number, h: HostedClient, remote: Coordinat
   return memberResult(client, trained.metrics, trained.receivedSparsity, true);
 }
 
+/** A hosted client's round: federated (pull, train, push) or local. */
+async function trainRound(client: number, round: number): Promise<MemberResult> {
+  const { participant: p, remote } = hostedClient(client);
+  switch (p.kind) {
+    case 'federated':
+      // The driver joins every federated client before its first round.
+      if (remote === undefined) throw new Error(`client ${client} trains before it joined`);
+      return federatedRound(client, p, remote, round);
+    case 'local': {
+      const before = p.sparsity;
+      const result = await p.localRound();
+      return memberResult(client, result.metrics, before, false);
+    }
+  }
+}
+
 /** The clients that attack (SimConfig.attack, an attack simulation); empty for an honest run. */
 const malicious = attackers(config);
 
@@ -93,7 +121,12 @@ function signFlipped(tensors: ReadonlyMap<string, OutgoingTensor>): ReadonlyMap<
   return new Map([...tensors].map(([name, t]) => [name, { ...t, kept: t.kept.map((x) => x * scale) }]));
 }
 
-async function pullUntilTask(client: number, remote: CoordinatorClient, p: Participant, round: number): Promise<ReceivedTask> {
+async function pullUntilTask(
+  client: number,
+  remote: CoordinatorClient,
+  p: FederatedParticipant,
+  round: number,
+): Promise<ReceivedTask> {
   for (;;) {
     const pulled = await remote.pullTask(p.maskVersion, p.masks);
     switch (pulled.kind) {
@@ -124,7 +157,7 @@ async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof Wor
       return result;
     }
     case 'host': {
-      const participant = new Participant({
+      const participant = createParticipant({
         model: createModel(modelFor(config, request.algorithm), config.seed),
         algorithm: request.algorithm,
         config: algorithmConfig(config, request.algorithm),
@@ -143,11 +176,7 @@ async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof Wor
       return { clientId };
     }
     case 'train': {
-      const h = hostedClient(request.client);
-      if (h.remote) return federatedRound(request.client, h, h.remote, request.round);
-      const before = h.participant.sparsity;
-      const result = await h.participant.localRound(null);
-      return memberResult(request.client, result.metrics, before, false);
+      return trainRound(request.client, request.round);
     }
     case 'evaluate': {
       const out: ClientEvaluation[] = [];

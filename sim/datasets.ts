@@ -27,11 +27,11 @@ export interface SyntheticSizes {
 }
 
 export interface LoadDatasetOptions {
-  /** Directory holding the dataset's standard files (the CLI's --data-dir). */
-  dataDir?: string | undefined;
+  /** Folder holding the dataset's standard files (the simulator's `data`, `--data`). */
+  data?: string | undefined;
   /** Seeds the embedded train/test split and the synthetic data. Default 0. */
   seed?: number;
-  /** Where to look for Fashion-MNIST when no dataDir is given; default FASHION_MNIST_SYSTEM_DIR. */
+  /** Where to look for Fashion-MNIST when no `data` folder is given; default FASHION_MNIST_SYSTEM_DIR. */
   systemDir?: string;
   /** Sizes for 'synthetic' (default 2000 train, 500 test, 10 classes of 28x28x1). */
   synthetic?: SyntheticSizes;
@@ -61,9 +61,9 @@ export function isDatasetName(name: string): name is DatasetName {
 }
 
 /**
- * Finds and reads a dataset. Fashion-MNIST comes from dataDir, else the system
+ * Finds and reads a dataset. Fashion-MNIST comes from `data`, else the system
  * directory, else the embedded test split (split into train/test by seed);
- * MNIST and CIFAR-10 come from dataDir only.
+ * MNIST and CIFAR-10 come from `data` only.
  */
 export async function loadDataset(name: DatasetName, opts: LoadDatasetOptions = {}): Promise<LoadedDataset> {
   const loaded = await readDataset(name, opts);
@@ -80,13 +80,13 @@ async function readDataset(name: DatasetName, opts: LoadDatasetOptions): Promise
     case 'mnist': {
       const dir = requireDataDir(
         'mnist',
-        opts.dataDir,
+        opts.data,
         Object.values(IDX_FILES).map((f) => `${f}[.gz]`),
       );
       return { ...(await loadIdxDir('mnist', dir)), embedded: false };
     }
     case 'cifar10':
-      return loadCifar10Dir(requireDataDir('cifar10', opts.dataDir, [...CIFAR_TRAIN_FILES, CIFAR_TEST_FILE]));
+      return loadCifar10Dir(requireDataDir('cifar10', opts.data, [...CIFAR_TRAIN_FILES, CIFAR_TEST_FILE]));
     case 'synthetic':
       return loadSynthetic(opts.synthetic ?? {}, seed);
     default: {
@@ -98,8 +98,8 @@ async function readDataset(name: DatasetName, opts: LoadDatasetOptions): Promise
 
 async function loadFashionMnist(opts: LoadDatasetOptions, seed: number): Promise<LoadedDataset> {
   const wanted = Object.values(IDX_FILES).map((f) => `${f}[.gz]`);
-  if (opts.dataDir !== undefined) {
-    return { ...(await loadIdxDir('fashion-mnist', requireDataDir('fashion-mnist', opts.dataDir, wanted))), embedded: false };
+  if (opts.data !== undefined) {
+    return { ...(await loadIdxDir('fashion-mnist', requireDataDir('fashion-mnist', opts.data, wanted))), embedded: false };
   }
   const systemDir = opts.systemDir ?? FASHION_MNIST_SYSTEM_DIR;
   const missing = missingIdxFiles(systemDir);
@@ -119,7 +119,7 @@ async function loadFashionMnist(opts: LoadDatasetOptions, seed: number): Promise
     source:
       `embedded Fashion-MNIST test split (${embeddedDir}, ${all.count} images), split by seed ${seed} into ` +
       `${trainIdx.length} train / ${testIdx.length} test, ${Math.round(EMBEDDED_TRAIN_FRACTION * 100)}% of each class to train; ` +
-      `the full set was not found (${why}; install dataset-fashion-mnist or pass --data-dir)`,
+      `the full set was not found (${why}; install dataset-fashion-mnist or pass --data)`,
     embedded: true,
   };
 }
@@ -222,18 +222,18 @@ export function embeddedFashionMnistDir(): string {
 
 function requireDataDir(name: DatasetName, dataDir: string | undefined, expected: string[]): string {
   if (dataDir === undefined) {
-    throw new DatasetNotFoundError('', `${name}: needs --data-dir, a directory holding ${expected.join(', ')}`);
+    throw new DatasetNotFoundError('', `${name}: needs --data, a directory holding ${expected.join(', ')}`);
   }
   if (!existsSync(dataDir)) {
     throw new DatasetNotFoundError(
       dataDir,
-      `${name}: --data-dir ${dataDir} does not exist (expected a directory holding ${expected.join(', ')})`,
+      `${name}: --data ${dataDir} does not exist (expected a directory holding ${expected.join(', ')})`,
     );
   }
   if (!statSync(dataDir).isDirectory()) {
     throw new DatasetNotFoundError(
       dataDir,
-      `${name}: --data-dir ${dataDir} is not a directory (expected one holding ${expected.join(', ')})`,
+      `${name}: --data ${dataDir} is not a directory (expected one holding ${expected.join(', ')})`,
     );
   }
   return dataDir;

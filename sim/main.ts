@@ -6,14 +6,14 @@
  * serves the coordinator's live dashboard while the simulation runs. Ctrl-C
  * once lets the current round finish and writes what is done; twice exits at once.
  */
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { algorithmNames, allAlgorithms } from '../client/algorithms/registry.js';
 import { DashboardFeed, startDashboardServer, type DashboardServer } from '../server/dashboard.js';
 import { createSimLogger, isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
-import { resolveSimConfig, SimConfigError, type SimFlags } from './presets.js';
+import { RENAMED_FLAGS, resolveSimConfig, SimConfigError, type SimFlags } from './presets.js';
 import { RunWriter, defaultRunFolder, formatExportTable, formatSummaryTable } from './report.js';
 import { runSimulation, type SimulationEvent } from './run.js';
 
@@ -38,35 +38,43 @@ export interface SimCommandOptions {
 
 /** Adds the `sim` subcommand to the root program. */
 export function registerSimCommand(program: Command): Command {
-  return program
-    .command('sim')
-    .option('--preset <name>', 'quick | paper (default quick)')
-    .option('--compare <list>', 'comma-separated algorithms run on the identical split and seeds')
-    .option('--algorithm <name>', `one algorithm: ${algorithmNames().join(' | ')}`)
-    .option('--rounds <n>', 'rounds per algorithm')
-    .option('--clients <n>', 'number of clients')
-    .option('--fraction <f>', 'fraction of clients sampled per round, in (0, 1]')
-    .option('--local-epochs <n>', 'local epochs per round')
-    .option('--dataset <name>', 'fashion-mnist | mnist | cifar10 | synthetic')
-    .option('--data-dir <dir>', 'folder holding the dataset files')
-    .option('--out <dir>', 'run folder (default runs/<timestamp>-<preset>)')
-    .option('--eval-every <n>', 'evaluate every client every n rounds and at the end (paper 10, quick 5)')
-    .option('--workers <n>', 'training worker threads (default one per core)')
-    .option('--values <enc>', 'value encoding on the wire: f32 | f16 | int8')
-    .option('--seed <n>', 'seed of the split, the models and the sampling')
-    .option('--backend <name>', 'tfjs backend: auto | node | wasm | cpu')
-    .option('--export', "write every client's state and compact model (subfed export) under the run folder's models/")
-    .option('--dashboard [port]', `serve the live dashboard on 127.0.0.1 (default port ${DEFAULT_DASHBOARD_PORT}) while it runs`)
-    .option('--log-level <level>', `${LOG_LEVELS.join(' | ')} (default info)`)
-    .addHelpText(
-      'after',
-      `\nAlgorithms:\n${allAlgorithms()
-        .map((a) => `  ${a.name.padEnd(14)}${a.summary}`)
-        .join('\n')}`,
-    )
-    .action(async (flags: SimCommandFlags) => {
-      process.exitCode = await runSimCommand(flags);
-    });
+  return (
+    program
+      .command('sim')
+      .option('--preset <name>', 'quick | paper (default quick)')
+      .option('--compare <list>', 'comma-separated algorithms run on the identical split and seeds')
+      .option('--algorithm <name>', `one algorithm: ${algorithmNames().join(' | ')}`)
+      .option('--rounds <n>', 'rounds per algorithm')
+      .option('--clients <n>', 'number of clients')
+      .option('--fraction <f>', 'fraction of clients sampled per round, in (0, 1]')
+      .option('--epochs <n>', 'local epochs per round (training.epochs)')
+      .option('--dataset <name>', 'fashion-mnist | mnist | cifar10 | synthetic')
+      .option('--data <dir>', 'folder holding the dataset files')
+      .option('--out <dir>', 'run folder (default runs/<timestamp>-<preset>)')
+      .option('--eval-every <n>', 'evaluate every client every n rounds and at the end (paper 10, quick 5)')
+      .option('--workers <n>', 'training worker threads (default one per core)')
+      .option('--values <enc>', 'value encoding on the wire: f32 | f16 | int8')
+      .option('--seed <n>', 'seed of the split, the models and the sampling')
+      .option('--backend <name>', 'tfjs backend: auto | node | wasm | cpu')
+      .option('--export', "write every client's state and compact model (subfed export) under the run folder's models/")
+      .option(
+        '--dashboard [port]',
+        `serve the live dashboard on 127.0.0.1 (default port ${DEFAULT_DASHBOARD_PORT}) while it runs`,
+      )
+      .option('--log-level <level>', `${LOG_LEVELS.join(' | ')} (default info)`)
+      // Old spellings, hidden: refused with the new name (RENAMED_FLAGS) rather than as unknown options.
+      .addOption(new Option(`${RENAMED_FLAGS.dataDir.old} <dir>`).hideHelp())
+      .addOption(new Option(`${RENAMED_FLAGS.localEpochs.old} <n>`).hideHelp())
+      .addHelpText(
+        'after',
+        `\nAlgorithms:\n${allAlgorithms()
+          .map((a) => `  ${a.name.padEnd(14)}${a.summary}`)
+          .join('\n')}`,
+      )
+      .action(async (flags: SimCommandFlags) => {
+        process.exitCode = await runSimCommand(flags);
+      })
+  );
 }
 
 /** `--dashboard [port]` -> the port to listen on, or undefined without the flag. */

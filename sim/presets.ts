@@ -17,16 +17,15 @@ import {
   type AlgorithmConfigInput,
   type AlgorithmName,
 } from '../client/algorithms/registry.js';
-import type { BackendChoice } from '../client/backend.js';
-import { MODEL_NAMES, modelStructure, type ModelName } from '../client/model.js';
-import type { ValueEncodingName } from '../proto/messages.js';
+import { BACKEND_CHOICES } from '../client/backend.js';
+import { modelStructure } from '../client/model.js';
+import { MODEL_NAMES, type ModelName } from '../client/model-names.js';
+import { VALUE_ENCODING_NAMES } from '../proto/messages.js';
 import { DATASET_NAMES } from './datasets.js';
 import { SeededRandom, deriveSeed } from '../proto/random.js';
 
 export type { AlgorithmName };
 
-const VALUE_ENCODINGS = ['f32', 'f16', 'int8'] as const satisfies readonly ValueEncodingName[];
-const BACKENDS = ['auto', 'node', 'wasm', 'cpu'] as const satisfies readonly BackendChoice[];
 export const PRESET_NAMES = ['quick', 'paper'] as const;
 export type PresetName = (typeof PRESET_NAMES)[number];
 
@@ -55,7 +54,8 @@ export const simConfigSchema = z.strictObject({
   /** See AlgorithmConfigs; each entry is checked by its algorithm's own schema (validateSimConfig). */
   algorithmConfigs: z.partialRecord(z.enum(algorithmNames()), z.record(z.string(), z.unknown())),
   dataset: z.enum(DATASET_NAMES),
-  dataDir: z.string().min(1).optional(),
+  /** The folder holding the dataset's files (`--data`, as `subfed client --data`); see sim/datasets.ts. */
+  data: z.string().min(1).optional(),
   clients: positiveInt,
   partition: partitionSchema,
   /**
@@ -75,9 +75,9 @@ export const simConfigSchema = z.strictObject({
   batchNormModel: z.enum(MODEL_NAMES),
   evalEvery: positiveInt,
   workers: positiveInt,
-  values: z.enum(VALUE_ENCODINGS),
+  values: z.enum(VALUE_ENCODING_NAMES),
   seed: z.number().int().min(0),
-  backend: z.enum(BACKENDS),
+  backend: z.enum(BACKEND_CHOICES),
   out: z.string().min(1).optional(),
   /** How the coordinator aggregates (server.json's `aggregation`); absent = the intersection mean. */
   aggregation: z
@@ -164,14 +164,19 @@ export class SimConfigError extends Error {
   override readonly name = 'SimConfigError';
 }
 
-/** Flags as commander hands them over: every value a string, absent when not given. */
+/**
+ * Flags as commander hands them over: every value a string, absent when not
+ * given. Each flag is the kebab-case of the config field it sets (`--eval-every`
+ * sets `evalEvery`), with two exceptions: `--algorithm x` and `--compare a,b`
+ * both set `algorithms`, and `--epochs` sets `training.epochs`.
+ */
 export interface SimFlags {
   preset?: string | undefined;
   compare?: string | undefined;
   algorithm?: string | undefined;
   rounds?: string | undefined;
   clients?: string | undefined;
-  dataDir?: string | undefined;
+  data?: string | undefined;
   dataset?: string | undefined;
   out?: string | undefined;
   evalEvery?: string | undefined;
@@ -179,9 +184,18 @@ export interface SimFlags {
   values?: string | undefined;
   seed?: string | undefined;
   backend?: string | undefined;
-  localEpochs?: string | undefined;
+  epochs?: string | undefined;
   fraction?: string | undefined;
+  /** Old spellings, refused with the new one (RENAMED_FLAGS). */
+  dataDir?: string | undefined;
+  localEpochs?: string | undefined;
 }
+
+/** Flags that were renamed so that one concept has one name across commands: the old spelling is refused with the new. */
+export const RENAMED_FLAGS = {
+  dataDir: { old: '--data-dir', now: '--data' },
+  localEpochs: { old: '--local-epochs', now: '--epochs' },
+} as const satisfies Partial<Record<keyof SimFlags, { old: string; now: string }>>;
 
 function fail(flag: string, value: string, expected: string): never {
   throw new SimConfigError(`${flag}: expected ${expected}, got '${value}'`);
@@ -236,6 +250,9 @@ function parseAlgorithms(flag: string, value: string): AlgorithmName[] {
  * first bad flag and its value.
  */
 export function resolveSimConfig(flags: SimFlags): SimConfig {
+  for (const [key, { old, now }] of Object.entries(RENAMED_FLAGS)) {
+    if (flags[key as keyof typeof RENAMED_FLAGS] !== undefined) throw new SimConfigError(`${old}: renamed to ${now}`);
+  }
   const presetName = flags.preset === undefined ? 'quick' : parseChoice('--preset', flags.preset, PRESET_NAMES);
   const config: SimConfig = structuredClone(PRESETS[presetName]);
 
@@ -246,23 +263,23 @@ export function resolveSimConfig(flags: SimFlags): SimConfig {
   if (flags.algorithm !== undefined) config.algorithms = [parseChoice('--algorithm', flags.algorithm, algorithmNames())];
   if (flags.rounds !== undefined) config.rounds = parsePositiveInt('--rounds', flags.rounds);
   if (flags.clients !== undefined) config.clients = parsePositiveInt('--clients', flags.clients);
-  if (flags.dataDir !== undefined) config.dataDir = parseNonEmpty('--data-dir', flags.dataDir);
+  if (flags.data !== undefined) config.data = parseNonEmpty('--data', flags.data);
   if (flags.dataset !== undefined) config.dataset = parseChoice('--dataset', flags.dataset, DATASET_NAMES);
   if (flags.out !== undefined) config.out = parseNonEmpty('--out', flags.out);
   if (flags.evalEvery !== undefined) config.evalEvery = parsePositiveInt('--eval-every', flags.evalEvery);
   if (flags.workers !== undefined) config.workers = parsePositiveInt('--workers', flags.workers);
-  if (flags.values !== undefined) config.values = parseChoice('--values', flags.values, VALUE_ENCODINGS);
+  if (flags.values !== undefined) config.values = parseChoice('--values', flags.values, VALUE_ENCODING_NAMES);
   if (flags.seed !== undefined) config.seed = parseNonNegativeInt('--seed', flags.seed);
-  if (flags.backend !== undefined) config.backend = parseChoice('--backend', flags.backend, BACKENDS);
-  if (flags.localEpochs !== undefined) config.training.epochs = parsePositiveInt('--local-epochs', flags.localEpochs);
+  if (flags.backend !== undefined) config.backend = parseChoice('--backend', flags.backend, BACKEND_CHOICES);
+  if (flags.epochs !== undefined) config.training.epochs = parsePositiveInt('--epochs', flags.epochs);
   if (flags.fraction !== undefined) config.fraction = parseFraction('--fraction', flags.fraction);
 
   try {
     return validateSimConfig(config);
   } catch (error) {
     // An algorithm's rule refused the epochs a flag set (Sub-FedAvg needs 2): name the flag too.
-    if (error instanceof SimConfigError && flags.localEpochs !== undefined && error.message.includes('training.epochs:')) {
-      throw new SimConfigError(`--local-epochs '${flags.localEpochs}': ${error.message}`);
+    if (error instanceof SimConfigError && flags.epochs !== undefined && error.message.includes('training.epochs:')) {
+      throw new SimConfigError(`--epochs '${flags.epochs}': ${error.message}`);
     }
     throw error;
   }
@@ -338,7 +355,7 @@ export function algorithmConfig(config: SimConfig, algorithm: AlgorithmName): Tr
   return describeAlgorithm(algorithm).parseConfig({ ...config.algorithmConfigs[algorithm], ...config.training });
 }
 
-/** Number of members per round, the coordinator's rule: K = max(round(frac*N), 1). */
+/** Number of members per round, the coordinator's rule: K = max(round(fraction*N), 1). */
 export function membersPerRound(config: Pick<SimConfig, 'fraction' | 'clients'>): number {
   return Math.max(Math.round(config.fraction * config.clients), 1);
 }

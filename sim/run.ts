@@ -159,7 +159,7 @@ export function splitForRun(config: SimConfig, data: LoadedDataset): { split: Pa
 
 export async function* runSimulation(config: SimConfig, options: SimulationOptions = {}): AsyncGenerator<RoundReport> {
   const emit = options.onEvent ?? (() => {});
-  const data = options.data ?? (await loadDataset(config.dataset, { dataDir: config.dataDir, seed: config.seed }));
+  const data = options.data ?? (await loadDataset(config.dataset, { data: config.data, seed: config.seed }));
   const { split, testData } = splitForRun(config, data);
   emit({ kind: 'setup', notes: describeRun(config, data, split), labelTable: formatLabelCounts(split, { maxRows: 10 }) });
 
@@ -298,7 +298,7 @@ function startSimCoordinator(
   return startCoordinator(
     {
       rounds: config.rounds,
-      frac: config.fraction,
+      fraction: config.fraction,
       minClients: config.clients,
       quorum: 1,
       roundDeadlineMs: 24 * 3600 * 1000,

@@ -3,7 +3,7 @@
  * workers (client-worker.ts). Plain structured-clone data only.
  */
 import type { Dataset } from '../client/data/dataset.js';
-import type { ModelName } from '../client/model.js';
+import type { ModelName } from '../client/model-names.js';
 import type { InitialModel } from '../server/config.js';
 import type { AlgorithmName, SimConfig } from './presets.js';
 

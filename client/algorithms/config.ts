@@ -7,7 +7,7 @@
  * not a silently ignored setting.
  */
 import { z } from 'zod';
-import { trainingFields, type TrainingConfig } from '../../proto/training-config.js';
+import { PRUNING_EPOCHS_REASON, PRUNING_MIN_EPOCHS, trainingFields, type TrainingConfig } from '../../proto/training-config.js';
 import { formatZodIssues } from '../../proto/zod-issues.js';
 
 export type { TrainingConfig };
@@ -28,11 +28,10 @@ export const trainingDefaults = {
  * algorithm's own config and in a coordinator's task config (the client refuses
  * that task rather than train without pruning: see Participant).
  */
-const pruningEpochsError =
-  'expected at least 2: Sub-FedAvg compares the masks after epoch 1 and the last epoch, so 1 epoch never prunes';
+const pruningEpochsError = `expected at least ${PRUNING_MIN_EPOCHS}: ${PRUNING_EPOCHS_REASON}`;
 export const pruningTrainingDefaults = {
   ...trainingDefaults,
-  epochs: z.int({ error: pruningEpochsError }).min(2, { error: pruningEpochsError }).default(5),
+  epochs: z.int({ error: pruningEpochsError }).min(PRUNING_MIN_EPOCHS, { error: pruningEpochsError }).default(5),
 };
 
 /** Where the "accuracy after pruning" gate is measured. */

@@ -3,9 +3,11 @@
  * spec (name, summary, reference, kind, config schema, what it needs) into the
  * descriptor the registry lists, with the shared defaults filled in; and
  * `AlgorithmBase` gives the per-client objects everything they have in common
- * (config, training fields, model check, receiving the model, evaluation), so
- * an algorithm's class holds only its own `train` and what it does differently;
- * `DenseAlgorithm` adds the dense baselines' `train`.
+ * (config, training fields, model check, evaluation), so an algorithm's class
+ * holds only its own `train` and what it does differently. It extends
+ * `FederatedAlgorithmBase` (which receives the model) or `LocalAlgorithmBase`,
+ * whose `kind` must be the one its descriptor declares; `DenseAlgorithm` adds
+ * dense FedAvg's `train`.
  */
 import type { z } from 'zod';
 import {
@@ -20,10 +22,7 @@ import type { MaskMap, TensorMap } from '../prune.js';
 import { evaluate } from '../train.js';
 import { prepareAtKept, trainDense } from './common.js';
 import { parseConfig, type GateConfig } from './config.js';
-import type { ClientAlgorithm, EvalResult, RoundContext, TrainOutcome } from './types.js';
-
-/** 'federated': pulls the model and pushes an update every round it is sampled; 'local': never communicates. */
-export type AlgorithmKind = 'federated' | 'local';
+import type { AlgorithmKind, AlgorithmOfKind, EvalResult, FederatedAlgorithm, RoundContext, TrainOutcome } from './types.js';
 
 /** A strict zod object whose every field has a default, so `{}` parses to the reference configuration. */
 export type AlgorithmSchema<Config extends TrainingConfig = TrainingConfig> = z.ZodType<Config>;
@@ -31,13 +30,17 @@ export type AlgorithmSchema<Config extends TrainingConfig = TrainingConfig> = z.
 /** What an algorithm may require of a model: a built Model has it, and so has model.ts's `modelStructure(name)`. */
 export type ModelStructure = Pick<Model, 'name' | 'channelGroups'>;
 
-export interface AlgorithmDescriptor<Name extends string = string, Schema extends AlgorithmSchema = AlgorithmSchema> {
+export interface AlgorithmDescriptor<
+  Name extends string = string,
+  Schema extends AlgorithmSchema = AlgorithmSchema,
+  Kind extends AlgorithmKind = AlgorithmKind,
+> {
   readonly name: Name;
   /** One line for the CLI help and reports. */
   readonly summary: string;
   /** Where the method comes from (paper, reference code). */
   readonly reference: string;
-  readonly kind: AlgorithmKind;
+  readonly kind: Kind;
   /**
    * The coordinator's model is a usable model on its own (dense FedAvg), so the
    * simulator also reports its accuracy on every client's test data.
@@ -54,15 +57,15 @@ export interface AlgorithmDescriptor<Name extends string = string, Schema extend
   gateOf(config: z.output<Schema>): GateConfig | undefined;
   /** Why `model` cannot run this algorithm, or undefined when it can. */
   modelProblem(model: ModelStructure): string | undefined;
-  /** A new per-client algorithm object (fedavg-ft keeps per-client bookkeeping); `input` is validated. */
-  create(input: unknown): ClientAlgorithm;
+  /** A new per-client algorithm object (fedavg-ft keeps per-client bookkeeping), of this kind; `input` is validated. */
+  create(input: unknown): AlgorithmOfKind<Kind>;
 }
 
-export interface AlgorithmSpec<Name extends string, Schema extends AlgorithmSchema> {
+export interface AlgorithmSpec<Name extends string, Schema extends AlgorithmSchema, Kind extends AlgorithmKind> {
   readonly name: Name;
   readonly summary: string;
   readonly reference: string;
-  readonly kind: AlgorithmKind;
+  readonly kind: Kind;
   readonly schema: Schema;
   /** Default false. */
   readonly evaluatesGlobalModel?: boolean;
@@ -70,15 +73,18 @@ export interface AlgorithmSpec<Name extends string, Schema extends AlgorithmSche
   readonly requiresBatchNorm?: boolean;
   /** Pruning algorithms: the gate fields of their config. Absent: the algorithm never prunes. */
   readonly gate?: (config: z.output<Schema>) => GateConfig;
-  /** The per-client class; extending AlgorithmBase, it adds `train` and whatever it does differently. */
-  readonly implementation: new (descriptor: AlgorithmDescriptor<Name, Schema>, config: z.output<Schema>) => ClientAlgorithm;
+  /** The per-client class, of the same kind; extending a base below, it adds `train` and whatever it does differently. */
+  readonly implementation: new (
+    descriptor: AlgorithmDescriptor<Name, Schema, Kind>,
+    config: z.output<Schema>,
+  ) => AlgorithmOfKind<Kind>;
 }
 
-export function defineAlgorithm<const Name extends string, Schema extends AlgorithmSchema>(
-  spec: AlgorithmSpec<Name, Schema>,
-): AlgorithmDescriptor<Name, Schema> {
+export function defineAlgorithm<const Name extends string, Schema extends AlgorithmSchema, const Kind extends AlgorithmKind>(
+  spec: AlgorithmSpec<Name, Schema, Kind>,
+): AlgorithmDescriptor<Name, Schema, Kind> {
   const requiresBatchNorm = spec.requiresBatchNorm ?? false;
-  const descriptor: AlgorithmDescriptor<Name, Schema> = {
+  const descriptor: AlgorithmDescriptor<Name, Schema, Kind> = {
     name: spec.name,
     summary: spec.summary,
     reference: spec.reference,
@@ -99,13 +105,13 @@ export function defineAlgorithm<const Name extends string, Schema extends Algori
 }
 
 /**
- * What every algorithm object shares. A subclass declares `train` (and
- * `implements ClientAlgorithm`); it overrides `prepare` or `evaluate` only when
- * it receives or evaluates differently (local, fedavg-ft).
+ * What every algorithm object shares, whatever its kind. A class extends one of
+ * the two kinds below, declares `train` (and `implements FederatedAlgorithm` or
+ * `LocalAlgorithm`), and overrides `prepare` or `evaluate` only when it
+ * receives or evaluates differently (fedavg-ft).
  */
-export abstract class AlgorithmBase<Config extends TrainingConfig> {
+abstract class AlgorithmBase<Config extends TrainingConfig> {
   readonly name: string;
-  readonly communicates: boolean;
   readonly gate: GateConfig | undefined;
   readonly config: Readonly<Config>;
   /** The algorithm's own training fields (a round's task config may override them: `withTraining`). */
@@ -115,7 +121,6 @@ export abstract class AlgorithmBase<Config extends TrainingConfig> {
   constructor(descriptor: AlgorithmDescriptor<string, AlgorithmSchema<Config>>, config: Config) {
     this.#descriptor = descriptor;
     this.name = descriptor.name;
-    this.communicates = descriptor.kind === 'federated';
     this.config = config;
     this.training = pickTraining(config);
     this.gate = descriptor.gateOf(config);
@@ -135,17 +140,27 @@ export abstract class AlgorithmBase<Config extends TrainingConfig> {
     if (problem !== undefined) throw new Error(problem);
   }
 
-  prepare(model: Model, masks: MaskMap, global: TensorMap): void {
-    prepareAtKept(model, masks, global);
-  }
-
   evaluate(ctx: RoundContext, dataset: Dataset, _received: TensorMap | undefined): Promise<EvalResult> {
     return Promise.resolve(evaluate(ctx.model, dataset));
   }
 }
 
-/** The dense baselines (fedavg, local): masked local training and no mask decision, so masks stay all ones. */
-export class DenseAlgorithm<Config extends TrainingConfig> extends AlgorithmBase<Config> implements ClientAlgorithm {
+/** An algorithm that receives the global model (at its kept positions) and uploads an update. */
+export abstract class FederatedAlgorithmBase<Config extends TrainingConfig> extends AlgorithmBase<Config> {
+  readonly kind = 'federated' as const;
+
+  prepare(model: Model, masks: MaskMap, global: TensorMap): void {
+    prepareAtKept(model, masks, global);
+  }
+}
+
+/** An algorithm that never communicates: nothing to receive, nothing to upload. */
+export abstract class LocalAlgorithmBase<Config extends TrainingConfig> extends AlgorithmBase<Config> {
+  readonly kind = 'local' as const;
+}
+
+/** Dense FedAvg: masked local training and no mask decision, so masks stay all ones. */
+export class DenseAlgorithm<Config extends TrainingConfig> extends FederatedAlgorithmBase<Config> implements FederatedAlgorithm {
   train(ctx: RoundContext): Promise<TrainOutcome> {
     return trainDense(ctx);
   }

@@ -11,8 +11,8 @@ import type { MaskMap, TensorMap } from '../prune.js';
 import { evaluate, trainLocal } from '../train.js';
 import { prepareAtKept, trainDense } from './common.js';
 import { trainingDefaults } from './config.js';
-import { AlgorithmBase, defineAlgorithm } from './define.js';
-import type { ClientAlgorithm, EvalResult, RoundContext, TrainOutcome } from './types.js';
+import { FederatedAlgorithmBase, defineAlgorithm } from './define.js';
+import type { FederatedAlgorithm, EvalResult, RoundContext, TrainOutcome } from './types.js';
 
 export const fedavgFtConfig = z.strictObject({
   ...trainingDefaults,
@@ -21,7 +21,7 @@ export const fedavgFtConfig = z.strictObject({
 });
 export type FedAvgFtConfig = z.infer<typeof fedavgFtConfig>;
 
-export class FedAvgFt extends AlgorithmBase<FedAvgFtConfig> implements ClientAlgorithm {
+export class FedAvgFt extends FederatedAlgorithmBase<FedAvgFtConfig> implements FederatedAlgorithm {
   /** The received model the current weights are exactly a fine-tune of (see evaluate). */
   #prepared: TensorMap | undefined;
   #trainedFrom: TensorMap | undefined;

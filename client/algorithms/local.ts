@@ -3,15 +3,18 @@
  * communicates; the lower bound on what collaboration buys.
  */
 import { z } from 'zod';
+import { trainDense } from './common.js';
 import { trainingDefaults } from './config.js';
-import { DenseAlgorithm, defineAlgorithm } from './define.js';
+import { LocalAlgorithmBase, defineAlgorithm } from './define.js';
+import type { LocalAlgorithm, RoundContext, TrainOutcome } from './types.js';
 
 export const localConfig = z.strictObject({ ...trainingDefaults });
 export type LocalConfig = z.infer<typeof localConfig>;
 
-export class LocalOnly extends DenseAlgorithm<LocalConfig> {
-  override prepare(): void {
-    throw new Error('the local algorithm never receives a model');
+/** Dense training as FedAvg's, on the client's own model only. */
+export class LocalOnly extends LocalAlgorithmBase<LocalConfig> implements LocalAlgorithm {
+  train(ctx: RoundContext): Promise<TrainOutcome> {
+    return trainDense(ctx);
   }
 }
 

@@ -20,6 +20,9 @@ const ALGORITHMS = [subfedavgUn, subfedavgHy, fedavg, fedavgFt, localOnly] as co
 export type RegisteredAlgorithm = (typeof ALGORITHMS)[number];
 export type AlgorithmName = RegisteredAlgorithm['name'];
 
+/** An algorithm's kind, by name ('federated' | 'local'). */
+export type AlgorithmKindOf<Name extends AlgorithmName> = Extract<RegisteredAlgorithm, { name: Name }>['kind'];
+
 /** The config an algorithm accepts, before defaults (every field optional), by name. */
 export type AlgorithmConfigInput<Name extends AlgorithmName> = z.input<Extract<RegisteredAlgorithm, { name: Name }>['schema']>;
 

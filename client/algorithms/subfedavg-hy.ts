@@ -15,8 +15,8 @@ import { channelMaskOf, prunePercentile, prunedFraction, selectChannels, type Ma
 import { gateAccuracy, meanLoss, shapesOf, trainMasked } from './common.js';
 import { SUB_FEDAVG_REFERENCE, gateFields, pickGate, pruningTrainingDefaults, unstructuredFields } from './config.js';
 import { decideChannels, decideUnstructured } from './decisions.js';
-import { AlgorithmBase, defineAlgorithm } from './define.js';
-import type { ClientAlgorithm, MaskDecisionReport, RoundContext, TrainOutcome } from './types.js';
+import { FederatedAlgorithmBase, defineAlgorithm } from './define.js';
+import type { FederatedAlgorithm, MaskDecisionReport, RoundContext, TrainOutcome } from './types.js';
 
 /** Reference defaults: dense layers p 10%, target 50%, dist thresh 5e-4; channels q 0.45, L1 1e-4, Hamming thresh 0.01; gate 50%. */
 export const subfedavgHyConfig = z.strictObject({
@@ -40,7 +40,7 @@ export const subfedavgHyConfig = z.strictObject({
 });
 export type SubFedAvgHyConfig = z.infer<typeof subfedavgHyConfig>;
 
-export class SubFedAvgHy extends AlgorithmBase<SubFedAvgHyConfig> implements ClientAlgorithm {
+export class SubFedAvgHy extends FederatedAlgorithmBase<SubFedAvgHyConfig> implements FederatedAlgorithm {
   /** Per-layer floor: the layer never keeps fewer channels than this. */
   floorOf(channels: number): number {
     return Math.max(1, Math.ceil(channels * this.config.channelFloor));

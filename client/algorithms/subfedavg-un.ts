@@ -8,14 +8,14 @@ import { prunePercentile, prunedFraction, type MaskMap, type TensorMap } from '.
 import { gateAccuracy, meanLoss, prunableNames, trainMasked } from './common.js';
 import { SUB_FEDAVG_REFERENCE, gateFields, pickGate, pruningTrainingDefaults, unstructuredFields } from './config.js';
 import { decideUnstructured } from './decisions.js';
-import { AlgorithmBase, defineAlgorithm } from './define.js';
-import type { ClientAlgorithm, RoundContext, TrainOutcome } from './types.js';
+import { FederatedAlgorithmBase, defineAlgorithm } from './define.js';
+import type { FederatedAlgorithm, RoundContext, TrainOutcome } from './types.js';
 
 /** Reference defaults: p 10%, target 30%, dist thresh 1e-4, gate 50%. */
 export const subfedavgUnConfig = z.strictObject({ ...pruningTrainingDefaults, ...gateFields, ...unstructuredFields });
 export type SubFedAvgUnConfig = z.infer<typeof subfedavgUnConfig>;
 
-export class SubFedAvgUn extends AlgorithmBase<SubFedAvgUnConfig> implements ClientAlgorithm {
+export class SubFedAvgUn extends FederatedAlgorithmBase<SubFedAvgUnConfig> implements FederatedAlgorithm {
   async train(ctx: RoundContext): Promise<TrainOutcome> {
     const { model } = ctx;
     const names = prunableNames(model);

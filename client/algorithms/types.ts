@@ -3,9 +3,13 @@
  * few hooks, in the spirit of Flower's Strategy but on the client:
  *
  *   prepare   the received global values -> the model to train
- *             (global at kept positions, zero elsewhere; BN running stats stay personal)
+ *             (global at kept positions, zero elsewhere; BN running stats stay personal;
+ *             federated algorithms only: a local one never receives a model)
  *   train     local epochs with masked gradients, then the mask decision
  *   evaluate  personalized accuracy (fedavg-ft fine-tunes a copy first)
+ *
+ * An algorithm's `kind` is part of its type (FederatedAlgorithm | LocalAlgorithm),
+ * and so is the Participant that runs it (participant.ts).
  *
  * Building the update (delta at the new kept positions, mask only when changed)
  * is the same rule for all of them and lives in the Participant (participant.ts,
@@ -41,18 +45,22 @@ export interface RoundContext {
   readonly log?: (line: string) => void;
 }
 
-/** What a round of local training produced; the model holds the final weights. */
-export interface TrainOutcome {
-  /** The mask after this round (a new map; equal to the old one when nothing was pruned). */
-  readonly masks: MaskMap;
-  /** Mean training loss over the epochs (the reference's epoch-loss mean). */
+/** What local training says of itself: part of TrainOutcome, and of a round's metrics (participant.ts, RoundMetrics). */
+export interface TrainMetrics {
+  /** Mean training loss over the local epochs (the reference's epoch-loss mean). */
   readonly loss: number;
-  /** Training accuracy of the last epoch. */
+  /** Training accuracy of the last local epoch. */
   readonly trainAccuracy: number;
   /** Alive channels per channel group, for hybrid pruning. */
   readonly channelsKept?: number[];
   /** What the mask decision did, for logs and tests. */
   readonly decisions: readonly MaskDecisionReport[];
+}
+
+/** What a round of local training produced; the model holds the final weights. */
+export interface TrainOutcome extends TrainMetrics {
+  /** The mask after this round (a new map; equal to the old one when nothing was pruned). */
+  readonly masks: MaskMap;
 }
 
 export interface MaskDecisionReport {
@@ -71,11 +79,13 @@ export interface EvalResult {
   readonly accuracy: number;
 }
 
-export interface ClientAlgorithm {
+/** 'federated': pulls the model and pushes an update every round it is sampled; 'local': never communicates. */
+export type AlgorithmKind = 'federated' | 'local';
+
+/** What every algorithm object does, whatever its kind. */
+interface AlgorithmHooks {
   /** The registry name (registry.ts). */
   readonly name: string;
-  /** False for `local`: it never pulls a model nor pushes an update. */
-  readonly communicates: boolean;
   /** Where the pruning gate is measured; undefined when the algorithm never prunes. */
   readonly gate: GateConfig | undefined;
   /** The algorithm's own training hyperparameters. */
@@ -87,8 +97,6 @@ export interface ClientAlgorithm {
   withTraining(overrides: TrainingOverrides): TrainingConfig;
   /** Throws when the model cannot run this algorithm (e.g. hybrid without BatchNorm). */
   checkModel(model: Model): void;
-  /** Load the received (dense, already scattered) global values into the model for this mask. */
-  prepare(model: Model, masks: MaskMap, global: TensorMap): void;
   /** Local training and the mask decision. */
   train(ctx: RoundContext): Promise<TrainOutcome>;
   /**
@@ -97,3 +105,25 @@ export interface ClientAlgorithm {
    */
   evaluate(ctx: RoundContext, dataset: Dataset, received: TensorMap | undefined): Promise<EvalResult>;
 }
+
+/** Receives the global model and uploads an update every round it is sampled. */
+export interface FederatedAlgorithm extends AlgorithmHooks {
+  readonly kind: 'federated';
+  /** Load the received (dense, already scattered) global values into the model for this mask. */
+  prepare(model: Model, masks: MaskMap, global: TensorMap): void;
+}
+
+/** Never communicates: trains on the client's own data only. */
+export interface LocalAlgorithm extends AlgorithmHooks {
+  readonly kind: 'local';
+}
+
+export type ClientAlgorithm = FederatedAlgorithm | LocalAlgorithm;
+
+interface AlgorithmsByKind {
+  federated: FederatedAlgorithm;
+  local: LocalAlgorithm;
+}
+
+/** The algorithm objects of one kind (an indexed type, so that a descriptor of one kind is a descriptor of any). */
+export type AlgorithmOfKind<Kind extends AlgorithmKind> = AlgorithmsByKind[Kind];

@@ -13,7 +13,8 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DataToFit } from '../data/fit.js';
-import { createModelFromArchitecture, scaleArchitecture, zooArchitecture, type Architecture, type ModelName } from '../model.js';
+import { createModelFromArchitecture, scaleArchitecture, zooArchitecture, type Architecture } from '../model.js';
+import type { ModelName } from '../model-names.js';
 import { DISTILLATION_DEFAULTS } from '../objective.js';
 import { fullMasks } from '../prune.js';
 import { predictLogits, trainLocal } from '../train.js';

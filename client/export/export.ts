@@ -8,7 +8,8 @@
  */
 import { describeAlgorithm, isAlgorithmName } from '../algorithms/registry.js';
 import type { Dataset } from '../data/dataset.js';
-import { createModel, isModelName, zooArchitecture, type Architecture, type ModelName } from '../model.js';
+import { createModel, zooArchitecture, type Architecture } from '../model.js';
+import { isModelName, type ModelName } from '../model-names.js';
 import { assertStateMatches, loadState, stateFilePath, StateFileError, type ClientState } from '../state.js';
 import { evaluate, trainLocal } from '../train.js';
 import { compactModel, type LayerReduction } from './compact.js';

@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { BACKEND_CHOICES, initBackend, type BackendChoice } from '../backend.js';
 import { DataFileError, DataFolderError } from '../data/errors.js';
 import { loadClientData, type ClientDataSplits } from '../data/folder.js';
-import { isModelName, MODEL_NAMES } from '../model.js';
+import { isModelName, MODEL_NAMES } from '../model-names.js';
 import { StateFileError } from '../state.js';
 import { DISTILLATION_DEFAULTS, formatDistillReport, runDistill, StudentError, type StudentSpec } from './distill.js';
 import { formatExportReport, runExport } from './export.js';

@@ -5,7 +5,8 @@
  */
 import type { Dataset } from '../data/dataset.js';
 import { normalizationFor } from '../train.js';
-import { createModelFromArchitecture, type Architecture, type Model, type ModelName } from '../model.js';
+import { createModelFromArchitecture, type Architecture, type Model } from '../model.js';
+import type { ModelName } from '../model-names.js';
 import type { MaskMap, TensorMap } from '../prune.js';
 
 export interface PortableModel {

@@ -1,11 +1,13 @@
 // The `subfed` command as a user runs it (from the sources, with tsx): every
 // subcommand listed, suggestions for a typo, exit code 2 for usage errors and
 // 1 for runtime failures, and `subfed client` loading nothing of the server.
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MODEL_NAMES } from '../../client/model-names.js';
 import { packageRoot } from '../../proto/package-root.js';
 import { modelFileJson } from '../../server/config.js';
 import { ENROLL, toyModel } from '../server/harness.js';
@@ -22,7 +24,7 @@ const listsEveryCommand = (help: string) => {
 
 function writeConfig(name: string, fields: Record<string, unknown>): string {
   const path = join(dir, name);
-  writeFileSync(path, JSON.stringify({ model: 'model.json', rounds: 1, frac: 1, enrollmentToken: ENROLL, ...fields }));
+  writeFileSync(path, JSON.stringify({ model: 'model.json', rounds: 1, fraction: 1, enrollmentToken: ENROLL, ...fields }));
   return path;
 }
 
@@ -49,6 +51,20 @@ describe('subfed (cli.ts)', () => {
     listsEveryCommand(run.stdout);
   });
 
+  it('names each concept once: subfed sim --help shows --data, --epochs and --fraction, not the old spellings', async () => {
+    const run = await subfed(['sim', '--help']);
+    expect(run.code).toBe(0);
+    for (const flag of ['--data <dir>', '--epochs <n>', '--fraction <f>']) expect(run.stdout).toContain(flag);
+    for (const old of ['--data-dir', '--local-epochs']) expect(run.stdout).not.toContain(old);
+  });
+
+  it("lists the zoo's models in `subfed model --help`, from the zoo's own list", async () => {
+    const run = await subfed(['model', '--help']);
+    expect(run.code).toBe(0);
+    // commander wraps the help at 80 columns
+    expect(run.stdout.replace(/\s+/g, ' ')).toContain(`--name <model> ${MODEL_NAMES.join(' | ')}`);
+  });
+
   it('answers an unknown command with a suggestion and every subcommand, exit code 2', async () => {
     const run = await subfed(['simm']);
     expect(run.code).toBe(2);
@@ -68,14 +84,51 @@ describe('subfed (cli.ts)', () => {
       subfed(['server', '--config', writeConfig('bad.json', { rounds: 0 })]),
       subfed(['server', '--config', writeConfig('tls.json', { tls: { cert: 'nope/cert.pem', key: 'nope/key.pem' } })]),
       subfed(['sim', '--rounds', '0']),
+      subfed(['server', '--config', writeConfig('renamed.json', { frac: 1 })]),
+      subfed(['sim', '--local-epochs', '2']),
     ]);
-    expect(runs.map((r) => r.code)).toEqual([2, 2, 2, 2, 2, 2]);
+    expect(runs.map((r) => r.code)).toEqual([2, 2, 2, 2, 2, 2, 2, 2]);
     expect(runs[0].stderr).toMatch(/required option '--config <file>' not specified/);
     expect(runs[1].stderr).toMatch(/--name: expected one of mlp, .*got 'resnet'/);
     expect(runs[2].stderr).toMatch(/missing\.json: cannot read config file/);
     expect(runs[3].stderr).toMatch(/bad\.json: rounds: expected a positive integer, got 0/);
     expect(runs[4].stderr).toContain(`subfed: tls.cert: cannot read '${join(dir, 'nope', 'cert.pem')}' (ENOENT`);
     expect(runs[5].stderr).toMatch(/--rounds: expected a positive integer, got '0'/);
+    expect(runs[6].stderr).toContain(`subfed: ${join(dir, 'renamed.json')}: frac: renamed to "fraction"\n`);
+    expect(runs[7].stderr).toBe('subfed sim: --local-epochs: renamed to --epochs\n');
+  });
+
+  it('subfed server starts with training.epochs 1 and warns, naming the file and the field, before it listens', async () => {
+    const config = writeConfig('epochs1.json', { training: { epochs: 1 } });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'cli.ts', 'server', '--config', config], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const records: { level: number; event?: string; msg: string }[] = [];
+    let pending = '';
+    const listening = new Promise<void>((resolve, reject) => {
+      child.stdout.on('data', (d: Buffer) => {
+        pending += d.toString();
+        const lines = pending.split('\n');
+        pending = lines.pop() ?? '';
+        for (const line of lines) {
+          const record = JSON.parse(line) as { level: number; event?: string; msg: string };
+          records.push(record);
+          if (record.event === 'listening') resolve();
+        }
+      });
+      child.once('exit', (code) => reject(new Error(`subfed server exited (${code}) before listening`)));
+    });
+    await listening;
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const warnings = records.filter((r) => r.level === 40);
+    expect(warnings.map((r) => r.event)).toEqual(['config-warning']);
+    expect(warnings[0].msg.startsWith(`${config}: training.epochs is 1: every Sub-FedAvg client will refuse its tasks`)).toBe(
+      true,
+    );
+    expect(records.indexOf(warnings[0])).toBeLessThan(records.findIndex((r) => r.event === 'listening'));
   });
 
   it('exits 1 for a runtime failure (the HTTP port is taken)', async () => {

@@ -214,7 +214,7 @@ describe('algorithm configs', () => {
     expect(() => createAlgorithm('fedavg', { prune: 10 })).toThrow(AlgorithmConfigError);
     expect(() => createAlgorithm('fedavg', { prune: 10 })).toThrow(/prune/);
     expect(() => createAlgorithm('fedprox')).toThrow(/unknown algorithm 'fedprox'/);
-    expect(createAlgorithm('local').communicates).toBe(false);
+    expect(createAlgorithm('local').kind).toBe('local');
   });
 
   it('refuse one local epoch for Sub-FedAvg, which could never prune with it, and allow it for the dense baselines', () => {

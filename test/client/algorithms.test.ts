@@ -5,11 +5,11 @@
  * the dense baselines never prune, local never communicates.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
 import { trainMasked } from '../../client/algorithms/common.js';
 import { createModel } from '../../client/model.js';
-import { Participant } from '../../client/participant.js';
+import { createParticipant, type LocalRoundResult } from '../../client/participant.js';
 import { channelMaskOf, prunePercentile, prunedFraction, applyMasks, fullMasks } from '../../client/prune.js';
 import { evaluate } from '../../client/train.js';
 import { OneClientServer, tinyData, zerosWhereMasked } from './participant-helpers.js';
@@ -80,7 +80,7 @@ describe('subfedavg-un', () => {
     const model = createModel('mlp', 2);
     const { train, test } = tinyData(2);
     const lines: string[] = [];
-    const participant = new Participant({
+    const participant = createParticipant({
       model,
       algorithm: 'subfedavg-un',
       config: { epochs: 2, lr: 0.05 },
@@ -101,7 +101,7 @@ describe('subfedavg-un', () => {
       // biases are never pruned
       for (const spec of model.manifest) if (!spec.prunable) expect(after.get(spec.name)!.isFull).toBe(true);
       // masks only shrink, and the update marks exactly the tensors whose mask changed
-      for (const [name, t] of result.update!.tensors) {
+      for (const [name, t] of result.update.tensors) {
         const old = before.get(name)!;
         const changed = old.toBytes().some((v, i) => v !== (t.mask.has(i) ? 1 : 0));
         expect(t.maskChanged).toBe(changed);
@@ -127,7 +127,7 @@ describe('subfedavg-hy', () => {
     // Channel pruning needs the |gamma| ranking to move between epoch 1 and the last:
     // a 4-class noisy task with a brisk learning rate does that within two rounds.
     const { train, test } = tinyData(3, 100, 40, 4, 0.5);
-    const participant = new Participant({
+    const participant = createParticipant({
       model,
       algorithm: 'subfedavg-hy',
       config: { epochs: 3, lr: 0.1, gateOn: 'test' },
@@ -179,7 +179,7 @@ describe('memory', () => {
       const model = createModel('mlp', 7);
       const { train, test } = tinyData(7, 60, 20);
       const config = algorithm === 'fedavg-ft' ? { epochs: 1, ftEpochs: 2 } : { epochs: 2, gateOn: 'test' as const };
-      const participant = new Participant({ model, algorithm, config, train, test, seed: 7 });
+      const participant = createParticipant({ model, algorithm, config, train, test, seed: 7 });
       const server = new OneClientServer(model.getWeights());
       const counts: number[] = [];
       for (let r = 0; r < 3; r++) {
@@ -197,13 +197,13 @@ describe('dense baselines', () => {
   it('fedavg never prunes and sends no mask after the first contact', async () => {
     const model = createModel('mlp', 4);
     const { train, test } = tinyData(4);
-    const participant = new Participant({ model, algorithm: 'fedavg', config: { epochs: 1, lr: 0.05 }, train, test, seed: 4 });
+    const participant = createParticipant({ model, algorithm: 'fedavg', config: { epochs: 1, lr: 0.05 }, train, test, seed: 4 });
     const server = new OneClientServer(model.getWeights());
     for (let r = 0; r < 2; r++) {
       const result = await server.round_(participant);
-      expect(result.update!.maskChange).toEqual({ kind: 'unchanged' });
+      expect(result.update.maskChange).toEqual({ kind: 'unchanged' });
       expect(participant.sparsity).toBe(0);
-      for (const [name, t] of result.update!.tensors) expect(t.kept.length).toBe(model.getWeights().get(name)!.length);
+      for (const [name, t] of result.update.tensors) expect(t.kept.length).toBe(model.getWeights().get(name)!.length);
     }
     expect((await participant.evaluate()).accuracy).toBeGreaterThan(0.8);
     model.dispose();
@@ -212,7 +212,7 @@ describe('dense baselines', () => {
   it('fedavg-ft reports the accuracy of a fine-tuned copy of the received model and never touches its own', async () => {
     const model = createModel('mlp', 5);
     const { train, test } = tinyData(5);
-    const participant = new Participant({
+    const participant = createParticipant({
       model,
       algorithm: 'fedavg-ft',
       config: { epochs: 1, ftEpochs: 2, lr: 0.05 },
@@ -237,13 +237,16 @@ describe('dense baselines', () => {
   it('local trains without ever taking a task or producing an update', async () => {
     const model = createModel('mlp', 6);
     const { train, test } = tinyData(6);
-    const participant = new Participant({ model, algorithm: 'local', config: { epochs: 1, lr: 0.05 }, train, test, seed: 6 });
-    const first = await participant.localRound(null);
-    expect(first.update).toBeUndefined();
-    const second = await participant.localRound(null);
+    const participant = createParticipant({ model, algorithm: 'local', config: { epochs: 1, lr: 0.05 }, train, test, seed: 6 });
+    expect(participant.kind).toBe('local');
+    const first = await participant.localRound();
+    expect(first).not.toHaveProperty('update');
+    const second = await participant.localRound();
     expect(second.metrics.accuracy).toBeGreaterThan(0.8);
     expect(participant.round).toBe(2);
-    await expect(participant.localRound(new OneClientServer(model.getWeights()).task())).rejects.toThrow(/never communicates/);
+    // Taking a task, or producing an update, does not compile for a local participant.
+    expectTypeOf<typeof participant.localRound>().parameters.toEqualTypeOf<[]>();
+    expectTypeOf<LocalRoundResult>().not.toHaveProperty('update');
     model.dispose();
   });
 });

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { describe, expect, it } from 'vitest';
-import { initBackend, type BackendChoice } from '../../client/backend.js';
+import { describe, expect, expectTypeOf, it } from 'vitest';
+import { initBackend } from '../../client/backend.js';
 
 describe('initBackend', () => {
   it('rejects forcing tfjs-node when it is not installed, naming it and why', async () => {
@@ -9,8 +9,17 @@ describe('initBackend', () => {
     );
   });
 
-  it('rejects an unknown choice, listing the valid ones', async () => {
-    await expect(initBackend('gpu' as BackendChoice)).rejects.toThrow(/unknown backend "gpu".*auto, node, wasm, cpu/);
+  it('rejects an unknown choice, listing the valid ones: from SUBFED_BACKEND at run time, in code at compile time', async () => {
+    // @ts-expect-error 'gpu' is no BackendChoice: a choice written in code is checked by the compiler
+    expectTypeOf(initBackend).toBeCallableWith('gpu');
+    const saved = process.env.SUBFED_BACKEND;
+    process.env.SUBFED_BACKEND = 'gpu';
+    try {
+      await expect(initBackend()).rejects.toThrow(/SUBFED_BACKEND: expected one of auto, node, wasm, cpu, got "gpu"/);
+    } finally {
+      if (saved === undefined) delete process.env.SUBFED_BACKEND;
+      else process.env.SUBFED_BACKEND = saved;
+    }
   });
 
   it('selects a backend once and logs it once; auto falls back past the missing tfjs-node', async () => {

@@ -52,7 +52,7 @@ export async function startMlpCoordinator(
   return startCoordinator(
     {
       rounds,
-      frac: 1,
+      fraction: 1,
       minClients: 1,
       enrollmentToken: TOKEN,
       http: { enabled: false },

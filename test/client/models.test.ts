@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
-import { createModel, MODEL_NAMES, parameterCount, type ModelName } from '../../client/model.js';
+import { createModel, parameterCount } from '../../client/model.js';
+import { MODEL_NAMES, type ModelName } from '../../client/model-names.js';
 
 beforeAll(async () => {
   await initBackend('wasm', { logger: { info: () => {} } });

@@ -4,7 +4,25 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { clientRun } from '../../client/run.js';
-import { ClientCommandError, clientOptionsFromCommandLine, type ClientOptions } from '../../client/options.js';
+import { Option } from 'commander';
+import {
+  CLIENT_FLAGS,
+  ClientCommandError,
+  clientOptionsFromCommandLine,
+  type ClientOptionKey,
+  type ClientOptions,
+} from '../../client/options.js';
+
+describe('one name per option', () => {
+  it("names each option's config-file field as the option, and its flag as the field's kebab-case (the token alone: tokenFile)", () => {
+    const kebab = (field: string) => `--${field.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    for (const [key, spec] of Object.entries(CLIENT_FLAGS) as [ClientOptionKey, { flags: string }][]) {
+      const option = new Option(spec.flags);
+      const field = key === 'enrollmentToken' ? 'tokenFile' : key;
+      expect([option.long, option.attributeName()], key).toEqual([kebab(field), field]);
+    }
+  });
+});
 
 describe('client config file', () => {
   let dir: string;
@@ -52,19 +70,19 @@ describe('client config file', () => {
       stateDir: '/var/lib/subfed', // absolute stays
       algorithm: 'subfedavg-un',
       algorithmConfig: { target: 45 },
-      valueEncoding: 'int8',
+      values: 'int8',
       tlsCa: join(dir, 'device', 'ca.pem'),
       backend: 'wasm',
       model: 'mlp',
       name: 'sensor-7',
       seed: 7,
-      maxRounds: 20,
+      rounds: 20,
       leave: true,
       logLevel: 'warn',
       heartbeatMs: 2000,
       warnings: [],
     } satisfies Partial<ClientOptions>);
-    expect(options.nameOf('maxRounds')).toBe(`${file}: rounds`);
+    expect(options.nameOf('rounds')).toBe(`${file}: rounds`);
     expect(options.nameOf('enrollmentToken')).toBe(`${file}: tokenFile`);
   });
 
@@ -75,14 +93,14 @@ describe('client config file', () => {
     );
     expect(options).toMatchObject({
       enrollmentToken: 'from-the-environment',
-      maxRounds: 3,
+      rounds: 3,
       data: 'here', // a flag's path is the user's, relative to where they are
       algorithmConfig: { target: 30 },
       logLevel: 'debug',
       server: 'coordinator.lan:50051',
       name: 'sensor-7',
     });
-    expect([options.nameOf('maxRounds'), options.nameOf('enrollmentToken'), options.nameOf('server')]).toEqual([
+    expect([options.nameOf('rounds'), options.nameOf('enrollmentToken'), options.nameOf('server')]).toEqual([
       '--rounds',
       'SUBFED_TOKEN',
       `${file}: server`,

@@ -89,7 +89,7 @@ describe('runClient', () => {
       name: 'unit-client',
     } as const;
     try {
-      const { summary, events, lines } = await run({ ...options, server: server.grpcAddress, maxRounds: 2 });
+      const { summary, events, lines } = await run({ ...options, server: server.grpcAddress, rounds: 2 });
       await server.waitForRound(2);
       expect(summary.rounds).toBe(2);
       expect(summary.bytesUp).toBeGreaterThan(0);
@@ -119,7 +119,7 @@ describe('runClient', () => {
         server: server.grpcAddress,
         clientId: 'c1',
         algorithm: 'subfedavg-un',
-        valueEncoding: 'f32',
+        values: 'f32',
       });
       // first contact gets the dense model; the second task only our kept positions
       expect(ofKind(events, 'round-started').map((e) => [e.round, e.received])).toEqual([
@@ -167,7 +167,7 @@ describe('runClient', () => {
     const again = await startServer(1);
     try {
       const before = await loadState(stateDir);
-      const { summary, events } = await run({ ...options, server: again.grpcAddress, maxRounds: 1 });
+      const { summary, events } = await run({ ...options, server: again.grpcAddress, rounds: 1 });
       expect(summary.rounds).toBe(1);
       expect(milestones(events).slice(0, 5)).toEqual(['backend-ready', 'data-loaded', 'resumed', 'state-restored', 'rejoined']);
       expect(ofKind(events, 'resumed')[0]).toMatchObject({ clientId: 'c1', server: again.grpcAddress });
@@ -201,7 +201,7 @@ describe('runClient', () => {
         algorithm: 'subfedavg-un',
         algorithmConfig: { gateOn: 'test', accThresh: 0 },
         backend: 'wasm',
-        maxRounds: 1,
+        rounds: 1,
       });
     try {
       const a = await once();
@@ -230,7 +230,7 @@ describe('runClient', () => {
     const untilFinished = () =>
       run({ server: server.grpcAddress, enrollmentToken: TOKEN, data: dataDir, stateDir, algorithm: 'fedavg', backend: 'wasm' });
     try {
-      // No maxRounds: only the coordinator's signal ends the run.
+      // No rounds: only the coordinator's signal ends the run.
       const first = await untilFinished();
       expect(first.summary).toMatchObject({ rounds: 2, finished: true });
       expect(ofKind(first.events, 'finished')).toEqual([
@@ -427,15 +427,15 @@ describe('runClient', () => {
       algorithm: 'subfedavg-un',
       algorithmConfig: { target: 40 },
       seed: 7,
-      maxRounds: 3,
-      valueEncoding: 'int8',
+      rounds: 3,
+      values: 'int8',
       leave: false,
       logLevel: 'info',
       heartbeatMs: 5000,
       labelColumn: 'label',
       warnings: [],
     });
-    expect(options.nameOf('maxRounds')).toBe('--rounds');
+    expect(options.nameOf('rounds')).toBe('--rounds');
     expect((await clientOptionsFromFlags({ ...flags, algorithmConfig: '{"p": 5}' })).algorithmConfig).toEqual({ p: 5 });
     expect(
       await clientOptionsFromFlags({
@@ -476,13 +476,13 @@ describe('runClient', () => {
   it('layers option sources: a later one overrides, and an error names the source that set the value', async () => {
     const file = {
       fieldName: (key: string) => `client.json: ${key}`,
-      values: { server: 'coord:50051', maxRounds: 5, stateDir: '/var/subfed' },
+      values: { server: 'coord:50051', rounds: 5, stateDir: '/var/subfed' },
     };
     const cli = await flagSource({ data: dataDir, rounds: '2' });
     const env = envSource({ SUBFED_TOKEN: TOKEN });
     const merged = resolveClientOptions([file, env, cli]);
-    expect(merged).toMatchObject({ server: 'coord:50051', maxRounds: 2, stateDir: '/var/subfed', enrollmentToken: TOKEN });
-    expect([merged.nameOf('server'), merged.nameOf('maxRounds'), merged.nameOf('enrollmentToken')]).toEqual([
+    expect(merged).toMatchObject({ server: 'coord:50051', rounds: 2, stateDir: '/var/subfed', enrollmentToken: TOKEN });
+    expect([merged.nameOf('server'), merged.nameOf('rounds'), merged.nameOf('enrollmentToken')]).toEqual([
       'client.json: server',
       '--rounds',
       'SUBFED_TOKEN',
@@ -508,7 +508,7 @@ describe('runClient', () => {
       algorithmConfig: { epochs: 1, lr: 0.05 },
       model: 'mlp',
       backend: 'wasm',
-      maxRounds: 2,
+      rounds: 2,
     });
     expect(summary).toMatchObject({ rounds: 2, bytesUp: 0, bytesDown: 0 });
     expect(milestones(events)).toEqual([

@@ -1,7 +1,18 @@
-import { beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, expectTypeOf, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
 import { createModel } from '../../client/model.js';
-import { Participant, TaskError, updateDelta, type DenseTask, type ReceivedTask } from '../../client/participant.js';
+import { algorithmNames, describeAlgorithm } from '../../client/algorithms/index.js';
+import {
+  createParticipant,
+  TaskError,
+  updateDelta,
+  type DenseTask,
+  type FederatedParticipant,
+  type FederatedRoundResult,
+  type LocalParticipant,
+  type LocalUpdate,
+  type ReceivedTask,
+} from '../../client/participant.js';
 import { applyMasks, prunePercentile } from '../../client/prune.js';
 import type { SparseValues } from '../../proto/codec.js';
 import { Mask } from '../../proto/mask.js';
@@ -14,7 +25,7 @@ beforeAll(async () => {
 function mlpParticipant(algorithm: 'fedavg' | 'subfedavg-un' = 'fedavg', config: object = { epochs: 1, lr: 0.05 }) {
   const model = createModel('mlp', 11);
   const { train, test } = tinyData(11, 60, 20);
-  return { model, participant: new Participant({ model, algorithm, config, train, test, seed: 11 }), train, test };
+  return { model, participant: createParticipant({ model, algorithm, config, train, test, seed: 11 }), train, test };
 }
 
 describe('updateDelta', () => {
@@ -24,7 +35,29 @@ describe('updateDelta', () => {
   });
 });
 
-describe('Participant.localRound', () => {
+describe('createParticipant', () => {
+  it("gives each algorithm a participant of the registry's kind for it", () => {
+    const { train, test } = tinyData(14, 30, 10);
+    for (const name of algorithmNames()) {
+      const descriptor = describeAlgorithm(name);
+      const model = createModel(descriptor.requiresBatchNorm ? 'lenet5-bn-mnist' : 'mlp', 14);
+      const participant = createParticipant({ model, algorithm: name, train, test, seed: 14 });
+      expect([participant.kind, participant.algorithm.kind, participant.algorithm.name]).toEqual([
+        descriptor.kind,
+        descriptor.kind,
+        name,
+      ]);
+      model.dispose();
+    }
+    // ... and so do the types: a federated round always yields an update, a local one never takes a task.
+    expectTypeOf(createParticipant<'subfedavg-un'>).returns.toEqualTypeOf<FederatedParticipant>();
+    expectTypeOf(createParticipant<'local'>).returns.toEqualTypeOf<LocalParticipant>();
+    expectTypeOf<FederatedRoundResult['update']>().toEqualTypeOf<LocalUpdate>();
+    expectTypeOf<LocalParticipant['localRound']>().parameters.toEqualTypeOf<[]>();
+  });
+});
+
+describe('FederatedParticipant.localRound', () => {
   it('builds w = global at kept positions and uploads the delta at the new kept positions', async () => {
     const { model, participant } = mlpParticipant();
     const server = new OneClientServer(model.getWeights());
@@ -33,7 +66,7 @@ describe('Participant.localRound', () => {
     const task = server.task();
     const result = await participant.localRound(task);
     const trained = model.getWeights();
-    for (const [name, t] of result.update!.tensors) {
+    for (const [name, t] of result.update.tensors) {
       // received + delta == trained, at every kept position
       const rebuilt = t.mask.scatter(t.kept);
       const g = before.get(name)!;
@@ -53,7 +86,7 @@ describe('Participant.localRound', () => {
   it('zeroes received values outside its own mask and keeps BN running stats personal', async () => {
     const model = createModel('lenet5-bn-mnist', 12);
     const { train, test } = tinyData(12, 40, 20);
-    const participant = new Participant({ model, algorithm: 'fedavg', config: { epochs: 1 }, train, test, seed: 12 });
+    const participant = createParticipant({ model, algorithm: 'fedavg', config: { epochs: 1 }, train, test, seed: 12 });
     const personal = model.getPersonal();
     const global = model.getWeights();
     // the coordinator's values are whatever it holds; the client takes them as sent (all-ones mask)
@@ -64,9 +97,9 @@ describe('Participant.localRound', () => {
       tensors: new Map([...global].map(([n, w]) => [n, w.map((x) => x + 1)])),
     };
     const result = await participant.localRound(task);
-    expect(result.update!.tensors.size).toBe(model.manifest.length);
+    expect(result.update.tensors.size).toBe(model.manifest.length);
     // running stats moved by local training only; they are no manifest tensor and never uploaded
-    for (const name of personal.keys()) expect(result.update!.tensors.has(name)).toBe(false);
+    for (const name of personal.keys()) expect(result.update.tensors.has(name)).toBe(false);
     expect(model.getPersonal().get('bn1.running_var')).not.toEqual(personal.get('bn1.running_var'));
     model.dispose();
   });
@@ -75,16 +108,16 @@ describe('Participant.localRound', () => {
     const { model, participant } = mlpParticipant('subfedavg-un', { epochs: 2, lr: 0.05, gateOn: 'test', accThresh: 0 });
     const server = new OneClientServer(model.getWeights());
     const result = await server.round_(participant);
-    const changed = [...result.update!.tensors].filter(([, t]) => t.maskChanged).map(([n]) => n);
+    const changed = [...result.update.tensors].filter(([, t]) => t.maskChanged).map(([n]) => n);
     expect(changed.sort()).toEqual(
       model.manifest
         .filter((s) => s.prunable)
         .map((s) => s.name)
         .sort(),
     );
-    expect(result.update!.maskChange).toEqual({ kind: 'changed', version: 1 });
+    expect(result.update.maskChange).toEqual({ kind: 'changed', version: 1 });
     expect(participant.maskVersion).toBe(1);
-    for (const t of result.update!.tensors.values()) expect(t.kept.length).toBe(t.mask.keptCount);
+    for (const t of result.update.tensors.values()) expect(t.kept.length).toBe(t.mask.keptCount);
     model.dispose();
   });
 
@@ -100,9 +133,9 @@ describe('Participant.localRound', () => {
       tensors: new Map([...server.global].map(([n, w]) => [n, Float32Array.from(w)])),
     };
     const result = await participant.localRound(task);
-    expect([...result.update!.tensors.values()].every((t) => t.maskChanged)).toBe(true);
-    expect(result.update!.baseMaskVersion).toBe(5);
-    expect(result.update!.maskChange).toEqual({ kind: 'changed', version: 1 });
+    expect([...result.update.tensors.values()].every((t) => t.maskChanged)).toBe(true);
+    expect(result.update.baseMaskVersion).toBe(5);
+    expect(result.update.maskChange).toEqual({ kind: 'changed', version: 1 });
     model.dispose();
   });
 
@@ -191,22 +224,23 @@ describe('Participant.localRound', () => {
     const miscounted = allSparse();
     miscounted.set('fc3.bias', { kept: new Float32Array(10), mask: Mask.fromBytes([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]) });
     await expect(participant.localRound(sparse(miscounted))).rejects.toThrow(/10 values for 2 kept positions/);
-    await expect(participant.localRound(null)).rejects.toThrow(/needs a task/);
+    // A federated round without a task does not compile.
+    expectTypeOf<typeof participant.localRound>().parameters.toEqualTypeOf<[ReceivedTask]>();
     model.dispose();
   });
 
   it('holds out a validation split for the gate by default, or gates on test', () => {
     const { train, test } = tinyData(13, 50, 10);
     const model = createModel('mlp', 13);
-    const val = new Participant({ model, algorithm: 'subfedavg-un', train, test, seed: 1 });
+    const val = createParticipant({ model, algorithm: 'subfedavg-un', train, test, seed: 1 });
     expect(val.data.gate!.count).toBe(5);
     expect(val.data.train.count).toBe(45);
     expect(val.numExamples).toBe(45);
-    const onTest = new Participant({ model, algorithm: 'subfedavg-un', config: { gateOn: 'test' }, train, test, seed: 1 });
+    const onTest = createParticipant({ model, algorithm: 'subfedavg-un', config: { gateOn: 'test' }, train, test, seed: 1 });
     expect(onTest.data.gate).toBe(test);
     expect(onTest.data.train).toBe(train);
-    expect(new Participant({ model, algorithm: 'fedavg', train, test, seed: 1 }).data.gate).toBeUndefined();
-    expect(() => new Participant({ model: createModel('mlp', 1), algorithm: 'subfedavg-hy', train, test, seed: 1 })).toThrow(
+    expect(createParticipant({ model, algorithm: 'fedavg', train, test, seed: 1 }).data.gate).toBeUndefined();
+    expect(() => createParticipant({ model: createModel('mlp', 1), algorithm: 'subfedavg-hy', train, test, seed: 1 })).toThrow(
       /BatchNorm/,
     );
     model.dispose();
@@ -223,7 +257,7 @@ describe('Participant state', () => {
     expect(state.round).toBe(1);
     expect(state.maskVersion).toBe(1);
     const model2 = createModel('mlp', 99);
-    const resumed = new Participant({
+    const resumed = createParticipant({
       model: model2,
       algorithm: 'subfedavg-un',
       config,
@@ -251,7 +285,7 @@ describe('Participant state', () => {
       ),
     };
     const result = await resumed.localRound(task);
-    expect(result.update!.baseMaskVersion).toBe(1);
+    expect(result.update.baseMaskVersion).toBe(1);
     model.dispose();
     model2.dispose();
   });
@@ -261,7 +295,7 @@ describe('Participant state', () => {
     const state = participant.exportState();
     const masks = new Map(state.masks);
     masks.set('fc1.bias', Mask.full(3));
-    expect(() => new Participant({ model, algorithm: 'fedavg', train, test, seed: 1, restore: { ...state, masks } })).toThrow(
+    expect(() => createParticipant({ model, algorithm: 'fedavg', train, test, seed: 1, restore: { ...state, masks } })).toThrow(
       /'fc1.bias' has 3 entries/,
     );
     // and the prune helpers compose with a restored mask

@@ -33,7 +33,7 @@ describe('algorithm registry', () => {
       expect(descriptor.reference.length).toBeGreaterThan(10);
       const algo = createAlgorithm(descriptor.name);
       expect(algo.name).toBe(descriptor.name);
-      expect(algo.communicates).toBe(descriptor.kind === 'federated');
+      expect(algo.kind).toBe(descriptor.kind);
       expect(algo.training).toEqual({ epochs: 5, batchSize: 10, lr: 0.01, momentum: 0.5 });
       expect(algo.gate === undefined).toBe(descriptor.pruning === 'none');
     }

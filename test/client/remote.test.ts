@@ -111,6 +111,7 @@ class FakeCoordinator {
         if (!this.hasTask) {
           const roundId = this.finished ? 9 : 0;
           call.write({
+            kind: 'header',
             header: {
               protocolVersion: 1,
               hasTask: false,
@@ -138,6 +139,7 @@ class FakeCoordinator {
         ];
         const chunks: TaskChunk[] = [
           {
+            kind: 'header',
             header: {
               protocolVersion: 1,
               hasTask: true,
@@ -150,7 +152,7 @@ class FakeCoordinator {
               finished: false,
             },
           },
-          ...tensors.flatMap((t) => splitTensor(t).map((piece) => ({ piece }))),
+          ...tensors.flatMap((t) => splitTensor(t).map((piece): TaskChunk => ({ kind: 'piece', piece }))),
         ];
         for (const c of chunks) call.write(c);
         call.end();
@@ -164,7 +166,7 @@ class FakeCoordinator {
         call.on('data', (chunk: UpdateChunk | Malformed) => {
           try {
             if (isMalformed(chunk)) throw new WireError(grpc.status.INVALID_ARGUMENT, chunk.error);
-            if (chunk.header) {
+            if (chunk.kind === 'header') {
               header = chunk.header;
               if (header.roundId !== 7)
                 throw new WireError(grpc.status.FAILED_PRECONDITION, `round ${header.roundId} is not open`);

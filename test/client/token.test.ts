@@ -79,7 +79,7 @@ describe('the enrollment token', () => {
     return startCoordinator(
       {
         rounds: 1,
-        frac: 1,
+        fraction: 1,
         minClients: 1,
         enrollmentToken: SECRET,
         http: { enabled: false },

@@ -3,7 +3,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
 import { KNOWN_NORMALIZATION, type ImageDataset } from '../../client/data/dataset.js';
 import { SeededRandom } from '../../proto/random.js';
-import { createModel, type ModelName } from '../../client/model.js';
+import { createModel } from '../../client/model.js';
+import type { ModelName } from '../../client/model-names.js';
 import { crossEntropyWithStats, evaluate, normalizationFor, trainLocal } from '../../client/train.js';
 
 beforeAll(async () => {

@@ -55,7 +55,7 @@ describe('README: JSON examples', () => {
       expect(options.warnings).toEqual([]);
       expect(options.enrollmentToken).toBe('the-token');
       expect(options.server).toBe(json.server);
-      if (json.values !== undefined) expect(options.valueEncoding).toBe(json.values);
+      if (json.values !== undefined) expect(options.values).toBe(json.values);
       if (json.algorithm !== undefined) expect(options.algorithm).toBe(json.algorithm);
       if (typeof json.data === 'string') expect(options.data).toBe(join(dir, json.data));
       if (typeof json.tlsCa === 'string') expect(options.tlsCa).toBe(join(dir, json.tlsCa));
@@ -65,7 +65,7 @@ describe('README: JSON examples', () => {
   it('names only coordinator fields that exist (`grpc.host`, `tls.cert`, ...)', () => {
     const config = parseConfig({
       rounds: 1,
-      frac: 1,
+      fraction: 1,
       enrollmentToken: 'x',
       tls: { cert: 'c', key: 'k', clientCa: 'ca' },
     }) as Record<string, unknown>;

@@ -85,7 +85,7 @@ describe('coordinator resume after kill -9', () => {
         model: 'model.json',
         sqlite: 'state.db',
         rounds: 3,
-        frac: 1,
+        fraction: 1,
         minClients: 2,
         enrollmentToken: ENROLL,
         weighting: 'unweighted',
@@ -162,7 +162,14 @@ describe('coordinator resume after kill -9', () => {
     const configPath = join(dir, 'locked.json');
     writeFileSync(
       configPath,
-      JSON.stringify({ model: 'model.json', sqlite: 'locked.db', rounds: 3, frac: 1, enrollmentToken: ENROLL, logLevel: 'info' }),
+      JSON.stringify({
+        model: 'model.json',
+        sqlite: 'locked.db',
+        rounds: 3,
+        fraction: 1,
+        enrollmentToken: ENROLL,
+        logLevel: 'info',
+      }),
     );
     const first = await startChild(configPath);
     const second = await runCli(configPath);

@@ -12,7 +12,7 @@ describe('coordinator end to end over loopback gRPC', () => {
 
   beforeAll(async () => {
     server = await startCoordinator(
-      { rounds: 3, frac: 1, minClients: 3, enrollmentToken: ENROLL, weighting: 'examples', roundDeadlineMs: 60_000 },
+      { rounds: 3, fraction: 1, minClients: 3, enrollmentToken: ENROLL, weighting: 'examples', roundDeadlineMs: 60_000 },
       toyModel(),
       { logger: log.logger },
     );

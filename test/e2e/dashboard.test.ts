@@ -129,7 +129,7 @@ describe.skipIf(!hasChromium)('dashboard in headless Chromium', () => {
     server = await startCoordinator(
       {
         rounds: ROUNDS,
-        frac: 1,
+        fraction: 1,
         minClients: CLIENTS,
         quorum: 0.5,
         // The dropout round commits at its deadline with the reports it has.

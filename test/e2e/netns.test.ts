@@ -232,7 +232,7 @@ describe.skipIf(unavailable !== undefined)('a federation across network namespac
         grpc: { host: '0.0.0.0', port: 0 },
         http: { enabled: false },
         rounds: ROUNDS,
-        frac: 1,
+        fraction: 1,
         minClients: CLIENTS.length,
         enrollmentToken: TOKEN,
         training: { epochs: 2, batchSize: 10, lr: 0.05 },

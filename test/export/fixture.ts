@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { ImageDataset } from '../../client/data/dataset.js';
 import { inputEncodingOf } from '../../client/export/portable.js';
 import { createModel } from '../../client/model.js';
-import { Participant } from '../../client/participant.js';
+import { createParticipant } from '../../client/participant.js';
 import { saveState } from '../../client/state.js';
 import { idxImages, idxLabels } from '../fixtures/data-files.js';
 import { OneClientServer, tinyData } from '../client/participant-helpers.js';
@@ -39,7 +39,7 @@ export function writeIdx(folder: string, ds: ImageDataset): void {
 export async function hyClient(dir: string, rounds = 3): Promise<HyClient> {
   const model = createModel('lenet5-bn-mnist', 3);
   const { train, test } = tinyData(3, 100, 40, 4, 0.5);
-  const participant = new Participant({
+  const participant = createParticipant({
     model,
     algorithm: 'subfedavg-hy',
     config: { epochs: 3, lr: 0.1, gateOn: 'test' },

@@ -62,7 +62,7 @@ describe('clients killed mid-download, mid-upload and mid-training', () => {
     server = await startCoordinator(
       {
         rounds: 1,
-        frac: 1,
+        fraction: 1,
         // The round opens when the fifth member joins: two reporters and three victims.
         minClients: 5,
         quorum: 0.4,

@@ -53,7 +53,7 @@ const INITIAL: TensorMap = new Map(MANIFEST.map((s, i) => [s.name, exactDeltas(s
 
 const CONFIG: CoordinatorConfigInput = {
   rounds: ROUNDS,
-  frac: 1,
+  fraction: 1,
   minClients: MEMBERS,
   // Every member reports in every round: a round commits exactly when the last one did, whatever the timing.
   quorum: 1,

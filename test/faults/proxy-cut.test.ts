@@ -91,7 +91,7 @@ async function setup(options: { bBehindProxy?: boolean } = {}) {
   server = await startCoordinator(
     {
       rounds: 2,
-      frac: 1,
+      fraction: 1,
       minClients: 2,
       quorum: 1,
       roundDeadlineMs: 600_000,

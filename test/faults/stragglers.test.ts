@@ -75,7 +75,7 @@ describe('a straggler past the deadline', () => {
     server = await startCoordinator(
       {
         rounds: 2,
-        frac: 1,
+        fraction: 1,
         minClients: 3,
         quorum: 0.5,
         // Round 1 closes at this deadline with the two punctual members; round 2 with all three before it.

@@ -67,7 +67,7 @@ describe('a client whose local state was wiped', () => {
     server = await startCoordinator(
       {
         rounds: 3,
-        frac: 1,
+        fraction: 1,
         minClients: 1,
         roundDeadlineMs: 600_000,
         retryAfterMs: 100,

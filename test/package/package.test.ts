@@ -168,7 +168,7 @@ describe('the packed tarball', () => {
         model: 'model.json',
         sqlite: 'coordinator.db',
         rounds: 1,
-        frac: 1,
+        fraction: 1,
         enrollmentToken: TOKEN,
         training: { epochs: 2, batchSize: 10, lr: 0.05 },
       }),

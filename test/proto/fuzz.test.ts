@@ -8,7 +8,8 @@
 import { status } from '@grpc/grpc-js';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { CodecError, decodeMask, decodeSparseTensor, decodeValues, elementCount } from '../../proto/codec.js';
+import { CodecError, decodeMask, decodeSparseTensor, decodeValues } from '../../proto/codec.js';
+import { elementCount } from '../../proto/shape.js';
 import { Mask } from '../../proto/mask.js';
 import { MaskEncoding } from '../../proto/messages.js';
 import { TensorAssembler, WireError, splitTensor } from '../../proto/chunking.js';
@@ -37,6 +38,7 @@ const samples: { name: keyof typeof codecs; bytes: Buffer }[] = [
   {
     name: 'UpdateChunk',
     bytes: codecs.UpdateChunk.encode({
+      kind: 'header',
       header: {
         protocolVersion: 1,
         clientId: 'c1',
@@ -53,7 +55,10 @@ const samples: { name: keyof typeof codecs; bytes: Buffer }[] = [
   },
   {
     name: 'UpdateChunk',
-    bytes: codecs.UpdateChunk.encode({ piece: { name: 'w', index: 1, total: 3, data: new Uint8Array(40).fill(7) } }),
+    bytes: codecs.UpdateChunk.encode({
+      kind: 'piece',
+      piece: { name: 'w', index: 1, total: 3, data: new Uint8Array(40).fill(7) },
+    }),
   },
   {
     name: 'SparseTensor',

@@ -251,14 +251,14 @@ describe('PROTOCOL.md: examples', () => {
 });
 
 describe('PROTOCOL.md: numbers', () => {
-  const minimal = parseConfig({ rounds: 3, frac: 0.5, enrollmentToken: 'x' });
+  const minimal = parseConfig({ rounds: 3, fraction: 0.5, enrollmentToken: 'x' });
 
   it('the coordinator defaults table matches the config schema', () => {
     const rows = tableAfter(DOC, 'server-defaults-table').rows;
     for (const [fieldCell, defaultCell] of rows) {
       const path = plain(fieldCell).split('.');
       if (defaultCell === 'required') {
-        expect(() => parseConfig({ rounds: 3, frac: 0.5, enrollmentToken: 'x', [path[0]]: undefined })).toThrow(
+        expect(() => parseConfig({ rounds: 3, fraction: 0.5, enrollmentToken: 'x', [path[0]]: undefined })).toThrow(
           new RegExp(`${path[0]}:`),
         );
         continue;
@@ -398,7 +398,7 @@ describe('PROTOCOL.md: a task stream on the wire', () => {
     server = await startCoordinator(
       {
         rounds: 1,
-        frac: 1,
+        fraction: 1,
         enrollmentToken: 'enroll',
         grpc: { maxMessageBytes },
         http: { enabled: false },
@@ -441,8 +441,11 @@ describe('PROTOCOL.md: a task stream on the wire', () => {
     for await (const chunk of call as AsyncIterable<TaskChunk>) chunks.push(chunk);
 
     const [first, ...rest] = chunks;
-    expect(first.header).toMatchObject({ hasTask: true, dense: true, maskVersion: 0, tensorCount: 2, roundId: 1 });
-    const pieces = rest.map((c) => c.piece);
+    expect(first).toMatchObject({
+      kind: 'header',
+      header: { hasTask: true, dense: true, maskVersion: 0, tensorCount: 2, roundId: 1 },
+    });
+    const pieces = rest.map((c) => (c.kind === 'piece' ? c.piece : undefined));
     expect(pieces.every((p) => p !== undefined && p !== null)).toBe(true);
 
     const rows = new Map(tableAfter(DOC, 'limits-table').rows.map(([name, value]) => [plain(name), plain(value)]));

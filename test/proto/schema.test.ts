@@ -74,8 +74,10 @@ describe('subfed.v1 schema', () => {
   });
 
   it('decodes a piece chunk with the oneof discriminator', () => {
-    const chunk: M.UpdateChunk = { piece: { name: 'w', index: 0, total: 1, data: bytes(1) } };
-    expect(codecs.UpdateChunk.decode(codecs.UpdateChunk.encode(chunk))).toEqual({ ...chunk, kind: 'piece' });
+    // A sender in another language writes only the field; the decoder names it in `kind`.
+    const piece = { name: 'w', index: 0, total: 1, data: bytes(1) };
+    const sent = { piece } as unknown as M.UpdateChunk;
+    expect(codecs.UpdateChunk.decode(codecs.UpdateChunk.encode(sent))).toEqual({ kind: 'piece', piece });
   });
 
   it('turns undecodable bytes into Malformed instead of throwing', () => {
@@ -94,9 +96,12 @@ describe('counted service definition', () => {
     const req = { ...cred, maskVersion: 0, valueEncoding: ValueEncoding.F32 };
     const up = def.pullTask.requestSerialize(req);
     def.pullTask.requestDeserialize(up);
-    const chunk = attributeTo<M.TaskChunk>({ piece: { name: 'w', index: 0, total: 1, data: bytes(1, 2, 3) } }, 'c-9');
+    const chunk = attributeTo<M.TaskChunk>(
+      { kind: 'piece', piece: { name: 'w', index: 0, total: 1, data: bytes(1, 2, 3) } },
+      'c-9',
+    );
     const down = def.pullTask.responseSerialize(chunk);
-    const header: M.UpdateChunk = { header: (samples.UpdateChunk as { header: M.UpdateHeader }).header };
+    const header: M.UpdateChunk = { kind: 'header', header: (samples.UpdateChunk as { header: M.UpdateHeader }).header };
     const headerBytes = def.pushUpdate.requestSerialize(header);
     expect(seen).toEqual([
       ['up', 'c-1', up.length],

@@ -31,14 +31,14 @@ interface Scenario {
 
 let open: Scenario | undefined;
 
-/** Three clients, two sampled members in round 1 (frac 0.67), norm bound 100, 64 KiB messages; a case may add config. */
+/** Three clients, two sampled members in round 1 (fraction 0.67), norm bound 100, 64 KiB messages; a case may add config. */
 async function scenario(config: Partial<CoordinatorConfigInput> = {}): Promise<Scenario> {
   const log = memoryLogger();
   const server = await startCoordinator(
     {
       ...config,
       rounds: 1,
-      frac: 0.67,
+      fraction: 0.67,
       minClients: 3,
       enrollmentToken: ENROLL,
       updateNormBound: 100,
@@ -126,7 +126,8 @@ const cases: BadCase[] = [
   },
   {
     name: 'malformed protobuf bytes inside an update stream',
-    send: (s) => member(s).pushChunks([{ header: member(s).header(1, {}, 1) }], [Buffer.from([0x12, 0x09, 0x0a])]),
+    send: (s) =>
+      member(s).pushChunks([{ kind: 'header', header: member(s).header(1, {}, 1) }], [Buffer.from([0x12, 0x09, 0x0a])]),
     code: grpc.status.INVALID_ARGUMENT,
     message: /malformed UpdateChunk/,
     reason: 'malformed',
@@ -216,8 +217,8 @@ const cases: BadCase[] = [
     name: 'oversized message',
     send: (s) =>
       member(s).pushChunks([
-        { header: member(s).header(1, {}, 1) },
-        { piece: { name: 'dense/kernel', index: 0, total: 1, data: new Uint8Array(MAX_MESSAGE + 1024) } },
+        { kind: 'header', header: member(s).header(1, {}, 1) },
+        { kind: 'piece', piece: { name: 'dense/kernel', index: 0, total: 1, data: new Uint8Array(MAX_MESSAGE + 1024) } },
       ]),
     code: grpc.status.RESOURCE_EXHAUSTED,
     message: /UpdateChunk: message of \d+ bytes is larger than the limit of 65536/,
@@ -227,8 +228,8 @@ const cases: BadCase[] = [
     name: 'message beyond the transport hard cap (twice the limit)',
     send: (s) =>
       member(s).pushChunks([
-        { header: member(s).header(1, {}, 1) },
-        { piece: { name: 'dense/kernel', index: 0, total: 1, data: new Uint8Array(3 * MAX_MESSAGE) } },
+        { kind: 'header', header: member(s).header(1, {}, 1) },
+        { kind: 'piece', piece: { name: 'dense/kernel', index: 0, total: 1, data: new Uint8Array(3 * MAX_MESSAGE) } },
       ]),
     code: grpc.status.RESOURCE_EXHAUSTED,
     message: /larger than max/,
@@ -238,8 +239,9 @@ const cases: BadCase[] = [
     name: 'tensor larger than the model allows (many small pieces)',
     send: (s) =>
       member(s).pushChunks([
-        { header: member(s).header(1, {}, 1) },
+        { kind: 'header', header: member(s).header(1, {}, 1) },
         ...Array.from({ length: 40 }, (_, index) => ({
+          kind: 'piece' as const,
           piece: { name: 'dense/kernel', index, total: 40, data: new Uint8Array(1000) },
         })),
       ]),
@@ -352,9 +354,9 @@ const cases: BadCase[] = [
     send: (s) => {
       const t = kernel([0, 0, 0, 0, 0, 0]);
       return member(s).pushChunks([
-        { header: member(s).header(1, {}, 2) },
-        ...splitTensor(t).map((piece) => ({ piece })),
-        ...splitTensor(t).map((piece) => ({ piece })),
+        { kind: 'header', header: member(s).header(1, {}, 2) },
+        ...splitTensor(t).map((piece) => ({ kind: 'piece' as const, piece })),
+        ...splitTensor(t).map((piece) => ({ kind: 'piece' as const, piece })),
       ]);
     },
     code: grpc.status.INVALID_ARGUMENT,
@@ -372,8 +374,8 @@ const cases: BadCase[] = [
     name: 'header tensor count not matching the stream',
     send: (s) =>
       member(s).pushChunks([
-        { header: member(s).header(1, {}, 3) },
-        ...splitTensor(kernel([0, 0, 0, 0, 0, 0])).map((piece) => ({ piece })),
+        { kind: 'header', header: member(s).header(1, {}, 3) },
+        ...splitTensor(kernel([0, 0, 0, 0, 0, 0])).map((piece) => ({ kind: 'piece' as const, piece })),
       ]),
     code: grpc.status.INVALID_ARGUMENT,
     message: /header announces 3 tensors, the stream carried 1/,

@@ -20,7 +20,10 @@ afterEach(async () => {
 
 /** Bytes of an upload as ScriptedClient.push sends it: the header chunk, then every piece chunk. */
 function uploadBytes(header: UpdateHeader, tensors: SparseTensor[]): number {
-  const chunks: UpdateChunk[] = [{ header }, ...tensors.flatMap((t) => splitTensor(t).map((piece) => ({ piece })))];
+  const chunks: UpdateChunk[] = [
+    { kind: 'header', header },
+    ...tensors.flatMap((t) => splitTensor(t).map((piece) => ({ kind: 'piece' as const, piece }))),
+  ];
   return chunks.reduce((sum, c) => sum + codecs.UpdateChunk.encode(c).length, 0);
 }
 
@@ -32,7 +35,7 @@ async function callBytes(s: CoordinatorHandle): Promise<Record<string, number>> 
 describe('call bytes by outcome', () => {
   it('counts a retried upload and refused uploads apart from the traffic the round reports', async () => {
     server = await startCoordinator(
-      { rounds: 1, frac: 1, minClients: 2, enrollmentToken: ENROLL, http: { enabled: false } },
+      { rounds: 1, fraction: 1, minClients: 2, enrollmentToken: ENROLL, http: { enabled: false } },
       toyModel(),
       { logger: memoryLogger().logger },
     );
@@ -54,7 +57,7 @@ describe('call bytes by outcome', () => {
     await expectCallError(() => a.push(1, other));
     // A wrong token is refused at the header; the pieces behind it are not read.
     await expectCallError(() => a.push(1, update, { clientToken: 'nope' }));
-    const header = codecs.UpdateChunk.encode({ header: a.header(1, { clientToken: 'nope' }, 2) }).length;
+    const header = codecs.UpdateChunk.encode({ kind: 'header', header: a.header(1, { clientToken: 'nope' }, 2) }).length;
 
     await b.pull();
     expect((await b.push(1, b.encode({}))).accepted).toBe(true);

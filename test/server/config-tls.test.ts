@@ -6,7 +6,16 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CoordinatorClient } from '../../client/remote.js';
 import { createCoordinatorDefinition } from '../../proto/rpc.js';
-import { loadConfigFile, loadModelFile, modelFileJson, parseConfig, parseModelFile, readTlsFiles } from '../../server/config.js';
+import {
+  ConfigError,
+  configWarnings,
+  loadConfigFile,
+  loadModelFile,
+  modelFileJson,
+  parseConfig,
+  parseModelFile,
+  readTlsFiles,
+} from '../../server/config.js';
 import { startCoordinator } from '../../server/main.js';
 import { ENROLL, ScriptedClient, expectCallError, memoryLogger, toyModel } from './harness.js';
 
@@ -16,7 +25,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('config', () => {
   it('fills defaults for a minimal config', () => {
-    const c = parseConfig({ rounds: 5, frac: 0.1, enrollmentToken: 't' });
+    const c = parseConfig({ rounds: 5, fraction: 0.1, enrollmentToken: 't' });
     expect(c).toMatchObject({
       grpc: { host: '127.0.0.1', port: 0 },
       http: { host: '127.0.0.1', port: 0, enabled: true },
@@ -29,26 +38,44 @@ describe('config', () => {
   });
 
   it('names the field, the expectation and the value at fault', () => {
-    expect(() => parseConfig({ rounds: -3, frac: 0.1, enrollmentToken: 't' })).toThrow(
+    expect(() => parseConfig({ rounds: -3, fraction: 0.1, enrollmentToken: 't' })).toThrow(
       'config: rounds: expected a positive integer, got -3',
     );
-    expect(() => parseConfig({ rounds: 1, frac: 1.5, enrollmentToken: 't' })).toThrow(
-      /frac: expected a fraction in \(0, 1\], got 1\.5/,
+    expect(() => parseConfig({ rounds: 1, fraction: 1.5, enrollmentToken: 't' })).toThrow(
+      /fraction: expected a fraction in \(0, 1\], got 1\.5/,
     );
-    expect(() => parseConfig({ rounds: 1, frac: 1, enrollmentToken: 't', weighting: 'median' })).toThrow(
+    expect(() => parseConfig({ rounds: 1, fraction: 1, enrollmentToken: 't', weighting: 'median' })).toThrow(
       /weighting: expected "examples" or "unweighted", got "median"/,
     );
-    expect(() => parseConfig({ rounds: 1, frac: 1, enrollmentToken: 't', grpc: { port: 70000 } })).toThrow(
+    expect(() => parseConfig({ rounds: 1, fraction: 1, enrollmentToken: 't', grpc: { port: 70000 } })).toThrow(
       /grpc\.port: expected a port number \(0\.\.65535\), got 70000/,
     );
-    expect(() => parseConfig({ rounds: 1, frac: 1 })).toThrow(
+    expect(() => parseConfig({ rounds: 1, fraction: 1 })).toThrow(
       /enrollmentToken: expected a non-empty enrollment token, got nothing/,
     );
-    expect(() => parseConfig({ rounds: 1, frac: 1, enrollmentToken: 't', colour: 1 })).toThrow(/unknown field\(s\) colour/);
+    expect(() => parseConfig({ rounds: 1, fraction: 1, enrollmentToken: 't', colour: 1 })).toThrow(/unknown field\(s\) colour/);
+  });
+
+  it('refuses an old spelling with its new name (frac is fraction, as in subfed sim --fraction), saying each problem once', () => {
+    expect(() => parseConfig({ rounds: 1, frac: 0.5, enrollmentToken: 't' })).toThrow(
+      new ConfigError('config: frac: renamed to "fraction"'),
+    );
+    expect(() => parseConfig({ rounds: 0, frac: 0.5, enrollmentToken: 't', colour: 1 })).toThrow(
+      new ConfigError(
+        'config: frac: renamed to "fraction"; rounds: expected a positive integer, got 0; (root): unknown field(s) colour',
+      ),
+    );
+    // With the new name set too, the old one is still refused.
+    expect(() => parseConfig({ rounds: 1, frac: 0.5, fraction: 0.5, enrollmentToken: 't' })).toThrow(
+      new ConfigError('config: frac: renamed to "fraction"'),
+    );
+    const path = join(dir, 'renamed.json');
+    writeFileSync(path, JSON.stringify({ rounds: 1, frac: 1, enrollmentToken: 't' }));
+    expect(() => loadConfigFile(path)).toThrow(new ConfigError(`${path}: frac: renamed to "fraction"`));
   });
 
   it('reads the liveness timeouts, with defaults, "off", and field-named errors', () => {
-    const base = { rounds: 1, frac: 1, enrollmentToken: 't' };
+    const base = { rounds: 1, fraction: 1, enrollmentToken: 't' };
     expect(parseConfig(base).liveness).toEqual({ staleAfterMs: 30_000, goneAfterMs: 300_000 });
     expect(parseConfig({ ...base, liveness: 'off' }).liveness).toBe('off');
     expect(parseConfig({ ...base, liveness: { staleAfterMs: 10_000 } }).liveness).toEqual({
@@ -76,7 +103,7 @@ describe('config', () => {
   });
 
   it('validates the training config it sends clients with the shared strict schema', () => {
-    const base = { rounds: 1, frac: 1, enrollmentToken: 't' };
+    const base = { rounds: 1, fraction: 1, enrollmentToken: 't' };
     const training = { epochs: 5, batchSize: 10, lr: 0.01, momentum: 0.5 };
     expect(parseConfig({ ...base, training }).training).toEqual(training);
     expect(parseConfig({ ...base, training: { lr: 0.1 } }).training).toEqual({ lr: 0.1 });
@@ -100,15 +127,24 @@ describe('config', () => {
     expect(() => parseConfig({ ...base, training: 'fast' })).toThrow(/training: expected a JSON object, got "fast"/);
   });
 
+  it('warns at start-up about training.epochs 1, which every Sub-FedAvg client refuses (it cannot refuse: it does not know their algorithm)', () => {
+    const base = { rounds: 1, fraction: 1, enrollmentToken: 't' };
+    expect(configWarnings(parseConfig({ ...base, training: { epochs: 1 } }))).toEqual([
+      'training.epochs is 1: every Sub-FedAvg client will refuse its tasks (Sub-FedAvg compares the masks after epoch 1 and the last epoch, so 1 epoch never prunes); set at least 2 unless every client runs an algorithm without pruning',
+    ]);
+    for (const training of [{}, { epochs: 2 }, { lr: 0.1 }])
+      expect(configWarnings(parseConfig({ ...base, training }))).toEqual([]);
+  });
+
   it('reads a config file, resolving paths next to it, and names the file on error', () => {
     const path = join(dir, 'server.json');
-    writeFileSync(path, JSON.stringify({ rounds: 2, frac: 1, enrollmentToken: 't', model: 'm.json', sqlite: 'db/state.db' }));
+    writeFileSync(path, JSON.stringify({ rounds: 2, fraction: 1, enrollmentToken: 't', model: 'm.json', sqlite: 'db/state.db' }));
     const c = loadConfigFile(path);
     expect(c.model).toBe(join(dir, 'm.json'));
     expect(c.sqlite).toBe(join(dir, 'db/state.db'));
     writeFileSync(path, '{ not json');
     expect(() => loadConfigFile(path)).toThrow(new RegExp(`${path}: not valid JSON`));
-    writeFileSync(path, JSON.stringify({ rounds: 0, frac: 1, enrollmentToken: 't' }));
+    writeFileSync(path, JSON.stringify({ rounds: 0, fraction: 1, enrollmentToken: 't' }));
     expect(() => loadConfigFile(path)).toThrow(`${path}: rounds: expected a positive integer, got 0`);
     expect(() => loadConfigFile(join(dir, 'missing.json'))).toThrow(/missing\.json: cannot read config file/);
   });
@@ -162,7 +198,7 @@ describe.skipIf(!hasOpenssl)('TLS (self-signed certificate made with openssl)', 
       { stdio: 'ignore' },
     );
     const server = await startCoordinator(
-      { rounds: 1, frac: 1, enrollmentToken: ENROLL, tls: { cert, key }, http: { enabled: false } },
+      { rounds: 1, fraction: 1, enrollmentToken: ENROLL, tls: { cert, key }, http: { enabled: false } },
       toyModel(),
       { logger: memoryLogger().logger },
     );
@@ -247,7 +283,7 @@ describe.skipIf(!hasOpenssl)('mutual TLS (tls.clientCa): the client certificate 
     const server = await startCoordinator(
       {
         rounds: 1,
-        frac: 1,
+        fraction: 1,
         minClients: 2,
         enrollmentToken: ENROLL,
         http: { enabled: false },
@@ -318,7 +354,7 @@ describe.skipIf(!hasOpenssl)('mutual TLS (tls.clientCa): the client certificate 
     const path = join(dir, 'mtls.json');
     writeFileSync(
       path,
-      JSON.stringify({ rounds: 1, frac: 1, enrollmentToken: 't', tls: { cert: 'a.pem', key: 'a.key', clientCa: 'ca.pem' } }),
+      JSON.stringify({ rounds: 1, fraction: 1, enrollmentToken: 't', tls: { cert: 'a.pem', key: 'a.key', clientCa: 'ca.pem' } }),
     );
     expect(loadConfigFile(path).tls).toEqual({
       cert: join(dir, 'a.pem'),

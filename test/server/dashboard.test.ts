@@ -21,7 +21,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 function coordinator(sqlite?: string, now?: () => number): Coordinator {
   const config = parseConfig({
     rounds: 3,
-    frac: 1,
+    fraction: 1,
     minClients: 2,
     enrollmentToken: ENROLL,
     roundDeadlineMs: 600_000,

@@ -49,7 +49,7 @@ const bias = encodeSparseTensor('dense/bias', { mask: Mask.full(3), kept: new Fl
 
 describe('server stream handling, in process', () => {
   // Four members of round 1; only the first sends (so no case can complete the round).
-  const config = parseConfig({ rounds: 1, frac: 1, minClients: 4, enrollmentToken: ENROLL, updateNormBound: 100 });
+  const config = parseConfig({ rounds: 1, fraction: 1, minClients: 4, enrollmentToken: ENROLL, updateNormBound: 100 });
   const coord = new Coordinator(config, toyModel(), { logger: memoryLogger().logger, metrics: new CoordinatorMetrics() });
   const clients: Joined[] = joinClients(coord, 4);
   const before = modelBytes(coord);
@@ -85,7 +85,9 @@ describe('server stream handling, in process', () => {
       fc.array(fc.double({ min: -10, max: 10, noNaN: true }), { minLength: 6, maxLength: 6 }),
       fc.array(fc.constantFrom(0, 1), { minLength: 6, maxLength: 6 }),
     )
-    .map(([values, mask]) => [...splitTensor(kernel(values, mask), 16), ...splitTensor(bias, 16)].map((piece) => ({ piece })));
+    .map(([values, mask]) =>
+      [...splitTensor(kernel(values, mask), 16), ...splitTensor(bias, 16)].map((piece) => ({ kind: 'piece' as const, piece })),
+    );
   const madePiece = fc.record({
     name: fc.constantFrom('dense/kernel', 'dense/bias', 'nope', ''),
     index: fc.oneof(fc.nat({ max: 4 }), fc.constant(2 ** 32 - 1)),
@@ -97,8 +99,8 @@ describe('server stream handling, in process', () => {
     { malformed: true as const, error: 'message of 9999999 bytes is larger than the limit', oversized: 9999999 } as Malformed,
   );
   const chunkArb: fc.Arbitrary<UpdateChunk | Malformed> = fc.oneof(
-    { weight: 4, arbitrary: madePiece.map((piece) => ({ piece })) },
-    { weight: 1, arbitrary: headerArb.map((header) => ({ header })) },
+    { weight: 4, arbitrary: madePiece.map((piece) => ({ kind: 'piece' as const, piece })) },
+    { weight: 1, arbitrary: headerArb.map((header) => ({ kind: 'header' as const, header })) },
     { weight: 1, arbitrary: malformedChunk },
   );
   /** A header that passes (new masks, no metrics), so that the accepting path and then retries are fuzzed too. */
@@ -117,7 +119,7 @@ describe('server stream handling, in process', () => {
   const sequenceArb = fc
     .tuple(
       fc.oneof(
-        fc.oneof(validHeader, headerArb).map((header) => [{ header }] as (UpdateChunk | Malformed)[]),
+        fc.oneof(validHeader, headerArb).map((header) => [{ kind: 'header', header }] as (UpdateChunk | Malformed)[]),
         fc.array(chunkArb, { maxLength: 1 }),
       ),
       fc.oneof(validPieces, fc.array(chunkArb, { maxLength: 12 })),
@@ -128,10 +130,10 @@ describe('server stream handling, in process', () => {
       // Mangle some piece bytes: truncated varints, lengths that overrun.
       for (const [at, value] of flips) {
         const c = chunks[at % Math.max(chunks.length, 1)] as UpdateChunk | undefined;
-        if (c?.piece && c.piece.data.length > 0) {
+        if (c?.kind === 'piece' && c.piece.data.length > 0) {
           const data = Uint8Array.from(c.piece.data);
           data[value % data.length] = value;
-          chunks[at % chunks.length] = { piece: { ...c.piece, data } };
+          chunks[at % chunks.length] = { kind: 'piece', piece: { ...c.piece, data } };
         }
       }
       return chunks;
@@ -223,7 +225,7 @@ describe('raw bytes over loopback gRPC', () => {
     server = await startCoordinator(
       {
         rounds: 1,
-        frac: 1,
+        fraction: 1,
         minClients: 2,
         enrollmentToken: ENROLL,
         http: { enabled: false },
@@ -274,7 +276,7 @@ describe('raw bytes over loopback gRPC', () => {
   }
 
   it('every method answers random and crafted bytes with a protocol status (300 cases), and the model is unchanged', async () => {
-    const header = () => def.pushUpdate.requestSerialize({ header: member.header(1, {}, 2) });
+    const header = () => def.pushUpdate.requestSerialize({ kind: 'header', header: member.header(1, {}, 2) });
     const callArb = fc.oneof(
       fc
         .tuple(fc.constantFrom(def.join.path, def.heartbeat.path, def.leave.path), bytesArb)

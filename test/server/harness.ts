@@ -2,7 +2,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
-import { decodeSparseTensor, elementCount, encodeSparseTensor, type SparseValues } from '../../proto/codec.js';
+import { decodeSparseTensor, encodeSparseTensor, type SparseValues } from '../../proto/codec.js';
+import { elementCount } from '../../proto/shape.js';
 import { Mask } from '../../proto/mask.js';
 import { codecs } from '../../proto/schema.js';
 import {
@@ -87,7 +88,7 @@ export function inProcessCoordinator(overrides: Partial<CoordinatorConfigInput> 
   const metrics = new CoordinatorMetrics();
   const config = parseConfig({
     rounds: 3,
-    frac: 1,
+    fraction: 1,
     minClients: 4,
     quorum: 0.5,
     roundDeadlineMs: 1000,
@@ -324,8 +325,8 @@ export class ScriptedClient {
 
   /** A normal upload: header + tensors (pieces of at most chunkBytes). */
   push(round: number, tensors: SparseTensor[], overrides: Partial<UpdateHeader> = {}, chunkBytes?: number): Promise<UpdateAck> {
-    const chunks: UpdateChunk[] = [{ header: this.header(round, overrides, tensors.length) }];
-    for (const t of tensors) for (const piece of splitTensor(t, chunkBytes)) chunks.push({ piece });
+    const chunks: UpdateChunk[] = [{ kind: 'header', header: this.header(round, overrides, tensors.length) }];
+    for (const t of tensors) for (const piece of splitTensor(t, chunkBytes)) chunks.push({ kind: 'piece', piece });
     return this.pushChunks(chunks);
   }
 }

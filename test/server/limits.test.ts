@@ -38,7 +38,7 @@ describe('PeerRateLimiter', () => {
 
 describe('Coordinator.join limits', () => {
   function coordinator(overrides: Partial<CoordinatorConfigInput>, clock: { now: number }) {
-    const config = parseConfig({ rounds: 1, frac: 1, minClients: 100, enrollmentToken: ENROLL, ...overrides });
+    const config = parseConfig({ rounds: 1, fraction: 1, minClients: 100, enrollmentToken: ENROLL, ...overrides });
     const metrics = new CoordinatorMetrics();
     const coord = new Coordinator(config, toyModel(), { logger: memoryLogger().logger, metrics, now: () => clock.now });
     const join = (peer?: string, token = ENROLL) =>
@@ -89,7 +89,7 @@ describe('Coordinator.join limits', () => {
   });
 
   it('reads the join limits with defaults and field-named errors', () => {
-    const base = { rounds: 1, frac: 1, enrollmentToken: 't' };
+    const base = { rounds: 1, fraction: 1, enrollmentToken: 't' };
     expect(parseConfig(base).joins).toEqual({ maxClients: 10_000, perPeer: { burst: 20, perSecond: 1 } });
     expect(parseConfig({ ...base, joins: { perPeer: 'off' } }).joins).toEqual({ maxClients: 10_000, perPeer: 'off' });
     expect(() => parseConfig({ ...base, joins: { maxClients: 0 } })).toThrow(

@@ -166,7 +166,7 @@ describe('liveness in the coordinator', () => {
 
       vi.advanceTimersByTime(3600 * S);
       const again = new Coordinator(
-        parseConfig({ rounds: 5, frac: 1, minClients: 3, enrollmentToken: ENROLL, liveness: LIVENESS, sqlite }),
+        parseConfig({ rounds: 5, fraction: 1, minClients: 3, enrollmentToken: ENROLL, liveness: LIVENESS, sqlite }),
         toyModel(),
         { logger: memoryLogger().logger, metrics: new CoordinatorMetrics() },
       );
@@ -202,7 +202,7 @@ describe('liveness over gRPC and /api/clients', () => {
     const server = await startCoordinator(
       {
         rounds: 3,
-        frac: 1,
+        fraction: 1,
         minClients: 3,
         enrollmentToken: ENROLL,
         weighting: 'unweighted',
@@ -295,7 +295,7 @@ describe('liveness over gRPC and /api/clients', () => {
   });
 
   it('refuses a bad /api/clients query with 400 naming the field', async () => {
-    const server = await startCoordinator({ rounds: 1, frac: 1, enrollmentToken: ENROLL }, toyModel(), {
+    const server = await startCoordinator({ rounds: 1, fraction: 1, enrollmentToken: ENROLL }, toyModel(), {
       logger: memoryLogger().logger,
     });
     try {

@@ -75,7 +75,7 @@ describe('poisoned updates', () => {
   });
 
   it('reads the norm mode and the aggregation with field-named errors', () => {
-    const base = { rounds: 1, frac: 1, enrollmentToken: 't' };
+    const base = { rounds: 1, fraction: 1, enrollmentToken: 't' };
     expect(parseConfig(base)).toMatchObject({ updateNormMode: 'reject', aggregation: 'mean' });
     expect(parseConfig({ ...base, aggregation: { kind: 'trimmed-mean', trim: 0.2 } }).aggregation).toEqual({
       kind: 'trimmed-mean',

@@ -82,7 +82,7 @@ describe('grpc.health.v1 and server reflection', () => {
   let reflection: grpc.Client;
 
   beforeAll(async () => {
-    server = await startCoordinator({ rounds: 1, frac: 1, enrollmentToken: ENROLL, http: { enabled: false } }, toyModel(), {
+    server = await startCoordinator({ rounds: 1, fraction: 1, enrollmentToken: ENROLL, http: { enabled: false } }, toyModel(), {
       logger: memoryLogger().logger,
     });
     health = new HealthClient(server.grpcAddress, grpc.credentials.createInsecure());
@@ -146,9 +146,13 @@ describe('grpc.health.v1 and server reflection', () => {
 
 describe('grpc.health.v1 on shutdown', () => {
   it('turns NOT_SERVING when the coordinator stops', async () => {
-    const server = await startCoordinator({ rounds: 5, frac: 1, enrollmentToken: ENROLL, http: { enabled: false } }, toyModel(), {
-      logger: memoryLogger().logger,
-    });
+    const server = await startCoordinator(
+      { rounds: 5, fraction: 1, enrollmentToken: ENROLL, http: { enabled: false } },
+      toyModel(),
+      {
+        logger: memoryLogger().logger,
+      },
+    );
     const health = new HealthClient(server.grpcAddress, grpc.credentials.createInsecure());
     const watcher = watch(health, '');
     await watcher.next('SERVING');

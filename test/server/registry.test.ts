@@ -118,10 +118,10 @@ describe('Round', () => {
 
   it('accepts one report per member and keeps the masks it adopts', () => {
     const r = new Round(1, 0, ['c1', 'c2', 'c3'], 0, 1000);
-    r.accept('c1', receipt, metrics, { version: 2, masks: new Map() });
-    r.accept('c2', receipt, metrics);
-    expect(() => r.accept('c1', receipt, metrics)).toThrow(/c1 reported already/);
-    expect(() => r.accept('c9', receipt, metrics)).toThrow(/c9 is not a member/);
+    r.accept('c1', receipt, metrics, { kind: 'changed', version: 2, masks: new Map() });
+    r.accept('c2', receipt, metrics, { kind: 'unchanged' });
+    expect(() => r.accept('c1', receipt, metrics, { kind: 'unchanged' })).toThrow(/c1 reported already/);
+    expect(() => r.accept('c9', receipt, metrics, { kind: 'unchanged' })).toThrow(/c9 is not a member/);
     expect([r.reported, r.hasReported('c1'), r.hasReported('c3'), r.receiptOf('c2')]).toEqual([2, true, false, receipt]);
     expect(r.adoptedMasks).toEqual([{ clientId: 'c1', version: 2, masks: new Map() }]);
     expect(r.awaited(() => true)).toEqual(['c3']);

@@ -23,7 +23,7 @@ import {
 describe('sampling', () => {
   const ids = Array.from({ length: 20 }, (_, i) => `c${i + 1}`);
 
-  it('K = max(round(frac * N), 1), capped at N', () => {
+  it('K = max(round(fraction * N), 1), capped at N', () => {
     expect(sampleSize(0.1, 20)).toBe(2);
     expect(sampleSize(0.01, 20)).toBe(1);
     expect(sampleSize(0.125, 20)).toBe(3); // round(2.5) = 3
@@ -66,9 +66,9 @@ describe('round lifecycle', () => {
     vi.useRealTimers();
   });
 
-  it('opens only once minClients are registered, then samples all with frac 1', () => {
+  it('opens only once minClients are registered, then samples all with fraction 1', () => {
     const log = memoryLogger();
-    const coord = new Coordinator(parseConfig({ rounds: 1, frac: 1, minClients: 2, enrollmentToken: ENROLL }), toyModel(), {
+    const coord = new Coordinator(parseConfig({ rounds: 1, fraction: 1, minClients: 2, enrollmentToken: ENROLL }), toyModel(), {
       logger: log.logger,
       metrics: new CoordinatorMetrics(),
     });
@@ -108,7 +108,7 @@ describe('round lifecycle', () => {
   it('abandons a round without quorum at the deadline and re-opens it with a new sample', () => {
     vi.useFakeTimers();
     // Two members, quorum 1.0: one report is not enough.
-    const s = setup({ frac: 0.5, quorum: 1, seed: 3 });
+    const s = setup({ fraction: 0.5, quorum: 1, seed: 3 });
     const members1 = s.coord.members();
     const r = s.clients.find((c) => c.id === members1[0])!;
     s.coord.pushUpdate(header(r, 1), withBias(kernelDelta([9, 9, 9, 9, 9, 9])));
@@ -251,7 +251,7 @@ describe('round lifecycle', () => {
   });
 
   it('gives non-members and finished clients no task', () => {
-    const { coord, clients } = setup({ frac: 0.5 });
+    const { coord, clients } = setup({ fraction: 0.5 });
     const outsider = clients.find((c) => !coord.members().includes(c.id))!;
     const t = coord.task({
       protocolVersion: PROTOCOL_VERSION,
@@ -379,7 +379,7 @@ describe('round lifecycle', () => {
 
     it('abandons the attempt at once when every member left without a report, and resamples the others', () => {
       vi.useFakeTimers();
-      const { coord, clients, log } = setup({ frac: 0.5, minClients: 4, seed: 3 });
+      const { coord, clients, log } = setup({ fraction: 0.5, minClients: 4, seed: 3 });
       const first = coord.members();
       expect(first).toHaveLength(2);
       for (const id of first) coord.leave({ ...cred(clients.find((c) => c.id === id)!), reason: 'done' });
@@ -411,7 +411,7 @@ describe('round lifecycle', () => {
 
       const log = memoryLogger();
       const again = new Coordinator(
-        parseConfig({ rounds: 2, frac: 1, minClients: 4, enrollmentToken: ENROLL, sqlite }),
+        parseConfig({ rounds: 2, fraction: 1, minClients: 4, enrollmentToken: ENROLL, sqlite }),
         toyModel(),
         {
           logger: log.logger,
@@ -434,7 +434,7 @@ describe('round lifecycle', () => {
       other.initial.set('dense/bias', new Float32Array(4));
       expect(
         () =>
-          new Coordinator(parseConfig({ rounds: 2, frac: 1, enrollmentToken: ENROLL, sqlite }), other, {
+          new Coordinator(parseConfig({ rounds: 2, fraction: 1, enrollmentToken: ENROLL, sqlite }), other, {
             logger: log.logger,
             metrics: new CoordinatorMetrics(),
           }),

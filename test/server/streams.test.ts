@@ -12,7 +12,7 @@ import { parseConfig, type CoordinatorConfigInput } from '../../server/config.js
 import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
 import { StreamGuard } from '../../server/streams.js';
 import type { TensorMap, TensorSpec } from '../../server/model.js';
-import { createCoordinatorDefinition, type UpdateHeader } from '../../proto/rpc.js';
+import { createCoordinatorDefinition, type UpdateChunk, type UpdateHeader } from '../../proto/rpc.js';
 import { ENROLL, ScriptedClient, memoryLogger, refusal } from './harness.js';
 
 const def = createCoordinatorDefinition();
@@ -49,7 +49,7 @@ let run: Run | undefined;
 async function start(streams: CoordinatorConfigInput['streams']): Promise<Run> {
   const log = memoryLogger();
   const server = await startCoordinator(
-    { rounds: 1, frac: 1, minClients: 2, enrollmentToken: ENROLL, http: { enabled: false }, seed: 3, streams },
+    { rounds: 1, fraction: 1, minClients: 2, enrollmentToken: ENROLL, http: { enabled: false }, seed: 3, streams },
     model(),
     { logger: log.logger },
   );
@@ -122,7 +122,10 @@ function hangingUpload(client: grpc.Client, header: UpdateHeader): Promise<grpc.
     call.on('error', () => undefined);
     const write = (i: number) => {
       if (ended || i > PIECES) return;
-      const chunk = i === 0 ? { header } : { piece: { name: 'w', index: i - 1, total: PIECES + 10, data: PIECE } };
+      const chunk: UpdateChunk =
+        i === 0
+          ? { kind: 'header', header }
+          : { kind: 'piece', piece: { name: 'w', index: i - 1, total: PIECES + 10, data: PIECE } };
       call.write(chunk, () => write(i + 1));
     };
     write(0);
@@ -311,7 +314,7 @@ describe('StreamGuard', () => {
   });
 
   it('reads the stream limits with defaults and field-named errors, and refuses a budget below one upload', async () => {
-    const base = { rounds: 1, frac: 1, enrollmentToken: 't' };
+    const base = { rounds: 1, fraction: 1, enrollmentToken: 't' };
     expect(parseConfig(base).streams).toEqual({ perClient: 4, total: 2048, idleMs: 30_000, maxBufferedBytes: 256 * 2 ** 20 });
     expect(() => parseConfig({ ...base, streams: { perClient: 0 } })).toThrow(
       'config: streams.perClient: expected a positive integer, got 0',

@@ -66,7 +66,7 @@ describe('loadDataset: fashion-mnist', () => {
     tmp.write('raw-fmnist/train-labels-idx1-ubyte', idxLabels([0, 1, 2, 3]));
     tmp.write('raw-fmnist/t10k-images-idx3-ubyte', idxImages(2, 3, 3));
     tmp.write('raw-fmnist/t10k-labels-idx1-ubyte', idxLabels([5, 6]));
-    const d = await loadDataset('fashion-mnist', { dataDir: dir });
+    const d = await loadDataset('fashion-mnist', { data: dir });
     expect(d.embedded).toBe(false);
     expect([d.train.count, d.test.count, d.train.height]).toEqual([4, 2, 3]);
     expect([...d.test.labels]).toEqual([5, 6]);
@@ -76,14 +76,14 @@ describe('loadDataset: fashion-mnist', () => {
   it('never falls back when an explicit data dir lacks the files', async () => {
     const empty = join(tmp.dir, 'empty');
     mkdirSync(empty);
-    await expect(loadDataset('fashion-mnist', { dataDir: empty })).rejects.toThrow(
+    await expect(loadDataset('fashion-mnist', { data: empty })).rejects.toThrow(
       `fashion-mnist: ${empty} has none of the expected files train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]`,
     );
     const missing = join(tmp.dir, 'absent');
-    const err = await loadDataset('fashion-mnist', { dataDir: missing }).catch((e: unknown) => e);
+    const err = await loadDataset('fashion-mnist', { data: missing }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DatasetNotFoundError);
     expect((err as DatasetNotFoundError).path).toBe(missing);
-    expect((err as Error).message).toContain(`--data-dir ${missing} does not exist`);
+    expect((err as Error).message).toContain(`--data ${missing} does not exist`);
   });
 
   it('passes on a damaged file as a DataFileError naming it', async () => {
@@ -93,7 +93,7 @@ describe('loadDataset: fashion-mnist', () => {
     tmp.write('damaged/train-labels-idx1-ubyte', idxLabels([0, 1, 2, 3]));
     tmp.write('damaged/t10k-images-idx3-ubyte', idxImages(2, 3, 3));
     tmp.write('damaged/t10k-labels-idx1-ubyte', idxLabels([5, 6]));
-    const err = await loadDataset('fashion-mnist', { dataDir: dir }).catch((e: unknown) => e);
+    const err = await loadDataset('fashion-mnist', { data: dir }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DataFileError);
     expect((err as Error).message).toBe(
       `${join(dir, 'train-images-idx3-ubyte')}: truncated: header says 4 images of 3x3 (36 bytes) but only 14 follow`,
@@ -104,7 +104,7 @@ describe('loadDataset: fashion-mnist', () => {
 describe('loadDataset: mnist and cifar10', () => {
   it('mnist requires a data dir and names the files it expects', async () => {
     await expect(loadDataset('mnist')).rejects.toThrow(
-      'mnist: needs --data-dir, a directory holding train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]',
+      'mnist: needs --data, a directory holding train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]',
     );
   });
 
@@ -112,7 +112,7 @@ describe('loadDataset: mnist and cifar10', () => {
     const dir = join(tmp.dir, 'mnist');
     mkdirSync(dir);
     for (const name of IDX_NAMES) symlinkSync(join(FASHION_MNIST_SYSTEM_DIR, `${name}.gz`), join(dir, `${name}.gz`));
-    const d = await loadDataset('mnist', { dataDir: dir });
+    const d = await loadDataset('mnist', { data: dir });
     expect([d.train.count, d.test.count, d.train.name]).toEqual([60_000, 10_000, 'mnist/train']);
   });
 
@@ -120,7 +120,7 @@ describe('loadDataset: mnist and cifar10', () => {
     const dir = join(tmp.dir, 'mnist-partial');
     mkdirSync(dir);
     symlinkSync(join(FASHION_MNIST_SYSTEM_DIR, 't10k-images-idx3-ubyte.gz'), join(dir, 't10k-images-idx3-ubyte.gz'));
-    await expect(loadDataset('mnist', { dataDir: dir })).rejects.toThrow(
+    await expect(loadDataset('mnist', { data: dir })).rejects.toThrow(
       `mnist: ${dir} is missing train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-labels-idx1-ubyte[.gz] (of `,
     );
   });
@@ -132,7 +132,7 @@ describe('loadDataset: mnist and cifar10', () => {
       mkdirSync(dir, { recursive: true });
       for (let i = 1; i <= 5; i++) tmp.write(join(rel, `data_batch_${i}.bin`), cifarBatch([i, i]));
       tmp.write(join(rel, 'test_batch.bin'), cifarBatch([7]));
-      const d = await loadDataset('cifar10', { dataDir: join(tmp.dir, root) });
+      const d = await loadDataset('cifar10', { data: join(tmp.dir, root) });
       expect([d.train.count, d.test.count, d.train.channels, d.train.height]).toEqual([10, 1, 3, 32]);
       expect([...d.train.labels]).toEqual([1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
       expect(d.source).toBe(`cifar10 from ${dir} (10 train, 1 test)`);
@@ -144,10 +144,10 @@ describe('loadDataset: mnist and cifar10', () => {
     mkdirSync(dir);
     tmp.write('cifar-partial/test_batch.bin', cifarBatch([1]));
     tmp.write('cifar-partial/data_batch_1.bin', cifarBatch([1]));
-    await expect(loadDataset('cifar10', { dataDir: dir })).rejects.toThrow(
+    await expect(loadDataset('cifar10', { data: dir })).rejects.toThrow(
       `cifar10: ${dir} is missing data_batch_2.bin, data_batch_3.bin, data_batch_4.bin, data_batch_5.bin (of `,
     );
-    await expect(loadDataset('cifar10')).rejects.toThrow(/cifar10: needs --data-dir/);
+    await expect(loadDataset('cifar10')).rejects.toThrow(/cifar10: needs --data/);
   });
 });
 

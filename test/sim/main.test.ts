@@ -19,7 +19,7 @@ const tiny: SimCommandFlags = {
   clients: '4',
   rounds: '2',
   fraction: '0.5',
-  localEpochs: '1',
+  epochs: '1',
   evalEvery: '2',
   workers: '1',
   seed: '3',

@@ -66,7 +66,8 @@ describe('presets', () => {
       seed: '0',
       workers: '1',
       evalEvery: '2',
-      dataDir: '/tmp/d',
+      data: '/tmp/d',
+      epochs: '3',
       out: 'x',
     });
     expect(c).toMatchObject({
@@ -77,7 +78,8 @@ describe('presets', () => {
       seed: 0,
       workers: 1,
       evalEvery: 2,
-      dataDir: '/tmp/d',
+      data: '/tmp/d',
+      training: { ...PRESETS.paper.training, epochs: 3 },
       out: 'x',
     });
     expect(PRESETS.paper.rounds).toBe(50);
@@ -102,7 +104,8 @@ describe('flag validation names the flag and the value', () => {
     [{ compare: 'fedavg,,local' }, /--compare: expected a comma-separated list/],
     [{ compare: 'fedavg,fedavg' }, /--compare: expected each algorithm at most once, got 'fedavg,fedavg'/],
     [{ fraction: '1.5' }, /--fraction: expected a number in \(0, 1\], got '1.5'/],
-    [{ dataDir: '  ' }, /--data-dir: expected a non-empty path, got ' {2}'/],
+    [{ data: '  ' }, /--data: expected a non-empty path, got ' {2}'/],
+    [{ epochs: '0' }, /--epochs: expected a positive integer, got '0'/],
     [{ compare: 'fedavg', algorithm: 'local' }, /--compare 'fedavg' and --algorithm 'local' are exclusive/],
   ];
   for (const [flags, message] of cases) {
@@ -148,7 +151,16 @@ describe('flag validation names the flag and the value', () => {
     );
     // the dense baselines train fine for one epoch, even with Sub-FedAvg configured but not run
     expect(validateSimConfig({ ...oneEpoch, algorithms: ['fedavg', 'fedavg-ft', 'local'] }).training.epochs).toBe(1);
-    expect(() => resolveSimConfig({ localEpochs: '1' })).toThrow(/^--local-epochs '1': training\.epochs: expected at least 2/);
-    expect(resolveSimConfig({ localEpochs: '1', compare: 'fedavg,local' }).training.epochs).toBe(1);
+    expect(() => resolveSimConfig({ epochs: '1' })).toThrow(/^--epochs '1': training\.epochs: expected at least 2/);
+    expect(resolveSimConfig({ epochs: '1', compare: 'fedavg,local' }).training.epochs).toBe(1);
+  });
+
+  it('refuses the old spellings with the new name: one name per concept across commands', () => {
+    expect(() => resolveSimConfig({ dataDir: '/tmp/d' })).toThrow(new SimConfigError('--data-dir: renamed to --data'));
+    expect(() => resolveSimConfig({ localEpochs: '2' })).toThrow(new SimConfigError('--local-epochs: renamed to --epochs'));
+    // ... also beside the new spelling, and before any other problem
+    expect(() => resolveSimConfig({ data: '/tmp/d', dataDir: '/tmp/d', rounds: '0' })).toThrow(
+      new SimConfigError('--data-dir: renamed to --data'),
+    );
   });
 });

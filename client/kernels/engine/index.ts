@@ -5,24 +5,19 @@
  * covers the model (see nativePlan); everything else takes the tfjs path.
  */
 import { architectureOf, type Model } from '../../model.js';
+import { envChoice } from '../../env.js';
 import { engine, engineLoadError } from './native.js';
 import { deadChannelsLeftOut, planFor, Session, type NetPlan, type SessionOptions } from './net.js';
 
 export { Session, type NetPlan } from './net.js';
 
+export const ENGINE_CHOICES = ['auto', 'native', 'tfjs'] as const;
 /** 'auto': native where it covers the model, else tfjs. SUBFED_ENGINE sets the default. */
-export type EngineChoice = 'auto' | 'native' | 'tfjs';
+export type EngineChoice = (typeof ENGINE_CHOICES)[number];
 
-const CHOICES: readonly EngineChoice[] = ['auto', 'native', 'tfjs'];
-
+/** The choice given, else SUBFED_ENGINE (an EnvironmentError naming it when it holds another value), else 'auto'. */
 export function engineChoice(choice?: EngineChoice): EngineChoice {
-  const value = choice ?? (process.env.SUBFED_ENGINE as EngineChoice | undefined) ?? 'auto';
-  if (!CHOICES.includes(value)) {
-    throw new Error(
-      `unknown training engine "${String(value)}" (SUBFED_ENGINE or engine option): expected one of ${CHOICES.join(', ')}`,
-    );
-  }
-  return value;
+  return choice ?? envChoice('SUBFED_ENGINE', ENGINE_CHOICES) ?? 'auto';
 }
 
 /**

@@ -4,7 +4,8 @@
  * step. The marks cost a performance.now() each (~0.1 µs), which the step time includes.
  */
 import type { ImageDataset } from '../../data/dataset.js';
-import { createModel, type ModelName } from '../../model.js';
+import { createModel } from '../../model.js';
+import type { ModelName } from '../../model-names.js';
 import { normalizationFor } from '../../train.js';
 import { nativePlan, openSession } from './index.js';
 
