@@ -255,9 +255,15 @@ abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
     };
   }
 
-  /** Our next mask version: the one an update that changes a mask moves to. */
-  protected nextMaskVersion(): number {
-    this.#maskVersion += 1;
+  /**
+   * The mask version an update that changes a mask moves to: one above both
+   * ours and the one the coordinator holds for us (the task's). The
+   * coordinator refuses a new version that is not above its own, and ours
+   * can be behind it: a state saved before an accepted upload (a crash in
+   * between, a restored backup) never learnt of that upload's version.
+   */
+  protected nextMaskVersion(heldByCoordinator: number): number {
+    this.#maskVersion = Math.max(this.#maskVersion, heldByCoordinator) + 1;
     return this.#maskVersion;
   }
 
@@ -342,7 +348,7 @@ export class FederatedParticipant extends ParticipantBase<FederatedAlgorithm> {
       tensors,
       numExamples: this.numExamples,
       baseMaskVersion: task.maskVersion,
-      maskChange: anyChanged ? { kind: 'changed', version: this.nextMaskVersion() } : { kind: 'unchanged' },
+      maskChange: anyChanged ? { kind: 'changed', version: this.nextMaskVersion(task.maskVersion) } : { kind: 'unchanged' },
     };
   }
 }

@@ -135,7 +135,9 @@ describe('FederatedParticipant.localRound', () => {
     const result = await participant.localRound(task);
     expect([...result.update.tensors.values()].every((t) => t.maskChanged)).toBe(true);
     expect(result.update.baseMaskVersion).toBe(5);
-    expect(result.update.maskChange).toEqual({ kind: 'changed', version: 1 });
+    // Above the coordinator's 5, which refuses any new version not above the one it holds.
+    expect(result.update.maskChange).toEqual({ kind: 'changed', version: 6 });
+    expect(participant.maskVersion).toBe(6);
     model.dispose();
   });
 
