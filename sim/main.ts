@@ -231,7 +231,9 @@ export async function runSimCommand(flags: SimCommandFlags, options: SimCommandO
   if (exports.length > 0) process.stdout.write(`${formatExportTable(exports)}\n\n`);
   for (const note of notes) process.stdout.write(`note: ${note}\n`);
   process.stdout.write(
-    `run folder: ${path.resolve(folder)} (report.html, rounds.jsonl, series.csv, clients.csv, summary.json, config.json)\n`,
+    writer.rounds.length === 0
+      ? 'no round completed: no run folder written\n'
+      : `run folder: ${path.resolve(folder)} (report.html, rounds.jsonl, series.csv, clients.csv, summary.json, config.json)\n`,
   );
   return stop.signal.aborted ? 130 : 0;
 }

@@ -124,7 +124,15 @@ export function reportView(
 
 function chartJsSource(): string {
   // chart.js does not export its UMD bundle; it sits next to the CommonJS entry.
-  const main = createRequire(import.meta.url).resolve('chart.js');
+  let main;
+  try {
+    main = createRequire(import.meta.url).resolve('chart.js');
+  } catch {
+    // An optional dependency: a client-only install (--omit=optional) leaves it out.
+    throw new Error(
+      "report.html needs the package 'chart.js', which this install of subfed left out; install subfed without --omit=optional",
+    );
+  }
   return readFileSync(path.join(path.dirname(main), 'chart.umd.min.js'), 'utf8');
 }
 

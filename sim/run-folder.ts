@@ -52,7 +52,11 @@ export function writeRunReport(folder: string, run: RunRecords, options: ReportO
   return summaries;
 }
 
-/** Writes the run folder as the run goes. */
+/**
+ * Writes the run folder as the run goes. The folder appears with the first
+ * round: a run that fails before any round completes (a split that cannot be
+ * made, data that cannot be read) leaves no empty run folder behind.
+ */
 export class RunWriter {
   readonly #rounds: RoundReport[] = [];
   readonly #exports: AlgorithmExports[] = [];
@@ -60,10 +64,12 @@ export class RunWriter {
   constructor(
     readonly folder: string,
     readonly config: SimConfig,
-  ) {
-    mkdirSync(folder, { recursive: true });
-    writeFileSync(path.join(folder, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
-    writeFileSync(path.join(folder, 'rounds.jsonl'), '');
+  ) {}
+
+  #start(): void {
+    mkdirSync(this.folder, { recursive: true });
+    writeFileSync(path.join(this.folder, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
+    writeFileSync(path.join(this.folder, 'rounds.jsonl'), '');
   }
 
   get rounds(): readonly RoundReport[] {
@@ -71,6 +77,7 @@ export class RunWriter {
   }
 
   appendRound(report: RoundReport): void {
+    if (this.#rounds.length === 0) this.#start();
     this.#rounds.push(report);
     appendFileSync(path.join(this.folder, 'rounds.jsonl'), `${JSON.stringify(report)}\n`);
   }
@@ -85,8 +92,9 @@ export class RunWriter {
     return this.#exports.filter((e) => e.clients.length > 0).map(summarizeExports);
   }
 
-  /** summary.json, report.html, series.csv and clients.csv from everything appended so far. */
+  /** summary.json, report.html, series.csv and clients.csv from everything appended so far; nothing without a round. */
   finish(notes: readonly string[], options: ReportOptions = {}): AlgorithmSummary[] {
+    if (this.#rounds.length === 0) return [];
     return writeRunReport(
       this.folder,
       { config: this.config, rounds: this.#rounds, notes, exports: this.exports, exportedClients: this.#exports },

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -21,6 +21,18 @@ function runFolder(name: string): string {
   writer.finish(['a setup note']);
   return folder;
 }
+
+describe('RunWriter', () => {
+  it('creates the folder with the first round: a run with none leaves no folder', () => {
+    const folder = path.join(dir, 'empty');
+    const writer = new RunWriter(folder, config);
+    expect(writer.finish(['nothing ran'])).toEqual([]);
+    expect(existsSync(folder)).toBe(false);
+    writer.appendRound(fixtureRounds()[0]);
+    expect(JSON.parse(readFileSync(path.join(folder, 'config.json'), 'utf8'))).toEqual(config);
+    expect(readFileSync(path.join(folder, 'rounds.jsonl'), 'utf8').trimEnd().split('\n')).toHaveLength(1);
+  });
+});
 
 describe('reading a run folder back', () => {
   it('gives back the config, every round and the notes', () => {
