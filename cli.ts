@@ -54,6 +54,10 @@ const lazyCommands: Record<string, { description: string; register: (program: Co
     description: 'simulate federated training: a real coordinator and many clients over loopback gRPC',
     register: async (p) => (await loadPart('subfed sim', () => import('./sim/main.js'))).registerSimCommand(p),
   },
+  report: {
+    description: "redraw a sim run folder's report.html and CSV files from its rounds.jsonl (e.g. --threshold 0.8)",
+    register: async (p) => (await loadPart('subfed report', () => import('./sim/report-command.js'))).registerReportCommand(p),
+  },
   client: {
     description: 'run one federated client on local data against a coordinator',
     register: async (p) => (await import('./client/main.js')).registerClientCommand(p),
@@ -68,6 +72,7 @@ async function lazyCommand(name: keyof typeof lazyCommands): Promise<void> {
 }
 
 await lazyCommand('sim');
+await lazyCommand('report');
 
 program
   .command('server')

@@ -141,9 +141,9 @@ async function main(): Promise<void> {
         if (e.kind === 'exported') exported.set(e.algorithm, e);
       },
     })) {
-      if (round.allClientsAccuracy)
+      if (round.evaluation)
         process.stderr.write(
-          `${round.algorithm} round ${round.round}: personalized accuracy ${(100 * round.allClientsAccuracy.mean).toFixed(1)}%\n`,
+          `${round.algorithm} round ${round.round}: personalized accuracy ${(100 * round.evaluation.personalized.mean).toFixed(1)}%\n`,
         );
     }
     const hy = exported.get('subfedavg-hy')!;

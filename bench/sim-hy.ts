@@ -76,8 +76,8 @@ async function main(): Promise<void> {
       if (e.kind === 'setup') process.stderr.write(`${e.notes.join('\n')}\n`);
     },
   })) {
-    const evaluation = round.allClientsAccuracy !== null;
-    const acc = round.allClientsAccuracy ?? round.membersAccuracy;
+    const evaluation = round.evaluation !== null;
+    const acc = round.evaluation?.personalized ?? round.membersAccuracy;
     const threadsAfter = threadCpuSeconds();
     let busiest: number | null = null;
     if (threadsBefore !== null && threadsAfter !== null) {

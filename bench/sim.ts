@@ -9,7 +9,8 @@
  */
 import path from 'node:path';
 import { resolveSimConfig } from '../sim/presets.js';
-import { RunWriter, formatSummaryTable, type AlgorithmSummary } from '../sim/report.js';
+import { formatSummaryTable, type AlgorithmSummary } from '../sim/report.js';
+import { RunWriter } from '../sim/run-folder.js';
 import { runSimulation } from '../sim/run.js';
 import { writeBenchResult } from './results.js';
 
@@ -67,10 +68,10 @@ async function main(): Promise<void> {
     },
   })) {
     writer.appendRound(round);
-    const acc = round.allClientsAccuracy ?? round.membersAccuracy;
+    const acc = round.evaluation?.personalized ?? round.membersAccuracy;
     process.stderr.write(
       `${round.algorithm} round ${round.round}/${config.rounds}: acc ${(acc.mean * 100).toFixed(1)}% ` +
-        `(${round.allClientsAccuracy ? 'all clients' : 'members'}), received ${round.receivedAccuracy ? (round.receivedAccuracy.mean * 100).toFixed(1) + '%' : '-'}, ` +
+        `(${round.evaluation ? 'sampled clients' : 'members'}), received ${round.receivedAccuracy ? (round.receivedAccuracy.mean * 100).toFixed(1) + '%' : '-'}, ` +
         `sparsity ${(round.meanSparsity * 100).toFixed(1)}%, ${round.wallSeconds.toFixed(1)} s, total ${((Date.now() - started) / 1000).toFixed(0)} s\n`,
     );
   }

@@ -92,8 +92,12 @@ export interface LocalUpdate {
 export interface RoundMetrics extends TrainMetrics {
   /** Personalized accuracy on the client's test data after this round (fedavg-ft: after fine-tuning). */
   readonly accuracy: number;
+  /** Personalized loss on the client's test data after this round (the model `accuracy` is of). */
+  readonly testLoss: number;
   /** Test accuracy of the model as received, before local training (local: before this round's training). */
   readonly receivedAccuracy: number;
+  /** Test loss of the same received model. */
+  readonly receivedLoss: number;
   /** Pruned share of all manifest elements, in [0, 1]. */
   readonly sparsity: number;
 }
@@ -147,7 +151,8 @@ interface Trained {
   readonly round: number;
   readonly ctx: RoundContext;
   readonly outcome: TrainOutcome;
-  readonly receivedAccuracy: number;
+  /** The model as it stood before training, on the test data. */
+  readonly received: EvalResult;
 }
 
 /** What every participant holds and does; the two kinds below add their rounds. */
@@ -203,8 +208,11 @@ abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
   /** The last global model received (dense, as sent), for fedavg-ft's fine-tuning; a local participant never has one. */
   protected abstract get received(): TensorMap | undefined;
 
-  /** Personalized accuracy and loss on the client's own test data. */
-  async evaluate(): Promise<EvalResult> {
+  /**
+   * Personalized accuracy and loss on the client's own test data, or on its own
+   * training data ('train': with the test figures, the overfitting gap).
+   */
+  async evaluate(on: 'test' | 'train' = 'test'): Promise<EvalResult> {
     const ctx: RoundContext = {
       model: this.model,
       masks: this.#masks,
@@ -212,7 +220,7 @@ abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
       training: this.algorithm.training,
       seed: deriveSeed(this.#seed, this.#round, 0xe7a1),
     };
-    return this.algorithm.evaluate(ctx, this.data.test, this.received);
+    return this.algorithm.evaluate(ctx, on === 'test' ? this.data.test : this.data.train, this.received);
   }
 
   /** Everything needed to resume this client in another process. */
@@ -236,9 +244,9 @@ abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
       seed: deriveSeed(this.#seed, round),
       ...(this.#log !== undefined ? { log: this.#log } : {}),
     };
-    const receivedAccuracy = evaluate(this.model, this.data.test).accuracy;
+    const received = evaluate(this.model, this.data.test);
     const outcome = await this.algorithm.train(ctx);
-    return { round, ctx, outcome, receivedAccuracy };
+    return { round, ctx, outcome, received };
   }
 
   /** Moves to the new masks and round, and measures the personalized model. */
@@ -250,7 +258,9 @@ abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
     return {
       ...trainMetrics,
       accuracy: personalized.accuracy,
-      receivedAccuracy: trained.receivedAccuracy,
+      testLoss: personalized.loss,
+      receivedAccuracy: trained.received.accuracy,
+      receivedLoss: trained.received.loss,
       sparsity: this.sparsity,
     };
   }

@@ -40,6 +40,7 @@ import type {
   ClientEvaluation,
   ClientExport,
   MemberResult,
+  ModelEvaluation,
   WorkerRequest,
   WorkerResponses,
   WorkerSetup,
@@ -70,8 +71,8 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 function memberResult(client: number, metrics: RoundMetrics, receivedSparsity: number, received: boolean): MemberResult {
   return {
     client,
-    receivedAccuracy: received ? metrics.receivedAccuracy : null,
-    accuracy: metrics.accuracy,
+    received: received ? { accuracy: metrics.receivedAccuracy, loss: metrics.receivedLoss } : null,
+    personalized: { accuracy: metrics.accuracy, loss: metrics.testLoss },
     sparsity: metrics.sparsity,
     receivedSparsity,
     channelsKept: metrics.channelsKept ?? null,
@@ -182,12 +183,12 @@ async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof Wor
       const out: ClientEvaluation[] = [];
       for (const client of request.clients) {
         const p = hostedClient(client).participant;
-        out.push({ client, accuracy: (await p.evaluate()).accuracy });
+        out.push({ client, test: await p.evaluate('test'), train: await p.evaluate('train') });
       }
       return out;
     }
     case 'evaluate-model': {
-      const out: ClientEvaluation[] = [];
+      const out: ModelEvaluation[] = [];
       for (const client of request.clients) {
         const p = hostedClient(client).participant;
         let model = scratch.get(p.model.name);
@@ -196,7 +197,7 @@ async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof Wor
           scratch.set(p.model.name, model);
         }
         model.setWeights(request.weights);
-        out.push({ client, accuracy: evaluate(model, p.data.test).accuracy });
+        out.push({ client, test: evaluate(model, p.data.test) });
       }
       return out;
     }

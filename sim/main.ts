@@ -14,7 +14,8 @@ import { algorithmNames, allAlgorithms } from '../client/algorithms/registry.js'
 import { DashboardFeed, startDashboardServer, type DashboardServer } from '../server/dashboard.js';
 import { createSimLogger, isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 import { RENAMED_FLAGS, resolveSimConfig, SimConfigError, type SimFlags } from './presets.js';
-import { RunWriter, defaultRunFolder, formatExportTable, formatSummaryTable } from './report.js';
+import { defaultRunFolder, formatExportTable, formatSummaryTable } from './report.js';
+import { RunWriter } from './run-folder.js';
 import { runSimulation, type SimulationEvent } from './run.js';
 
 /** The dashboard's port when `--dashboard` is given without one. */
@@ -191,8 +192,10 @@ export async function runSimCommand(flags: SimCommandFlags, options: SimCommandO
       ...(exportTo !== undefined ? { exportTo } : {}),
     })) {
       writer.appendRound(report);
-      const acc = report.allClientsAccuracy ?? report.membersAccuracy;
-      const status = `acc ${(acc.mean * 100).toFixed(1)}% (${report.allClientsAccuracy ? 'all clients' : 'members'}) | ${report.wallSeconds.toFixed(1)} s`;
+      const e = report.evaluation;
+      const acc = e?.personalized ?? report.membersAccuracy;
+      const scope = e === null ? 'members' : `sampled clients${e.neverSampled > 0 ? `, ${e.neverSampled} never sampled` : ''}`;
+      const status = `acc ${(acc.mean * 100).toFixed(1)}% (${scope}) | ${report.wallSeconds.toFixed(1)} s`;
       if (interactive) {
         bar.update({ status: `| ${status}` });
         bar.stop();
@@ -204,7 +207,8 @@ export async function runSimCommand(flags: SimCommandFlags, options: SimCommandO
             round: report.round,
             rounds,
             accuracy: acc.mean,
-            scope: report.allClientsAccuracy ? 'all' : 'members',
+            scope: e === null ? 'members' : 'sampled',
+            ...(e === null ? {} : { neverSampled: e.neverSampled }),
             wallSeconds: report.wallSeconds,
           },
           `${report.algorithm} round ${report.round}/${rounds}: ${status}`,
@@ -226,6 +230,10 @@ export async function runSimCommand(flags: SimCommandFlags, options: SimCommandO
   const exports = writer.exports;
   if (exports.length > 0) process.stdout.write(`${formatExportTable(exports)}\n\n`);
   for (const note of notes) process.stdout.write(`note: ${note}\n`);
-  process.stdout.write(`run folder: ${path.resolve(folder)} (report.html, rounds.jsonl, summary.json, config.json)\n`);
+  process.stdout.write(
+    writer.rounds.length === 0
+      ? 'no round completed: no run folder written\n'
+      : `run folder: ${path.resolve(folder)} (report.html, rounds.jsonl, series.csv, clients.csv, summary.json, config.json)\n`,
+  );
   return stop.signal.aborted ? 130 : 0;
 }

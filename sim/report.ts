@@ -1,14 +1,12 @@
 /**
- * What a simulation produces: one RoundReport per (algorithm, round), the
- * per-algorithm summary, and the run folder (config.json, rounds.jsonl,
- * summary.json, report.html with chart.js inlined so it opens offline).
+ * What a simulation produces: one RoundReport per (algorithm, round) (a line
+ * of rounds.jsonl), the per-algorithm summary and the terminal tables. The
+ * run folder is written by run-folder.ts, the page by report-html.ts.
  */
-import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import path from 'node:path';
-import { describeAlgorithm } from '../client/algorithms/registry.js';
 import type { AlgorithmName, SimConfig } from './presets.js';
-import type { ClientExport } from './worker-protocol.js';
+import type { EvalResult } from '../client/algorithms/types.js';
+import type { ClientEvaluation, ClientExport, MemberResult, ModelEvaluation } from './worker-protocol.js';
 
 export interface AccuracyStats {
   readonly mean: number;
@@ -30,15 +28,14 @@ export interface RoundReport {
   readonly algorithm: AlgorithmName;
   /** 1-based. */
   readonly round: number;
-  readonly members: readonly number[];
+  /** Every member's own figures, in the order the round sampled them. */
+  readonly members: readonly MemberResult[];
   /** The members' own models on their own test data, after this round's local training. */
   readonly membersAccuracy: AccuracyStats;
   /** The model each member received, before local training; null for local-only (it receives nothing). */
   readonly receivedAccuracy: AccuracyStats | null;
-  /** Every client's personalized accuracy: only on evaluation rounds (every --eval-every and the last). */
-  readonly allClientsAccuracy: AccuracyStats | null;
-  /** The global model on every client's test data: fedavg/fedavg-ft on evaluation rounds, else null. */
-  readonly globalAccuracy: AccuracyStats | null;
+  /** Every client measured: only on evaluation rounds (every --eval-every and the last). */
+  readonly evaluation: Evaluation | null;
   readonly bytes: ByteCounts;
   /** Mean over members of their pruned share of all model parameters after the round (0 for dense algorithms). */
   readonly meanSparsity: number;
@@ -49,11 +46,40 @@ export interface RoundReport {
   readonly wallSeconds: number;
 }
 
+/** One client at an evaluation round. */
+export interface ClientRecord {
+  readonly client: number;
+  /** Sampled in this or an earlier round. A client never sampled still holds its initial, untrained model. */
+  readonly sampled: boolean;
+  /** Its personalized model on its own test data. */
+  readonly test: EvalResult;
+  /** The same model on its own training data (without a held-out validation split): train - test is the overfitting gap. */
+  readonly train: EvalResult;
+  /** The global model on its test data: algorithms that evaluate one (fedavg, fedavg-ft); else null. */
+  readonly global: EvalResult | null;
+}
+
+/** Every client measured at an evaluation round. */
+export interface Evaluation {
+  /** In client order. */
+  readonly clients: readonly ClientRecord[];
+  /** Personalized test accuracy over the clients sampled so far: the headline figure. */
+  readonly personalized: AccuracyStats;
+  /** Clients never sampled so far: left out of `personalized`, counted here. */
+  readonly neverSampled: number;
+  /** The global model over every client (it is one model for all, trained or not); null without one. */
+  readonly global: AccuracyStats | null;
+}
+
 export interface AlgorithmSummary {
   readonly algorithm: AlgorithmName;
   readonly rounds: number;
-  /** Every client's personalized accuracy at the last evaluation round (mean). */
+  /** Personalized accuracy (mean) at the last evaluation round, over the clients sampled by then. */
   readonly personalizedAcc: number | null;
+  /** Clients never sampled by the last evaluation round (left out of personalizedAcc); null without an evaluation. */
+  readonly neverSampled: number | null;
+  /** Mean over the sampled clients of train accuracy - test accuracy at the last evaluation round. */
+  readonly overfittingGap: number | null;
   /** Mean over the last (up to) 10 rounds of the members' received-model accuracy. */
   readonly receivedAccLast10: number | null;
   readonly globalAcc: number | null;
@@ -88,15 +114,45 @@ export function accuracyStats(values: readonly number[]): AccuracyStats {
   return { mean: sum / values.length, min, max, count: values.length };
 }
 
+/**
+ * An evaluation round's record: each client's personalized model (and the
+ * global one, when there is one) with whether it has been sampled yet. The
+ * headline accuracy is over the sampled clients only: a client never sampled
+ * holds its untrained initial model, and averaging it in would understate
+ * every algorithm by however many clients chance left out.
+ */
+export function evaluationOf(
+  personal: readonly ClientEvaluation[],
+  global: readonly ModelEvaluation[] | null,
+  sampled: ReadonlySet<number>,
+): Evaluation {
+  const globalOf = new Map(global?.map((g) => [g.client, g.test]));
+  const clients = [...personal]
+    .sort((a, b) => a.client - b.client)
+    .map((e): ClientRecord => ({
+      client: e.client,
+      sampled: sampled.has(e.client),
+      test: e.test,
+      train: e.train,
+      global: globalOf.get(e.client) ?? null,
+    }));
+  if (global !== null && globalOf.size !== clients.length) {
+    throw new RangeError(`evaluationOf: the global model was measured on ${globalOf.size} of ${clients.length} clients`);
+  }
+  const trained = clients.filter((c) => c.sampled);
+  if (trained.length === 0) throw new RangeError('evaluationOf: no client has been sampled yet');
+  return {
+    clients,
+    personalized: accuracyStats(trained.map((c) => c.test.accuracy)),
+    neverSampled: clients.length - trained.length,
+    global: global === null ? null : accuracyStats(clients.map((c) => (c.global as EvalResult).accuracy)),
+  };
+}
+
 export function summarize(algorithm: AlgorithmName, rounds: readonly RoundReport[], plannedRounds: number): AlgorithmSummary {
   const mine = rounds.filter((r) => r.algorithm === algorithm);
-  const lastOf = (pick: (r: RoundReport) => AccuracyStats | null): number | null => {
-    for (let i = mine.length - 1; i >= 0; i--) {
-      const stats = pick(mine[i]);
-      if (stats) return stats.mean;
-    }
-    return null;
-  };
+  const lastEvaluation = mine.findLast((r) => r.evaluation !== null)?.evaluation ?? null;
+  const trained = lastEvaluation?.clients.filter((c) => c.sampled) ?? [];
   const received = mine.slice(-10).flatMap((r) => (r.receivedAccuracy ? [r.receivedAccuracy.mean] : []));
   const total = (pick: (b: ByteCounts) => number): number => mine.reduce((s, r) => s + pick(r.bytes), 0);
   const up = total((b) => b.up);
@@ -110,9 +166,11 @@ export function summarize(algorithm: AlgorithmName, rounds: readonly RoundReport
   return {
     algorithm,
     rounds: mine.length,
-    personalizedAcc: lastOf((r) => r.allClientsAccuracy),
+    personalizedAcc: lastEvaluation?.personalized.mean ?? null,
+    neverSampled: lastEvaluation?.neverSampled ?? null,
+    overfittingGap: trained.length ? trained.reduce((s, c) => s + c.train.accuracy - c.test.accuracy, 0) / trained.length : null,
     receivedAccLast10: received.length ? received.reduce((a, b) => a + b, 0) / received.length : null,
-    globalAcc: lastOf((r) => r.globalAccuracy),
+    globalAcc: lastEvaluation?.global?.mean ?? null,
     uploadBytes: up,
     downloadBytes: down,
     denseUploadBytes: denseUp,
@@ -127,7 +185,7 @@ export function summarize(algorithm: AlgorithmName, rounds: readonly RoundReport
   };
 }
 
-function formatBytes(n: number): string {
+export function formatBytes(n: number): string {
   if (n < 1024) return `${n} B`;
   const units = ['KiB', 'MiB', 'GiB'];
   let v = n / 1024;
@@ -139,7 +197,7 @@ function formatBytes(n: number): string {
   return `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
 }
 
-const pct = (v: number | null): string => (v === null ? '-' : `${(v * 100).toFixed(1)}%`);
+export const pct = (v: number | null): string => (v === null ? '-' : `${(v * 100).toFixed(1)}%`);
 
 /** Every client's compact model of one algorithm (subfed sim --export). */
 export interface AlgorithmExports {
@@ -223,11 +281,13 @@ export function formatExportTable(summaries: readonly ExportSummary[]): string {
   ].join('\n');
 }
 
-/** The final terminal table. */
+/** The final terminal table; personalized acc is over the sampled clients, never sampled counts the others. */
 export function formatSummaryTable(summaries: readonly AlgorithmSummary[]): string {
   const header = [
     'algorithm',
     'personalized acc',
+    'never sampled',
+    'train-test gap',
     'received acc (last 10)',
     'global acc',
     'up',
@@ -240,6 +300,8 @@ export function formatSummaryTable(summaries: readonly AlgorithmSummary[]): stri
   const rows = summaries.map((s) => [
     s.algorithm + (s.interrupted ? ' (stopped)' : ''),
     pct(s.personalizedAcc),
+    s.neverSampled === null ? '-' : String(s.neverSampled),
+    pct(s.overfittingGap),
     pct(s.receivedAccLast10),
     pct(s.globalAcc),
     formatBytes(s.uploadBytes),
@@ -262,221 +324,4 @@ export function defaultRunFolder(config: Pick<SimConfig, 'preset'>, now = new Da
     .replace(/[:.]/g, '-')
     .replace(/-\d{3}Z$/, 'Z');
   return path.join('runs', `${stamp}-${config.preset}`);
-}
-
-function chartJsSource(): string {
-  // chart.js does not export its UMD bundle; it sits next to the CommonJS entry.
-  const main = createRequire(import.meta.url).resolve('chart.js');
-  return readFileSync(path.join(path.dirname(main), 'chart.umd.min.js'), 'utf8');
-}
-
-/** JSON that is safe inside a <script> element. */
-function scriptJson(value: unknown): string {
-  return JSON.stringify(value)
-    .replace(/</g, '\\u003c')
-    .replace(/\u2028/g, '\\u2028')
-    .replace(/\u2029/g, '\\u2029');
-}
-
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-/** The data every chart draws from; embedded in the page as JSON (tests read it back). */
-export interface ReportData {
-  readonly config: SimConfig;
-  readonly rounds: readonly RoundReport[];
-  readonly summaries: readonly AlgorithmSummary[];
-  readonly notes: readonly string[];
-  /** subfed sim --export: the compact models per algorithm; absent without it. */
-  readonly exports?: readonly ExportSummary[];
-}
-
-export const REPORT_DATA_ELEMENT_ID = 'subfed-report-data';
-
-// Draws the charts from the embedded data; plain browser JS, kept free of '<' issues.
-const CHART_SCRIPT = `
-const data = JSON.parse(document.getElementById('${REPORT_DATA_ELEMENT_ID}').textContent);
-const algorithms = data.summaries.map((s) => s.algorithm);
-const palette = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b'];
-const colorOf = (a) => palette[algorithms.indexOf(a) % palette.length];
-const roundsOf = (a) => data.rounds.filter((r) => r.algorithm === a);
-const maxRound = Math.max(0, ...data.rounds.map((r) => r.round));
-const labels = Array.from({ length: maxRound }, (_, i) => i + 1);
-const series = (a, pick) => { const v = new Array(maxRound).fill(null); for (const r of roundsOf(a)) v[r.round - 1] = pick(r); return v; };
-const lineOptions = (yTitle, percent) => ({
-  responsive: true, animation: false, spanGaps: true,
-  interaction: { mode: 'nearest', intersect: false },
-  scales: { x: { title: { display: true, text: 'round' } },
-            y: { title: { display: true, text: yTitle }, ...(percent ? { min: 0, max: 100 } : {}) } },
-});
-function chart(id, datasets, yTitle, percent) {
-  new Chart(document.getElementById(id), { type: 'line', data: { labels, datasets }, options: lineOptions(yTitle, percent) });
-}
-const acc = [];
-for (const a of algorithms) {
-  const c = colorOf(a);
-  const pctOf = (s) => (s ? 100 * s.mean : null);
-  acc.push({ label: a + ' personalized (members, after training)', data: series(a, (r) => pctOf(r.membersAccuracy)), borderColor: c, pointRadius: 1 });
-  acc.push({ label: a + ' personalized (all clients)', data: series(a, (r) => pctOf(r.allClientsAccuracy)), borderColor: c, borderWidth: 3, pointRadius: 4 });
-  if (roundsOf(a).some((r) => r.receivedAccuracy)) acc.push({ label: a + ' received (before training)', data: series(a, (r) => pctOf(r.receivedAccuracy)), borderColor: c, borderDash: [6, 3], pointRadius: 1 });
-  if (roundsOf(a).some((r) => r.globalAccuracy)) acc.push({ label: a + ' global', data: series(a, (r) => pctOf(r.globalAccuracy)), borderColor: c, borderDash: [2, 2], pointRadius: 4 });
-}
-chart('accuracy', acc, 'accuracy (%)', true);
-const bytes = [];
-for (const a of algorithms) {
-  let sum = 0, dense = 0;
-  const cum = series(a, (r) => (sum += r.bytes.up + r.bytes.down) / 1048576);
-  const cumDense = series(a, (r) => (dense += r.bytes.denseUp + r.bytes.denseDown) / 1048576);
-  bytes.push({ label: a + ' bytes moved', data: cum, borderColor: colorOf(a) });
-  if (dense > 0) bytes.push({ label: a + ' same traffic as dense f32', data: cumDense, borderColor: colorOf(a), borderDash: [6, 3] });
-}
-chart('bytes', bytes, 'cumulative MiB (up + down)', false);
-chart('sparsity', algorithms.map((a) => ({ label: a, data: series(a, (r) => 100 * r.meanSparsity), borderColor: colorOf(a) })), 'mean sparsity of members (%)', true);
-const hy = data.rounds.filter((r) => r.channelsKept);
-if (hy.length) {
-  const layers = hy[0].channelsKept.length;
-  const ds = [];
-  for (const a of algorithms) for (let l = 0; l < layers; l++) {
-    if (!roundsOf(a).some((r) => r.channelsKept)) continue;
-    ds.push({ label: a + ' BN layer ' + (l + 1), data: series(a, (r) => (r.channelsKept ? r.channelsKept[l] : null)), borderColor: colorOf(a), borderDash: l ? [4, 2] : [] });
-  }
-  chart('channels', ds, 'channels kept (mean over members)', false);
-} else {
-  document.getElementById('channels-section').remove();
-}
-`;
-
-/** The compact models' section: sizes over clients, and the layer widths clients kept. */
-function exportSection(exports: readonly ExportSummary[]): string {
-  if (exports.length === 0) return '';
-  const rows = exports
-    .map(
-      (s) =>
-        `<tr><td>${escapeHtml(s.algorithm)}</td><td>${s.clients}</td><td>${formatBytes(s.bytes.min)}</td><td>${formatBytes(s.bytes.median)}</td>` +
-        `<td>${formatBytes(s.bytes.max)}</td><td>${formatBytes(s.maskedBytes)}</td><td>${pct(s.meanAccuracy)}</td></tr>`,
-    )
-    .join('\n');
-  const shapes = exports
-    .map(
-      (s) =>
-        `<h3>${escapeHtml(s.algorithm)}: layer widths (${s.layers.map(escapeHtml).join(', ')})</h3><table><thead><tr><th>widths</th><th>clients</th></tr></thead><tbody>` +
-        s.architectures.map((a) => `<tr><td>${a.widths.join(' - ')}</td><td>${a.clients}</td></tr>`).join('') +
-        '</tbody></table>',
-    )
-    .join('\n');
-  return `<section id="exports-section"><h2>Compact models (subfed export of every client)</h2>
-<table><thead><tr><th>algorithm</th><th>clients</th><th>compact min</th><th>median</th><th>max</th><th>full-size model</th><th>compact accuracy (mean)</th></tr></thead>
-<tbody>
-${rows}
-</tbody></table>
-${shapes}
-</section>`;
-}
-
-export function renderReportHtml(data: ReportData): string {
-  const c = data.config;
-  const title = `subfed sim — ${c.preset} — ${data.summaries.map((s) => s.algorithm).join(', ')}`;
-  const rows = data.summaries
-    .map(
-      (s) =>
-        `<tr><td>${escapeHtml(s.algorithm)}${s.interrupted ? ' (stopped)' : ''}</td><td>${pct(s.personalizedAcc)}</td><td>${pct(s.receivedAccLast10)}</td><td>${pct(s.globalAcc)}</td>` +
-        `<td>${formatBytes(s.uploadBytes)}</td><td>${formatBytes(s.downloadBytes)}</td><td>${formatBytes(s.denseUploadBytes + s.denseDownloadBytes)}</td><td>${pct(s.savings)}</td><td>${pct(s.finalSparsity)}</td><td>${s.secondsPerRound.toFixed(2)}</td></tr>`,
-    )
-    .join('\n');
-  const notes = data.notes.map((n) => `<li>${escapeHtml(n)}</li>`).join('\n');
-  const algorithms = data.summaries
-    .map((s) => {
-      const d = describeAlgorithm(s.algorithm);
-      return `<li><b>${escapeHtml(d.name)}</b>: ${escapeHtml(d.summary)}. <i>${escapeHtml(d.reference)}</i></li>`;
-    })
-    .join('\n');
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>${escapeHtml(title)}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
-table { border-collapse: collapse; } td, th { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }
-td:first-child, th:first-child { text-align: left; } section { margin: 2em 0; }
-</style>
-</head>
-<body>
-<h1>${escapeHtml(title)}</h1>
-<ul>
-${notes}
-</ul>
-<table>
-<thead><tr><th>algorithm</th><th>personalized acc</th><th>received acc (last 10)</th><th>global acc</th><th>up</th><th>down</th><th>dense up+down</th><th>savings</th><th>final sparsity</th><th>s/round</th></tr></thead>
-<tbody>
-${rows}
-</tbody>
-</table>
-<ul>
-${algorithms}
-</ul>
-<section><h2>Accuracy vs round</h2><canvas id="accuracy"></canvas></section>
-<section><h2>Cumulative bytes vs dense FedAvg</h2><canvas id="bytes"></canvas></section>
-<section><h2>Sparsity vs round</h2><canvas id="sparsity"></canvas></section>
-<section id="channels-section"><h2>Channels kept per BatchNorm layer</h2><canvas id="channels"></canvas></section>
-${exportSection(data.exports ?? [])}
-<script id="${REPORT_DATA_ELEMENT_ID}" type="application/json">${scriptJson(data)}</script>
-<script>${chartJsSource()}</script>
-<script>${CHART_SCRIPT}</script>
-</body>
-</html>
-`;
-}
-
-/** Writes the run folder as the run goes: rounds.jsonl grows one line per round, so a stopped run keeps what it did. */
-export class RunWriter {
-  readonly #rounds: RoundReport[] = [];
-  readonly #exports: AlgorithmExports[] = [];
-
-  constructor(
-    readonly folder: string,
-    readonly config: SimConfig,
-  ) {
-    mkdirSync(folder, { recursive: true });
-    writeFileSync(path.join(folder, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
-    writeFileSync(path.join(folder, 'rounds.jsonl'), '');
-  }
-
-  get rounds(): readonly RoundReport[] {
-    return this.#rounds;
-  }
-
-  appendRound(report: RoundReport): void {
-    this.#rounds.push(report);
-    appendFileSync(path.join(this.folder, 'rounds.jsonl'), `${JSON.stringify(report)}\n`);
-  }
-
-  /** An algorithm's compact models (subfed sim --export). */
-  recordExports(exports: AlgorithmExports): void {
-    this.#exports.push(exports);
-  }
-
-  /** The compact models' summaries, one per algorithm exported. */
-  get exports(): ExportSummary[] {
-    return this.#exports.filter((e) => e.clients.length > 0).map(summarizeExports);
-  }
-
-  /** summary.json and report.html from everything appended so far. */
-  finish(notes: readonly string[]): AlgorithmSummary[] {
-    const summaries = this.config.algorithms
-      .map((a) => summarize(a, this.#rounds, this.config.rounds))
-      .filter((s) => s.rounds > 0);
-    const exports = this.exports;
-    const clients = this.#exports;
-    writeFileSync(
-      path.join(this.folder, 'summary.json'),
-      `${JSON.stringify({ notes, summaries, ...(exports.length > 0 ? { exports, exportedClients: clients } : {}) }, null, 2)}\n`,
-    );
-    writeFileSync(
-      path.join(this.folder, 'report.html'),
-      renderReportHtml({ config: this.config, rounds: this.#rounds, summaries, notes, exports }),
-    );
-    return summaries;
-  }
 }

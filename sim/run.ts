@@ -20,13 +20,13 @@ import { formatLabelCounts, partition, type Partition } from './partition.js';
 import { WorkerPool, workerEntry } from './pool.js';
 import { describeAlgorithm } from '../client/algorithms/registry.js';
 import { algorithmConfig, attackers, modelFor, type AlgorithmName, type SimConfig } from './presets.js';
-import { accuracyStats, type AccuracyStats, type ByteCounts, type RoundReport } from './report.js';
+import { accuracyStats, evaluationOf, type ByteCounts, type Evaluation, type RoundReport } from './report.js';
 import type { InitialModel } from '../server/config.js';
 import type { Logger } from 'pino';
 import type {
-  ClientEvaluation,
   ClientExport,
   MemberResult,
+  ModelEvaluation,
   WorkerRequest,
   WorkerResponses,
   WorkerSetup,
@@ -142,7 +142,7 @@ function describeRun(config: SimConfig, data: LoadedDataset, split: Partition): 
     ...attackNote,
     ...robust,
     ...gateNotes,
-    `accuracy: members are evaluated every round after local training; every client every ${config.evalEvery} rounds and at the end ("all clients")`,
+    `accuracy: members are evaluated every round after local training; every client every ${config.evalEvery} rounds and at the end, on its test and its training data (headline figures over the clients sampled so far)`,
   ];
 }
 
@@ -223,6 +223,8 @@ async function* runAlgorithm(
       for (const client of clients) indexOf.set(String(client), client);
     }
 
+    // Clients sampled so far: the others still hold their initial models, and evaluations count them apart.
+    const sampled = new Set<number>();
     for (let round = 1; round <= config.rounds; round++) {
       const started = performance.now();
       const memberIds = coordinator
@@ -233,6 +235,7 @@ async function* runAlgorithm(
         if (index === undefined) throw new Error(`round ${round}: the coordinator sampled unknown client '${id}'`);
         return index;
       });
+      for (const m of members) sampled.add(m);
       const committed = coordinator && roundBytes(coordinator, round);
       emit({ kind: 'round-start', algorithm, round, members: members.length });
       let done = 0;
@@ -248,26 +251,23 @@ async function* runAlgorithm(
 
       const last = round === config.rounds || options.signal?.aborted === true;
       const evaluateAll = last || round % config.evalEvery === 0;
-      let allClients: AccuracyStats | null = null;
-      let global: AccuracyStats | null = null;
+      let evaluation: Evaluation | null = null;
       if (evaluateAll) {
         emit({ kind: 'evaluating', algorithm, round, scope: 'all' });
-        allClients = stats(
-          await evaluateEveryone(pool, clients, (worker, list) =>
-            ask<'evaluate'>(pool, worker, { kind: 'evaluate', clients: list }),
-          ),
+        const personal = await evaluateEveryone(pool, clients, (worker, list) =>
+          ask<'evaluate'>(pool, worker, { kind: 'evaluate', clients: list }),
         );
+        let global: ModelEvaluation[] | null = null;
         if (coordinator && descriptor.evaluatesGlobalModel) {
           emit({ kind: 'evaluating', algorithm, round, scope: 'global' });
           const weights = coordinator.coordinator.globalModel();
-          global = stats(
-            await evaluateEveryone(pool, clients, (worker, list) =>
-              ask<'evaluate-model'>(pool, worker, { kind: 'evaluate-model', clients: list, weights }),
-            ),
+          global = await evaluateEveryone(pool, clients, (worker, list) =>
+            ask<'evaluate-model'>(pool, worker, { kind: 'evaluate-model', clients: list, weights }),
           );
         }
+        evaluation = evaluationOf(personal, global, sampled);
       }
-      yield roundReport(algorithm, round, results, bytes, allClients, global, (performance.now() - started) / 1000);
+      yield roundReport(algorithm, round, results, bytes, evaluation, (performance.now() - started) / 1000);
       if (options.signal?.aborted) break;
     }
     if (options.exportTo !== undefined) {
@@ -355,18 +355,15 @@ async function evaluateEveryone<T>(
   return parts.flat();
 }
 
-const stats = (evaluations: readonly ClientEvaluation[]): AccuracyStats => accuracyStats(evaluations.map((e) => e.accuracy));
-
 function roundReport(
   algorithm: AlgorithmName,
   round: number,
   results: readonly MemberResult[],
   bytes: ByteCounts,
-  allClientsAccuracy: AccuracyStats | null,
-  globalAccuracy: AccuracyStats | null,
+  evaluation: Evaluation | null,
   wallSeconds: number,
 ): RoundReport {
-  const received = results.flatMap((r) => (r.receivedAccuracy === null ? [] : [r.receivedAccuracy]));
+  const received = results.flatMap((r) => (r.received === null ? [] : [r.received.accuracy]));
   const withChannels = results.flatMap((r) => (r.channelsKept ? [r.channelsKept] : []));
   const channelsKept = withChannels.length
     ? withChannels[0].map((_, layer) => withChannels.reduce((s, c) => s + c[layer], 0) / withChannels.length)
@@ -374,11 +371,10 @@ function roundReport(
   return {
     algorithm,
     round,
-    members: results.map((r) => r.client),
-    membersAccuracy: accuracyStats(results.map((r) => r.accuracy)),
+    members: results,
+    membersAccuracy: accuracyStats(results.map((r) => r.personalized.accuracy)),
     receivedAccuracy: received.length ? accuracyStats(received) : null,
-    allClientsAccuracy,
-    globalAccuracy,
+    evaluation,
     bytes,
     meanSparsity: results.reduce((s, r) => s + r.sparsity, 0) / results.length,
     receivedSparsity: results.reduce((s, r) => s + r.receivedSparsity, 0) / results.length,

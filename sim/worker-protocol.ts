@@ -2,6 +2,7 @@
  * The messages between the simulation driver (main thread) and the client
  * workers (client-worker.ts). Plain structured-clone data only.
  */
+import type { EvalResult } from '../client/algorithms/types.js';
 import type { Dataset } from '../client/data/dataset.js';
 import type { ModelName } from '../client/model-names.js';
 import type { InitialModel } from '../server/config.js';
@@ -30,7 +31,7 @@ export type WorkerRequest =
   | { readonly kind: 'join'; readonly client: number; readonly address: string; readonly enrollmentToken: string }
   /** One local round: pull the task over gRPC, train, push. Local-only trains without the network. */
   | { readonly kind: 'train'; readonly client: number; readonly round: number }
-  /** Personalized accuracy of these clients on their own test data. */
+  /** Personalized accuracy and loss of these clients on their own test data and on their own training data. */
   | { readonly kind: 'evaluate'; readonly clients: readonly number[] }
   /** A given (global) model on these clients' test data. */
   | { readonly kind: 'evaluate-model'; readonly clients: readonly number[]; readonly weights: Map<string, Float32Array> }
@@ -42,12 +43,13 @@ export type WorkerRequest =
   /** Dispose every hosted client and close its channel (end of an algorithm's run). */
   | { readonly kind: 'release' };
 
+/** One member's round, as rounds.jsonl records it. */
 export interface MemberResult {
   readonly client: number;
   /** The model received this round, before local training, on the client's test data; null for local-only. */
-  readonly receivedAccuracy: number | null;
-  /** Personalized accuracy after local training. */
-  readonly accuracy: number;
+  readonly received: EvalResult | null;
+  /** The personalized model after local training, on the client's test data. */
+  readonly personalized: EvalResult;
   /** Pruned share of all model parameters after this round, in [0, 1]. */
   readonly sparsity: number;
   /** The same, of the mask held when the task arrived: what the download was cut to. */
@@ -73,9 +75,19 @@ export interface ClientExport {
   readonly accuracy: number;
 }
 
+/** A client's personalized model at an evaluation round. */
 export interface ClientEvaluation {
   readonly client: number;
-  readonly accuracy: number;
+  /** On the client's own test data. */
+  readonly test: EvalResult;
+  /** On the client's own training data (without a held-out validation split): test and train give the overfitting gap. */
+  readonly train: EvalResult;
+}
+
+/** A given (global) model on one client's test data. */
+export interface ModelEvaluation {
+  readonly client: number;
+  readonly test: EvalResult;
 }
 
 /** What each request resolves to. */
@@ -85,7 +97,7 @@ export interface WorkerResponses {
   join: { clientId: string };
   train: MemberResult;
   evaluate: ClientEvaluation[];
-  'evaluate-model': ClientEvaluation[];
+  'evaluate-model': ModelEvaluation[];
   export: ClientExport[];
   release: null;
 }

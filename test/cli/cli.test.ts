@@ -17,7 +17,7 @@ import { subfed } from './run-subfed.js';
 const root = packageRoot();
 const dir = mkdtempSync(join(tmpdir(), 'subfed-cli-'));
 
-const COMMANDS = ['sim', 'server', 'client', 'export', 'distill', 'predict', 'model'];
+const COMMANDS = ['sim', 'report', 'server', 'client', 'export', 'distill', 'predict', 'model'];
 const listsEveryCommand = (help: string) => {
   for (const c of COMMANDS) expect(help).toMatch(new RegExp(`^\\s+${c}\\b`, 'm'));
 };

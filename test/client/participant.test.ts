@@ -14,6 +14,7 @@ import {
   type ReceivedTask,
 } from '../../client/participant.js';
 import { applyMasks, prunePercentile } from '../../client/prune.js';
+import { evaluate } from '../../client/train.js';
 import type { SparseValues } from '../../proto/codec.js';
 import { Mask } from '../../proto/mask.js';
 import { OneClientServer, tinyData } from './participant-helpers.js';
@@ -246,6 +247,28 @@ describe('FederatedParticipant.localRound', () => {
       /BatchNorm/,
     );
     model.dispose();
+  });
+});
+
+describe('Participant measurements', () => {
+  it('measures the received and the trained model on the test data, and evaluates on the training data on request', async () => {
+    const { model, participant } = mlpParticipant();
+    const server = new OneClientServer(model.getWeights());
+    const task = server.task();
+    // What the client receives is the server's global model: measure it before the round trains it.
+    const scratch = createModel('mlp', 11);
+    scratch.setWeights(server.global);
+    const received = evaluate(scratch, participant.data.test);
+    scratch.dispose();
+    const { metrics } = await participant.localRound(task);
+    expect(metrics.receivedAccuracy).toBe(received.accuracy);
+    expect(metrics.receivedLoss).toBe(received.loss);
+    const test = await participant.evaluate();
+    expect([metrics.accuracy, metrics.testLoss]).toEqual([test.accuracy, test.loss]);
+    expect(await participant.evaluate('test')).toEqual(test);
+    // 'train' is the same model on the client's own training data (the overfitting gap's other half).
+    expect(await participant.evaluate('train')).toEqual(evaluate(model, participant.data.train));
+    expect(participant.data.train.count).not.toBe(participant.data.test.count);
   });
 });
 

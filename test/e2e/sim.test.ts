@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadDataset } from '../../sim/datasets.js';
 import { PRESETS, validateSimConfig, type SimConfig } from '../../sim/presets.js';
-import { RunWriter } from '../../sim/report.js';
+import { RunWriter } from '../../sim/run-folder.js';
 import { runSimulation, type SimulationEvent } from '../../sim/run.js';
 import type { RoundReport } from '../../sim/report.js';
 
@@ -66,10 +66,11 @@ describe('subfed sim end to end (synthetic data, real gRPC, worker threads)', ()
 
   it('samples 3 members a round, the same ones for every algorithm', () => {
     for (const r of reports) expect(r.members).toHaveLength(3);
+    const clientsOf = (r: RoundReport) => r.members.map((m) => m.client).sort();
     for (const round of [0, 1, 2]) {
-      const fed = [...of('fedavg')[round].members].sort();
-      expect([...of('subfedavg-un')[round].members].sort()).toEqual(fed);
-      expect([...of('local')[round].members].sort()).toEqual(fed);
+      const fed = clientsOf(of('fedavg')[round]);
+      expect(clientsOf(of('subfedavg-un')[round])).toEqual(fed);
+      expect(clientsOf(of('local')[round])).toEqual(fed);
     }
   });
 
@@ -77,19 +78,52 @@ describe('subfed sim end to end (synthetic data, real gRPC, worker threads)', ()
     // 2-class clients: chance on a client's own test data is 50%; the global model faces 10 classes.
     for (const algorithm of ['fedavg', 'subfedavg-un', 'local']) {
       const last = of(algorithm).at(-1)!;
-      expect(last.allClientsAccuracy).not.toBeNull();
+      expect(last.evaluation).not.toBeNull();
       expect(last.membersAccuracy.mean).toBeGreaterThan(0.6);
     }
     const fed = of('fedavg');
-    expect(fed[2].globalAccuracy!.mean).toBeGreaterThan(0.2);
+    expect(fed[2].evaluation!.global!.mean).toBeGreaterThan(0.2);
     expect(fed[2].receivedAccuracy!.mean).toBeGreaterThan(fed[0].receivedAccuracy!.mean);
   });
 
-  it('evaluates everyone on evaluation rounds only (every 2 and the last)', () => {
-    expect(of('fedavg').map((r) => r.allClientsAccuracy !== null)).toEqual([false, true, true]);
-    expect(of('fedavg').map((r) => r.globalAccuracy !== null)).toEqual([false, true, true]);
-    expect(of('subfedavg-un').every((r) => r.globalAccuracy === null)).toBe(true);
-    expect(of('fedavg')[1].allClientsAccuracy!.count).toBe(6);
+  it('evaluates everyone on evaluation rounds only (every 2 and the last), on test and training data', () => {
+    expect(of('fedavg').map((r) => r.evaluation !== null)).toEqual([false, true, true]);
+    expect(of('fedavg').map((r) => r.evaluation?.global != null)).toEqual([false, true, true]);
+    expect(of('subfedavg-un').every((r) => r.evaluation?.global == null)).toBe(true);
+    const e = of('fedavg')[1].evaluation!;
+    expect(e.clients.map((c) => c.client)).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(e.clients.every((c) => c.global !== null)).toBe(true);
+    // The headline is over the clients sampled in rounds 1-2; the rest are counted apart.
+    const sampled = new Set(
+      of('fedavg')
+        .slice(0, 2)
+        .flatMap((r) => r.members.map((m) => m.client)),
+    );
+    expect(e.clients.filter((c) => c.sampled).map((c) => c.client)).toEqual([...sampled].sort());
+    expect(e.personalized.count + e.neverSampled).toBe(6);
+    expect(e.personalized.count).toBe(sampled.size);
+    for (const c of e.clients) {
+      expect(c.train.accuracy).toBeGreaterThanOrEqual(0);
+      expect(Number.isFinite(c.train.loss) && Number.isFinite(c.test.loss)).toBe(true);
+    }
+  });
+
+  it("records each member's received and trained model, with losses", () => {
+    for (const r of of('fedavg')) {
+      for (const m of r.members) {
+        expect(m.received).not.toBeNull();
+        expect(m.received!.loss).toBeGreaterThan(0);
+        expect(m.personalized.loss).toBeGreaterThan(0);
+      }
+      expect(r.receivedAccuracy!.mean).toBeCloseTo(r.members.reduce((s, m) => s + m.received!.accuracy, 0) / 3, 12);
+    }
+    for (const r of of('local')) expect(r.members.every((m) => m.received === null)).toBe(true);
+  });
+
+  it('writes the report and the CSV files beside rounds.jsonl', () => {
+    for (const file of ['report.html', 'series.csv', 'clients.csv', 'summary.json']) {
+      expect(readFileSync(path.join(dir, 'run', file), 'utf8').length).toBeGreaterThan(100);
+    }
   });
 
   it('counts bytes in both directions next to the dense size, and none for local-only', () => {

@@ -37,9 +37,15 @@ describe('runSimulation', () => {
     for await (const round of runSimulation(tiny, { data: await data(), signal: stop.signal, onEvent })) reports.push(round);
     expect(reports.map((r) => `${r.algorithm}:${r.round}`)).toEqual(['fedavg:1']);
     // The stopped round is treated as the last one: every client and the global model are evaluated.
-    expect(reports[0].allClientsAccuracy?.count).toBe(4);
-    expect(reports[0].globalAccuracy?.count).toBe(4);
-    expect(reports[0].members.every((m) => m >= 0 && m < 4)).toBe(true);
+    const e = reports[0].evaluation!;
+    expect(e.clients.map((c) => c.client)).toEqual([0, 1, 2, 3]);
+    expect(e.global?.count).toBe(4);
+    // Round 1 sampled half the clients: the headline is over those two, the other two are counted apart.
+    const members = reports[0].members.map((m) => m.client);
+    expect(members.every((m) => m >= 0 && m < 4)).toBe(true);
+    expect(e.clients.filter((c) => c.sampled).map((c) => c.client)).toEqual([...members].sort());
+    expect(e.personalized.count).toBe(2);
+    expect(e.neverSampled).toBe(2);
     expect(handles()).toBeLessThanOrEqual(before);
   });
 
