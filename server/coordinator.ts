@@ -433,8 +433,13 @@ export class Coordinator {
    * was lost) gets the same ack and is not folded again, but only when it is
    * the same update (uploadDigest): one with other content is refused with
    * FAILED_PRECONDITION, since it would never be applied.
+   *
+   * `wireBytesUp` is what the upload took on the wire (0 for a caller with no
+   * wire). It goes into the round's traffic here, on acceptance: counted at
+   * the end of the call instead, the upload that completes a round would land
+   * after the commit, outside the round it belongs to.
    */
-  pushUpdate(header: M.UpdateHeader, tensors: readonly M.SparseTensor[]): M.UpdateAck {
+  pushUpdate(header: M.UpdateHeader, tensors: readonly M.SparseTensor[], wireBytesUp = 0): M.UpdateAck {
     const { client, receipt } = this.checkUpdateHeader(header);
     const digest = uploadDigest(header, tensors);
     if (receipt !== undefined) {
@@ -472,6 +477,7 @@ export class Coordinator {
         ? { kind: 'changed', version: change.version, masks: masksAfter(client.masks, update) }
         : { kind: 'unchanged' },
     );
+    if (wireBytesUp > 0) r.addTraffic(client.id, 'up', wireBytesUp);
     r.countDense('up', this.#denseBytes);
     this.#metrics.denseEquivalentBytes.inc({ direction: 'up' }, this.#denseBytes);
     this.#metrics.updatesAccepted.inc();
@@ -491,12 +497,26 @@ export class Coordinator {
    * `subfed_call_bytes_total`, so retries do not inflate the traffic.
    */
   recordCall(clientId: string | undefined, outcome: CallOutcome, bytes: { up: number; down: number }): void {
-    for (const direction of ['up', 'down'] as const) {
-      if (bytes[direction] > 0) this.#metrics.callBytes.inc({ direction, outcome }, bytes[direction]);
-    }
+    this.#countCallBytes(outcome, bytes);
     if (outcome === 'accepted') {
       this.#recordTraffic('up', clientId, bytes.up);
       this.#recordTraffic('down', clientId, bytes.down);
+    }
+  }
+
+  /**
+   * recordCall for a PushUpdate call: its upload went into the round's
+   * traffic when pushUpdate accepted it, so only the ack is added here (and
+   * lands after the commit when that upload completed the round: a few bytes).
+   */
+  recordUploadCall(clientId: string | undefined, outcome: CallOutcome, bytes: { up: number; down: number }): void {
+    this.#countCallBytes(outcome, bytes);
+    if (outcome === 'accepted') this.#recordTraffic('down', clientId, bytes.down);
+  }
+
+  #countCallBytes(outcome: CallOutcome, bytes: { up: number; down: number }): void {
+    for (const direction of ['up', 'down'] as const) {
+      if (bytes[direction] > 0) this.#metrics.callBytes.inc({ direction, outcome }, bytes[direction]);
     }
   }
 

@@ -395,16 +395,16 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
           throw new CoordinatorError('INVALID_ARGUMENT', 'missing_header', 'the update stream was empty');
         }
         assembler.finish();
-        return coord.pushUpdate(header, tensors);
+        return coord.pushUpdate(header, tensors, up);
       })()
         .finally(() => ticket?.release())
         .then(
           (ack) => {
             callback(null, ack);
-            coord.recordCall(clientId, retry ? 'retry' : 'accepted', { up, down: size(ack) });
+            coord.recordUploadCall(clientId, retry ? 'retry' : 'accepted', { up, down: size(ack) });
           },
           (err: unknown) => {
-            coord.recordCall(clientId, 'refused', { up, down: 0 });
+            coord.recordUploadCall(clientId, 'refused', { up, down: 0 });
             if ((err as { code?: unknown }).code === 'ERR_STREAM_PREMATURE_CLOSE') {
               // The call ended outside this handler: the client cancelled, or grpc-js
               // refused a message beyond its hard cap and already sent the status.

@@ -126,6 +126,9 @@ describe('coordinator end to end over loopback gRPC', () => {
     expect(Object.values(traffic).reduce((s, t) => s + t.down, 0)).toBe(r3.bytesDown);
     // A and C pulled sparse (3 of 6 kernel values), B dense.
     expect(traffic[a.id].down).toBeLessThan(traffic[b.id].down);
+    // C's upload completed the round, and it is counted in it like A's (the same shape of update):
+    // an upload joins its round's traffic when it is accepted, not when its call ends after the commit.
+    expect(traffic[c.id].up).toBe(traffic[a.id].up);
     expect(r3.denseBytesUp).toBe(3 * 4 * 9);
     expect(r3.denseBytesDown).toBe(3 * 4 * 9);
     // Per client, /api/clients adds up the traffic of every committed round.
