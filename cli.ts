@@ -54,6 +54,10 @@ const lazyCommands: Record<string, { description: string; register: (program: Co
     description: 'simulate federated training: a real coordinator and many clients over loopback gRPC',
     register: async (p) => (await loadPart('subfed sim', () => import('./sim/main.js'))).registerSimCommand(p),
   },
+  sweep: {
+    description: 'run a grid of simulations (config fields x values) x seeds, resumable, into one table and report',
+    register: async (p) => (await loadPart('subfed sweep', () => import('./sim/sweep-main.js'))).registerSweepCommand(p),
+  },
   client: {
     description: 'run one federated client on local data against a coordinator',
     register: async (p) => (await import('./client/main.js')).registerClientCommand(p),
@@ -68,6 +72,7 @@ async function lazyCommand(name: keyof typeof lazyCommands): Promise<void> {
 }
 
 await lazyCommand('sim');
+await lazyCommand('sweep');
 
 program
   .command('server')

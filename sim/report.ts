@@ -7,7 +7,7 @@ import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { describeAlgorithm } from '../client/algorithms/registry.js';
-import type { AlgorithmName, SimConfig } from './presets.js';
+import { experimentOf, recordedConfig, type AlgorithmName, type SimConfig } from './presets.js';
 import type { ClientExport } from './worker-protocol.js';
 
 export interface AccuracyStats {
@@ -255,8 +255,8 @@ export function formatSummaryTable(summaries: readonly AlgorithmSummary[]): stri
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
-/** Default run folder: runs/<timestamp>-<preset>/ (timestamp sortable and path-safe). */
-export function defaultRunFolder(config: Pick<SimConfig, 'preset'>, now = new Date()): string {
+/** Default run folder: runs/<timestamp>-<preset>/ (timestamp sortable and path-safe); an experiment file gives its own name as `preset`. */
+export function defaultRunFolder(config: { readonly preset: string }, now = new Date()): string {
   const stamp = now
     .toISOString()
     .replace(/[:.]/g, '-')
@@ -439,7 +439,8 @@ export class RunWriter {
     readonly config: SimConfig,
   ) {
     mkdirSync(folder, { recursive: true });
-    writeFileSync(path.join(folder, 'config.json'), `${JSON.stringify(config, null, 2)}\n`);
+    // As an experiment file: `subfed sim --config <folder>/config.json` runs it again.
+    writeFileSync(path.join(folder, 'config.json'), `${JSON.stringify(recordedConfig(experimentOf(config)), null, 2)}\n`);
     writeFileSync(path.join(folder, 'rounds.jsonl'), '');
   }
 
