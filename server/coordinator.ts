@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type * as M from '../proto/messages.js';
+import { codecs } from '../proto/schema.js';
 import { PROTOCOL_VERSION, type WireDirection } from '../proto/rpc.js';
 import type { CoordinatorConfig } from './config.js';
 import { CoordinatorError, exhausted, precondition } from './errors.js';
@@ -433,8 +434,18 @@ export class Coordinator {
    * was lost) gets the same ack and is not folded again, but only when it is
    * the same update (uploadDigest): one with other content is refused with
    * FAILED_PRECONDITION, since it would never be applied.
+   *
+   * `wire`: the bytes the upload call read (the gRPC handler's count). An
+   * accepted upload's call (those bytes up, the ack down) is counted into its
+   * round here, before the round can commit: counted when the call ends, the
+   * last member's upload would miss the round it completes and land in the
+   * next one if the client is a member of that too (recordCall, `inRound`).
    */
-  pushUpdate(header: M.UpdateHeader, tensors: readonly M.SparseTensor[]): M.UpdateAck {
+  pushUpdate(
+    header: M.UpdateHeader,
+    tensors: readonly M.SparseTensor[],
+    wire: { readonly upBytes: number } | undefined = undefined,
+  ): M.UpdateAck {
     const { client, receipt } = this.checkUpdateHeader(header);
     const digest = uploadDigest(header, tensors);
     if (receipt !== undefined) {
@@ -472,6 +483,10 @@ export class Coordinator {
         ? { kind: 'changed', version: change.version, masks: masksAfter(client.masks, update) }
         : { kind: 'unchanged' },
     );
+    if (wire !== undefined) {
+      r.addTraffic(client.id, 'up', wire.upBytes);
+      r.addTraffic(client.id, 'down', codecs.UpdateAck.encode(ack).length);
+    }
     r.countDense('up', this.#denseBytes);
     this.#metrics.denseEquivalentBytes.inc({ direction: 'up' }, this.#denseBytes);
     this.#metrics.updatesAccepted.inc();
@@ -490,11 +505,17 @@ export class Coordinator {
    * an accepted upload and a refused or cut-off call are counted apart, in
    * `subfed_call_bytes_total`, so retries do not inflate the traffic.
    */
-  recordCall(clientId: string | undefined, outcome: CallOutcome, bytes: { up: number; down: number }): void {
+  recordCall(
+    clientId: string | undefined,
+    outcome: CallOutcome,
+    bytes: { up: number; down: number },
+    /** False for an accepted upload: pushUpdate counted it into its round already. */
+    inRound = outcome === 'accepted',
+  ): void {
     for (const direction of ['up', 'down'] as const) {
       if (bytes[direction] > 0) this.#metrics.callBytes.inc({ direction, outcome }, bytes[direction]);
     }
-    if (outcome === 'accepted') {
+    if (outcome === 'accepted' && inRound) {
       this.#recordTraffic('up', clientId, bytes.up);
       this.#recordTraffic('down', clientId, bytes.down);
     }

@@ -395,13 +395,14 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
           throw new CoordinatorError('INVALID_ARGUMENT', 'missing_header', 'the update stream was empty');
         }
         assembler.finish();
-        return coord.pushUpdate(header, tensors);
+        return coord.pushUpdate(header, tensors, { upBytes: up });
       })()
         .finally(() => ticket?.release())
         .then(
           (ack) => {
             callback(null, ack);
-            coord.recordCall(clientId, retry ? 'retry' : 'accepted', { up, down: size(ack) });
+            // An accepted upload is already in its round's traffic (pushUpdate, before the round could commit).
+            coord.recordCall(clientId, retry ? 'retry' : 'accepted', { up, down: size(ack) }, false);
           },
           (err: unknown) => {
             coord.recordCall(clientId, 'refused', { up, down: 0 });

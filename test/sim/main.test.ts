@@ -22,7 +22,7 @@ const tiny: SimCommandFlags = {
   epochs: '1',
   evalEvery: '2',
   workers: '1',
-  seed: '3',
+  seeds: '3',
 };
 
 interface ServerSentEvent {
