@@ -19,7 +19,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { formatZodIssues } from '../proto/zod-issues.js';
-import { formatFieldPath, isPlainObject, parseFieldPath, readJsonObject, type ConfigObject } from './config-layers.js';
+import { ConfigLayerError, formatFieldPath, isPlainObject, parseFieldPath, readJsonObject, type ConfigObject } from './config-layers.js';
 import { readRunRecord } from './environment.js';
 import {
   SimConfigError,
@@ -76,6 +76,15 @@ export interface Sweep {
 
 /** Reads and validates a sweep file and every cell's experiment; errors name the file and the field (grid.<path>[i]). */
 export function loadSweep(file: string, overrides: { out?: string | undefined } = {}): Sweep {
+  try {
+    return readSweep(file, overrides);
+  } catch (error) {
+    if (error instanceof ConfigLayerError) throw new SimConfigError(error.message);
+    throw error;
+  }
+}
+
+function readSweep(file: string, overrides: { out?: string | undefined }): Sweep {
   const json = readJsonObject(file, 'a sweep: see README "Sweeps"');
   const parsed = sweepSchema.safeParse({ experiment: {}, ...json });
   if (!parsed.success) throw new SimConfigError(`${file}: ${formatZodIssues(parsed.error, { input: json }).join(`; ${file}: `)}`);
