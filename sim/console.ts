@@ -53,6 +53,10 @@ export class RunProgress {
       case 'evaluating':
         this.#bar.update({ status: `| evaluating ${event.scope === 'all' ? 'every client' : 'the global model'}` });
         return;
+      case 'setup':
+      case 'coordinator':
+      case 'exported':
+        return;
     }
   }
 

@@ -177,6 +177,11 @@ async function runSeed(
           `${event.algorithm}: wrote ${event.clients.length} compact models under ${event.dir}`,
         );
         break;
+      case 'coordinator':
+      case 'round-start':
+      case 'member-done':
+      case 'evaluating':
+        break;
     }
     options.onEvent?.(event, seed);
   };

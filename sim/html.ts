@@ -55,7 +55,18 @@ export interface IntervalRow {
   readonly spread: Spread;
 }
 
-export const PALETTE = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#e377c2', '#7f7f7f', '#bcbd22', '#17becf'];
+export const PALETTE = [
+  '#1f77b4',
+  '#d62728',
+  '#2ca02c',
+  '#9467bd',
+  '#ff7f0e',
+  '#8c564b',
+  '#e377c2',
+  '#7f7f7f',
+  '#bcbd22',
+  '#17becf',
+];
 
 /**
  * One row per entry: a dot at the mean and a bar over its 95% confidence
@@ -69,7 +80,9 @@ export function intervalPlot(title: string, rows: readonly IntervalRow[], scale 
   const plotWidth = 600;
   const top = 28;
   const height = top + rows.length * rowHeight + 30;
-  const ends = rows.flatMap((r) => [r.spread.ci95?.low ?? r.spread.mean, r.spread.ci95?.high ?? r.spread.mean].map((v) => v * scale));
+  const ends = rows.flatMap((r) =>
+    [r.spread.ci95?.low ?? r.spread.mean, r.spread.ci95?.high ?? r.spread.mean].map((v) => v * scale),
+  );
   let low = Math.min(...ends);
   let high = Math.max(...ends);
   if (high - low < 1e-9) {

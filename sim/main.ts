@@ -1,10 +1,13 @@
 /**
- * `subfed sim`: flags -> validated config -> runSimulation, with a progress bar
- * (on a terminal) or one log line per round, the run folder written as rounds
- * complete, and the final table on stdout. The log (pino, on stderr) is
- * readable on a terminal and JSON lines otherwise. `--dashboard [port]`
- * serves the coordinator's live dashboard while the simulation runs. Ctrl-C
- * once lets the current round finish and writes what is done; twice exits at once.
+ * `subfed sim`: the preset, the experiment file (`--config`) and the flags ->
+ * one validated experiment (sim/presets.ts) -> runExperiment (once per seed,
+ * sim/experiment.ts), with a progress bar (on a terminal) or one log line per
+ * round (sim/console.ts), the run folder written as rounds complete, and the
+ * final table on stdout: the run's, or mean ± std [95% CI] over the seeds.
+ * The log (pino, on stderr) is readable on a terminal and JSON lines
+ * otherwise. `--dashboard [port]` serves the coordinator's live dashboard
+ * while the simulation runs. Ctrl-C once lets the current round finish and
+ * writes what is done; twice exits at once.
  */
 import { Command, Option } from 'commander';
 import path from 'node:path';
@@ -156,7 +159,10 @@ export async function runSimCommand(flags: SimCommandFlags, options: SimCommandO
       onEvent: (event, seed) => {
         if (seeds.length > 1) progress.label = `seed ${seed} (${seeds.indexOf(seed) + 1}/${seeds.length})`;
         if (event.kind === 'coordinator') {
-          feed.attach(event.coordinator.coordinator, `simulation · ${event.algorithm}${seeds.length > 1 ? ` · seed ${seed}` : ''}`);
+          feed.attach(
+            event.coordinator.coordinator,
+            `simulation · ${event.algorithm}${seeds.length > 1 ? ` · seed ${seed}` : ''}`,
+          );
         }
         progress.onEvent(event);
       },

@@ -211,7 +211,8 @@ function presetValue(name: PresetName): ConfigObject {
   if (cached !== undefined) return structuredClone(cached);
   const file = presetFile(name);
   const value: ConfigObject = { workers: defaultWorkers, ...readJsonObject(file, `the ${name} preset`) };
-  if (value.preset !== name) throw new SimConfigError(`${file}: preset: expected '${name}' (the file's own name), got ${JSON.stringify(value.preset)}`);
+  if (value.preset !== name)
+    throw new SimConfigError(`${file}: preset: expected '${name}' (the file's own name), got ${JSON.stringify(value.preset)}`);
   const layers = new LayeredConfig();
   layers.overlay(value, file);
   experimentOfLayers(layers);
@@ -221,7 +222,7 @@ function presetValue(name: PresetName): ConfigObject {
 
 /** A preset as an experiment. */
 export function loadPreset(name: PresetName): Experiment {
-  return experimentSchema.parse(presetValue(name)) as Experiment;
+  return experimentSchema.parse(presetValue(name));
 }
 
 // ------------------------------------------------------------------ layers
@@ -260,7 +261,7 @@ export function experimentOfLayers(layers: LayeredConfig, fallback = '(config)')
   const problems = configProblems(experimentSchema, value);
   if (problems.length > 0) throw new SimConfigError(labelled(problems, layers, fallback));
   // Parsed again for its field order (the schema's), which config.json keeps.
-  return experimentSchema.parse(value) as Experiment;
+  return experimentSchema.parse(value);
 }
 
 /** A field that failed validation: its path, and the line saying so ("partition.alpha: expected ..., got -1"). */
@@ -328,7 +329,8 @@ function algorithmConfigProblems(c: ParsedRunFields): Problem[] {
     if (result.success) continue;
     // Name each field where this config sets it: a training field of a running algorithm comes from `training`.
     for (const issue of result.error.issues) {
-      const path = runs && isTrainingField(issue.path[0]) ? ['training', ...issue.path] : ['algorithmConfigs', name, ...issue.path];
+      const path =
+        runs && isTrainingField(issue.path[0]) ? ['training', ...issue.path] : ['algorithmConfigs', name, ...issue.path];
       const located = { ...issue, path };
       problems.push({
         path: issue.code === 'unrecognized_keys' ? [...path, issue.keys[0]] : path,
@@ -363,7 +365,7 @@ function modelProblems(c: ParsedRunFields): Problem[] {
       const fitting = MODEL_NAMES.filter(
         (m) =>
           shapeText(zooArchitecture(m).inputShape) === shapeText(datasetShape) &&
-          (modelStructure(m).channelGroups.length > 0) === (field === 'batchNormModel'),
+          modelStructure(m).channelGroups.length > 0 === (field === 'batchNormModel'),
       );
       problems.push({
         path: [field],
@@ -466,7 +468,7 @@ export function flagPlaceholder(reading: FlagReading): string {
     'positive-int': '<n>',
     number: '<x>',
     fraction: '<f>',
-    path: '<path>',
+    path: '<dir>',
     seeds: '<list>',
     'test-cap': '<n|all>',
   };
@@ -590,7 +592,11 @@ function applyFlags(layers: LayeredConfig, flags: SimFlags): void {
     layers.set(['algorithms'], parseAlgorithms('--compare', flags.compare), `--compare '${flags.compare}'`);
   }
   if (flags.algorithm !== undefined) {
-    layers.set(['algorithms'], [parseChoice('--algorithm', flags.algorithm, algorithmNames())], `--algorithm '${flags.algorithm}'`);
+    layers.set(
+      ['algorithms'],
+      [parseChoice('--algorithm', flags.algorithm, algorithmNames())],
+      `--algorithm '${flags.algorithm}'`,
+    );
   }
   for (const [name, field] of Object.entries(FLAG_FIELDS) as [FlagFieldName, FlagField][]) {
     const text = flags[name];

@@ -198,13 +198,13 @@ export async function* runSimulation(config: SimConfig, options: SimulationOptio
   });
   try {
     // Every worker starts its tfjs backend; what they chose (never 'auto') goes into the run folder.
-    const backends = new Set(await pool.runOnAll({ kind: 'backend' }));
+    const backends = new Set((await pool.runOnAll({ kind: 'backend' })) as BackendName[]);
     if (backends.size !== 1) throw new Error(`the workers started different tfjs backends: ${[...backends].join(', ')}`);
     emit({
       kind: 'setup',
       notes: describeRun(config, data, split),
       labelTable: formatLabelCounts(split, { maxRows: 10 }),
-      backend: [...backends][0] as BackendName,
+      backend: [...backends][0],
     });
     for (const algorithm of config.algorithms) {
       if (options.signal?.aborted) break;

@@ -142,9 +142,15 @@ export interface SeedsReportData {
 export function environmentRows(record: RunRecord): string[][] {
   const { subfed, machine } = record;
   return [
-    ['subfed', `${subfed.version}${subfed.commit === null ? '' : ` (commit ${subfed.commit}${subfed.dirty === true ? ', with uncommitted changes' : ''})`}`],
+    [
+      'subfed',
+      `${subfed.version}${subfed.commit === null ? '' : ` (commit ${subfed.commit}${subfed.dirty === true ? ', with uncommitted changes' : ''})`}`,
+    ],
     ['tfjs backend', record.backend],
-    ['machine', `${machine.cores} cores (${machine.cpu}), ${(machine.memoryBytes / 2 ** 30).toFixed(1)} GiB, ${machine.platform} ${machine.arch}`],
+    [
+      'machine',
+      `${machine.cores} cores (${machine.cpu}), ${(machine.memoryBytes / 2 ** 30).toFixed(1)} GiB, ${machine.platform} ${machine.arch}`,
+    ],
     ['Node.js', machine.node],
     ['started', record.startedAt],
     ['finished', record.finishedAt ?? '-'],
@@ -178,7 +184,8 @@ export function renderSeedsReportHtml(data: SeedsReportData): string {
     ['algorithm', 'metric', 'n', 'mean', 'std', '95% CI low', '95% CI high'],
     data.spreads.flatMap((s) =>
       Object.entries(s.metrics).map(([metric, m]) => {
-        const f = (v: number | null | undefined): string => (v === null || v === undefined ? '-' : formatValue(v, unitOf(metric)));
+        const f = (v: number | null | undefined): string =>
+          v === null || v === undefined ? '-' : formatValue(v, unitOf(metric));
         return [s.algorithm, metric, String(m.n), f(m.mean), f(m.std), f(m.ci95?.low), f(m.ci95?.high)];
       }),
     ),

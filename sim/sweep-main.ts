@@ -18,13 +18,7 @@ import { createSimLogger, isLogLevel, LOG_LEVELS, type LogLevel } from './log.js
 import { SimConfigError, recordedConfig } from './presets.js';
 import { HEADLINE_METRICS, formatSpread, summarizeSeeds, unitOf } from './seed-summary.js';
 import { cellFolder, cellStates, clearCell, loadSweep, type CellState, type Sweep } from './sweep.js';
-import {
-  formatSweepTable,
-  renderSweepReportHtml,
-  sweepTableCsv,
-  sweepTableHtml,
-  type CellResult,
-} from './sweep-report.js';
+import { formatSweepTable, renderSweepReportHtml, sweepTableCsv, sweepTableHtml, type CellResult } from './sweep-report.js';
 
 export interface SweepCommandFlags {
   config: string;
@@ -90,13 +84,20 @@ export async function runSweepCommand(flags: SweepCommandFlags, options: { logge
     const label = `cell ${i + 1}/${sweep.cells.length} ${cell.name}`;
     const state = states[i];
     if (state.kind === 'finished') {
-      results[i] = { ...results[i], status: 'finished earlier', spreads: summarizeSeeds(readSeedResults(cell.experiment, folder)) };
+      results[i] = {
+        ...results[i],
+        status: 'finished earlier',
+        spreads: summarizeSeeds(readSeedResults(cell.experiment, folder)),
+      };
       log.info({ event: 'cell', cell: cell.name, status: 'skipped' }, `${label}: finished earlier, skipped`);
       continue;
     }
     if (interrupt.signal.aborted) break;
     if (state.kind === 'unfinished') {
-      log.info({ event: 'cell', cell: cell.name, status: 'rerun' }, `${label}: its folder holds an unfinished run (${state.status}), running it again`);
+      log.info(
+        { event: 'cell', cell: cell.name, status: 'rerun' },
+        `${label}: its folder holds an unfinished run (${state.status}), running it again`,
+      );
       clearCell(sweep, cell);
     }
     const seeds = cell.experiment.seeds;
@@ -123,7 +124,9 @@ export async function runSweepCommand(flags: SweepCommandFlags, options: { logge
       log.info(
         { event: 'cell', cell: cell.name, status: result.status },
         `${label}: ${result.status}; ${headline.label} ` +
-          result.spreads.map((s) => `${s.algorithm} ${formatSpread(s.metrics[headline.metric], unitOf(headline.metric))}`).join(', '),
+          result.spreads
+            .map((s) => `${s.algorithm} ${formatSpread(s.metrics[headline.metric], unitOf(headline.metric))}`)
+            .join(', '),
       );
     } catch (error) {
       progress.stop();
@@ -132,7 +135,10 @@ export async function runSweepCommand(flags: SweepCommandFlags, options: { logge
         process.stderr.write(`subfed sweep: ${label}: ${error.message}\n`);
         code = 2;
       } else {
-        log.error({ event: 'failed', cell: cell.name, err: error }, `${label}: ${error instanceof Error ? error.message : String(error)}`);
+        log.error(
+          { event: 'failed', cell: cell.name, err: error },
+          `${label}: ${error instanceof Error ? error.message : String(error)}`,
+        );
         code = 1;
       }
       break;

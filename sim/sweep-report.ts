@@ -6,14 +6,7 @@
  */
 import type { RunRecord } from './environment.js';
 import { PALETTE, configRows, escapeHtml, htmlPage, htmlTable, intervalPlot } from './html.js';
-import {
-  HEADLINE_METRICS,
-  environmentRows,
-  formatColumns,
-  formatSpread,
-  unitOf,
-  type AlgorithmSpread,
-} from './seed-summary.js';
+import { HEADLINE_METRICS, environmentRows, formatColumns, formatSpread, unitOf, type AlgorithmSpread } from './seed-summary.js';
 import type { Spread } from './stats.js';
 
 /** Where a cell stands in this invocation of the sweep. */
@@ -125,7 +118,9 @@ export function renderSweepReportHtml(data: SweepReportData): string {
       `${label}: mean and 95% CI per cell`,
       rowsOf(data.table).flatMap(({ cell, spread }) => {
         const m = spread?.metrics[metric];
-        return spread === undefined || m === undefined ? [] : [{ label: `${cell.name} · ${spread.algorithm}`, color: colorOf(spread.algorithm), spread: m }];
+        return spread === undefined || m === undefined
+          ? []
+          : [{ label: `${cell.name} · ${spread.algorithm}`, color: colorOf(spread.algorithm), spread: m }];
       }),
       unitOf(metric) === 'fraction' ? 100 : 1,
     ),

@@ -19,7 +19,14 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { formatZodIssues } from '../proto/zod-issues.js';
-import { ConfigLayerError, formatFieldPath, isPlainObject, parseFieldPath, readJsonObject, type ConfigObject } from './config-layers.js';
+import {
+  ConfigLayerError,
+  formatFieldPath,
+  isPlainObject,
+  parseFieldPath,
+  readJsonObject,
+  type ConfigObject,
+} from './config-layers.js';
 import { readRunRecord } from './environment.js';
 import {
   SimConfigError,
@@ -39,7 +46,10 @@ export const sweepSchema = z.strictObject({
   }),
   /** Field path -> the values it takes; the cells are every combination, the last path varying fastest. */
   grid: z
-    .record(z.string(), z.array(z.unknown(), { error: 'expected a list of values' }).min(1, { error: 'expected at least one value' }))
+    .record(
+      z.string(),
+      z.array(z.unknown(), { error: 'expected a list of values' }).min(1, { error: 'expected at least one value' }),
+    )
     .refine((grid) => Object.keys(grid).length > 0, { error: 'expected at least one field path' }),
   /** The seeds of every cell (default: the experiment's). */
   seeds: z
@@ -134,7 +144,8 @@ function combinations(lengths: readonly number[]): number[][] {
 /** An inline experiment's relative paths, resolved against the sweep file's folder (as an experiment file's are). */
 function resolvePaths(patch: ConfigObject, folder: string): ConfigObject {
   const out = { ...patch };
-  for (const key of ['data', 'out']) if (typeof out[key] === 'string' && out[key] !== '') out[key] = path.resolve(folder, out[key]);
+  for (const key of ['data', 'out'])
+    if (typeof out[key] === 'string' && out[key] !== '') out[key] = path.resolve(folder, out[key]);
   return out;
 }
 
@@ -157,7 +168,8 @@ export function cellFolder(sweep: Pick<Sweep, 'out'>, cell: Pick<SweepCell, 'nam
 }
 
 /** What a cell's folder holds: nothing, a finished run of this cell, or an unfinished run (to be run again). */
-export type CellState = { readonly kind: 'new' } | { readonly kind: 'finished' } | { readonly kind: 'unfinished'; readonly status: string };
+export type CellState =
+  { readonly kind: 'new' } | { readonly kind: 'finished' } | { readonly kind: 'unfinished'; readonly status: string };
 
 /**
  * Each cell's state; throws SimConfigError when a finished cell's folder holds

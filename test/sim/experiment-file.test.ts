@@ -94,10 +94,15 @@ describe('an experiment file', () => {
     });
     expect(e.algorithmConfigs['subfedavg-un']).toMatchObject({ target: 45, p: 15 });
     // A flag for the kind the file already has keeps the file's other fields.
-    expect(resolve({ config: file({ partition: { kind: 'shards', shardSize: 100, shardsPerClient: 3 } }), partition: 'shards' }).partition).toEqual(
-      { kind: 'shards', shardSize: 100, shardsPerClient: 3 },
-    );
-    expect(resolve({ shardSize: '120', shardsPerClient: '1' }).partition).toEqual({ kind: 'shards', shardSize: 120, shardsPerClient: 1 });
+    expect(
+      resolve({ config: file({ partition: { kind: 'shards', shardSize: 100, shardsPerClient: 3 } }), partition: 'shards' })
+        .partition,
+    ).toEqual({ kind: 'shards', shardSize: 100, shardsPerClient: 3 });
+    expect(resolve({ shardSize: '120', shardsPerClient: '1' }).partition).toEqual({
+      kind: 'shards',
+      shardSize: 120,
+      shardsPerClient: 1,
+    });
     expect(resolve({ maxTestPerClient: 'all' }).maxTestPerClient).toBeNull();
   });
 
@@ -114,7 +119,10 @@ describe('an experiment file', () => {
       [{ partition: { kind: 'dirichlet', alpha: -1 } }, /^F: partition\.alpha: expected a positive number, got -1$/],
       [{ partition: { kind: 'dirichlet' } }, /^F: partition\.alpha: expected a positive number, got nothing$/],
       [{ partition: { kind: 'random' } }, /^F: partition\.kind: expected kind shards, dirichlet, iid, got "random"$/],
-      [{ rounds: 0, fraction: 2 }, /^F: fraction: expected a number in \(0, 1\], got 2; F: rounds: expected a positive integer, got 0$/],
+      [
+        { rounds: 0, fraction: 2 },
+        /^F: fraction: expected a number in \(0, 1\], got 2; F: rounds: expected a positive integer, got 0$/,
+      ],
       [{ lrr: 0.1 }, /^F: unknown field\(s\) lrr$/],
       [{ training: { epoch: 3 } }, /^F: training: unknown field\(s\) epoch$/],
       [{ training: { lr: '0.1' } }, /^F: training\.lr: expected a positive number, got "0\.1"$/],
@@ -122,11 +130,17 @@ describe('an experiment file', () => {
       [{ seeds: [1, 1] }, /^F: seeds: expected distinct seeds, got \[1,1\]$/],
       [{ seeds: 3 }, /^F: seeds: expected a list of non-negative integers, got 3$/],
       [{ algorithmConfigs: { 'subfedavg-un': { p: 150 } } }, /^F: algorithmConfigs\.subfedavg-un\.p: .*, got 150$/],
-      [{ algorithmConfigs: { 'subfedavg-un': { epochs: 3 } } }, /^F: algorithmConfigs\.subfedavg-un\.epochs: set training\.epochs instead/],
+      [
+        { algorithmConfigs: { 'subfedavg-un': { epochs: 3 } } },
+        /^F: algorithmConfigs\.subfedavg-un\.epochs: set training\.epochs instead/,
+      ],
       [{ algorithmConfigs: { fedprox2: {} } }, /^F: algorithmConfigs: unknown field\(s\) fedprox2$/],
       [{ training: { epochs: 1 } }, /^F: training\.epochs: expected at least 2: Sub-FedAvg compares/],
       [{ dataset: 'cifar10' }, /^F: model: lenet5-mnist takes 28x28x1 images, but cifar10 has 32x32x3 \(lenet5-cifar fits\)/],
-      [{ algorithms: ['subfedavg-hy'], batchNormModel: 'lenet5-mnist' }, /^F: batchNormModel: subfedavg-hy needs a model with BatchNorm/],
+      [
+        { algorithms: ['subfedavg-hy'], batchNormModel: 'lenet5-mnist' },
+        /^F: batchNormModel: subfedavg-hy needs a model with BatchNorm/,
+      ],
       [
         { dataset: 'synthetic', algorithms: ['fedavg', 'subfedavg-hy'], batchNormModel: 'lenet5-bn-cifar' },
         /^F: batchNormModel: lenet5-bn-cifar takes 32x32x3 images and model lenet5-mnist 28x28x1, but the algorithms share one synthetic dataset$/,
@@ -157,7 +171,9 @@ describe('an experiment file', () => {
     );
     // A bad value in the file that a flag replaces is no problem.
     expect(resolve({ config: file({ rounds: 0 }), rounds: '4' }).rounds).toBe(4);
-    expect(failure({ config: f, preset: 'paper' })).toMatch(/^--preset 'paper' and --config '.*': the experiment file names its preset/);
+    expect(failure({ config: f, preset: 'paper' })).toMatch(
+      /^--preset 'paper' and --config '.*': the experiment file names its preset/,
+    );
   });
 
   it('is what a run folder records: config.json runs the same experiment again', () => {

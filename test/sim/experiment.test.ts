@@ -62,7 +62,15 @@ describe('subfed sim --config', () => {
     const out = path.join(dir, 'seeds');
     const run = await sim({ config: experimentFile('seeds.json', tiny), seeds: '1,2,3', out });
     expect(run.code, run.stderr).toBe(0);
-    expect(readdirSync(out).sort()).toEqual(['config.json', 'report.html', 'run.json', 'seed-1', 'seed-2', 'seed-3', 'summary.json']);
+    expect(readdirSync(out).sort()).toEqual([
+      'config.json',
+      'report.html',
+      'run.json',
+      'seed-1',
+      'seed-2',
+      'seed-3',
+      'summary.json',
+    ]);
     for (const seed of [1, 2, 3]) {
       const folder = path.join(out, `seed-${seed}`);
       expect(readdirSync(folder).sort()).toEqual(['config.json', 'report.html', 'rounds.jsonl', 'summary.json']);
@@ -166,7 +174,10 @@ describe('a run that cannot start leaves no run folder', () => {
     mkdirSync(empty);
     const cases: Array<[SimCommandFlags, RegExp]> = [
       [{ rounds: '0' }, /--rounds: expected a positive integer/],
-      [{ config: experimentFile('bad.json', { ...tiny, partition: { kind: 'dirichlet', alpha: 0 } }) }, /partition\.alpha: expected a positive number, got 0/],
+      [
+        { config: experimentFile('bad.json', { ...tiny, partition: { kind: 'dirichlet', alpha: 0 } }) },
+        /partition\.alpha: expected a positive number, got 0/,
+      ],
       [{ dataset: 'mnist', data: empty, compare: 'fedavg' }, /mnist: .* has none of the expected files/],
       [
         { config: experimentFile('split.json', { ...tiny, partition: { kind: 'dirichlet', alpha: 0.5 }, clients: 300 }) },

@@ -7,6 +7,7 @@ import {
   modelFor,
   resolveSimConfig,
   validateSimConfig,
+  type SimFlags,
 } from '../../sim/presets.js';
 
 describe('presets', () => {
@@ -88,7 +89,7 @@ describe('presets', () => {
 });
 
 describe('flag validation names the flag and the value', () => {
-  const cases: Array<[Record<string, string>, RegExp]> = [
+  const cases: Array<[SimFlags, RegExp]> = [
     [{ preset: 'huge' }, /--preset: expected one of quick, paper, paper-mnist, paper-cifar10, dirichlet, got 'huge'/],
     [{ rounds: 'abc' }, /--rounds: expected a positive integer, got 'abc'/],
     [{ rounds: '0' }, /--rounds: expected a positive integer, got '0'/],
@@ -109,13 +110,19 @@ describe('flag validation names the flag and the value', () => {
     [{ testSet: 'held-out' }, /^--test-set 'held-out': testSet\.testFraction: expected a number in \(0, 1\), got nothing$/],
     [{ maxTestPerClient: 'none' }, /--max-test-per-client: expected a positive integer, got 'none'/],
     [{ model: 'resnet' }, /--model: expected one of mlp, lenet5-mnist/],
-    [{ dataset: 'cifar10' }, /^--dataset 'cifar10': model: lenet5-mnist takes 28x28x1 images, but cifar10 has 32x32x3 \(lenet5-cifar fits\)$/],
+    [
+      { dataset: 'cifar10' },
+      /^--dataset 'cifar10': model: lenet5-mnist takes 28x28x1 images, but cifar10 has 32x32x3 \(lenet5-cifar fits\)$/,
+    ],
     [{ set: ['training.lr'] }, /^--set 'training\.lr': expected path=value/],
     [{ set: ['training..lr=1'] }, /^--set 'training\.\.lr=1': expected a field path like training\.lr/],
     [{ set: ['training.lr=-1'] }, /^--set 'training\.lr=-1': training\.lr: expected a positive number, got -1$/],
     [{ set: ['rounds.x=1'] }, /^--set 'rounds\.x=1': cannot set rounds\.x: rounds holds 10, not an object$/],
     [{ set: ['preset=paper'] }, /^--set 'preset=paper': the preset is the base/],
-    [{ set: ['algorithmConfigs.subfedavg-un.target=150'] }, /^--set 'algorithmConfigs\.subfedavg-un\.target=150': algorithmConfigs\.subfedavg-un\.target: .*, got 150$/],
+    [
+      { set: ['algorithmConfigs.subfedavg-un.target=150'] },
+      /^--set 'algorithmConfigs\.subfedavg-un\.target=150': algorithmConfigs\.subfedavg-un\.target: .*, got 150$/,
+    ],
     [{ values: 'f64' }, /--values: expected one of f32, f16, int8, got 'f64'/],
     [{ backend: 'gpu' }, /--backend: expected one of auto, node, wasm, cpu, got 'gpu'/],
     [{ dataset: 'imagenet' }, /--dataset: expected one of fashion-mnist, mnist, cifar10, synthetic, got 'imagenet'/],

@@ -96,13 +96,22 @@ describe('a sweep file', () => {
       [{ grid: { rounds: [1] }, seeds: [1, 1] }, /^F: seeds: expected distinct seeds/],
       [{ grid: { rounds: [1] }, extra: 1 }, /^F: \(root\): unknown field\(s\) extra$/],
       [{ experiment: 5, grid: { rounds: [1] } }, /^F: experiment: expected the path of an experiment file or an object/],
-      [{ experiment, grid: { 'training.lr': [0.1, -1] } }, /^F: grid\.training\.lr\[1\]: training\.lr: expected a positive number, got -1$/],
+      [
+        { experiment, grid: { 'training.lr': [0.1, -1] } },
+        /^F: grid\.training\.lr\[1\]: training\.lr: expected a positive number, got -1$/,
+      ],
       [{ experiment, grid: { 'training.lrr': [0.1] } }, /^F: grid\.training\.lrr\[0\]: training: unknown field\(s\) lrr$/],
-      [{ experiment, grid: { 'rounds.x': [1] } }, /^F: grid\.rounds\.x\[0\]: cannot set rounds\.x: rounds holds 4, not an object$/],
+      [
+        { experiment, grid: { 'rounds.x': [1] } },
+        /^F: grid\.rounds\.x\[0\]: cannot set rounds\.x: rounds holds 4, not an object$/,
+      ],
       [{ experiment, grid: { 'a..b': [1] } }, /^F: grid\.a\.\.b: expected a field path/],
       [{ experiment, grid: { seeds: [[1]] } }, /^F: grid\.seeds: give the seeds in the sweep's "seeds" field$/],
       [{ experiment, grid: { preset: ['paper'] } }, /^F: grid\.preset: the preset is the base/],
-      [{ experiment: { ...experiment, rounds: 0 }, grid: { fraction: [1] } }, /^F: experiment: rounds: expected a positive integer, got 0$/],
+      [
+        { experiment: { ...experiment, rounds: 0 }, grid: { fraction: [1] } },
+        /^F: experiment: rounds: expected a positive integer, got 0$/,
+      ],
       [{ experiment: 'nowhere.json', grid: { fraction: [1] } }, /nowhere\.json: cannot read an experiment/],
       ['{', /^F: not valid JSON/],
     ];
@@ -180,7 +189,9 @@ describe('subfed sweep', () => {
 
     // One table: a row per cell and algorithm, in the terminal, CSV and HTML; and one report.
     const csv = readFileSync(path.join(out, 'table.csv'), 'utf8').trimEnd().split('\n');
-    expect(csv[0]).toMatch(/^cell,training\.lr,algorithm,status,seeds,personalizedAcc_mean,personalizedAcc_std,personalizedAcc_ci95_low,personalizedAcc_ci95_high,/);
+    expect(csv[0]).toMatch(
+      /^cell,training\.lr,algorithm,status,seeds,personalizedAcc_mean,personalizedAcc_std,personalizedAcc_ci95_low,personalizedAcc_ci95_high,/,
+    );
     expect(csv.slice(1).map((row) => row.split(',').slice(0, 5).join(','))).toEqual([
       'lr=0.01,0.01,fedavg,finished earlier,2',
       'lr=0.01,0.01,local,finished earlier,2',
