@@ -5,6 +5,8 @@
  */
 import cliProgress from 'cli-progress';
 import type { Logger } from 'pino';
+import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
+import { SimConfigError } from './presets.js';
 import type { RoundReport } from './report.js';
 import type { SimulationEvent } from './run.js';
 
@@ -106,4 +108,11 @@ export function onInterrupt(log: Logger, what: string): { readonly signal: Abort
   };
   process.on('SIGINT', handler);
   return { signal: stop.signal, dispose: () => process.off('SIGINT', handler) };
+}
+
+/** `--log-level`: one of LOG_LEVELS, default info; a SimConfigError naming the flag otherwise. */
+export function logLevelFlag(value: string | undefined): LogLevel {
+  if (value === undefined) return 'info';
+  if (!isLogLevel(value)) throw new SimConfigError(`--log-level: expected one of ${LOG_LEVELS.join(', ')}, got '${value}'`);
+  return value;
 }

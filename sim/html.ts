@@ -18,6 +18,7 @@ export function htmlPage(title: string, body: string): string {
 <style>
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; } td, th { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }
+td { white-space: nowrap; } .scroll { overflow-x: auto; }
 td:first-child, th:first-child { text-align: left; } th { background: #f4f4f4; } section { margin: 2em 0; }
 td.text, th.text { text-align: left; } code { font-size: 0.95em; }
 </style>
@@ -35,9 +36,9 @@ export function htmlTable(header: readonly string[], rows: readonly (readonly st
   const cell = (tag: 'td' | 'th', text: string, i: number): string =>
     `<${tag}${i < textColumns ? ' class="text"' : ''}>${escapeHtml(text)}</${tag}>`;
   return (
-    `<table><thead><tr>${header.map((h, i) => cell('th', h, i)).join('')}</tr></thead>\n<tbody>\n` +
+    `<div class="scroll"><table><thead><tr>${header.map((h, i) => cell('th', h, i)).join('')}</tr></thead>\n<tbody>\n` +
     rows.map((r) => `<tr>${r.map((c, i) => cell('td', c, i)).join('')}</tr>`).join('\n') +
-    '\n</tbody></table>'
+    '\n</tbody></table></div>'
   );
 }
 
@@ -94,13 +95,15 @@ export function intervalPlot(title: string, rows: readonly IntervalRow[], scale 
   high += pad;
   const x = (v: number): number => labelWidth + ((v * scale - low) / (high - low)) * plotWidth;
   const ticks = Array.from({ length: 5 }, (_, i) => low + ((high - low) * i) / 4);
+  // As many decimals as a quarter of the axis needs.
+  const decimals = Math.min(6, Math.max(0, Math.ceil(-Math.log10((high - low) / 4)) + 1));
   const parts = [
     `<text x="0" y="16" font-weight="bold">${escapeHtml(title)}</text>`,
     ...ticks.map((t) => {
       const tx = labelWidth + ((t - low) / (high - low)) * plotWidth;
       return (
         `<line x1="${tx.toFixed(1)}" y1="${top}" x2="${tx.toFixed(1)}" y2="${height - 24}" stroke="#eee"/>` +
-        `<text x="${tx.toFixed(1)}" y="${height - 8}" text-anchor="middle" font-size="11">${t.toPrecision(4)}</text>`
+        `<text x="${tx.toFixed(1)}" y="${height - 8}" text-anchor="middle" font-size="11">${t.toFixed(decimals)}</text>`
       );
     }),
     ...rows.map((r, i) => {

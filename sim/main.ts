@@ -14,9 +14,9 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { algorithmNames, allAlgorithms } from '../client/algorithms/registry.js';
 import { DashboardFeed, startDashboardServer, type DashboardServer } from '../server/dashboard.js';
-import { onInterrupt, RunProgress } from './console.js';
+import { logLevelFlag, onInterrupt, RunProgress } from './console.js';
 import { isInputError, runExperiment, type ExperimentResult } from './experiment.js';
-import { createSimLogger, isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
+import { createSimLogger, LOG_LEVELS, type LogLevel } from './log.js';
 import {
   FLAG_FIELDS,
   flagOf,
@@ -110,14 +110,9 @@ function runName(flags: SimFlags, experiment: Experiment): string {
 export async function runSimCommand(flags: SimCommandFlags, options: SimCommandOptions = {}): Promise<number> {
   let experiment;
   let port;
-  let level: LogLevel = 'info';
+  let level: LogLevel;
   try {
-    if (flags.logLevel !== undefined) {
-      if (!isLogLevel(flags.logLevel)) {
-        throw new SimConfigError(`--log-level: expected one of ${LOG_LEVELS.join(', ')}, got '${flags.logLevel}'`);
-      }
-      level = flags.logLevel;
-    }
+    level = logLevelFlag(flags.logLevel);
     experiment = resolveExperiment(flags);
     port = dashboardPort(flags.dashboard);
   } catch (error) {

@@ -11,11 +11,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { readJsonObject } from './config-layers.js';
-import { onInterrupt, RunProgress } from './console.js';
+import { logLevelFlag, onInterrupt, RunProgress } from './console.js';
 import { readRunRecord, type RunRecord } from './environment.js';
 import { isInputError, readSeedResults, runExperiment } from './experiment.js';
-import { createSimLogger, isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
-import { SimConfigError, recordedConfig } from './presets.js';
+import { createSimLogger, LOG_LEVELS, type LogLevel } from './log.js';
+import { recordedConfig } from './presets.js';
 import { HEADLINE_METRICS, formatSpread, summarizeSeeds, unitOf } from './seed-summary.js';
 import { cellFolder, cellStates, clearCell, loadSweep, type CellState, type Sweep } from './sweep.js';
 import { formatSweepTable, renderSweepReportHtml, sweepTableCsv, sweepTableHtml, type CellResult } from './sweep-report.js';
@@ -41,14 +41,9 @@ export function registerSweepCommand(program: Command): Command {
 export async function runSweepCommand(flags: SweepCommandFlags, options: { logger?: Logger } = {}): Promise<number> {
   let sweep: Sweep;
   let states: CellState[];
-  let level: LogLevel = 'info';
+  let level: LogLevel;
   try {
-    if (flags.logLevel !== undefined) {
-      if (!isLogLevel(flags.logLevel)) {
-        throw new SimConfigError(`--log-level: expected one of ${LOG_LEVELS.join(', ')}, got '${flags.logLevel}'`);
-      }
-      level = flags.logLevel;
-    }
+    level = logLevelFlag(flags.logLevel);
     sweep = loadSweep(flags.config, { out: flags.out });
     states = cellStates(sweep);
   } catch (error) {
