@@ -158,7 +158,8 @@ async function runSeed(
   options: ExperimentOptions,
   hooks: { onSetup(backend: BackendName): void; onRound(): void },
 ): Promise<SeedOutcome> {
-  const { log, seed } = { log: options.log, seed: config.seed };
+  const { log } = options;
+  const { seed } = config;
   let writer: RunWriter | undefined;
   let notes: string[] = [];
   const onEvent = (event: SimulationEvent): void => {
