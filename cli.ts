@@ -54,6 +54,10 @@ const lazyCommands: Record<string, { description: string; register: (program: Co
     description: 'simulate federated training: a real coordinator and many clients over loopback gRPC',
     register: async (p) => (await loadPart('subfed sim', () => import('./sim/main.js'))).registerSimCommand(p),
   },
+  sweep: {
+    description: 'run a grid of simulations (config fields x values) x seeds, resumable, into one table and report',
+    register: async (p) => (await loadPart('subfed sweep', () => import('./sim/sweep-main.js'))).registerSweepCommand(p),
+  },
   report: {
     description: "redraw a sim run folder's report.html and CSV files from its rounds.jsonl (e.g. --threshold 0.8)",
     register: async (p) => (await loadPart('subfed report', () => import('./sim/report-command.js'))).registerReportCommand(p),
@@ -72,6 +76,7 @@ async function lazyCommand(name: keyof typeof lazyCommands): Promise<void> {
 }
 
 await lazyCommand('sim');
+await lazyCommand('sweep');
 await lazyCommand('report');
 
 program

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type * as M from '../proto/messages.js';
+import { codecs } from '../proto/schema.js';
 import { PROTOCOL_VERSION, type WireDirection } from '../proto/rpc.js';
 import type { CoordinatorConfig } from './config.js';
 import { CoordinatorError, exhausted, precondition } from './errors.js';
@@ -434,12 +435,14 @@ export class Coordinator {
    * the same update (uploadDigest): one with other content is refused with
    * FAILED_PRECONDITION, since it would never be applied.
    *
-   * `wireBytesUp` is what the upload took on the wire (0 for a caller with no
-   * wire). It goes into the round's traffic here, on acceptance: counted at
-   * the end of the call instead, the upload that completes a round would land
-   * after the commit, outside the round it belongs to.
+   * `wire`: the bytes the upload call read (the gRPC handler's count; absent
+   * for a caller with no wire). An accepted upload's call (those bytes up, the
+   * ack down) is counted into its round here, before the round can commit:
+   * counted when the call ends, the upload that completes a round would land
+   * after the commit, outside the round it belongs to, and its ack too. The
+   * handler then reports the call with recordUploadCall.
    */
-  pushUpdate(header: M.UpdateHeader, tensors: readonly M.SparseTensor[], wireBytesUp = 0): M.UpdateAck {
+  pushUpdate(header: M.UpdateHeader, tensors: readonly M.SparseTensor[], wire?: { readonly upBytes: number }): M.UpdateAck {
     const { client, receipt } = this.checkUpdateHeader(header);
     const digest = uploadDigest(header, tensors);
     if (receipt !== undefined) {
@@ -477,7 +480,10 @@ export class Coordinator {
         ? { kind: 'changed', version: change.version, masks: masksAfter(client.masks, update) }
         : { kind: 'unchanged' },
     );
-    if (wireBytesUp > 0) r.addTraffic(client.id, 'up', wireBytesUp);
+    if (wire !== undefined) {
+      r.addTraffic(client.id, 'up', wire.upBytes);
+      r.addTraffic(client.id, 'down', codecs.UpdateAck.encode(ack).length);
+    }
     r.countDense('up', this.#denseBytes);
     this.#metrics.denseEquivalentBytes.inc({ direction: 'up' }, this.#denseBytes);
     this.#metrics.updatesAccepted.inc();
@@ -505,13 +511,13 @@ export class Coordinator {
   }
 
   /**
-   * recordCall for a PushUpdate call: its upload went into the round's
-   * traffic when pushUpdate accepted it, so only the ack is added here (and
-   * lands after the commit when that upload completed the round: a few bytes).
+   * recordCall for an acknowledged PushUpdate call (accepted, or the repeat of
+   * an accepted upload): pushUpdate already put an accepted upload and its ack
+   * into the round's traffic, so only the call's bytes by outcome are counted
+   * here. A refused upload goes through recordCall like any refused call.
    */
-  recordUploadCall(clientId: string | undefined, outcome: CallOutcome, bytes: { up: number; down: number }): void {
+  recordUploadCall(outcome: Exclude<CallOutcome, 'refused'>, bytes: { up: number; down: number }): void {
     this.#countCallBytes(outcome, bytes);
-    if (outcome === 'accepted') this.#recordTraffic('down', clientId, bytes.down);
   }
 
   #countCallBytes(outcome: CallOutcome, bytes: { up: number; down: number }): void {

@@ -395,16 +395,17 @@ export function createGrpcHandlers(coord: Coordinator, options: GrpcServiceOptio
           throw new CoordinatorError('INVALID_ARGUMENT', 'missing_header', 'the update stream was empty');
         }
         assembler.finish();
-        return coord.pushUpdate(header, tensors, up);
+        return coord.pushUpdate(header, tensors, { upBytes: up });
       })()
         .finally(() => ticket?.release())
         .then(
           (ack) => {
             callback(null, ack);
-            coord.recordUploadCall(clientId, retry ? 'retry' : 'accepted', { up, down: size(ack) });
+            // An accepted upload and its ack are already in its round's traffic (pushUpdate, before the round could commit).
+            coord.recordUploadCall(retry ? 'retry' : 'accepted', { up, down: size(ack) });
           },
           (err: unknown) => {
-            coord.recordUploadCall(clientId, 'refused', { up, down: 0 });
+            coord.recordCall(clientId, 'refused', { up, down: 0 });
             if ((err as { code?: unknown }).code === 'ERR_STREAM_PREMATURE_CLOSE') {
               // The call ended outside this handler: the client cancelled, or grpc-js
               // refused a message beyond its hard cap and already sent the status.

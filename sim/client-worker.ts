@@ -146,8 +146,10 @@ async function pullUntilTask(
 }
 
 async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof WorkerResponses]> {
-  await backendReady;
+  const backend = await backendReady;
   switch (request.kind) {
+    case 'backend':
+      return backend;
     case 'initial-model': {
       const model = createModel(request.model, request.seed);
       const result: InitialModel = {

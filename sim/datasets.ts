@@ -11,6 +11,18 @@ import { packageRoot } from '../proto/package-root.js';
 export const DATASET_NAMES = ['fashion-mnist', 'mnist', 'cifar10', 'synthetic'] as const;
 export type DatasetName = (typeof DATASET_NAMES)[number];
 
+/**
+ * The images of each dataset, [height, width, channels], so that a config can
+ * be checked against its model before any file is read; null for synthetic,
+ * which is generated in the shape of the model that trains on it.
+ */
+export const DATASET_IMAGE_SHAPES: Record<DatasetName, readonly [number, number, number] | null> = {
+  'fashion-mnist': [28, 28, 1],
+  mnist: [28, 28, 1],
+  cifar10: [32, 32, 3],
+  synthetic: null,
+};
+
 /** Where Debian's dataset-fashion-mnist package installs the full set. */
 export const FASHION_MNIST_SYSTEM_DIR = '/usr/share/datasets/fashion-mnist';
 /** Share of each class of the embedded 10,000-image split that becomes training data. */

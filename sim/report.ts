@@ -4,7 +4,7 @@
  * run folder is written by run-folder.ts, the page by report-html.ts.
  */
 import path from 'node:path';
-import type { AlgorithmName, SimConfig } from './presets.js';
+import type { AlgorithmName } from './presets.js';
 import type { EvalResult } from '../client/algorithms/types.js';
 import type { ClientEvaluation, ClientExport, MemberResult, ModelEvaluation } from './worker-protocol.js';
 
@@ -317,8 +317,8 @@ export function formatSummaryTable(summaries: readonly AlgorithmSummary[]): stri
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
-/** Default run folder: runs/<timestamp>-<preset>/ (timestamp sortable and path-safe). */
-export function defaultRunFolder(config: Pick<SimConfig, 'preset'>, now = new Date()): string {
+/** Default run folder: runs/<timestamp>-<preset>/ (timestamp sortable and path-safe); an experiment file gives its own name as `preset`. */
+export function defaultRunFolder(config: { readonly preset: string }, now = new Date()): string {
   const stamp = now
     .toISOString()
     .replace(/[:.]/g, '-')

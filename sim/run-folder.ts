@@ -1,15 +1,16 @@
 /**
- * The run folder: config.json, rounds.jsonl (one RoundReport per line, appended
- * as rounds complete, so a stopped run keeps what it did), and at the end
- * summary.json, report.html, series.csv and clients.csv. readRunFolder reads
- * a folder back, so `subfed report` can redraw the page (another threshold)
- * from the files alone.
+ * A run's folder (one seed's: sim/experiment.ts puts them together): config.json
+ * (the run as an experiment file, re-runnable with `subfed sim --config`),
+ * rounds.jsonl (one RoundReport per line, appended as rounds complete, so a
+ * stopped run keeps what it did), and at the end summary.json, report.html,
+ * series.csv and clients.csv. readRunFolder reads a folder back, so `subfed
+ * report` can redraw the page (another threshold) from the files alone.
  */
 import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { formatZodIssues } from '../proto/zod-issues.js';
-import { validateSimConfig, type SimConfig } from './presets.js';
+import { experimentOf, recordedConfig, seedRun, validateExperiment, type Experiment, type SimConfig } from './presets.js';
 import {
   summarize,
   summarizeExports,
@@ -68,7 +69,10 @@ export class RunWriter {
 
   #start(): void {
     mkdirSync(this.folder, { recursive: true });
-    writeFileSync(path.join(this.folder, 'config.json'), `${JSON.stringify(this.config, null, 2)}\n`);
+    writeFileSync(
+      path.join(this.folder, 'config.json'),
+      `${JSON.stringify(recordedConfig(experimentOf(this.config)), null, 2)}\n`,
+    );
     writeFileSync(path.join(this.folder, 'rounds.jsonl'), '');
   }
 
@@ -170,16 +174,26 @@ function readJson(file: string): unknown {
   }
 }
 
-/** A run folder's config, rounds and notes, each checked; errors name the file, line and field. */
-export function readRunFolder(folder: string): RunRecords {
+/** A run or experiment folder's config.json: the experiment it ran (recordedConfig), checked as an experiment file is. */
+export function readRecordedExperiment(folder: string): Experiment {
   const configFile = path.join(folder, 'config.json');
-  let config: SimConfig;
   try {
-    config = validateSimConfig(readJson(configFile));
+    return validateExperiment(readJson(configFile));
   } catch (err) {
     if (err instanceof RunFolderError) throw err;
     throw new RunFolderError(`${configFile}: ${(err as Error).message}`);
   }
+}
+
+/** A run folder's config, rounds and notes, each checked; errors name the file, line and field. */
+export function readRunFolder(folder: string): RunRecords {
+  const experiment = readRecordedExperiment(folder);
+  if (experiment.seeds.length !== 1) {
+    throw new RunFolderError(
+      `${path.join(folder, 'config.json')}: seeds: an experiment of ${experiment.seeds.length} seeds, whose runs are in its seed-<seed>/ folders, not one run`,
+    );
+  }
+  const config = seedRun(experiment, experiment.seeds[0]);
   const roundsFile = path.join(folder, 'rounds.jsonl');
   let text;
   try {

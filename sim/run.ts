@@ -15,7 +15,9 @@ import type { ImageDataset } from '../client/data/dataset.js';
 import { SeededRandom, deriveSeed } from '../proto/random.js';
 import { sampleMembers } from '../server/rounds.js';
 import { startCoordinator, type CoordinatorHandle } from '../server/main.js';
-import { loadDataset, type LoadedDataset } from './datasets.js';
+import { loadDataset, type LoadedDataset, type SyntheticSizes } from './datasets.js';
+import type { BackendName } from '../client/backend.js';
+import { zooArchitecture } from '../client/model.js';
 import { formatLabelCounts, partition, type Partition } from './partition.js';
 import { WorkerPool, workerEntry } from './pool.js';
 import { describeAlgorithm } from '../client/algorithms/registry.js';
@@ -33,8 +35,11 @@ import type {
 } from './worker-protocol.js';
 
 export type SimulationEvent =
-  /** Once, before training: where the data came from, the split, how accuracy is measured. */
-  | { readonly kind: 'setup'; readonly notes: string[]; readonly labelTable: string }
+  /**
+   * Once, before training, when the data are loaded and split and the workers are up: where the
+   * data came from, the split, how accuracy is measured, and the tfjs backend the workers run.
+   */
+  | { readonly kind: 'setup'; readonly notes: string[]; readonly labelTable: string; readonly backend: BackendName }
   | { readonly kind: 'round-start'; readonly algorithm: AlgorithmName; readonly round: number; readonly members: number }
   | { readonly kind: 'member-done'; readonly algorithm: AlgorithmName; readonly round: number; readonly done: number }
   | { readonly kind: 'evaluating'; readonly algorithm: AlgorithmName; readonly round: number; readonly scope: 'all' | 'global' }
@@ -152,16 +157,34 @@ function describeRun(config: SimConfig, data: LoadedDataset, split: Partition): 
  * on testData at split.clients[k].test. Deterministic by the config's seed.
  */
 export function splitForRun(config: SimConfig, data: LoadedDataset): { split: Partition; testData: ImageDataset } {
-  const uncapped = partition(config.partition, data.train, data.test, { clients: config.clients, seed: config.seed });
+  const uncapped = partition(config.partition, data.train, data.test, {
+    clients: config.clients,
+    seed: config.seed,
+    ...(config.testSet.kind === 'held-out' ? { ownTestFraction: config.testSet.testFraction } : {}),
+  });
   const testData = uncapped.testSource === 'test' ? data.test : data.train;
   return { split: capTestSets(uncapped, testData.labels, config), testData };
 }
 
+/**
+ * The synthetic data a run gets: images of its models' input shape, as many
+ * training examples as its split needs (a shard split: clients x shards x
+ * shard size) and at least 2,000, and a quarter as many test examples (at least 500).
+ */
+export function syntheticSizesFor(config: SimConfig): SyntheticSizes {
+  const [height, width, channels] = zooArchitecture(modelFor(config, config.algorithms[0])).inputShape;
+  const p = config.partition;
+  const needed = p.kind === 'shards' ? config.clients * p.shardsPerClient * p.shardSize : 0;
+  const train = Math.max(2000, needed);
+  return { train, test: Math.max(500, Math.ceil(train / 4)), height, width, channels };
+}
+
 export async function* runSimulation(config: SimConfig, options: SimulationOptions = {}): AsyncGenerator<RoundReport> {
   const emit = options.onEvent ?? (() => {});
-  const data = options.data ?? (await loadDataset(config.dataset, { data: config.data, seed: config.seed }));
+  const data =
+    options.data ??
+    (await loadDataset(config.dataset, { data: config.data, seed: config.seed, synthetic: syntheticSizesFor(config) }));
   const { split, testData } = splitForRun(config, data);
-  emit({ kind: 'setup', notes: describeRun(config, data, split), labelTable: formatLabelCounts(split, { maxRows: 10 }) });
 
   const setup: WorkerSetup = {
     config,
@@ -174,6 +197,15 @@ export async function* runSimulation(config: SimConfig, options: SimulationOptio
     workerData: setup,
   });
   try {
+    // Every worker starts its tfjs backend; what they chose (never 'auto') goes into the run folder.
+    const backends = new Set((await pool.runOnAll({ kind: 'backend' })) as BackendName[]);
+    if (backends.size !== 1) throw new Error(`the workers started different tfjs backends: ${[...backends].join(', ')}`);
+    emit({
+      kind: 'setup',
+      notes: describeRun(config, data, split),
+      labelTable: formatLabelCounts(split, { maxRows: 10 }),
+      backend: [...backends][0],
+    });
     for (const algorithm of config.algorithms) {
       if (options.signal?.aborted) break;
       yield* runAlgorithm(config, algorithm, split, pool, options);

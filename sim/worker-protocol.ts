@@ -2,6 +2,7 @@
  * The messages between the simulation driver (main thread) and the client
  * workers (client-worker.ts). Plain structured-clone data only.
  */
+import type { BackendName } from '../client/backend.js';
 import type { EvalResult } from '../client/algorithms/types.js';
 import type { Dataset } from '../client/data/dataset.js';
 import type { ModelName } from '../client/model-names.js';
@@ -17,6 +18,8 @@ export interface WorkerSetup {
 }
 
 export type WorkerRequest =
+  /** The tfjs backend this worker started (SimConfig.backend resolved: never 'auto'). */
+  | { readonly kind: 'backend' }
   /** Build a model with the run's seed; the driver hands it to the coordinator as its initial global model. */
   | { readonly kind: 'initial-model'; readonly model: ModelName; readonly seed: number }
   /** Create a client's Participant on this worker (its data are indices into the shared datasets). */
@@ -92,6 +95,7 @@ export interface ModelEvaluation {
 
 /** What each request resolves to. */
 export interface WorkerResponses {
+  backend: BackendName;
   'initial-model': InitialModel;
   host: null;
   join: { clientId: string };

@@ -17,7 +17,7 @@ import { subfed } from './run-subfed.js';
 const root = packageRoot();
 const dir = mkdtempSync(join(tmpdir(), 'subfed-cli-'));
 
-const COMMANDS = ['sim', 'report', 'server', 'client', 'export', 'distill', 'predict', 'model'];
+const COMMANDS = ['sim', 'sweep', 'report', 'server', 'client', 'export', 'distill', 'predict', 'model'];
 const listsEveryCommand = (help: string) => {
   for (const c of COMMANDS) expect(help).toMatch(new RegExp(`^\\s+${c}\\b`, 'm'));
 };
@@ -25,6 +25,12 @@ const listsEveryCommand = (help: string) => {
 function writeConfig(name: string, fields: Record<string, unknown>): string {
   const path = join(dir, name);
   writeFileSync(path, JSON.stringify({ model: 'model.json', rounds: 1, fraction: 1, enrollmentToken: ENROLL, ...fields }));
+  return path;
+}
+
+function writeSweep(name: string, fields: Record<string, unknown>): string {
+  const path = join(dir, name);
+  writeFileSync(path, JSON.stringify(fields));
   return path;
 }
 
@@ -56,6 +62,19 @@ describe('subfed (cli.ts)', () => {
     expect(run.code).toBe(0);
     for (const flag of ['--data <dir>', '--epochs <n>', '--fraction <f>']) expect(run.stdout).toContain(flag);
     for (const old of ['--data-dir', '--local-epochs']) expect(run.stdout).not.toContain(old);
+    // every knob of an experiment file has its flag, the kebab-case of its field
+    for (const flag of ['--config <file>', '--seeds <list>', '--lr <x>', '--batch-size <n>', '--shard-size <n>', '--alpha <x>']) {
+      expect(run.stdout).toContain(flag);
+    }
+    expect(run.stdout).toContain('--set <path=value>');
+    expect(run.stdout).not.toMatch(/--seed </);
+  });
+
+  it('subfed sweep --help names its file and how to resume', async () => {
+    const run = await subfed(['sweep', '--help']);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('--config <file>');
+    expect(run.stdout.replace(/\s+/g, ' ')).toContain('the same folder resumes');
   });
 
   it("lists the zoo's models in `subfed model --help`, from the zoo's own list", async () => {
@@ -86,8 +105,10 @@ describe('subfed (cli.ts)', () => {
       subfed(['sim', '--rounds', '0']),
       subfed(['server', '--config', writeConfig('renamed.json', { frac: 1 })]),
       subfed(['sim', '--local-epochs', '2']),
+      subfed(['sweep']),
+      subfed(['sweep', '--config', writeSweep('sweep.json', { grid: { 'training.lr': [0.1, 0] } })]),
     ]);
-    expect(runs.map((r) => r.code)).toEqual([2, 2, 2, 2, 2, 2, 2, 2]);
+    expect(runs.map((r) => r.code)).toEqual([2, 2, 2, 2, 2, 2, 2, 2, 2, 2]);
     expect(runs[0].stderr).toMatch(/required option '--config <file>' not specified/);
     expect(runs[1].stderr).toMatch(/--name: expected one of mlp, .*got 'resnet'/);
     expect(runs[2].stderr).toMatch(/missing\.json: cannot read config file/);
@@ -96,6 +117,10 @@ describe('subfed (cli.ts)', () => {
     expect(runs[5].stderr).toMatch(/--rounds: expected a positive integer, got '0'/);
     expect(runs[6].stderr).toContain(`subfed: ${join(dir, 'renamed.json')}: frac: renamed to "fraction"\n`);
     expect(runs[7].stderr).toBe('subfed sim: --local-epochs: renamed to --epochs\n');
+    expect(runs[8].stderr).toMatch(/required option '--config <file>' not specified/);
+    expect(runs[9].stderr).toBe(
+      `subfed sweep: ${join(dir, 'sweep.json')}: grid.training.lr[1]: training.lr: expected a positive number, got 0\n`,
+    );
   });
 
   it('subfed server starts with training.epochs 1 and warns, naming the file and the field, before it listens', async () => {

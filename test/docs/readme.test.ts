@@ -9,6 +9,9 @@ import { Command } from 'commander';
 import { afterAll, describe, expect, it } from 'vitest';
 import { clientFlagOptions, clientOptionsFromCommandLine } from '../../client/options.js';
 import { parseConfig } from '../../server/config.js';
+import { registerSimCommand } from '../../sim/main.js';
+import { resolveExperiment, type SimFlags } from '../../sim/presets.js';
+import { loadSweep } from '../../sim/sweep.js';
 import { REPO_ROOT, backticked, fencedBlocks, prose, readDoc } from './markdown.js';
 
 const README = readDoc('README.md');
@@ -22,9 +25,52 @@ afterAll(() => {
 
 describe('README: JSON examples', () => {
   it('tags every JSON example with the file it shows', () => {
-    for (const block of jsonBlocks) expect(['json server.json', 'json client.json']).toContain(block.info);
+    for (const block of jsonBlocks) {
+      expect(['json server.json', 'json client.json', 'json experiment.json', 'json sweep.json']).toContain(block.info);
+    }
     expect(tagged('server.json').length).toBeGreaterThanOrEqual(2);
     expect(tagged('client.json').length).toBeGreaterThanOrEqual(2);
+    expect(tagged('experiment.json').length).toBeGreaterThanOrEqual(1);
+    expect(tagged('sweep.json').length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('every experiment.json example is a valid experiment, read as `subfed sim --config` reads it', () => {
+    for (const block of tagged('experiment.json')) {
+      const json = JSON.parse(block.body) as Record<string, unknown>;
+      const dir = mkdtempSync(join(tmpdir(), 'subfed-readme-'));
+      dirs.push(dir);
+      const file = join(dir, 'experiment.json');
+      writeFileSync(file, block.body);
+      const experiment = resolveExperiment({ config: file }) as unknown as Record<string, unknown>;
+      // What the example sets is what the simulation runs with (objects: the fields set).
+      for (const [key, value] of Object.entries(json)) {
+        if (typeof value === 'object' && value !== null && !Array.isArray(value))
+          expect(experiment[key], key).toMatchObject(value);
+        else expect(experiment[key], key).toEqual(value);
+      }
+    }
+  });
+
+  it('every sweep.json example is a valid sweep, over the experiment.json example beside it', () => {
+    const experiment = tagged('experiment.json')[0].body;
+    for (const block of tagged('sweep.json')) {
+      const json = JSON.parse(block.body) as { grid: Record<string, unknown[]>; seeds?: number[] };
+      const dir = mkdtempSync(join(tmpdir(), 'subfed-readme-'));
+      dirs.push(dir);
+      writeFileSync(join(dir, 'experiment.json'), experiment);
+      const file = join(dir, 'sweep.json');
+      writeFileSync(file, block.body);
+      const sweep = loadSweep(file);
+      const grid = Object.entries(json.grid);
+      expect(sweep.cells).toHaveLength(grid.reduce((n, [, values]) => n * values.length, 1));
+      for (const cell of sweep.cells) {
+        for (const [path, values] of grid) {
+          const value = path.split('.').reduce<unknown>((v, key) => (v as Record<string, unknown>)[key], cell.experiment);
+          expect(values).toContainEqual(value);
+        }
+        if (json.seeds !== undefined) expect(cell.experiment.seeds).toEqual(json.seeds);
+      }
+    }
   });
 
   it('every server.json example is a valid coordinator config', () => {
@@ -99,6 +145,33 @@ describe('README: command lines', () => {
       command.action(() => {});
       expect(() => command.parse(args, { from: 'user' }), args.join(' ')).not.toThrow();
       expect(command.opts().token, `${args.join(' ')}: the CLI refuses --token`).toBeUndefined();
+    }
+  });
+});
+
+describe('README: `subfed sim` command lines', () => {
+  it('use only flags `subfed sim` has, with values its config accepts', () => {
+    const lines = fencedBlocks(README)
+      .filter((b) => b.info === 'sh')
+      .flatMap((b) => b.body.replace(/\\\n/g, ' ').split('\n'))
+      .map((line) => line.replace(/#.*$/, '').trim().split(/\s+/))
+      .filter((words) => words.join(' ').includes('subfed sim'))
+      .map((words) => words.slice(words.indexOf('sim') + 1));
+    expect(lines.length).toBeGreaterThanOrEqual(5);
+    for (const args of lines) {
+      const program = new Command().exitOverride().configureOutput({ writeErr: () => {}, writeOut: () => {} });
+      const sim = registerSimCommand(program).action(() => {});
+      expect(() => program.parse(['sim', ...args], { from: 'user' }), args.join(' ')).not.toThrow();
+      // An experiment file named on a line is the README's own example.
+      const flags = sim.opts<SimFlags>();
+      if (flags.config !== undefined) {
+        const dir = mkdtempSync(join(tmpdir(), 'subfed-readme-'));
+        dirs.push(dir);
+        flags.config = join(dir, flags.config);
+        writeFileSync(flags.config, tagged('experiment.json')[0].body);
+      }
+      // Data folders named on a line need not exist to parse.
+      expect(() => resolveExperiment(flags), args.join(' ')).not.toThrow();
     }
   });
 });

@@ -9,7 +9,17 @@
  * Prints the client-only install's size.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -144,6 +154,7 @@ describe('the packed tarball', () => {
       'package/README.md',
       'package/ARCHITECTURE.md',
       'package/proto/PROTOCOL.md',
+      ...['quick', 'paper', 'paper-mnist', 'paper-cifar10', 'dirichlet'].map((p) => `package/sim/presets/${p}.json`),
     ]) {
       expect(files).toContain(f);
     }
@@ -216,6 +227,21 @@ describe('the packed tarball', () => {
     const exited = new Promise<number | null>((resolve) => server.child.once('exit', (code) => resolve(code)));
     server.child.kill('SIGTERM');
     expect(await exited).toBe(0);
+  });
+
+  it('a full install reads its presets at run time and records no commit (it is no git checkout)', async () => {
+    const bin = join(full, 'node_modules', '.bin', 'subfed');
+    const work = join(dir, 'sim-work');
+    mkdirSync(work);
+    const refused = await run(bin, ['sim', '--preset', 'paper-cifar10', '--rounds', '0'], { cwd: work });
+    expect(refused.code, refused.stderr).toBe(2);
+    expect(refused.stderr).toBe("subfed sim: --rounds: expected a positive integer, got '0'\n");
+    const args = ['sim', '--preset', 'dirichlet', '--dataset', 'synthetic', '--clients', '2', '--rounds', '1'];
+    await ok(bin, [...args, '--algorithm', 'local', '--workers', '1', '--out', 'run'], { cwd: work });
+    const record = JSON.parse(readFileSync(join(work, 'run', 'run.json'), 'utf8')) as { subfed: unknown; status: string };
+    expect(record.status).toBe('completed');
+    const { version } = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as { version: string };
+    expect(record.subfed).toEqual({ version, commit: null, dirty: null });
   });
 
   it('a client-only install says which package `subfed server` and `subfed sim` need (exit 1)', async () => {

@@ -60,7 +60,10 @@ describe('call bytes by outcome', () => {
     const header = codecs.UpdateChunk.encode({ kind: 'header', header: a.header(1, { clientToken: 'nope' }, 2) }).length;
 
     await b.pull();
-    expect((await b.push(1, b.encode({}))).accepted).toBe(true);
+    const bUpdate = b.encode({});
+    const bUpload = uploadBytes(b.header(1, {}, 2), bUpdate);
+    const bAck = await b.push(1, bUpdate);
+    expect(bAck.accepted).toBe(true);
     const summary = await committed;
 
     const bytes = await callBytes(server);
@@ -68,6 +71,12 @@ describe('call bytes by outcome', () => {
     expect(bytes['up/refused']).toBe(uploadBytes(a.header(1, {}, 2), other) + header);
     // A's traffic in the round: its task request and its one accepted upload, not the repeat nor the refusals.
     expect(summary.traffic[a.id].up).toBe(pullRequest + upload);
+    // B's upload completed the round and is in it (counted before the commit, not when its call ended), with its ack.
+    // B's other traffic in the round: its task request, and its join, which opened the round (A's, before, is in no round).
+    const bJoin = bytes['up/accepted'] - summary.bytesUp;
+    const bPullRequest = codecs.TaskRequest.encode({ ...b.credentials(), maskVersion: 0, valueEncoding: 1 }).length;
+    expect(summary.traffic[b.id].up).toBe(bJoin + bPullRequest + bUpload);
+    expect(summary.traffic[b.id].down).toBeGreaterThan(codecs.UpdateAck.encode(bAck).length);
     expect(summary.bytesUp).toBe(summary.traffic[a.id].up + summary.traffic[b.id].up);
     // Everything the round reports was counted as accepted.
     expect(bytes['up/accepted']).toBeGreaterThanOrEqual(summary.bytesUp);

@@ -7,6 +7,7 @@ import {
   modelFor,
   resolveSimConfig,
   validateSimConfig,
+  type SimFlags,
 } from '../../sim/presets.js';
 
 describe('presets', () => {
@@ -63,7 +64,7 @@ describe('presets', () => {
       clients: '7',
       compare: 'fedavg, local',
       values: 'int8',
-      seed: '0',
+      seeds: '0',
       workers: '1',
       evalEvery: '2',
       data: '/tmp/d',
@@ -88,15 +89,40 @@ describe('presets', () => {
 });
 
 describe('flag validation names the flag and the value', () => {
-  const cases: Array<[Record<string, string>, RegExp]> = [
-    [{ preset: 'huge' }, /--preset: expected one of quick, paper, got 'huge'/],
+  const cases: Array<[SimFlags, RegExp]> = [
+    [{ preset: 'huge' }, /--preset: expected one of quick, paper, paper-mnist, paper-cifar10, dirichlet, got 'huge'/],
     [{ rounds: 'abc' }, /--rounds: expected a positive integer, got 'abc'/],
     [{ rounds: '0' }, /--rounds: expected a positive integer, got '0'/],
     [{ rounds: '2.5' }, /--rounds: expected a positive integer, got '2.5'/],
     [{ clients: '-3' }, /--clients: expected a positive integer, got '-3'/],
     [{ evalEvery: '' }, /--eval-every: expected a positive integer, got ''/],
     [{ workers: 'many' }, /--workers: expected a positive integer, got 'many'/],
-    [{ seed: '-1' }, /--seed: expected a non-negative integer, got '-1'/],
+    [{ seeds: '-1' }, /--seeds: expected a comma-separated list of non-negative integers, got '-1'/],
+    [{ seeds: '1,2,1' }, /--seeds: expected distinct seeds, got '1,2,1'/],
+    [{ lr: 'fast' }, /--lr: expected a number, got 'fast'/],
+    [{ lr: '-0.1' }, /^--lr '-0.1': training\.lr: expected a positive number, got -0\.1$/],
+    [{ momentum: '1' }, /^--momentum '1': training\.momentum: expected a number in \[0, 1\), got 1$/],
+    [{ batchSize: '0' }, /--batch-size: expected a positive integer, got '0'/],
+    [{ partition: 'random' }, /--partition: expected one of shards, dirichlet, iid, got 'random'/],
+    [{ alpha: '0.5' }, /^--alpha '0\.5': partition: unknown field\(s\) alpha$/],
+    [{ partition: 'dirichlet' }, /^--partition 'dirichlet': partition\.alpha: expected a positive number, got nothing$/],
+    [{ partition: 'dirichlet', alpha: '0' }, /^--alpha '0': partition\.alpha: expected a positive number, got 0$/],
+    [{ testSet: 'held-out' }, /^--test-set 'held-out': testSet\.testFraction: expected a number in \(0, 1\), got nothing$/],
+    [{ maxTestPerClient: 'none' }, /--max-test-per-client: expected a positive integer, got 'none'/],
+    [{ model: 'resnet' }, /--model: expected one of mlp, lenet5-mnist/],
+    [
+      { dataset: 'cifar10' },
+      /^--dataset 'cifar10': model: lenet5-mnist takes 28x28x1 images, but cifar10 has 32x32x3 \(lenet5-cifar fits\)$/,
+    ],
+    [{ set: ['training.lr'] }, /^--set 'training\.lr': expected path=value/],
+    [{ set: ['training..lr=1'] }, /^--set 'training\.\.lr=1': expected a field path like training\.lr/],
+    [{ set: ['training.lr=-1'] }, /^--set 'training\.lr=-1': training\.lr: expected a positive number, got -1$/],
+    [{ set: ['rounds.x=1'] }, /^--set 'rounds\.x=1': cannot set rounds\.x: rounds holds 10, not an object$/],
+    [{ set: ['preset=paper'] }, /^--set 'preset=paper': the preset is the base/],
+    [
+      { set: ['algorithmConfigs.subfedavg-un.target=150'] },
+      /^--set 'algorithmConfigs\.subfedavg-un\.target=150': algorithmConfigs\.subfedavg-un\.target: .*, got 150$/,
+    ],
     [{ values: 'f64' }, /--values: expected one of f32, f16, int8, got 'f64'/],
     [{ backend: 'gpu' }, /--backend: expected one of auto, node, wasm, cpu, got 'gpu'/],
     [{ dataset: 'imagenet' }, /--dataset: expected one of fashion-mnist, mnist, cifar10, synthetic, got 'imagenet'/],

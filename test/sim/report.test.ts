@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import vm from 'node:vm';
 import { afterAll, describe, expect, it } from 'vitest';
-import { PRESETS, type AlgorithmName } from '../../sim/presets.js';
+import { PRESETS, experimentOf, recordedConfig, type AlgorithmName } from '../../sim/presets.js';
 import { defaultRunFolder, formatSummaryTable, summarize } from '../../sim/report.js';
 import { PER_ALGORITHM_CHARTS, REPORT_DATA_ELEMENT_ID, channelLayersOf, type ReportData } from '../../sim/report-html.js';
 import { RunWriter } from '../../sim/run-folder.js';
@@ -74,7 +74,9 @@ describe('report writer', () => {
   ) as ReportData;
 
   it('writes config.json, one parseable rounds.jsonl line per round, and the CSV files', () => {
-    expect(JSON.parse(readFileSync(path.join(folder, 'config.json'), 'utf8'))).toEqual(config);
+    // As an experiment file (`subfed sim --config` runs it again): the run's seed as a one-seed list.
+    expect(JSON.parse(readFileSync(path.join(folder, 'config.json'), 'utf8'))).toEqual(recordedConfig(experimentOf(config)));
+    expect(JSON.parse(readFileSync(path.join(folder, 'config.json'), 'utf8'))).toMatchObject({ seeds: [config.seed] });
     const lines = readFileSync(path.join(folder, 'rounds.jsonl'), 'utf8').trimEnd().split('\n');
     expect(lines).toHaveLength(9);
     expect(lines.map((l) => JSON.parse(l) as unknown)).toEqual(reports);

@@ -1,8 +1,8 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { PRESETS } from '../../sim/presets.js';
+import { PRESETS, experimentOf, recordedConfig } from '../../sim/presets.js';
 import { parseThreshold } from '../../sim/report-command.js';
 import { RunFolderError, RunWriter, readRunFolder } from '../../sim/run-folder.js';
 import { subfed } from '../cli/run-subfed.js';
@@ -22,18 +22,6 @@ function runFolder(name: string): string {
   return folder;
 }
 
-describe('RunWriter', () => {
-  it('creates the folder with the first round: a run with none leaves no folder', () => {
-    const folder = path.join(dir, 'empty');
-    const writer = new RunWriter(folder, config);
-    expect(writer.finish(['nothing ran'])).toEqual([]);
-    expect(existsSync(folder)).toBe(false);
-    writer.appendRound(fixtureRounds()[0]);
-    expect(JSON.parse(readFileSync(path.join(folder, 'config.json'), 'utf8'))).toEqual(config);
-    expect(readFileSync(path.join(folder, 'rounds.jsonl'), 'utf8').trimEnd().split('\n')).toHaveLength(1);
-  });
-});
-
 describe('reading a run folder back', () => {
   it('gives back the config, every round and the notes', () => {
     const run = readRunFolder(runFolder('ok'));
@@ -48,8 +36,19 @@ describe('reading a run folder back', () => {
     ['a config.json that is not JSON', (f) => writeFileSync(path.join(f, 'config.json'), '{'), /config\.json: not JSON/],
     [
       'a config.json field out of range',
-      (f) => writeFileSync(path.join(f, 'config.json'), JSON.stringify({ ...config, rounds: 0 })),
+      (f) => writeFileSync(path.join(f, 'config.json'), JSON.stringify(recordedConfig(experimentOf({ ...config, rounds: 0 })))),
       /config\.json: rounds: .*got 0/,
+    ],
+    [
+      'a config.json of one run (seed) rather than an experiment (seeds)',
+      (f) => writeFileSync(path.join(f, 'config.json'), JSON.stringify(config)),
+      /config\.json: .*seeds: expected a list of non-negative integers.*unknown field\(s\) seed/,
+    ],
+    [
+      "a multi-seed experiment's config.json (its runs are in seed-<seed>/)",
+      (f) =>
+        writeFileSync(path.join(f, 'config.json'), JSON.stringify({ ...recordedConfig(experimentOf(config)), seeds: [1, 2] })),
+      /config\.json: seeds: an experiment of 2 seeds, whose runs are in its seed-<seed>\/ folders/,
     ],
     [
       'a line that is not JSON',
