@@ -1,7 +1,8 @@
 /**
- * The pieces of the seeds and sweep reports: an offline HTML page (no script,
- * no network), tables, and a dot plot of means with their 95% confidence
- * intervals drawn as inline SVG.
+ * The pieces of every report page (the run's report.html, the seeds and sweep
+ * reports): an offline HTML page (no network) with the shared style, escaping,
+ * tables, the algorithms' colours, a config as rows, and a dot plot of means
+ * with their 95% confidence intervals drawn as inline SVG.
  */
 import type { Spread } from './stats.js';
 
@@ -9,19 +10,20 @@ export function escapeHtml(s: string): string {
   return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-export function htmlPage(title: string, body: string): string {
+/** A whole page: the shared style (and the page's own `style`), the title as its heading, then `body`. */
+export function htmlPage(title: string, body: string, style = ''): string {
   return `<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>${escapeHtml(title)}</title>
 <style>
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; } td, th { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }
-td { white-space: nowrap; } .scroll { overflow-x: auto; }
-td:first-child, th:first-child { text-align: left; } th { background: #f4f4f4; } section { margin: 2em 0; }
-td.text, th.text { text-align: left; } code { font-size: 0.95em; }
-</style>
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
+table { border-collapse: collapse; margin: 0.5em 0; } td, th { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }
+th { font-weight: 600; vertical-align: bottom; background: #f4f4f4; } td { white-space: nowrap; } .scroll { overflow-x: auto; }
+td:first-child, th:first-child, td.text, th.text { text-align: left; } section { margin: 2em 0; }
+h2 { font-size: 1.2em; margin-bottom: 0.3em; } code { font-size: 0.95em; }
+${style}</style>
 </head>
 <body>
 <h1>${escapeHtml(title)}</h1>
@@ -42,12 +44,17 @@ export function htmlTable(header: readonly string[], rows: readonly (readonly st
   );
 }
 
-/** The fields of a config as `path = value` rows (objects flattened), for a table. */
-export function configRows(value: unknown, at = ''): string[][] {
-  if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
-    return Object.entries(value).flatMap(([key, v]) => configRows(v, at === '' ? key : `${at}.${key}`));
+/** A config (any JSON) as [dotted field path, value] rows, for a table: a list of plain values reads `1, 2`. */
+export function configRows(value: unknown, prefix = ''): [string, string][] {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    const entries = Object.entries(value as Record<string, unknown>);
+    if (entries.length === 0) return prefix ? [[prefix, '{}']] : [];
+    return entries.flatMap(([k, v]) => configRows(v, prefix ? `${prefix}.${k}` : k));
   }
-  return [[at, JSON.stringify(value)]];
+  if (Array.isArray(value) && value.every((v) => v === null || typeof v !== 'object')) {
+    return [[prefix, value.map(String).join(', ')]];
+  }
+  return [[prefix, typeof value === 'string' ? value : JSON.stringify(value)]];
 }
 
 export interface IntervalRow {
@@ -56,17 +63,18 @@ export interface IntervalRow {
   readonly spread: Spread;
 }
 
+/** The algorithms' colours, Tableau 10: distinct for the usual handful, and readable by most colour-blind readers. */
 export const PALETTE = [
-  '#1f77b4',
-  '#d62728',
-  '#2ca02c',
-  '#9467bd',
-  '#ff7f0e',
-  '#8c564b',
-  '#e377c2',
-  '#7f7f7f',
-  '#bcbd22',
-  '#17becf',
+  '#4e79a7',
+  '#f28e2b',
+  '#e15759',
+  '#76b7b2',
+  '#59a14f',
+  '#edc948',
+  '#b07aa1',
+  '#ff9da7',
+  '#9c755f',
+  '#bab0ac',
 ];
 
 /**

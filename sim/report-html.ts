@@ -9,13 +9,14 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { describeAlgorithm } from '../client/algorithms/registry.js';
 import { modelStructure } from '../client/model.js';
+import { PALETTE, configRows, escapeHtml, htmlPage, htmlTable } from './html.js';
+import { mean } from './stats.js';
 import { modelFor, type AlgorithmName, type SimConfig } from './presets.js';
 import { formatBytes, pct, type AlgorithmSummary, type ExportSummary, type RoundReport } from './report.js';
 import { CLIENT_MEASURES } from './report-csv.js';
 import {
   SERIES_DESCRIPTIONS,
   accuracyVsBytes,
-  configRows,
   defaultThreshold,
   finalClients,
   firstCrossing,
@@ -31,9 +32,6 @@ import {
   type SeriesPoint,
   type SeriesTable,
 } from './report-series.js';
-
-/** Tableau 10: distinct for the usual handful of algorithms, and readable by most colour-blind readers. */
-const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
 
 /** One algorithm as the page draws it. */
 export interface AlgorithmView {
@@ -142,10 +140,6 @@ function scriptJson(value: unknown): string {
     .replace(/</g, '\\u003c')
     .replace(/\u2028/g, '\\u2028')
     .replace(/\u2029/g, '\\u2029');
-}
-
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
 export const REPORT_DATA_ELEMENT_ID = 'subfed-report-data';
@@ -306,7 +300,7 @@ function headlineSection(data: ReportData): string {
     const key = a.final.neverSampled.map((c) => c.client).join(', ');
     const entry = never.get(key) ?? { algorithms: [], accuracy: [] };
     entry.algorithms.push(escapeHtml(a.name));
-    entry.accuracy.push(a.final.neverSampled.reduce((s, c) => s + c.test, 0) / a.final.neverSampled.length);
+    entry.accuracy.push(mean(a.final.neverSampled.map((c) => c.test)));
     never.set(key, entry);
   }
   const neverText = [...never].map(([clients, e]) => {
@@ -372,8 +366,7 @@ function gapSection(view: ReportView, summaries: readonly AlgorithmSummary[]): s
   const rows = view.algorithms.flatMap((a) => {
     const f = a.final;
     if (f === null) return [];
-    const meanOf = (pick: (c: FinalClients['sampled'][number]) => number): number =>
-      f.sampled.reduce((s, c) => s + pick(c), 0) / f.sampled.length;
+    const meanOf = (pick: (c: FinalClients['sampled'][number]) => number): number => mean(f.sampled.map(pick));
     return [
       `<tr>${td(escapeHtml(a.name))}${td(`${a.pruning} (${pct(sparsityOf.get(a.name) ?? 0)} sparse)`)}${td(pct(meanOf((c) => c.train)))}` +
         `${td(pct(meanOf((c) => c.test)))}${td(pp(meanOf((c) => c.gap)))}${td(pp(f.gap.median))}${td(String(f.sampled.length))}</tr>`,
@@ -422,10 +415,7 @@ ${shapes}
 }
 
 function configSection(config: SimConfig): string {
-  const rows = configRows(config).map(
-    (r) => `<tr><td>${escapeHtml(r.key)}</td><td class="text">${escapeHtml(r.value)}</td></tr>`,
-  );
-  return `<section id="config-section"><h2>Resolved configuration</h2>${table(['field', 'value'], rows, [1])}</section>`;
+  return `<section id="config-section"><h2>Resolved configuration</h2>${htmlTable(['field', 'value'], configRows(config), 2)}</section>`;
 }
 
 function filesSection(): string {
@@ -441,6 +431,13 @@ function filesSection(): string {
 <details><summary>clients.csv measures</summary>${list(CLIENT_MEASURES)}</details>
 </section>`;
 }
+
+/** The run report's own style, beside htmlPage's. */
+const REPORT_STYLE = `.caption { color: #555; font-size: 0.9em; max-width: 60em; } .warn { color: #b03a2e; font-weight: 600; }
+.chart { position: relative; width: 100%; }
+.swatch { display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.4em; border-radius: 2px; }
+#headline table { font-size: 0.85em; } #headline td, #headline th { padding: 4px 6px; } dt { margin-top: 0.4em; } dd { color: #555; }
+`;
 
 function chartSection(id: string, question: string, caption: string, after = ''): string {
   return `<section id="${id}-section"><h2>${question}</h2><div class="chart"><canvas id="${id}"></canvas></div>
@@ -480,25 +477,9 @@ export function renderReportHtml(data: ReportData): string {
     })
     .join('\n');
   const evalNote = `every ${c.evalEvery} rounds and at the last`;
-  return `<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>${escapeHtml(title)}</title>
-<style>
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1150px; color: #222; padding: 0 1em; }
-table { border-collapse: collapse; margin: 0.5em 0; } td, th { padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }
-th { font-weight: 600; vertical-align: bottom; } td:first-child, th:first-child, td.text, th.text { text-align: left; }
-section { margin: 2.5em 0; } h2 { font-size: 1.2em; margin-bottom: 0.3em; }
-.caption { color: #555; font-size: 0.9em; max-width: 60em; } .warn { color: #b03a2e; font-weight: 600; }
-.chart { position: relative; width: 100%; }
-.swatch { display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.4em; border-radius: 2px; }
-#headline table { font-size: 0.85em; } #headline td { white-space: nowrap; } #headline td, #headline th { padding: 4px 6px; } dt { margin-top: 0.4em; } dd { color: #555; }
-</style>
-</head>
-<body>
-<h1>${escapeHtml(title)}</h1>
-<ul>
+  return htmlPage(
+    title,
+    `<ul>
 ${notes}
 </ul>
 ${headlineSection(data)}
@@ -558,8 +539,7 @@ ${configSection(c)}
 ${filesSection()}
 <script id="${REPORT_DATA_ELEMENT_ID}" type="application/json">${scriptJson(data)}</script>
 <script>${chartJsSource()}</script>
-<script>${CHART_SCRIPT}</script>
-</body>
-</html>
-`;
+<script>${CHART_SCRIPT}</script>`,
+    REPORT_STYLE,
+  );
 }

@@ -11,42 +11,7 @@
  */
 import type { AlgorithmName } from './presets.js';
 import type { RoundReport } from './report.js';
-
-/** Smallest, quartiles, median and largest of a sample. */
-export interface FiveNumbers {
-  readonly min: number;
-  readonly q1: number;
-  readonly median: number;
-  readonly q3: number;
-  readonly max: number;
-}
-
-export function mean(values: readonly number[]): number {
-  if (values.length === 0) throw new RangeError('mean: no values');
-  return values.reduce((s, v) => s + v, 0) / values.length;
-}
-
-/** The q-quantile of ascending `sorted`, interpolating between order statistics (R's type 7, numpy's default). */
-export function quantile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) throw new RangeError('quantile: no values');
-  if (!(q >= 0 && q <= 1)) throw new RangeError(`quantile: q must be in [0, 1], got ${q}`);
-  const at = (sorted.length - 1) * q;
-  const below = Math.floor(at);
-  const above = Math.min(below + 1, sorted.length - 1);
-  return sorted[below] + (at - below) * (sorted[above] - sorted[below]);
-}
-
-export function fiveNumbers(values: readonly number[]): FiveNumbers {
-  if (values.length === 0) throw new RangeError('fiveNumbers: no values');
-  const sorted = [...values].sort((a, b) => a - b);
-  return {
-    min: sorted[0],
-    q1: quantile(sorted, 0.25),
-    median: quantile(sorted, 0.5),
-    q3: quantile(sorted, 0.75),
-    max: sorted[sorted.length - 1],
-  };
-}
+import { fiveNumbers, mean, type FiveNumbers } from './stats.js';
 
 /** What each per-round series measures (the page lists these beside the CSV files). */
 export const SERIES_DESCRIPTIONS = {
@@ -293,17 +258,4 @@ export function percentAxisMax(values: readonly number[]): number {
   // Whole steps in integer arithmetic: 0.35 / 0.05 must not round up to 8 steps.
   const steps = Math.ceil(Math.round(((top * 1.05) / step) * 1e6) / 1e6);
   return Math.min(1, Math.round(steps * step * 1000) / 1000);
-}
-
-/** A config object as rows of dotted key and value (arrays of scalars joined), in key order of the object. */
-export function configRows(value: unknown, prefix = ''): { readonly key: string; readonly value: string }[] {
-  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
-    const entries = Object.entries(value as Record<string, unknown>);
-    if (entries.length === 0) return prefix ? [{ key: prefix, value: '{}' }] : [];
-    return entries.flatMap(([k, v]) => configRows(v, prefix ? `${prefix}.${k}` : k));
-  }
-  if (Array.isArray(value) && value.every((v) => v === null || typeof v !== 'object')) {
-    return [{ key: prefix, value: value.map(String).join(', ') }];
-  }
-  return [{ key: prefix, value: typeof value === 'string' ? value : JSON.stringify(value) }];
 }

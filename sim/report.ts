@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { AlgorithmName } from './presets.js';
 import type { EvalResult } from '../client/algorithms/types.js';
 import type { ClientEvaluation, ClientExport, MemberResult, ModelEvaluation } from './worker-protocol.js';
+import { fiveNumbers, mean } from './stats.js';
 
 export interface AccuracyStats {
   readonly mean: number;
@@ -161,15 +162,14 @@ export function summarize(algorithm: AlgorithmName, rounds: readonly RoundReport
   const denseDown = total((b) => b.denseDown);
   const wallSeconds = mine.reduce((s, r) => s + r.wallSeconds, 0);
   const last = mine.at(-1);
-  const meanOf = (pick: (r: RoundReport) => number): number =>
-    mine.length ? mine.reduce((s, r) => s + pick(r), 0) / mine.length : 0;
+  const meanOf = (pick: (r: RoundReport) => number): number => (mine.length ? mean(mine.map(pick)) : 0);
   return {
     algorithm,
     rounds: mine.length,
     personalizedAcc: lastEvaluation?.personalized.mean ?? null,
     neverSampled: lastEvaluation?.neverSampled ?? null,
-    overfittingGap: trained.length ? trained.reduce((s, c) => s + c.train.accuracy - c.test.accuracy, 0) / trained.length : null,
-    receivedAccLast10: received.length ? received.reduce((a, b) => a + b, 0) / received.length : null,
+    overfittingGap: trained.length ? mean(trained.map((c) => c.train.accuracy - c.test.accuracy)) : null,
+    receivedAccLast10: received.length ? mean(received) : null,
     globalAcc: lastEvaluation?.global?.mean ?? null,
     uploadBytes: up,
     downloadBytes: down,
@@ -220,15 +220,9 @@ export interface ExportSummary {
   readonly architectures: readonly { readonly widths: readonly number[]; readonly clients: number }[];
 }
 
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
 export function summarizeExports(e: AlgorithmExports): ExportSummary {
   if (e.clients.length === 0) throw new RangeError(`summarizeExports: no clients for ${e.algorithm}`);
-  const bytes = e.clients.map((c) => c.bytes);
+  const { min, median, max } = fiveNumbers(e.clients.map((c) => c.bytes));
   const counts = new Map<string, { widths: number[]; clients: number }>();
   for (const c of e.clients) {
     const widths = c.widths.map((w) => w.width);
@@ -241,9 +235,9 @@ export function summarizeExports(e: AlgorithmExports): ExportSummary {
     algorithm: e.algorithm,
     dir: e.dir,
     clients: e.clients.length,
-    bytes: { min: Math.min(...bytes), median: median(bytes), max: Math.max(...bytes) },
+    bytes: { min, median, max },
     maskedBytes: Math.max(...e.clients.map((c) => c.maskedBytes)),
-    meanAccuracy: e.clients.reduce((s, c) => s + c.accuracy, 0) / e.clients.length,
+    meanAccuracy: mean(e.clients.map((c) => c.accuracy)),
     layers: e.clients[0].widths.map((w) => w.name),
     architectures: [...counts.values()].sort(
       (a, b) => b.clients - a.clients || a.widths.join(',').localeCompare(b.widths.join(',')),
@@ -263,9 +257,6 @@ export function formatExportTable(summaries: readonly ExportSummary[]): string {
     formatBytes(s.maskedBytes),
     pct(s.meanAccuracy),
   ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   const shapes = summaries.map(
     (s) =>
       `${s.algorithm} widths (${s.layers.join(', ')}): ` +
@@ -273,9 +264,7 @@ export function formatExportTable(summaries: readonly ExportSummary[]): string {
   );
   return [
     'compact models (subfed export of every client):',
-    line(header),
-    widths.map((w) => '-'.repeat(w)).join('  '),
-    ...rows.map(line),
+    formatColumns(header, rows),
     ...shapes,
     ...summaries.map((s) => `${s.algorithm}: ${s.dir}/client-<id>/model (and client-state.bin beside it)`),
   ].join('\n');
@@ -311,8 +300,13 @@ export function formatSummaryTable(summaries: readonly AlgorithmSummary[]): stri
     pct(s.finalSparsity),
     s.secondsPerRound.toFixed(2),
   ]);
+  return formatColumns(header, rows);
+}
+
+/** A terminal table: columns padded, the first left-aligned, the rest right-aligned, a rule under the header. */
+export function formatColumns(header: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]): string =>
+  const line = (cells: readonly string[]): string =>
     cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }

@@ -7,7 +7,7 @@
  */
 import type { RunRecord } from './environment.js';
 import { PALETTE, configRows, htmlPage, htmlTable, intervalPlot } from './html.js';
-import type { AlgorithmSummary } from './report.js';
+import { formatColumns, type AlgorithmSummary } from './report.js';
 import type { AlgorithmName } from './presets.js';
 import { spread, type Spread } from './stats.js';
 
@@ -32,6 +32,8 @@ export type MetricUnit = 'fraction' | 'bytes' | 'seconds' | 'count' | 'number';
 
 const UNITS: Readonly<Record<string, MetricUnit>> = {
   personalizedAcc: 'fraction',
+  overfittingGap: 'fraction',
+  neverSampled: 'count',
   receivedAccLast10: 'fraction',
   globalAcc: 'fraction',
   savings: 'fraction',
@@ -56,6 +58,7 @@ export const HEADLINE_METRICS: readonly { readonly metric: string; readonly labe
   { metric: 'personalizedAcc', label: 'personalized acc %' },
   { metric: 'receivedAccLast10', label: 'received acc (last 10) %' },
   { metric: 'globalAcc', label: 'global acc %' },
+  { metric: 'overfittingGap', label: 'train-test gap (points)' },
   { metric: 'savings', label: 'savings %' },
   { metric: 'finalSparsity', label: 'final sparsity %' },
   { metric: 'secondsPerRound', label: 's/round' },
@@ -109,14 +112,6 @@ export function formatSpread(s: Spread | undefined, unit: MetricUnit): string {
   const suffix = unit === 'bytes' ? ' MiB' : '';
   if (s.std === null || s.ci95 === null) return `${value(s.mean)}${suffix}`;
   return `${value(s.mean)} ± ${value(s.std)} [${value(s.ci95.low)}, ${value(s.ci95.high)}]${suffix}`;
-}
-
-/** Columns padded: the first left-aligned, the rest right-aligned. */
-export function formatColumns(header: readonly string[], rows: readonly (readonly string[])[]): string {
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: readonly string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
-  return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
 /** The terminal table of `subfed sim --seeds`: a row per algorithm, mean ± std [95% CI] per headline metric. */

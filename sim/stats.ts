@@ -1,8 +1,9 @@
 /**
- * Summaries of repeated measurements (one value per seed): mean, sample
- * standard deviation and a 95% confidence interval for the mean from
- * Student's t with n - 1 degrees of freedom. Pure functions, no I/O: the
- * seeds summary, the sweep table and the report all draw from here.
+ * The simulator's statistics, pure functions with no I/O: mean, quantiles and
+ * five-number summaries (the report's per-client distributions), and for
+ * repeated measurements (one value per seed) the sample standard deviation and
+ * a 95% confidence interval for the mean from Student's t with n - 1 degrees
+ * of freedom. The seeds summary, the sweep table and the report all draw from here.
  *
  * The t quantile is computed, not looked up: Student's t CDF has a closed form
  * for an integer number of degrees of freedom (Abramowitz & Stegun 26.7.3 and
@@ -24,6 +25,37 @@ export interface Spread {
 export function mean(values: readonly number[]): number {
   if (values.length === 0) throw new RangeError('mean: no values');
   return values.reduce((s, v) => s + v, 0) / values.length;
+}
+
+/** The q-quantile of ascending `sorted`, interpolating between order statistics (R's type 7, numpy's default). */
+export function quantile(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) throw new RangeError('quantile: no values');
+  if (!(q >= 0 && q <= 1)) throw new RangeError(`quantile: q must be in [0, 1], got ${q}`);
+  const at = (sorted.length - 1) * q;
+  const below = Math.floor(at);
+  const above = Math.min(below + 1, sorted.length - 1);
+  return sorted[below] + (at - below) * (sorted[above] - sorted[below]);
+}
+
+/** Smallest, quartiles, median and largest of a sample. */
+export interface FiveNumbers {
+  readonly min: number;
+  readonly q1: number;
+  readonly median: number;
+  readonly q3: number;
+  readonly max: number;
+}
+
+export function fiveNumbers(values: readonly number[]): FiveNumbers {
+  if (values.length === 0) throw new RangeError('fiveNumbers: no values');
+  const sorted = [...values].sort((a, b) => a - b);
+  return {
+    min: sorted[0],
+    q1: quantile(sorted, 0.25),
+    median: quantile(sorted, 0.5),
+    q3: quantile(sorted, 0.75),
+    max: sorted[sorted.length - 1],
+  };
 }
 
 /** Sample standard deviation (n - 1 in the divisor); needs at least two values. */

@@ -6,7 +6,9 @@
  */
 import type { RunRecord } from './environment.js';
 import { PALETTE, configRows, escapeHtml, htmlPage, htmlTable, intervalPlot } from './html.js';
-import { HEADLINE_METRICS, environmentRows, formatColumns, formatSpread, unitOf, type AlgorithmSpread } from './seed-summary.js';
+import { formatColumns } from './report.js';
+import { csvField } from './report-csv.js';
+import { HEADLINE_METRICS, environmentRows, formatSpread, unitOf, type AlgorithmSpread } from './seed-summary.js';
 import type { Spread } from './stats.js';
 
 /** Where a cell stands in this invocation of the sweep. */
@@ -64,10 +66,6 @@ function csvMetrics(table: SweepTable): string[] {
   return [...headline, ...[...all].filter((m) => !headline.includes(m)).sort()];
 }
 
-function csvCell(text: string): string {
-  return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
-}
-
 /**
  * table.csv: a row per cell and algorithm; per metric its mean, std and 95%
  * CI bounds as plain numbers (accuracies and shares as fractions, bytes,
@@ -95,7 +93,7 @@ export function sweepTableCsv(table: SweepTable): string {
       return [num(s?.mean), num(s?.std), num(s?.ci95?.low), num(s?.ci95?.high)];
     }),
   ]);
-  return [head, ...rows].map((r) => r.map(csvCell).join(',')).join('\n') + '\n';
+  return [head, ...rows].map((r) => r.map(csvField).join(',')).join('\n') + '\n';
 }
 
 export interface SweepReportData {

@@ -3,14 +3,11 @@ import { evaluationOf } from '../../sim/report.js';
 import {
   accuracyVsBytes,
   algorithmSeries,
-  configRows,
   defaultThreshold,
   finalClients,
   firstCrossing,
-  fiveNumbers,
   percentAxisMax,
   pruningOf,
-  quantile,
   roundsOf,
   seriesTable,
   type SeriesPoint,
@@ -34,21 +31,6 @@ const local = algorithmSeries(
 /** A series' values by round, rounded to 9 places (sums of decimal fractions are not exact). */
 const byRound = (points: readonly SeriesPoint[] | undefined) =>
   Object.fromEntries((points ?? []).map((p) => [p.round, Math.round(p.value * 1e9) / 1e9]));
-
-describe('quantiles', () => {
-  it('interpolates between order statistics (numpy default)', () => {
-    expect(quantile([1, 2, 3, 4], 0.25)).toBe(1.75);
-    expect(quantile([1, 2, 3, 4], 0.5)).toBe(2.5);
-    expect(quantile([1, 2, 3, 4], 1)).toBe(4);
-    expect(quantile([7], 0.75)).toBe(7);
-    expect(() => quantile([], 0.5)).toThrow(/no values/);
-    expect(() => quantile([1], 1.5)).toThrow(/q must be in \[0, 1\], got 1.5/);
-  });
-
-  it('gives the five numbers of an unsorted sample', () => {
-    expect(fiveNumbers([0.92, 0.72, 0.82])).toEqual({ min: 0.72, q1: 0.77, median: 0.82, q3: 0.87, max: 0.92 });
-  });
-});
 
 describe('per-round series', () => {
   it('averages the received model over members, every round, and keeps its spread', () => {
@@ -228,17 +210,5 @@ describe('axes and config table', () => {
     expect(percentAxisMax([1])).toBe(1);
     expect(percentAxisMax([0, 0])).toBe(0.1);
     expect(percentAxisMax([])).toBe(0.1);
-  });
-
-  it('flattens a config into dotted rows', () => {
-    expect(configRows({ a: 1, b: { c: 'x', d: [1, 2] }, e: {}, f: null, g: [{ h: 1 }], i: true })).toEqual([
-      { key: 'a', value: '1' },
-      { key: 'b.c', value: 'x' },
-      { key: 'b.d', value: '1, 2' },
-      { key: 'e', value: '{}' },
-      { key: 'f', value: 'null' },
-      { key: 'g', value: '[{"h":1}]' },
-      { key: 'i', value: 'true' },
-    ]);
   });
 });

@@ -194,7 +194,7 @@ describe('report writer', () => {
 
   it('shows the never-sampled clients apart in the summary, and the config as a table', () => {
     expect(html).toMatch(/Never sampled: client 3 in subfedavg-hy, fedavg, local \(their untrained models: 13\.0% accuracy\)/);
-    expect(html).toContain('<tr><td>partition.shardSize</td><td class="text">200</td></tr>');
+    expect(html).toContain('<tr><td class="text">partition.shardSize</td><td class="text">200</td></tr>');
     expect(html).toMatch(/Rounds and bytes until received accuracy first reaches 54\.0%/);
     // Received 40.5%, 50.5%, 60.5%: round 3, after 3000 + 4000 bytes and round 3's 2000-byte download.
     expect(html).toMatch(/<td>subfedavg-hy<\/td><td>3<\/td><td>8\.79 KiB<\/td>/);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { mean, sampleStd, spread, studentQuantile, studentTwoSided } from '../../sim/stats.js';
+import { fiveNumbers, mean, quantile, sampleStd, spread, studentQuantile, studentTwoSided } from '../../sim/stats.js';
 
 // The 0.975 quantiles of Student's t as printed in every table (e.g. NIST/SEMATECH e-Handbook, table 1.3.6.7.2).
 const TABLE: ReadonlyArray<[number, number]> = [
@@ -67,5 +67,20 @@ describe('spread', () => {
   it('refuses no values', () => {
     expect(() => mean([])).toThrow(/no values/);
     expect(() => sampleStd([1])).toThrow(/at least 2 values/);
+  });
+});
+
+describe('quantiles', () => {
+  it('interpolates between order statistics (numpy default)', () => {
+    expect(quantile([1, 2, 3, 4], 0.25)).toBe(1.75);
+    expect(quantile([1, 2, 3, 4], 0.5)).toBe(2.5);
+    expect(quantile([1, 2, 3, 4], 1)).toBe(4);
+    expect(quantile([7], 0.75)).toBe(7);
+    expect(() => quantile([], 0.5)).toThrow(/no values/);
+    expect(() => quantile([1], 1.5)).toThrow(/q must be in \[0, 1\], got 1.5/);
+  });
+
+  it('gives the five numbers of an unsorted sample', () => {
+    expect(fiveNumbers([0.92, 0.72, 0.82])).toEqual({ min: 0.72, q1: 0.77, median: 0.82, q3: 0.87, max: 0.92 });
   });
 });
