@@ -65,6 +65,9 @@ const report = (folder: string, flags: { threshold?: string } = {}) => captured(
 
 const readJson = <T>(file: string): T => JSON.parse(readFileSync(file, 'utf8')) as T;
 
+/** What a run's (a seed's) folder holds, sorted. */
+const RUN_FILES = ['clients.csv', 'config.json', 'report.html', 'rounds.jsonl', 'series.csv', 'summary.json'];
+
 describe('subfed sim --config', () => {
   it('repeats the run per seed and summarises each metric with mean, std and a 95% CI', async () => {
     const out = path.join(dir, 'seeds');
@@ -81,14 +84,7 @@ describe('subfed sim --config', () => {
     ]);
     for (const seed of [1, 2, 3]) {
       const folder = path.join(out, `seed-${seed}`);
-      expect(readdirSync(folder).sort()).toEqual([
-        'clients.csv',
-        'config.json',
-        'report.html',
-        'rounds.jsonl',
-        'series.csv',
-        'summary.json',
-      ]);
+      expect(readdirSync(folder).sort()).toEqual(RUN_FILES);
       expect(readJson<{ seeds: number[] }>(path.join(folder, 'config.json')).seeds).toEqual([seed]);
     }
     // The experiment's config.json is the resolved experiment: the flags' seeds, no out.
@@ -132,17 +128,13 @@ describe('subfed sim --config', () => {
     }
     expect(readJson<{ algorithms: AlgorithmSpread[] }>(path.join(out, 'summary.json')).algorithms).toEqual(summary.algorithms);
     expect(readFileSync(path.join(out, 'report.html'), 'utf8')).toContain(shown);
-    // ...or one seed's folder alone.
+    // ...or one seed's folder alone, from its files: the same series.
+    const series = path.join(out, 'seed-2', 'series.csv');
+    const before = readFileSync(series, 'utf8');
+    rmSync(series);
     const one = await report(path.join(out, 'seed-2'));
     expect(one.code, one.stderr).toBe(0);
-    expect(readdirSync(path.join(out, 'seed-2')).sort()).toEqual([
-      'clients.csv',
-      'config.json',
-      'report.html',
-      'rounds.jsonl',
-      'series.csv',
-      'summary.json',
-    ]);
+    expect(readFileSync(series, 'utf8')).toBe(before);
   });
 
   it('records the version, the commit of a checkout, the backend the workers started and the machine', async () => {
