@@ -263,8 +263,11 @@ describe('half-open stream floods', () => {
       expect(['CANCELLED', 'RESOURCE_EXHAUSTED', 'DEADLINE_EXCEEDED']).toContain(code);
     const reset = codes.filter((c) => c === grpc.status.CANCELLED).length;
     const refused = codes.filter((c) => c === grpc.status.RESOURCE_EXHAUSTED).length;
-    expect(reset).toBeGreaterThanOrEqual(4);
-    expect(reasons.idle_download).toBe(reset);
+    // The server resets every admitted stream once idle (at least the first four). A client whose own deadline
+    // passes before the reset reaches it (a loaded machine: 2,000 calls on one event loop) sees DEADLINE_EXCEEDED
+    // instead of CANCELLED, so the client's count of resets can only be at most the server's.
+    expect(reasons.idle_download).toBeGreaterThanOrEqual(4);
+    expect(reset).toBeLessThanOrEqual(reasons.idle_download);
     expect((reasons.streams_per_client ?? 0) + (reasons.streams_total ?? 0)).toBe(refused);
     expect(refused).toBeGreaterThan(FLOOD / 2);
     expect(stats.peakPerClient).toBe(4);
