@@ -308,7 +308,7 @@ abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
     }
     this.model.setWeights(state.weights);
     this.model.setPersonal(state.personal);
-    this.algorithm.restoreState(state.algorithmState);
+    this.algorithm.restoreState(state.algorithmState, this.model);
     this.#masks = new Map(state.masks);
     this.#maskVersion = state.maskVersion;
     this.#round = state.round;

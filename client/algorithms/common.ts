@@ -133,3 +133,33 @@ export function layerSplitProblem(
     ? undefined
     : `${algorithm}: ${field} ${count} leaves no layer on the other side: '${model.name}' has ${layers} layers`;
 }
+
+/**
+ * Named tensors under `prefix/` (an algorithm's state: `exportState`), checked
+ * against the model's `names`, each of `size(name)` values: a state file for
+ * another model or algorithm is an error naming the tensor, not a silent mix-up.
+ */
+export function takePrefixed(
+  state: ReadonlyMap<string, Float32Array>,
+  prefix: string,
+  names: readonly string[],
+  size: (name: string) => number,
+): Map<string, Float32Array> {
+  const out = new Map<string, Float32Array>();
+  for (const name of names) {
+    const values = state.get(`${prefix}/${name}`);
+    if (values === undefined) throw new Error(`the saved algorithm state lacks '${prefix}/${name}'`);
+    if (values.length !== size(name)) {
+      throw new Error(
+        `the saved algorithm state's '${prefix}/${name}' has ${values.length} values, the model needs ${size(name)}`,
+      );
+    }
+    out.set(name, values);
+  }
+  return out;
+}
+
+/** `tensors` under `prefix/`, for exportState. */
+export function prefixed(prefix: string, tensors: ReadonlyMap<string, Float32Array>): [string, Float32Array][] {
+  return [...tensors].map(([name, values]) => [`${prefix}/${name}`, values]);
+}

@@ -151,7 +151,7 @@ abstract class AlgorithmBase<Config extends TrainingConfig> {
     return new Map();
   }
 
-  restoreState(state: TensorMap): void {
+  restoreState(state: TensorMap, _model: Model): void {
     if (state.size > 0) {
       throw new Error(`${this.name} keeps no state of its own, but the saved state holds ${[...state.keys()].join(', ')}`);
     }

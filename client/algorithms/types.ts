@@ -119,8 +119,8 @@ interface AlgorithmHooks {
    * file; empty for most.
    */
   exportState(): TensorMap;
-  /** Takes back what exportState gave (a resumed client); throws on tensors it does not know. */
-  restoreState(state: TensorMap): void;
+  /** Takes back what exportState gave (a resumed client); throws when it does not fit `model`. */
+  restoreState(state: TensorMap, model: Model): void;
 }
 
 /** Receives the global model and uploads an update every round it is sampled. */
