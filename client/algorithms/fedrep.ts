@@ -40,7 +40,7 @@ export const fedrepConfig = z.strictObject({
 export type FedRepConfig = z.infer<typeof fedrepConfig>;
 
 /** The seed stream of the head phase, apart from the body phase's shuffling. */
-const HEAD_PHASE = 0x4ead;
+export const HEAD_PHASE_STREAM = 0x4ead;
 
 /** `masks` with every tensor outside `trained` frozen (a mask keeping nothing: its gradient is zeroed). */
 export function freezeAllBut(masks: MaskMap, trained: ReadonlySet<string>): MaskMap {
@@ -57,7 +57,7 @@ export class FedRep extends FederatedAlgorithmBase<FedRepConfig> implements Fede
     const body = new Set(ctx.model.manifest.map((s) => s.name).filter((name) => !head.has(name)));
     // Phase 1: the head on the received body; phase 2: the body under the new head.
     const headHistory = await trainMasked(
-      { ...ctx, seed: deriveSeed(ctx.seed, HEAD_PHASE) },
+      { ...ctx, seed: deriveSeed(ctx.seed, HEAD_PHASE_STREAM) },
       { masks: freezeAllBut(ctx.masks, head), epochs: this.config.headEpochs },
     );
     const bodyHistory = await trainMasked(ctx, { masks: freezeAllBut(ctx.masks, body) });
