@@ -70,7 +70,7 @@ export class Ditto extends FederatedAlgorithmBase<DittoConfig> implements Federa
 
   override exportState(): TensorMap {
     const p = this.#personal;
-    return p === undefined ? new Map() : new Map([...prefixed('personal', p.weights), ...prefixed('statistics', p.statistics)]);
+    return new Map(p === undefined ? [] : [...prefixed('personal', p.weights), ...prefixed('statistics', p.statistics)]);
   }
 
   override restoreState(state: TensorMap, model: Model): void {

@@ -15,7 +15,7 @@ import { createAlgorithm, describeAlgorithm } from '../../client/algorithms/regi
 import type { FederatedAlgorithm, RoundContext } from '../../client/algorithms/types.js';
 import { createModel, type Model } from '../../client/model.js';
 import type { ModelName } from '../../client/model-names.js';
-import { createParticipant, type FederatedParticipant } from '../../client/participant.js';
+import { createParticipant } from '../../client/participant.js';
 import { fullMasks, prunedFraction, type MaskMap, type TensorMap } from '../../client/prune.js';
 import { evaluate, trainLocal } from '../../client/train.js';
 import { Mask } from '../../proto/mask.js';
@@ -198,8 +198,7 @@ describe('lg-fedavg', () => {
       test,
       seed: 7,
     });
-    const lg = participant as FederatedParticipant;
-    const personal = lg.personalTensors;
+    const personal = participant.personalTensors;
     expect([...personal]).toEqual(['conv1.weight', 'conv1.bias', 'conv2.weight', 'conv2.bias']);
     // The coordinator's model differs from the client's everywhere.
     const other = createModel('lenet5-mnist', 99);

@@ -84,7 +84,8 @@ describe('algorithm registry', () => {
   });
 
   it('lists the known names when asked for an unknown one', () => {
-    const message = "unknown algorithm 'fednova': expected one of subfedavg-un, subfedavg-hy, lotteryfl, fedavg, fedavg-ft, fedprox, ditto, fedrep, lg-fedavg, local";
+    const message =
+      "unknown algorithm 'fednova': expected one of subfedavg-un, subfedavg-hy, lotteryfl, fedavg, fedavg-ft, fedprox, ditto, fedrep, lg-fedavg, local";
     expect(() => describeAlgorithm('fednova')).toThrow(AlgorithmConfigError);
     expect(() => describeAlgorithm('fednova')).toThrow(message);
     expect(() => createAlgorithm('fednova', {})).toThrow(message);
