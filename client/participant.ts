@@ -28,7 +28,7 @@
  *   maskChange = changed (with ours + 1) when any tensor's mask must be sent.
  */
 import type { SparseValues } from '../proto/codec.js';
-import type { Mask } from '../proto/mask.js';
+import { Mask } from '../proto/mask.js';
 import type { MaskChange } from '../proto/rpc.js';
 import { parseTrainingOverrides, TrainingConfigError, type TrainingConfig } from '../proto/training-config.js';
 import { AlgorithmConfigError, createAlgorithm, type AlgorithmKindOf, type AlgorithmName } from './algorithms/index.js';
@@ -43,7 +43,6 @@ import type {
   TrainOutcome,
 } from './algorithms/types.js';
 import { subset, type Dataset } from './data/dataset.js';
-import { Mask as MaskValue } from '../proto/mask.js';
 import { SeededRandom, deriveSeed } from '../proto/random.js';
 import type { Model } from './model.js';
 import { elementCount } from '../proto/shape.js';
@@ -345,7 +344,7 @@ export class FederatedParticipant extends ParticipantBase<FederatedAlgorithm> {
   get wireMasks(): MaskMap {
     if (this.personalTensors.size === 0 || this.maskVersion === 0) return this.masks;
     const masks = new Map(this.masks);
-    for (const name of this.personalTensors) masks.set(name, MaskValue.none((this.masks.get(name) as Mask).length));
+    for (const name of this.personalTensors) masks.set(name, Mask.none((this.masks.get(name) as Mask).length));
     return masks;
   }
 

@@ -121,17 +121,19 @@ function epochData<D extends Dataset>(data: D, opts: TrainOptions, epoch: number
 }
 
 /**
- * After an epoch: the validation accuracy (early stopping on) and whether to stop.
- * The model holds the epoch's final weights.
+ * An epoch's statistics from its sums, with the validation accuracy when early
+ * stopping is on, and whether to stop. The model holds the epoch's final weights.
  */
-function afterEpoch(
+function endEpoch(
   model: Model,
   opts: TrainOptions,
   stopper: EarlyStopper | undefined,
-): { valAccuracy?: number; stop: boolean } {
-  if (stopper === undefined || opts.earlyStopping === undefined) return { stop: false };
+  sums: { readonly loss: number; readonly correct: number; readonly samples: number },
+): { stats: EpochStats; stop: boolean } {
+  const stats: EpochStats = { loss: sums.loss / sums.samples, accuracy: sums.correct / sums.samples, samples: sums.samples };
+  if (stopper === undefined || opts.earlyStopping === undefined) return { stats, stop: false };
   const valAccuracy = evaluate(model, opts.earlyStopping.validation, 256, opts.engine).accuracy;
-  return { valAccuracy, stop: stopper.observe(valAccuracy) };
+  return { stats: { ...stats, valAccuracy }, stop: stopper.observe(valAccuracy) };
 }
 
 /** The dataset's own standardisation, else 0.5/0.5 per channel (values in [-1, 1]). */
@@ -349,16 +351,10 @@ export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions
         correct += step.correct;
         await breathe();
       }
-      const after = afterEpoch(model, opts, stopper);
-      const stats: EpochStats = {
-        loss: lossSum / data.count,
-        accuracy: correct / data.count,
-        samples: data.count,
-        ...(after.valAccuracy !== undefined ? { valAccuracy: after.valAccuracy } : {}),
-      };
+      const { stats, stop } = endEpoch(model, opts, stopper, { loss: lossSum, correct, samples: data.count });
       history.push(stats);
       await opts.onEpochEnd?.(epoch, stats);
-      if (after.stop) break;
+      if (stop) break;
     }
   } finally {
     optimizer.dispose();
@@ -484,15 +480,9 @@ async function trainNative(model: Model, data: ImageDataset, opts: TrainOptions,
       // the callback does to the model is what the next epoch trains on.
       model.setWeights(session.weights());
       model.setPersonal(session.personalState());
-      const after = afterEpoch(model, opts, stopper);
-      const stats: EpochStats = {
-        loss: lossSum / data.count,
-        accuracy: correct / data.count,
-        samples: data.count,
-        ...(after.valAccuracy !== undefined ? { valAccuracy: after.valAccuracy } : {}),
-      };
+      const { stats, stop } = endEpoch(model, opts, stopper, { loss: lossSum, correct, samples: data.count });
       history.push(stats);
-      if (after.stop) {
+      if (stop) {
         await opts.onEpochEnd?.(epoch, stats);
         break;
       }
