@@ -114,6 +114,8 @@ export const PRESETS: Record<PresetName, SimConfig> = {
     algorithmConfigs: {
       'subfedavg-un': { gateOn: 'test' },
       'subfedavg-hy': { gateOn: 'test' },
+      // LotteryFL's reference measures its pruning condition on the client's test data too.
+      lotteryfl: { gateOn: 'test' },
       'fedavg-ft': { ftEpochs: 1 },
     },
     dataset: 'fashion-mnist',
