@@ -22,7 +22,7 @@
 // Writes bench/results/load.json and prints a table.
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import { CoordinatorClient, RemoteError, type ClientIdentity, type OutgoingTensor } from '../client/remote.js';
+import { CoordinatorClient, RemoteError, type ClientIdentity, type SharedOutgoingTensor } from '../client/remote.js';
 import { encodeSparseTensor } from '../proto/codec.js';
 import { Mask } from '../proto/mask.js';
 import { SeededRandom } from '../proto/random.js';
@@ -95,8 +95,8 @@ function stats(values: number[]): { count: number; p50: number; p99: number } {
   return { count: sorted.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
 }
 
-function update(rand: SeededRandom): Map<string, OutgoingTensor> {
-  const tensors = new Map<string, OutgoingTensor>();
+function update(rand: SeededRandom): Map<string, SharedOutgoingTensor> {
+  const tensors = new Map<string, SharedOutgoingTensor>();
   for (const spec of MANIFEST) {
     const n = elementCount(spec.shape);
     tensors.set(spec.name, { mask: Mask.full(n), kept: Float32Array.from({ length: n }, () => rand.next() * 0.02 - 0.01) });
@@ -164,7 +164,7 @@ class Dropper {
   }
 
   /** Sends an update's header and first piece, then cancels the stream; resolves once the call is over. */
-  async cancelUpload(identity: ClientIdentity, round: number, tensors: Map<string, OutgoingTensor>): Promise<void> {
+  async cancelUpload(identity: ClientIdentity, round: number, tensors: Map<string, SharedOutgoingTensor>): Promise<void> {
     let done!: () => void;
     const over = new Promise<void>((resolve) => (done = resolve));
     const call = this.#channel.makeClientStreamRequest<UpdateChunk, unknown>(

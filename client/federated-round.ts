@@ -19,11 +19,15 @@ export interface TrainedRound {
 export async function trainOnTask(participant: FederatedParticipant, task: ReceivedTask): Promise<TrainedRound> {
   // The masks the coordinator holds for us, when it holds our current version; taken
   // before training replaces ours. They let the encoder send UNCHANGED or DIFF masks.
-  const heldByServer = task.maskVersion === participant.maskVersion ? participant.masks : undefined;
+  const heldByServer = task.maskVersion === participant.maskVersion ? participant.wireMasks : undefined;
   const receivedSparsity = participant.sparsity;
   const { update, metrics: m } = await participant.localRound(task);
   const tensors = new Map<string, OutgoingTensor>();
   for (const [name, t] of update.tensors) {
+    if (t.kind === 'personal') {
+      tensors.set(name, { kind: 'personal' });
+      continue;
+    }
     const previousMask = heldByServer?.get(name);
     tensors.set(name, { mask: t.mask, kept: t.kept, ...(previousMask !== undefined ? { previousMask } : {}) });
   }

@@ -15,16 +15,20 @@
  *   tensor whole; `sparse` carries per tensor the global values at the kept
  *   positions of the mask the coordinator holds for us, which is ours at
  *   `maskVersion`.
- * - LocalUpdate.tensors: per manifest tensor, `kept` = (w_trained - w_received) at
- *   the NEW mask's kept positions (index order), `mask` = the new mask, and
- *   `maskChanged` = whether the coordinator needs this mask (it changed this round,
- *   or the coordinator's mask version differs from ours). The encoder sends
- *   exactly these values: nothing is scattered back to dense on the way.
+ * - LocalUpdate.tensors: per manifest tensor, `shared`: `kept` = (w_trained -
+ *   w_received) at the NEW mask's kept positions (index order), `mask` = the new
+ *   mask, and `maskChanged` = whether the coordinator needs this mask (it changed
+ *   this round, or the coordinator's mask version differs from ours); or
+ *   `personal`: a tensor the algorithm keeps to itself (FedRep's head, LG-FedAvg's
+ *   body), sent as PERSONAL without values. The encoder sends exactly these
+ *   values: nothing is scattered back to dense on the way.
+ * - The masks the coordinator holds for us (`wireMasks`) are ours, with each
+ *   personal tensor keeping no position once we have uploaded (mask version > 0).
  * - baseMaskVersion = the coordinator's mask version the task was built on;
  *   maskChange = changed (with ours + 1) when any tensor's mask must be sent.
  */
 import type { SparseValues } from '../proto/codec.js';
-import type { Mask } from '../proto/mask.js';
+import { Mask } from '../proto/mask.js';
 import type { MaskChange } from '../proto/rpc.js';
 import { parseTrainingOverrides, TrainingConfigError, type TrainingConfig } from '../proto/training-config.js';
 import { AlgorithmConfigError, createAlgorithm, type AlgorithmKindOf, type AlgorithmName } from './algorithms/index.js';
@@ -70,7 +74,9 @@ export interface SparseTask extends TaskBase {
 
 export type ReceivedTask = DenseTask | SparseTask;
 
-export interface UpdateTensor extends SparseValues {
+/** A tensor shared under its mask: the delta at the new mask's kept positions. */
+export interface SharedUpdateTensor extends SparseValues {
+  readonly kind: 'shared';
   /** The new mask. */
   readonly mask: Mask;
   /** Delta at the new mask's kept positions, index order. */
@@ -78,6 +84,15 @@ export interface UpdateTensor extends SparseValues {
   /** Whether the coordinator needs this tensor's mask. */
   readonly maskChanged: boolean;
 }
+
+/** A tensor the client keeps to itself: no value leaves, the coordinator holds a mask keeping nothing. */
+export interface PersonalUpdateTensor {
+  readonly kind: 'personal';
+  /** Whether the coordinator must learn that the tensor is personal (it held another mask). */
+  readonly maskChanged: boolean;
+}
+
+export type UpdateTensor = SharedUpdateTensor | PersonalUpdateTensor;
 
 export interface LocalUpdate {
   readonly round: number;
@@ -118,6 +133,8 @@ export interface PersonalState {
   readonly weights: TensorMap;
   readonly masks: MaskMap;
   readonly personal: TensorMap;
+  /** The algorithm's own tensors (Ditto's personal model, LotteryFL's initial weights); empty for most. */
+  readonly algorithmState: TensorMap;
   readonly maskVersion: number;
   readonly round: number;
 }
@@ -159,7 +176,11 @@ interface Trained {
 abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
   readonly model: Model;
   readonly algorithm: Algorithm;
+  /** The splits the algorithm's own config asks for; a round whose config turns early stopping on adds the validation split. */
   readonly data: ClientData;
+  /** `data` with the validation split held out, made when a round first needs it and not before (roundData). */
+  #withVal: ClientData | undefined;
+  readonly #fullTrain: Dataset;
   readonly #seed: number;
   readonly #log: ((line: string) => void) | undefined;
   #masks: MaskMap;
@@ -172,6 +193,7 @@ abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
     algorithm.checkModel(setup.model);
     this.#seed = setup.seed;
     this.#log = setup.log;
+    this.#fullTrain = setup.train;
     this.data = splitData(setup.train, setup.test, algorithm, setup.seed);
     this.#masks = fullMasks(this.model.manifest);
     if (setup.restore !== undefined) this.#restore(setup.restore);
@@ -209,6 +231,17 @@ abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
   protected abstract get received(): TensorMap | undefined;
 
   /**
+   * The round's data: `data`, with the validation split held out when the round's
+   * config turns early stopping on and the algorithm's own config did not (the
+   * same seeded split a gate on 'val' uses, so the same examples every round).
+   */
+  protected roundData(training: TrainingConfig): ClientData {
+    if (training.earlyStopping === undefined || this.data.val !== undefined) return this.data;
+    this.#withVal ??= { ...this.data, ...holdOutValidation(this.#fullTrain, this.algorithm.gate?.valFraction, this.#seed) };
+    return this.#withVal;
+  }
+
+  /**
    * Personalized accuracy and loss on the client's own test data, or on its own
    * training data ('train': with the test figures, the overfitting gap).
    */
@@ -229,6 +262,7 @@ abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
       weights: this.model.getWeights(),
       masks: this.#masks,
       personal: this.model.getPersonal(),
+      algorithmState: this.algorithm.exportState(),
       maskVersion: this.#maskVersion,
       round: this.#round,
     };
@@ -239,7 +273,7 @@ abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
     const ctx: RoundContext = {
       model: this.model,
       masks: this.#masks,
-      data: this.data,
+      data: this.roundData(training),
       training,
       seed: deriveSeed(this.#seed, round),
       ...(this.#log !== undefined ? { log: this.#log } : {}),
@@ -289,6 +323,7 @@ abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
     }
     this.model.setWeights(state.weights);
     this.model.setPersonal(state.personal);
+    this.algorithm.restoreState(state.algorithmState, this.model);
     this.#masks = new Map(state.masks);
     this.#maskVersion = state.maskVersion;
     this.#round = state.round;
@@ -299,20 +334,48 @@ abstract class ParticipantBase<Algorithm extends ClientAlgorithm> {
 export class FederatedParticipant extends ParticipantBase<FederatedAlgorithm> {
   readonly kind = 'federated' as const;
   #received: TensorMap | undefined;
+  /** The tensors the algorithm keeps to itself; fixed by the algorithm and the model. */
+  readonly personalTensors: ReadonlySet<string>;
+
+  constructor(setup: ParticipantSetup, algorithm: FederatedAlgorithm) {
+    super(setup, algorithm);
+    this.personalTensors = algorithm.personalTensors(setup.model);
+    for (const name of this.personalTensors) {
+      if (!this.masks.has(name)) throw new Error(`${algorithm.name} keeps unknown tensor '${name}' personal`);
+    }
+    if (this.personalTensors.size === this.model.manifest.length) {
+      throw new Error(`${algorithm.name} keeps every tensor personal: it would share nothing (that is the local algorithm)`);
+    }
+  }
 
   protected get received(): TensorMap | undefined {
     return this.#received;
+  }
+
+  /**
+   * The masks the coordinator holds for us at our mask version: ours, and for a
+   * personal tensor none once we have uploaded (version 0: it holds nothing, i.e. all kept).
+   * What a sparse task is laid out on and what UNCHANGED and DIFF refer to.
+   */
+  get wireMasks(): MaskMap {
+    if (this.personalTensors.size === 0 || this.maskVersion === 0) return this.masks;
+    const masks = new Map(this.masks);
+    for (const name of this.personalTensors) masks.set(name, Mask.none((this.masks.get(name) as Mask).length));
+    return masks;
   }
 
   /** One round: receive the task, train, decide the mask, build the update. */
   async localRound(task: ReceivedTask): Promise<FederatedRoundResult> {
     const training = withOverrides(this.algorithm, task);
     const global = this.#globalFrom(task);
+    // A personal tensor stays ours: whatever the task holds for it (nothing in a sparse task) is not loaded.
+    const own = this.model.getWeights();
+    for (const name of this.personalTensors) global.set(name, own.get(name) as Float32Array);
     this.algorithm.prepare(this.model, this.masks, global);
     this.#received = global;
     const baseline = this.model.getWeights();
     const trained = await this.trainLocally(task.round, training);
-    const update = this.#buildUpdate(task, baseline, trained.outcome.masks);
+    const update = this.#buildUpdate(task, baseline, trained);
     return { update, metrics: await this.conclude(trained) };
   }
 
@@ -340,23 +403,38 @@ export class FederatedParticipant extends ParticipantBase<FederatedAlgorithm> {
   }
 
   /** The update against `baseline` (the received model), on the new masks; called while ours are still the old ones. */
-  #buildUpdate(task: ReceivedTask, baseline: TensorMap, newMasks: MaskMap): LocalUpdate {
+  #buildUpdate(task: ReceivedTask, baseline: TensorMap, done: Trained): LocalUpdate {
+    const newMasks = done.outcome.masks;
     const trained = this.model.getWeights();
     const resendAll = task.maskVersion !== this.maskVersion;
+    const held = this.wireMasks;
     const tensors = new Map<string, UpdateTensor>();
     let anyChanged = false;
     for (const spec of this.model.manifest) {
-      const oldMask = this.masks.get(spec.name) as Mask;
+      const oldMask = held.get(spec.name) as Mask;
       const mask = newMasks.get(spec.name);
       if (mask === undefined) throw new Error(`${this.algorithm.name} returned no mask for '${spec.name}'`);
+      if (this.personalTensors.has(spec.name)) {
+        // The coordinator holds a mask keeping nothing for a tensor it knows is personal.
+        const maskChanged = resendAll || oldMask.keptCount !== 0;
+        anyChanged ||= maskChanged;
+        tensors.set(spec.name, { kind: 'personal', maskChanged });
+        continue;
+      }
       const maskChanged = resendAll || !oldMask.equals(mask);
       anyChanged ||= maskChanged;
-      tensors.set(spec.name, { mask, maskChanged, kept: updateDelta(trained.get(spec.name)!, baseline.get(spec.name)!, mask) });
+      tensors.set(spec.name, {
+        kind: 'shared',
+        mask,
+        maskChanged,
+        kept: updateDelta(trained.get(spec.name)!, baseline.get(spec.name)!, mask),
+      });
     }
     return {
       round: task.round,
       tensors,
-      numExamples: this.numExamples,
+      // What this round trained on (without a validation split it held out).
+      numExamples: done.ctx.data.train.count,
       baseMaskVersion: task.maskVersion,
       maskChange: anyChanged ? { kind: 'changed', version: this.nextMaskVersion(task.maskVersion) } : { kind: 'unchanged' },
     };
@@ -458,21 +536,41 @@ function withOverrides(algorithm: FederatedAlgorithm, task: ReceivedTask): Train
   }
 }
 
-/** Hold out the gate's validation split (gateOn 'val'), or gate on the test split ('test'). */
+/** The share of the training data held out as the validation split when the algorithm's gate does not set it. */
+export const DEFAULT_VAL_FRACTION = 0.1;
+
+/**
+ * The splits the algorithm's own config asks for: a validation split held out of
+ * the training data when its gate measures on 'val' or its training stops early;
+ * the gate on that split, or on the test split ('test').
+ */
 function splitData(train: Dataset, test: Dataset, algorithm: ClientAlgorithm, seed: number): ClientData {
   const gate = algorithm.gate;
-  if (gate === undefined) return { train, test };
-  if (gate.gateOn === 'test') return { train, test, gate: test };
-  const valCount = Math.max(1, Math.round(train.count * gate.valFraction));
+  const needsVal = gate?.gateOn === 'val' || algorithm.training.earlyStopping !== undefined;
+  const split: { readonly train: Dataset; readonly val?: Dataset } = needsVal
+    ? holdOutValidation(train, gate?.valFraction, seed)
+    : { train };
+  if (gate === undefined) return { ...split, test };
+  const gated = gate.gateOn === 'test' ? test : split.val;
+  return gated === undefined ? { ...split, test } : { ...split, test, gate: gated };
+}
+
+/** The seeded validation split (the gate's valFraction, else DEFAULT_VAL_FRACTION) and the rest to train on. */
+function holdOutValidation(
+  train: Dataset,
+  valFraction: number | undefined,
+  seed: number,
+): { readonly train: Dataset; readonly val: Dataset } {
+  const fraction = valFraction ?? DEFAULT_VAL_FRACTION;
+  const valCount = Math.max(1, Math.round(train.count * fraction));
   if (train.count - valCount < 1) {
     throw new TaskError(
-      `${train.name}: ${train.count} training examples are too few to hold out a validation split (valFraction ${gate.valFraction})`,
+      `${train.name}: ${train.count} training examples are too few to hold out a validation split (valFraction ${fraction})`,
     );
   }
   const order = new SeededRandom(deriveSeed(seed, 0x7a11)).permutation(train.count);
   return {
     train: subset(train, order.subarray(valCount), `${train.name}[train]`),
-    gate: subset(train, order.subarray(0, valCount), `${train.name}[val]`),
-    test,
+    val: subset(train, order.subarray(0, valCount), `${train.name}[val]`),
   };
 }

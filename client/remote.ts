@@ -12,7 +12,7 @@ import { isIP } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
-import { decodeSparseTensor, encodeSparseTensor, type MaskMap, type SparseValues } from '../proto/codec.js';
+import { decodeSparseTensor, encodePersonalTensor, encodeSparseTensor, type MaskMap, type SparseValues } from '../proto/codec.js';
 import { elementCount } from '../proto/shape.js';
 import type { Mask } from '../proto/mask.js';
 import type { ReceivedTask } from './participant.js';
@@ -22,6 +22,7 @@ import {
   DEFAULT_CHUNK_BYTES,
   DEFAULT_MAX_MESSAGE_BYTES,
   isMalformed,
+  MaskEncoding,
   messageLimitOptions,
   PROTOCOL_VERSION,
   splitTensor,
@@ -172,11 +173,19 @@ export type PullOutcome =
   | { readonly kind: 'wait'; readonly retryAfterMs: number }
   | { readonly kind: 'finished'; readonly lastRound: number };
 
-/** An uploaded tensor: the client's (new) mask, the delta at its kept positions, and the mask the server holds. */
-export interface OutgoingTensor extends SparseValues {
+/** An uploaded tensor shared under its mask: the client's (new) mask, the delta at its kept positions, and the mask the server holds. */
+export interface SharedOutgoingTensor extends SparseValues {
+  readonly kind?: 'shared';
   /** The mask at base_mask_version; enables UNCHANGED/DIFF mask encodings. */
   readonly previousMask?: Mask;
 }
+
+/** A tensor the client keeps to itself: sent as PERSONAL, no values (proto/PROTOCOL.md, section 5.1). */
+export interface PersonalOutgoingTensor {
+  readonly kind: 'personal';
+}
+
+export type OutgoingTensor = SharedOutgoingTensor | PersonalOutgoingTensor;
 
 /**
  * What the caller provides of an update header: identity and tensor count are
@@ -408,6 +417,9 @@ export class CoordinatorClient {
           if (tensor === undefined) continue;
           const spec = this.#manifest.get(tensor.name);
           if (spec === undefined) throw new Error(`PullTask: tensor "${tensor.name}" is not in the manifest`);
+          if (tensor.mask?.encoding === MaskEncoding.PERSONAL) {
+            throw new Error(`PullTask: tensor "${tensor.name}" arrived PERSONAL, which only an upload may carry`);
+          }
           if (header.dense) {
             const { mask, kept } = decodeSparseTensor(tensor, spec.shape);
             if (!mask.isFull) {
@@ -470,10 +482,10 @@ export class CoordinatorClient {
       await write({ kind: 'header', header });
       outer: for (const [name, t] of tensors) {
         const spec = this.#manifest.get(name)!;
-        const encoded = encodeSparseTensor(name, t, spec.shape, {
-          values: this.#valueEncoding,
-          previousMask: t.previousMask,
-        });
+        const encoded =
+          t.kind === 'personal'
+            ? encodePersonalTensor(name, this.#valueEncoding)
+            : encodeSparseTensor(name, t, spec.shape, { values: this.#valueEncoding, previousMask: t.previousMask });
         for (const piece of splitTensor(encoded, this.#chunkBytes)) {
           if (answered) break outer;
           await write({ kind: 'piece', piece });

@@ -147,7 +147,11 @@ async function* federatedRoundsBeating(session: FederatedSession, limits: RoundL
     yield* events.drain();
     let pulled: PullOutcome | undefined;
     try {
-      pulled = yield* untilConnected('pull', () => remote.pullTask(participant.maskVersion, participant.masks), limits.signal);
+      pulled = yield* untilConnected(
+        'pull',
+        () => remote.pullTask(participant.maskVersion, participant.wireMasks),
+        limits.signal,
+      );
     } catch (err) {
       // A coordinator that forgot us (restarted without its store): join again, keep the personal state.
       if (!(err instanceof RemoteError && err.code === grpc.status.UNAUTHENTICATED) || rejoins >= MAX_REJOINS) throw err;

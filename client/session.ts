@@ -211,6 +211,7 @@ export async function saveSession(session: ClientSession, identity: CoordinatorI
     weights: s.weights,
     masks: s.masks,
     personal: s.personal,
+    algorithmState: s.algorithmState,
     input: inputEncodingOf(session.participant.data.train),
   };
   await saveState(session.stateDir, state);

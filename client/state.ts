@@ -1,8 +1,9 @@
 /**
  * A client's personal state on disk, so a `subfed client` process can stop and
  * resume: its identity, the round and mask version it last reached, its mask,
- * its weights and its BatchNorm running statistics (which never leave the
- * device).
+ * its weights, its BatchNorm running statistics (which never leave the
+ * device), and what its algorithm keeps besides (Ditto's personal model,
+ * LotteryFL's initial weights; the `algorithmState` section, absent in older files).
  *
  * File layout (`client-state.bin`, little-endian):
  *   8 bytes  magic "SUBFEDCS"
@@ -47,6 +48,8 @@ export interface ClientState {
   masks: MaskMap;
   /** BatchNorm running statistics: personal, never uploaded. */
   personal: TensorMap;
+  /** The algorithm's own tensors (client/algorithms: exportState); empty for most algorithms. */
+  algorithmState: TensorMap;
   /**
    * The input standardisation the weights were trained with, so that an export
    * of the model needs no data; undefined in files written before it was recorded.
@@ -65,8 +68,8 @@ export class StateFileError extends Error {
   }
 }
 
-type Section = 'weights' | 'masks' | 'personal';
-const SECTIONS: readonly Section[] = ['weights', 'masks', 'personal'];
+type Section = 'weights' | 'masks' | 'personal' | 'algorithmState';
+const SECTIONS: readonly Section[] = ['weights', 'masks', 'personal', 'algorithmState'];
 
 const headerSchema = z.object({
   formatVersion: z.number().int(),
@@ -87,7 +90,7 @@ const headerSchema = z.object({
     .optional(),
   tensors: z.array(
     z.object({
-      section: z.enum(['weights', 'masks', 'personal']),
+      section: z.enum(SECTIONS),
       name: z.string().min(1),
       length: z.number().int().nonnegative(),
       offset: z.number().int().nonnegative(),
@@ -165,6 +168,7 @@ export function decodeState(bytes: Buffer, file: string): ClientState {
     weights: new Map(),
     masks,
     personal: new Map(),
+    algorithmState: new Map(),
     ...(header.input !== undefined ? { input: header.input } : {}),
   };
   for (const t of header.tensors) {

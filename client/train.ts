@@ -13,6 +13,8 @@ import { contentKey, lookupImages, lookupModel, memoEnabled, rememberImages, rem
 import { registerGradients } from './kernels/gradients.js';
 import { sgdMomentumStep } from './kernels/sgd_momentum.js';
 import type { Model } from './model.js';
+import { augmentImages, type AugmentationConfig } from './data/augment.js';
+import type { EarlyStoppingConfig } from '../proto/training-config.js';
 import { checkSoftTargets, logitObjective, teacherRows, type ObjectiveResult, type SoftTargets } from './objective.js';
 
 export type { EngineChoice } from './kernels/engine/index.js';
@@ -33,6 +35,20 @@ export interface TrainOptions {
   gradMasks?: MaskMap;
   /** L1 penalty: s*sign(w) is added to these tensors' gradients, before the masks apply. */
   l1?: { readonly names: ReadonlySet<string>; readonly s: number };
+  /**
+   * A proximal term toward `anchor`: mu*(w - anchor) is added to the gradient of
+   * every tensor the anchor names, before L1 and the masks (the gradient of
+   * mu/2 * ||w - anchor||^2: FedProx's mu, Ditto's lambda). Both engines run it.
+   */
+  proximal?: Proximal;
+  /**
+   * Stop after the first epoch that leaves the accuracy on `validation` without an
+   * improvement of more than `minDelta` over the best so far for `patience` epochs in
+   * a row. The weights stay those of the last epoch trained (no rewind to the best).
+   */
+  earlyStopping?: EarlyStopping;
+  /** Each epoch trains on a seeded augmented copy of the images (client/data/augment.ts). */
+  augmentation?: AugmentationConfig;
   /**
    * A further per-tensor gradient hook, after gradMasks and l1; runs inside tf.tidy. The
    * native engine cannot run tf code, so a gradTransform means the tfjs path.
@@ -58,6 +74,66 @@ export interface EpochStats {
   loss: number;
   accuracy: number;
   samples: number;
+  /** Accuracy on the early-stopping validation data after this epoch, when early stopping is on. */
+  valAccuracy?: number;
+}
+
+export interface Proximal {
+  readonly anchor: ReadonlyMap<string, Float32Array>;
+  readonly mu: number;
+}
+
+export interface EarlyStopping extends EarlyStoppingConfig {
+  /** Held out of the training data (the participant's validation split). */
+  readonly validation: Dataset;
+}
+
+/**
+ * The early-stopping rule over the validation accuracy of each epoch: an epoch
+ * improves when it beats the best so far by more than minDelta; training stops
+ * once `patience` epochs in a row did not. Keras's EarlyStopping, without restoring.
+ */
+export class EarlyStopper {
+  #best = Number.NEGATIVE_INFINITY;
+  #stale = 0;
+
+  constructor(readonly rule: EarlyStoppingConfig) {}
+
+  /** Records one epoch's validation accuracy; true when training should stop now. */
+  observe(accuracy: number): boolean {
+    if (accuracy > this.#best + this.rule.minDelta) {
+      this.#best = accuracy;
+      this.#stale = 0;
+      return false;
+    }
+    this.#stale += 1;
+    return this.#stale >= this.rule.patience;
+  }
+}
+
+/** The seed stream of each epoch's augmentation draws, apart from the shuffling's. */
+const AUGMENT_STREAM = 0xa06;
+
+/** The data an epoch trains on: the images as they are, or a seeded augmented copy. */
+function epochData<D extends Dataset>(data: D, opts: TrainOptions, epoch: number): D {
+  if (opts.augmentation === undefined || data.kind !== 'images') return data;
+  return augmentImages(data, opts.augmentation, deriveSeed(opts.seed, epoch, AUGMENT_STREAM)) as D;
+}
+
+/**
+ * An epoch's statistics from its sums, with the validation accuracy when early
+ * stopping is on, and whether to stop. The model holds the epoch's final weights.
+ */
+function endEpoch(
+  model: Model,
+  opts: TrainOptions,
+  stopper: EarlyStopper | undefined,
+  sums: { readonly loss: number; readonly correct: number; readonly samples: number },
+): { stats: EpochStats; stop: boolean } {
+  const stats: EpochStats = { loss: sums.loss / sums.samples, accuracy: sums.correct / sums.samples, samples: sums.samples };
+  if (stopper === undefined || opts.earlyStopping === undefined) return { stats, stop: false };
+  const valAccuracy = evaluate(model, opts.earlyStopping.validation, 256, opts.engine).accuracy;
+  return { stats: { ...stats, valAccuracy }, stop: stopper.observe(valAccuracy) };
 }
 
 /** The dataset's own standardisation, else 0.5/0.5 per channel (values in [-1, 1]). */
@@ -185,6 +261,9 @@ function checkOptions(opts: TrainOptions): void {
     throw new Error(`trainLocal: momentum must be in [0, 1), got ${opts.momentum}`);
   }
   if (!Number.isFinite(opts.seed)) throw new Error(`trainLocal: seed must be a finite number, got ${opts.seed}`);
+  if (opts.proximal !== undefined && !(opts.proximal.mu >= 0 && Number.isFinite(opts.proximal.mu))) {
+    throw new Error(`trainLocal: proximal mu must be a finite number >= 0, got ${opts.proximal.mu}`);
+  }
 }
 
 /**
@@ -227,6 +306,17 @@ export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions
   checkOptions(opts);
   checkCompatible(model, data, 'trainLocal');
   if (opts.softTargets !== undefined) checkSoftTargets(opts.softTargets, data.count, model.numClasses);
+  if (opts.augmentation !== undefined && data.kind !== 'images') {
+    throw new Error(`trainLocal: augmentation needs image data; dataset ${data.name} holds features`);
+  }
+  if (opts.earlyStopping !== undefined) checkCompatible(model, opts.earlyStopping.validation, 'trainLocal (early stopping)');
+  for (const [name, anchor] of opts.proximal?.anchor ?? []) {
+    const variable = model.params.get(name);
+    if (variable === undefined) throw new Error(`trainLocal: the proximal anchor names unknown tensor '${name}'`);
+    if (anchor.length !== variable.size) {
+      throw new Error(`trainLocal: the proximal anchor of '${name}' has ${anchor.length} values, the tensor ${variable.size}`);
+    }
+  }
   if (opts.gradTransform !== undefined && opts.engine === 'native') {
     throw new Error('trainLocal: a gradTransform needs the tfjs engine (the native engine runs no tf code)');
   }
@@ -237,11 +327,13 @@ export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions
   const tables = inputTables(data);
   const optimizer = new SgdMomentum(opts.lr, opts.momentum);
   const rule = GradientRule.create(model, opts);
+  const stopper = opts.earlyStopping && new EarlyStopper(opts.earlyStopping);
   const breathe = eventLoopYielder();
   const history: EpochStats[] = [];
   try {
     for (let epoch = 1; epoch <= opts.epochs; epoch++) {
       const order = new SeededRandom(deriveSeed(opts.seed, epoch)).permutation(data.count);
+      const epochSet = epochData(data, opts, epoch);
       let lossSum = 0;
       let correct = 0;
       for (let start = 0; start < data.count; start += opts.batchSize) {
@@ -251,7 +343,7 @@ export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions
           optimizer,
           rule,
           opts.gradTransform,
-          makeBatch(data, tables, order, start, end, model.inputShape),
+          makeBatch(epochSet, tables, order, start, end, model.inputShape),
           opts.softTargets && teacherRows(opts.softTargets, model.numClasses, order, start, end - start),
           opts.softTargets,
         );
@@ -259,9 +351,10 @@ export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions
         correct += step.correct;
         await breathe();
       }
-      const stats: EpochStats = { loss: lossSum / data.count, accuracy: correct / data.count, samples: data.count };
+      const { stats, stop } = endEpoch(model, opts, stopper, { loss: lossSum, correct, samples: data.count });
       history.push(stats);
       await opts.onEpochEnd?.(epoch, stats);
+      if (stop) break;
     }
   } finally {
     optimizer.dispose();
@@ -270,14 +363,18 @@ export async function trainLocal(model: Model, data: Dataset, opts: TrainOptions
   return history;
 }
 
-/** gradMasks and l1 as tf ops, for the tfjs path: g' = (g + s*sign(w)) * mask. */
+/** proximal, l1 and gradMasks as tf ops, for the tfjs path: g' = (g + mu*(w - anchor) + s*sign(w)) * mask. */
 class GradientRule {
   readonly #masks: Map<string, tf.Tensor>;
   readonly #l1: TrainOptions['l1'];
+  readonly #anchors: Map<string, tf.Tensor>;
+  readonly #mu: number;
 
-  private constructor(masks: Map<string, tf.Tensor>, l1: TrainOptions['l1']) {
+  private constructor(masks: Map<string, tf.Tensor>, l1: TrainOptions['l1'], anchors: Map<string, tf.Tensor>, mu: number) {
     this.#masks = masks;
     this.#l1 = l1;
+    this.#anchors = anchors;
+    this.#mu = mu;
   }
 
   static create(model: Model, opts: TrainOptions): GradientRule {
@@ -290,24 +387,35 @@ class GradientRule {
       }
       if (!mask.isFull) masks.set(name, tf.tensor(Float32Array.from(mask.toBytes()), variable.shape, 'float32'));
     }
-    return new GradientRule(masks, opts.l1 !== undefined && opts.l1.s > 0 ? opts.l1 : undefined);
+    const anchors = new Map<string, tf.Tensor>();
+    const mu = opts.proximal?.mu ?? 0;
+    if (mu > 0) {
+      for (const [name, anchor] of opts.proximal?.anchor ?? []) {
+        anchors.set(name, tf.tensor(anchor, (model.params.get(name) as tf.Variable).shape, 'float32'));
+      }
+    }
+    return new GradientRule(masks, opts.l1 !== undefined && opts.l1.s > 0 ? opts.l1 : undefined, anchors, mu);
   }
 
   /** Runs inside tf.tidy. */
   apply(name: string, variable: tf.Variable, grad: tf.Tensor): tf.Tensor {
     let g = grad;
+    const anchor = this.#anchors.get(name);
+    if (anchor !== undefined) g = tf.add(g, tf.mul(tf.sub(variable, anchor), this.#mu));
     if (this.#l1?.names.has(name)) g = tf.add(g, tf.mul(tf.sign(variable), this.#l1.s));
     const mask = this.#masks.get(name);
     return mask === undefined ? g : tf.mul(g, mask);
   }
 
   get empty(): boolean {
-    return this.#masks.size === 0 && this.#l1 === undefined;
+    return this.#masks.size === 0 && this.#l1 === undefined && this.#anchors.size === 0;
   }
 
   dispose(): void {
     for (const t of this.#masks.values()) t.dispose();
     this.#masks.clear();
+    for (const t of this.#anchors.values()) t.dispose();
+    this.#anchors.clear();
   }
 }
 
@@ -329,6 +437,7 @@ async function trainNative(model: Model, data: ImageDataset, opts: TrainOptions,
       s.load(weights, personal);
       s.setMasks(masks);
       s.setL1(opts.l1);
+      s.setProximal(opts.proximal);
       s.resetMomentum();
       return s;
     } catch (err) {
@@ -337,16 +446,18 @@ async function trainNative(model: Model, data: ImageDataset, opts: TrainOptions,
     }
   };
   let session = open(model.getWeights(), model.getPersonal());
+  const stopper = opts.earlyStopping && new EarlyStopper(opts.earlyStopping);
   const breathe = eventLoopYielder();
   const history: EpochStats[] = [];
   try {
     for (let epoch = 1; epoch <= opts.epochs; epoch++) {
       const order = new SeededRandom(deriveSeed(opts.seed, epoch)).permutation(data.count);
+      const epochSet = epochData(data, opts, epoch);
       let lossSum = 0;
       let correct = 0;
       for (let start = 0; start < data.count; start += opts.batchSize) {
         const count = Math.min(opts.batchSize, data.count - start);
-        session.loadBatch(data, order, start, count);
+        session.loadBatch(epochSet, order, start, count);
         const soft = opts.softTargets;
         const step = session.trainStep(
           count,
@@ -365,12 +476,16 @@ async function trainNative(model: Model, data: ImageDataset, opts: TrainOptions,
         correct += step.correct;
         await breathe();
       }
-      const stats: EpochStats = { loss: lossSum / data.count, accuracy: correct / data.count, samples: data.count };
-      history.push(stats);
       // The model holds the trained state at every epoch end, as on the tfjs path; whatever
       // the callback does to the model is what the next epoch trains on.
       model.setWeights(session.weights());
       model.setPersonal(session.personalState());
+      const { stats, stop } = endEpoch(model, opts, stopper, { loss: lossSum, correct, samples: data.count });
+      history.push(stats);
+      if (stop) {
+        await opts.onEpochEnd?.(epoch, stats);
+        break;
+      }
       if (opts.onEpochEnd !== undefined) {
         await opts.onEpochEnd(epoch, stats);
         if (epoch < opts.epochs) {

@@ -130,6 +130,7 @@ export const MASK_ENCODING_NAMES: Readonly<Record<MaskEncoding, string>> = {
   [MaskEncoding.BITMAP]: 'BITMAP',
   [MaskEncoding.INDEX_DELTA]: 'INDEX_DELTA',
   [MaskEncoding.CHANNEL]: 'CHANNEL',
+  [MaskEncoding.PERSONAL]: 'PERSONAL',
 };
 
 /** Checks the mask (and previous mask) against the shape; returns the element count. */
@@ -167,6 +168,9 @@ export function encodeMaskAs(mask: Mask, shape: readonly number[], encoding: Mas
       if (channels === undefined) throw unusable('not constant along all axes but the last');
       return { encoding, data: channels.pack() };
     }
+    case MaskEncoding.PERSONAL:
+      if (mask.keptCount !== 0) throw unusable('a personal tensor shares no position');
+      return { encoding, data: EMPTY };
     // UNSPECIFIED names no encoding; `default` catches numbers outside the enum, which a wire value may hold.
     case MaskEncoding.UNSPECIFIED:
     default:
@@ -177,7 +181,8 @@ export function encodeMaskAs(mask: Mask, shape: readonly number[], encoding: Mas
 /**
  * Encodes a mask with the smallest applicable encoding: FULL when all ones,
  * UNCHANGED when equal to `previous`, else the smallest of CHANNEL, DIFF,
- * BITMAP and INDEX_DELTA (ties in that order).
+ * BITMAP and INDEX_DELTA (ties in that order). Never PERSONAL: declaring a
+ * tensor personal is an intent, not a size choice (encodePersonalTensor).
  */
 export function encodeMask(mask: Mask, shape: readonly number[], previous?: Mask): MaskPart {
   const n = checkMasks(mask, shape, previous);
@@ -248,6 +253,10 @@ export function decodeMask(part: MaskPart | null | undefined, shape: readonly nu
       const channels = shape[shape.length - 1];
       return Mask.fromChannels(unpackBitmap(`CHANNEL mask over ${channels} channels`, data, channels), shape);
     }
+    case MaskEncoding.PERSONAL:
+      // What the coordinator holds for a personal tensor: no shared position (section 14.1 of PROTOCOL.md).
+      noData();
+      return Mask.none(n);
     // UNSPECIFIED: the sender set no encoding; `default`: a number outside the enum (a newer or hostile sender).
     case MaskEncoding.UNSPECIFIED:
     default:
@@ -459,6 +468,15 @@ export function encodeSparseTensor(
     }
     return { name, mask, values: encodeValues(tensor.kept, options.values) };
   });
+}
+
+/**
+ * A tensor the client keeps personal (FedRep's head, LG-FedAvg's body): it
+ * shares no position and carries no value, and says so with the PERSONAL
+ * mask encoding instead of an empty mask, which the coordinator refuses.
+ */
+export function encodePersonalTensor(name: string, values: ValueEncodingName): SparseTensor {
+  return { name, mask: { encoding: MaskEncoding.PERSONAL, data: EMPTY }, values: encodeValues(new Float32Array(0), values) };
 }
 
 /** Decodes a SparseTensor message; errors name the tensor. */

@@ -63,6 +63,12 @@ export class Mask {
     return new Mask(new Uint8Array(length).fill(1), length);
   }
 
+  /** No element kept: what the coordinator holds for a tensor the client keeps personal. */
+  static none(length: number): Mask {
+    checkLength(length);
+    return new Mask(new Uint8Array(length), 0);
+  }
+
   /** A copy of 0/1 entries (1 = kept); any other value is a CodecError naming the entry. */
   static fromBytes(bytes: ArrayLike<number>): Mask {
     let bits: Uint8Array;

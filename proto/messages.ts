@@ -12,6 +12,7 @@ export const MaskEncoding = {
   BITMAP: 4,
   INDEX_DELTA: 5,
   CHANNEL: 6,
+  PERSONAL: 7,
 } as const;
 export type MaskEncoding = (typeof MaskEncoding)[keyof typeof MaskEncoding];
 

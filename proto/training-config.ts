@@ -34,14 +34,57 @@ export const trainingFields = {
     .number({ error: 'expected a number in [0, 1)' })
     .min(0, { error: 'expected a number in [0, 1)' })
     .lt(1, { error: 'expected a number in [0, 1)' }),
+  /**
+   * Stop a round's local training once the accuracy on the client's validation
+   * split (held out of its training data, the same examples every round) has not
+   * risen by more than `minDelta` for `patience` epochs. Absent: every epoch runs.
+   */
+  earlyStopping: z.strictObject(
+    {
+      /** Epochs without improvement before stopping. */
+      patience: positiveInt().default(2),
+      /** An epoch improves when its validation accuracy beats the best so far by more than this (a fraction). */
+      minDelta: z
+        .number({ error: 'expected a number in [0, 1)' })
+        .min(0, { error: 'expected a number in [0, 1)' })
+        .lt(1, { error: 'expected a number in [0, 1)' })
+        .default(0),
+    },
+    { error: 'expected an object { patience, minDelta }' },
+  ),
+  /**
+   * Seeded image augmentation of every training epoch: a random shift of up to
+   * `shift` pixels on each axis with black fill (a random crop of the image padded
+   * by `shift`), and with `flip` a left-right mirror half of the time. MNIST-like
+   * data: { "shift": 2 }; CIFAR: { "shift": 4, "flip": true }. Absent: none.
+   */
+  augmentation: z.strictObject(
+    {
+      shift: z.int({ error: 'expected an integer in [0, 16]' }).min(0, { error: 'expected an integer in [0, 16]' }).max(16, {
+        error: 'expected an integer in [0, 16]',
+      }),
+      flip: z.boolean({ error: 'expected true or false' }).default(false),
+    },
+    { error: 'expected an object { shift, flip }' },
+  ),
 };
+
+export type EarlyStoppingConfig = z.output<typeof trainingFields.earlyStopping>;
+export type AugmentationConfig = z.output<typeof trainingFields.augmentation>;
 
 /** The fewest local epochs Sub-FedAvg trains with, and why: the client's rule, which the coordinator warns about. */
 export const PRUNING_MIN_EPOCHS = 2;
 export const PRUNING_EPOCHS_REASON = 'Sub-FedAvg compares the masks after epoch 1 and the last epoch, so 1 epoch never prunes';
 
 export type TrainingField = keyof typeof trainingFields;
-export const TRAINING_FIELDS: readonly TrainingField[] = ['epochs', 'batchSize', 'lr', 'momentum'];
+export const TRAINING_FIELDS: readonly TrainingField[] = [
+  'epochs',
+  'batchSize',
+  'lr',
+  'momentum',
+  'earlyStopping',
+  'augmentation',
+];
 
 /** What a coordinator sets: every field optional, unknown fields refused. */
 export const trainingOverridesSchema = z.strictObject(
@@ -50,13 +93,25 @@ export const trainingOverridesSchema = z.strictObject(
     batchSize: trainingFields.batchSize.optional(),
     lr: trainingFields.lr.optional(),
     momentum: trainingFields.momentum.optional(),
+    earlyStopping: trainingFields.earlyStopping.optional(),
+    augmentation: trainingFields.augmentation.optional(),
   },
   { error: 'expected a JSON object' },
 );
 export type TrainingOverrides = z.output<typeof trainingOverridesSchema>;
 
-/** Every field set: what one round of local training runs with. */
-export const trainingConfigSchema = z.strictObject(trainingFields, { error: 'expected a JSON object' });
+/** What one round of local training runs with: every field set but the optional techniques (absent = off). */
+export const trainingConfigSchema = z.strictObject(
+  {
+    epochs: trainingFields.epochs,
+    batchSize: trainingFields.batchSize,
+    lr: trainingFields.lr,
+    momentum: trainingFields.momentum,
+    earlyStopping: trainingFields.earlyStopping.optional(),
+    augmentation: trainingFields.augmentation.optional(),
+  },
+  { error: 'expected a JSON object' },
+);
 export type TrainingConfig = z.output<typeof trainingConfigSchema>;
 
 /** A training config that does not parse; the message names every bad field. */
@@ -87,5 +142,12 @@ export function applyTrainingOverrides<T extends TrainingConfig>(base: T, overri
 
 /** The training fields of a larger config (an algorithm's), without the rest. */
 export function pickTraining(config: TrainingConfig): TrainingConfig {
-  return { epochs: config.epochs, batchSize: config.batchSize, lr: config.lr, momentum: config.momentum };
+  return {
+    epochs: config.epochs,
+    batchSize: config.batchSize,
+    lr: config.lr,
+    momentum: config.momentum,
+    ...(config.earlyStopping !== undefined ? { earlyStopping: config.earlyStopping } : {}),
+    ...(config.augmentation !== undefined ? { augmentation: config.augmentation } : {}),
+  };
 }

@@ -107,6 +107,7 @@ export function validateUpdate(
   const seen = new Set<string>();
   const out: ValidatedTensor[] = [];
   let squares = 0;
+  let personal = 0;
   for (const t of tensors) {
     const spec = specs.get(t.name);
     if (spec === undefined) throw invalid('unknown_tensor', `unknown tensor "${t.name}"`);
@@ -114,11 +115,16 @@ export function validateUpdate(
     seen.add(t.name);
     const reference = held.masks.get(t.name) ?? null;
     const d = decodeUpdateTensor(t, spec, reference);
-    if (d.mask.keptCount === 0) {
+    if (d.mask.keptCount === 0 && !d.personal) {
       // A layer with no weight left passes no signal (for a bias or BatchNorm tensor: every channel is gone), so the
-      // client's network no longer depends on its input. No Sub-FedAvg client prunes that far (see proto/PROTOCOL.md).
-      throw invalid('empty_mask', `tensor "${t.name}" keeps no position; a layer pruned entirely cuts the network`);
+      // client's network no longer depends on its input. No Sub-FedAvg client prunes that far; a tensor the client
+      // keeps to itself is declared PERSONAL instead (see proto/PROTOCOL.md, section 14.1).
+      throw invalid(
+        'empty_mask',
+        `tensor "${t.name}" keeps no position; a layer pruned entirely cuts the network (a personal tensor is sent PERSONAL)`,
+      );
     }
+    if (d.personal) personal += 1;
     if (d.usesReference && !baseMatches) {
       throw precondition(
         'mask_version_mismatch',
@@ -147,6 +153,10 @@ export function validateUpdate(
       `the update lacks ${missing.length} of the model's ${specs.size} tensors (first: "${missing[0]}"); ` +
         'an update carries every tensor, with its delta at the kept positions',
     );
+  }
+  if (personal === specs.size) {
+    // Such an update contributes nothing, so it must not count toward the round's quorum either.
+    throw invalid('all_personal', `every one of the model's ${specs.size} tensors is personal: the update shares nothing`);
   }
   const norm = Math.sqrt(squares);
   const bound = limits.updateNormBound;

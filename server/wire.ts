@@ -13,6 +13,12 @@ export interface DecodedUpdateTensor {
   values: Float32Array;
   /** The mask was given relative to the server's copy (UNCHANGED or DIFF). */
   usesReference: boolean;
+  /**
+   * The client keeps this tensor personal: it said so (PERSONAL), or it left
+   * unchanged a tensor it had declared personal before (the held mask keeps
+   * nothing, which only a PERSONAL upload can make it). Its mask keeps nothing.
+   */
+  personal: boolean;
 }
 
 /**
@@ -39,11 +45,13 @@ export function decodeUpdateTensor(t: SparseTensor, spec: TensorSpec, reference:
     throw err;
   }
   const encoding = t.mask?.encoding;
+  const usesReference = encoding === MaskEncoding.UNCHANGED || encoding === MaskEncoding.DIFF;
   return {
     name: t.name,
     mask,
     values,
-    usesReference: encoding === MaskEncoding.UNCHANGED || encoding === MaskEncoding.DIFF,
+    usesReference,
+    personal: encoding === MaskEncoding.PERSONAL || (usesReference && reference !== null && reference.keptCount === 0),
   };
 }
 

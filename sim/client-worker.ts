@@ -119,7 +119,9 @@ const malicious = attackers(config);
 /** The upload of a sign-flipping attacker: every delta times -scale, masks as trained. */
 function signFlipped(tensors: ReadonlyMap<string, OutgoingTensor>): ReadonlyMap<string, OutgoingTensor> {
   const scale = -(config.attack?.scale ?? 1);
-  return new Map([...tensors].map(([name, t]) => [name, { ...t, kept: t.kept.map((x) => x * scale) }]));
+  return new Map(
+    [...tensors].map(([name, t]) => [name, t.kind === 'personal' ? t : { ...t, kept: t.kept.map((x) => x * scale) }]),
+  );
 }
 
 async function pullUntilTask(
@@ -129,7 +131,7 @@ async function pullUntilTask(
   round: number,
 ): Promise<ReceivedTask> {
   for (;;) {
-    const pulled = await remote.pullTask(p.maskVersion, p.masks);
+    const pulled = await remote.pullTask(p.maskVersion, p.wireMasks);
     switch (pulled.kind) {
       case 'task':
         return pulled.task;
@@ -229,7 +231,14 @@ async function exportClient(client: number, p: Participant, dir: string): Promis
   };
   const clientDir = join(dir, `client-${client}`);
   const state = { round: s.round, maskVersion: s.maskVersion, algorithm: p.algorithm.name, model: family, input };
-  await saveState(clientDir, { ...state, identity: undefined, weights: s.weights, masks: s.masks, personal: s.personal });
+  await saveState(clientDir, {
+    ...state,
+    identity: undefined,
+    weights: s.weights,
+    masks: s.masks,
+    personal: s.personal,
+    algorithmState: s.algorithmState,
+  });
   const { model: compact } = compactModel(portable);
   const origin = `${p.algorithm.name} simulated client ${client} after round ${s.round}, compact`;
   const written = await writeExport(join(clientDir, 'model'), compact, { format: 'layers', quantization: 'f32', origin });

@@ -18,6 +18,10 @@ export const trainingDefaults = {
   batchSize: trainingFields.batchSize.default(10),
   lr: trainingFields.lr.default(0.01),
   momentum: trainingFields.momentum.default(0.5),
+  /** Off unless set (client/train.ts: the validation split, patience, minDelta). */
+  earlyStopping: trainingFields.earlyStopping.optional(),
+  /** Off unless set (client/data/augment.ts). */
+  augmentation: trainingFields.augmentation.optional(),
 };
 
 /**

@@ -55,8 +55,8 @@ export interface AlgorithmDescriptor<
   parseConfig(input: unknown): z.output<Schema>;
   /** Where and how strictly the pruning gate measures accuracy; undefined when the algorithm never prunes. */
   gateOf(config: z.output<Schema>): GateConfig | undefined;
-  /** Why `model` cannot run this algorithm, or undefined when it can. */
-  modelProblem(model: ModelStructure): string | undefined;
+  /** Why `model` cannot run this algorithm with `config` (default: the reference config), or undefined when it can. */
+  modelProblem(model: ModelStructure, config?: z.output<Schema>): string | undefined;
   /** A new per-client algorithm object (fedavg-ft keeps per-client bookkeeping), of this kind; `input` is validated. */
   create(input: unknown): AlgorithmOfKind<Kind>;
 }
@@ -73,6 +73,8 @@ export interface AlgorithmSpec<Name extends string, Schema extends AlgorithmSche
   readonly requiresBatchNorm?: boolean;
   /** Pruning algorithms: the gate fields of their config. Absent: the algorithm never prunes. */
   readonly gate?: (config: z.output<Schema>) => GateConfig;
+  /** What else the model must be for this config (e.g. more layers than a personal head takes); undefined when it fits. */
+  readonly modelProblem?: (model: ModelStructure, config: z.output<Schema>) => string | undefined;
   /** The per-client class, of the same kind; extending a base below, it adds `train` and whatever it does differently. */
   readonly implementation: new (
     descriptor: AlgorithmDescriptor<Name, Schema, Kind>,
@@ -95,10 +97,10 @@ export function defineAlgorithm<const Name extends string, Schema extends Algori
     schema: spec.schema,
     parseConfig: (input) => parseConfig(spec.name, spec.schema, input),
     gateOf: (config) => spec.gate?.(config),
-    modelProblem: (model) =>
+    modelProblem: (model, config) =>
       requiresBatchNorm && model.channelGroups.length === 0
         ? `${spec.name} needs a model with BatchNorm after its convs (lenet5-bn-*); '${model.name}' has none`
-        : undefined,
+        : spec.modelProblem?.(model, config ?? descriptor.parseConfig({})),
     create: (input) => new spec.implementation(descriptor, descriptor.parseConfig(input)),
   };
   return descriptor;
@@ -136,12 +138,23 @@ abstract class AlgorithmBase<Config extends TrainingConfig> {
   }
 
   checkModel(model: Model): void {
-    const problem = this.#descriptor.modelProblem(model);
+    const problem = this.#descriptor.modelProblem(model, this.config);
     if (problem !== undefined) throw new Error(problem);
   }
 
   evaluate(ctx: RoundContext, dataset: Dataset, _received: TensorMap | undefined): Promise<EvalResult> {
     return Promise.resolve(evaluate(ctx.model, dataset));
+  }
+
+  /** Most algorithms keep nothing beyond the model and masks. */
+  exportState(): TensorMap {
+    return new Map();
+  }
+
+  restoreState(state: TensorMap, _model: Model): void {
+    if (state.size > 0) {
+      throw new Error(`${this.name} keeps no state of its own, but the saved state holds ${[...state.keys()].join(', ')}`);
+    }
   }
 }
 
@@ -151,6 +164,11 @@ export abstract class FederatedAlgorithmBase<Config extends TrainingConfig> exte
 
   prepare(model: Model, masks: MaskMap, global: TensorMap): void {
     prepareAtKept(model, masks, global);
+  }
+
+  /** The whole model is shared (under the masks). */
+  personalTensors(_model: Model): ReadonlySet<string> {
+    return new Set();
   }
 }
 

@@ -9,7 +9,7 @@ import { createModel, type Model } from '../model.js';
 import type { Dataset } from '../data/dataset.js';
 import type { MaskMap, TensorMap } from '../prune.js';
 import { evaluate, trainLocal } from '../train.js';
-import { prepareAtKept, trainDense } from './common.js';
+import { prepareAtKept, roundTrainOptions, trainDense } from './common.js';
 import { trainingDefaults } from './config.js';
 import { FederatedAlgorithmBase, defineAlgorithm } from './define.js';
 import type { FederatedAlgorithm, EvalResult, RoundContext, TrainOutcome } from './types.js';
@@ -46,7 +46,7 @@ export class FedAvgFt extends FederatedAlgorithmBase<FedAvgFtConfig> implements 
     try {
       copy.setWeights(received);
       copy.setPersonal(ctx.model.getPersonal());
-      await trainLocal(copy, ctx.data.train, { ...ctx.training, epochs: this.config.ftEpochs, seed: ctx.seed });
+      await trainLocal(copy, ctx.data.train, { ...roundTrainOptions(ctx), epochs: this.config.ftEpochs });
       return evaluate(copy, dataset);
     } finally {
       copy.dispose();

@@ -7,15 +7,31 @@
 import type { z } from 'zod';
 import { AlgorithmConfigError } from './config.js';
 import type { AlgorithmDescriptor } from './define.js';
+import { ditto } from './ditto.js';
 import { fedavgFt } from './fedavg-ft.js';
 import { fedavg } from './fedavg.js';
+import { fedprox } from './fedprox.js';
+import { fedrep } from './fedrep.js';
+import { lgFedavg } from './lg-fedavg.js';
 import { localOnly } from './local.js';
+import { lotteryfl } from './lotteryfl.js';
 import { subfedavgHy } from './subfedavg-hy.js';
 import { subfedavgUn } from './subfedavg-un.js';
 import type { ClientAlgorithm } from './types.js';
 
 /** In the order help and reports list them. */
-const ALGORITHMS = [subfedavgUn, subfedavgHy, fedavg, fedavgFt, localOnly] as const satisfies readonly AlgorithmDescriptor[];
+const ALGORITHMS = [
+  subfedavgUn,
+  subfedavgHy,
+  lotteryfl,
+  fedavg,
+  fedavgFt,
+  fedprox,
+  ditto,
+  fedrep,
+  lgFedavg,
+  localOnly,
+] as const satisfies readonly AlgorithmDescriptor[];
 
 export type RegisteredAlgorithm = (typeof ALGORITHMS)[number];
 export type AlgorithmName = RegisteredAlgorithm['name'];

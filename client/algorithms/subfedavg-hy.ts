@@ -12,7 +12,7 @@ import { z } from 'zod';
 import type { Mask } from '../../proto/mask.js';
 import type { Model } from '../model.js';
 import { channelMaskOf, prunePercentile, prunedFraction, selectChannels, type MaskMap, type TensorMap } from '../prune.js';
-import { gateAccuracy, meanLoss, shapesOf, trainMasked } from './common.js';
+import { gateAccuracy, historyMetrics, shapesOf, trainMasked } from './common.js';
 import { SUB_FEDAVG_REFERENCE, gateFields, pickGate, pruningTrainingDefaults, unstructuredFields } from './config.js';
 import { decideChannels, decideUnstructured } from './decisions.js';
 import { FederatedAlgorithmBase, defineAlgorithm } from './define.js';
@@ -110,8 +110,7 @@ export class SubFedAvgHy extends FederatedAlgorithmBase<SubFedAvgHyConfig> imple
     ctx.log?.(`channels kept [${channelsKept.join(', ')}], pruned ${prunedFraction(channels.masks, allNames).toFixed(1)}%`);
     return {
       masks: channels.masks,
-      loss: meanLoss(history),
-      trainAccuracy: history[history.length - 1]?.accuracy ?? 0,
+      ...historyMetrics(history),
       channelsKept,
       decisions,
     };

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { prunePercentile, prunedFraction, type MaskMap, type TensorMap } from '../prune.js';
-import { gateAccuracy, meanLoss, prunableNames, trainMasked } from './common.js';
+import { gateAccuracy, historyMetrics, prunableNames, trainMasked } from './common.js';
 import { SUB_FEDAVG_REFERENCE, gateFields, pickGate, pruningTrainingDefaults, unstructuredFields } from './config.js';
 import { decideUnstructured } from './decisions.js';
 import { FederatedAlgorithmBase, defineAlgorithm } from './define.js';
@@ -47,8 +47,7 @@ export class SubFedAvgUn extends FederatedAlgorithmBase<SubFedAvgUnConfig> imple
     );
     return {
       masks: decision.masks,
-      loss: meanLoss(history),
-      trainAccuracy: history[history.length - 1]?.accuracy ?? 0,
+      ...historyMetrics(history),
       decisions: [r],
     };
   }

@@ -28,6 +28,12 @@ import type { GateConfig, TrainingConfig } from './config.js';
 export interface ClientData {
   readonly train: Dataset;
   readonly test: Dataset;
+  /**
+   * The validation split, held out of the client's training data (the same
+   * examples every round): what early stopping and a gate on 'val' measure.
+   * Undefined when neither is on.
+   */
+  readonly val?: Dataset;
   /** The validation split (or the test split under gateOn 'test'); undefined for algorithms without a gate. */
   readonly gate?: Dataset;
 }
@@ -51,6 +57,8 @@ export interface TrainMetrics {
   readonly loss: number;
   /** Training accuracy of the last local epoch. */
   readonly trainAccuracy: number;
+  /** Local epochs trained: the configured number, or fewer when early stopping ended the round's training. */
+  readonly epochs: number;
   /** Alive channels per channel group, for hybrid pruning. */
   readonly channelsKept?: number[];
   /** What the mask decision did, for logs and tests. */
@@ -102,15 +110,34 @@ interface AlgorithmHooks {
   /**
    * Personalized accuracy on `dataset`. `received` is the last model received from
    * the coordinator (fedavg-ft fine-tunes a copy of it); undefined before any.
+   * Ditto measures its personal model, not the one it uploads.
    */
   evaluate(ctx: RoundContext, dataset: Dataset, received: TensorMap | undefined): Promise<EvalResult>;
+  /**
+   * What the algorithm keeps between rounds beyond the model and masks (Ditto's
+   * personal model, LotteryFL's initial weights), as named tensors for the state
+   * file; empty for most.
+   */
+  exportState(): TensorMap;
+  /** Takes back what exportState gave (a resumed client); throws when it does not fit `model`. */
+  restoreState(state: TensorMap, model: Model): void;
 }
 
 /** Receives the global model and uploads an update every round it is sampled. */
 export interface FederatedAlgorithm extends AlgorithmHooks {
   readonly kind: 'federated';
-  /** Load the received (dense, already scattered) global values into the model for this mask. */
+  /**
+   * Load the received (dense, already scattered) global values into the model for
+   * this mask. A personal tensor's "global" values are the client's own (the
+   * participant puts them there), so loading them changes nothing.
+   */
   prepare(model: Model, masks: MaskMap, global: TensorMap): void;
+  /**
+   * The tensors this client keeps to itself (FedRep's head, LG-FedAvg's body): never
+   * shared, sent as PERSONAL (proto/PROTOCOL.md, section 5.1), never overwritten by a
+   * task. Empty for the algorithms that share the whole model (under their masks).
+   */
+  personalTensors(model: Model): ReadonlySet<string>;
 }
 
 /** Never communicates: trains on the client's own data only. */

@@ -213,7 +213,7 @@ describe('algorithm configs', () => {
     expect(() => createAlgorithm('subfedavg-un', { p: 150 })).toThrow(/subfedavg-un config: p:/);
     expect(() => createAlgorithm('fedavg', { prune: 10 })).toThrow(AlgorithmConfigError);
     expect(() => createAlgorithm('fedavg', { prune: 10 })).toThrow(/prune/);
-    expect(() => createAlgorithm('fedprox')).toThrow(/unknown algorithm 'fedprox'/);
+    expect(() => createAlgorithm('fednova')).toThrow(/unknown algorithm 'fednova'/);
     expect(createAlgorithm('local').kind).toBe('local');
   });
 

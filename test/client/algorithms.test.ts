@@ -12,7 +12,7 @@ import { createModel } from '../../client/model.js';
 import { createParticipant, type LocalRoundResult } from '../../client/participant.js';
 import { channelMaskOf, prunePercentile, prunedFraction, applyMasks, fullMasks } from '../../client/prune.js';
 import { evaluate } from '../../client/train.js';
-import { OneClientServer, tinyData, zerosWhereMasked } from './participant-helpers.js';
+import { OneClientServer, shared, tinyData, zerosWhereMasked } from './participant-helpers.js';
 
 beforeAll(async () => {
   await initBackend('wasm', { logger: { info: () => {} } });
@@ -101,7 +101,8 @@ describe('subfedavg-un', () => {
       // biases are never pruned
       for (const spec of model.manifest) if (!spec.prunable) expect(after.get(spec.name)!.isFull).toBe(true);
       // masks only shrink, and the update marks exactly the tensors whose mask changed
-      for (const [name, t] of result.update.tensors) {
+      for (const [name, u] of result.update.tensors) {
+        const t = shared(u);
         const old = before.get(name)!;
         const changed = old.toBytes().some((v, i) => v !== (t.mask.has(i) ? 1 : 0));
         expect(t.maskChanged).toBe(changed);
@@ -203,7 +204,7 @@ describe('dense baselines', () => {
       const result = await server.round_(participant);
       expect(result.update.maskChange).toEqual({ kind: 'unchanged' });
       expect(participant.sparsity).toBe(0);
-      for (const [name, t] of result.update.tensors) expect(t.kept.length).toBe(model.getWeights().get(name)!.length);
+      for (const [name, t] of result.update.tensors) expect(shared(t).kept.length).toBe(model.getWeights().get(name)!.length);
     }
     expect((await participant.evaluate()).accuracy).toBeGreaterThan(0.8);
     model.dispose();

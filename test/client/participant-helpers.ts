@@ -1,8 +1,16 @@
 /** Test helpers: a one-client in-memory "coordinator" around a Participant, and tiny datasets. */
 import { syntheticDataset } from '../../client/data/synthetic.js';
 import type { ImageDataset } from '../../client/data/dataset.js';
-import type { FederatedParticipant, FederatedRoundResult, LocalUpdate, ReceivedTask } from '../../client/participant.js';
+import type {
+  FederatedParticipant,
+  FederatedRoundResult,
+  LocalUpdate,
+  ReceivedTask,
+  SharedUpdateTensor,
+  UpdateTensor,
+} from '../../client/participant.js';
 import type { MaskMap, TensorMap } from '../../client/prune.js';
+import { Mask } from '../../proto/mask.js';
 
 /** A 28x28x1 two-class task (a personalized client holds few labels). */
 export function tinyData(
@@ -53,11 +61,14 @@ export class OneClientServer {
 
   apply(update: LocalUpdate): void {
     for (const [name, t] of update.tensors) {
+      if (t.kind === 'personal') continue; // shares nothing
       const w = this.global.get(name)!;
       const delta = t.mask.scatter(t.kept);
       for (let i = 0; i < w.length; i++) if (t.mask.has(i)) w[i] += delta[i];
     }
-    const masks = (): MaskMap => new Map([...update.tensors].map(([n, t]) => [n, t.mask]));
+    // A personal tensor is held as a mask keeping nothing, as the coordinator does.
+    const masks = (): MaskMap =>
+      new Map([...update.tensors].map(([n, t]) => [n, t.kind === 'personal' ? Mask.none(this.global.get(n)!.length) : t.mask]));
     switch (update.maskChange.kind) {
       case 'changed':
         this.clientMasks = masks();
@@ -83,4 +94,10 @@ export function zerosWhereMasked(weights: TensorMap, masks: MaskMap): boolean {
     for (let i = 0; i < m.length; i++) if (!m.has(i) && w[i] !== 0) return false;
   }
   return true;
+}
+
+/** An update tensor that must be shared (the algorithms without personal tensors). */
+export function shared(t: UpdateTensor | undefined): SharedUpdateTensor {
+  if (t === undefined || t.kind !== 'shared') throw new Error(`expected a shared update tensor, got ${t?.kind ?? 'none'}`);
+  return t;
 }

@@ -456,7 +456,7 @@ describe('runClient', () => {
     await expect(bad({ values: 'f64' })).rejects.toThrow(/^--values: expected one of f32, f16, int8, got "f64"$/);
     await expect(bad({ model: 'resnet' })).rejects.toThrow(/^--model: expected one of mlp, .*, got "resnet"$/);
     await expect(bad({ server: 'nohost' })).rejects.toThrow(/^--server: expected host:port, got "nohost"$/);
-    await expect(bad({ algorithm: 'fedprox' })).rejects.toThrow(/^--algorithm: expected one of subfedavg-un, .*, got "fedprox"$/);
+    await expect(bad({ algorithm: 'fednova' })).rejects.toThrow(/^--algorithm: expected one of subfedavg-un, .*, got "fednova"$/);
     await expect(bad({ logLevel: 'loud' })).rejects.toThrow(/^--log-level: expected one of fatal, .*, got "loud"$/);
     await expect(bad({ heartbeatMs: '0' })).rejects.toThrow(/^--heartbeat-ms: expected a positive integer, got 0$/);
     await expect(bad({ algorithmConfig: '{oops' })).rejects.toThrow(/--algorithm-config: not valid JSON/);

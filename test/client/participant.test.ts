@@ -17,7 +17,7 @@ import { applyMasks, prunePercentile } from '../../client/prune.js';
 import { evaluate } from '../../client/train.js';
 import type { SparseValues } from '../../proto/codec.js';
 import { Mask } from '../../proto/mask.js';
-import { OneClientServer, tinyData } from './participant-helpers.js';
+import { OneClientServer, shared, tinyData } from './participant-helpers.js';
 
 beforeAll(async () => {
   await initBackend('wasm', { logger: { info: () => {} } });
@@ -67,7 +67,8 @@ describe('FederatedParticipant.localRound', () => {
     const task = server.task();
     const result = await participant.localRound(task);
     const trained = model.getWeights();
-    for (const [name, t] of result.update.tensors) {
+    for (const [name, u] of result.update.tensors) {
+      const t = shared(u);
       // received + delta == trained, at every kept position
       const rebuilt = t.mask.scatter(t.kept);
       const g = before.get(name)!;
@@ -118,7 +119,7 @@ describe('FederatedParticipant.localRound', () => {
     );
     expect(result.update.maskChange).toEqual({ kind: 'changed', version: 1 });
     expect(participant.maskVersion).toBe(1);
-    for (const t of result.update.tensors.values()) expect(t.kept.length).toBe(t.mask.keptCount);
+    for (const t of result.update.tensors.values()) expect(shared(t).kept.length).toBe(shared(t).mask.keptCount);
     model.dispose();
   });
 

@@ -13,11 +13,22 @@ import { modelStructure } from '../../client/model.js';
 describe('algorithm registry', () => {
   it('lists every algorithm once, in registry order', () => {
     const names = algorithmNames();
-    expect(names).toEqual(['subfedavg-un', 'subfedavg-hy', 'fedavg', 'fedavg-ft', 'local']);
+    expect(names).toEqual([
+      'subfedavg-un',
+      'subfedavg-hy',
+      'lotteryfl',
+      'fedavg',
+      'fedavg-ft',
+      'fedprox',
+      'ditto',
+      'fedrep',
+      'lg-fedavg',
+      'local',
+    ]);
     expect(new Set(names).size).toBe(names.length);
     expect(allAlgorithms().map((a) => a.name)).toEqual(names);
     for (const name of names) expect(isAlgorithmName(name)).toBe(true);
-    expect(isAlgorithmName('fedprox')).toBe(false);
+    expect(isAlgorithmName('fednova')).toBe(false);
   });
 
   it('describes every algorithm with a schema whose defaults parse, a summary and a reference', () => {
@@ -49,6 +60,11 @@ describe('algorithm registry', () => {
     expect(row('fedavg')).toEqual(['federated', true, false, 'none']);
     expect(row('fedavg-ft')).toEqual(['federated', true, false, 'none']);
     expect(row('local')).toEqual(['local', false, false, 'none']);
+    expect(row('lotteryfl')).toEqual(['federated', false, false, 'gated']);
+    expect(row('fedprox')).toEqual(['federated', true, false, 'none']);
+    expect(row('ditto')).toEqual(['federated', true, false, 'none']);
+    expect(row('fedrep')).toEqual(['federated', false, false, 'none']);
+    expect(row('lg-fedavg')).toEqual(['federated', false, false, 'none']);
     expect(describeAlgorithm('subfedavg-un').gateOf(describeAlgorithm('subfedavg-un').parseConfig({ gateOn: 'test' }))).toEqual({
       accThresh: 0.5,
       gateOn: 'test',
@@ -68,9 +84,10 @@ describe('algorithm registry', () => {
   });
 
   it('lists the known names when asked for an unknown one', () => {
-    const message = "unknown algorithm 'fedprox': expected one of subfedavg-un, subfedavg-hy, fedavg, fedavg-ft, local";
-    expect(() => describeAlgorithm('fedprox')).toThrow(AlgorithmConfigError);
-    expect(() => describeAlgorithm('fedprox')).toThrow(message);
-    expect(() => createAlgorithm('fedprox', {})).toThrow(message);
+    const message =
+      "unknown algorithm 'fednova': expected one of subfedavg-un, subfedavg-hy, lotteryfl, fedavg, fedavg-ft, fedprox, ditto, fedrep, lg-fedavg, local";
+    expect(() => describeAlgorithm('fednova')).toThrow(AlgorithmConfigError);
+    expect(() => describeAlgorithm('fednova')).toThrow(message);
+    expect(() => createAlgorithm('fednova', {})).toThrow(message);
   });
 });

@@ -21,6 +21,7 @@ function sampleState(): ClientState {
     maskVersion: 3,
     algorithm: 'subfedavg-un',
     model: 'mlp',
+    algorithmState: new Map([['init/dense1/kernel', Float32Array.from([1, 2, 3, 4])]]),
     weights: new Map([
       ['dense1/kernel', Float32Array.from([0.5, -1.25, 0, 3])],
       ['dense1/bias', Float32Array.from([0.1, 0.2])],

@@ -58,6 +58,7 @@ export async function hyClient(dir: string, rounds = 3): Promise<HyClient> {
     maskVersion: s.maskVersion,
     algorithm: 'subfedavg-hy',
     model: model.name,
+    algorithmState: s.algorithmState,
     weights: s.weights,
     masks: s.masks,
     personal: s.personal,

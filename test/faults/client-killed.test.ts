@@ -13,7 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
 import { createModel } from '../../client/model.js';
-import { CoordinatorClient, RemoteError, type OutgoingTensor } from '../../client/remote.js';
+import { CoordinatorClient, RemoteError, type SharedOutgoingTensor } from '../../client/remote.js';
 import { Mask } from '../../proto/mask.js';
 import type { CallOutcome } from '../../server/coordinator.js';
 import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
@@ -44,7 +44,7 @@ afterAll(async () => {
 
 /** Reporter `c`'s update: dense deltas exact in float32 (see exactDeltas), num_examples 10 * (c + 1). */
 function reporterUpdate(manifest: readonly TensorSpec[], c: number) {
-  const tensors = new Map<string, OutgoingTensor>();
+  const tensors = new Map<string, SharedOutgoingTensor>();
   for (const [i, s] of manifest.entries()) {
     const n = s.shape.reduce((a, b) => a * b, 1);
     tensors.set(s.name, { mask: Mask.full(n), kept: exactDeltas(n, c, i).map((x) => x / 8) });

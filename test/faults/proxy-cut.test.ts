@@ -5,7 +5,7 @@
 // round's reporters, the accepted-updates counter and the global model (bit
 // for bit) all show.
 import { afterEach, describe, expect, it } from 'vitest';
-import { CoordinatorClient, type OutgoingTensor } from '../../client/remote.js';
+import { CoordinatorClient, type SharedOutgoingTensor } from '../../client/remote.js';
 import { Mask } from '../../proto/mask.js';
 import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
 import type { TensorMap, TensorSpec } from '../../server/model.js';
@@ -36,7 +36,7 @@ function initialModel(): TensorMap {
 
 /** Client `c`'s update: dense deltas from (c, tensor), num_examples 10 * (c + 1). */
 function update(c: number) {
-  const tensors = new Map<string, OutgoingTensor>();
+  const tensors = new Map<string, SharedOutgoingTensor>();
   for (const [i, s] of MANIFEST.entries()) {
     const n = s.shape.reduce((a, b) => a * b, 1);
     tensors.set(s.name, { mask: Mask.full(n), kept: exactDeltas(n, c, i) });

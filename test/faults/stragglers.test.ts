@@ -5,7 +5,7 @@
 // the late values appear nowhere, and the straggler's next round works.
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CoordinatorClient, RemoteError, type OutgoingTensor, type PullOutcome } from '../../client/remote.js';
+import { CoordinatorClient, RemoteError, type SharedOutgoingTensor, type PullOutcome } from '../../client/remote.js';
 import { Mask } from '../../proto/mask.js';
 import { startCoordinator, type CoordinatorHandle } from '../../server/main.js';
 import type { TensorMap, TensorSpec } from '../../server/model.js';
@@ -29,7 +29,7 @@ function deltas(c: number, r: number): Map<string, Float32Array> {
 }
 
 function push(client: CoordinatorClient, c: number, round: number) {
-  const tensors = new Map<string, OutgoingTensor>();
+  const tensors = new Map<string, SharedOutgoingTensor>();
   for (const [name, kept] of deltas(c, round)) tensors.set(name, { mask: Mask.full(kept.length), kept });
   return client.pushUpdate(
     {

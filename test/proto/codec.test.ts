@@ -45,6 +45,7 @@ const ALL_MASK_ENCODINGS = [
   MaskEncoding.BITMAP,
   MaskEncoding.INDEX_DELTA,
   MaskEncoding.CHANNEL,
+  MaskEncoding.PERSONAL,
 ];
 
 const sizeArb = fc.oneof(fc.constantFrom(0, 1, 7, 8, 9, 1023, 1024), fc.integer({ min: 0, max: 3000 }));

@@ -160,15 +160,20 @@ describe('PROTOCOL.md: enums', () => {
     }
   });
 
-  it('FULL and UNCHANGED carry no bytes, the refused encoding is refused', () => {
+  it('FULL, UNCHANGED and PERSONAL carry no bytes, the refused encoding is refused', () => {
+    const zeroBytes: string[] = [];
     for (const row of enumTable('mask-encodings-table')) {
       const part = { encoding: row.number as MaskEncoding, data: new Uint8Array(0) };
       if (row.what === 'refused') expect(() => decodeMask(part, [3])).toThrow(/unknown mask encoding 0/);
       if (row.what.startsWith('none (zero bytes)')) {
+        zeroBytes.push(row.name);
         expect(() => decodeMask({ ...part, data: new Uint8Array(1) }, [3], Mask.full(3))).toThrow(/expected none/);
-        expect(decodeMask(part, [3], Mask.full(3)).isFull).toBe(true);
+        // PERSONAL keeps no shared position; FULL and UNCHANGED (of a full mask) keep every one.
+        const personal = row.what.includes('keeps no shared position');
+        expect(decodeMask(part, [3], Mask.full(3)).keptCount).toBe(personal ? 0 : 3);
       }
     }
+    expect(zeroBytes).toEqual(['FULL', 'UNCHANGED', 'PERSONAL']);
   });
 });
 

@@ -4,7 +4,7 @@
 // bit-identical to a run that never saw the bad request.
 import * as grpc from '@grpc/grpc-js';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { encodeSparseTensor, encodeValues } from '../../proto/codec.js';
+import { encodePersonalTensor, encodeSparseTensor, encodeValues } from '../../proto/codec.js';
 import { Mask } from '../../proto/mask.js';
 import {
   MaskEncoding,
@@ -79,6 +79,9 @@ function kernel(values: number[], mask?: number[]): SparseTensor {
   const m = mask === undefined ? Mask.full(values.length) : Mask.fromBytes(mask);
   return encodeSparseTensor('dense/kernel', { mask: m, kept: Float32Array.from(values) }, [2, 3], { values: 'f32' });
 }
+
+/** A PERSONAL mask part with `data` in it (a well-formed one has none). */
+const personalMask = (data: number[]) => ({ encoding: MaskEncoding.PERSONAL, data: Uint8Array.from(data) });
 
 let clean: Buffer[];
 
@@ -414,6 +417,50 @@ const cases: BadCase[] = [
     code: grpc.status.INVALID_ARGUMENT,
     message: /tensor "dense\/kernel" keeps no position/,
     reason: 'empty_mask',
+  },
+  {
+    name: 'every tensor declared personal (the update shares nothing)',
+    send: (s) =>
+      member(s).push(1, [encodePersonalTensor('dense/kernel', 'f32'), encodePersonalTensor('dense/bias', 'f32')], {
+        maskChanged: true,
+        newMaskVersion: 1,
+      }),
+    code: grpc.status.INVALID_ARGUMENT,
+    message: /every one of the model's 2 tensors is personal: the update shares nothing/,
+    reason: 'all_personal',
+  },
+  {
+    name: 'a PERSONAL mask that carries bytes',
+    send: (s) =>
+      member(s).push(1, withBias({ ...encodePersonalTensor('dense/kernel', 'f32'), mask: personalMask([0]) }), {
+        maskChanged: true,
+        newMaskVersion: 1,
+      }),
+    code: grpc.status.INVALID_ARGUMENT,
+    message: /tensor "dense\/kernel" \(shape \[2, 3\]\): mask encoding PERSONAL carries 1 bytes, expected none/,
+    reason: 'bad_mask',
+  },
+  {
+    name: 'a personal tensor that carries values',
+    send: (s) =>
+      member(s).push(
+        1,
+        withBias({ ...encodePersonalTensor('dense/kernel', 'f32'), values: encodeValues(Float32Array.from([1]), 'f32') }),
+        {
+          maskChanged: true,
+          newMaskVersion: 1,
+        },
+      ),
+    code: grpc.status.INVALID_ARGUMENT,
+    message: /tensor "dense\/kernel" \(shape \[2, 3\]\): F32 values: 4 bytes hold 1 values, the mask keeps 0/,
+    reason: 'bad_values',
+  },
+  {
+    name: 'a tensor newly declared personal without mask_changed',
+    send: (s) => member(s).push(1, withBias(encodePersonalTensor('dense/kernel', 'f32'))),
+    code: grpc.status.INVALID_ARGUMENT,
+    message: /tensor "dense\/kernel" carries a new mask but mask_changed is false/,
+    reason: 'mask_changed',
   },
   {
     name: 'a retry with other content while the round is open',

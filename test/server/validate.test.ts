@@ -2,7 +2,7 @@
 // hand, and checks the exact code, reason and message of the refusal, or the
 // value it returns. Nothing here starts a coordinator.
 import { describe, expect, it } from 'vitest';
-import { encodeSparseTensor, encodeValues } from '../../proto/codec.js';
+import { encodePersonalTensor, encodeSparseTensor, encodeValues } from '../../proto/codec.js';
 import { Mask } from '../../proto/mask.js';
 import { MaskEncoding, PROTOCOL_VERSION, ValueEncoding, type SparseTensor, type UpdateHeader } from '../../proto/rpc.js';
 import type { CoordinatorError } from '../../server/errors.js';
@@ -241,7 +241,8 @@ const refused: Refused[] = [
     tensors: [kernel([], [0, 0, 0, 0, 0, 0]), bias()],
     code: 'INVALID_ARGUMENT',
     reason: 'empty_mask',
-    message: 'tensor "dense/kernel" keeps no position; a layer pruned entirely cuts the network',
+    message:
+      'tensor "dense/kernel" keeps no position; a layer pruned entirely cuts the network (a personal tensor is sent PERSONAL)',
   },
   {
     name: 'a bias with every channel pruned (CHANNEL mask of zeros)',
@@ -256,7 +257,8 @@ const refused: Refused[] = [
     ],
     code: 'INVALID_ARGUMENT',
     reason: 'empty_mask',
-    message: 'tensor "dense/bias" keeps no position; a layer pruned entirely cuts the network',
+    message:
+      'tensor "dense/bias" keeps no position; a layer pruned entirely cuts the network (a personal tensor is sent PERSONAL)',
   },
   ...(
     [
@@ -405,6 +407,32 @@ describe('validateUpdate returns', () => {
     const small = validateUpdate(header(), [kernel([1, 2, 3, 4, 5, 6]), bias()], context({ normMode: 'clip' }));
     expect(small.clippedFrom).toBeNull();
     expect(Array.from(small.tensors[0].deltas)).toEqual([1, 2, 3, 4, 5, 6]);
+  });
+
+  it('a tensor declared PERSONAL: an empty mask without values, held as such, and kept personal by UNCHANGED', () => {
+    const declared = validateUpdate(
+      header({ maskChanged: true, newMaskVersion: 1 }),
+      [encodePersonalTensor('dense/kernel', 'f32'), bias([1, 2, 3])],
+      context(),
+    );
+    expect(declared.tensors[0].mask).toEqual(Mask.none(6));
+    expect(declared.tensors[0].deltas).toHaveLength(0);
+    const held = masksAfter(new Map(), declared);
+    expect(held).toEqual(new Map([['dense/kernel', Mask.none(6)]]));
+    // The next update leaves it as it is: UNCHANGED (and an empty DIFF) against the held empty mask.
+    const personalContext = context({ maskVersion: 1, masks: held });
+    for (const kept of [kernelWith(MaskEncoding.UNCHANGED, [], []), kernelWith(MaskEncoding.DIFF, [], [])]) {
+      const next = validateUpdate(header({ baseMaskVersion: 1 }), [kept, bias([1, 1, 1])], personalContext);
+      expect(next.maskChange).toEqual({ kind: 'unchanged' });
+      expect(next.tensors[0].mask.keptCount).toBe(0);
+    }
+    // It may become shared again: a full mask with its delta.
+    const shared = validateUpdate(
+      header({ baseMaskVersion: 1, maskChanged: true, newMaskVersion: 2 }),
+      [kernel(zeros), bias()],
+      personalContext,
+    );
+    expect(masksAfter(held, shared)).toEqual(new Map());
   });
 
   it('reads the wire mask fields as one value', () => {

@@ -126,7 +126,7 @@ describe('flag validation names the flag and the value', () => {
     [{ values: 'f64' }, /--values: expected one of f32, f16, int8, got 'f64'/],
     [{ backend: 'gpu' }, /--backend: expected one of auto, node, wasm, cpu, got 'gpu'/],
     [{ dataset: 'imagenet' }, /--dataset: expected one of fashion-mnist, mnist, cifar10, synthetic, got 'imagenet'/],
-    [{ compare: 'fedavg,fedprox' }, /--compare: unknown algorithm 'fedprox' in 'fedavg,fedprox'/],
+    [{ compare: 'fedavg,fednova' }, /--compare: unknown algorithm 'fednova' in 'fedavg,fednova'/],
     [{ compare: 'fedavg,,local' }, /--compare: expected a comma-separated list/],
     [{ compare: 'fedavg,fedavg' }, /--compare: expected each algorithm at most once, got 'fedavg,fedavg'/],
     [{ fraction: '1.5' }, /--fraction: expected a number in \(0, 1\], got '1.5'/],
@@ -161,7 +161,7 @@ describe('flag validation names the flag and the value', () => {
     // configured but not run: still checked
     expect(withConfigs({ 'subfedavg-hy': { q: 2 } })).toThrow(/^algorithmConfigs\.subfedavg-hy\.q: .*, got 2$/);
     expect(withConfigs({ fedavg: { ftEpochs: 2 } })).toThrow(/^algorithmConfigs\.fedavg: unknown field\(s\) ftEpochs$/);
-    expect(withConfigs({ fedprox: {} })).toThrow(/^algorithmConfigs: unknown field\(s\) fedprox$/);
+    expect(withConfigs({ fednova: {} })).toThrow(/^algorithmConfigs: unknown field\(s\) fednova$/);
     expect(withConfigs({ 'subfedavg-un': { epochs: 3 } })).toThrow(
       /^algorithmConfigs\.subfedavg-un\.epochs: set training\.epochs instead/,
     );

@@ -740,6 +740,48 @@ export class Session {
     this.#maskOf.clear();
   }
 
+  #proximal: { base: number; bytes: number; mu: number; at: Map<string, number> } | undefined;
+
+  #releaseProximal(): void {
+    if (this.#proximal !== undefined) this.#e.arena.release(this.#proximal.base, this.#proximal.bytes);
+    this.#proximal = undefined;
+  }
+
+  /**
+   * A proximal term: mu*(w - anchor) is added to the gradient of every tensor
+   * `anchor` names, before the mask (FedProx's mu, Ditto's lambda). The anchors
+   * (tfjs layout) are copied into a region of their own, released with the session.
+   */
+  setProximal(proximal: { readonly anchor: ReadonlyMap<string, Float32Array>; readonly mu: number } | undefined): void {
+    this.#releaseProximal();
+    if (proximal === undefined || !(proximal.mu > 0)) return;
+    const chosen = this.#params.filter((p) => proximal.anchor.has(p.slot.name));
+    if (chosen.length === 0) return;
+    const stride = (p: ParamBuffers): number => Math.ceil((p.slot.rows * p.slot.ld * 4) / 64) * 64;
+    const bytes = chosen.reduce((n, p) => n + stride(p), 0);
+    const base = this.#e.arena.acquire(bytes);
+    this.#proximal = { base, bytes, mu: Math.fround(proximal.mu), at: new Map() };
+    let at = base;
+    for (const p of chosen) {
+      this.#writeSlot(p.slot, at, proximal.anchor);
+      this.#proximal.at.set(p.slot.name, at);
+      at += stride(p);
+    }
+  }
+
+  /** g += mu*(w - anchor), in float32 as the tfjs path computes it; padding entries hold zero in w, g and the anchor. */
+  #addProximal(p: ParamBuffers): void {
+    const prox = this.#proximal;
+    const anchorAt = prox?.at.get(p.slot.name);
+    if (prox === undefined || anchorAt === undefined) return;
+    const n = p.slot.rows * p.slot.ld;
+    const g = this.#e.f32(p.g, n);
+    const w = this.#e.f32(p.w, n);
+    const a = this.#e.f32(anchorAt, n);
+    const mu = prox.mu;
+    for (let i = 0; i < n; i++) g[i] = Math.fround(g[i] + Math.fround(mu * Math.fround(w[i] - a[i])));
+  }
+
   /** s*sign(w) is added to these tensors' gradients before masking (L1 on BatchNorm gamma). */
   setL1(l1: { readonly names: ReadonlySet<string>; readonly s: number } | undefined): void {
     this.#l1 = new Map();
@@ -750,6 +792,7 @@ export class Session {
   /** Releases the session's memory (and its masks). */
   dispose(): void {
     this.#releaseMasks();
+    this.#releaseProximal();
     this.#release();
   }
 
@@ -945,10 +988,11 @@ export class Session {
     }
   }
 
-  /** SGD with momentum on every parameter, after the gradient rule (L1, then mask). */
+  /** SGD with momentum on every parameter, after the gradient rule (proximal term, L1, then mask). */
   sgd(lr: number, momentum: number): void {
     const k = this.#e.k;
     for (const p of this.#params) {
+      this.#addProximal(p);
       k.sgd_step(
         p.w,
         p.buf,
