@@ -11,7 +11,7 @@ import type { ImageDataset } from '../../client/data/dataset.js';
 import { openSession } from '../../client/kernels/engine/index.js';
 import { engine } from '../../client/kernels/engine/native.js';
 import { NetPlan, type Session } from '../../client/kernels/engine/net.js';
-import { contentKey } from '../../client/kernels/engine/memo.js';
+import { contentKey, lookupModel } from '../../client/kernels/engine/memo.js';
 import { BN_EPSILON, createModel, type Architecture, type Layer } from '../../client/model.js';
 import { MODEL_NAMES, type ModelName } from '../../client/model-names.js';
 import { evaluate, normalizationFor, trainLocal, type EngineChoice } from '../../client/train.js';
@@ -539,6 +539,33 @@ describe('evaluation memo', () => {
     expect(changed.loss).not.toBe(first.loss);
     a.dispose();
     b.dispose();
+  });
+
+  it('remembers a model on each of its datasets: evaluating on test and then train data keeps both (an evaluation round)', () => {
+    const name: ModelName = 'lenet5-bn-mnist';
+    const base = dataFor(name, 80, 9);
+    const test = subset(
+      base,
+      Int32Array.from({ length: 40 }, (_, i) => i),
+      'test',
+    );
+    const train = subset(
+      base,
+      Int32Array.from({ length: 40 }, (_, i) => i + 40),
+      'train',
+    );
+    const m = createModel(name, 2);
+    const key = contentKey(m.name, m.getWeights(), m.getPersonal());
+    const onTest = evaluate(m, test, 256, 'native');
+    const onTrain = evaluate(m, train, 256, 'native');
+    expect(lookupModel(m, key, test)).toEqual(onTest);
+    expect(lookupModel(m, key, train)).toEqual(onTrain);
+    const w = m.getWeights();
+    w.get('fc2.bias')![0] += 1;
+    m.setWeights(w);
+    const changed = contentKey(m.name, m.getWeights(), m.getPersonal());
+    expect(lookupModel(m, changed, test)).toBeUndefined();
+    m.dispose();
   });
 
   it('keys content by every bit of every tensor', () => {

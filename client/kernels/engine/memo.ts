@@ -4,10 +4,12 @@
  * and evaluate() sums the per-image losses in index order, so a remembered per-image
  * result is bit for bit what recomputing it would give. Two memos, per thread:
  *
- * - per model: the last (content, dataset) it was evaluated on and the result. A
- *   federated client is evaluated again unchanged all the time: after training the
- *   personalized accuracy is usually that of weights its pruning gate just measured,
- *   and an evaluation round re-evaluates every client, most of them untouched since.
+ * - per model and dataset: the content it last held when evaluated on that dataset, and
+ *   the result. A federated client is evaluated again unchanged all the time: after
+ *   training the personalized accuracy is usually that of weights its pruning gate just
+ *   measured, and an evaluation round re-evaluates every client, most of them untouched
+ *   since, on its test data and then its training data (so one entry per dataset: a
+ *   single entry per model would be evicted by the other dataset every time).
  * - per content: the per-image results of the last few distinct model contents. Many
  *   clients hold the same model (every client that has not trained yet holds the seeded
  *   initial one) and their test sets overlap (all test images of their labels).
@@ -25,7 +27,6 @@ export interface EvalResult {
 
 interface ModelEntry {
   readonly key: string;
-  readonly data: ImageDataset;
   readonly result: EvalResult;
 }
 
@@ -43,7 +44,8 @@ interface Prediction {
 
 const PREDICTION_MODELS = 4;
 
-const byModel = new WeakMap<object, ModelEntry>();
+/** Weak both ways: a model or a dataset that is dropped takes its entries with it. */
+const byModel = new WeakMap<object, WeakMap<ImageDataset, ModelEntry>>();
 const imageKeys = new WeakMap<ImageDataset, ImageKeys>();
 /** Insertion order is recency order (a hit moves the entry to the end). */
 const predictions = new Map<string, Map<number, Prediction>>();
@@ -106,12 +108,17 @@ function keysOf(data: ImageDataset): ImageKeys {
 
 /** The remembered result of `model` holding content `key` on `data`, if any. */
 export function lookupModel(model: object, key: string, data: ImageDataset): EvalResult | undefined {
-  const entry = byModel.get(model);
-  return entry !== undefined && entry.key === key && entry.data === data ? entry.result : undefined;
+  const entry = byModel.get(model)?.get(data);
+  return entry !== undefined && entry.key === key ? entry.result : undefined;
 }
 
 export function rememberModel(model: object, key: string, data: ImageDataset, result: EvalResult): void {
-  byModel.set(model, { key, data, result });
+  let entries = byModel.get(model);
+  if (entries === undefined) {
+    entries = new WeakMap();
+    byModel.set(model, entries);
+  }
+  entries.set(data, { key, result });
 }
 
 /**
