@@ -185,9 +185,10 @@ async function handle(request: WorkerRequest): Promise<WorkerResponses[keyof Wor
     }
     case 'evaluate': {
       const out: ClientEvaluation[] = [];
+      const withTrain = new Set(request.withTrain);
       for (const client of request.clients) {
         const p = hostedClient(client).participant;
-        out.push({ client, test: await p.evaluate('test'), train: await p.evaluate('train') });
+        out.push({ client, test: await p.evaluate('test'), train: withTrain.has(client) ? await p.evaluate('train') : null });
       }
       return out;
     }

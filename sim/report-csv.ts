@@ -79,8 +79,10 @@ export function clientsCsv(rounds: readonly RoundReport[]): string {
         yield row(c.client, 'sampled', c.sampled ? 1 : 0);
         yield row(c.client, 'test_accuracy', c.test.accuracy);
         yield row(c.client, 'test_loss', c.test.loss);
-        yield row(c.client, 'train_accuracy', c.train.accuracy);
-        yield row(c.client, 'train_loss', c.train.loss);
+        if (c.sampled) {
+          yield row(c.client, 'train_accuracy', c.train.accuracy);
+          yield row(c.client, 'train_loss', c.train.loss);
+        }
         if (c.global !== null) {
           yield row(c.client, 'global_accuracy', c.global.accuracy);
           yield row(c.client, 'global_loss', c.global.loss);

@@ -10,7 +10,7 @@
  * apart (never_sampled, never_sampled_accuracy) rather than averaged in.
  */
 import type { AlgorithmName } from './presets.js';
-import type { RoundReport } from './report.js';
+import { sampledClients, type RoundReport } from './report.js';
 import { fiveNumbers, mean, type FiveNumbers } from './stats.js';
 
 /** What each per-round series measures (the page lists these beside the CSV files). */
@@ -114,7 +114,7 @@ export function algorithmSeries(
 
     const e = r.evaluation;
     if (e !== null) {
-      const trained = e.clients.filter((c) => c.sampled);
+      const trained = sampledClients(e.clients);
       const untrained = e.clients.filter((c) => !c.sampled);
       const accuracy = fiveNumbers(trained.map((c) => c.test.accuracy));
       put('personalized_accuracy', r.round, mean(trained.map((c) => c.test.accuracy)));
@@ -201,9 +201,12 @@ export interface FinalClients {
 export function finalClients(mine: readonly RoundReport[]): FinalClients | null {
   const last = mine.findLast((r) => r.evaluation !== null);
   if (last?.evaluation == null) return null;
-  const sampled = last.evaluation.clients
-    .filter((c) => c.sampled)
-    .map((c) => ({ client: c.client, test: c.test.accuracy, train: c.train.accuracy, gap: c.train.accuracy - c.test.accuracy }));
+  const sampled = sampledClients(last.evaluation.clients).map((c) => ({
+    client: c.client,
+    test: c.test.accuracy,
+    train: c.train.accuracy,
+    gap: c.train.accuracy - c.test.accuracy,
+  }));
   return {
     round: last.round,
     sampled,

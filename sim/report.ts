@@ -47,17 +47,36 @@ export interface RoundReport {
   readonly wallSeconds: number;
 }
 
-/** One client at an evaluation round. */
-export interface ClientRecord {
+interface ClientRecordBase {
   readonly client: number;
-  /** Sampled in this or an earlier round. A client never sampled still holds its initial, untrained model. */
-  readonly sampled: boolean;
   /** Its personalized model on its own test data. */
   readonly test: EvalResult;
-  /** The same model on its own training data (without a held-out validation split): train - test is the overfitting gap. */
-  readonly train: EvalResult;
   /** The global model on its test data: algorithms that evaluate one (fedavg, fedavg-ft); else null. */
   readonly global: EvalResult | null;
+}
+
+/** A client sampled in this or an earlier round. */
+export interface SampledClientRecord extends ClientRecordBase {
+  readonly sampled: true;
+  /** The same model on its own training data (without a held-out validation split): train - test is the overfitting gap. */
+  readonly train: EvalResult;
+}
+
+/**
+ * A client never sampled: it still holds its initial, untrained model. Its
+ * training data is not evaluated (no figure uses it, and on the paper preset
+ * that work was a third of an evaluation round's extra cost).
+ */
+export interface UnsampledClientRecord extends ClientRecordBase {
+  readonly sampled: false;
+}
+
+/** One client at an evaluation round. */
+export type ClientRecord = SampledClientRecord | UnsampledClientRecord;
+
+/** The clients of an evaluation that have been sampled: every figure but `never sampled` is over these. */
+export function sampledClients(clients: readonly ClientRecord[]): SampledClientRecord[] {
+  return clients.filter((c): c is SampledClientRecord => c.sampled);
 }
 
 /** Every client measured at an evaluation round. */
@@ -130,17 +149,17 @@ export function evaluationOf(
   const globalOf = new Map(global?.map((g) => [g.client, g.test]));
   const clients = [...personal]
     .sort((a, b) => a.client - b.client)
-    .map((e): ClientRecord => ({
-      client: e.client,
-      sampled: sampled.has(e.client),
-      test: e.test,
-      train: e.train,
-      global: globalOf.get(e.client) ?? null,
-    }));
+    .map((e): ClientRecord => {
+      const base = { client: e.client, test: e.test, global: globalOf.get(e.client) ?? null };
+      if (!sampled.has(e.client)) return { ...base, sampled: false };
+      if (e.train === null)
+        throw new RangeError(`evaluationOf: sampled client ${e.client} was not measured on its training data`);
+      return { ...base, sampled: true, train: e.train };
+    });
   if (global !== null && globalOf.size !== clients.length) {
     throw new RangeError(`evaluationOf: the global model was measured on ${globalOf.size} of ${clients.length} clients`);
   }
-  const trained = clients.filter((c) => c.sampled);
+  const trained = sampledClients(clients);
   if (trained.length === 0) throw new RangeError('evaluationOf: no client has been sampled yet');
   return {
     clients,
@@ -153,7 +172,7 @@ export function evaluationOf(
 export function summarize(algorithm: AlgorithmName, rounds: readonly RoundReport[], plannedRounds: number): AlgorithmSummary {
   const mine = rounds.filter((r) => r.algorithm === algorithm);
   const lastEvaluation = mine.findLast((r) => r.evaluation !== null)?.evaluation ?? null;
-  const trained = lastEvaluation?.clients.filter((c) => c.sampled) ?? [];
+  const trained = sampledClients(lastEvaluation?.clients ?? []);
   const received = mine.slice(-10).flatMap((r) => (r.receivedAccuracy ? [r.receivedAccuracy.mean] : []));
   const total = (pick: (b: ByteCounts) => number): number => mine.reduce((s, r) => s + pick(r.bytes), 0);
   const up = total((b) => b.up);

@@ -135,13 +135,21 @@ const roundReportSchema = z.strictObject({
   evaluation: z
     .strictObject({
       clients: z.array(
-        z.strictObject({
-          client: z.number().int().min(0),
-          sampled: z.boolean(),
-          test: evalResult,
-          train: evalResult,
-          global: evalResult.nullable(),
-        }),
+        z.discriminatedUnion('sampled', [
+          z.strictObject({
+            client: z.number().int().min(0),
+            sampled: z.literal(true),
+            test: evalResult,
+            train: evalResult,
+            global: evalResult.nullable(),
+          }),
+          z.strictObject({
+            client: z.number().int().min(0),
+            sampled: z.literal(false),
+            test: evalResult,
+            global: evalResult.nullable(),
+          }),
+        ]),
       ),
       personalized: stats,
       neverSampled: z.number().int().min(0),

@@ -147,7 +147,7 @@ function describeRun(config: SimConfig, data: LoadedDataset, split: Partition): 
     ...attackNote,
     ...robust,
     ...gateNotes,
-    `accuracy: members are evaluated every round after local training; every client every ${config.evalEvery} rounds and at the end, on its test and its training data (headline figures over the clients sampled so far)`,
+    `accuracy: members are evaluated every round after local training; every client every ${config.evalEvery} rounds and at the end, on its test data and, once sampled, its training data (headline figures over the clients sampled so far)`,
   ];
 }
 
@@ -287,7 +287,7 @@ async function* runAlgorithm(
       if (evaluateAll) {
         emit({ kind: 'evaluating', algorithm, round, scope: 'all' });
         const personal = await evaluateEveryone(pool, clients, (worker, list) =>
-          ask<'evaluate'>(pool, worker, { kind: 'evaluate', clients: list }),
+          ask<'evaluate'>(pool, worker, { kind: 'evaluate', clients: list, withTrain: list.filter((c) => sampled.has(c)) }),
         );
         let global: ModelEvaluation[] | null = null;
         if (coordinator && descriptor.evaluatesGlobalModel) {

@@ -35,7 +35,8 @@ export type WorkerRequest =
   /** One local round: pull the task over gRPC, train, push. Local-only trains without the network. */
   | { readonly kind: 'train'; readonly client: number; readonly round: number }
   /** Personalized accuracy and loss of these clients on their own test data and on their own training data. */
-  | { readonly kind: 'evaluate'; readonly clients: readonly number[] }
+  /** `withTrain`: the clients also measured on their training data (those sampled so far). */
+  | { readonly kind: 'evaluate'; readonly clients: readonly number[]; readonly withTrain: readonly number[] }
   /** A given (global) model on these clients' test data. */
   | { readonly kind: 'evaluate-model'; readonly clients: readonly number[]; readonly weights: Map<string, Float32Array> }
   /**
@@ -83,8 +84,11 @@ export interface ClientEvaluation {
   readonly client: number;
   /** On the client's own test data. */
   readonly test: EvalResult;
-  /** On the client's own training data (without a held-out validation split): test and train give the overfitting gap. */
-  readonly train: EvalResult;
+  /**
+   * On the client's own training data (without a held-out validation split): test and train give the
+   * overfitting gap. null when the request did not ask for it (a client never sampled).
+   */
+  readonly train: EvalResult | null;
 }
 
 /** A given (global) model on one client's test data. */
