@@ -222,11 +222,13 @@ async function exportClient(client: number, p: Participant, dir: string): Promis
   const s = p.exportState();
   const family = p.model.name;
   const input = inputEncodingOf(p.data.train);
+  // What the client's personalized accuracy is measured on (Ditto: its personal model, not the uploaded one).
+  const personalized = p.algorithm.personalizedModel({ weights: s.weights, personal: s.personal });
   const portable: PortableModel = {
     family,
     architecture: zooArchitecture(family),
-    weights: s.weights,
-    personal: s.personal,
+    weights: personalized.weights,
+    personal: personalized.personal,
     masks: s.masks,
     input,
   };

@@ -22,7 +22,15 @@ import type { MaskMap, TensorMap } from '../prune.js';
 import { evaluate } from '../train.js';
 import { prepareAtKept, trainDense } from './common.js';
 import { parseConfig, type GateConfig } from './config.js';
-import type { AlgorithmKind, AlgorithmOfKind, EvalResult, FederatedAlgorithm, RoundContext, TrainOutcome } from './types.js';
+import type {
+  AlgorithmKind,
+  AlgorithmOfKind,
+  EvalResult,
+  FederatedAlgorithm,
+  HeldModel,
+  RoundContext,
+  TrainOutcome,
+} from './types.js';
 
 /** A strict zod object whose every field has a default, so `{}` parses to the reference configuration. */
 export type AlgorithmSchema<Config extends TrainingConfig = TrainingConfig> = z.ZodType<Config>;
@@ -155,6 +163,11 @@ abstract class AlgorithmBase<Config extends TrainingConfig> {
     if (state.size > 0) {
       throw new Error(`${this.name} keeps no state of its own, but the saved state holds ${[...state.keys()].join(', ')}`);
     }
+  }
+
+  /** The model held is the personalized one. */
+  personalizedModel(held: HeldModel): HeldModel {
+    return held;
   }
 }
 

@@ -23,7 +23,7 @@ import { evaluate } from '../train.js';
 import { historyMetrics, prefixed, takePrefixed, trainDense, trainMasked } from './common.js';
 import { trainingDefaults } from './config.js';
 import { FederatedAlgorithmBase, defineAlgorithm } from './define.js';
-import type { EvalResult, FederatedAlgorithm, RoundContext, TrainOutcome } from './types.js';
+import type { EvalResult, FederatedAlgorithm, HeldModel, RoundContext, TrainOutcome } from './types.js';
 
 export const dittoConfig = z.strictObject({
   ...trainingDefaults,
@@ -66,6 +66,12 @@ export class Ditto extends FederatedAlgorithmBase<DittoConfig> implements Federa
     const personal = this.#personal;
     if (personal === undefined) return Promise.resolve(evaluate(ctx.model, dataset));
     return this.#withPersonal(ctx.model, personal, (model) => Promise.resolve(evaluate(model, dataset)));
+  }
+
+  /** The personal model, not the global track the client holds and uploads (that one before the first round). */
+  override personalizedModel(held: HeldModel): HeldModel {
+    const p = this.#personal;
+    return p === undefined ? held : { weights: p.weights, personal: p.statistics };
   }
 
   override exportState(): TensorMap {

@@ -121,6 +121,18 @@ interface AlgorithmHooks {
   exportState(): TensorMap;
   /** Takes back what exportState gave (a resumed client); throws when it does not fit `model`. */
   restoreState(state: TensorMap, model: Model): void;
+  /**
+   * The model this client's personalized accuracy is measured on, given the one it
+   * holds: that one for most, Ditto's personal model once it has one. What an export
+   * of the client writes.
+   */
+  personalizedModel(held: HeldModel): HeldModel;
+}
+
+/** A model's values: its parameters and its BatchNorm running statistics. */
+export interface HeldModel {
+  readonly weights: TensorMap;
+  readonly personal: TensorMap;
 }
 
 /** Receives the global model and uploads an update every round it is sampled. */

@@ -6,9 +6,10 @@
  * every variant's accuracy on its test split is measured from the bytes a
  * reader would get, next to the masked model's.
  */
-import { describeAlgorithm, isAlgorithmName } from '../algorithms/registry.js';
+import { createAlgorithm, describeAlgorithm, isAlgorithmName } from '../algorithms/registry.js';
+import type { HeldModel } from '../algorithms/types.js';
 import type { Dataset } from '../data/dataset.js';
-import { createModel, zooArchitecture, type Architecture } from '../model.js';
+import { createModel, zooArchitecture, type Architecture, type Model } from '../model.js';
 import { isModelName, type ModelName } from '../model-names.js';
 import { assertStateMatches, loadState, stateFilePath, StateFileError, type ClientState } from '../state.js';
 import { evaluate, trainLocal } from '../train.js';
@@ -55,8 +56,10 @@ export async function loadClientModel(
   if (!isModelName(state.model)) throw new StateFileError(file, `holds model '${state.model}', which is not a zoo model`);
   const family: ModelName = state.model;
   const probe = createModel(family, 0);
+  let personalized: HeldModel;
   try {
     assertStateMatches(state, { manifest: probe.manifest }, file);
+    personalized = personalizedModelOf(state, probe, file);
   } finally {
     probe.dispose();
   }
@@ -67,12 +70,28 @@ export async function loadClientModel(
   const portable: PortableModel = {
     family,
     architecture,
-    weights: state.weights,
-    personal: state.personal,
+    weights: personalized.weights,
+    personal: personalized.personal,
     masks: state.masks,
     input,
   };
   return { state, portable, data: fitted && standardised(fitted, input, data!.layout.folder) };
+}
+
+/**
+ * The model a state's personalized accuracy is measured on: the one it holds, or the
+ * algorithm's own (Ditto keeps its personal model in the algorithm's state).
+ */
+function personalizedModelOf(state: ClientState, model: Model, file: string): HeldModel {
+  if (!isAlgorithmName(state.algorithm))
+    throw new StateFileError(file, `was written by algorithm '${state.algorithm}', which subfed does not know`);
+  const algorithm = createAlgorithm(state.algorithm);
+  try {
+    algorithm.restoreState(state.algorithmState, model);
+  } catch (e) {
+    throw new StateFileError(file, `holds ${state.algorithm} state that does not fit: ${(e as Error).message}`);
+  }
+  return algorithm.personalizedModel({ weights: state.weights, personal: state.personal });
 }
 
 /** What a data folder must match of a model (client/data/fit.ts). */
