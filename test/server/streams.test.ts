@@ -263,10 +263,14 @@ describe('half-open stream floods', () => {
       expect(['CANCELLED', 'RESOURCE_EXHAUSTED', 'DEADLINE_EXCEEDED']).toContain(code);
     const reset = codes.filter((c) => c === grpc.status.CANCELLED).length;
     const refused = codes.filter((c) => c === grpc.status.RESOURCE_EXHAUSTED).length;
-    // The server resets every admitted stream once idle (at least the first four). A client whose own deadline
-    // passes before the reset reaches it (a loaded machine: 2,000 calls on one event loop) sees DEADLINE_EXCEEDED
-    // instead of CANCELLED, so the client's count of resets can only be at most the server's.
-    expect(reasons.idle_download).toBeGreaterThanOrEqual(4);
+    // The server resets an admitted stream once it is idle: stuck with unread data. Not every admitted stream
+    // gets stuck: one whose whole task fits in the flow-control window left to it (which depends on how much
+    // of its connection's window other streams hold at that moment) is written out completely and ends at
+    // the client's deadline instead (seen: 3 resets of 4 admitted on Node 24). A client whose own deadline
+    // passes before the reset reaches it (a loaded machine: 2,000 calls on one event loop) sees
+    // DEADLINE_EXCEEDED instead of CANCELLED, so the client's count of resets is at most the server's. What
+    // holds every time: resets happen, and nothing stays open or buffered (below).
+    expect(reasons.idle_download).toBeGreaterThanOrEqual(1);
     expect(reset).toBeLessThanOrEqual(reasons.idle_download);
     expect((reasons.streams_per_client ?? 0) + (reasons.streams_total ?? 0)).toBe(refused);
     expect(refused).toBeGreaterThan(FLOOD / 2);
