@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import type { ImageDataset } from '../../client/data/dataset.js';
 import { inputEncodingOf } from '../../client/export/portable.js';
 import { createModel } from '../../client/model.js';
-import { createParticipant } from '../../client/participant.js';
-import { saveState } from '../../client/state.js';
+import { createParticipant, type Participant } from '../../client/participant.js';
+import { saveState, type ClientState } from '../../client/state.js';
 import { idxImages, idxLabels } from '../fixtures/data-files.js';
 import { OneClientServer, tinyData } from '../client/participant-helpers.js';
 
@@ -31,6 +31,25 @@ export function writeIdx(folder: string, ds: ImageDataset): void {
   writeFileSync(join(folder, 'labels.idx'), idxLabels(ds.labels));
 }
 
+/** Saves `participant` in `stateDir` as `subfed client` saves it, and returns the state written. */
+export async function saveParticipant(stateDir: string, participant: Participant, train: ImageDataset): Promise<ClientState> {
+  const s = participant.exportState();
+  const state: ClientState = {
+    identity: undefined,
+    round: s.round,
+    maskVersion: s.maskVersion,
+    algorithm: participant.algorithm.name,
+    model: participant.model.name,
+    algorithmState: s.algorithmState,
+    weights: s.weights,
+    masks: s.masks,
+    personal: s.personal,
+    input: inputEncodingOf(train),
+  };
+  await saveState(stateDir, state);
+  return state;
+}
+
 /**
  * Three rounds of subfedavg-hy on a 4-class noisy task with a brisk learning rate, which
  * removes channels within two rounds (as test/client/algorithms.test.ts shows), then
@@ -50,20 +69,8 @@ export async function hyClient(dir: string, rounds = 3): Promise<HyClient> {
   const server = new OneClientServer(model.getWeights());
   let channelsKept: number[] = [];
   for (let r = 0; r < rounds; r++) channelsKept = (await server.round_(participant)).metrics.channelsKept ?? [];
-  const s = participant.exportState();
   const stateDir = join(dir, 'state');
-  await saveState(stateDir, {
-    identity: undefined,
-    round: s.round,
-    maskVersion: s.maskVersion,
-    algorithm: 'subfedavg-hy',
-    model: model.name,
-    algorithmState: s.algorithmState,
-    weights: s.weights,
-    masks: s.masks,
-    personal: s.personal,
-    input: inputEncodingOf(train),
-  });
+  await saveParticipant(stateDir, participant, train);
   model.dispose();
   const dataDir = join(dir, 'data');
   writeIdx(join(dataDir, 'train'), train);

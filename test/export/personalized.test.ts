@@ -7,11 +7,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from '../../client/backend.js';
 import { accuracyOf, loadClientModel } from '../../client/export/export.js';
-import { inputEncodingOf } from '../../client/export/portable.js';
 import { createModel } from '../../client/model.js';
 import { createParticipant } from '../../client/participant.js';
 import { saveState, StateFileError } from '../../client/state.js';
 import { OneClientServer, tinyData } from '../client/participant-helpers.js';
+import { saveParticipant } from './fixture.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'subfed-export-personalized-'));
 
@@ -29,23 +29,10 @@ async function trainedClient(algorithm: 'ditto' | 'fedavg', name: string) {
   const server = new OneClientServer(model.getWeights());
   for (let r = 0; r < 2; r++) await server.round_(participant);
   const personalized = await participant.evaluate('test');
-  const s = participant.exportState();
   const stateDir = join(dir, name);
-  const state = {
-    identity: undefined,
-    round: s.round,
-    maskVersion: s.maskVersion,
-    algorithm,
-    model: model.name,
-    algorithmState: s.algorithmState,
-    weights: s.weights,
-    masks: s.masks,
-    personal: s.personal,
-    input: inputEncodingOf(train),
-  };
-  await saveState(stateDir, state);
+  const state = await saveParticipant(stateDir, participant, train);
   model.dispose();
-  return { stateDir, state, test, personalized, held: s.weights };
+  return { stateDir, state, test, personalized, held: state.weights };
 }
 
 describe('the exported model is the personalized one', () => {
