@@ -31,6 +31,12 @@ describe('reading a run folder back', () => {
   });
 
   const line = JSON.stringify(fixtureRounds()[0]);
+  /** The first evaluation round's line, each client's record passed through `spoil`. */
+  const evaluated = (spoil: (client: Record<string, unknown>) => Record<string, unknown>): string => {
+    const round = fixtureRounds().find((r) => r.evaluation !== null)!;
+    const clients = round.evaluation!.clients.map((c) => spoil({ ...c }));
+    return JSON.stringify({ ...round, evaluation: { ...round.evaluation, clients } });
+  };
   const cases: Array<[string, (folder: string) => void, RegExp]> = [
     ['a missing rounds.jsonl', (f) => rmSync(path.join(f, 'rounds.jsonl')), /rounds\.jsonl: ENOENT/],
     ['a config.json that is not JSON', (f) => writeFileSync(path.join(f, 'config.json'), '{'), /config\.json: not JSON/],
@@ -68,6 +74,24 @@ describe('reading a run folder back', () => {
           line.replace('"personalized":{"accuracy":0.6', '"personalized":{"accuracy":1.6'),
         ),
       /rounds\.jsonl line 1: members\.0\.personalized\.accuracy: .*got 1\.6/,
+    ],
+    [
+      'a sampled client without its training-data figures',
+      (f) =>
+        writeFileSync(
+          path.join(f, 'rounds.jsonl'),
+          evaluated((c) => (c.sampled ? { ...c, train: undefined } : c)),
+        ),
+      /rounds\.jsonl line 1: evaluation\.clients\.0\.train: .*expected object.*got nothing/,
+    ],
+    [
+      'a never-sampled client with training-data figures (it is not measured there)',
+      (f) =>
+        writeFileSync(
+          path.join(f, 'rounds.jsonl'),
+          evaluated((c) => (c.sampled ? c : { ...c, train: c.test })),
+        ),
+      /rounds\.jsonl line 1: evaluation\.clients\.3: .*unknown field\(s\) train/,
     ],
     [
       'an algorithm the config does not run',
